@@ -1,0 +1,234 @@
+#include "common/cn_util.h"
+#include "common/cn_error.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void cn_hex_encode(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+static int hex_val(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int cn_hex_decode(const char *hex, uint8_t *out, size_t len)
+{
+	if (strlen(hex) != 2 * len)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+int cn_read_full(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len) {
+		ssize_t n = read(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -CN_E_TRUNCATED;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int cn_write_full(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", path);
+	if (fstat(fd, &st) < 0) {
+		int r = cn_error_sys(-errno, "stat %s", path);
+		close(fd);
+		return r;
+	}
+	if ((uint64_t)st.st_size > max_size) {
+		close(fd);
+		return cn_error_set(-EFBIG, "%s: file too large (%lld bytes, limit %zu)",
+				    path, (long long)st.st_size, max_size);
+	}
+	size_t len = (size_t)st.st_size;
+	uint8_t *data = malloc(len ? len : 1);
+	if (!data) {
+		close(fd);
+		return cn_error_set(-ENOMEM, "%s: out of memory", path);
+	}
+	int r = cn_read_full(fd, data, len);
+	close(fd);
+	if (r < 0) {
+		free(data);
+		return cn_error_sys(r, "read %s", path);
+	}
+	*out = data;
+	*out_len = len;
+	return 0;
+}
+
+int cn_fsync_dir_of(const char *path, int is_dir)
+{
+	char dir[PATH_MAX];
+	if (is_dir) {
+		snprintf(dir, sizeof(dir), "%s", path);
+	} else {
+		const char *slash = strrchr(path, '/');
+		if (!slash)
+			snprintf(dir, sizeof(dir), ".");
+		else if (slash == path)
+			snprintf(dir, sizeof(dir), "/");
+		else
+			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	}
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open directory %s", dir);
+	int r = fsync(fd) < 0 ? cn_error_sys(-errno, "fsync directory %s", dir) : 0;
+	close(fd);
+	return r;
+}
+
+int cn_write_file_atomic(const char *path, const void *data, size_t len,
+			 mode_t mode, int durable)
+{
+	char tmp[PATH_MAX];
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp_XXXXXX", path) >= sizeof(tmp))
+		return cn_error_set(-ENAMETOOLONG, "%s: path too long", path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "create temporary file for %s", path);
+	int r = cn_write_full(fd, data, len);
+	if (r < 0) {
+		cn_error_sys(r, "write %s", tmp);
+		goto fail;
+	}
+	if (fchmod(fd, mode) < 0) {
+		r = cn_error_sys(-errno, "chmod %s", tmp);
+		goto fail;
+	}
+	if (durable && fsync(fd) < 0) {
+		r = cn_error_sys(-errno, "fsync %s", tmp);
+		goto fail;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		r = cn_error_sys(-errno, "close %s", tmp);
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		r = cn_error_sys(-errno, "rename %s to %s", tmp, path);
+		goto fail;
+	}
+	return durable ? cn_fsync_dir_of(path, 0) : 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return r;
+}
+
+int cn_mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(path);
+	if (len == 0 || len >= sizeof(buf))
+		return cn_error_set(-ENAMETOOLONG, "invalid directory path '%s'", path);
+	memcpy(buf, path, len + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return cn_error_sys(-errno, "mkdir %s", buf);
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return cn_error_sys(-errno, "mkdir %s", buf);
+	return 0;
+}
+
+int cn_buf_reserve(struct cn_buf *b, size_t extra)
+{
+	if (b->cap - b->len >= extra)
+		return 0;
+	size_t need = b->len + extra;
+	if (need < b->len)
+		return -ENOMEM;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < need) {
+		if (cap > SIZE_MAX / 2) {
+			cap = need;
+			break;
+		}
+		cap *= 2;
+	}
+	uint8_t *p = realloc(b->data, cap);
+	if (!p)
+		return -ENOMEM;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+int cn_buf_append(struct cn_buf *b, const void *data, size_t len)
+{
+	int r = cn_buf_reserve(b, len);
+	if (r < 0)
+		return r;
+	if (len)
+		memcpy(b->data + b->len, data, len);
+	b->len += len;
+	return 0;
+}
+
+void cn_buf_free(struct cn_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}

@@ -1,0 +1,86 @@
+/* cn_util — small helpers shared by every layer: hex, full reads/writes,
+ * durable atomic file replacement, a growable byte buffer. No policy. */
+#ifndef CN_UTIL_H
+#define CN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Writes 2*len lowercase hex digits plus a NUL into out (2*len+1 bytes). */
+void cn_hex_encode(const uint8_t *in, size_t len, char *out);
+
+/* Parses exactly 2*len hex digits (either case) from hex into out.
+ * Returns 0, or -EINVAL if hex is not exactly that long or not hex. */
+int cn_hex_decode(const char *hex, uint8_t *out, size_t len);
+
+/* Reads exactly len bytes (retrying on EINTR and short reads). Returns 0,
+ * -CN_E_TRUNCATED on early end of file, or -errno. Sets no message. */
+int cn_read_full(int fd, void *buf, size_t len);
+
+/* Writes exactly len bytes (retrying on EINTR and short writes). Returns 0
+ * or -errno. Sets no message. */
+int cn_write_full(int fd, const void *buf, size_t len);
+
+/* Reads a whole file (at most max_size bytes) into a malloc'd buffer that
+ * the caller frees. Returns 0 and sets *out and *out_len, or a negative code
+ * with a message (-EFBIG when the file is larger than max_size). */
+int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len);
+
+/* Replaces path atomically with data: writes "PATH.tmp_XXXXXX" in the
+ * same directory, fsyncs it (if durable), renames it over path and fsyncs
+ * the directory (if durable). On failure nothing named path changes and the
+ * temp file is removed. mode is the new file's permission bits. Returns 0
+ * or a negative code with a message. */
+int cn_write_file_atomic(const char *path, const void *data, size_t len,
+			 mode_t mode, int durable);
+
+/* fsyncs the directory holding path (or path itself if it is a directory
+ * and is_dir is set). Returns 0 or -errno with a message. */
+int cn_fsync_dir_of(const char *path, int is_dir);
+
+/* Creates a directory and its missing parents (like mkdir -p). Returns 0
+ * (also when it exists) or -errno with a message. */
+int cn_mkdir_p(const char *path, mode_t mode);
+
+/* A growable byte buffer. Zero-initialise ({0}) before first use; free with
+ * cn_buf_free(). data is owned by the buffer. */
+struct cn_buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+};
+
+/* Ensures room for at least extra more bytes. Returns 0 or -ENOMEM. */
+int cn_buf_reserve(struct cn_buf *b, size_t extra);
+/* Appends len bytes. Returns 0 or -ENOMEM. */
+int cn_buf_append(struct cn_buf *b, const void *data, size_t len);
+/* Releases the storage and zeroes the struct. */
+void cn_buf_free(struct cn_buf *b);
+
+/* Little-endian loads and stores (the on-disk byte order of PBS formats). */
+static inline uint64_t cn_le64(const uint8_t *p)
+{
+	return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
+	       (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
+	       (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
+}
+static inline uint32_t cn_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+static inline void cn_put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void cn_put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+#endif

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of cairn on Debian 12 (as root),
+# skipping apt entirely when everything is already there.
+set -euo pipefail
+PKGS=(
+  build-essential meson ninja-build pkg-config clang
+  libzstd-dev libssl-dev libxxhash-dev libcurl4-openssl-dev liblmdb-dev
+  libnghttp2-dev libjansson-dev libacl1-dev libinih-dev check libsubunit-dev
+  python3 python3-h2 python3-cryptography python3-zstandard
+  attr acl lmdb-utils openssl ca-certificates util-linux
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${missing[*]} (run as root or install them)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,106 @@
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cn_error.h"
+#include "common/cn_util.h"
+
+START_TEST(test_hex_roundtrip)
+{
+	uint8_t in[4] = {0x00, 0xab, 0x7f, 0xff}, out[4];
+	char hex[9];
+	cn_hex_encode(in, 4, hex);
+	ck_assert_str_eq(hex, "00ab7fff");
+	ck_assert_int_eq(cn_hex_decode("00AB7fff", out, 4), 0);
+	ck_assert_mem_eq(in, out, 4);
+	ck_assert_int_eq(cn_hex_decode("00ab7ff", out, 4), -EINVAL);
+	ck_assert_int_eq(cn_hex_decode("00ab7ffg", out, 4), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_error_prefix)
+{
+	cn_error_clear();
+	ck_assert_str_eq(cn_error_message(), "");
+	int r = cn_error_set(-CN_E_CRC, "chunk %s", "abcd");
+	ck_assert_int_eq(r, -CN_E_CRC);
+	r = cn_error_prefix(r, "snapshot %d", 7);
+	ck_assert_int_eq(r, -CN_E_CRC);
+	ck_assert_str_eq(cn_error_message(), "snapshot 7: chunk abcd");
+	ck_assert_int_eq(cn_error_code(), -CN_E_CRC);
+	ck_assert_str_eq(cn_strerror(-CN_E_CRC), "CRC32 mismatch");
+	ck_assert_str_eq(cn_strerror(-ENOENT), "No such file or directory");
+	cn_error_clear();
+	cn_error_prefix(-EIO, "reading x");
+	ck_assert_str_eq(cn_error_message(), "reading x: Input/output error");
+}
+END_TEST
+
+START_TEST(test_atomic_write)
+{
+	char dir[] = "/tmp/cn_test_XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	char path[256];
+	snprintf(path, sizeof(path), "%s/a/b/file", dir);
+	char sub[256];
+	snprintf(sub, sizeof(sub), "%s/a/b", dir);
+	ck_assert_int_eq(cn_mkdir_p(sub, 0755), 0);
+	ck_assert_int_eq(cn_write_file_atomic(path, "hello", 5, 0640, 1), 0);
+	ck_assert_int_eq(cn_write_file_atomic(path, "bye", 3, 0600, 0), 0);
+	uint8_t *data;
+	size_t len;
+	ck_assert_int_eq(cn_read_file(path, 100, &data, &len), 0);
+	ck_assert_uint_eq(len, 3);
+	ck_assert_mem_eq(data, "bye", 3);
+	free(data);
+	ck_assert_int_eq(cn_read_file(path, 2, &data, &len), -EFBIG);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0600);
+	/* A write into a missing directory fails and leaves nothing behind. */
+	snprintf(path, sizeof(path), "%s/missing/file", dir);
+	ck_assert_int_lt(cn_write_file_atomic(path, "x", 1, 0600, 1), 0);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+START_TEST(test_buf_and_le)
+{
+	struct cn_buf b = {0};
+	for (int i = 0; i < 1000; i++)
+		ck_assert_int_eq(cn_buf_append(&b, "abc", 3), 0);
+	ck_assert_uint_eq(b.len, 3000);
+	ck_assert_mem_eq(b.data + 2997, "abc", 3);
+	cn_buf_free(&b);
+	ck_assert_ptr_null(b.data);
+	uint8_t p[8];
+	cn_put_le64(p, 0x0102030405060708ull);
+	ck_assert_uint_eq(p[0], 8);
+	ck_assert_uint_eq(cn_le64(p), 0x0102030405060708ull);
+	cn_put_le32(p, 0xdeadbeef);
+	ck_assert_uint_eq(cn_le32(p), 0xdeadbeef);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("common");
+	TCase *tc = tcase_create("core");
+	tcase_add_test(tc, test_hex_roundtrip);
+	tcase_add_test(tc, test_error_prefix);
+	tcase_add_test(tc, test_atomic_write);
+	tcase_add_test(tc, test_buf_and_le);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
