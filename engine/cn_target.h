@@ -24,20 +24,9 @@
 #include <stdint.h>
 
 #include "common/cn_chunk.h"
+#include "common/cn_index_types.h"
 #include "common/cn_snapshot.h"
 #include "common/cn_util.h"
-
-enum cn_index_kind {
-	CN_INDEX_DYNAMIC, /* .didx: (end offset, digest) entries */
-	CN_INDEX_FIXED,   /* .fidx: digests of fixed-size chunks */
-};
-
-/* One index entry as the engine appends it, in stream order. For fixed
- * indexes end_offset is the end of that fixed chunk in the image. */
-struct cn_index_entry {
-	uint64_t end_offset;
-	uint8_t digest[32];
-};
 
 struct cn_target;
 
