@@ -1,8 +1,7 @@
 /* cn_crc32 — CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the
  * checksum of DataBlobs. Same values as zlib's crc32() and Rust's crc32fast,
- * which upstream uses. Slice-by-8 table implementation; the tables are
- * computed at compile time shape (static const), so there is no init call and
- * no mutable state. */
+ * which upstream uses. Slice-by-8 over constant tables: no init call, no
+ * mutable state, safe from any thread. */
 #ifndef CN_CRC32_H
 #define CN_CRC32_H
 
