@@ -89,7 +89,10 @@ int cn_manifest_check_key(const struct cn_manifest *m, const struct cn_crypt_con
 
 /* The manifest's JSON text as upstream writes it (pretty, sorted). With
  * crypt: sets signature and unprotected.key-fingerprint first (the
- * manifest keeps them); without: "signature": null. Appends to out. */
+ * manifest keeps them). Without: the signature stays as it is, as upstream
+ * (null for a new manifest; a read one keeps its signature, which is what
+ * a rewrite of only "unprotected" needs; cn_manifest_add_file resets it to
+ * null). Appends to out. */
 int cn_manifest_to_json(struct cn_manifest *m, const struct cn_crypt_config *crypt,
 			struct cn_buf *out);
 
