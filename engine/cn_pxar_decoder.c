@@ -80,22 +80,6 @@ int cn_pxar_input_fd(struct cn_pxar_input *in, int fd)
 
 /* ---- names ---------------------------------------------------------------- */
 
-int cn_pxar_check_filename(const uint8_t *name, size_t len)
-{
-	if (len == 0)
-		return cn_error_set(-CN_E_PATH, "illegal file name (empty)");
-	if (len > CN_PXAR_MAX_FILENAME_LEN)
-		return cn_error_set(-CN_E_PATH, "file name too long (%zu > %u bytes)", len,
-				    CN_PXAR_MAX_FILENAME_LEN);
-	if (memchr(name, '/', len))
-		return cn_error_set(-CN_E_PATH, "illegal file name (contains '/')");
-	if (memchr(name, 0, len))
-		return cn_error_set(-CN_E_PATH, "illegal file name (contains NUL)");
-	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-		return cn_error_set(-CN_E_PATH, "illegal file name '%.*s'", (int)len, name);
-	return 0;
-}
-
 int cn_pxar_check_relpath(const char *path, size_t len)
 {
 	if (len == 0 || path[0] == '/')
@@ -107,7 +91,7 @@ int cn_pxar_check_relpath(const char *path, size_t len)
 		const char *s = path + i;
 		const char *e = memchr(s, '/', len - i);
 		size_t n = e ? (size_t)(e - s) : len - i;
-		int rc = cn_pxar_check_filename((const uint8_t *)s, n);
+		int rc = cn_pxar_check_filename(s, n);
 		if (rc < 0)
 			return cn_error_prefix(rc, "hardlink target '%.*s'", (int)len, path);
 		i += n + 1;
@@ -352,7 +336,7 @@ static int add_acl(struct cn_pxar_decoder *d, int which, uint64_t pos, uint64_t 
 	if (rc < 0)
 		return rc;
 	l->v[l->n].id = v[0];
-	l->v[l->n].perms = v[1];
+	l->v[l->n].permissions = v[1];
 	l->n++;
 	return 0;
 }

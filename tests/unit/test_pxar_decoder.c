@@ -503,7 +503,7 @@ START_TEST(test_attributes)
 	ck_assert_uint_eq(e->xattrs[1].value_len, 0);
 	ck_assert_uint_eq(e->acl_user_count, 1);
 	ck_assert_uint_eq(e->acl_users[0].id, 1234);
-	ck_assert_uint_eq(e->acl_users[0].perms, 6);
+	ck_assert_uint_eq(e->acl_users[0].permissions, 6);
 	ck_assert(e->has_acl_group_obj);
 	ck_assert_uint_eq(e->acl_group_obj, 5);
 	ck_assert_uint_eq(e->fcaps_len, 2);
