@@ -80,22 +80,6 @@ int cn_pxar_input_fd(struct cn_pxar_input *in, int fd)
 
 /* ---- names ---------------------------------------------------------------- */
 
-int cn_pxar_check_filename(const uint8_t *name, size_t len)
-{
-	if (len == 0)
-		return cn_error_set(-CN_E_PATH, "illegal file name (empty)");
-	if (len > CN_PXAR_MAX_FILENAME_LEN)
-		return cn_error_set(-CN_E_PATH, "file name too long (%zu > %u bytes)", len,
-				    CN_PXAR_MAX_FILENAME_LEN);
-	if (memchr(name, '/', len))
-		return cn_error_set(-CN_E_PATH, "illegal file name (contains '/')");
-	if (memchr(name, 0, len))
-		return cn_error_set(-CN_E_PATH, "illegal file name (contains NUL)");
-	if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-		return cn_error_set(-CN_E_PATH, "illegal file name '%.*s'", (int)len, name);
-	return 0;
-}
-
 int cn_pxar_check_relpath(const char *path, size_t len)
 {
 	if (len == 0 || path[0] == '/')
@@ -107,7 +91,7 @@ int cn_pxar_check_relpath(const char *path, size_t len)
 		const char *s = path + i;
 		const char *e = memchr(s, '/', len - i);
 		size_t n = e ? (size_t)(e - s) : len - i;
-		int rc = cn_pxar_check_filename((const uint8_t *)s, n);
+		int rc = cn_pxar_check_filename(s, n);
 		if (rc < 0)
 			return cn_error_prefix(rc, "hardlink target '%.*s'", (int)len, path);
 		i += n + 1;
@@ -130,6 +114,8 @@ struct frame {
 struct child_rec {
 	uint64_t hash, offset, size; /* relative values as in the goodbye table */
 	uint64_t filename_off, end;  /* absolute, while the directory is open */
+	uint64_t extra;              /* v2 split file: its size, which upstream's
+				      * encoder may add to the item's size */
 };
 
 struct xa_off {
@@ -350,7 +336,7 @@ static int add_acl(struct cn_pxar_decoder *d, int which, uint64_t pos, uint64_t 
 	if (rc < 0)
 		return rc;
 	l->v[l->n].id = v[0];
-	l->v[l->n].perms = v[1];
+	l->v[l->n].permissions = v[1];
 	l->n++;
 	return 0;
 }
@@ -735,7 +721,8 @@ static int path_push(struct cn_pxar_decoder *d, const char *name, size_t len)
 	return path_set_len(d, d->path_len + len);
 }
 
-static int add_child(struct cn_pxar_decoder *d, uint64_t hash, uint64_t filename_off, uint64_t end)
+static int add_child(struct cn_pxar_decoder *d, uint64_t hash, uint64_t filename_off, uint64_t end,
+		     uint64_t extra)
 {
 	if (d->nchildren >= CN_PXAR_MAX_OPEN_CHILDREN)
 		return cn_error_set(-E2BIG, "more than %u entries in open directories (offset %llu)",
@@ -747,9 +734,11 @@ static int add_child(struct cn_pxar_decoder *d, uint64_t hash, uint64_t filename
 	c->hash = hash;
 	c->filename_off = filename_off;
 	c->end = end;
+	c->extra = extra;
 	return 0;
 }
 
+/* Orders by (hash, offset); offsets are distinct among real children. */
 static int cmp_child(const void *a, const void *b)
 {
 	const struct child_rec *x = a, *y = b;
@@ -757,9 +746,15 @@ static int cmp_child(const void *a, const void *b)
 		return x->hash < y->hash ? -1 : 1;
 	if (x->offset != y->offset)
 		return x->offset < y->offset ? -1 : 1;
-	if (x->size != y->size)
-		return x->size < y->size ? -1 : 1;
 	return 0;
+}
+
+/* Whether table item it describes child c. */
+static int item_matches(const struct child_rec *it, const struct child_rec *c)
+{
+	return it->hash == c->hash && it->offset == c->offset &&
+	       (it->size == c->size || (c->extra && it->size - c->size == c->extra &&
+					it->size > c->size));
 }
 
 /* Whether the implicit tree under slot i keeps lo <= hash <= hi, so that
@@ -776,6 +771,31 @@ static int bst_ok(const uint8_t *tab, size_t n, size_t i, uint64_t lo, uint64_t 
 		lo = h;
 	}
 	return 1;
+}
+
+/* Whether the FILENAME items at a and b (already validated) hold the same
+ * name. */
+static int same_filename(const struct cn_pxar_input *in, uint64_t a, uint64_t b, int *same)
+{
+	uint8_t ha[CN_PXAR_HEADER_SIZE], hb[CN_PXAR_HEADER_SIZE];
+	int rc = rd(in, in->size, a, ha, sizeof(ha));
+	if (rc == 0)
+		rc = rd(in, in->size, b, hb, sizeof(hb));
+	if (rc < 0)
+		return rc;
+	*same = 0;
+	uint64_t n = cn_le64(ha + 8);
+	if (n != cn_le64(hb + 8) || n > CN_PXAR_HEADER_SIZE + CN_PXAR_MAX_FILENAME_LEN + 1)
+		return 0;
+	uint8_t na[CN_PXAR_MAX_FILENAME_LEN + 1], nb[CN_PXAR_MAX_FILENAME_LEN + 1];
+	n -= CN_PXAR_HEADER_SIZE;
+	rc = rd(in, in->size, a + CN_PXAR_HEADER_SIZE, na, (size_t)n);
+	if (rc == 0)
+		rc = rd(in, in->size, b + CN_PXAR_HEADER_SIZE, nb, (size_t)n);
+	if (rc < 0)
+		return rc;
+	*same = memcmp(na, nb, (size_t)n) == 0;
+	return 0;
 }
 
 /* Checks the goodbye table at gpos (size full) of the innermost directory
@@ -821,16 +841,31 @@ static int verify_goodbye(struct cn_pxar_decoder *d, uint64_t gpos, uint64_t ful
 		items[i].offset = cn_le64(it + 8);
 		items[i].size = cn_le64(it + 16);
 	}
-	qsort(items, nch, sizeof(*items), cmp_child);
-	qsort(ch, nch, sizeof(*ch), cmp_child);
+	if (nch) {
+		qsort(items, nch, sizeof(*items), cmp_child);
+		qsort(ch, nch, sizeof(*ch), cmp_child);
+	}
 	for (size_t i = 0; i < nch; i++) {
-		if (cmp_child(&items[i], &ch[i]) != 0) {
+		if (!item_matches(&items[i], &ch[i])) {
 			free(items);
 			return cn_error_set(-CN_E_FORMAT, "goodbye table at offset %llu does not match the directory's entries",
 					    (unsigned long long)gpos);
 		}
 	}
 	free(items);
+	/* Equal hashes: make sure the names differ, so that a lookup by name
+	 * is unambiguous (and extraction never meets a name twice). */
+	for (size_t i = 1; i < nch; i++) {
+		if (ch[i].hash != ch[i - 1].hash)
+			continue;
+		int same = 0;
+		rc = same_filename(&d->in, ch[i - 1].filename_off, ch[i].filename_off, &same);
+		if (rc < 0)
+			return rc;
+		if (same)
+			return cn_error_set(-CN_E_FORMAT, "duplicate entry name in directory at offset %llu",
+					    (unsigned long long)f->entry_off);
+	}
 	if (!bst_ok(d->gb_buf, nch, 0, 0, UINT64_MAX))
 		return cn_error_set(-CN_E_FORMAT, "goodbye table at offset %llu is not a binary search tree",
 				    (unsigned long long)gpos);
@@ -964,7 +999,9 @@ static int decoder_step(struct cn_pxar_decoder *d)
 		if (rc < 0)
 			return rc;
 		if (d->e.kind != CN_PXAR_KIND_DIR) {
-			if (d->exact_end && d->e.end_offset != d->range_end)
+			/* (a v2 file's goodbye size may include its payload) */
+			if (d->exact_end && d->e.end_offset != d->range_end &&
+			    !(d->e.content_in_payload && d->e.end_offset < d->range_end))
 				return cn_error_set(-CN_E_FORMAT, "entry at offset %llu ends at %llu, its range at %llu",
 						    (unsigned long long)d->range_start,
 						    (unsigned long long)d->e.end_offset,
@@ -1004,7 +1041,8 @@ static int decoder_step(struct cn_pxar_decoder *d)
 		if (rc < 0)
 			return rc;
 		if (d->e.kind != CN_PXAR_KIND_DIR) {
-			rc = add_child(d, hash, pos, d->e.end_offset);
+			rc = add_child(d, hash, pos, d->e.end_offset,
+				       d->e.content_in_payload ? d->e.file_size : 0);
 			if (rc < 0)
 				return rc;
 		}
@@ -1028,7 +1066,7 @@ static int decoder_step(struct cn_pxar_decoder *d)
 						    (unsigned long long)(d->range_end - end));
 			d->state = ST_DONE;
 		} else {
-			rc = add_child(d, f.hash, f.filename_off, end);
+			rc = add_child(d, f.hash, f.filename_off, end, 0);
 			if (rc < 0)
 				return rc;
 		}
@@ -1310,6 +1348,9 @@ static int lookup_component(struct cn_pxar_accessor *a, const struct cn_pxar_ran
 		if (rc < 0)
 			return rc;
 		if (n == len + 1 && nb[len] == 0 && memcmp(nb, name, len) == 0) {
+			/* v2: a split file's size may count its payload too */
+			if (a->has_payload && it[2] > g.goodbye_off - fo)
+				it[2] = g.goodbye_off - fo;
 			if (it[2] > g.goodbye_off - fo || it[2] <= f)
 				return cn_error_set(-CN_E_FORMAT, "bad entry range for '%s' in goodbye table at %llu",
 						    name, (unsigned long long)g.goodbye_off);

@@ -39,6 +39,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/cn_pxar_format.h"
+
 #define CN_PXAR_MAX_DEPTH 4096
 #define CN_PXAR_MAX_OPEN_CHILDREN (4u << 20)
 #define CN_PXAR_MAX_META (16u << 20)
@@ -69,18 +71,6 @@ enum cn_pxar_kind {
 	CN_PXAR_KIND_FIFO,
 	CN_PXAR_KIND_SOCKET,
 	CN_PXAR_KIND_DIR_END,     /* end of a directory (its goodbye table) */
-};
-
-struct cn_pxar_xattr {
-	const uint8_t *name;      /* not NUL-terminated in the archive; name_len bytes */
-	size_t name_len;
-	const uint8_t *value;
-	size_t value_len;
-};
-
-struct cn_pxar_acl_entry {
-	uint64_t id;              /* uid or gid */
-	uint64_t perms;           /* READ 4, WRITE 2, EXECUTE 1 */
 };
 
 /* One decoded entry. All pointers are borrowed from the decoder (or the
@@ -206,11 +196,6 @@ int cn_pxar_accessor_decoder(struct cn_pxar_accessor *a, const struct cn_pxar_ra
  * not a regular file). */
 int cn_pxar_follow_hardlink(struct cn_pxar_accessor *a, const struct cn_pxar_entry *link,
 			    struct cn_pxar_range *out);
-
-/* Checks a file name as the format requires (non-empty, no '/', no NUL,
- * not "." or "..", at most 4096 bytes). Returns 0 or -CN_E_PATH with a
- * message. */
-int cn_pxar_check_filename(const uint8_t *name, size_t len);
 
 /* Checks a relative archive path (hardlink target): non-empty, no leading
  * '/', every component a legal file name. Returns 0 or -CN_E_PATH. */

@@ -133,9 +133,9 @@ static int apply_acls(const struct cn_pxar_entry *e, const char *proc_path)
 			rc = acl_add(&acl, ACL_MASK, NULL, (m >> 3) & 7);
 	}
 	for (size_t i = 0; !rc && i < e->acl_user_count; i++)
-		rc = acl_add(&acl, ACL_USER, &e->acl_users[i].id, e->acl_users[i].perms);
+		rc = acl_add(&acl, ACL_USER, &e->acl_users[i].id, e->acl_users[i].permissions);
 	for (size_t i = 0; !rc && i < e->acl_group_count; i++)
-		rc = acl_add(&acl, ACL_GROUP, &e->acl_groups[i].id, e->acl_groups[i].perms);
+		rc = acl_add(&acl, ACL_GROUP, &e->acl_groups[i].id, e->acl_groups[i].permissions);
 	if (!rc && acl_valid(acl) != 0)
 		rc = -EINVAL;
 	if (!rc && acl_set_file(proc_path, ACL_TYPE_ACCESS, acl) < 0)
@@ -158,10 +158,10 @@ static int apply_acls(const struct cn_pxar_entry *e, const char *proc_path)
 		rc = acl_add(&acl, ACL_MASK, NULL, e->acl_default[3]);
 	for (size_t i = 0; !rc && i < e->acl_default_user_count; i++)
 		rc = acl_add(&acl, ACL_USER, &e->acl_default_users[i].id,
-			     e->acl_default_users[i].perms);
+			     e->acl_default_users[i].permissions);
 	for (size_t i = 0; !rc && i < e->acl_default_group_count; i++)
 		rc = acl_add(&acl, ACL_GROUP, &e->acl_default_groups[i].id,
-			     e->acl_default_groups[i].perms);
+			     e->acl_default_groups[i].permissions);
 	if (!rc && acl_valid(acl) != 0)
 		rc = -EINVAL;
 	if (!rc && acl_set_file(proc_path, ACL_TYPE_DEFAULT, acl) < 0)

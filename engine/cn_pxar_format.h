@@ -122,6 +122,26 @@ struct cn_pxar_stat {            /* on disk: 40 bytes */
 #define CN_PXAR_WITH_SELINUX       0x40000000ULL
 #define CN_PXAR_WITH_FCAPS         0x80000000ULL
 #define CN_PXAR_WITH_QUOTA_PROJID  0x100000000ULL
+#define CN_PXAR_WITH_SUBVOLUME     0x4000000ULL
+#define CN_PXAR_WITH_SUBVOLUME_RO  0x8000000ULL
+#define CN_PXAR_WITH_OWNER         0x200000000ULL
+#define CN_PXAR_EXCLUDE_FILE       0x1000000000000000ULL
+#define CN_PXAR_EXCLUDE_SUBMOUNTS  0x4000000000000000ULL
+#define CN_PXAR_EXCLUDE_NODUMP     0x8000000000000000ULL
+/* The WITH_FLAG_* switches have the values of the CN_PXAR_FLAG_* bits. */
+#define CN_PXAR_WITH_CHATTR (CN_PXAR_FLAG_APPEND | CN_PXAR_FLAG_NOATIME | CN_PXAR_FLAG_COMPR | \
+	CN_PXAR_FLAG_NOCOW | CN_PXAR_FLAG_NODUMP | CN_PXAR_FLAG_DIRSYNC | CN_PXAR_FLAG_IMMUTABLE | \
+	CN_PXAR_FLAG_SYNC | CN_PXAR_FLAG_NOCOMP | CN_PXAR_FLAG_PROJINHERIT)
+#define CN_PXAR_WITH_FAT_ATTRS (CN_PXAR_FLAG_HIDDEN | CN_PXAR_FLAG_SYSTEM | CN_PXAR_FLAG_ARCHIVE)
+/* Flags::DEFAULT (what proxmox-backup-client and `pxar create` use): all
+ * of the above except WITH_2SEC_TIME, WITH_READ_ONLY, WITH_FLAG_NODUMP,
+ * EXCLUDE_SUBMOUNTS; = 0x90000003ffefff00 (pinned in the unit test). */
+#define CN_PXAR_FLAGS_DEFAULT (CN_PXAR_WITH_SYMLINKS | CN_PXAR_WITH_DEVICE_NODES | \
+	CN_PXAR_WITH_FIFOS | CN_PXAR_WITH_SOCKETS | CN_PXAR_WITH_FAT_ATTRS | \
+	(CN_PXAR_WITH_CHATTR & ~CN_PXAR_FLAG_NODUMP) | CN_PXAR_WITH_SUBVOLUME | \
+	CN_PXAR_WITH_SUBVOLUME_RO | CN_PXAR_WITH_PERMISSIONS | CN_PXAR_WITH_OWNER | \
+	CN_PXAR_WITH_XATTRS | CN_PXAR_WITH_ACL | CN_PXAR_WITH_SELINUX | CN_PXAR_WITH_FCAPS | \
+	CN_PXAR_WITH_QUOTA_PROJID | CN_PXAR_EXCLUDE_NODUMP | CN_PXAR_EXCLUDE_FILE)
 
 /* ---- 4./5. Item contents ------------------------------------------------ */
 struct cn_pxar_device {          /* DEVICE, 16 bytes: glibc major()/minor() */
@@ -177,6 +197,28 @@ struct cn_pxar_acl_default {     /* ACL_DEFAULT, 32 bytes; missing = NO_MASK */
  * A hardlink (2nd+ occurrence) is FILENAME + HARDLINK, no ENTRY.
  * Children are sorted bytewise (memcmp) by name; a generated
  * ".pxarexclude-cli" goes last in the root directory. */
+
+/* Entry pieces shared by the encoder (owned copies) and the decoder
+ * (pointers into its buffers). */
+/* One extended attribute (name without NUL). */
+struct cn_pxar_xattr {
+	uint8_t *name;
+	size_t name_len;
+	uint8_t *value;
+	size_t value_len;
+};
+
+/* ACL_USER/ACL_GROUP (and the default variants): uid or gid, permissions. */
+struct cn_pxar_acl_entry {
+	uint64_t id;
+	uint64_t permissions;
+};
+
+/* Validates a file name as pxar does (defined in cn_pxar_encoder.c):
+ * non-empty, no '/', not "." or "..", at most CN_PXAR_MAX_FILENAME_LEN
+ * bytes. Returns 0 or -CN_E_PATH with a
+ * message. (NUL bytes are rejected too.) */
+int cn_pxar_check_filename(const void *name, size_t len);
 
 /* ---- 6. Goodbye table --------------------------------------------------- */
 struct cn_pxar_goodbye_item {    /* on disk: 24 bytes */
