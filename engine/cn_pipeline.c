@@ -160,17 +160,19 @@ const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size
 int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code)
 {
 	struct tgt *t = &p->targets[i];
+	char msg[1024];
+	snprintf(msg, sizeof(msg), "%s", *cn_error_message() ? cn_error_message() : cn_strerror(code));
 	if (t->live) {
-		cn_log_warning("target %s failed: %s; going on without it", t->t->name,
-			       *cn_error_message() ? cn_error_message() : cn_strerror(code));
 		t->live = 0;
 		t->t->ops->abort(t->t);
-		atomic_fetch_sub(&p->nlive, 1);
+		if (atomic_fetch_sub(&p->nlive, 1) > 1)
+			cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
 	}
 	if (atomic_load(&p->nlive) > 0)
 		return 0;
-	cn_error_set(code, "no target left: %s failed: %s", t->t->name, cn_strerror(code));
-	return code;
+	if (p->ntargets == 1)
+		return cn_error_set(code, "%s", msg);
+	return cn_error_set(code, "no target left; the last, %s, failed: %s", t->t->name, msg);
 }
 
 int cn_pipeline_begin(struct cn_pipeline *p, const struct cn_snapshot_id *id)
