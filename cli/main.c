@@ -8,8 +8,12 @@
  *   0  success
  *   1  the operation failed (the message is printed on stderr)
  *   2  usage error (unknown command or option, missing argument)
- *   3  finished with errors: some entries could not be processed
- *      (e.g. extract could not restore some files or metadata)
+ *   3  finished with warnings: some entries could not be processed
+ *      (backup: unreadable or vanished files skipped, or one of several
+ *      targets failed; restore/extract: some files or metadata not restored)
+ *   4  stored data is corrupt (chunk digest/CRC, index or manifest checksum)
+ *   5  no space left on the device being written
+ *   6  locked: another backup of the same group is running
  */
 #include "cli/cli.h"
 #include "common/cn_error.h"
@@ -19,10 +23,14 @@
 #include <stdio.h>
 #include <string.h>
 
-extern const struct cli_command cli_cmd_pxar;
+extern const struct cli_command cli_cmd_backup, cli_cmd_restore, cli_cmd_list,
+	cli_cmd_snapshot, cli_cmd_verify, cli_cmd_prune, cli_cmd_gc, cli_cmd_key,
+	cli_cmd_benchmark, cli_cmd_pxar;
 
 static const struct cli_command *const commands[] = {
-	&cli_cmd_pxar,
+	&cli_cmd_backup, &cli_cmd_restore, &cli_cmd_list, &cli_cmd_snapshot,
+	&cli_cmd_verify, &cli_cmd_prune, &cli_cmd_gc, &cli_cmd_key,
+	&cli_cmd_benchmark, &cli_cmd_pxar,
 };
 
 int cli_error(const char *context)
@@ -53,7 +61,9 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
 	fprintf(f, "\nRun 'cairn COMMAND --help' for a command's options.\n"
-		   "Exit codes: 0 success, 1 failure, 2 usage error, 3 finished with errors.\n");
+		   "Exit codes: 0 success, 1 failure, 2 usage error, 3 finished with warnings\n"
+		   "(skipped files, failed entries or targets), 4 corrupt data, 5 no space\n"
+		   "left, 6 locked by another backup.\n");
 }
 
 int main(int argc, char **argv)
