@@ -73,7 +73,7 @@ static int cmd_backup(int argc, char **argv)
 	char host[CN_BACKUP_ID_MAX + 1] = "";
 	const char *backup_id = NULL, *backup_type = "host";
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

@@ -43,7 +43,7 @@ static int cmd_restore(int argc, char **argv)
 	};
 	struct cn_restore_opts ro = {0};
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

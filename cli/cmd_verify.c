@@ -34,7 +34,7 @@ static int cmd_verify(int argc, char **argv)
 	};
 	size_t threads = 0;
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

@@ -205,8 +205,8 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		stats->bytes = es.bytes;
 		stats->errors = es.errors;
 	}
-	if (r == -ENOENT && o->path && *o->path && !*cn_error_message())
-		r = cn_error_set(r, "%s is not in archive %s", o->path, archive);
+	if (r == -ENOENT && o->path && *o->path)
+		r = cn_error_prefix(r, "path %s", o->path);
 out:
 	if (cr) {
 		struct cn_chunk_reader_stats cs;
