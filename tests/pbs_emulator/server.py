@@ -456,14 +456,12 @@ class Faults:
         self.chunks = 0
 
     def set(self, values):
+        """Replace all switches (runtime control); restarts the chunk counter."""
+        for k in values:
+            if k not in self.KEYS:
+                raise ApiError("unknown fault '%s'" % k)
         with self.lock:
-            for k, v in values.items():
-                if k not in self.KEYS:
-                    raise ApiError("unknown fault '%s'" % k)
-                if v is None or v is False:
-                    self.values.pop(k, None)
-                else:
-                    self.values[k] = v
+            self.values = {k: v for k, v in values.items() if v is not None and v is not False}
             self.chunks = 0
 
     def get(self, key):

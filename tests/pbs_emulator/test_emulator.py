@@ -89,7 +89,7 @@ def parse_didx(raw):
 class Server:
     """One emulator process."""
 
-    def __init__(self, root, *extra):
+    def __init__(self, root, *extra, lazy=True):
         self.root = root
         self.ds = os.path.join(root, "ds")
         self.certdir = os.path.join(root, "cert")
@@ -98,8 +98,8 @@ class Server:
                "--cert-out", self.certdir, "--user", "root@pam:rootpw", "--user", "backup@pbs:pw",
                "--user", "other@pbs:pw2", "--user", "reader@pbs:pw3",
                "--token", TOKEN + ":" + SECRET, "--acl", "backup@pbs=backup",
-               "--acl", TOKEN + "=backup", "--acl", "other@pbs=backup", "--acl", "reader@pbs=reader",
-               "--lazy-chunk-dirs"] + list(extra)
+               "--acl", TOKEN + "=backup", "--acl", "other@pbs=backup", "--acl", "reader@pbs=reader"]
+        cmd += (["--lazy-chunk-dirs"] if lazy else []) + list(extra)
         env = dict(os.environ, TZ="UTC")  # prune's keep-daily works on local days
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, stderr=None if os.environ.get("EMU_VERBOSE") else self.log)
         line = self.proc.stdout.readline().decode()
@@ -175,6 +175,25 @@ class Session:
         auth = auth or "Authorization: PBSAPIToken %s:%s\r\n" % (TOKEN, urllib.parse.quote(SECRET))
         req = ("GET %s?%s HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: %s\r\n%s\r\n"
                % (path, urllib.parse.urlencode(params), protocol, auth))
+        try:
+            rest = self._upgrade(req, protocol)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 2})
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(2 ** 31 - 2 - 65535)
+        self.sock.sendall(self.conn.data_to_send())
+        self.done = {}
+        self.partial = {}
+        self.closed = False
+        if rest:
+            self._events(self.conn.receive_data(rest))
+
+    def _upgrade(self, req, protocol):
+        """Send the upgrade request; returns bytes read past the 101 answer."""
         self.sock.sendall(req.encode())
         buf = b""
         while b"\r\n\r\n" not in buf:
@@ -188,20 +207,9 @@ class Session:
             n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
             while len(rest) < n:
                 rest += self.sock.recv(65536)
-            self.sock.close()
             raise UpgradeRefused(status, rest.decode())
         assert (b"Upgrade: " + protocol.encode()) in head
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-        self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 2})
-        self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(2 ** 31 - 2 - 65535)
-        self.sock.sendall(self.conn.data_to_send())
-        self.done = {}
-        self.partial = {}
-        self.closed = False
-        if rest:
-            self._events(self.conn.receive_data(rest))
+        return rest
 
     def _events(self, events):
         for ev in events:
@@ -788,6 +796,106 @@ class EmulatorTest(unittest.TestCase):
         self.assertEqual(srv.rest("GET", "/api2/json/admin/datastore/nope/groups"),
                          (400, "datastore 'nope' does not exist."))
         self.assertEqual(srv.rest("GET", "/api2/json/emulator/stats")[0], 403)
+
+    # ---------------------------------------------------------------- faults
+
+    def faults(self, **values):
+        if not hasattr(self, "root_auth"):  # before garbage-rest garbles the ticket call
+            tick, csrf = self.srv.ticket("root@pam", "rootpw")
+            self.root_auth = {"Cookie": "PBSAuthCookie=" + tick, "CSRFPreventionToken": csrf}
+        st, out = self.srv.rest("POST", "/api2/json/emulator/faults", values, auth=self.root_auth)
+        self.assertEqual(st, 200, out)
+
+    def upload_until_failure(self, bid, n=4):
+        """Open a backup and upload n chunks one by one; returns the exception and the index reached."""
+        s = self.open_backup(bid, self.t0)
+        st, wid = s.call("POST", "dynamic_index", {"archive-name": "f.pxar.didx"})
+        try:
+            for i in range(n):
+                st, out = self.chunk(s, wid, rand(1000, 100 + i))
+                if st != 200:
+                    return (st, out), i
+            return None, n
+        except Exception as err:  # what a client sees when the server misbehaves
+            return err, i
+        finally:
+            s.sock.close()
+
+    def test_09_faults(self):
+        try:
+            self.faults(**{"die-after-chunks": 2})
+            err, i = self.upload_until_failure("die")
+            self.assertIsInstance(err, (ConnectionError, ssl.SSLError, OSError))
+            self.assertEqual(i, 2)
+            self.wait_gone(self.snap_dir("die", self.t0))
+            rec = [x for x in self.srv.stats()["sessions"] if x["snapshot"].startswith("host/die/")][0]
+            self.assertEqual((rec["state"], rec["chunks_uploaded"]), ("aborted", 2))
+
+            self.faults(**{"goaway-after-chunks": 1})
+            err, i = self.upload_until_failure("goaway")
+            self.assertIsInstance(err, ConnectionError)
+            self.assertEqual(i, 1)
+
+            self.faults(**{"garbage-after-chunks": 0})
+            err, i = self.upload_until_failure("garbage")
+            self.assertIsInstance(err, Exception)
+            self.assertEqual(i, 0)
+
+            # a reset stream: only that request fails, the session goes on
+            self.faults(**{"reset-after-chunks": 1})
+            s = self.open_backup("reset", self.t0)
+            st, wid = s.call("POST", "dynamic_index", {"archive-name": "f.pxar.didx"})
+            self.assertEqual(self.chunk(s, wid, b"a" * 100)[0], 200)
+            self.assertEqual(self.chunk(s, wid, b"b" * 100), ("reset", ""))
+            self.assertEqual(self.chunk(s, wid, b"c" * 100)[0], 200)
+            s.close()
+
+            self.faults(**{"garbage-on-upgrade": True})
+            with self.assertRaises(Exception):
+                self.open_backup("gup", self.t0)
+            self.wait_gone(self.snap_dir("gup", self.t0))
+
+            self.faults(**{"delay": 0.3})
+            s = self.open_backup("delay", self.t0)
+            t = time.monotonic()
+            self.assertEqual(s.call("GET", "previous_backup_time"), (200, None))
+            self.assertGreaterEqual(time.monotonic() - t, 0.3)
+            s.close()
+
+            self.faults(**{"fail-finish": True})
+            s = self.open_backup("ff", self.t0)
+            upload_archive(s, "a.pxar.didx", [b"z" * 10])
+            mb = manifest_blob(self.t0, [], "ff")
+            self.assertEqual(s.call("POST", "blob", {"file-name": "index.json.blob", "encoded-size": len(mb)}, mb)[0],
+                             200)
+            self.expect(s.call("POST", "finish"), 400, "emulator: finish refused by fault injection")
+            s.close()
+            self.wait_gone(self.snap_dir("ff", self.t0))
+
+            self.faults(**{"garbage-rest": True})
+            st, out = self.srv.rest("GET", "/api2/json/version")
+            self.assertEqual(st, 200)
+            self.assertIsInstance(out, str)
+        finally:
+            self.faults()
+        self.assertEqual(self.srv.rest("GET", "/api2/json/version")[0], 200)
+
+    def test_10_exit_and_default_layout(self):
+        root = os.path.join(self.tmp, "exit")
+        os.mkdir(root)
+        srv = Server(root, "--exit-after-chunks", "1", lazy=False)
+        try:
+            chunks = os.path.join(srv.ds, ".chunks")
+            self.assertEqual(len(os.listdir(chunks)), 65536)
+            self.assertTrue(os.path.isdir(os.path.join(chunks, "0000")) and os.path.isdir(os.path.join(chunks, "ffff")))
+            self.assertTrue(os.path.isfile(os.path.join(srv.ds, ".lock")))
+            saved, self.srv = self.srv, srv
+            err, i = self.upload_until_failure("exit")
+            self.assertEqual(i, 1)
+            self.assertEqual(srv.proc.wait(10), 17)
+        finally:
+            self.srv = saved
+            srv.stop()
 
 
 if __name__ == "__main__":
