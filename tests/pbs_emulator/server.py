@@ -347,11 +347,14 @@ def load_manifest(snap_path):
 class Datastore:
     """One datastore in the PBS directory layout."""
 
-    def __init__(self, name, root, lazy_chunk_dirs=False):
+    def __init__(self, name, root, full_chunk_dirs=False):
         self.name = name
         self.root = os.path.abspath(root)
         os.makedirs(os.path.join(self.root, ".chunks"), exist_ok=True)
-        if not lazy_chunk_dirs and not os.path.isdir(os.path.join(self.root, ".chunks", "ffff")):
+        # Upstream creates all 65536 .chunks/XXXX directories up front; that
+        # costs tens of seconds on a slow disk, so by default they are made
+        # when the first chunk of each prefix arrives.
+        if full_chunk_dirs and not os.path.isdir(os.path.join(self.root, ".chunks", "ffff")):
             for i in range(65536):
                 os.makedirs(os.path.join(self.root, ".chunks", "%04x" % i), exist_ok=True)
         open(os.path.join(self.root, ".lock"), "a").close()
@@ -650,18 +653,43 @@ class H2Service:
         self.conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
 
-def session_params(query, headers, body):
-    """Parameters of an H2 request: a JSON body replaces the URL query (h2service.rs)."""
-    ctype = headers.get("content-type", "")
-    if ctype.startswith("application/json"):
+def request_params(query, headers, body):
+    """Parameters of a Sync/Async API call, as proxmox-rest-server's
+    get_request_parameters: a JSON body replaces the URL query; otherwise
+    the form-urlencoded body and the query both count."""
+    ctype = headers.get("content-type")
+    is_json = False
+    if ctype is not None:
+        base = ctype.split(";")[0]
+        if base == "application/json":
+            is_json = True
+        elif base != "application/x-www-form-urlencoded":
+            raise ApiError("unsupported content type Ok(%s)" % json.dumps(ctype))
+    if len(body) >= 64 * 1024:
+        raise ApiError("Request body too large")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ApiError("Request body not uft8: %s" % err) from None
+    if is_json:
         try:
-            params = json.loads(body or b"{}")
+            params = json.loads(text) if text else {}
         except ValueError as err:
-            raise ApiError("unable to parse json body - %s" % err)
+            raise ApiError(str(err)) from None
         if not isinstance(params, dict):
-            raise ApiError("unable to parse json body - not an object")
+            raise ApiError("parameter verification errors\n\nparameter '': Expected object - got "
+                           "scalar value.\n")
         return params
-    return query_params(query)
+    params = query_params(text)
+    for k, v in query_params(query).items():
+        if k == "_dc":
+            continue
+        if k in params:
+            old = params[k] if isinstance(params[k], list) else [params[k]]
+            params[k] = old + (v if isinstance(v, list) else [v])
+        else:
+            params[k] = v
+    return params
 
 
 # ------------------------------------------------------------------ backup session
@@ -719,10 +747,10 @@ class BackupSession:
             if any(p == path for _, p in routes):
                 raise ApiError("Method not allowed", 405)
             raise ApiError("Path '/%s' not found." % path, 404)
-        if path in ("dynamic_chunk", "fixed_chunk", "blob", "speedtest"):
-            params = query_params(query)
+        if path in ("dynamic_chunk", "fixed_chunk", "blob", "speedtest", "previous"):
+            params = query_params(query)  # AsyncHttp handlers: URL query only
         else:
-            params = session_params(query, headers, body)
+            params = request_params(query, headers, body)
         try:
             return fn(params, body, sid)
         except ApiError as err:
@@ -1071,7 +1099,7 @@ class ReaderSession:
         if method != "GET":
             raise ApiError("Method not allowed", 405)
         try:
-            return fn(session_params(query, headers, body))
+            return fn(query_params(query))  # all AsyncHttp handlers: URL query only
         except ApiError as err:
             self.rec["errors"].append("%s %s: %s" % (method, path, err.message))
             raise
@@ -1406,7 +1434,7 @@ class Emulator:
     def rest(self, req):
         path = req.path
         if req.method == "POST" and path == "/api2/json/access/ticket":
-            params = self.body_params(req)
+            params = request_params(req.query, req.headers, req.body)
             username = params.get("username")
             password = params.get("password")
             if not isinstance(username, str):
@@ -1425,7 +1453,7 @@ class Emulator:
             if req.method == "GET" and what == "stats":
                 return json_data(self.stats.snapshot())
             if req.method == "POST" and what == "faults":
-                self.faults.set(self.body_params(req))
+                self.faults.set(request_params(req.query, req.headers, req.body))
                 return json_data(None)
             raise ApiError("Path '%s' not found." % path, 404)
         if req.method == "GET" and path == "/api2/json/admin/datastore":
@@ -1435,7 +1463,7 @@ class Emulator:
             raise ApiError("Path '%s' not found." % path, 404)
         store = self.store(urllib.parse.unquote(m.group(1)))
         what = m.group(2)
-        params = self.body_params(req) if req.method == "POST" else query_params(req.query)
+        params = request_params(req.query, req.headers, req.body)
         handlers = {("GET", "groups"): self.list_groups, ("DELETE", "groups"): self.delete_group,
                     ("GET", "snapshots"): self.list_snapshots, ("DELETE", "snapshots"): self.delete_snapshot,
                     ("GET", "files"): self.list_files, ("POST", "prune"): self.prune,
@@ -1445,22 +1473,6 @@ class Emulator:
             raise ApiError("Path '%s' not found." % path, 404)
         with self.lock:
             return fn(store, authid, params)
-
-    def body_params(self, req):
-        params = query_params(req.query)
-        ctype = req.headers.get("content-type", "")
-        if req.body:
-            if ctype.startswith("application/json"):
-                try:
-                    body = json.loads(req.body)
-                except ValueError as err:
-                    raise ApiError("unable to parse json body - %s" % err) from None
-                if not isinstance(body, dict):
-                    raise ApiError("unable to parse json body - not an object")
-                params.update(body)
-            else:
-                params.update(query_params(req.body.decode("utf-8", "replace")))
-        return params
 
     def _list_all(self, authid, store):
         """Audit lists everything; Backup only owned groups; else 403."""
@@ -1747,8 +1759,8 @@ def parse_args(argv):
     ap.add_argument("--acl", action="append", default=[], metavar="AUTHID=ROLE",
                     help="role of an auth id: " + ", ".join(sorted(ROLES)) + " (default admin)")
     ap.add_argument("--auth-config", help='JSON {"users":{id:pw},"tokens":{id:secret},"acl":{id:role}}')
-    ap.add_argument("--lazy-chunk-dirs", action="store_true",
-                    help="do not pre-create the 65536 .chunks/XXXX directories")
+    ap.add_argument("--full-chunk-dirs", action="store_true",
+                    help="pre-create all 65536 .chunks/XXXX directories as upstream does")
     ap.add_argument("--error-delay", type=float, default=0.0,
                     help="seconds to wait before 401 answers (upstream: 3)")
     g = ap.add_argument_group("fault injection (chunk counts are server-wide)")
@@ -1809,7 +1821,7 @@ def main(argv=None):
         name, sep, path = spec.partition("=")
         if not sep:
             name, path = "store", spec
-        stores[name] = Datastore(name, path, args.lazy_chunk_dirs)
+        stores[name] = Datastore(name, path, args.full_chunk_dirs)
 
     emu = Emulator(args, stores, Auth(users, tokens, acl))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -89,7 +89,7 @@ def parse_didx(raw):
 class Server:
     """One emulator process."""
 
-    def __init__(self, root, *extra, lazy=True):
+    def __init__(self, root, *extra):
         self.root = root
         self.ds = os.path.join(root, "ds")
         self.certdir = os.path.join(root, "cert")
@@ -99,7 +99,7 @@ class Server:
                "--user", "other@pbs:pw2", "--user", "reader@pbs:pw3",
                "--token", TOKEN + ":" + SECRET, "--acl", "backup@pbs=backup",
                "--acl", TOKEN + "=backup", "--acl", "other@pbs=backup", "--acl", "reader@pbs=reader"]
-        cmd += (["--lazy-chunk-dirs"] if lazy else []) + list(extra)
+        cmd += list(extra)
         env = dict(os.environ, TZ="UTC")  # prune's keep-daily works on local days
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, stderr=None if os.environ.get("EMU_VERBOSE") else self.log)
         line = self.proc.stdout.readline().decode()
@@ -556,6 +556,10 @@ class EmulatorTest(unittest.TestCase):
         self.expect(s.call("POST", "dynamic_close", {"wid": wid, "chunk-count": 2, "size": 7000, "csum": "00" * 32}),
                     400, "dynamic writer 'c.pxar.didx' close failed - got unexpected checksum")
         self.expect(s.call("POST", "finish"), 400, "backup does not contain valid files (file count == 0)")
+        self.expect(s.call("POST", "finish", body=b"x", ctype="application/octet-stream"), 400,
+                    'unsupported content type Ok("application/octet-stream")')
+        self.expect(s.call("POST", "finish", {"x": 1}), 400, "parameter verification errors\n\nparameter 'x': "
+                    "schema does not allow additional properties.\n")
         wid = writer()
         self.expect(s.call("POST", "finish"), 400, "found open index writer - unable to finish backup")
         self.expect(s.call("POST", "dynamic_close", {"wid": wid, "chunk-count": 2, "size": 7000, "csum": csum}),
@@ -880,15 +884,12 @@ class EmulatorTest(unittest.TestCase):
             self.faults()
         self.assertEqual(self.srv.rest("GET", "/api2/json/version")[0], 200)
 
-    def test_10_exit_and_default_layout(self):
+    def test_10_exit(self):
         root = os.path.join(self.tmp, "exit")
         os.mkdir(root)
-        srv = Server(root, "--exit-after-chunks", "1", lazy=False)
+        srv = Server(root, "--exit-after-chunks", "1")
         try:
-            chunks = os.path.join(srv.ds, ".chunks")
-            self.assertEqual(len(os.listdir(chunks)), 65536)
-            self.assertTrue(os.path.isdir(os.path.join(chunks, "0000")) and os.path.isdir(os.path.join(chunks, "ffff")))
-            self.assertTrue(os.path.isfile(os.path.join(srv.ds, ".lock")))
+            self.assertEqual(sorted(os.listdir(srv.ds)), [".chunks", ".lock"])
             saved, self.srv = self.srv, srv
             err, i = self.upload_until_failure("exit")
             self.assertEqual(i, 1)
