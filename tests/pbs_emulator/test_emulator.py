@@ -170,7 +170,7 @@ class UpgradeRefused(Exception):
 class Session:
     """An upgraded HTTP/2 session (client side, h2 library)."""
 
-    def __init__(self, server, protocol, path, params, auth=None):
+    def __init__(self, server, protocol, path, params, auth=None, window=2 ** 31 - 2):
         self.sock = server.tls()
         auth = auth or "Authorization: PBSAPIToken %s:%s\r\n" % (TOKEN, urllib.parse.quote(SECRET))
         req = ("GET %s?%s HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: %s\r\n%s\r\n"
@@ -182,9 +182,10 @@ class Session:
             raise
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 2})
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(2 ** 31 - 2 - 65535)
+        if window > 65535:
+            self.conn.increment_flow_control_window(window - 65535)
         self.sock.sendall(self.conn.data_to_send())
         self.done = {}
         self.partial = {}
@@ -422,9 +423,11 @@ class EmulatorTest(unittest.TestCase):
         return Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
                        backup_params(btime, bid, btype), auth)
 
-    def open_reader(self, bid, btime, auth=None):
-        return Session(self.srv, "proxmox-backup-reader-protocol-v1", "/api2/json/reader",
-                       backup_params(btime, bid), auth)
+    def open_reader(self, bid, btime, auth=None, window=2 ** 31 - 2, ns=None):
+        params = backup_params(btime, bid)
+        if ns:
+            params["ns"] = ns
+        return Session(self.srv, "proxmox-backup-reader-protocol-v1", "/api2/json/reader", params, auth, window)
 
     def expect(self, result, status, text):
         st, out = result
@@ -724,6 +727,31 @@ class EmulatorTest(unittest.TestCase):
         st, out = r.call("GET", "speedtest")
         self.assertEqual((st, len(out)), (200, 1024 * 1024))
         r.close()
+        # the server honours a small client window (65535, h2's default) on a 5 MB answer
+        big = rand(5000000, 99)
+        r = self.open_reader("pc1", self.t0, window=65535)
+        self.assertEqual(r.call("GET", "download", {"file-name": "root.pxar.didx"})[0], 200)
+        st, raw = r.call("GET", "chunk", {"digest": sha(big).hex()})
+        self.assertEqual((st, unblob(raw)), (200, big))
+        r.close()
+
+    def test_07b_namespace(self):
+        self.refused(lambda: Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                     dict(backup_params(self.t0, "nsb"), ns="a/b")), 404, "namespace not found")
+        os.makedirs(os.path.join(self.srv.ds, "ns", "a", "ns", "b"))
+        s = Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup", dict(backup_params(self.t0, "nsb"),
+                                                                                    ns="a/b"))
+        files = [upload_archive(s, "n.pxar.didx", [b"ns" * 50])[0]]
+        mb = manifest_blob(self.t0, files, "nsb")
+        self.assertEqual(s.call("POST", "blob", {"file-name": "index.json.blob", "encoded-size": len(mb)}, mb)[0], 200)
+        self.expect(s.call("POST", "finish"), 200, None)
+        s.close()
+        self.assertTrue(os.path.isfile(os.path.join(self.srv.ds, "ns", "a", "ns", "b", "host", "nsb", "owner")))
+        r = self.open_reader("nsb", self.t0, ns="a/b")
+        self.assertEqual(r.call("GET", "download", {"file-name": "n.pxar.didx"})[0], 200)
+        r.close()
+        st, snaps = self.srv.rest("GET", "/api2/json/admin/datastore/store1/snapshots", {"ns": "a/b"})
+        self.assertEqual([x["backup-id"] for x in snaps["data"]], ["nsb"])
 
     # ---------------------------------------------------------------- REST
 
@@ -800,6 +828,9 @@ class EmulatorTest(unittest.TestCase):
         self.assertEqual(srv.rest("GET", "/api2/json/admin/datastore/nope/groups"),
                          (400, "datastore 'nope' does not exist."))
         self.assertEqual(srv.rest("GET", "/api2/json/emulator/stats")[0], 403)
+        self.assertEqual(srv.rest("DELETE", base + "groups", {"backup-type": "host", "backup-id": "rest"}, auth=root),
+                         (200, {"data": None}))
+        self.assertFalse(os.path.exists(os.path.join(srv.ds, "host", "rest")))
 
     # ---------------------------------------------------------------- faults
 
