@@ -332,6 +332,10 @@ class DirLock:
             self.fd = -1
             raise ApiError("unable to acquire lock on %s directory %s - %s" % (what, rust_path(path), msg))
 
+    def downgrade(self):
+        """Exclusive to shared, keeping the lock all along."""
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
     def release(self):
         if self.fd >= 0:
             os.close(self.fd)
@@ -753,6 +757,7 @@ class BackupSession:
         self.stat = {"count": 0, "size": 0, "compressed_size": 0, "duplicates": 0}
         self.rec = None
         self.h2 = None
+        self.benchmark = False
 
     def ensure_unfinished(self):
         if self.finished:
@@ -1041,6 +1046,12 @@ class BackupSession:
             raise ApiError("emulator: finish refused by fault injection")
         self.finished = True
         self.rec["state"] = "finished"
+        # Deviation: upstream keeps both locks until it sees the connection
+        # end; a client that restores or backs up again right after its
+        # finish would race that, so a finished snapshot is readable and the
+        # group free at once (nothing but blob uploads is accepted now).
+        self.snap_lock.downgrade()
+        self.group_lock.release()
         self.emu.stats.save(self.store)
         return self.ok(None)
 
@@ -1049,9 +1060,9 @@ class BackupSession:
 
     def end(self):
         """Session over (connection closed): keep a finished snapshot, else remove it."""
-        if not self.finished:
+        if not self.finished or self.benchmark:  # benchmark data is never kept
             shutil.rmtree(self.path, ignore_errors=True)
-            self.rec["state"] = "aborted"
+            self.rec["state"] = "benchmark" if self.finished else "aborted"
         for lock in (self.snap_lock, self.last_lock, self.group_lock):
             if lock is not None:
                 lock.release()
@@ -1414,6 +1425,7 @@ class Emulator:
                     if isinstance(vs, dict) and vs.get("state") == "failed":
                         last = None
                 session = BackupSession(self, store, authid, ns, btype, bid, btime, glock)
+                session.benchmark = benchmark
                 if last is not None:
                     if btime <= last[0]:
                         raise ApiError("backup timestamp is older than last backup.")
@@ -1789,7 +1801,8 @@ def parse_args(argv):
     ap.add_argument("--key", help="PEM private key for --cert")
     ap.add_argument("--cert-out", metavar="DIR", help="write the generated cert.pem/key.pem here")
     ap.add_argument("--print-fingerprint", action="store_true",
-                    help="print the certificate's SHA-256 fingerprint and exit")
+                    help="print the certificate's SHA-256 fingerprint as a line of its own "
+                         "before the READY line")
     ap.add_argument("--ready-file", help="write {port, fingerprint, pid} JSON here when listening")
     ap.add_argument("--user", action="append", default=[], metavar="USER@REALM:PASSWORD")
     ap.add_argument("--token", action="append", default=[], metavar="USER@REALM!NAME:SECRET")
@@ -1828,9 +1841,6 @@ def main(argv=None):
         os.makedirs(tmpdir, exist_ok=True)
         cert, key = make_self_signed(tmpdir)
     fingerprint = cert_fingerprint(cert)
-    if args.print_fingerprint:
-        print(fingerprint)
-        return 0
 
     users, tokens, acl = {}, {}, {}
     if args.auth_config:
@@ -1873,6 +1883,8 @@ def main(argv=None):
     if args.ready_file:
         atomic_write(args.ready_file, json.dumps({"port": port, "fingerprint": fingerprint,
                                                   "pid": os.getpid(), "cert": cert}).encode())
+    if args.print_fingerprint:
+        print(fingerprint, flush=True)
     print("READY %d %s" % (port, fingerprint), flush=True)
 
     def serve(conn):

@@ -484,6 +484,32 @@ class EmulatorTest(unittest.TestCase):
         self.expect(s.call("GET", "previous", {"archive-name": "b.txt"}), 400, 'unknown archive type: "b.txt"')
         self.expect(s.call("GET", "previous_backup_time"), 200, self.t0)
         s.close()
+        # a snapshot whose verification failed is no base: previous is refused
+        mpath = os.path.join(self.snap_dir("prev", self.t0), "index.json.blob")
+        with open(mpath, "rb") as f:
+            m = json.loads(unblob(f.read()))
+        m["unprotected"]["verify_state"] = {"state": "failed", "upid": "UPID:x"}
+        with open(mpath, "wb") as f:
+            f.write(blob(json.dumps(m).encode()))
+        self.refused(lambda: self.open_backup("prev", self.t0), 400, "backup directory already exists.")
+        s = self.open_backup("prev", self.t0 + 20)
+        self.expect(s.call("GET", "previous_backup_time"), 200, None)
+        self.expect(s.call("GET", "previous", {"archive-name": "a.pxar.didx"}), 400, "no valid previous backup")
+        s.close()
+        # host/benchmark: needs the flag, and its data is discarded
+        self.refused(lambda: self.open_backup("benchmark", self.t0), 400,
+                     "unable to run benchmark without --benchmark flags")
+        self.refused(lambda: Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                     dict(backup_params(self.t0, "prev2"), benchmark="true")), 400,
+                     "benchmark flags is only allowed on 'host/benchmark'")
+        s = Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                    dict(backup_params(self.t0, "benchmark"), benchmark="true"))
+        files = [upload_archive(s, "a.pxar.didx", [b"bench" * 100])[0]]
+        mb = manifest_blob(self.t0, files, "benchmark")
+        self.assertEqual(s.call("POST", "blob", {"file-name": "index.json.blob", "encoded-size": len(mb)}, mb)[0], 200)
+        self.expect(s.call("POST", "finish"), 200, None)
+        s.close()
+        self.wait_gone(self.snap_dir("benchmark", self.t0))
         s = self.open_backup("prev2", self.t0)
         self.expect(s.call("GET", "previous", {"archive-name": "a.pxar.didx"}), 400, "no valid previous backup")
         self.expect(s.call("GET", "previous_backup_time"), 200, None)
