@@ -102,9 +102,13 @@ class Server:
         cmd += list(extra)
         env = dict(os.environ, TZ="UTC")  # prune's keep-daily works on local days
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, stderr=None if os.environ.get("EMU_VERBOSE") else self.log)
+        self.before_ready = []
         line = self.proc.stdout.readline().decode()
+        while line and not line.startswith("READY "):
+            self.before_ready.append(line.strip())
+            line = self.proc.stdout.readline().decode()
         if not line.startswith("READY "):
-            raise RuntimeError("emulator did not start: %r" % line)
+            raise RuntimeError("emulator did not start: %r" % self.before_ready)
         _, port, self.fingerprint = line.split()
         self.port = int(port)
 
@@ -944,9 +948,30 @@ class EmulatorTest(unittest.TestCase):
     def test_10_exit(self):
         root = os.path.join(self.tmp, "exit")
         os.mkdir(root)
-        srv = Server(root, "--exit-after-chunks", "1")
+        cfg = os.path.join(root, "auth.json")
+        with open(cfg, "w") as f:
+            json.dump({"tokens": {"x@pbs!y": "zz"}, "acl": {"x@pbs!y": "reader"}}, f)
+        ready = os.path.join(root, "ready.json")
+        cert = os.path.join(self.srv.certdir, "cert.pem")
+        srv = Server(root, "--exit-after-chunks", "1", "--cert", cert, "--key",
+                     os.path.join(self.srv.certdir, "key.pem"), "--auth-config", cfg, "--ready-file", ready,
+                     "--print-fingerprint", "--error-delay", "0.3")
         try:
             self.assertEqual(sorted(os.listdir(srv.ds)), [".chunks", ".lock"])
+            self.assertEqual(srv.fingerprint, self.srv.fingerprint)  # same certificate
+            self.assertEqual(srv.before_ready, [srv.fingerprint])
+            with open(ready) as f:
+                self.assertEqual(json.load(f), {"port": srv.port, "fingerprint": srv.fingerprint,
+                                                "pid": srv.proc.pid, "cert": cert})
+            t = time.monotonic()
+            self.assertEqual(srv.rest("GET", "/api2/json/version", auth={"Authorization": "PBSAPIToken x@pbs!y:z"}),
+                             (401, "authentication failed - invalid credentials"))
+            self.assertGreaterEqual(time.monotonic() - t, 0.3)
+            self.assertEqual(srv.rest("GET", "/api2/json/version", auth={"Authorization": "PBSAPIToken x@pbs!y:zz"})[0],
+                             200)
+            self.refused(lambda: Session(srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                         backup_params(self.t0, "exit"), "Authorization: PBSAPIToken x@pbs!y:zz\r\n"),
+                         403, "missing permissions 'Datastore.Backup' on '/datastore/store1'")
             saved, self.srv = self.srv, srv
             err, i = self.upload_until_failure("exit")
             self.assertEqual(i, 1)
