@@ -524,8 +524,8 @@ class Stats:
 
     def snapshot(self, store_name=None):
         with self.lock:
-            sessions = [dict(s) for s in self.sessions.values()
-                        if store_name is None or s["store"] == store_name]
+            sessions = [{k: list(v) if isinstance(v, list) else v for k, v in s.items()}
+                        for s in self.sessions.values() if store_name is None or s["store"] == store_name]
         totals = {}
         for k in ("chunks_uploaded", "chunks_new", "chunks_duplicate", "bytes_uploaded",
                   "chunks_downloaded"):
@@ -1228,6 +1228,8 @@ class Http1Connection:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
         body = b""
+        if headers.get("expect", "").lower() == "100-continue":  # libcurl, bodies > 1 KiB
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = bytearray()
             while True:

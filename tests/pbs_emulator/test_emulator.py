@@ -130,7 +130,7 @@ class Server:
         assert fp == self.fingerprint, "fingerprint mismatch"
         return tls
 
-    def rest(self, method, path, params=None, auth=None, headers=None, body=None):
+    def rest(self, method, path, params=None, auth=None, headers=None, body=None, chunked=False):
         """One REST call; returns (status, parsed json or text)."""
         auth = auth or {"Authorization": "PBSAPIToken=%s:%s" % (TOKEN, urllib.parse.quote(SECRET))}
         ctx = ssl._create_unverified_context()
@@ -142,7 +142,10 @@ class Server:
             hdrs["Content-Type"] = "application/json"
         elif params:
             path += "?" + urllib.parse.urlencode(params, doseq=True)
-        conn.request(method, path, body=body, headers=hdrs)
+        if chunked:
+            conn.request(method, path, body=iter([body[:5], body[5:]]), headers=hdrs, encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=hdrs)
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
@@ -798,6 +801,15 @@ class EmulatorTest(unittest.TestCase):
                                   auth={"X": "y"}), (401, "permission check failed."))
         tick, csrf = srv.ticket("backup@pbs", "pw")
         cookie = {"Cookie": "PBSAuthCookie=" + tick}
+        # libcurl's Expect: 100-continue, chunked bodies, form-encoded bodies
+        login = {"username": "backup@pbs", "password": "pw"}
+        self.assertEqual(srv.rest("POST", "/api2/json/access/ticket", login, auth={"X": "y"},
+                                  headers={"Expect": "100-continue"})[0], 200)
+        self.assertEqual(srv.rest("POST", "/api2/json/access/ticket", login, auth={"X": "y"}, chunked=True,
+                                  body=json.dumps(login).encode(), headers={"Content-Type": "application/json"})[0], 200)
+        self.assertEqual(srv.rest("POST", "/api2/json/access/ticket", auth={"X": "y"},
+                                  body=urllib.parse.urlencode(login).encode(),
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})[0], 200)
         self.assertEqual(srv.rest("GET", "/api2/json/version", auth=cookie)[0], 200)
         # renewal: the ticket as password
         self.assertEqual(srv.rest("POST", "/api2/json/access/ticket",
