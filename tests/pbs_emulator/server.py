@@ -556,6 +556,7 @@ class H2Service:
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=cfg)
         self.requests = {}
+        self.ready = []
         self.pending = {}
 
     def send(self):
@@ -585,13 +586,25 @@ class H2Service:
                     log("h2 protocol error: %s" % err)
                     self.send()
                     return
+                terminated = False
                 for ev in events:
                     if isinstance(ev, h2.events.ConnectionTerminated):
-                        self.send()
-                        return
+                        terminated = True
+                        break
                     self.event(ev)
+                # Upstream runs requests concurrently, so an append sent
+                # before its chunk's upload answer arrived may find the chunk
+                # unknown. Emulate that for what arrived together: chunk
+                # uploads of a batch are handled after everything else in it.
+                ready = [sid for sid in self.ready if sid in self.requests]  # not reset meanwhile
+                self.ready = []
+                ready.sort(key=self.is_chunk_upload)
+                for sid in ready:
+                    self.dispatch(sid)
                 self.flush()
                 self.send()
+                if terminated:
+                    return
             try:
                 data = self.read_batch()
             except (OSError, ssl.SSLError):
@@ -625,21 +638,21 @@ class H2Service:
     def event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
             self.requests[ev.stream_id] = [dict(ev.headers), bytearray()]
-            if ev.stream_ended:
-                self.dispatch(ev.stream_id)
         elif isinstance(ev, h2.events.DataReceived):
             req = self.requests.get(ev.stream_id)
             if req is not None:
                 req[1] += ev.data
             self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            if ev.stream_ended and req is not None:
-                self.dispatch(ev.stream_id)
-        elif isinstance(ev, h2.events.StreamEnded):
+        elif isinstance(ev, h2.events.StreamEnded):  # h2 reports it apart from the request/data too
             if ev.stream_id in self.requests:
-                self.dispatch(ev.stream_id)
+                self.ready.append(ev.stream_id)
         elif isinstance(ev, h2.events.StreamReset):
             self.requests.pop(ev.stream_id, None)
             self.pending.pop(ev.stream_id, None)
+
+    def is_chunk_upload(self, sid):
+        path = self.requests[sid][0].get(":path", "")
+        return path.startswith(("/dynamic_chunk", "/fixed_chunk"))
 
     def dispatch(self, sid):
         headers, body = self.requests.pop(sid)

@@ -21,7 +21,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -235,7 +234,7 @@ class Session:
                 self.closed = True
         self.sock.sendall(self.conn.data_to_send())
 
-    def start(self, method, path, params=None, body=b"", ctype="application/x-www-form-urlencoded"):
+    def start(self, method, path, params=None, body=b"", ctype="application/x-www-form-urlencoded", send=True):
         if params:
             path += "?" + urllib.parse.urlencode(params, doseq=True)
         sid = self.conn.get_next_available_stream_id()
@@ -250,7 +249,8 @@ class Session:
                 continue
             self.conn.send_data(sid, body[off:off + n], end_stream=off + n == len(body))
             off += n
-        self.sock.sendall(self.conn.data_to_send())
+        if send:
+            self.sock.sendall(self.conn.data_to_send())
         return sid
 
     def _read(self):
@@ -555,6 +555,15 @@ class EmulatorTest(unittest.TestCase):
         # encrypted chunks are not decoded: any digest is accepted
         enc = MAGIC_ENCR + b"\0" * 36 + rand(100, 4)
         self.expect(self.chunk(s, wid, b"\0" * 100, digest=sha(b"enc"), enc=enc), 200, sha(b"enc").hex())
+        # an append sent together with (not after the answer to) its chunk's upload
+        fresh = rand(700, 5)
+        enc = blob(fresh)
+        up = s.start("POST", "dynamic_chunk", {"wid": wid, "digest": sha(fresh).hex(), "size": 700,
+                                               "encoded-size": len(enc)}, enc, "application/octet-stream", send=False)
+        body = json.dumps({"wid": wid, "digest-list": [sha(fresh).hex()], "offset-list": [0]}).encode()
+        put = s.start("PUT", "dynamic_index", body=body, ctype="application/json")
+        self.assertEqual(s.wait(put), (400, ("no such chunk " + sha(fresh).hex()).encode()))
+        self.assertEqual(s.wait(up)[0], 200)
         self.expect(self.chunk(s, wid, data), 200, sha(data).hex())
         d = sha(data).hex()
         self.expect(s.put_json("dynamic_index", {"wid": wid, "digest-list": [d], "offset-list": [5]}), 400,
