@@ -1527,6 +1527,9 @@ class Emulator:
             raise ApiError("Path '%s' not found." % path, 404)
         store = self.store(urllib.parse.unquote(m.group(1)))
         what = m.group(2)
+        if (req.method, what) == ("POST", "upload-backup-log"):  # AsyncHttp: query + raw blob body
+            with self.lock:
+                return self.upload_backup_log(store, authid, query_params(req.query), req.body)
         params = request_params(req.query, req.headers, req.body)
         handlers = {("GET", "groups"): self.list_groups, ("DELETE", "groups"): self.delete_group,
                     ("GET", "snapshots"): self.list_snapshots, ("DELETE", "snapshots"): self.delete_snapshot,
@@ -1641,6 +1644,24 @@ class Emulator:
         manifest, size = store.load_manifest(path)
         _, files = self._snapshot_files(path)
         return json_data(files)
+
+    def upload_backup_log(self, store, authid, params, body):
+        """Store client.log.blob in a snapshot (owner with Datastore.Backup only)."""
+        p = check_params(params, {"store": STORE, "ns": NS, "backup-type": BTYPE, "backup-id": BID,
+                                  "backup-time": BTIME})
+        ns = p.get("ns", "")
+        self._group_access(store, authid, ns, p["backup-type"], p["backup-id"], set(), {"Datastore.Backup"})
+        path = os.path.join(store.snapshot_path(ns, p["backup-type"], p["backup-id"], p["backup-time"]),
+                            "client.log.blob")
+        if os.path.exists(path):
+            raise ApiError("backup already contains a log.")
+        blob_header_len(body)
+        blob_verify_crc(body)
+        try:
+            atomic_write(path, body)
+        except OSError as err:
+            raise ApiError(io_error_text(err)) from None
+        return json_data(None)
 
     def _destroy_snapshot(self, path):
         if os.path.exists(os.path.join(path, ".protected")):

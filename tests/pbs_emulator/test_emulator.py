@@ -841,6 +841,18 @@ class EmulatorTest(unittest.TestCase):
         self.assertEqual(item["files"][2]["filename"], "index.json.blob")
         self.assertEqual(item["size"], sum(f["size"] for f in item["files"]))
         self.assertFalse(item["protected"])
+        log = blob(b"client log\n" * 20)
+        logp = dict(params, store="store1")
+        self.assertEqual(srv.rest("POST", base + "upload-backup-log?" + urllib.parse.urlencode(logp), body=log,
+                                  headers={"Content-Type": "application/octet-stream"}), (200, {"data": None}))
+        self.assertEqual(srv.rest("POST", base + "upload-backup-log?" + urllib.parse.urlencode(logp), body=log,
+                                  headers={"Content-Type": "application/octet-stream"}),
+                         (400, "backup already contains a log."))
+        with open(os.path.join(self.snap_dir("rest", self.t0), "client.log.blob"), "rb") as f:
+            self.assertEqual(f.read(), log)
+        st, snaps = srv.rest("GET", base + "snapshots", {"backup-id": "rest"})
+        item = snaps["data"][0]
+        self.assertEqual(item["files"][-1], {"filename": "client.log.blob"})
         st, files = srv.rest("GET", base + "files", params)
         self.assertEqual(files["data"], item["files"])
         st, status = srv.rest("GET", base + "status")
