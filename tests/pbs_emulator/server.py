@@ -1300,6 +1300,9 @@ class Http1Connection:
                     if err.status == 401:
                         time.sleep(self.emu.error_delay)
                     self.respond(err.status, err.message.encode())
+                except Exception as err:  # an emulator bug: say so, keep the connection
+                    traceback.print_exc()
+                    self.respond(500, ("internal error: %s" % err).encode())
                 if req.headers.get("connection", "").lower() == "close":
                     return
         finally:
@@ -1325,6 +1328,10 @@ class Http1Connection:
             if err.status == 401:
                 time.sleep(emu.error_delay)
             self.respond(err.status, err.message.encode(), close=True)
+            return
+        except Exception as err:
+            traceback.print_exc()
+            self.respond(500, ("internal error: %s" % err).encode(), close=True)
             return
         if emu.faults.get("garbage-on-upgrade"):
             self.sock.sendall(b"HTTP/1.1 garbage\r\n\x00\xff\xfe" + os.urandom(64))

@@ -423,6 +423,10 @@ class EmulatorTest(unittest.TestCase):
             self.assertEqual(json.load(f)["totals"]["chunks_uploaded"], stats["totals"]["chunks_uploaded"])
         data, _ = self.restore(self.t0 + 3600, "root.pxar.didx")
         self.assertEqual(data, b"".join(b))
+        # the same data into a new group: uploaded again, stored once
+        self.assertEqual(self.backup(self.t0, {"root.pxar.didx": a}, bid="pc1copy"), 7)
+        last = [x for x in self.srv.stats()["sessions"] if x["protocol"] == "backup"][-1]
+        self.assertEqual((last["chunks_uploaded"], last["chunks_new"], last["chunks_duplicate"]), (7, 0, 7))
 
     # ---------------------------------------------------------------- helpers
 
@@ -1012,6 +1016,32 @@ class EmulatorTest(unittest.TestCase):
         finally:
             self.srv = saved
             srv.stop()
+
+    def test_11_client_garbage(self):
+        """A misbehaving client costs its connection (and snapshot), never the server."""
+        rng = random.Random(7)
+        for n in (0, 10, 5000):
+            sock = self.srv.tls()
+            sock.sendall(rng.randbytes(n) + b"\r\n\r\n" if n else b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+            sock.settimeout(10)
+            try:
+                while sock.recv(65536):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+            sock.close()
+        s = self.open_backup("garb", self.t0)
+        s.sock.sendall(b"\x00\x00\x08\x00\x01\x00\x00\x00\x63" + rng.randbytes(64))
+        s.sock.settimeout(10)
+        try:
+            while s.sock.recv(65536):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+        s.sock.close()
+        self.wait_gone(self.snap_dir("garb", self.t0))
+        self.assertEqual(self.srv.rest("GET", "/api2/json/version")[0], 200)
+        self.assertIsNone(self.srv.proc.poll())
 
 
 if __name__ == "__main__":
