@@ -665,7 +665,6 @@ class H2Service:
             status, ctype, out = self.handler(method, path.lstrip("/"), query, headers, bytes(body), sid)
         except ApiError as err:
             status, ctype, out = err.status, "application/json;charset=UTF-8", err.message.encode()
-            self.handler_error(err)
         except ConnectionKilled:
             raise
         except Exception as err:  # a bug in the emulator: answer 500, keep serving
@@ -680,9 +679,6 @@ class H2Service:
             return
         if out:
             self.pending[sid] = [memoryview(out), 0]
-
-    def handler_error(self, err):
-        pass
 
     def flush(self):
         for sid in list(self.pending):
