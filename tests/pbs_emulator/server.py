@@ -10,6 +10,7 @@ pbs-datastore); see README.md for the list and the CLI.
 """
 
 import argparse
+import atexit
 import base64
 import fcntl
 import hashlib
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import sys
@@ -1872,12 +1874,17 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    tmpdir = None
+    # SIGTERM ends the server like ^C, so the generated certificate's
+    # temporary directory is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     if args.cert:
         cert, key = args.cert, args.key or args.cert
+    elif args.cert_out:
+        os.makedirs(args.cert_out, exist_ok=True)
+        cert, key = make_self_signed(args.cert_out)
     else:
-        tmpdir = args.cert_out or tempfile.mkdtemp(prefix="pbs-emu-cert-")
-        os.makedirs(tmpdir, exist_ok=True)
+        tmpdir = tempfile.mkdtemp(prefix="pbs-emu-cert-")
+        atexit.register(shutil.rmtree, tmpdir, True)
         cert, key = make_self_signed(tmpdir)
     fingerprint = cert_fingerprint(cert)
 
