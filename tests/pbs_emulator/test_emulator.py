@@ -1013,6 +1013,18 @@ class EmulatorTest(unittest.TestCase):
             err, i = self.upload_until_failure("exit")
             self.assertEqual(i, 1)
             self.assertEqual(srv.proc.wait(10), 17)
+            # a killed server leaves an unfinished snapshot: no manifest, listed without sizes
+            snap = os.path.join(srv.ds, "host", "exit", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.t0)))
+            self.assertEqual(os.listdir(snap), [])
+            srv.stop()
+            srv = Server(root, "--datastore", "store2=" + os.path.join(root, "ds2"))
+            self.assertEqual(srv.rest("GET", "/api2/json/admin/datastore")[1],
+                             {"data": [{"store": "store1"}, {"store": "store2"}]})
+            st, snaps = srv.rest("GET", "/api2/json/admin/datastore/store1/snapshots")
+            self.assertEqual(snaps["data"], [{"backup-type": "host", "backup-id": "exit", "backup-time": self.t0,
+                                              "files": [], "owner": TOKEN, "protected": False}])
+            self.refused(lambda: Session(srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                         backup_params(self.t0, "exit")), 400, "backup directory already exists.")
         finally:
             self.srv = saved
             srv.stop()
