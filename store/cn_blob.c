@@ -19,6 +19,7 @@ struct cn_blob_ctx {
 	ZSTD_CCtx *cctx;
 	ZSTD_DCtx *dctx;
 	struct cn_buf scratch; /* compressed bytes before encryption, decrypted bytes */
+	struct cn_buf plain;   /* decoded content for cn_blob_verify_chunk */
 };
 
 const uint8_t *cn_blob_magic(enum cn_blob_type type)
@@ -58,6 +59,7 @@ void cn_blob_ctx_free(struct cn_blob_ctx *ctx)
 	ZSTD_freeCCtx(ctx->cctx);
 	ZSTD_freeDCtx(ctx->dctx);
 	cn_buf_free(&ctx->scratch);
+	cn_buf_free(&ctx->plain);
 	free(ctx);
 }
 
@@ -466,4 +468,28 @@ int cn_blob_decode(const uint8_t *blob, size_t len, const struct cn_crypt_config
 		   const uint8_t *expected_digest, struct cn_buf *out)
 {
 	return cn_blob_decode_ctx(NULL, blob, len, crypt, expected_digest, out);
+}
+
+static int verify_chunk(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			const struct cn_crypt_config *crypt, const uint8_t digest[32],
+			uint64_t expected_size)
+{
+	int type = cn_blob_check(blob, len);
+	if (type < 0 || (is_encrypted(type) && !crypt))
+		return type;
+	ctx->plain.len = 0;
+	int r = decode(ctx, blob, len, crypt, digest, &ctx->plain);
+	if (r < 0)
+		return r;
+	if (expected_size && ctx->plain.len != expected_size)
+		return cn_error_set(-CN_E_FORMAT, "chunk has wrong length (%zu != %llu)",
+				    ctx->plain.len, (unsigned long long)expected_size);
+	return type;
+}
+
+int cn_blob_verify_chunk(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			 const struct cn_crypt_config *crypt, const uint8_t digest[32],
+			 uint64_t expected_size)
+{
+	WITH_CTX(ctx, verify_chunk(ctx, blob, len, crypt, digest, expected_size));
 }

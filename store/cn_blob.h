@@ -106,6 +106,15 @@ int cn_blob_decode_ctx(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		       const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 		       struct cn_buf *out);
 
+/* Verifies a stored chunk as upstream's verify job does: the container
+ * (size, magic, CRC), then, unless it is encrypted and no key is given
+ * (upstream cannot look inside either), decodes it and checks the digest
+ * and, if expected_size != 0, the plain length (-CN_E_FORMAT when it
+ * differs). ctx may be NULL. Returns the blob type (>= 0) or a code. */
+int cn_blob_verify_chunk(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			 const struct cn_crypt_config *crypt, const uint8_t digest[32],
+			 uint64_t expected_size);
+
 /* Checks the container only, without decoding: size, magic and CRC (what
  * the server checks on blob upload and on load). Returns the blob type
  * (>= 0) or -CN_E_TRUNCATED, -CN_E_MAGIC, -CN_E_CRC, -EFBIG. */
