@@ -70,4 +70,22 @@ int cn_keyfile_decrypt(const struct cn_keyfile *kf, const char *password, size_t
 int cn_keyfile_load(const char *path, const char *password, size_t password_len,
 		    struct cn_crypt_config **out);
 
+/* Master-key wrapping (upstream rsa_encrypt_key_config): builds the
+ * compact key file JSON {"kdf":null,"created","modified","data":<key>,
+ * "fingerprint"} (created = the key's creation time, modified = now) and
+ * encrypts it with the RSA public key (PEM "PUBLIC KEY") using PKCS#1 v1.5
+ * padding. Appends modulus-size bytes to out: the content of
+ * rsa-encrypted.key.blob (which upstream stores as an uncompressed,
+ * unencrypted blob, listed last in the manifest). -CN_E_FORMAT for a key
+ * that is not RSA, -CN_E_CRYPT when encryption fails. */
+int cn_keyfile_rsa_wrap(const char *public_pem, size_t pem_len, const uint8_t key[32],
+			int64_t created, int64_t now, struct cn_buf *out);
+
+/* The reverse, for recovery: decrypts data with the RSA private key (PEM,
+ * optionally passphrase-protected PKCS#8; passphrase may be NULL) and
+ * appends the key file JSON to json_out (parse it with cn_keyfile_parse).
+ * -CN_E_CRYPT on a wrong key or passphrase. */
+int cn_keyfile_rsa_unwrap(const char *private_pem, size_t pem_len, const char *passphrase,
+			  const uint8_t *data, size_t len, struct cn_buf *json_out);
+
 #endif
