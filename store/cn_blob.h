@@ -72,7 +72,8 @@ int cn_blob_probe_incompressible(const uint8_t *data, size_t len);
 
 struct cn_blob_ctx; /* opaque: zstd contexts + scratch, one thread at a time */
 
-/* Allocates a context; free with cn_blob_ctx_free(). 0 or -ENOMEM. */
+/* Allocates a context; free with cn_blob_ctx_free() (NULL is ok there).
+ * 0 or -ENOMEM. */
 int cn_blob_ctx_new(struct cn_blob_ctx **out);
 void cn_blob_ctx_free(struct cn_blob_ctx *ctx);
 

@@ -48,8 +48,11 @@ struct cn_keyfile; /* opaque parsed key file */
  * -CN_E_FORMAT with a message for anything malformed. *out freed with
  * cn_keyfile_free(). */
 int cn_keyfile_parse(const uint8_t *json, size_t len, struct cn_keyfile **out);
+/* Frees a parsed key file (wiping its data). NULL is ok. */
 void cn_keyfile_free(struct cn_keyfile *kf);
 
+/* The key derivation function and the created/modified times (Unix
+ * seconds) of a parsed key file. */
 enum cn_kdf cn_keyfile_kdf(const struct cn_keyfile *kf);
 int64_t cn_keyfile_created(const struct cn_keyfile *kf);
 int64_t cn_keyfile_modified(const struct cn_keyfile *kf);
