@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/acl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -912,6 +915,164 @@ START_TEST(test_encoder_errors)
 }
 END_TEST
 
+/* ---------- mount points ---------- */
+
+START_TEST(test_one_file_system)
+{
+	mk_tmp();
+	ck_assert_int_eq(mkdir(P("mnt"), 0755), 0);
+	ck_assert_int_eq(mkdir(P("proc"), 0755), 0);
+	put_file("top", "t", 0644);
+	if (mount("none", P("mnt"), "tmpfs", 0, "mode=0755") < 0) {
+		fprintf(stderr, "test_one_file_system: cannot mount tmpfs (%s), skipped\n", strerror(errno));
+		rm_tmp();
+		return;
+	}
+	put_file("mnt/inner", "i", 0644);
+	int have_proc = mount("proc", P("proc"), "proc", 0, NULL) == 0;
+
+	struct cn_buf out = { 0 };
+	struct cn_pxar_create_stats st;
+	archive(tmpdir, NULL, &out, NULL, &st);
+	struct parsed p;
+	parse_archive(&p, &out);
+	ck_assert(has(&p, "mnt"));          /* the mount point itself is stored */
+	ck_assert(!has(&p, "mnt/inner"));   /* but not descended into */
+	ck_assert(has(&p, "top"));
+	ck_assert_uint_eq(st.mountpoints, 1u + (unsigned)have_proc);
+	free(p.e);
+	cn_buf_free(&out);
+
+	struct cn_pxar_create_opts o = { .all_file_systems = 1 };
+	archive(tmpdir, &o, &out, NULL, &st);
+	parse_archive(&p, &out);
+	ck_assert(has(&p, "mnt/inner"));
+	if (have_proc) {
+		ck_assert(has(&p, "proc"));     /* virtual file systems: never descended */
+		ck_assert(!has(&p, "proc/self"));
+	}
+	ck_assert_uint_eq(st.mountpoints, (unsigned)have_proc);
+	free(p.e);
+	cn_buf_free(&out);
+	if (have_proc)
+		ck_assert_int_eq(umount2(P("proc"), MNT_DETACH), 0);
+	ck_assert_int_eq(umount2(P("mnt"), MNT_DETACH), 0);
+	rm_tmp();
+}
+END_TEST
+
+/* ---------- source untouched: atime, and changes while reading ---------- */
+
+START_TEST(test_atime_untouched)
+{
+	mk_tmp();
+	put_file("f", "content", 0644);
+	/* atime older than mtime: relatime would update it on a plain read */
+	struct timespec ts[2] = { { 1000000000, 0 }, { 1500000000, 0 } };
+	ck_assert_int_eq(utimensat(AT_FDCWD, P("f"), ts, 0), 0);
+	struct cn_buf out = { 0 };
+	archive(tmpdir, NULL, &out, NULL, NULL);
+	struct stat st;
+	ck_assert_int_eq(stat(P("f"), &st), 0);
+	if (geteuid() == 0)  /* O_NOATIME is permitted for the owner or root */
+		ck_assert_int_eq(st.st_atim.tv_sec, 1000000000);
+	ck_assert_int_eq(st.st_mtim.tv_sec, 1500000000);
+	cn_buf_free(&out);
+	rm_tmp();
+}
+END_TEST
+
+struct appender {
+	const char *path;
+	volatile int stop;
+};
+
+static void *append_loop(void *arg)
+{
+	struct appender *a = arg;
+	int fd = open(a->path, O_WRONLY | O_APPEND);
+	while (fd >= 0 && !a->stop) {
+		if (write(fd, "+", 1) != 1)
+			break;
+		usleep(50);
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+START_TEST(test_changed_while_reading)
+{
+	mk_tmp();
+	int fd = open(P("growing"), O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_eq(ftruncate(fd, 64 << 20), 0);
+	close(fd);
+	struct appender a = { P("growing"), 0 };
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, append_loop, &a), 0);
+	usleep(2000);
+	struct cn_buf out = { 0 };
+	struct cn_pxar_create_stats st;
+	archive(tmpdir, NULL, &out, NULL, &st);
+	a.stop = 1;
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(st.changed, 1);
+	ck_assert_uint_eq(st.files, 1);
+	/* still a consistent archive with the size seen when listing */
+	struct parsed p;
+	parse_archive(&p, &out);
+	ck_assert_uint_ge(item_of(find(&p, "growing"), CN_PXAR_PAYLOAD, 0)->size, 16u + (64u << 20));
+	free(p.e);
+	cn_buf_free(&out);
+	rm_tmp();
+}
+END_TEST
+
+/* runs cn_pxar_create as an unprivileged user when we are root, so that
+ * permission errors happen; returns the child's verdict */
+static void check_unreadable(void)
+{
+	struct cn_buf out = { 0 };
+	struct cn_pxar_create_stats st;
+	archive(tmpdir, NULL, &out, NULL, &st);
+	struct parsed p;
+	parse_archive(&p, &out);
+	ck_assert(has(&p, "ok"));
+	ck_assert(!has(&p, "secret"));
+	ck_assert(!has(&p, "closed"));  /* cannot be opened: skipped whole, as upstream */
+	ck_assert_uint_eq(st.skipped, 2);
+	free(p.e);
+	cn_buf_free(&out);
+}
+
+START_TEST(test_unreadable_skipped)
+{
+	mk_tmp();
+	ck_assert_int_eq(chmod(tmpdir, 0755), 0);
+	put_file("ok", "1", 0644);
+	put_file("secret", "2", 0000);
+	ck_assert_int_eq(mkdir(P("closed"), 0755), 0);
+	put_file("closed/x", "3", 0644);
+	ck_assert_int_eq(chmod(P("closed"), 0311), 0);  /* not listable */
+	if (geteuid() != 0) {
+		check_unreadable();
+	} else {
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			if (setgid(65534) < 0 || setuid(65534) < 0)
+				_exit(3);
+			check_unreadable();
+			_exit(0);
+		}
+		int status;
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "unprivileged run failed: %d", status);
+	}
+	rm_tmp();
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pxar_encoder");
@@ -928,6 +1089,10 @@ int main(void)
 	tcase_add_test(tc, test_entries_max);
 	tcase_add_test(tc, test_odd_names_and_depth);
 	tcase_add_test(tc, test_encoder_errors);
+	tcase_add_test(tc, test_one_file_system);
+	tcase_add_test(tc, test_atime_untouched);
+	tcase_add_test(tc, test_changed_while_reading);
+	tcase_add_test(tc, test_unreadable_skipped);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
