@@ -260,7 +260,8 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 		}
 		if (errno == EACCES) {
 			cn_log_warning("failed to open file: \"%s\": access denied", name);
-			w->stats->skipped++;
+			if (existed)
+				w->stats->skipped++;
 			return 0;
 		}
 		return cn_error_sys(-errno, "open \"%s\"", cur_path(w));
