@@ -26,19 +26,8 @@
 
 #include "engine/cn_pxar_format.h"
 
-/* One extended attribute (name without NUL). */
-struct cn_pxar_xattr {
-	uint8_t *name;
-	size_t name_len;
-	uint8_t *value;
-	size_t value_len;
-};
-
-/* ACL_USER/ACL_GROUP (and the default variants): uid or gid, permissions. */
-struct cn_pxar_acl_entry {
-	uint64_t id;
-	uint64_t permissions;
-};
+/* struct cn_pxar_xattr and struct cn_pxar_acl_entry are in cn_pxar_format.h
+ * (shared with the decoder). */
 
 /* Everything stored for one entry before its type-specific part. Filled
  * by the walker (or a test) with the cn_pxar_metadata_* helpers, which
@@ -132,9 +121,6 @@ int cn_pxar_encoder_finish(struct cn_pxar_encoder *enc);
 /* Frees the encoder (NULL is fine); never writes. */
 void cn_pxar_encoder_free(struct cn_pxar_encoder *enc);
 
-/* Validates a file name as pxar does: non-empty, no '/', not "." or "..",
- * at most CN_PXAR_MAX_FILENAME_LEN bytes. Returns 0 or -CN_E_PATH with a
- * message. (NUL bytes are rejected too.) */
-int cn_pxar_check_filename(const void *name, size_t len);
+/* cn_pxar_check_filename() is declared in cn_pxar_format.h. */
 
 #endif

@@ -198,6 +198,28 @@ struct cn_pxar_acl_default {     /* ACL_DEFAULT, 32 bytes; missing = NO_MASK */
  * Children are sorted bytewise (memcmp) by name; a generated
  * ".pxarexclude-cli" goes last in the root directory. */
 
+/* Entry pieces shared by the encoder (owned copies) and the decoder
+ * (pointers into its buffers). */
+/* One extended attribute (name without NUL). */
+struct cn_pxar_xattr {
+	uint8_t *name;
+	size_t name_len;
+	uint8_t *value;
+	size_t value_len;
+};
+
+/* ACL_USER/ACL_GROUP (and the default variants): uid or gid, permissions. */
+struct cn_pxar_acl_entry {
+	uint64_t id;
+	uint64_t permissions;
+};
+
+/* Validates a file name as pxar does (defined in cn_pxar_encoder.c):
+ * non-empty, no '/', not "." or "..", at most CN_PXAR_MAX_FILENAME_LEN
+ * bytes. Returns 0 or -CN_E_PATH with a
+ * message. (NUL bytes are rejected too.) */
+int cn_pxar_check_filename(const void *name, size_t len);
+
 /* ---- 6. Goodbye table --------------------------------------------------- */
 struct cn_pxar_goodbye_item {    /* on disk: 24 bytes */
 	uint64_t hash;           /* SipHash-2-4(K0,K1) of the name (no NUL) */
