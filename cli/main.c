@@ -20,9 +20,11 @@
 #include <string.h>
 
 extern const struct cli_command cli_cmd_pxar;
+extern const struct cli_command cli_cmd_catalog;
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_pxar,
+	&cli_cmd_catalog,
 };
 
 int cli_error(const char *context)

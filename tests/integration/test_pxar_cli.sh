@@ -56,6 +56,16 @@ A=$T/a.pxar
 expect_rc 0 "create" "$CAIRN" pxar create "$A" "$S" --catalog "$T/cat.pcat1"
 [ -s "$A" ] && ok "archive written" || bad "archive missing"
 head -c 8 "$T/cat.pcat1" | od -An -tx1 | grep -q "91 fd 60 f9 c4 67 58 d5" && ok "catalog magic" || bad "catalog magic"
+expect_rc 0 "catalog list" "$CAIRN" catalog list "$T/cat.pcat1"
+[ "$(wc -l <"$T/out")" -eq "$(find "$S" | wc -l)" ] && ok "catalog lists every entry" || bad "catalog entries: $(cat "$T/out")"
+grep -q '^f "./a.pxar.didx/dir with space/ünï/blob" 100000 ' "$T/out" && ok "catalog file line" || bad "catalog file line"
+grep -q '^h "./a.pxar.didx/d/hard"$' "$T/out" || bad "catalog hardlink line"
+expect_rc 0 "catalog list PATH" "$CAIRN" catalog list "$T/cat.pcat1" a.pxar.didx/d
+[ "$(wc -l <"$T/out")" -eq 5 ] && ok "catalog path filter" || bad "catalog path filter: $(cat "$T/out")"
+expect_rc 1 "catalog list of a missing path" "$CAIRN" catalog list "$T/cat.pcat1" a.pxar.didx/nope
+expect_rc 1 "catalog list of a non-catalog" "$CAIRN" catalog list "$A"
+grep -q "magic" "$T/err" || bad "catalog magic message"
+expect_rc 0 "cairn catalog --help" "$CAIRN" catalog --help
 expect_rc 1 "create refuses an existing archive" "$CAIRN" pxar create "$A" "$S"
 grep -q "File exists" "$T/err" || bad "message for existing archive"
 expect_rc 1 "create of a missing dir" "$CAIRN" pxar create "$T/b.pxar" "$T/nope"
