@@ -32,16 +32,13 @@ static void help(FILE *f)
 static int print_entry(void *ctx, const char *path, const struct cn_catalog_entry *e)
 {
 	(void)ctx;
-	printf("%c \"./", e->type);
-	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			printf("\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			printf("\\x%02x", *p);
-		else
-			putchar(*p);
-	}
-	putchar('"');
+	char *p = malloc(strlen(path) + 3);
+	if (!p)
+		return cn_error_set(-ENOMEM, "out of memory");
+	sprintf(p, "./%s", path);
+	printf("%c ", e->type);
+	cli_print_quoted(stdout, p);
+	free(p);
 	if (e->type == 'f') {
 		char mt[64];
 		time_t t = (time_t)e->mtime;
