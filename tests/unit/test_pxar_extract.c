@@ -402,6 +402,47 @@ START_TEST(test_chattr_flags)
 }
 END_TEST
 
+START_TEST(test_split_archive)
+{
+	/* v2: metadata stream with PAYLOAD_REFs, payload stream separate */
+	struct tb m, p;
+	uint8_t v[16];
+	tb_init(&m);
+	tb_init(&p);
+	tb_item(&p, CN_PXAR_PAYLOAD_START_MARKER, NULL, 0);
+	cn_put_le64(v, 2);
+	tb_item(&m, CN_PXAR_FORMAT_VERSION, v, 8);
+	tb_dir_begin(&m);
+	tb_entry(&m, CN_PXAR_IFDIR | 0755, 0, 0, 1700000000, 0);
+	const char *names[] = { "a", "b" }, *data[] = { "first", "second file" };
+	for (int i = 0; i < 2; i++) {
+		tb_name(&m, names[i]);
+		tb_entry(&m, CN_PXAR_IFREG | 0644, 0, 0, 1700000000, 0);
+		cn_put_le64(v, tb_pos(&p));
+		cn_put_le64(v + 8, strlen(data[i]));
+		tb_item(&p, CN_PXAR_PAYLOAD, data[i], strlen(data[i]));
+		tb_item(&m, CN_PXAR_PAYLOAD_REF, v, 16);
+		tb_child_done(&m);
+	}
+	tb_dir_end(&m);
+	tb_item(&p, CN_PXAR_PAYLOAD_TAIL_MARKER, NULL, 0);
+	struct cn_pxar_input pin;
+	cn_pxar_input_mem(&pin, p.b.data, p.b.len);
+	struct cn_pxar_extract_opts o = { .payload = &pin };
+	ck_assert_int_eq(extract(&m, P("out"), &o, NULL), 0);
+	ck_assert_str_eq(read_file(P("out/a")), "first");
+	ck_assert_str_eq(read_file(P("out/b")), "second file");
+	o.match = "b";
+	ck_assert_int_eq(extract(&m, P("one"), &o, NULL), 0);
+	ck_assert_str_eq(read_file(P("one/b")), "second file");
+	/* without the payload stream: refused before anything is written */
+	ck_assert_int_eq(extract(&m, P("none"), NULL, NULL), -CN_E_FORMAT);
+	ck_assert_ptr_null(read_file(P("none/a")));
+	tb_free(&m);
+	tb_free(&p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pxar_extract");
@@ -416,6 +457,7 @@ int main(void)
 	tcase_add_test(tc, test_hostile_archive_writes_nothing_outside);
 	tcase_add_test(tc, test_list_and_format);
 	tcase_add_test(tc, test_chattr_flags);
+	tcase_add_test(tc, test_split_archive);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
