@@ -112,25 +112,6 @@ static void archive_close(struct archive *a)
 		close(a->pfd);
 }
 
-/* Prints a path quoted like Rust's {:?} does for the common cases. */
-static void print_quoted(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p == '\n')
-			fputs("\\n", f);
-		else if (*p == '\t')
-			fputs("\\t", f);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\x%02x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
-}
-
 struct list_ctx {
 	int verbose;
 };
@@ -148,7 +129,7 @@ static int list_one(void *ctx, const struct cn_pxar_entry *e)
 			return cn_error_set(-ENOMEM, "out of memory");
 		p[0] = '/';
 		memcpy(p + 1, e->path, e->path_len + 1);
-		print_quoted(stdout, p);
+		cli_print_quoted(stdout, p);
 		putchar('\n');
 		free(p);
 	}
