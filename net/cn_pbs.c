@@ -453,7 +453,7 @@ int cn_pbs_forget(struct cn_pbs *p, const struct cn_snapshot_id *id)
 		return cn_error_set(-ENAMETOOLONG, "query too long");
 	int r = store_path(p, "snapshots", q, path, sizeof(path));
 	if (r == 0)
-		r = rest(p, "DELETE", path, NULL, 1, NULL);
+		r = cn_pbs_enoent(rest(p, "DELETE", path, NULL, 1, NULL));
 	return r;
 }
 
@@ -513,7 +513,11 @@ int cn_pbs_open_session(struct cn_pbs *p, const char *protocol, const char *path
 			goto fail;
 		}
 		if (got == 0 && hl == 0) {
-			r = cn_error_set(-EPIPE, "server closed the connection during the protocol upgrade");
+			if (len > 0)
+				r = cn_error_set(-CN_E_PROTOCOL, "malformed HTTP response from server "
+						 "(connection closed inside the response head)");
+			else
+				r = cn_error_set(-EPIPE, "server closed the connection during the protocol upgrade");
 			goto fail;
 		}
 		len += (size_t)got;

@@ -172,8 +172,7 @@ static int t_load_previous_index(struct cn_target *tt, const char *name, struct 
 	if (r < 0) {
 		/* The server answers a missing previous file with an error
 		 * status (404, or 400 "... not found"); the session goes on. */
-		if (r == -ENOENT || (r == -CN_E_REMOTE && (strstr(cn_error_message(), "not found") ||
-							   strstr(cn_error_message(), "No such file"))))
+		if (cn_pbs_enoent(r) == -ENOENT)
 			return cn_error_set(-ENOENT, "%s: previous snapshot has no %s", tt->name, name);
 		return fail(t, cn_error_prefix(r, "%s", tt->name));
 	}

@@ -1,0 +1,752 @@
+/* Integration test of net/ against the PBS emulator (tests/pbs_emulator):
+ * backups through the PBS target with hand-made plain DataBlob chunks,
+ * restore through the PBS source (parallel chunk downloads), incremental
+ * backup reusing the previous index, REST calls (groups, snapshots,
+ * status, prune, forget), and the failures: wrong or missing fingerprint,
+ * wrong token or password, unreachable server, server killed, garbage,
+ * reset streams and GOAWAY mid-upload, garbage upgrade and REST answers,
+ * and abort. Each case starts its own emulator on loopback. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cn_error.h"
+#include "common/cn_util.h"
+#include "net/cn_pbs.h"
+#include "net/cn_pbs_source.h"
+#include "net/cn_pbs_target.h"
+
+#define TOKEN_ID "root@pam!t1"
+#define TOKEN_SECRET "s3cr3t-token-value-8c1f"
+#define USER_PW "pw-for-alice-77"
+#define NCHUNKS 24
+
+struct emu {
+	pid_t pid;
+	int port;
+	char fp[96];
+	char base[64];
+	char ds[128];
+};
+
+static void sha256(const uint8_t *d, size_t n, uint8_t out[32])
+{
+	unsigned int len = 32;
+	ck_assert_int_eq(EVP_Digest(d, n, out, &len, EVP_sha256(), NULL), 1);
+}
+
+static uint32_t crc32_le(const uint8_t *p, size_t n)
+{
+	uint32_t c = 0xffffffffu;
+	for (size_t i = 0; i < n; i++) {
+		c ^= p[i];
+		for (int k = 0; k < 8; k++)
+			c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+	}
+	return ~c;
+}
+
+/* A plain (uncompressed, unencrypted) DataBlob: magic, CRC32, data. */
+static void make_blob(const uint8_t *data, size_t len, struct cn_buf *out)
+{
+	static const uint8_t magic[8] = {66, 171, 56, 7, 190, 131, 112, 161};
+	uint8_t crc[4];
+	out->len = 0;
+	cn_put_le32(crc, crc32_le(data, len));
+	ck_assert_int_eq(cn_buf_append(out, magic, 8), 0);
+	ck_assert_int_eq(cn_buf_append(out, crc, 4), 0);
+	ck_assert_int_eq(cn_buf_append(out, data, len), 0);
+}
+
+static const char *srcdir(void)
+{
+	const char *s = getenv("CN_TEST_SRCDIR");
+	return s ? s : ".";
+}
+
+/* Starts the emulator with extra arguments; keeps base (datastore, cert,
+ * auth config) if it is already set, so a restart serves the same data
+ * with the same certificate. */
+static void emu_start(struct emu *e, const char *const *extra)
+{
+	char auth[128], certdir[128], cert[160], key[160], server[512];
+	if (!e->base[0]) {
+		strcpy(e->base, "/tmp/cn_pbs_emu_XXXXXX");
+		ck_assert_ptr_nonnull(mkdtemp(e->base));
+		snprintf(e->ds, sizeof(e->ds), "%s/ds", e->base);
+		ck_assert_int_eq(mkdir(e->ds, 0700), 0);
+	}
+	snprintf(auth, sizeof(auth), "%s/auth.json", e->base);
+	snprintf(certdir, sizeof(certdir), "%s/cert", e->base);
+	snprintf(cert, sizeof(cert), "%s/cert.pem", certdir);
+	snprintf(key, sizeof(key), "%s/key.pem", certdir);
+	FILE *f = fopen(auth, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "{\"users\":{\"alice@pbs\":\"%s\"},\"tokens\":{\"%s\":\"%s\"}}", USER_PW, TOKEN_ID,
+		TOKEN_SECRET);
+	fclose(f);
+	snprintf(server, sizeof(server), "%s/tests/pbs_emulator/server.py", srcdir());
+	char dsarg[160];
+	snprintf(dsarg, sizeof(dsarg), "store1=%s", e->ds);
+	const char *argv[40] = {"/usr/bin/python3", server, "--datastore", dsarg, "--port", "0",
+				"--auth-config", auth, "--lazy-chunk-dirs"};
+	int n = 9;
+	if (access(cert, R_OK) == 0) {
+		argv[n++] = "--cert";
+		argv[n++] = cert;
+		argv[n++] = "--key";
+		argv[n++] = key;
+	} else {
+		argv[n++] = "--cert-out";
+		argv[n++] = certdir;
+	}
+	for (int i = 0; extra && extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+
+	int pfd[2];
+	ck_assert_int_eq(pipe(pfd), 0);
+	e->pid = fork();
+	ck_assert_int_ge(e->pid, 0);
+	if (e->pid == 0) {
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+		int devnull = open("/dev/null", O_WRONLY);
+		if (devnull >= 0 && !getenv("CN_TEST_EMU_LOG"))
+			dup2(devnull, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	FILE *out = fdopen(pfd[0], "r");
+	char line[256] = "";
+	ck_assert_ptr_nonnull(fgets(line, sizeof(line), out));
+	fclose(out);
+	ck_assert_int_eq(sscanf(line, "READY %d %95s", &e->port, e->fp), 2);
+}
+
+static void emu_stop(struct emu *e)
+{
+	if (e->pid > 0) {
+		kill(e->pid, SIGTERM);
+		waitpid(e->pid, NULL, 0);
+		e->pid = 0;
+	}
+}
+
+static void emu_cleanup(struct emu *e)
+{
+	char cmd[128];
+	emu_stop(e);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->base);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static int emu_connect(const struct emu *e, const char *auth_id, const char *secret, const char *fp,
+		       struct cn_pbs **out)
+{
+	char repo[256];
+	snprintf(repo, sizeof(repo), "%s@127.0.0.1:%d:store1", auth_id, e->port);
+	struct cn_pbs_opts o = {.repository = repo, .fingerprint = fp, .secret = secret,
+				.connect_timeout_ms = 3000, .connect_attempts = 2, .io_timeout_ms = 20000};
+	return cn_pbs_connect(&o, out);
+}
+
+/* Deterministic chunk contents; chunk 5 repeats chunk 2 (dedup within a
+ * snapshot); seed varies the data between backups. */
+static size_t chunk_data(int i, unsigned seed, uint8_t *buf)
+{
+	size_t len = 1000 + (size_t)((i * 7919u + seed * 31u) % 200000u);
+	uint32_t x = (uint32_t)(i + 1) * 2654435761u + seed;
+	for (size_t k = 0; k < len; k++) {
+		x = x * 1103515245u + 12345u;
+		buf[k] = (uint8_t)(x >> 16);
+	}
+	return len;
+}
+
+struct backup_result {
+	uint8_t digests[NCHUNKS][32];
+	uint64_t size;
+	uint8_t csum[32];
+	struct cn_buf manifest;   /* previous manifest got from begin */
+	int64_t prev_time;
+	struct cn_pbs_target_stats stats;
+};
+
+static void manifest_json(const struct cn_snapshot_id *id, const char *files_json, struct cn_buf *blob)
+{
+	char json[2048];
+	int n = snprintf(json, sizeof(json),
+			 "{\"backup-type\":\"%s\",\"backup-id\":\"%s\",\"backup-time\":%lld,"
+			 "\"files\":[%s],\"signature\":null,\"unprotected\":{}}",
+			 id->type, id->id, (long long)id->time, files_json);
+	make_blob((const uint8_t *)json, (size_t)n, blob);
+}
+
+/* Parses .didx bytes: digests and end offsets of its entries. */
+static size_t parse_didx(const struct cn_buf *b, uint8_t (*digests)[32], uint64_t *ends, size_t max)
+{
+	ck_assert_uint_ge(b->len, 4096);
+	ck_assert_uint_eq((b->len - 4096) % 40, 0);
+	size_t n = (b->len - 4096) / 40;
+	ck_assert_uint_le(n, max);
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *e = b->data + 4096 + 40 * i;
+		if (ends)
+			ends[i] = cn_le64(e);
+		memcpy(digests[i], e + 8, 32);
+	}
+	return n;
+}
+
+/* Runs one backup the way the engine does. Returns 0 or the first error
+ * (the target is aborted then). fixed_too adds a small .fidx. */
+static int run_backup(struct cn_pbs *conn, const struct cn_snapshot_id *id, unsigned seed, int fixed_too,
+		      struct backup_result *res)
+{
+	struct cn_target *t;
+	struct cn_buf prev = {0}, blob = {0}, previdx = {0};
+	int64_t prev_time;
+	uint8_t *buf = malloc(256 * 1024);
+	EVP_MD_CTX *csum = EVP_MD_CTX_new();
+	int r, h = -1;
+	char files[1024];
+
+	memset(res, 0, sizeof(*res));
+	ck_assert_int_eq(cn_pbs_target_new(conn, &(struct cn_pbs_target_opts){.max_inflight = 8}, &t), 0);
+	if ((r = t->ops->begin(t, id, &prev, &prev_time)) < 0)
+		goto out;
+	res->manifest = prev;
+	res->prev_time = prev_time;
+	prev = (struct cn_buf){0};
+	if (prev_time >= 0) {
+		r = t->ops->load_previous_index(t, "root.pxar.didx", &previdx);
+		if (r < 0)
+			goto out;
+		uint8_t known[64][32];
+		size_t nk = parse_didx(&previdx, known, NULL, 64);
+		if ((r = t->ops->add_known(t, (const uint8_t(*)[32])known, nk)) < 0)
+			goto out;
+	}
+	if ((h = t->ops->index_open(t, "root.pxar.didx", CN_INDEX_DYNAMIC, 0, 0)) < 0) {
+		r = h;
+		goto out;
+	}
+	EVP_DigestInit_ex(csum, EVP_sha256(), NULL);
+	for (int i = 0; i < NCHUNKS; i++) {
+		/* Half of the chunks change with the seed, half stay. */
+		int src = i == 5 ? 2 : i;
+		size_t len = chunk_data(src, src % 2 ? seed : 0, buf);
+		sha256(buf, len, res->digests[i]);
+		if ((r = t->ops->has_chunk(t, res->digests[i])) < 0)
+			goto out;
+		if (r == 0) {
+			struct cn_chunk *c = cn_chunk_new(len + 12);
+			make_blob(buf, len, &blob);
+			memcpy(c->data, blob.data, blob.len);
+			c->len = blob.len;
+			c->plain_size = len;
+			memcpy(c->digest, res->digests[i], 32);
+			r = t->ops->put_chunk(t, c);
+			cn_chunk_unref(c);
+			if (r < 0)
+				goto out;
+		}
+		res->size += len;
+		struct cn_index_entry e = {.end_offset = res->size};
+		memcpy(e.digest, res->digests[i], 32);
+		uint8_t le[8];
+		cn_put_le64(le, res->size);
+		EVP_DigestUpdate(csum, le, 8);
+		EVP_DigestUpdate(csum, e.digest, 32);
+		if ((r = t->ops->index_append(t, h, &e, 1)) < 0)
+			goto out;
+	}
+	unsigned int cl = 32;
+	EVP_DigestFinal_ex(csum, res->csum, &cl);
+	if ((r = t->ops->index_close(t, h, NCHUNKS, res->size, res->csum)) < 0)
+		goto out;
+	char hex[65], fhex[65] = "";
+	cn_hex_encode(res->csum, 32, hex);
+	uint64_t fsize = 5000;
+	if (fixed_too) {
+		uint8_t fd[32];
+		for (size_t k = 0; k < fsize; k++)
+			buf[k] = (uint8_t)(k * 3 + seed);
+		sha256(buf, fsize, fd);
+		int fh = t->ops->index_open(t, "disk.img.fidx", CN_INDEX_FIXED, fsize, 4u << 20);
+		if (fh < 0) {
+			r = fh;
+			goto out;
+		}
+		struct cn_chunk *c = cn_chunk_new(fsize + 12);
+		make_blob(buf, fsize, &blob);
+		memcpy(c->data, blob.data, blob.len);
+		c->len = blob.len;
+		c->plain_size = fsize;
+		memcpy(c->digest, fd, 32);
+		r = t->ops->put_chunk(t, c);
+		cn_chunk_unref(c);
+		struct cn_index_entry e = {.end_offset = fsize};
+		memcpy(e.digest, fd, 32);
+		uint8_t fcs[32];
+		sha256(fd, 32, fcs);
+		if (r < 0 || (r = t->ops->index_append(t, fh, &e, 1)) < 0 ||
+		    (r = t->ops->index_close(t, fh, 1, fsize, fcs)) < 0)
+			goto out;
+		cn_hex_encode(fcs, 32, fhex);
+	}
+	int n = snprintf(files, sizeof(files),
+			 "{\"filename\":\"root.pxar.didx\",\"crypt-mode\":\"none\",\"size\":%llu,\"csum\":\"%s\"}",
+			 (unsigned long long)res->size, hex);
+	if (fixed_too)
+		snprintf(files + n, sizeof(files) - (size_t)n,
+			 ",{\"filename\":\"disk.img.fidx\",\"crypt-mode\":\"none\",\"size\":%llu,\"csum\":\"%s\"}",
+			 (unsigned long long)fsize, fhex);
+	manifest_json(id, files, &blob);
+	if ((r = t->ops->put_blob(t, "index.json.blob", blob.data, blob.len)) < 0)
+		goto out;
+	r = t->ops->finish(t);
+out:
+	if (r < 0) {
+		/* keep the message across abort */
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", cn_error_message());
+		t->ops->abort(t);
+		cn_error_set(r, "%s", msg);
+	}
+	cn_pbs_target_stats(t, &res->stats);
+	t->ops->destroy(t);
+	EVP_MD_CTX_free(csum);
+	cn_buf_free(&prev);
+	cn_buf_free(&blob);
+	cn_buf_free(&previdx);
+	free(buf);
+	return r;
+}
+
+static struct cn_snapshot_id snap(int64_t time)
+{
+	struct cn_snapshot_id id = {.ns = "", .type = "host", .id = "test", .time = time};
+	return id;
+}
+
+struct fetch_job {
+	struct cn_source *src;
+	const uint8_t (*digests)[32];
+	size_t first, n;
+	int err;
+};
+
+static void *fetch_thread(void *arg)
+{
+	struct fetch_job *j = arg;
+	struct cn_buf b = {0};
+	for (size_t i = j->first; i < j->first + j->n && !j->err; i++) {
+		uint8_t d[32];
+		if (j->src->ops->get_chunk(j->src, j->digests[i], &b) < 0 || b.len < 12) {
+			j->err = -1;
+			break;
+		}
+		sha256(b.data + 12, b.len - 12, d);
+		if (memcmp(d, j->digests[i], 32) != 0 || crc32_le(b.data + 12, b.len - 12) != cn_le32(b.data + 8))
+			j->err = -2;
+	}
+	cn_buf_free(&b);
+	return NULL;
+}
+
+/* Restores snapshot id through the source and checks every byte. */
+static void check_restore(struct cn_pbs *conn, const struct cn_snapshot_id *id, const struct backup_result *res)
+{
+	struct cn_source *src;
+	struct cn_buf b = {0};
+	uint8_t digests[64][32];
+	uint64_t ends[64];
+	ck_assert_int_eq(cn_pbs_source_new(conn, &src), 0);
+	ck_assert_int_eq(src->ops->open(src, id), 0);
+	/* The server rewrites the manifest (maybe compressed): check that
+	 * it is a blob with a valid CRC. */
+	ck_assert_int_eq(src->ops->get_file(src, "index.json.blob", &b), 0);
+	ck_assert_uint_gt(b.len, 12);
+	ck_assert_uint_eq(crc32_le(b.data + 12, b.len - 12), cn_le32(b.data + 8));
+	ck_assert_int_eq(src->ops->get_file(src, "root.pxar.didx", &b), 0);
+	size_t n = parse_didx(&b, digests, ends, 64);
+	ck_assert_uint_eq(n, NCHUNKS);
+	ck_assert_mem_eq(digests, res->digests, sizeof(res->digests));
+	ck_assert_uint_eq(ends[n - 1], res->size);
+	ck_assert_int_eq(src->ops->get_file(src, "missing.blob", &b), -ENOENT);
+
+	/* Four threads fetch chunks concurrently on the one session. */
+	pthread_t th[4];
+	struct fetch_job jobs[4];
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = (struct fetch_job){.src = src, .digests = (const uint8_t(*)[32])digests,
+					     .first = (size_t)i * NCHUNKS / 4, .n = NCHUNKS / 4};
+		ck_assert_int_eq(pthread_create(&th[i], NULL, fetch_thread, &jobs[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(jobs[i].err, 0);
+	}
+	uint8_t unknown[32] = {1, 2, 3};
+	ck_assert_int_lt(src->ops->get_chunk(src, unknown, &b), 0);
+	cn_buf_free(&b);
+	src->ops->destroy(src);
+}
+
+/* Total chunk uploads the emulator counted (its stats file). */
+static long emu_chunks_new(const struct emu *e)
+{
+	char path[192];
+	snprintf(path, sizeof(path), "%s/.emulator-stats.json", e->ds);
+	json_t *j = json_load_file(path, 0, NULL);
+	ck_assert_ptr_nonnull(j);
+	long v = (long)json_integer_value(json_object_get(json_object_get(j, "totals"), "chunks_uploaded"));
+	json_decref(j);
+	return v;
+}
+
+START_TEST(test_backup_restore_incremental)
+{
+	struct emu e = {0};
+	struct cn_pbs *conn;
+	struct backup_result r1, r2;
+	emu_start(&e, NULL);
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), 0);
+
+	struct cn_snapshot_id id1 = snap(1700000000), id2 = snap(1700000100);
+	ck_assert_msg(run_backup(conn, &id1, 1, 0, &r1) == 0, "%s", cn_error_message());
+	ck_assert_uint_eq(r1.manifest.len, 0);  /* no previous snapshot */
+	ck_assert_int_eq(r1.prev_time, -1);
+	ck_assert_uint_eq(r1.stats.chunks_uploaded, NCHUNKS - 1);  /* chunk 5 = chunk 2 */
+	ck_assert_uint_eq(r1.stats.chunks_skipped, 0);
+	ck_assert_uint_ge(r1.stats.appends, 1);
+	ck_assert_int_eq(emu_chunks_new(&e), NCHUNKS - 1);
+	check_restore(conn, &id1, &r1);
+
+	/* Second backup: the unchanged half comes from the previous index. */
+	ck_assert_msg(run_backup(conn, &id2, 2, 1, &r2) == 0, "%s", cn_error_message());
+	ck_assert_int_eq(r2.prev_time, id1.time);
+	ck_assert_uint_gt(r2.manifest.len, 12);
+	ck_assert_uint_eq(crc32_le(r2.manifest.data + 12, r2.manifest.len - 12), cn_le32(r2.manifest.data + 8));
+	/* the odd chunks changed (11: chunk 5 repeats the even chunk 2),
+	 * plus the fixed index's chunk; the emulator saw exactly those */
+	ck_assert_uint_eq(r2.stats.chunks_uploaded, NCHUNKS / 2 - 1 + 1);
+	ck_assert_int_eq(emu_chunks_new(&e), NCHUNKS - 1 + NCHUNKS / 2);
+	check_restore(conn, &id2, &r2);
+
+	/* A backup older than the last one is refused with the server's text. */
+	struct backup_result r3;
+	struct cn_snapshot_id old = snap(1600000000);
+	ck_assert_int_eq(run_backup(conn, &old, 3, 0, &r3), -CN_E_REMOTE);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "older than last backup"));
+	cn_buf_free(&r3.manifest);
+
+	/* REST: groups, snapshots, status, prune, forget. */
+	struct cn_pbs_group *g;
+	size_t n;
+	ck_assert_int_eq(cn_pbs_list_groups(conn, "", &g, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(g[0].id, "test");
+	ck_assert_uint_eq(g[0].backup_count, 2);
+	free(g);
+	struct cn_snapshot_info *si;
+	ck_assert_int_eq(cn_pbs_list_snapshots(conn, NULL, &si, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(si[0].id.time, id1.time);
+	ck_assert_int_eq(si[1].id.time, id2.time);
+	free(si);
+	struct cn_pbs_status st;
+	ck_assert_int_eq(cn_pbs_status(conn, &st), 0);
+	ck_assert_uint_gt(st.total, 0);
+	struct cn_pbs_prune_item *pi;
+	struct cn_pbs_keep keep = {.last = 1};
+	ck_assert_int_eq(cn_pbs_prune(conn, &id1, &keep, 1, &pi, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(pi[i].keep, pi[i].id.time == id2.time);
+	free(pi);
+	ck_assert_int_eq(cn_pbs_forget(conn, &id1), 0);
+	ck_assert_msg(cn_pbs_forget(conn, &id1) == -ENOENT, "%s", cn_error_message());
+	struct cn_source *src;
+	ck_assert_int_eq(cn_pbs_source_new(conn, &src), 0);
+	struct cn_snapshot_id grp = snap(0);
+	ck_assert_int_eq(src->ops->list_snapshots(src, &grp, &si, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(si[0].id.time, id2.time);
+	free(si);
+	src->ops->destroy(src);
+
+	cn_buf_free(&r1.manifest);
+	cn_buf_free(&r2.manifest);
+	cn_pbs_free(conn);
+	emu_cleanup(&e);
+}
+END_TEST
+
+START_TEST(test_password_login)
+{
+	struct emu e = {0};
+	struct cn_pbs *conn;
+	struct backup_result r;
+	emu_start(&e, NULL);
+	ck_assert_msg(emu_connect(&e, "alice@pbs", USER_PW, e.fp, &conn) == 0, "%s", cn_error_message());
+	struct cn_snapshot_id id = snap(1700000000);
+	ck_assert_msg(run_backup(conn, &id, 1, 0, &r) == 0, "%s", cn_error_message());
+	check_restore(conn, &id, &r);
+	cn_pbs_free(conn);
+	ck_assert_int_eq(emu_connect(&e, "alice@pbs", "wrong", e.fp, &conn), -CN_E_AUTH);
+	ck_assert_ptr_null(strstr(cn_error_message(), "wrong"));
+	cn_buf_free(&r.manifest);
+	emu_cleanup(&e);
+}
+END_TEST
+
+START_TEST(test_trust_and_auth_failures)
+{
+	struct emu e = {0};
+	struct cn_pbs *conn;
+	emu_start(&e, NULL);
+	/* Wrong fingerprint: refused, both fingerprints in the message. */
+	const char *wrong = "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:"
+			    "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff";
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, wrong, &conn), -CN_E_TLS);
+	ck_assert_msg(strstr(cn_error_message(), e.fp) != NULL, "%s", cn_error_message());
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "mismatch"));
+	ck_assert_ptr_null(strstr(cn_error_message(), TOKEN_SECRET));
+	/* No fingerprint, self-signed: refused, the seen fingerprint shown. */
+	unsetenv("PBS_FINGERPRINT");
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, NULL, &conn), -CN_E_TLS);
+	ck_assert_msg(strstr(cn_error_message(), e.fp) != NULL, "%s", cn_error_message());
+	/* PBS_FINGERPRINT from the environment, upper case accepted. */
+	char upper[96];
+	for (int i = 0; i < 96; i++)
+		upper[i] = (char)(e.fp[i] >= 'a' && e.fp[i] <= 'f' ? e.fp[i] - 32 : e.fp[i]);
+	setenv("PBS_FINGERPRINT", upper, 1);
+	ck_assert_msg(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, NULL, &conn) == 0, "%s", cn_error_message());
+	unsetenv("PBS_FINGERPRINT");
+	/* The backup session's own TLS connection is pinned too: checked by
+	 * a full session below. */
+	struct cn_source *src;
+	struct cn_snapshot_info *si;
+	size_t n;
+	ck_assert_int_eq(cn_pbs_source_new(conn, &src), 0);
+	ck_assert_int_eq(src->ops->list_snapshots(src, NULL, &si, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	struct cn_snapshot_id id = snap(1700000000);
+	ck_assert_int_lt(src->ops->open(src, &id), 0);  /* no such snapshot */
+	src->ops->destroy(src);
+	cn_pbs_free(conn);
+	/* Wrong token secret. */
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, "not-the-secret", e.fp, &conn), -CN_E_AUTH);
+	ck_assert_ptr_null(strstr(cn_error_message(), "not-the-secret"));
+	/* Unknown token. */
+	ck_assert_int_eq(emu_connect(&e, "root@pam!nope", TOKEN_SECRET, e.fp, &conn), -CN_E_AUTH);
+	ck_assert_ptr_null(strstr(cn_error_message(), TOKEN_SECRET));
+	/* Secret from PBS_PASSWORD_FILE. */
+	char pwfile[128];
+	snprintf(pwfile, sizeof(pwfile), "%s/pw", e.base);
+	FILE *f = fopen(pwfile, "w");
+	fprintf(f, "%s\n", TOKEN_SECRET);
+	fclose(f);
+	unsetenv("PBS_PASSWORD");
+	unsetenv("PBS_PASSWORD_FD");
+	setenv("PBS_PASSWORD_FILE", pwfile, 1);
+	ck_assert_msg(emu_connect(&e, TOKEN_ID, NULL, e.fp, &conn) == 0, "%s", cn_error_message());
+	cn_pbs_free(conn);
+	unsetenv("PBS_PASSWORD_FILE");
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, NULL, e.fp, &conn), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "PBS_PASSWORD"));
+
+	/* Nobody listening: refused after the retries, quickly. */
+	int port = e.port;
+	emu_stop(&e);
+	e.port = port;
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), -EIO);
+	ck_assert_msg(strstr(cn_error_message(), "127.0.0.1") != NULL, "%s", cn_error_message());
+	emu_cleanup(&e);
+}
+END_TEST
+
+/* A backup against an emulator with a fault; returns the error. */
+static int faulty_backup(struct emu *e, const char *fault, const char *value, char *msg, size_t msgsize)
+{
+	const char *extra[] = {fault, value, NULL};
+	struct cn_pbs *conn;
+	struct backup_result r;
+	emu_start(e, value ? extra : (const char *[]){fault, NULL});
+	ck_assert_int_eq(emu_connect(e, TOKEN_ID, TOKEN_SECRET, e->fp, &conn), 0);
+	struct cn_snapshot_id id = snap(1700000000);
+	int rc = run_backup(conn, &id, 1, 0, &r);
+	snprintf(msg, msgsize, "%s", cn_error_message());
+	cn_buf_free(&r.manifest);
+	cn_pbs_free(conn);
+	return rc;
+}
+
+/* After a failed backup nothing looks finished: no manifest on disk, and
+ * (if the emulator still runs) the server has discarded the snapshot once
+ * it noticed the dropped connection. */
+static void check_no_snapshot(struct emu *e, int alive)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "ls %s/host/test/*/index.json.blob >/dev/null 2>&1", e->ds);
+	if (alive) {
+		struct cn_pbs *conn;
+		struct cn_snapshot_info *si;
+		size_t n = 1;
+		ck_assert_int_eq(emu_connect(e, TOKEN_ID, TOKEN_SECRET, e->fp, &conn), 0);
+		for (int i = 0; i < 50 && n > 0; i++) {
+			ck_assert_int_eq(cn_pbs_list_snapshots(conn, NULL, &si, &n), 0);
+			free(si);
+			if (n > 0)
+				usleep(100000);
+		}
+		ck_assert_uint_eq(n, 0);
+		cn_pbs_free(conn);
+	}
+	ck_assert_int_ne(system(cmd), 0);
+	emu_cleanup(e);
+}
+
+START_TEST(test_server_killed)
+{
+	struct emu e = {0};
+	char msg[1024];
+	int r = faulty_backup(&e, "--exit-after-chunks", "3", msg, sizeof(msg));
+	ck_assert_msg(r < 0 && strstr(msg, "connection to server lost") != NULL, "%d %s", r, msg);
+	check_no_snapshot(&e, 0);
+}
+END_TEST
+
+START_TEST(test_server_garbage)
+{
+	struct emu e = {0};
+	char msg[1024];
+	int r = faulty_backup(&e, "--garbage-after-chunks", "2", msg, sizeof(msg));
+	/* The bytes may parse as a (bogus) GOAWAY frame or not at all. */
+	/* The bytes may parse as a (bogus) GOAWAY frame, as an invalid
+	 * frame, or be overtaken by the server's reset of the connection. */
+	ck_assert_msg(r < 0 && (strstr(msg, "invalid HTTP/2") || strstr(msg, "GOAWAY") ||
+				strstr(msg, "connection to server lost")), "%d %s", r, msg);
+	check_no_snapshot(&e, 1);
+}
+END_TEST
+
+START_TEST(test_stream_reset)
+{
+	struct emu e = {0};
+	char msg[1024];
+	int r = faulty_backup(&e, "--reset-after-chunks", "1", msg, sizeof(msg));
+	ck_assert_msg(r < 0 && strstr(msg, "chunk") != NULL, "%d %s", r, msg);
+	check_no_snapshot(&e, 1);
+}
+END_TEST
+
+START_TEST(test_goaway)
+{
+	struct emu e = {0};
+	char msg[1024];
+	int r = faulty_backup(&e, "--goaway-after-chunks", "2", msg, sizeof(msg));
+	ck_assert_msg(r < 0, "%d %s", r, msg);
+	check_no_snapshot(&e, 1);
+}
+END_TEST
+
+START_TEST(test_garbage_upgrade)
+{
+	struct emu e = {0};
+	char msg[1024];
+	int r = faulty_backup(&e, "--garbage-on-upgrade", NULL, msg, sizeof(msg));
+	ck_assert_msg(r == -CN_E_PROTOCOL && strstr(msg, "malformed HTTP") != NULL, "%d %s", r, msg);
+	emu_cleanup(&e);
+}
+END_TEST
+
+START_TEST(test_garbage_rest)
+{
+	struct emu e = {0};
+	struct cn_pbs *conn;
+	const char *extra[] = {"--garbage-rest", NULL};
+	emu_start(&e, extra);
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), -CN_E_PROTOCOL);
+	ck_assert_msg(strstr(cn_error_message(), "not JSON") != NULL, "%s", cn_error_message());
+	emu_cleanup(&e);
+}
+END_TEST
+
+START_TEST(test_abort)
+{
+	struct emu e = {0};
+	struct cn_pbs *conn;
+	struct cn_target *t;
+	struct cn_buf prev = {0}, blob = {0};
+	int64_t pt;
+	uint8_t data[3000];
+	emu_start(&e, NULL);
+	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), 0);
+	ck_assert_int_eq(cn_pbs_target_new(conn, NULL, &t), 0);
+	struct cn_snapshot_id id = snap(1700000000);
+	ck_assert_int_eq(t->ops->begin(t, &id, &prev, &pt), 0);
+	ck_assert_int_eq(pt, -1);
+	int h = t->ops->index_open(t, "root.pxar.didx", CN_INDEX_DYNAMIC, 0, 0);
+	ck_assert_int_ge(h, 0);
+	for (int i = 0; i < 4; i++) {
+		memset(data, i + 1, sizeof(data));
+		struct cn_chunk *c = cn_chunk_new(sizeof(data) + 12);
+		make_blob(data, sizeof(data), &blob);
+		memcpy(c->data, blob.data, blob.len);
+		c->len = blob.len;
+		c->plain_size = sizeof(data);
+		sha256(data, sizeof(data), c->digest);
+		ck_assert_int_eq(t->ops->put_chunk(t, c), 0);
+		cn_chunk_unref(c);
+	}
+	/* Finishing with an open index is refused by the server... */
+	ck_assert_int_eq(t->ops->finish(t), -CN_E_REMOTE);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "open index writer"));
+	/* ...and later calls report the same error. */
+	ck_assert_int_eq(t->ops->put_blob(t, "x.blob", blob.data, blob.len), -CN_E_REMOTE);
+	t->ops->abort(t);
+	t->ops->destroy(t);
+	cn_buf_free(&prev);
+	cn_buf_free(&blob);
+	cn_pbs_free(conn);
+	check_no_snapshot(&e, 1);
+}
+END_TEST
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	Suite *s = suite_create("pbs_emulator_client");
+	/* One case per test so that CK_RUN_CASE=name runs just one. */
+#define CASE(fn) do { TCase *tc = tcase_create(#fn); tcase_set_timeout(tc, 120); tcase_add_test(tc, fn); suite_add_tcase(s, tc); } while (0)
+	CASE(test_backup_restore_incremental);
+	CASE(test_password_login);
+	CASE(test_trust_and_auth_failures);
+	CASE(test_server_killed);
+	CASE(test_server_garbage);
+	CASE(test_stream_reset);
+	CASE(test_goaway);
+	CASE(test_garbage_upgrade);
+	CASE(test_garbage_rest);
+	CASE(test_abort);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
