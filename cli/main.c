@@ -19,6 +19,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -103,6 +104,9 @@ int main(int argc, char **argv)
 		}
 	}
 	cn_log_setup(level, 0);
+	/* A server that closes its connection must give an error on that
+	 * target, not kill the process (and with it the other targets). */
+	signal(SIGPIPE, SIG_IGN);
 	if (i >= argc) {
 		usage(stderr);
 		return CLI_EXIT_USAGE;
