@@ -958,7 +958,8 @@ int cn_datastore_list_namespaces(struct cn_datastore *ds, const char *ns, char *
 	}
 	closedir(d);
 	cn_error_clear();
-	qsort(names, cnt, sizeof(*names), cmp_str);
+	if (cnt)
+		qsort(names, cnt, sizeof(*names), cmp_str);
 	*out = names;
 	*n = cnt;
 	return 0;
@@ -1087,7 +1088,8 @@ int cn_datastore_list_snapshots(struct cn_datastore *ds, const struct cn_snapsho
 	}
 	closedir(d);
 	cn_error_clear();
-	qsort(list, cnt, sizeof(*list), cmp_info);
+	if (cnt)
+		qsort(list, cnt, sizeof(*list), cmp_info);
 	for (size_t i = 0; with_sizes && i < cnt; i++)
 		if (list[i].finished)
 			list[i].size = manifest_size(ds, &list[i].id);
@@ -1190,21 +1192,15 @@ int cn_datastore_remove_snapshot(struct cn_datastore *ds, const struct cn_snapsh
 
 /* ---- walking ---- */
 
-static int walk_ns(struct cn_datastore *ds, const char *ns, cn_ds_snapshot_fn fn, void *ctx)
+static int walk_ns(struct cn_datastore *ds, const char *ns, cn_ds_group_fn fn, void *ctx)
 {
 	struct cn_snapshot_id *groups;
 	size_t ng;
 	int r = cn_datastore_list_groups(ds, ns, &groups, &ng);
 	if (r < 0)
 		return r;
-	for (size_t g = 0; g < ng && r == 0; g++) {
-		struct cn_ds_snapshot_info *snaps = NULL;
-		size_t ns_count = 0;
-		r = cn_datastore_list_snapshots(ds, &groups[g], 0, &snaps, &ns_count);
-		for (size_t i = 0; r == 0 && i < ns_count; i++)
-			r = fn(ds, &snaps[i].id, ctx);
-		free(snaps);
-	}
+	for (size_t g = 0; g < ng && r == 0; g++)
+		r = fn(ds, &groups[g], ctx);
 	free(groups);
 	if (r < 0)
 		return r;
@@ -1218,7 +1214,63 @@ static int walk_ns(struct cn_datastore *ds, const char *ns, cn_ds_snapshot_fn fn
 	return r;
 }
 
-int cn_ds_for_each_snapshot(struct cn_datastore *ds, cn_ds_snapshot_fn fn, void *ctx)
+int cn_ds_for_each_group(struct cn_datastore *ds, cn_ds_group_fn fn, void *ctx)
 {
 	return walk_ns(ds, "", fn, ctx);
+}
+
+struct snapshot_walk {
+	cn_ds_snapshot_fn fn;
+	void *ctx;
+};
+
+static int walk_group_snapshots(struct cn_datastore *ds, const struct cn_snapshot_id *group,
+				void *ctx)
+{
+	struct snapshot_walk *sw = ctx;
+	struct cn_ds_snapshot_info *snaps = NULL;
+	size_t n = 0;
+	int r = cn_datastore_list_snapshots(ds, group, 0, &snaps, &n);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = sw->fn(ds, &snaps[i].id, sw->ctx);
+	free(snaps);
+	return r;
+}
+
+int cn_ds_for_each_snapshot(struct cn_datastore *ds, cn_ds_snapshot_fn fn, void *ctx)
+{
+	struct snapshot_walk sw = {fn, ctx};
+	return walk_ns(ds, "", walk_group_snapshots, &sw);
+}
+
+int cn_ds_cleanup_group(struct cn_datastore *ds, const struct cn_snapshot_id *group)
+{
+	char gdir[PATH_MAX];
+	int r = group_dir(ds, group, gdir, sizeof(gdir)), gfd;
+	if (r < 0)
+		return r;
+	/* A running backup holds the group lock: leave its temp dir alone. */
+	r = lock_dir(gdir, LOCK_EX, &gfd, "backup group");
+	if (r == -CN_E_LOCKED || r == -ENOENT) {
+		cn_error_clear();
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	DIR *d = opendir(gdir);
+	int removed = 0;
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".del-", 5))
+				continue;
+			if (remove_flat_dir(gfd, e->d_name) == 0)
+				removed++;
+			else
+				cn_log_warning("%s", cn_error_message());
+		}
+		closedir(d);
+	}
+	close(gfd);
+	return removed;
 }

@@ -59,6 +59,16 @@ typedef int (*cn_ds_snapshot_fn)(struct cn_datastore *ds, const struct cn_snapsh
 				 void *ctx);
 int cn_ds_for_each_snapshot(struct cn_datastore *ds, cn_ds_snapshot_fn fn, void *ctx);
 
+/* The same for every group (id->time = 0). */
+typedef int (*cn_ds_group_fn)(struct cn_datastore *ds, const struct cn_snapshot_id *group,
+			      void *ctx);
+int cn_ds_for_each_group(struct cn_datastore *ds, cn_ds_group_fn fn, void *ctx);
+
+/* Removes what dead backups (".tmp-*") and interrupted removals (".del-*")
+ * left in a group, if no backup holds the group lock. Returns the number
+ * of directories removed. */
+int cn_ds_cleanup_group(struct cn_datastore *ds, const struct cn_snapshot_id *group);
+
 /* Full path of a snapshot directory (or of a file in it when name != NULL). */
 int cn_ds_snapshot_dir(const struct cn_datastore *ds, const struct cn_snapshot_id *id,
 		       const char *name, char *out, size_t out_size);

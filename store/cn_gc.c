@@ -22,6 +22,15 @@ struct mark_ctx {
 	int64_t stamp; /* atime to set; -1 = now */
 };
 
+static int cleanup_group(struct cn_datastore *ds, const struct cn_snapshot_id *group, void *ctx)
+{
+	struct cn_gc_stats *st = ctx;
+	int r = cn_ds_cleanup_group(ds, group);
+	if (r > 0)
+		st->removed_tmp_dirs += (uint64_t)r;
+	return r < 0 ? r : 0;
+}
+
 static int ends_with(const char *s, const char *suffix)
 {
 	size_t n = strlen(s), m = strlen(suffix);
@@ -216,11 +225,19 @@ int cn_datastore_gc(struct cn_datastore *ds, const struct cn_gc_opts *opts,
 	}
 	int64_t start = opts && opts->now ? opts->now : (int64_t)time(NULL);
 	int64_t oldest_writer = cn_ds_oldest_writer(ds);
+	int r;
 	if (oldest_writer > start)
 		oldest_writer = start;
 
+	/* Leftovers of dead backups first: their chunks then become garbage
+	 * like any other unreferenced chunk. */
+	r = cn_ds_for_each_group(ds, cleanup_group, st);
+	if (r < 0) {
+		cn_error_prefix(r, "garbage collection: cleanup");
+		goto out;
+	}
 	struct mark_ctx mc = {.st = st, .stamp = opts && opts->now ? opts->now : -1};
-	int r = cn_ds_for_each_snapshot(ds, mark_snapshot, &mc);
+	r = cn_ds_for_each_snapshot(ds, mark_snapshot, &mc);
 	if (r < 0) {
 		cn_error_prefix(r, "garbage collection phase 1 (mark)");
 		goto out;

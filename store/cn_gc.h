@@ -9,6 +9,8 @@
  *        cutoff = min(gc start - 24h, oldest running writer's start) - 5 min
  *    is removed (and dropped from the LMDB index); ".bad" files likewise;
  *    leftover "<digest>.tmp_*" files of dead inserts older than the cutoff too.
+ *  before both, the ".tmp-*" snapshot directories of dead backups (group
+ *  lock free) and ".del-*" ones of interrupted removals are deleted.
  *
  * Why no referenced chunk is lost: a chunk referenced by a finished
  * snapshot was touched in phase 1 (after gc start, so newer than the
@@ -47,6 +49,7 @@ struct cn_gc_stats {
 	uint64_t removed_chunks, removed_bytes;
 	uint64_t removed_bad, still_bad;
 	uint64_t removed_tmp;    /* leftover temp files of killed inserts */
+	uint64_t removed_tmp_dirs; /* snapshot dirs left by dead backups/removals */
 	uint64_t pending_chunks, pending_bytes; /* kept only for a running writer */
 	uint64_t disk_chunks, disk_bytes;       /* kept */
 	int64_t cutoff;          /* the atime cutoff used */

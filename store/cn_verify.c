@@ -241,7 +241,8 @@ int cn_datastore_verify_snapshot(struct cn_datastore *ds, const struct cn_snapsh
 			goto out;
 		vr->bad_files += (uint64_t)r;
 	}
-	qsort(refs.v, refs.n, sizeof(*refs.v), cmp_ref);
+	if (refs.n)
+		qsort(refs.v, refs.n, sizeof(*refs.v), cmp_ref);
 	for (size_t i = 0; i < refs.n; i++) {
 		if (i > 0 && !memcmp(refs.v[i].digest, refs.v[i - 1].digest, 32))
 			continue;

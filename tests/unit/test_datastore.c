@@ -177,6 +177,17 @@ static struct cn_datastore *new_store(char dir[64], char root[128], enum cn_sync
 	return open_store(root, 1, lvl);
 }
 
+/* Opens the store in a forked child (no Check assertions there). */
+static struct cn_datastore *open_child_store(const char *root, int skip_index_check)
+{
+	struct cn_datastore_opts o;
+	cn_datastore_opts_init(&o);
+	o.sync_level = CN_SYNC_NONE;
+	o.skip_index_check = skip_index_check;
+	struct cn_datastore *ds;
+	return cn_datastore_open(root, 0, &o, &ds) < 0 ? NULL : ds;
+}
+
 /* ---- tests ---- */
 
 START_TEST(test_layout_and_chunks)
@@ -745,6 +756,63 @@ START_TEST(test_gc_grace)
 }
 END_TEST
 
+/* A backup process that dies leaves only hidden debris, which GC removes
+ * once the group lock is free; a running backup's temp dir is left alone. */
+START_TEST(test_crashed_backup)
+{
+	char dir[64], root[128], gpath[256];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_NONE);
+	struct cn_chunk *c = make_chunk(900, 4000);
+	struct cn_snapshot_id id = {.type = "host", .id = "crash", .time = 1700000000};
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct cn_datastore *cds = open_child_store(root, 1);
+		struct cn_ds_snapshot *w;
+		if (!cds || cn_datastore_snapshot_begin(cds, &id, &w) < 0 || insert(cds, c, NULL) < 0 ||
+		    cn_datastore_snapshot_write_file(w, "x.blob", c->data, c->len) < 0)
+			_exit(1);
+		_exit(0); /* dies mid-backup: no publish, no abort */
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	struct cn_ds_snapshot_info *list;
+	size_t n;
+	ck_assert_int_eq(cn_datastore_list_snapshots(ds, &id, 0, &list, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(list);
+	snprintf(gpath, sizeof(gpath), "%s/host/crash", root);
+	int entries = 0;
+	DIR *d = opendir(gpath);
+	for (struct dirent *e; (e = readdir(d));)
+		entries += e->d_name[0] == '.' && e->d_name[1] == 't';
+	closedir(d);
+	ck_assert_int_eq(entries, 1); /* the dead backup's .tmp-* */
+
+	/* a live backup in another group keeps its temp dir through GC */
+	struct cn_snapshot_id live = {.type = "host", .id = "live", .time = 1700000000};
+	struct cn_ds_snapshot *w;
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &live, &w), 0);
+	struct cn_gc_stats st;
+	ck_assert_int_eq(cn_datastore_gc(ds, NULL, &st), 0);
+	ck_assert_uint_eq(st.removed_tmp_dirs, 1);
+	ck_assert_int_eq(write_snapshot_w(w, &live, &c, 1), 0);
+	ck_assert_int_eq(cn_datastore_list_snapshots(ds, &live, 0, &list, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	free(list);
+	d = opendir(gpath);
+	entries = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	ck_assert_int_eq(entries, 1); /* only "owner" */
+	cn_datastore_close(ds);
+	cn_chunk_unref(c);
+	rm_rf(dir);
+}
+END_TEST
+
 static const char *verify_state(struct cn_datastore *ds, const struct cn_snapshot_id *id,
 				char *out, size_t size)
 {
@@ -818,17 +886,6 @@ END_TEST
 /* ---- concurrency: backup, GC and prune in three processes ---- */
 
 enum { CONC_BACKUPS = 5, CONC_FRESH = 3, CONC_SHARED = 3 };
-
-/* Opens the store in a forked child (no Check assertions there). */
-static struct cn_datastore *open_child_store(const char *root, int skip_index_check)
-{
-	struct cn_datastore_opts o;
-	cn_datastore_opts_init(&o);
-	o.sync_level = CN_SYNC_NONE;
-	o.skip_index_check = skip_index_check;
-	struct cn_datastore *ds;
-	return cn_datastore_open(root, 0, &o, &ds) < 0 ? NULL : ds;
-}
 
 /* Number of GC runs completed so far (written by gc_process). */
 static int gc_runs(const char *done)
@@ -1040,6 +1097,7 @@ int main(void)
 	tcase_add_test(tc, test_enospc_tmpfs);
 	tcase_add_test(tc, test_gc_grace);
 	tcase_add_test(tc, test_verify);
+	tcase_add_test(tc, test_crashed_backup);
 	tcase_add_test(tc, test_concurrent_backup_gc_prune);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
