@@ -10,6 +10,7 @@ pbs-datastore); see README.md for the list and the CLI.
 """
 
 import argparse
+import atexit
 import base64
 import fcntl
 import hashlib
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import sys
@@ -33,6 +35,20 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
+
+
+def _short_raw_data_repr(data):
+    """h2 calls repr() on every received frame for a no-op trace log, and
+    hyperframe hexlifies the whole payload there (a quarter of the server's
+    CPU time on 4 MiB chunks); hexlify only what the repr shows."""
+    if not data:
+        return "None"
+    r = bytes(data[:11]).hex()
+    return "<hex:" + (r[:20] + "..." if len(data) > 10 else r) + ">"
+
+
+hyperframe.frame._raw_data_repr = _short_raw_data_repr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pbsformat import (  # noqa: E402
@@ -318,6 +334,10 @@ class DirLock:
             self.fd = -1
             raise ApiError("unable to acquire lock on %s directory %s - %s" % (what, rust_path(path), msg))
 
+    def downgrade(self):
+        """Exclusive to shared, keeping the lock all along."""
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
     def release(self):
         if self.fd >= 0:
             os.close(self.fd)
@@ -347,11 +367,14 @@ def load_manifest(snap_path):
 class Datastore:
     """One datastore in the PBS directory layout."""
 
-    def __init__(self, name, root, lazy_chunk_dirs=False):
+    def __init__(self, name, root, full_chunk_dirs=False):
         self.name = name
         self.root = os.path.abspath(root)
         os.makedirs(os.path.join(self.root, ".chunks"), exist_ok=True)
-        if not lazy_chunk_dirs and not os.path.isdir(os.path.join(self.root, ".chunks", "ffff")):
+        # Upstream creates all 65536 .chunks/XXXX directories up front; that
+        # costs tens of seconds on a slow disk, so by default they are made
+        # when the first chunk of each prefix arrives.
+        if full_chunk_dirs and not os.path.isdir(os.path.join(self.root, ".chunks", "ffff")):
             for i in range(65536):
                 os.makedirs(os.path.join(self.root, ".chunks", "%04x" % i), exist_ok=True)
         open(os.path.join(self.root, ".lock"), "a").close()
@@ -456,14 +479,12 @@ class Faults:
         self.chunks = 0
 
     def set(self, values):
+        """Replace all switches (runtime control); restarts the chunk counter."""
+        for k in values:
+            if k not in self.KEYS:
+                raise ApiError("unknown fault '%s'" % k)
         with self.lock:
-            for k, v in values.items():
-                if k not in self.KEYS:
-                    raise ApiError("unknown fault '%s'" % k)
-                if v is None or v is False:
-                    self.values.pop(k, None)
-                else:
-                    self.values[k] = v
+            self.values = {k: v for k, v in values.items() if v is not None and v is not False}
             self.chunks = 0
 
     def get(self, key):
@@ -505,8 +526,8 @@ class Stats:
 
     def snapshot(self, store_name=None):
         with self.lock:
-            sessions = [dict(s) for s in self.sessions.values()
-                        if store_name is None or s["store"] == store_name]
+            sessions = [{k: list(v) if isinstance(v, list) else v for k, v in s.items()}
+                        for s in self.sessions.values() if store_name is None or s["store"] == store_name]
         totals = {}
         for k in ("chunks_uploaded", "chunks_new", "chunks_duplicate", "bytes_uploaded",
                   "chunks_downloaded"):
@@ -537,6 +558,7 @@ class H2Service:
         cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=cfg)
         self.requests = {}
+        self.ready = []
         self.pending = {}
 
     def send(self):
@@ -566,38 +588,73 @@ class H2Service:
                     log("h2 protocol error: %s" % err)
                     self.send()
                     return
+                terminated = False
                 for ev in events:
                     if isinstance(ev, h2.events.ConnectionTerminated):
-                        self.send()
-                        return
+                        terminated = True
+                        break
                     self.event(ev)
+                # Upstream runs requests concurrently, so an append sent
+                # before its chunk's upload answer arrived may find the chunk
+                # unknown. Emulate that for what arrived together: chunk
+                # uploads of a batch are handled after everything else in it.
+                ready = [sid for sid in self.ready if sid in self.requests]  # not reset meanwhile
+                self.ready = []
+                ready.sort(key=self.is_chunk_upload)
+                for sid in ready:
+                    self.dispatch(sid)
                 self.flush()
                 self.send()
+                if terminated:
+                    return
             try:
-                data = self.sock.recv(1 << 20)
+                data = self.read_batch()
             except (OSError, ssl.SSLError):
                 return
             if not data:
                 return
 
+    def read_batch(self):
+        """Block for some bytes, then take whatever else TLS has ready (up to
+        1 MiB): SSL recv returns one 16 KiB record per call, and feeding h2
+        record by record costs more than the framing itself."""
+        data = self.sock.recv(1 << 20)
+        if not data:
+            return data
+        parts = [data]
+        size = len(data)
+        self.sock.setblocking(False)
+        try:
+            while size < (1 << 20):
+                more = self.sock.recv(1 << 20)
+                if not more:
+                    break
+                parts.append(more)
+                size += len(more)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            pass
+        finally:
+            self.sock.setblocking(True)
+        return b"".join(parts)
+
     def event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
             self.requests[ev.stream_id] = [dict(ev.headers), bytearray()]
-            if ev.stream_ended:
-                self.dispatch(ev.stream_id)
         elif isinstance(ev, h2.events.DataReceived):
             req = self.requests.get(ev.stream_id)
             if req is not None:
                 req[1] += ev.data
             self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            if ev.stream_ended and req is not None:
-                self.dispatch(ev.stream_id)
-        elif isinstance(ev, h2.events.StreamEnded):
+        elif isinstance(ev, h2.events.StreamEnded):  # h2 reports it apart from the request/data too
             if ev.stream_id in self.requests:
-                self.dispatch(ev.stream_id)
+                self.ready.append(ev.stream_id)
         elif isinstance(ev, h2.events.StreamReset):
             self.requests.pop(ev.stream_id, None)
             self.pending.pop(ev.stream_id, None)
+
+    def is_chunk_upload(self, sid):
+        path = self.requests[sid][0].get(":path", "")
+        return path.startswith(("/dynamic_chunk", "/fixed_chunk"))
 
     def dispatch(self, sid):
         headers, body = self.requests.pop(sid)
@@ -610,7 +667,6 @@ class H2Service:
             status, ctype, out = self.handler(method, path.lstrip("/"), query, headers, bytes(body), sid)
         except ApiError as err:
             status, ctype, out = err.status, "application/json;charset=UTF-8", err.message.encode()
-            self.handler_error(err)
         except ConnectionKilled:
             raise
         except Exception as err:  # a bug in the emulator: answer 500, keep serving
@@ -625,9 +681,6 @@ class H2Service:
             return
         if out:
             self.pending[sid] = [memoryview(out), 0]
-
-    def handler_error(self, err):
-        pass
 
     def flush(self):
         for sid in list(self.pending):
@@ -652,18 +705,43 @@ class H2Service:
         self.conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
 
-def session_params(query, headers, body):
-    """Parameters of an H2 request: a JSON body replaces the URL query (h2service.rs)."""
-    ctype = headers.get("content-type", "")
-    if ctype.startswith("application/json"):
+def request_params(query, headers, body):
+    """Parameters of a Sync/Async API call, as proxmox-rest-server's
+    get_request_parameters: a JSON body replaces the URL query; otherwise
+    the form-urlencoded body and the query both count."""
+    ctype = headers.get("content-type")
+    is_json = False
+    if ctype is not None:
+        base = ctype.split(";")[0]
+        if base == "application/json":
+            is_json = True
+        elif base != "application/x-www-form-urlencoded":
+            raise ApiError("unsupported content type Ok(%s)" % json.dumps(ctype))
+    if len(body) >= 64 * 1024:
+        raise ApiError("Request body too large")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ApiError("Request body not uft8: %s" % err) from None
+    if is_json:
         try:
-            params = json.loads(body or b"{}")
+            params = json.loads(text) if text else {}
         except ValueError as err:
-            raise ApiError("unable to parse json body - %s" % err)
+            raise ApiError(str(err)) from None
         if not isinstance(params, dict):
-            raise ApiError("unable to parse json body - not an object")
+            raise ApiError("parameter verification errors\n\nparameter '': Expected object - got "
+                           "scalar value.\n")
         return params
-    return query_params(query)
+    params = query_params(text)
+    for k, v in query_params(query).items():
+        if k == "_dc":
+            continue
+        if k in params:
+            old = params[k] if isinstance(params[k], list) else [params[k]]
+            params[k] = old + (v if isinstance(v, list) else [v])
+        else:
+            params[k] = v
+    return params
 
 
 # ------------------------------------------------------------------ backup session
@@ -690,6 +768,7 @@ class BackupSession:
         self.stat = {"count": 0, "size": 0, "compressed_size": 0, "duplicates": 0}
         self.rec = None
         self.h2 = None
+        self.benchmark = False
 
     def ensure_unfinished(self):
         if self.finished:
@@ -721,10 +800,10 @@ class BackupSession:
             if any(p == path for _, p in routes):
                 raise ApiError("Method not allowed", 405)
             raise ApiError("Path '/%s' not found." % path, 404)
-        if path in ("dynamic_chunk", "fixed_chunk", "blob", "speedtest"):
-            params = query_params(query)
+        if path in ("dynamic_chunk", "fixed_chunk", "blob", "speedtest", "previous"):
+            params = query_params(query)  # AsyncHttp handlers: URL query only
         else:
-            params = session_params(query, headers, body)
+            params = request_params(query, headers, body)
         try:
             return fn(params, body, sid)
         except ApiError as err:
@@ -978,6 +1057,12 @@ class BackupSession:
             raise ApiError("emulator: finish refused by fault injection")
         self.finished = True
         self.rec["state"] = "finished"
+        # Deviation: upstream keeps both locks until it sees the connection
+        # end; a client that restores or backs up again right after its
+        # finish would race that, so a finished snapshot is readable and the
+        # group free at once (nothing but blob uploads is accepted now).
+        self.snap_lock.downgrade()
+        self.group_lock.release()
         self.emu.stats.save(self.store)
         return self.ok(None)
 
@@ -986,9 +1071,9 @@ class BackupSession:
 
     def end(self):
         """Session over (connection closed): keep a finished snapshot, else remove it."""
-        if not self.finished:
+        if not self.finished or self.benchmark:  # benchmark data is never kept
             shutil.rmtree(self.path, ignore_errors=True)
-            self.rec["state"] = "aborted"
+            self.rec["state"] = "benchmark" if self.finished else "aborted"
         for lock in (self.snap_lock, self.last_lock, self.group_lock):
             if lock is not None:
                 lock.release()
@@ -1073,7 +1158,7 @@ class ReaderSession:
         if method != "GET":
             raise ApiError("Method not allowed", 405)
         try:
-            return fn(session_params(query, headers, body))
+            return fn(query_params(query))  # all AsyncHttp handlers: URL query only
         except ApiError as err:
             self.rec["errors"].append("%s %s: %s" % (method, path, err.message))
             raise
@@ -1154,6 +1239,8 @@ class Http1Connection:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
         body = b""
+        if headers.get("expect", "").lower() == "100-continue":  # libcurl, bodies > 1 KiB
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = bytearray()
             while True:
@@ -1211,6 +1298,9 @@ class Http1Connection:
                     if err.status == 401:
                         time.sleep(self.emu.error_delay)
                     self.respond(err.status, err.message.encode())
+                except Exception as err:  # an emulator bug: say so, keep the connection
+                    traceback.print_exc()
+                    self.respond(500, ("internal error: %s" % err).encode())
                 if req.headers.get("connection", "").lower() == "close":
                     return
         finally:
@@ -1236,6 +1326,10 @@ class Http1Connection:
             if err.status == 401:
                 time.sleep(emu.error_delay)
             self.respond(err.status, err.message.encode(), close=True)
+            return
+        except Exception as err:
+            traceback.print_exc()
+            self.respond(500, ("internal error: %s" % err).encode(), close=True)
             return
         if emu.faults.get("garbage-on-upgrade"):
             self.sock.sendall(b"HTTP/1.1 garbage\r\n\x00\xff\xfe" + os.urandom(64))
@@ -1351,6 +1445,7 @@ class Emulator:
                     if isinstance(vs, dict) and vs.get("state") == "failed":
                         last = None
                 session = BackupSession(self, store, authid, ns, btype, bid, btime, glock)
+                session.benchmark = benchmark
                 if last is not None:
                     if btime <= last[0]:
                         raise ApiError("backup timestamp is older than last backup.")
@@ -1408,7 +1503,7 @@ class Emulator:
     def rest(self, req):
         path = req.path
         if req.method == "POST" and path == "/api2/json/access/ticket":
-            params = self.body_params(req)
+            params = request_params(req.query, req.headers, req.body)
             username = params.get("username")
             password = params.get("password")
             if not isinstance(username, str):
@@ -1427,7 +1522,7 @@ class Emulator:
             if req.method == "GET" and what == "stats":
                 return json_data(self.stats.snapshot())
             if req.method == "POST" and what == "faults":
-                self.faults.set(self.body_params(req))
+                self.faults.set(request_params(req.query, req.headers, req.body))
                 return json_data(None)
             raise ApiError("Path '%s' not found." % path, 404)
         if req.method == "GET" and path == "/api2/json/admin/datastore":
@@ -1437,7 +1532,10 @@ class Emulator:
             raise ApiError("Path '%s' not found." % path, 404)
         store = self.store(urllib.parse.unquote(m.group(1)))
         what = m.group(2)
-        params = self.body_params(req) if req.method == "POST" else query_params(req.query)
+        if (req.method, what) == ("POST", "upload-backup-log"):  # AsyncHttp: query + raw blob body
+            with self.lock:
+                return self.upload_backup_log(store, authid, query_params(req.query), req.body)
+        params = request_params(req.query, req.headers, req.body)
         handlers = {("GET", "groups"): self.list_groups, ("DELETE", "groups"): self.delete_group,
                     ("GET", "snapshots"): self.list_snapshots, ("DELETE", "snapshots"): self.delete_snapshot,
                     ("GET", "files"): self.list_files, ("POST", "prune"): self.prune,
@@ -1447,22 +1545,6 @@ class Emulator:
             raise ApiError("Path '%s' not found." % path, 404)
         with self.lock:
             return fn(store, authid, params)
-
-    def body_params(self, req):
-        params = query_params(req.query)
-        ctype = req.headers.get("content-type", "")
-        if req.body:
-            if ctype.startswith("application/json"):
-                try:
-                    body = json.loads(req.body)
-                except ValueError as err:
-                    raise ApiError("unable to parse json body - %s" % err) from None
-                if not isinstance(body, dict):
-                    raise ApiError("unable to parse json body - not an object")
-                params.update(body)
-            else:
-                params.update(query_params(req.body.decode("utf-8", "replace")))
-        return params
 
     def _list_all(self, authid, store):
         """Audit lists everything; Backup only owned groups; else 403."""
@@ -1567,6 +1649,24 @@ class Emulator:
         manifest, size = store.load_manifest(path)
         _, files = self._snapshot_files(path)
         return json_data(files)
+
+    def upload_backup_log(self, store, authid, params, body):
+        """Store client.log.blob in a snapshot (owner with Datastore.Backup only)."""
+        p = check_params(params, {"store": STORE, "ns": NS, "backup-type": BTYPE, "backup-id": BID,
+                                  "backup-time": BTIME})
+        ns = p.get("ns", "")
+        self._group_access(store, authid, ns, p["backup-type"], p["backup-id"], set(), {"Datastore.Backup"})
+        path = os.path.join(store.snapshot_path(ns, p["backup-type"], p["backup-id"], p["backup-time"]),
+                            "client.log.blob")
+        if os.path.exists(path):
+            raise ApiError("backup already contains a log.")
+        blob_header_len(body)
+        blob_verify_crc(body)
+        try:
+            atomic_write(path, body)
+        except OSError as err:
+            raise ApiError(io_error_text(err)) from None
+        return json_data(None)
 
     def _destroy_snapshot(self, path):
         if os.path.exists(os.path.join(path, ".protected")):
@@ -1742,15 +1842,16 @@ def parse_args(argv):
     ap.add_argument("--key", help="PEM private key for --cert")
     ap.add_argument("--cert-out", metavar="DIR", help="write the generated cert.pem/key.pem here")
     ap.add_argument("--print-fingerprint", action="store_true",
-                    help="print the certificate's SHA-256 fingerprint and exit")
+                    help="print the certificate's SHA-256 fingerprint as a line of its own "
+                         "before the READY line")
     ap.add_argument("--ready-file", help="write {port, fingerprint, pid} JSON here when listening")
     ap.add_argument("--user", action="append", default=[], metavar="USER@REALM:PASSWORD")
     ap.add_argument("--token", action="append", default=[], metavar="USER@REALM!NAME:SECRET")
     ap.add_argument("--acl", action="append", default=[], metavar="AUTHID=ROLE",
                     help="role of an auth id: " + ", ".join(sorted(ROLES)) + " (default admin)")
     ap.add_argument("--auth-config", help='JSON {"users":{id:pw},"tokens":{id:secret},"acl":{id:role}}')
-    ap.add_argument("--lazy-chunk-dirs", action="store_true",
-                    help="do not pre-create the 65536 .chunks/XXXX directories")
+    ap.add_argument("--full-chunk-dirs", action="store_true",
+                    help="pre-create all 65536 .chunks/XXXX directories as upstream does")
     ap.add_argument("--error-delay", type=float, default=0.0,
                     help="seconds to wait before 401 answers (upstream: 3)")
     g = ap.add_argument_group("fault injection (chunk counts are server-wide)")
@@ -1773,17 +1874,19 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    tmpdir = None
+    # SIGTERM ends the server like ^C, so the generated certificate's
+    # temporary directory is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     if args.cert:
         cert, key = args.cert, args.key or args.cert
+    elif args.cert_out:
+        os.makedirs(args.cert_out, exist_ok=True)
+        cert, key = make_self_signed(args.cert_out)
     else:
-        tmpdir = args.cert_out or tempfile.mkdtemp(prefix="pbs-emu-cert-")
-        os.makedirs(tmpdir, exist_ok=True)
+        tmpdir = tempfile.mkdtemp(prefix="pbs-emu-cert-")
+        atexit.register(shutil.rmtree, tmpdir, True)
         cert, key = make_self_signed(tmpdir)
     fingerprint = cert_fingerprint(cert)
-    if args.print_fingerprint:
-        print(fingerprint)
-        return 0
 
     users, tokens, acl = {}, {}, {}
     if args.auth_config:
@@ -1811,7 +1914,7 @@ def main(argv=None):
         name, sep, path = spec.partition("=")
         if not sep:
             name, path = "store", spec
-        stores[name] = Datastore(name, path, args.lazy_chunk_dirs)
+        stores[name] = Datastore(name, path, args.full_chunk_dirs)
 
     emu = Emulator(args, stores, Auth(users, tokens, acl))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -1826,6 +1929,8 @@ def main(argv=None):
     if args.ready_file:
         atomic_write(args.ready_file, json.dumps({"port": port, "fingerprint": fingerprint,
                                                   "pid": os.getpid(), "cert": cert}).encode())
+    if args.print_fingerprint:
+        print(fingerprint, flush=True)
     print("READY %d %s" % (port, fingerprint), flush=True)
 
     def serve(conn):

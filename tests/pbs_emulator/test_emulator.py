@@ -21,7 +21,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -98,13 +97,17 @@ class Server:
                "--cert-out", self.certdir, "--user", "root@pam:rootpw", "--user", "backup@pbs:pw",
                "--user", "other@pbs:pw2", "--user", "reader@pbs:pw3",
                "--token", TOKEN + ":" + SECRET, "--acl", "backup@pbs=backup",
-               "--acl", TOKEN + "=backup", "--acl", "other@pbs=backup", "--acl", "reader@pbs=reader",
-               "--lazy-chunk-dirs"] + list(extra)
+               "--acl", TOKEN + "=backup", "--acl", "other@pbs=backup", "--acl", "reader@pbs=reader"]
+        cmd += list(extra)
         env = dict(os.environ, TZ="UTC")  # prune's keep-daily works on local days
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, stderr=None if os.environ.get("EMU_VERBOSE") else self.log)
+        self.before_ready = []
         line = self.proc.stdout.readline().decode()
+        while line and not line.startswith("READY "):
+            self.before_ready.append(line.strip())
+            line = self.proc.stdout.readline().decode()
         if not line.startswith("READY "):
-            raise RuntimeError("emulator did not start: %r" % line)
+            raise RuntimeError("emulator did not start: %r" % self.before_ready)
         _, port, self.fingerprint = line.split()
         self.port = int(port)
 
@@ -126,7 +129,7 @@ class Server:
         assert fp == self.fingerprint, "fingerprint mismatch"
         return tls
 
-    def rest(self, method, path, params=None, auth=None, headers=None, body=None):
+    def rest(self, method, path, params=None, auth=None, headers=None, body=None, chunked=False):
         """One REST call; returns (status, parsed json or text)."""
         auth = auth or {"Authorization": "PBSAPIToken=%s:%s" % (TOKEN, urllib.parse.quote(SECRET))}
         ctx = ssl._create_unverified_context()
@@ -138,7 +141,10 @@ class Server:
             hdrs["Content-Type"] = "application/json"
         elif params:
             path += "?" + urllib.parse.urlencode(params, doseq=True)
-        conn.request(method, path, body=body, headers=hdrs)
+        if chunked:
+            conn.request(method, path, body=iter([body[:5], body[5:]]), headers=hdrs, encode_chunked=True)
+        else:
+            conn.request(method, path, body=body, headers=hdrs)
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
@@ -170,11 +176,31 @@ class UpgradeRefused(Exception):
 class Session:
     """An upgraded HTTP/2 session (client side, h2 library)."""
 
-    def __init__(self, server, protocol, path, params, auth=None):
+    def __init__(self, server, protocol, path, params, auth=None, window=2 ** 31 - 2):
         self.sock = server.tls()
         auth = auth or "Authorization: PBSAPIToken %s:%s\r\n" % (TOKEN, urllib.parse.quote(SECRET))
         req = ("GET %s?%s HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: %s\r\n%s\r\n"
                % (path, urllib.parse.urlencode(params), protocol, auth))
+        try:
+            rest = self._upgrade(req, protocol)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.conn.initiate_connection()
+        if window > 65535:
+            self.conn.increment_flow_control_window(window - 65535)
+        self.sock.sendall(self.conn.data_to_send())
+        self.done = {}
+        self.partial = {}
+        self.closed = False
+        if rest:
+            self._events(self.conn.receive_data(rest))
+
+    def _upgrade(self, req, protocol):
+        """Send the upgrade request; returns bytes read past the 101 answer."""
         self.sock.sendall(req.encode())
         buf = b""
         while b"\r\n\r\n" not in buf:
@@ -188,20 +214,9 @@ class Session:
             n = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
             while len(rest) < n:
                 rest += self.sock.recv(65536)
-            self.sock.close()
             raise UpgradeRefused(status, rest.decode())
         assert (b"Upgrade: " + protocol.encode()) in head
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-        self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 2})
-        self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(2 ** 31 - 2 - 65535)
-        self.sock.sendall(self.conn.data_to_send())
-        self.done = {}
-        self.partial = {}
-        self.closed = False
-        if rest:
-            self._events(self.conn.receive_data(rest))
+        return rest
 
     def _events(self, events):
         for ev in events:
@@ -219,7 +234,7 @@ class Session:
                 self.closed = True
         self.sock.sendall(self.conn.data_to_send())
 
-    def start(self, method, path, params=None, body=b"", ctype="application/x-www-form-urlencoded"):
+    def start(self, method, path, params=None, body=b"", ctype="application/x-www-form-urlencoded", send=True):
         if params:
             path += "?" + urllib.parse.urlencode(params, doseq=True)
         sid = self.conn.get_next_available_stream_id()
@@ -234,7 +249,8 @@ class Session:
                 continue
             self.conn.send_data(sid, body[off:off + n], end_stream=off + n == len(body))
             off += n
-        self.sock.sendall(self.conn.data_to_send())
+        if send:
+            self.sock.sendall(self.conn.data_to_send())
         return sid
 
     def _read(self):
@@ -407,6 +423,10 @@ class EmulatorTest(unittest.TestCase):
             self.assertEqual(json.load(f)["totals"]["chunks_uploaded"], stats["totals"]["chunks_uploaded"])
         data, _ = self.restore(self.t0 + 3600, "root.pxar.didx")
         self.assertEqual(data, b"".join(b))
+        # the same data into a new group: uploaded again, stored once
+        self.assertEqual(self.backup(self.t0, {"root.pxar.didx": a}, bid="pc1copy"), 7)
+        last = [x for x in self.srv.stats()["sessions"] if x["protocol"] == "backup"][-1]
+        self.assertEqual((last["chunks_uploaded"], last["chunks_new"], last["chunks_duplicate"]), (7, 0, 7))
 
     # ---------------------------------------------------------------- helpers
 
@@ -414,9 +434,11 @@ class EmulatorTest(unittest.TestCase):
         return Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
                        backup_params(btime, bid, btype), auth)
 
-    def open_reader(self, bid, btime, auth=None):
-        return Session(self.srv, "proxmox-backup-reader-protocol-v1", "/api2/json/reader",
-                       backup_params(btime, bid), auth)
+    def open_reader(self, bid, btime, auth=None, window=2 ** 31 - 2, ns=None):
+        params = backup_params(btime, bid)
+        if ns:
+            params["ns"] = ns
+        return Session(self.srv, "proxmox-backup-reader-protocol-v1", "/api2/json/reader", params, auth, window)
 
     def expect(self, result, status, text):
         st, out = result
@@ -473,6 +495,32 @@ class EmulatorTest(unittest.TestCase):
         self.expect(s.call("GET", "previous", {"archive-name": "b.txt"}), 400, 'unknown archive type: "b.txt"')
         self.expect(s.call("GET", "previous_backup_time"), 200, self.t0)
         s.close()
+        # a snapshot whose verification failed is no base: previous is refused
+        mpath = os.path.join(self.snap_dir("prev", self.t0), "index.json.blob")
+        with open(mpath, "rb") as f:
+            m = json.loads(unblob(f.read()))
+        m["unprotected"]["verify_state"] = {"state": "failed", "upid": "UPID:x"}
+        with open(mpath, "wb") as f:
+            f.write(blob(json.dumps(m).encode()))
+        self.refused(lambda: self.open_backup("prev", self.t0), 400, "backup directory already exists.")
+        s = self.open_backup("prev", self.t0 + 20)
+        self.expect(s.call("GET", "previous_backup_time"), 200, None)
+        self.expect(s.call("GET", "previous", {"archive-name": "a.pxar.didx"}), 400, "no valid previous backup")
+        s.close()
+        # host/benchmark: needs the flag, and its data is discarded
+        self.refused(lambda: self.open_backup("benchmark", self.t0), 400,
+                     "unable to run benchmark without --benchmark flags")
+        self.refused(lambda: Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                     dict(backup_params(self.t0, "prev2"), benchmark="true")), 400,
+                     "benchmark flags is only allowed on 'host/benchmark'")
+        s = Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                    dict(backup_params(self.t0, "benchmark"), benchmark="true"))
+        files = [upload_archive(s, "a.pxar.didx", [b"bench" * 100])[0]]
+        mb = manifest_blob(self.t0, files, "benchmark")
+        self.assertEqual(s.call("POST", "blob", {"file-name": "index.json.blob", "encoded-size": len(mb)}, mb)[0], 200)
+        self.expect(s.call("POST", "finish"), 200, None)
+        s.close()
+        self.wait_gone(self.snap_dir("benchmark", self.t0))
         s = self.open_backup("prev2", self.t0)
         self.expect(s.call("GET", "previous", {"archive-name": "a.pxar.didx"}), 400, "no valid previous backup")
         self.expect(s.call("GET", "previous_backup_time"), 200, None)
@@ -511,6 +559,15 @@ class EmulatorTest(unittest.TestCase):
         # encrypted chunks are not decoded: any digest is accepted
         enc = MAGIC_ENCR + b"\0" * 36 + rand(100, 4)
         self.expect(self.chunk(s, wid, b"\0" * 100, digest=sha(b"enc"), enc=enc), 200, sha(b"enc").hex())
+        # an append sent together with (not after the answer to) its chunk's upload
+        fresh = rand(700, 5)
+        enc = blob(fresh)
+        up = s.start("POST", "dynamic_chunk", {"wid": wid, "digest": sha(fresh).hex(), "size": 700,
+                                               "encoded-size": len(enc)}, enc, "application/octet-stream", send=False)
+        body = json.dumps({"wid": wid, "digest-list": [sha(fresh).hex()], "offset-list": [0]}).encode()
+        put = s.start("PUT", "dynamic_index", body=body, ctype="application/json")
+        self.assertEqual(s.wait(put), (400, ("no such chunk " + sha(fresh).hex()).encode()))
+        self.assertEqual(s.wait(up)[0], 200)
         self.expect(self.chunk(s, wid, data), 200, sha(data).hex())
         d = sha(data).hex()
         self.expect(s.put_json("dynamic_index", {"wid": wid, "digest-list": [d], "offset-list": [5]}), 400,
@@ -548,6 +605,10 @@ class EmulatorTest(unittest.TestCase):
         self.expect(s.call("POST", "dynamic_close", {"wid": wid, "chunk-count": 2, "size": 7000, "csum": "00" * 32}),
                     400, "dynamic writer 'c.pxar.didx' close failed - got unexpected checksum")
         self.expect(s.call("POST", "finish"), 400, "backup does not contain valid files (file count == 0)")
+        self.expect(s.call("POST", "finish", body=b"x", ctype="application/octet-stream"), 400,
+                    'unsupported content type Ok("application/octet-stream")')
+        self.expect(s.call("POST", "finish", {"x": 1}), 400, "parameter verification errors\n\nparameter 'x': "
+                    "schema does not allow additional properties.\n")
         wid = writer()
         self.expect(s.call("POST", "finish"), 400, "found open index writer - unable to finish backup")
         self.expect(s.call("POST", "dynamic_close", {"wid": wid, "chunk-count": 2, "size": 7000, "csum": csum}),
@@ -712,6 +773,31 @@ class EmulatorTest(unittest.TestCase):
         st, out = r.call("GET", "speedtest")
         self.assertEqual((st, len(out)), (200, 1024 * 1024))
         r.close()
+        # the server honours a small client window (65535, h2's default) on a 5 MB answer
+        big = rand(5000000, 99)
+        r = self.open_reader("pc1", self.t0, window=65535)
+        self.assertEqual(r.call("GET", "download", {"file-name": "root.pxar.didx"})[0], 200)
+        st, raw = r.call("GET", "chunk", {"digest": sha(big).hex()})
+        self.assertEqual((st, unblob(raw)), (200, big))
+        r.close()
+
+    def test_07b_namespace(self):
+        self.refused(lambda: Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                     dict(backup_params(self.t0, "nsb"), ns="a/b")), 404, "namespace not found")
+        os.makedirs(os.path.join(self.srv.ds, "ns", "a", "ns", "b"))
+        s = Session(self.srv, "proxmox-backup-protocol-v1", "/api2/json/backup", dict(backup_params(self.t0, "nsb"),
+                                                                                    ns="a/b"))
+        files = [upload_archive(s, "n.pxar.didx", [b"ns" * 50])[0]]
+        mb = manifest_blob(self.t0, files, "nsb")
+        self.assertEqual(s.call("POST", "blob", {"file-name": "index.json.blob", "encoded-size": len(mb)}, mb)[0], 200)
+        self.expect(s.call("POST", "finish"), 200, None)
+        s.close()
+        self.assertTrue(os.path.isfile(os.path.join(self.srv.ds, "ns", "a", "ns", "b", "host", "nsb", "owner")))
+        r = self.open_reader("nsb", self.t0, ns="a/b")
+        self.assertEqual(r.call("GET", "download", {"file-name": "n.pxar.didx"})[0], 200)
+        r.close()
+        st, snaps = self.srv.rest("GET", "/api2/json/admin/datastore/store1/snapshots", {"ns": "a/b"})
+        self.assertEqual([x["backup-id"] for x in snaps["data"]], ["nsb"])
 
     # ---------------------------------------------------------------- REST
 
@@ -728,6 +814,15 @@ class EmulatorTest(unittest.TestCase):
                                   auth={"X": "y"}), (401, "permission check failed."))
         tick, csrf = srv.ticket("backup@pbs", "pw")
         cookie = {"Cookie": "PBSAuthCookie=" + tick}
+        # libcurl's Expect: 100-continue, chunked bodies, form-encoded bodies
+        login = {"username": "backup@pbs", "password": "pw"}
+        self.assertEqual(srv.rest("POST", "/api2/json/access/ticket", login, auth={"X": "y"},
+                                  headers={"Expect": "100-continue"})[0], 200)
+        self.assertEqual(srv.rest("POST", "/api2/json/access/ticket", login, auth={"X": "y"}, chunked=True,
+                                  body=json.dumps(login).encode(), headers={"Content-Type": "application/json"})[0], 200)
+        self.assertEqual(srv.rest("POST", "/api2/json/access/ticket", auth={"X": "y"},
+                                  body=urllib.parse.urlencode(login).encode(),
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})[0], 200)
         self.assertEqual(srv.rest("GET", "/api2/json/version", auth=cookie)[0], 200)
         # renewal: the ticket as password
         self.assertEqual(srv.rest("POST", "/api2/json/access/ticket",
@@ -750,6 +845,18 @@ class EmulatorTest(unittest.TestCase):
         self.assertEqual(item["files"][2]["filename"], "index.json.blob")
         self.assertEqual(item["size"], sum(f["size"] for f in item["files"]))
         self.assertFalse(item["protected"])
+        log = blob(b"client log\n" * 20)
+        logp = dict(params, store="store1")
+        self.assertEqual(srv.rest("POST", base + "upload-backup-log?" + urllib.parse.urlencode(logp), body=log,
+                                  headers={"Content-Type": "application/octet-stream"}), (200, {"data": None}))
+        self.assertEqual(srv.rest("POST", base + "upload-backup-log?" + urllib.parse.urlencode(logp), body=log,
+                                  headers={"Content-Type": "application/octet-stream"}),
+                         (400, "backup already contains a log."))
+        with open(os.path.join(self.snap_dir("rest", self.t0), "client.log.blob"), "rb") as f:
+            self.assertEqual(f.read(), log)
+        st, snaps = srv.rest("GET", base + "snapshots", {"backup-id": "rest"})
+        item = snaps["data"][0]
+        self.assertEqual(item["files"][-1], {"filename": "client.log.blob"})
         st, files = srv.rest("GET", base + "files", params)
         self.assertEqual(files["data"], item["files"])
         st, status = srv.rest("GET", base + "status")
@@ -788,6 +895,165 @@ class EmulatorTest(unittest.TestCase):
         self.assertEqual(srv.rest("GET", "/api2/json/admin/datastore/nope/groups"),
                          (400, "datastore 'nope' does not exist."))
         self.assertEqual(srv.rest("GET", "/api2/json/emulator/stats")[0], 403)
+        self.assertEqual(srv.rest("DELETE", base + "groups", {"backup-type": "host", "backup-id": "rest"}, auth=root),
+                         (200, {"data": None}))
+        self.assertFalse(os.path.exists(os.path.join(srv.ds, "host", "rest")))
+
+    # ---------------------------------------------------------------- faults
+
+    def faults(self, **values):
+        if not hasattr(self, "root_auth"):  # before garbage-rest garbles the ticket call
+            tick, csrf = self.srv.ticket("root@pam", "rootpw")
+            self.root_auth = {"Cookie": "PBSAuthCookie=" + tick, "CSRFPreventionToken": csrf}
+        st, out = self.srv.rest("POST", "/api2/json/emulator/faults", values, auth=self.root_auth)
+        self.assertEqual(st, 200, out)
+
+    def upload_until_failure(self, bid, n=4):
+        """Open a backup and upload n chunks one by one; returns the exception and the index reached."""
+        s = self.open_backup(bid, self.t0)
+        st, wid = s.call("POST", "dynamic_index", {"archive-name": "f.pxar.didx"})
+        try:
+            for i in range(n):
+                st, out = self.chunk(s, wid, rand(1000, 100 + i))
+                if st != 200:
+                    return (st, out), i
+            return None, n
+        except Exception as err:  # what a client sees when the server misbehaves
+            return err, i
+        finally:
+            s.sock.close()
+
+    def test_09_faults(self):
+        try:
+            self.faults(**{"die-after-chunks": 2})
+            err, i = self.upload_until_failure("die")
+            self.assertIsInstance(err, (ConnectionError, ssl.SSLError, OSError))
+            self.assertEqual(i, 2)
+            self.wait_gone(self.snap_dir("die", self.t0))
+            rec = [x for x in self.srv.stats()["sessions"] if x["snapshot"].startswith("host/die/")][0]
+            self.assertEqual((rec["state"], rec["chunks_uploaded"]), ("aborted", 2))
+
+            self.faults(**{"goaway-after-chunks": 1})
+            err, i = self.upload_until_failure("goaway")
+            self.assertIsInstance(err, ConnectionError)
+            self.assertEqual(i, 1)
+
+            self.faults(**{"garbage-after-chunks": 0})
+            err, i = self.upload_until_failure("garbage")
+            self.assertIsInstance(err, Exception)
+            self.assertEqual(i, 0)
+
+            # a reset stream: only that request fails, the session goes on
+            self.faults(**{"reset-after-chunks": 1})
+            s = self.open_backup("reset", self.t0)
+            st, wid = s.call("POST", "dynamic_index", {"archive-name": "f.pxar.didx"})
+            self.assertEqual(self.chunk(s, wid, b"a" * 100)[0], 200)
+            self.assertEqual(self.chunk(s, wid, b"b" * 100), ("reset", ""))
+            self.assertEqual(self.chunk(s, wid, b"c" * 100)[0], 200)
+            s.close()
+
+            self.faults(**{"garbage-on-upgrade": True})
+            with self.assertRaises(Exception):
+                self.open_backup("gup", self.t0)
+            self.wait_gone(self.snap_dir("gup", self.t0))
+
+            self.faults(**{"delay": 0.3})
+            s = self.open_backup("delay", self.t0)
+            t = time.monotonic()
+            self.assertEqual(s.call("GET", "previous_backup_time"), (200, None))
+            self.assertGreaterEqual(time.monotonic() - t, 0.3)
+            s.close()
+
+            self.faults(**{"fail-finish": True})
+            s = self.open_backup("ff", self.t0)
+            upload_archive(s, "a.pxar.didx", [b"z" * 10])
+            mb = manifest_blob(self.t0, [], "ff")
+            self.assertEqual(s.call("POST", "blob", {"file-name": "index.json.blob", "encoded-size": len(mb)}, mb)[0],
+                             200)
+            self.expect(s.call("POST", "finish"), 400, "emulator: finish refused by fault injection")
+            s.close()
+            self.wait_gone(self.snap_dir("ff", self.t0))
+
+            self.faults(**{"garbage-rest": True})
+            st, out = self.srv.rest("GET", "/api2/json/version")
+            self.assertEqual(st, 200)
+            self.assertIsInstance(out, str)
+        finally:
+            self.faults()
+        self.assertEqual(self.srv.rest("GET", "/api2/json/version")[0], 200)
+
+    def test_10_exit(self):
+        root = os.path.join(self.tmp, "exit")
+        os.mkdir(root)
+        cfg = os.path.join(root, "auth.json")
+        with open(cfg, "w") as f:
+            json.dump({"tokens": {"x@pbs!y": "zz"}, "acl": {"x@pbs!y": "reader"}}, f)
+        ready = os.path.join(root, "ready.json")
+        cert = os.path.join(self.srv.certdir, "cert.pem")
+        srv = Server(root, "--exit-after-chunks", "1", "--cert", cert, "--key",
+                     os.path.join(self.srv.certdir, "key.pem"), "--auth-config", cfg, "--ready-file", ready,
+                     "--print-fingerprint", "--error-delay", "0.3")
+        try:
+            self.assertEqual(sorted(os.listdir(srv.ds)), [".chunks", ".lock"])
+            self.assertEqual(srv.fingerprint, self.srv.fingerprint)  # same certificate
+            self.assertEqual(srv.before_ready, [srv.fingerprint])
+            with open(ready) as f:
+                self.assertEqual(json.load(f), {"port": srv.port, "fingerprint": srv.fingerprint,
+                                                "pid": srv.proc.pid, "cert": cert})
+            t = time.monotonic()
+            self.assertEqual(srv.rest("GET", "/api2/json/version", auth={"Authorization": "PBSAPIToken x@pbs!y:z"}),
+                             (401, "authentication failed - invalid credentials"))
+            self.assertGreaterEqual(time.monotonic() - t, 0.3)
+            self.assertEqual(srv.rest("GET", "/api2/json/version", auth={"Authorization": "PBSAPIToken x@pbs!y:zz"})[0],
+                             200)
+            self.refused(lambda: Session(srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                         backup_params(self.t0, "exit"), "Authorization: PBSAPIToken x@pbs!y:zz\r\n"),
+                         403, "missing permissions 'Datastore.Backup' on '/datastore/store1'")
+            saved, self.srv = self.srv, srv
+            err, i = self.upload_until_failure("exit")
+            self.assertEqual(i, 1)
+            self.assertEqual(srv.proc.wait(10), 17)
+            # a killed server leaves an unfinished snapshot: no manifest, listed without sizes
+            snap = os.path.join(srv.ds, "host", "exit", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.t0)))
+            self.assertEqual(os.listdir(snap), [])
+            srv.stop()
+            srv = Server(root, "--datastore", "store2=" + os.path.join(root, "ds2"))
+            self.assertEqual(srv.rest("GET", "/api2/json/admin/datastore")[1],
+                             {"data": [{"store": "store1"}, {"store": "store2"}]})
+            st, snaps = srv.rest("GET", "/api2/json/admin/datastore/store1/snapshots")
+            self.assertEqual(snaps["data"], [{"backup-type": "host", "backup-id": "exit", "backup-time": self.t0,
+                                              "files": [], "owner": TOKEN, "protected": False}])
+            self.refused(lambda: Session(srv, "proxmox-backup-protocol-v1", "/api2/json/backup",
+                                         backup_params(self.t0, "exit")), 400, "backup directory already exists.")
+        finally:
+            self.srv = saved
+            srv.stop()
+
+    def test_11_client_garbage(self):
+        """A misbehaving client costs its connection (and snapshot), never the server."""
+        rng = random.Random(7)
+        for n in (0, 10, 5000):
+            sock = self.srv.tls()
+            sock.sendall(rng.randbytes(n) + b"\r\n\r\n" if n else b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+            sock.settimeout(10)
+            try:
+                while sock.recv(65536):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+            sock.close()
+        s = self.open_backup("garb", self.t0)
+        s.sock.sendall(b"\x00\x00\x08\x00\x01\x00\x00\x00\x63" + rng.randbytes(64))
+        s.sock.settimeout(10)
+        try:
+            while s.sock.recv(65536):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+        s.sock.close()
+        self.wait_gone(self.snap_dir("garb", self.t0))
+        self.assertEqual(self.srv.rest("GET", "/api2/json/version")[0], 200)
+        self.assertIsNone(self.srv.proc.poll())
 
 
 if __name__ == "__main__":
