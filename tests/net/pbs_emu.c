@@ -34,11 +34,9 @@ int pbs_emu_start(struct pbs_emu *e, const char *const *extra)
 		PBS_EMU_TOKEN_ID, PBS_EMU_TOKEN_SECRET);
 	fclose(f);
 
-	/* The chunk directories are made on demand: creating all 65536 up
-	 * front takes seconds on a busy machine. */
 	const char *argv[40] = {"/usr/bin/python3", server, "--datastore", dsarg, "--port", "0",
-				"--auth-config", auth, "--lazy-chunk-dirs"};
-	int n = 9;
+				"--auth-config", auth};
+	int n = 8;
 	if (access(cert, R_OK) == 0) {
 		argv[n++] = "--cert";
 		argv[n++] = cert;

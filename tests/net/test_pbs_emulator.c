@@ -73,6 +73,24 @@ static size_t chunk_data(int i, unsigned seed, uint8_t *buf)
 	return len;
 }
 
+/* Chunk i of a backup with seed: half of the chunks change with the
+ * seed, half stay; chunk 5 repeats chunk 2. Encoded as a plain blob. */
+static struct cn_chunk *make_chunk(int i, unsigned seed, uint8_t *buf)
+{
+	struct cn_buf blob = {0};
+	int src = i == 5 ? 2 : i;
+	size_t len = chunk_data(src, src % 2 ? seed : 0, buf);
+	struct cn_chunk *c = cn_chunk_new(len + 12);
+	ck_assert_ptr_nonnull(c);
+	make_blob(buf, len, &blob);
+	memcpy(c->data, blob.data, blob.len);
+	c->len = blob.len;
+	c->plain_size = len;
+	sha256(buf, len, c->digest);
+	cn_buf_free(&blob);
+	return c;
+}
+
 struct backup_result {
 	uint8_t digests[NCHUNKS][32];
 	uint64_t size;
@@ -129,6 +147,8 @@ static int run_backup(struct cn_pbs *conn, const struct cn_snapshot_id *id, unsi
 	res->prev_time = prev_time;
 	prev = (struct cn_buf){0};
 	if (prev_time >= 0) {
+		/* An archive the previous snapshot lacks: -ENOENT, session goes on. */
+		ck_assert_int_eq(t->ops->load_previous_index(t, "nothere.pxar.didx", &previdx), -ENOENT);
 		r = t->ops->load_previous_index(t, "root.pxar.didx", &previdx);
 		if (r < 0)
 			goto out;
@@ -143,24 +163,14 @@ static int run_backup(struct cn_pbs *conn, const struct cn_snapshot_id *id, unsi
 	}
 	EVP_DigestInit_ex(csum, EVP_sha256(), NULL);
 	for (int i = 0; i < NCHUNKS; i++) {
-		/* Half of the chunks change with the seed, half stay. */
-		int src = i == 5 ? 2 : i;
-		size_t len = chunk_data(src, src % 2 ? seed : 0, buf);
-		sha256(buf, len, res->digests[i]);
-		if ((r = t->ops->has_chunk(t, res->digests[i])) < 0)
+		struct cn_chunk *c = make_chunk(i, seed, buf);
+		size_t len = c->plain_size;
+		memcpy(res->digests[i], c->digest, 32);
+		if ((r = t->ops->has_chunk(t, res->digests[i])) >= 0)
+			r = r ? 0 : t->ops->put_chunk(t, c);
+		cn_chunk_unref(c);
+		if (r < 0)
 			goto out;
-		if (r == 0) {
-			struct cn_chunk *c = cn_chunk_new(len + 12);
-			make_blob(buf, len, &blob);
-			memcpy(c->data, blob.data, blob.len);
-			c->len = blob.len;
-			c->plain_size = len;
-			memcpy(c->digest, res->digests[i], 32);
-			r = t->ops->put_chunk(t, c);
-			cn_chunk_unref(c);
-			if (r < 0)
-				goto out;
-		}
 		res->size += len;
 		struct cn_index_entry e = {.end_offset = res->size};
 		memcpy(e.digest, res->digests[i], 32);
@@ -626,6 +636,102 @@ START_TEST(test_abort)
 }
 END_TEST
 
+/* Two targets fed in turn, as the engine's fan-out does; B's server dies
+ * mid-upload: B fails clearly and is aborted, A finishes and restores. */
+START_TEST(test_two_targets_one_dies)
+{
+	struct pbs_emu ea = {0}, eb = {0};
+	struct cn_pbs *ca, *cb;
+	const char *die[] = {"--exit-after-chunks", "5", NULL};
+	ck_assert_int_eq(pbs_emu_start(&ea, NULL), 0);
+	ck_assert_int_eq(pbs_emu_start(&eb, die), 0);
+	ck_assert_int_eq(pbs_emu_connect(&ea, TOKEN_ID, TOKEN_SECRET, ea.fp, &ca), 0);
+	ck_assert_int_eq(pbs_emu_connect(&eb, TOKEN_ID, TOKEN_SECRET, eb.fp, &cb), 0);
+	struct cn_target *t[2];
+	int h[2], alive[2] = {1, 1}, err[2] = {0, 0};
+	char msg[2][512] = {"", ""};
+	ck_assert_int_eq(cn_pbs_target_new(ca, NULL, &t[0]), 0);
+	ck_assert_int_eq(cn_pbs_target_new(cb, NULL, &t[1]), 0);
+	struct cn_snapshot_id id = snap(1700000000);
+	struct backup_result res;
+	memset(&res, 0, sizeof(res));
+	uint8_t *buf = malloc(256 * 1024);
+	EVP_MD_CTX *csum = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(csum, EVP_sha256(), NULL);
+	for (int step = -1; step <= NCHUNKS; step++) {
+		struct cn_chunk *c = NULL;
+		struct cn_index_entry e;
+		if (step >= 0 && step < NCHUNKS) {
+			c = make_chunk(step, 1, buf);
+			memcpy(res.digests[step], c->digest, 32);
+			res.size += c->plain_size;
+			e.end_offset = res.size;
+			memcpy(e.digest, c->digest, 32);
+			uint8_t le[8];
+			cn_put_le64(le, res.size);
+			EVP_DigestUpdate(csum, le, 8);
+			EVP_DigestUpdate(csum, e.digest, 32);
+		} else if (step == NCHUNKS) {
+			unsigned int cl = 32;
+			EVP_DigestFinal_ex(csum, res.csum, &cl);
+		}
+		for (int k = 0; k < 2; k++) {
+			struct cn_target *tk = t[k];
+			int r = 0;
+			if (!alive[k])
+				continue;
+			if (step == -1) {
+				struct cn_buf prev = {0};
+				int64_t pt;
+				r = tk->ops->begin(tk, &id, &prev, &pt);
+				cn_buf_free(&prev);
+				if (r == 0)
+					r = h[k] = tk->ops->index_open(tk, "root.pxar.didx", CN_INDEX_DYNAMIC, 0, 0);
+			} else if (c) {
+				r = tk->ops->has_chunk(tk, c->digest);
+				if (r >= 0)
+					r = r ? 0 : tk->ops->put_chunk(tk, c);
+				if (r >= 0)
+					r = tk->ops->index_append(tk, h[k], &e, 1);
+			} else {
+				struct cn_buf blob = {0};
+				char hex[65], files[256];
+				cn_hex_encode(res.csum, 32, hex);
+				snprintf(files, sizeof(files),
+					 "{\"filename\":\"root.pxar.didx\",\"size\":%llu,\"csum\":\"%s\"}",
+					 (unsigned long long)res.size, hex);
+				manifest_json(&id, files, &blob);
+				r = tk->ops->index_close(tk, h[k], NCHUNKS, res.size, res.csum);
+				if (r == 0)
+					r = tk->ops->put_blob(tk, "index.json.blob", blob.data, blob.len);
+				if (r == 0)
+					r = tk->ops->finish(tk);
+				cn_buf_free(&blob);
+			}
+			if (r < 0) {
+				err[k] = r;
+				snprintf(msg[k], sizeof(msg[k]), "%s", cn_error_message());
+				tk->ops->abort(tk);
+				alive[k] = 0;
+			}
+		}
+		cn_chunk_unref(c);
+	}
+	ck_assert_msg(alive[0] && err[0] == 0, "%s", msg[0]);
+	ck_assert_msg(!alive[1] && err[1] < 0 && strstr(msg[1], "connection to server lost"), "%s", msg[1]);
+	ck_assert_ptr_nonnull(strstr(msg[1], "pbs:127.0.0.1:store1"));
+	for (int k = 0; k < 2; k++)
+		t[k]->ops->destroy(t[k]);
+	check_restore(ca, &id, &res);
+	EVP_MD_CTX_free(csum);
+	free(buf);
+	cn_pbs_free(ca);
+	cn_pbs_free(cb);
+	pbs_emu_cleanup(&ea);
+	check_no_snapshot(&eb, 0);
+}
+END_TEST
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -642,6 +748,7 @@ int main(void)
 	CASE(test_garbage_upgrade);
 	CASE(test_garbage_rest);
 	CASE(test_abort);
+	CASE(test_two_targets_one_dies);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
