@@ -434,6 +434,17 @@ START_TEST(test_trust_and_auth_failures)
 	ck_assert_msg(strstr(cn_error_message(), e.fp) != NULL, "%s", cn_error_message());
 	ck_assert_ptr_nonnull(strstr(cn_error_message(), "mismatch"));
 	ck_assert_ptr_null(strstr(cn_error_message(), TOKEN_SECRET));
+	/* The same rule on the sockets that carry the HTTP/2 sessions. */
+	struct cn_tls_pin pin;
+	struct cn_tls *tls = NULL;
+	ck_assert_int_eq(cn_tls_pin_init(&pin, "127.0.0.1", wrong), 0);
+	ck_assert_int_eq(cn_tls_connect("127.0.0.1", (uint16_t)e.port, &pin, NULL, &tls), -CN_E_TLS);
+	ck_assert_msg(strstr(cn_error_message(), e.fp) != NULL, "%s", cn_error_message());
+	ck_assert_int_eq(pin.fp_mismatch, 1);
+	ck_assert_int_eq(cn_tls_pin_init(&pin, "127.0.0.1", e.fp), 0);
+	ck_assert_int_eq(cn_tls_connect("127.0.0.1", (uint16_t)e.port, &pin, NULL, &tls), 0);
+	ck_assert_int_eq(pin.chain_ok, 0);  /* self-signed: accepted by the pin alone */
+	cn_tls_free(tls);
 	/* No fingerprint, self-signed: refused, the seen fingerprint shown. */
 	unsetenv("PBS_FINGERPRINT");
 	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, NULL, &conn), -CN_E_TLS);
