@@ -647,6 +647,34 @@ START_TEST(test_abort)
 }
 END_TEST
 
+/* A server that stops answering inside the session: the I/O timeout ends
+ * the session with a clear error instead of hanging. */
+START_TEST(test_server_hangs)
+{
+	struct pbs_emu e = {0};
+	struct cn_pbs *conn;
+	struct cn_target *t;
+	struct cn_buf prev = {0};
+	int64_t pt;
+	char repo[128];
+	const char *extra[] = {"--delay", "5", NULL};
+	ck_assert_int_eq(pbs_emu_start(&e, extra), 0);
+	snprintf(repo, sizeof(repo), "%s@127.0.0.1:%d:store1", TOKEN_ID, e.port);
+	struct cn_pbs_opts o = {.repository = repo, .fingerprint = e.fp, .secret = TOKEN_SECRET,
+				.io_timeout_ms = 1500};
+	ck_assert_int_eq(cn_pbs_connect(&o, &conn), 0);
+	ck_assert_int_eq(cn_pbs_target_new(conn, NULL, &t), 0);
+	struct cn_snapshot_id id = snap(1700000000);
+	ck_assert_int_eq(t->ops->begin(t, &id, &prev, &pt), -ETIMEDOUT);
+	ck_assert_msg(strstr(cn_error_message(), "no data from server") != NULL, "%s", cn_error_message());
+	t->ops->abort(t);
+	t->ops->destroy(t);
+	cn_buf_free(&prev);
+	cn_pbs_free(conn);
+	pbs_emu_cleanup(&e);
+}
+END_TEST
+
 /* Two targets fed in turn, as the engine's fan-out does; B's server dies
  * mid-upload: B fails clearly and is aborted, A finishes and restores. */
 START_TEST(test_two_targets_one_dies)
@@ -760,6 +788,7 @@ int main(void)
 	CASE(test_garbage_rest);
 	CASE(test_abort);
 	CASE(test_two_targets_one_dies);
+	CASE(test_server_hangs);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
