@@ -773,7 +773,6 @@ END_TEST
 
 int main(void)
 {
-	signal(SIGPIPE, SIG_IGN);
 	Suite *s = suite_create("pbs_emulator_client");
 	/* One case per test so that CK_RUN_CASE=name runs just one. */
 #define CASE(fn) do { TCase *tc = tcase_create(#fn); tcase_set_timeout(tc, 120); tcase_add_test(tc, fn); suite_add_tcase(s, tc); } while (0)
