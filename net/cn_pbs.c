@@ -276,19 +276,26 @@ static int login(struct cn_pbs *p, const char *password)
 	return 0;
 }
 
-/* Renews a ticket older than 15 minutes (POST access/ticket with the
- * ticket as password), as upstream does; a failure is only a warning
- * since the old ticket stays valid for two hours. */
-static void renew_ticket(struct cn_pbs *p)
+int cn_pbs_renew_ticket(struct cn_pbs *p, int force)
 {
 	char *old = NULL;
+	int r = 0;
 	pthread_mutex_lock(&p->mu);
-	if (p->ticket && now_ms() - p->ticket_ms > TICKET_RENEW_MS)
+	if (p->ticket && (force || now_ms() - p->ticket_ms > TICKET_RENEW_MS))
 		old = strdup(p->ticket);
 	pthread_mutex_unlock(&p->mu);
-	if (old && login(p, old) < 0)
-		cn_log_warning("renewing the login ticket for %s: %s", p->repo.user, cn_error_message());
+	if (old)
+		r = login(p, old);
 	wipe_free(old);
+	return r;
+}
+
+/* Renewal before a call; a failure is only a warning since the old
+ * ticket stays valid for two hours. */
+static void renew_ticket(struct cn_pbs *p)
+{
+	if (cn_pbs_renew_ticket(p, 0) < 0)
+		cn_log_warning("renewing the login ticket for %s: %s", p->repo.user, cn_error_message());
 }
 
 static int token_auth(struct cn_pbs *p, const char *secret)

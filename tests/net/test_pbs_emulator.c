@@ -413,6 +413,9 @@ START_TEST(test_password_login)
 	ck_assert_msg(pbs_emu_connect(&e, "alice@pbs", USER_PW, e.fp, &conn) == 0, "%s", cn_error_message());
 	struct cn_snapshot_id id = snap(1700000000);
 	ck_assert_msg(run_backup(conn, &id, 1, 0, &r) == 0, "%s", cn_error_message());
+	/* Ticket renewal (upstream: every 15 minutes), then a restore with
+	 * the renewed ticket. */
+	ck_assert_msg(cn_pbs_renew_ticket(conn, 1) == 0, "%s", cn_error_message());
 	check_restore(conn, &id, &r);
 	cn_pbs_free(conn);
 	ck_assert_int_eq(pbs_emu_connect(&e, "alice@pbs", "wrong", e.fp, &conn), -CN_E_AUTH);
