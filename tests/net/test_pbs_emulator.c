@@ -24,19 +24,12 @@
 #include "net/cn_pbs.h"
 #include "net/cn_pbs_source.h"
 #include "net/cn_pbs_target.h"
+#include "tests/net/pbs_emu.h"
 
-#define TOKEN_ID "root@pam!t1"
-#define TOKEN_SECRET "s3cr3t-token-value-8c1f"
-#define USER_PW "pw-for-alice-77"
+#define TOKEN_ID PBS_EMU_TOKEN_ID
+#define TOKEN_SECRET PBS_EMU_TOKEN_SECRET
+#define USER_PW PBS_EMU_USER_PW
 #define NCHUNKS 24
-
-struct emu {
-	pid_t pid;
-	int port;
-	char fp[96];
-	char base[64];
-	char ds[128];
-};
 
 static void sha256(const uint8_t *d, size_t n, uint8_t out[32])
 {
@@ -67,101 +60,6 @@ static void make_blob(const uint8_t *data, size_t len, struct cn_buf *out)
 	ck_assert_int_eq(cn_buf_append(out, data, len), 0);
 }
 
-static const char *srcdir(void)
-{
-	const char *s = getenv("CN_TEST_SRCDIR");
-	return s ? s : ".";
-}
-
-/* Starts the emulator with extra arguments; keeps base (datastore, cert,
- * auth config) if it is already set, so a restart serves the same data
- * with the same certificate. */
-static void emu_start(struct emu *e, const char *const *extra)
-{
-	char auth[128], certdir[128], cert[160], key[160], server[512];
-	if (!e->base[0]) {
-		strcpy(e->base, "/tmp/cn_pbs_emu_XXXXXX");
-		ck_assert_ptr_nonnull(mkdtemp(e->base));
-		snprintf(e->ds, sizeof(e->ds), "%s/ds", e->base);
-		ck_assert_int_eq(mkdir(e->ds, 0700), 0);
-	}
-	snprintf(auth, sizeof(auth), "%s/auth.json", e->base);
-	snprintf(certdir, sizeof(certdir), "%s/cert", e->base);
-	snprintf(cert, sizeof(cert), "%s/cert.pem", certdir);
-	snprintf(key, sizeof(key), "%s/key.pem", certdir);
-	FILE *f = fopen(auth, "w");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "{\"users\":{\"alice@pbs\":\"%s\"},\"tokens\":{\"%s\":\"%s\"}}", USER_PW, TOKEN_ID,
-		TOKEN_SECRET);
-	fclose(f);
-	snprintf(server, sizeof(server), "%s/tests/pbs_emulator/server.py", srcdir());
-	char dsarg[160];
-	snprintf(dsarg, sizeof(dsarg), "store1=%s", e->ds);
-	const char *argv[40] = {"/usr/bin/python3", server, "--datastore", dsarg, "--port", "0",
-				"--auth-config", auth, "--lazy-chunk-dirs"};
-	int n = 9;
-	if (access(cert, R_OK) == 0) {
-		argv[n++] = "--cert";
-		argv[n++] = cert;
-		argv[n++] = "--key";
-		argv[n++] = key;
-	} else {
-		argv[n++] = "--cert-out";
-		argv[n++] = certdir;
-	}
-	for (int i = 0; extra && extra[i]; i++)
-		argv[n++] = extra[i];
-	argv[n] = NULL;
-
-	int pfd[2];
-	ck_assert_int_eq(pipe(pfd), 0);
-	e->pid = fork();
-	ck_assert_int_ge(e->pid, 0);
-	if (e->pid == 0) {
-		dup2(pfd[1], 1);
-		close(pfd[0]);
-		close(pfd[1]);
-		int devnull = open("/dev/null", O_WRONLY);
-		if (devnull >= 0 && !getenv("CN_TEST_EMU_LOG"))
-			dup2(devnull, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	FILE *out = fdopen(pfd[0], "r");
-	char line[256] = "";
-	ck_assert_ptr_nonnull(fgets(line, sizeof(line), out));
-	fclose(out);
-	ck_assert_int_eq(sscanf(line, "READY %d %95s", &e->port, e->fp), 2);
-}
-
-static void emu_stop(struct emu *e)
-{
-	if (e->pid > 0) {
-		kill(e->pid, SIGTERM);
-		waitpid(e->pid, NULL, 0);
-		e->pid = 0;
-	}
-}
-
-static void emu_cleanup(struct emu *e)
-{
-	char cmd[128];
-	emu_stop(e);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", e->base);
-	ck_assert_int_eq(system(cmd), 0);
-}
-
-static int emu_connect(const struct emu *e, const char *auth_id, const char *secret, const char *fp,
-		       struct cn_pbs **out)
-{
-	char repo[256];
-	snprintf(repo, sizeof(repo), "%s@127.0.0.1:%d:store1", auth_id, e->port);
-	struct cn_pbs_opts o = {.repository = repo, .fingerprint = fp, .secret = secret,
-				.connect_timeout_ms = 3000, .connect_attempts = 2, .io_timeout_ms = 20000};
-	return cn_pbs_connect(&o, out);
-}
-
 /* Deterministic chunk contents; chunk 5 repeats chunk 2 (dedup within a
  * snapshot); seed varies the data between backups. */
 static size_t chunk_data(int i, unsigned seed, uint8_t *buf)
@@ -173,6 +71,24 @@ static size_t chunk_data(int i, unsigned seed, uint8_t *buf)
 		buf[k] = (uint8_t)(x >> 16);
 	}
 	return len;
+}
+
+/* Chunk i of a backup with seed: half of the chunks change with the
+ * seed, half stay; chunk 5 repeats chunk 2. Encoded as a plain blob. */
+static struct cn_chunk *make_chunk(int i, unsigned seed, uint8_t *buf)
+{
+	struct cn_buf blob = {0};
+	int src = i == 5 ? 2 : i;
+	size_t len = chunk_data(src, src % 2 ? seed : 0, buf);
+	struct cn_chunk *c = cn_chunk_new(len + 12);
+	ck_assert_ptr_nonnull(c);
+	make_blob(buf, len, &blob);
+	memcpy(c->data, blob.data, blob.len);
+	c->len = blob.len;
+	c->plain_size = len;
+	sha256(buf, len, c->digest);
+	cn_buf_free(&blob);
+	return c;
 }
 
 struct backup_result {
@@ -231,6 +147,8 @@ static int run_backup(struct cn_pbs *conn, const struct cn_snapshot_id *id, unsi
 	res->prev_time = prev_time;
 	prev = (struct cn_buf){0};
 	if (prev_time >= 0) {
+		/* An archive the previous snapshot lacks: -ENOENT, session goes on. */
+		ck_assert_int_eq(t->ops->load_previous_index(t, "nothere.pxar.didx", &previdx), -ENOENT);
 		r = t->ops->load_previous_index(t, "root.pxar.didx", &previdx);
 		if (r < 0)
 			goto out;
@@ -245,24 +163,14 @@ static int run_backup(struct cn_pbs *conn, const struct cn_snapshot_id *id, unsi
 	}
 	EVP_DigestInit_ex(csum, EVP_sha256(), NULL);
 	for (int i = 0; i < NCHUNKS; i++) {
-		/* Half of the chunks change with the seed, half stay. */
-		int src = i == 5 ? 2 : i;
-		size_t len = chunk_data(src, src % 2 ? seed : 0, buf);
-		sha256(buf, len, res->digests[i]);
-		if ((r = t->ops->has_chunk(t, res->digests[i])) < 0)
+		struct cn_chunk *c = make_chunk(i, seed, buf);
+		size_t len = c->plain_size;
+		memcpy(res->digests[i], c->digest, 32);
+		if ((r = t->ops->has_chunk(t, res->digests[i])) >= 0)
+			r = r ? 0 : t->ops->put_chunk(t, c);
+		cn_chunk_unref(c);
+		if (r < 0)
 			goto out;
-		if (r == 0) {
-			struct cn_chunk *c = cn_chunk_new(len + 12);
-			make_blob(buf, len, &blob);
-			memcpy(c->data, blob.data, blob.len);
-			c->len = blob.len;
-			c->plain_size = len;
-			memcpy(c->digest, res->digests[i], 32);
-			r = t->ops->put_chunk(t, c);
-			cn_chunk_unref(c);
-			if (r < 0)
-				goto out;
-		}
 		res->size += len;
 		struct cn_index_entry e = {.end_offset = res->size};
 		memcpy(e.digest, res->digests[i], 32);
@@ -407,7 +315,7 @@ static void check_restore(struct cn_pbs *conn, const struct cn_snapshot_id *id, 
 }
 
 /* Total chunk uploads the emulator counted (its stats file). */
-static long emu_chunks_new(const struct emu *e)
+static long emu_chunks_new(const struct pbs_emu *e)
 {
 	char path[192];
 	snprintf(path, sizeof(path), "%s/.emulator-stats.json", e->ds);
@@ -420,11 +328,11 @@ static long emu_chunks_new(const struct emu *e)
 
 START_TEST(test_backup_restore_incremental)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	struct cn_pbs *conn;
 	struct backup_result r1, r2;
-	emu_start(&e, NULL);
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), 0);
+	ck_assert_int_eq(pbs_emu_start(&e, NULL), 0);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), 0);
 
 	struct cn_snapshot_id id1 = snap(1700000000), id2 = snap(1700000100);
 	ck_assert_msg(run_backup(conn, &id1, 1, 0, &r1) == 0, "%s", cn_error_message());
@@ -492,50 +400,64 @@ START_TEST(test_backup_restore_incremental)
 	cn_buf_free(&r1.manifest);
 	cn_buf_free(&r2.manifest);
 	cn_pbs_free(conn);
-	emu_cleanup(&e);
+	pbs_emu_cleanup(&e);
 }
 END_TEST
 
 START_TEST(test_password_login)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	struct cn_pbs *conn;
 	struct backup_result r;
-	emu_start(&e, NULL);
-	ck_assert_msg(emu_connect(&e, "alice@pbs", USER_PW, e.fp, &conn) == 0, "%s", cn_error_message());
+	ck_assert_int_eq(pbs_emu_start(&e, NULL), 0);
+	ck_assert_msg(pbs_emu_connect(&e, "alice@pbs", USER_PW, e.fp, &conn) == 0, "%s", cn_error_message());
 	struct cn_snapshot_id id = snap(1700000000);
 	ck_assert_msg(run_backup(conn, &id, 1, 0, &r) == 0, "%s", cn_error_message());
+	/* Ticket renewal (upstream: every 15 minutes), then a restore with
+	 * the renewed ticket. */
+	ck_assert_msg(cn_pbs_renew_ticket(conn, 1) == 0, "%s", cn_error_message());
 	check_restore(conn, &id, &r);
 	cn_pbs_free(conn);
-	ck_assert_int_eq(emu_connect(&e, "alice@pbs", "wrong", e.fp, &conn), -CN_E_AUTH);
+	ck_assert_int_eq(pbs_emu_connect(&e, "alice@pbs", "wrong", e.fp, &conn), -CN_E_AUTH);
 	ck_assert_ptr_null(strstr(cn_error_message(), "wrong"));
 	cn_buf_free(&r.manifest);
-	emu_cleanup(&e);
+	pbs_emu_cleanup(&e);
 }
 END_TEST
 
 START_TEST(test_trust_and_auth_failures)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	struct cn_pbs *conn;
-	emu_start(&e, NULL);
+	ck_assert_int_eq(pbs_emu_start(&e, NULL), 0);
 	/* Wrong fingerprint: refused, both fingerprints in the message. */
 	const char *wrong = "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:"
 			    "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff";
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, wrong, &conn), -CN_E_TLS);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, wrong, &conn), -CN_E_TLS);
 	ck_assert_msg(strstr(cn_error_message(), e.fp) != NULL, "%s", cn_error_message());
 	ck_assert_ptr_nonnull(strstr(cn_error_message(), "mismatch"));
 	ck_assert_ptr_null(strstr(cn_error_message(), TOKEN_SECRET));
+	/* The same rule on the sockets that carry the HTTP/2 sessions. */
+	struct cn_tls_pin pin;
+	struct cn_tls *tls = NULL;
+	ck_assert_int_eq(cn_tls_pin_init(&pin, "127.0.0.1", wrong), 0);
+	ck_assert_int_eq(cn_tls_connect("127.0.0.1", (uint16_t)e.port, &pin, NULL, &tls), -CN_E_TLS);
+	ck_assert_msg(strstr(cn_error_message(), e.fp) != NULL, "%s", cn_error_message());
+	ck_assert_int_eq(pin.fp_mismatch, 1);
+	ck_assert_int_eq(cn_tls_pin_init(&pin, "127.0.0.1", e.fp), 0);
+	ck_assert_int_eq(cn_tls_connect("127.0.0.1", (uint16_t)e.port, &pin, NULL, &tls), 0);
+	ck_assert_int_eq(pin.chain_ok, 0);  /* self-signed: accepted by the pin alone */
+	cn_tls_free(tls);
 	/* No fingerprint, self-signed: refused, the seen fingerprint shown. */
 	unsetenv("PBS_FINGERPRINT");
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, NULL, &conn), -CN_E_TLS);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, NULL, &conn), -CN_E_TLS);
 	ck_assert_msg(strstr(cn_error_message(), e.fp) != NULL, "%s", cn_error_message());
 	/* PBS_FINGERPRINT from the environment, upper case accepted. */
 	char upper[96];
 	for (int i = 0; i < 96; i++)
 		upper[i] = (char)(e.fp[i] >= 'a' && e.fp[i] <= 'f' ? e.fp[i] - 32 : e.fp[i]);
 	setenv("PBS_FINGERPRINT", upper, 1);
-	ck_assert_msg(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, NULL, &conn) == 0, "%s", cn_error_message());
+	ck_assert_msg(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, NULL, &conn) == 0, "%s", cn_error_message());
 	unsetenv("PBS_FINGERPRINT");
 	/* The backup session's own TLS connection is pinned too: checked by
 	 * a full session below. */
@@ -550,10 +472,10 @@ START_TEST(test_trust_and_auth_failures)
 	src->ops->destroy(src);
 	cn_pbs_free(conn);
 	/* Wrong token secret. */
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, "not-the-secret", e.fp, &conn), -CN_E_AUTH);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, "not-the-secret", e.fp, &conn), -CN_E_AUTH);
 	ck_assert_ptr_null(strstr(cn_error_message(), "not-the-secret"));
 	/* Unknown token. */
-	ck_assert_int_eq(emu_connect(&e, "root@pam!nope", TOKEN_SECRET, e.fp, &conn), -CN_E_AUTH);
+	ck_assert_int_eq(pbs_emu_connect(&e, "root@pam!nope", TOKEN_SECRET, e.fp, &conn), -CN_E_AUTH);
 	ck_assert_ptr_null(strstr(cn_error_message(), TOKEN_SECRET));
 	/* Secret from PBS_PASSWORD_FILE. */
 	char pwfile[128];
@@ -564,30 +486,30 @@ START_TEST(test_trust_and_auth_failures)
 	unsetenv("PBS_PASSWORD");
 	unsetenv("PBS_PASSWORD_FD");
 	setenv("PBS_PASSWORD_FILE", pwfile, 1);
-	ck_assert_msg(emu_connect(&e, TOKEN_ID, NULL, e.fp, &conn) == 0, "%s", cn_error_message());
+	ck_assert_msg(pbs_emu_connect(&e, TOKEN_ID, NULL, e.fp, &conn) == 0, "%s", cn_error_message());
 	cn_pbs_free(conn);
 	unsetenv("PBS_PASSWORD_FILE");
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, NULL, e.fp, &conn), -ENOENT);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, NULL, e.fp, &conn), -ENOENT);
 	ck_assert_ptr_nonnull(strstr(cn_error_message(), "PBS_PASSWORD"));
 
 	/* Nobody listening: refused after the retries, quickly. */
 	int port = e.port;
-	emu_stop(&e);
+	pbs_emu_stop(&e);
 	e.port = port;
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), -EIO);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), -EIO);
 	ck_assert_msg(strstr(cn_error_message(), "127.0.0.1") != NULL, "%s", cn_error_message());
-	emu_cleanup(&e);
+	pbs_emu_cleanup(&e);
 }
 END_TEST
 
 /* A backup against an emulator with a fault; returns the error. */
-static int faulty_backup(struct emu *e, const char *fault, const char *value, char *msg, size_t msgsize)
+static int faulty_backup(struct pbs_emu *e, const char *fault, const char *value, char *msg, size_t msgsize)
 {
 	const char *extra[] = {fault, value, NULL};
 	struct cn_pbs *conn;
 	struct backup_result r;
-	emu_start(e, value ? extra : (const char *[]){fault, NULL});
-	ck_assert_int_eq(emu_connect(e, TOKEN_ID, TOKEN_SECRET, e->fp, &conn), 0);
+	ck_assert_int_eq(pbs_emu_start(e, value ? extra : (const char *[]){fault, NULL}), 0);
+	ck_assert_int_eq(pbs_emu_connect(e, TOKEN_ID, TOKEN_SECRET, e->fp, &conn), 0);
 	struct cn_snapshot_id id = snap(1700000000);
 	int rc = run_backup(conn, &id, 1, 0, &r);
 	snprintf(msg, msgsize, "%s", cn_error_message());
@@ -599,7 +521,7 @@ static int faulty_backup(struct emu *e, const char *fault, const char *value, ch
 /* After a failed backup nothing looks finished: no manifest on disk, and
  * (if the emulator still runs) the server has discarded the snapshot once
  * it noticed the dropped connection. */
-static void check_no_snapshot(struct emu *e, int alive)
+static void check_no_snapshot(struct pbs_emu *e, int alive)
 {
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "ls %s/host/test/*/index.json.blob >/dev/null 2>&1", e->ds);
@@ -607,7 +529,7 @@ static void check_no_snapshot(struct emu *e, int alive)
 		struct cn_pbs *conn;
 		struct cn_snapshot_info *si;
 		size_t n = 1;
-		ck_assert_int_eq(emu_connect(e, TOKEN_ID, TOKEN_SECRET, e->fp, &conn), 0);
+		ck_assert_int_eq(pbs_emu_connect(e, TOKEN_ID, TOKEN_SECRET, e->fp, &conn), 0);
 		for (int i = 0; i < 50 && n > 0; i++) {
 			ck_assert_int_eq(cn_pbs_list_snapshots(conn, NULL, &si, &n), 0);
 			free(si);
@@ -618,12 +540,12 @@ static void check_no_snapshot(struct emu *e, int alive)
 		cn_pbs_free(conn);
 	}
 	ck_assert_int_ne(system(cmd), 0);
-	emu_cleanup(e);
+	pbs_emu_cleanup(e);
 }
 
 START_TEST(test_server_killed)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	char msg[1024];
 	int r = faulty_backup(&e, "--exit-after-chunks", "3", msg, sizeof(msg));
 	ck_assert_msg(r < 0 && strstr(msg, "connection to server lost") != NULL, "%d %s", r, msg);
@@ -633,7 +555,7 @@ END_TEST
 
 START_TEST(test_server_garbage)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	char msg[1024];
 	int r = faulty_backup(&e, "--garbage-after-chunks", "2", msg, sizeof(msg));
 	/* The bytes may parse as a (bogus) GOAWAY frame or not at all. */
@@ -647,7 +569,7 @@ END_TEST
 
 START_TEST(test_stream_reset)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	char msg[1024];
 	int r = faulty_backup(&e, "--reset-after-chunks", "1", msg, sizeof(msg));
 	ck_assert_msg(r < 0 && strstr(msg, "chunk") != NULL, "%d %s", r, msg);
@@ -657,7 +579,7 @@ END_TEST
 
 START_TEST(test_goaway)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	char msg[1024];
 	int r = faulty_backup(&e, "--goaway-after-chunks", "2", msg, sizeof(msg));
 	ck_assert_msg(r < 0, "%d %s", r, msg);
@@ -667,36 +589,36 @@ END_TEST
 
 START_TEST(test_garbage_upgrade)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	char msg[1024];
 	int r = faulty_backup(&e, "--garbage-on-upgrade", NULL, msg, sizeof(msg));
 	ck_assert_msg(r == -CN_E_PROTOCOL && strstr(msg, "malformed HTTP") != NULL, "%d %s", r, msg);
-	emu_cleanup(&e);
+	pbs_emu_cleanup(&e);
 }
 END_TEST
 
 START_TEST(test_garbage_rest)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	struct cn_pbs *conn;
 	const char *extra[] = {"--garbage-rest", NULL};
-	emu_start(&e, extra);
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), -CN_E_PROTOCOL);
+	ck_assert_int_eq(pbs_emu_start(&e, extra), 0);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), -CN_E_PROTOCOL);
 	ck_assert_msg(strstr(cn_error_message(), "not JSON") != NULL, "%s", cn_error_message());
-	emu_cleanup(&e);
+	pbs_emu_cleanup(&e);
 }
 END_TEST
 
 START_TEST(test_abort)
 {
-	struct emu e = {0};
+	struct pbs_emu e = {0};
 	struct cn_pbs *conn;
 	struct cn_target *t;
 	struct cn_buf prev = {0}, blob = {0};
 	int64_t pt;
 	uint8_t data[3000];
-	emu_start(&e, NULL);
-	ck_assert_int_eq(emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), 0);
+	ck_assert_int_eq(pbs_emu_start(&e, NULL), 0);
+	ck_assert_int_eq(pbs_emu_connect(&e, TOKEN_ID, TOKEN_SECRET, e.fp, &conn), 0);
 	ck_assert_int_eq(cn_pbs_target_new(conn, NULL, &t), 0);
 	struct cn_snapshot_id id = snap(1700000000);
 	ck_assert_int_eq(t->ops->begin(t, &id, &prev, &pt), 0);
@@ -728,9 +650,132 @@ START_TEST(test_abort)
 }
 END_TEST
 
+/* A server that stops answering inside the session: the I/O timeout ends
+ * the session with a clear error instead of hanging. */
+START_TEST(test_server_hangs)
+{
+	struct pbs_emu e = {0};
+	struct cn_pbs *conn;
+	struct cn_target *t;
+	struct cn_buf prev = {0};
+	int64_t pt;
+	char repo[128];
+	const char *extra[] = {"--delay", "5", NULL};
+	ck_assert_int_eq(pbs_emu_start(&e, extra), 0);
+	snprintf(repo, sizeof(repo), "%s@127.0.0.1:%d:store1", TOKEN_ID, e.port);
+	struct cn_pbs_opts o = {.repository = repo, .fingerprint = e.fp, .secret = TOKEN_SECRET,
+				.io_timeout_ms = 1500};
+	ck_assert_int_eq(cn_pbs_connect(&o, &conn), 0);
+	ck_assert_int_eq(cn_pbs_target_new(conn, NULL, &t), 0);
+	struct cn_snapshot_id id = snap(1700000000);
+	ck_assert_int_eq(t->ops->begin(t, &id, &prev, &pt), -ETIMEDOUT);
+	ck_assert_msg(strstr(cn_error_message(), "no data from server") != NULL, "%s", cn_error_message());
+	t->ops->abort(t);
+	t->ops->destroy(t);
+	cn_buf_free(&prev);
+	cn_pbs_free(conn);
+	pbs_emu_cleanup(&e);
+}
+END_TEST
+
+/* Two targets fed in turn, as the engine's fan-out does; B's server dies
+ * mid-upload: B fails clearly and is aborted, A finishes and restores. */
+START_TEST(test_two_targets_one_dies)
+{
+	struct pbs_emu ea = {0}, eb = {0};
+	struct cn_pbs *ca, *cb;
+	const char *die[] = {"--exit-after-chunks", "5", NULL};
+	ck_assert_int_eq(pbs_emu_start(&ea, NULL), 0);
+	ck_assert_int_eq(pbs_emu_start(&eb, die), 0);
+	ck_assert_int_eq(pbs_emu_connect(&ea, TOKEN_ID, TOKEN_SECRET, ea.fp, &ca), 0);
+	ck_assert_int_eq(pbs_emu_connect(&eb, TOKEN_ID, TOKEN_SECRET, eb.fp, &cb), 0);
+	struct cn_target *t[2];
+	int h[2], alive[2] = {1, 1}, err[2] = {0, 0};
+	char msg[2][512] = {"", ""};
+	ck_assert_int_eq(cn_pbs_target_new(ca, NULL, &t[0]), 0);
+	ck_assert_int_eq(cn_pbs_target_new(cb, NULL, &t[1]), 0);
+	struct cn_snapshot_id id = snap(1700000000);
+	struct backup_result res;
+	memset(&res, 0, sizeof(res));
+	uint8_t *buf = malloc(256 * 1024);
+	EVP_MD_CTX *csum = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(csum, EVP_sha256(), NULL);
+	for (int step = -1; step <= NCHUNKS; step++) {
+		struct cn_chunk *c = NULL;
+		struct cn_index_entry e;
+		if (step >= 0 && step < NCHUNKS) {
+			c = make_chunk(step, 1, buf);
+			memcpy(res.digests[step], c->digest, 32);
+			res.size += c->plain_size;
+			e.end_offset = res.size;
+			memcpy(e.digest, c->digest, 32);
+			uint8_t le[8];
+			cn_put_le64(le, res.size);
+			EVP_DigestUpdate(csum, le, 8);
+			EVP_DigestUpdate(csum, e.digest, 32);
+		} else if (step == NCHUNKS) {
+			unsigned int cl = 32;
+			EVP_DigestFinal_ex(csum, res.csum, &cl);
+		}
+		for (int k = 0; k < 2; k++) {
+			struct cn_target *tk = t[k];
+			int r = 0;
+			if (!alive[k])
+				continue;
+			if (step == -1) {
+				struct cn_buf prev = {0};
+				int64_t pt;
+				r = tk->ops->begin(tk, &id, &prev, &pt);
+				cn_buf_free(&prev);
+				if (r == 0)
+					r = h[k] = tk->ops->index_open(tk, "root.pxar.didx", CN_INDEX_DYNAMIC, 0, 0);
+			} else if (c) {
+				r = tk->ops->has_chunk(tk, c->digest);
+				if (r >= 0)
+					r = r ? 0 : tk->ops->put_chunk(tk, c);
+				if (r >= 0)
+					r = tk->ops->index_append(tk, h[k], &e, 1);
+			} else {
+				struct cn_buf blob = {0};
+				char hex[65], files[256];
+				cn_hex_encode(res.csum, 32, hex);
+				snprintf(files, sizeof(files),
+					 "{\"filename\":\"root.pxar.didx\",\"size\":%llu,\"csum\":\"%s\"}",
+					 (unsigned long long)res.size, hex);
+				manifest_json(&id, files, &blob);
+				r = tk->ops->index_close(tk, h[k], NCHUNKS, res.size, res.csum);
+				if (r == 0)
+					r = tk->ops->put_blob(tk, "index.json.blob", blob.data, blob.len);
+				if (r == 0)
+					r = tk->ops->finish(tk);
+				cn_buf_free(&blob);
+			}
+			if (r < 0) {
+				err[k] = r;
+				snprintf(msg[k], sizeof(msg[k]), "%s", cn_error_message());
+				tk->ops->abort(tk);
+				alive[k] = 0;
+			}
+		}
+		cn_chunk_unref(c);
+	}
+	ck_assert_msg(alive[0] && err[0] == 0, "%s", msg[0]);
+	ck_assert_msg(!alive[1] && err[1] < 0 && strstr(msg[1], "connection to server lost"), "%s", msg[1]);
+	ck_assert_ptr_nonnull(strstr(msg[1], "pbs:127.0.0.1:store1"));
+	for (int k = 0; k < 2; k++)
+		t[k]->ops->destroy(t[k]);
+	check_restore(ca, &id, &res);
+	EVP_MD_CTX_free(csum);
+	free(buf);
+	cn_pbs_free(ca);
+	cn_pbs_free(cb);
+	pbs_emu_cleanup(&ea);
+	check_no_snapshot(&eb, 0);
+}
+END_TEST
+
 int main(void)
 {
-	signal(SIGPIPE, SIG_IGN);
 	Suite *s = suite_create("pbs_emulator_client");
 	/* One case per test so that CK_RUN_CASE=name runs just one. */
 #define CASE(fn) do { TCase *tc = tcase_create(#fn); tcase_set_timeout(tc, 120); tcase_add_test(tc, fn); suite_add_tcase(s, tc); } while (0)
@@ -744,6 +789,8 @@ int main(void)
 	CASE(test_garbage_upgrade);
 	CASE(test_garbage_rest);
 	CASE(test_abort);
+	CASE(test_two_targets_one_dies);
+	CASE(test_server_hangs);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);
