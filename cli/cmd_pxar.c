@@ -58,7 +58,9 @@ static void help_extract(FILE *f)
 		   "  --overwrite            replace existing files, symlinks, hardlinks\n"
 		   "  --allow-existing-dirs  extract into directories that already exist\n"
 		   "  --strict               stop at the first error\n"
-		   "  --no-owner             do not restore owners (always off unless root)\n"
+		   "  --no-owner, --ignore-ownership\n"
+		   "                         do not restore owners (needed to restore files of\n"
+		   "                         other users without errors when not root)\n"
 		   "  --no-xattrs, --no-acls, --no-fcaps\n"
 		   "  --no-device-nodes, --no-fifos, --no-sockets\n"
 		   "  --payload-input FILE   payload stream (.ppxar) of a split archive\n"
@@ -112,25 +114,6 @@ static void archive_close(struct archive *a)
 		close(a->pfd);
 }
 
-/* Prints a path quoted like Rust's {:?} does for the common cases. */
-static void print_quoted(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p == '\n')
-			fputs("\\n", f);
-		else if (*p == '\t')
-			fputs("\\t", f);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\x%02x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
-}
-
 struct list_ctx {
 	int verbose;
 };
@@ -148,7 +131,7 @@ static int list_one(void *ctx, const struct cn_pxar_entry *e)
 			return cn_error_set(-ENOMEM, "out of memory");
 		p[0] = '/';
 		memcpy(p + 1, e->path, e->path_len + 1);
-		print_quoted(stdout, p);
+		cli_print_quoted(stdout, p);
 		putchar('\n');
 		free(p);
 	}
@@ -197,6 +180,7 @@ static int cmd_extract(int argc, char **argv)
 		{ "allow-existing-dirs", no_argument, NULL, O_EXISTING },
 		{ "strict", no_argument, NULL, O_STRICT },
 		{ "no-owner", no_argument, NULL, O_NOOWNER },
+		{ "ignore-ownership", no_argument, NULL, O_NOOWNER },
 		{ "no-xattrs", no_argument, NULL, O_NOXATTRS },
 		{ "no-acls", no_argument, NULL, O_NOACLS },
 		{ "no-fcaps", no_argument, NULL, O_NOFCAPS },

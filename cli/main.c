@@ -20,9 +20,11 @@
 #include <string.h>
 
 extern const struct cli_command cli_cmd_pxar;
+extern const struct cli_command cli_cmd_catalog;
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_pxar,
+	&cli_cmd_catalog,
 };
 
 int cli_error(const char *context)
@@ -44,6 +46,24 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nTry 'cairn %s --help'.\n", cmd);
 	return CLI_EXIT_USAGE;
+}
+
+void cli_print_quoted(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else if (*p == '\t')
+			fputs("\\t", f);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\x%02x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
 }
 
 static void usage(FILE *f)
