@@ -142,7 +142,8 @@ int cn_datastore_snapshot_write_file(struct cn_ds_snapshot *w, const char *name,
 				     const uint8_t *data, size_t len);
 
 /* Publishes the snapshot: index.json.blob must have been written
- * (-EINVAL); syncs per sync level (syncfs for filesystem), renames the temp
+ * (-EINVAL), be a readable manifest and every file it lists must have been
+ * written (-ENOENT); syncs per sync level (syncfs for filesystem), renames the temp
  * directory to <group>/<time> (never replacing anything) and releases the
  * lock. Frees w, also on failure (after which nothing is published). */
 int cn_datastore_snapshot_publish(struct cn_ds_snapshot *w);

@@ -234,6 +234,10 @@ int cn_datastore_verify_snapshot(struct cn_datastore *ds, const struct cn_snapsh
 		r = 0;
 		goto out;
 	}
+	/* A wrong key would make every good encrypted chunk look corrupt and
+	 * get it quarantined: refuse to run with a key the manifest rejects. */
+	if (crypt && (r = cn_manifest_check_key(m, crypt)) < 0)
+		goto out;
 	vr->files = cn_manifest_file_count(m);
 	for (size_t i = 0; i < vr->files; i++) {
 		r = check_file(ds, id, m, i, &refs);
