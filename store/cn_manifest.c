@@ -520,8 +520,10 @@ int cn_manifest_decode(const uint8_t *blob, size_t len, const struct cn_crypt_co
 	if (t == CN_BLOB_ENCRYPTED || t == CN_BLOB_ENCRYPTED_ZSTD)
 		return cn_error_set(-CN_E_FORMAT, "manifest blob is encrypted");
 	int r = cn_blob_decode(blob, len, NULL, NULL, &text);
-	if (r < 0)
+	if (r < 0) {
+		cn_buf_free(&text); /* a failed decode may have grown it */
 		return cn_error_prefix(r, "decode backup manifest blob failed");
+	}
 	r = cn_manifest_parse_json(text.data, text.len, crypt, out);
 	cn_buf_free(&text);
 	return r;
