@@ -762,7 +762,15 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 					      ds->opts.sync_level != CN_SYNC_NONE)) < 0)
 			goto fail;
 	}
-	if ((r = lock_dir(w->group, LOCK_EX, &w->group_fd, "backup group")) < 0)
+	/* GC's cleanup holds a group lock for a moment (it checks for dead
+	 * backups' debris): retry briefly before calling the group busy. */
+	for (int tries = 0;; tries++) {
+		r = lock_dir(w->group, LOCK_EX, &w->group_fd, "backup group");
+		if (r != -CN_E_LOCKED || tries >= 100)
+			break;
+		usleep(10000);
+	}
+	if (r < 0)
 		goto fail;
 	struct cn_snapshot_id prev;
 	r = cn_datastore_previous_snapshot(ds, id, INT64_MAX, &prev);

@@ -127,8 +127,8 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds);
 /* ---- snapshot writer ---- */
 
 /* Starts a snapshot: validates id, creates the group (namespace dirs,
- * "owner"), takes the group lock (flock on the group dir, non-blocking:
- * -CN_E_LOCKED when another backup runs), checks that id->time is newer
+ * "owner"), takes the group lock (flock on the group dir; -CN_E_LOCKED
+ * when another backup still holds it after about a second), checks that id->time is newer
  * than the group's last finished snapshot (-EEXIST otherwise) and creates
  * the temporary directory. *out is the caller's: finish with _publish or
  * _abort (both free it). */
