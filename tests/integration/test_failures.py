@@ -76,8 +76,13 @@ else:
 out = t.run_json('backup', 'data.pxar:' + src, '--store', store, '--backup-id', 'c')
 chunks = t.chunk_files(store)
 assert chunks
-# corrupt the largest chunk (file content) in the middle, keeping its size
-victim = max(chunks, key=os.path.getsize)
+# corrupt the archive's second chunk (file content: the extractor skips the
+# file and goes on, the result must still say "corrupt"), keeping its size
+with open(os.path.join(store, out['snapshot'], 'data.pxar.didx'), 'rb') as f:
+    didx = f.read()
+assert len(didx) >= 4096 + 2 * 40, 'the archive should span several chunks'
+second = didx[4096 + 40 + 8:4096 + 80].hex()
+victim = [c for c in chunks if os.path.basename(c) == second][0]
 with open(victim, 'r+b') as f:
     f.seek(os.path.getsize(victim) // 2)
     b = f.read(1)
