@@ -1,7 +1,6 @@
 /* Local datastore: layout, chunk insert/read, LMDB index recovery, snapshot
  * writer, crash and ENOSPC behaviour, GC grace, verify, and backup + GC +
  * prune running concurrently in separate processes. */
-#include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -28,6 +27,7 @@
 #include "store/cn_manifest.h"
 #include "store/cn_prune.h"
 #include "store/cn_verify.h"
+#include "cn_test.h"
 
 /* ---- helpers ---- */
 
@@ -1144,27 +1144,16 @@ START_TEST(test_concurrent_backup_gc_prune)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("datastore");
-	TCase *tc = tcase_create("core");
-	tcase_set_timeout(tc, 600);
-	tcase_add_test(tc, test_layout_and_chunks);
-	tcase_add_test(tc, test_threads);
-	tcase_add_test(tc, test_index_recovery);
-	tcase_add_test(tc, test_snapshot_writer);
-	tcase_add_test(tc, test_kill_during_insert);
-	tcase_add_test(tc, test_enospc_injected);
-	tcase_add_test(tc, test_enospc_tmpfs);
-	tcase_add_test(tc, test_gc_grace);
-	tcase_add_test(tc, test_verify);
-	tcase_add_test(tc, test_crashed_backup);
-	tcase_add_test(tc, test_verify_encrypted);
-	tcase_add_test(tc, test_concurrent_backup_gc_prune);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("datastore", "core", 600,
+	     test_layout_and_chunks,
+	     test_threads,
+	     test_index_recovery,
+	     test_snapshot_writer,
+	     test_kill_during_insert,
+	     test_enospc_injected,
+	     test_enospc_tmpfs,
+	     test_gc_grace,
+	     test_verify,
+	     test_crashed_backup,
+	     test_verify_encrypted,
+	     test_concurrent_backup_gc_prune)

@@ -1,6 +1,5 @@
 /* Repository strings, secrets from the environment, fingerprints, and the
  * pure reply parsers of the PBS client. */
-#include <check.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "net/cn_pbs.h"
 #include "net/cn_pbs_http.h"
 #include "net/cn_pbs_repo.h"
+#include "cn_test.h"
 
 START_TEST(test_repo_store_only)
 {
@@ -296,26 +296,16 @@ START_TEST(test_parse_lists)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("pbs_repo");
-	TCase *tc = tcase_create("core");
-	tcase_add_test(tc, test_repo_store_only);
-	tcase_add_test(tc, test_repo_full_token);
-	tcase_add_test(tc, test_repo_user_host);
-	tcase_add_test(tc, test_repo_ipv6);
-	tcase_add_test(tc, test_repo_invalid);
-	tcase_add_test(tc, test_repo_env);
-	tcase_add_test(tc, test_secret_env);
-	tcase_add_test(tc, test_fingerprint);
-	tcase_add_test(tc, test_credential_encoding);
-	tcase_add_test(tc, test_http_head);
-	tcase_add_test(tc, test_reply_data);
-	tcase_add_test(tc, test_parse_lists);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("pbs_repo", "core", 0,
+	     test_repo_store_only,
+	     test_repo_full_token,
+	     test_repo_user_host,
+	     test_repo_ipv6,
+	     test_repo_invalid,
+	     test_repo_env,
+	     test_secret_env,
+	     test_fingerprint,
+	     test_credential_encoding,
+	     test_http_head,
+	     test_reply_data,
+	     test_parse_lists)
