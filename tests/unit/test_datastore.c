@@ -1144,6 +1144,56 @@ START_TEST(test_concurrent_backup_gc_prune)
 }
 END_TEST
 
+/* A POSIX record lock on <root>/.lock as upstream's ProcessLocker takes it
+ * (whole file, F_SETLK): 0 or -errno. */
+static int pbs_lock(int fd, short type)
+{
+	struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	return fcntl(fd, F_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+START_TEST(test_store_lock_as_upstream)
+{
+	char dir[64], root[128], p[256];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_NONE);
+	struct cn_chunk *c = make_chunk(950, 3000);
+	ck_assert_int_eq(insert(ds, c, NULL), 0);
+	snprintf(p, sizeof(p), "%s/.lock", root);
+	int fd = open(p, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	struct cn_snapshot_id id = {.type = "host", .id = "locks", .time = 1700000000};
+	struct cn_ds_snapshot *w, *w2;
+
+	/* PBS's GC holds the exclusive lock: no backup may start */
+	ck_assert_int_eq(pbs_lock(fd, F_WRLCK), 0);
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), -CN_E_LOCKED);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "locked exclusively"));
+	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
+
+	/* a running writer holds the shared lock: PBS's GC cannot start, a
+	 * PBS backup writer (shared) can, and so can a second writer of ours */
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), 0);
+	int r = pbs_lock(fd, F_WRLCK);
+	ck_assert(r == -EAGAIN || r == -EACCES);
+	ck_assert_int_eq(pbs_lock(fd, F_RDLCK), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
+	struct cn_snapshot_id other = {.type = "host", .id = "other", .time = 1700000000};
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &other, &w2), 0);
+	cn_datastore_snapshot_abort(w2);
+	r = pbs_lock(fd, F_WRLCK);
+	ck_assert(r == -EAGAIN || r == -EACCES);
+
+	/* published (or aborted): the lock is gone */
+	ck_assert_int_eq(write_snapshot_w(w, &id, &c, 1), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_WRLCK), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
+	close(fd);
+	cn_datastore_close(ds);
+	cn_chunk_unref(c);
+	rm_rf(dir);
+}
+END_TEST
+
 CN_TEST_MAIN("datastore", "core", 600,
 	     test_layout_and_chunks,
 	     test_threads,
@@ -1156,4 +1206,5 @@ CN_TEST_MAIN("datastore", "core", 600,
 	     test_verify,
 	     test_crashed_backup,
 	     test_verify_encrypted,
-	     test_concurrent_backup_gc_prune)
+	     test_concurrent_backup_gc_prune,
+	     test_store_lock_as_upstream)
