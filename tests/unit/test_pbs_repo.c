@@ -126,6 +126,22 @@ START_TEST(test_secret_env)
 	setenv("PBS_PASSWORD_FILE", path, 1);
 	ck_assert_int_eq(cn_pbs_secret_from_env(&s), 0);
 	ck_assert_str_eq(s, "file-secret");
+	/* the lines after the first are not left behind in memory */
+	for (size_t i = 11; i < 24; i++)
+		ck_assert_int_eq(s[i], 0);
+	cn_pbs_secret_free(s);
+
+	/* a long one-line secret comes back whole */
+	char long_secret[3001];
+	for (size_t i = 0; i < 3000; i++)
+		long_secret[i] = (char)('a' + i % 26);
+	long_secret[3000] = '\0';
+	fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, long_secret, 3000), 3000);
+	close(fd);
+	ck_assert_int_eq(cn_pbs_secret_from_env(&s), 0);
+	ck_assert_str_eq(s, long_secret);
 	cn_pbs_secret_free(s);
 
 	/* FD wins over FILE */
@@ -145,6 +161,8 @@ START_TEST(test_secret_env)
 	setenv("PBS_PASSWORD", "env-secret\r\nignored", 1);
 	ck_assert_int_eq(cn_pbs_secret_from_env(&s), 0);
 	ck_assert_str_eq(s, "env-secret");
+	for (size_t i = 10; i < 19; i++)
+		ck_assert_int_eq(s[i], 0);
 	cn_pbs_secret_free(s);
 
 	unsetenv("PBS_PASSWORD");
