@@ -837,7 +837,43 @@ fail:
 	return r;
 }
 
-/* Refreshes every chunk an index references; -ENOENT names a missing one. */
+/* Refreshes a chunk an index references and checks that it holds data.
+ * The LMDB index can list a chunk whose content a crash lost (renamed into
+ * place, not yet synced: an empty file under a directory mtime the index
+ * still matches), and has_chunk() trusts it, so a backup would skip the
+ * chunk and publish a snapshot that cannot be restored. Such a chunk is
+ * dropped from the index (its prefix is rescanned at the next open; the
+ * next insert replaces the empty file) and the snapshot refused. */
+static int touch_referenced(struct cn_datastore *ds, const uint8_t digest[32], const char *name)
+{
+	char rel[70], hex[65];
+	struct stat st;
+	uint16_t prefix = cn_ds_prefix(digest);
+	chunk_rel(digest, rel);
+	int r = cn_ds_lock_prefix(ds, prefix);
+	if (r < 0)
+		return r;
+	r = touch_locked(ds, rel, -1);
+	if (r == 0 && fstatat(ds->chunks_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = errno == ENOENT ? -ENOENT : cn_error_sys(-errno, "stat chunk %s", rel);
+	int empty = r == 0 && st.st_size == 0;
+	if (empty && cn_chunkindex_remove(ds->index, prefix, (const uint8_t (*)[32])digest, 1,
+					  NULL) < 0)
+		cn_log_warning("chunk index not updated: %s", cn_error_message());
+	cn_ds_unlock_prefix(ds, prefix);
+	cn_hex_encode(digest, 32, hex);
+	if (r == -ENOENT)
+		return cn_error_set(-ENOENT, "chunk %s referenced by %s is not in the datastore "
+				    "(removed by garbage collection meanwhile?)", hex, name);
+	if (empty)
+		return cn_error_set(-CN_E_TRUNCATED, "chunk %s referenced by %s is an empty file "
+				    "(content lost in a crash?); dropped from the chunk index, the "
+				    "next backup writes it again", hex, name);
+	return r;
+}
+
+/* Refreshes every chunk an index references; -ENOENT names a missing one,
+ * -CN_E_TRUNCATED an empty one. */
 static int touch_index_chunks(struct cn_datastore *ds, const char *name, const uint8_t *data,
 			      size_t len)
 {
@@ -846,16 +882,8 @@ static int touch_index_chunks(struct cn_datastore *ds, const char *name, const u
 	if (r < 0)
 		return cn_error_prefix(r, "index %s", name);
 	size_t n = cn_index_count(idx);
-	for (size_t i = 0; i < n && r == 0; i++) {
-		const uint8_t *d = cn_index_digest(idx, i);
-		r = cn_ds_touch(ds, d, -1);
-		if (r == -ENOENT) {
-			char hex[65];
-			cn_hex_encode(d, 32, hex);
-			r = cn_error_set(-ENOENT, "chunk %s referenced by %s is not in the datastore "
-					 "(removed by garbage collection meanwhile?)", hex, name);
-		}
-	}
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = touch_referenced(ds, cn_index_digest(idx, i), name);
 	cn_index_free(idx);
 	return r;
 }

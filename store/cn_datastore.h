@@ -144,7 +144,9 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 
 /* Writes one file of the snapshot (name: *.didx, *.fidx, *.blob, not yet
  * written). An index file is parsed and every chunk it references must be
- * present (their atime is refreshed): -ENOENT names the missing chunk. */
+ * present (their atime is refreshed): -ENOENT names the missing chunk,
+ * -CN_E_TRUNCATED an empty chunk file (a crash lost its content; it is
+ * dropped from the chunk index so that the next backup writes it again). */
 int cn_datastore_snapshot_write_file(struct cn_ds_snapshot *w, const char *name,
 				     const uint8_t *data, size_t len);
 

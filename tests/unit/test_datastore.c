@@ -1197,6 +1197,49 @@ START_TEST(test_store_lock_as_upstream)
 }
 END_TEST
 
+/* A crash can leave a chunk renamed into place but empty while the LMDB
+ * index still lists it (the directory mtime it recorded did not change):
+ * has_chunk() then says yes and a backup skips the chunk. The snapshot
+ * referencing it must be refused and the chunk written again next time. */
+START_TEST(test_empty_chunk_after_crash)
+{
+	char dir[64], root[128], p[4096];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_FILESYSTEM);
+	struct cn_chunk *c = make_chunk(960, 7000);
+	ck_assert_int_eq(insert(ds, c, NULL), 0);
+	chunk_file(ds, c->digest, p, sizeof(p));
+	ck_assert_int_eq(truncate(p, 0), 0);
+	ck_assert_int_eq(cn_datastore_has_chunk(ds, c->digest), 1); /* the premise */
+
+	struct cn_snapshot_id id = {.type = "host", .id = "crashy", .time = 1700000000};
+	struct cn_ds_snapshot *w;
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), 0);
+	ck_assert_int_eq(write_snapshot_w(w, &id, &c, 1), -CN_E_TRUNCATED);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "empty"));
+	struct cn_ds_snapshot_info *list;
+	size_t n;
+	ck_assert_int_eq(cn_datastore_list_snapshots(ds, &id, 0, &list, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(list);
+
+	/* the next backup asks, writes the chunk again and publishes */
+	ck_assert_int_eq(cn_datastore_has_chunk(ds, c->digest), 0);
+	int was_new = 0;
+	ck_assert_int_eq(insert(ds, c, &was_new), 0);
+	ck_assert_int_eq(was_new, 1);
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), 0);
+	ck_assert_int_eq(write_snapshot_w(w, &id, &c, 1), 0);
+	struct cn_buf b = {0};
+	ck_assert_int_eq(cn_datastore_read_chunk(ds, c->digest, &b), 0);
+	ck_assert_uint_eq(b.len, c->len);
+	ck_assert_mem_eq(b.data, c->data, c->len);
+	cn_buf_free(&b);
+	cn_datastore_close(ds);
+	cn_chunk_unref(c);
+	rm_rf(dir);
+}
+END_TEST
+
 CN_TEST_MAIN("datastore", "core", 600,
 	     test_layout_and_chunks,
 	     test_threads,
@@ -1210,4 +1253,5 @@ CN_TEST_MAIN("datastore", "core", 600,
 	     test_crashed_backup,
 	     test_verify_encrypted,
 	     test_concurrent_backup_gc_prune,
-	     test_store_lock_as_upstream)
+	     test_store_lock_as_upstream,
+	     test_empty_chunk_after_crash)
