@@ -84,6 +84,8 @@ void cn_datastore_opts_init(struct cn_datastore_opts *opts);
  * caller's, closed with cn_datastore_close(). */
 int cn_datastore_open(const char *path, int create, const struct cn_datastore_opts *opts,
 		      struct cn_datastore **out);
+/* Closes the datastore and frees ds (NULL is ok). Snapshot writers of ds
+ * must be published or aborted first; no chunk call may be running. */
 void cn_datastore_close(struct cn_datastore *ds);
 
 /* The datastore root path (borrowed). */
