@@ -67,6 +67,24 @@ static void wipe_free(char *s)
 	}
 }
 
+/* Wipes a string held inside a jansson value (a password in a request, a
+ * ticket in an answer) before the value is released: jansson frees
+ * without clearing. */
+static void wipe_json_string(json_t *s)
+{
+	if (json_is_string(s))
+		explicit_bzero((char *)json_string_value(s), json_string_length(s));
+}
+
+/* Frees a curl header list after wiping it: its lines carry the API
+ * token secret or the ticket cookie. */
+static void free_headers(struct curl_slist *h)
+{
+	for (struct curl_slist *l = h; l; l = l->next)
+		explicit_bzero(l->data, strlen(l->data));
+	curl_slist_free_all(h);
+}
+
 static CURLcode ctx_fn(CURL *c, void *sslctx, void *parm)
 {
 	(void)c;
@@ -161,7 +179,7 @@ static int rest(struct cn_pbs *p, const char *method, const char *path, const ch
 	struct cn_tls_pin pin = p->pin;
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
 	pthread_mutex_unlock(&p->mu);
-	curl_slist_free_all(hdrs);
+	free_headers(hdrs);
 
 	if (cc != CURLE_OK) {
 		const char *why = errbuf[0] ? errbuf : curl_easy_strerror(cc);
@@ -174,6 +192,8 @@ static int rest(struct cn_pbs *p, const char *method, const char *path, const ch
 	} else {
 		r = cn_pbs_reply_data((int)status, body.data, body.len, data);
 	}
+	if (!with_auth && body.data) /* the login answer: it holds the ticket */
+		explicit_bzero(body.data, body.cap);
 	cn_buf_free(&body);
 	if (r < 0) {
 		char name[64];
@@ -245,6 +265,7 @@ static int login(struct cn_pbs *p, const char *password)
 	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_t *data = NULL;
 	int r;
+	wipe_json_string(json_object_get(req, "password"));
 	json_decref(req);
 	if (!body)
 		return cn_error_set(-ENOMEM, "out of memory");
@@ -252,15 +273,18 @@ static int login(struct cn_pbs *p, const char *password)
 	wipe_free(body);
 	if (r < 0)
 		return cn_error_prefix(r, "login as %s", p->repo.user);
-	const char *ticket = json_string_value(json_object_get(data, "ticket"));
+	json_t *tv = json_object_get(data, "ticket");
+	const char *ticket = json_string_value(tv);
 	const char *csrf = json_string_value(json_object_get(data, "CSRFPreventionToken"));
 	if (!ticket || !csrf || strpbrk(csrf, "\r\n")) {
+		wipe_json_string(tv);
 		json_decref(data);
 		return cn_error_set(-CN_E_PROTOCOL, "login as %s: answer lacks ticket or CSRF token", p->repo.user);
 	}
 	size_t cap = strlen(ticket) * 3 + strlen(csrf) + 128;
 	char *enc = malloc(cap), *get = malloc(cap), *all = malloc(cap), *tcopy = strdup(ticket);
 	if (!enc || !get || !all || !tcopy || cn_pbs_encode_credential(ticket, enc, cap) < 0) {
+		wipe_json_string(tv);
 		json_decref(data);
 		wipe_free(enc);
 		free(get);
@@ -270,6 +294,7 @@ static int login(struct cn_pbs *p, const char *password)
 	}
 	snprintf(get, cap, "Cookie: PBSAuthCookie=%s\r\n", enc);
 	snprintf(all, cap, "Cookie: PBSAuthCookie=%s\r\nCSRFPreventionToken: %s\r\n", enc, csrf);
+	wipe_json_string(tv);
 	json_decref(data);
 	wipe_free(enc);
 	set_auth(p, get, all, tcopy);
@@ -530,7 +555,7 @@ static int write_all(struct cn_tls *t, const char *buf, size_t len)
 int cn_pbs_open_session(struct cn_pbs *p, const char *protocol, const char *path,
 			const char *query, struct cn_h2 **out)
 {
-	struct cn_tls_pin pin = p->pin;
+	struct cn_tls_pin pin;
 	struct cn_tls *tls = NULL;
 	struct cn_pbs_http_head head;
 	uint8_t *buf = NULL;
@@ -538,6 +563,11 @@ int cn_pbs_open_session(struct cn_pbs *p, const char *protocol, const char *path
 	char *req = NULL;
 	int r, hl = 0;
 
+	/* curl's verify callback writes p->pin under the lock (REST calls on
+	 * other threads): copy it there too. */
+	pthread_mutex_lock(&p->mu);
+	pin = p->pin;
+	pthread_mutex_unlock(&p->mu);
 	r = cn_tls_connect(p->repo.connect_host, p->repo.port, &pin, &p->copts, &tls);
 	if (r < 0)
 		return r;

@@ -213,17 +213,25 @@ int cn_pbs_repo_format(const struct cn_pbs_repo *r, char *out, size_t out_size)
 	return 0;
 }
 
-/* Keeps only the first line of a malloc'd secret. */
+/* Keeps only the first line of a malloc'd secret; the rest is wiped
+ * (cn_pbs_secret_free clears only up to the terminator). */
 static char *first_line(char *s)
 {
-	s[strcspn(s, "\r\n")] = '\0';
+	size_t keep = strcspn(s, "\r\n");
+	explicit_bzero(s + keep, strlen(s + keep));
 	return s;
 }
+
+#define SECRET_READ_MAX 65536
 
 static int read_secret_fd(int fd, char **out)
 {
 	struct cn_buf b = {0};
 	char tmp[512];
+	/* All the room up front: a growing buffer would leave copies of the
+	 * secret in freed memory, and a failed append must not truncate it. */
+	if (cn_buf_reserve(&b, SECRET_READ_MAX + sizeof(tmp) + 1) < 0)
+		return -ENOMEM;
 	for (;;) {
 		ssize_t n = read(fd, tmp, sizeof(tmp));
 		if (n < 0 && errno == EINTR)
@@ -236,17 +244,14 @@ static int read_secret_fd(int fd, char **out)
 			cn_buf_free(&b);
 			return e;
 		}
-		if (n == 0 || cn_buf_append(&b, tmp, (size_t)n) < 0 || memchr(tmp, '\n', (size_t)n) ||
-		    b.len > 65536)
+		if (n == 0)
+			break;
+		cn_buf_append(&b, tmp, (size_t)n); /* cannot fail: reserved */
+		if (memchr(tmp, '\n', (size_t)n) || b.len > SECRET_READ_MAX)
 			break;
 	}
 	explicit_bzero(tmp, sizeof(tmp));
-	if (cn_buf_append(&b, "", 1) < 0) {
-		if (b.data)
-			explicit_bzero(b.data, b.cap);
-		cn_buf_free(&b);
-		return -ENOMEM;
-	}
+	cn_buf_append(&b, "", 1);
 	*out = first_line((char *)b.data);
 	return 0;
 }

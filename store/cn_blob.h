@@ -96,6 +96,7 @@ int cn_blob_encode_ctx(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
  * bytes. Plaintext larger than CN_CHUNK_MAX_SIZE: -EFBIG. */
 int cn_blob_encode_chunk(const uint8_t *data, size_t len, const struct cn_crypt_config *crypt,
 			 int compress, struct cn_chunk **out);
+/* The same with a reusable context (ctx may be NULL; one thread at a time). */
 int cn_blob_encode_chunk_ctx(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
 			     const struct cn_crypt_config *crypt, int compress,
 			     struct cn_chunk **out);
@@ -107,6 +108,7 @@ int cn_blob_encode_chunk_ctx(struct cn_blob_ctx *ctx, const uint8_t *data, size_
  * On failure out keeps its previous length. */
 int cn_blob_decode(const uint8_t *blob, size_t len, const struct cn_crypt_config *crypt,
 		   const uint8_t *expected_digest, struct cn_buf *out);
+/* The same with a reusable context (ctx may be NULL; one thread at a time). */
 int cn_blob_decode_ctx(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		       const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 		       struct cn_buf *out);

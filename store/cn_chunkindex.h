@@ -43,6 +43,7 @@ struct cn_chunkindex_entry {
  * created anew (empty: every prefix then needs a rescan). *out is the
  * caller's, freed with cn_chunkindex_close(). 0 or a negative code. */
 int cn_chunkindex_open(const char *path, struct cn_chunkindex **out);
+/* Closes the index and frees ci (no transaction may be open). NULL is ok. */
 void cn_chunkindex_close(struct cn_chunkindex *ci);
 
 /* 1 if the digest is listed (and *size set when size != NULL), 0 if not,

@@ -702,6 +702,7 @@ struct cn_ds_snapshot {
 	char group[PATH_MAX];
 	char tmp_name[64];
 	int group_fd; /* flocked */
+	int store_lock_fd; /* <root>/.lock, shared (PBS's ProcessLocker) */
 	int tmp_fd;
 	int have_manifest;
 	struct writer_reg reg;
@@ -724,9 +725,35 @@ static int lock_dir(const char *path, int how, int *fd_out, const char *what)
 	return 0;
 }
 
+/* Takes a shared lock on <root>/.lock as upstream's backup writers do
+ * (ProcessLocker::try_shared_lock: a non-blocking fcntl read lock on the
+ * whole file). A Proxmox Backup Server on the same datastore then refuses
+ * to start a GC while we write: it knows nothing of our writers' age. The
+ * lock is an OFD lock, so several writers of one process hold it side by
+ * side; it conflicts with PBS's POSIX locks all the same. */
+static int lock_store_shared(struct cn_datastore *ds, int *fd_out)
+{
+	int fd = openat(ds->root_fd, ".lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s/.lock", ds->root);
+	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+		int e = errno;
+		close(fd);
+		if (e == EAGAIN || e == EACCES)
+			return cn_error_set(-CN_E_LOCKED, "datastore %s is locked exclusively "
+					    "(garbage collection of another process running?)", ds->root);
+		return cn_error_sys(-e, "lock %s/.lock", ds->root);
+	}
+	*fd_out = fd;
+	return 0;
+}
+
 static void snapshot_free(struct cn_ds_snapshot *w)
 {
 	writer_unregister(&w->reg);
+	if (w->store_lock_fd >= 0)
+		close(w->store_lock_fd);
 	if (w->tmp_fd >= 0)
 		close(w->tmp_fd);
 	if (w->group_fd >= 0)
@@ -749,7 +776,7 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 		return cn_error_set(-ENOMEM, "out of memory");
 	w->ds = ds;
 	w->id = *id;
-	w->group_fd = w->tmp_fd = w->reg.fd = -1;
+	w->group_fd = w->store_lock_fd = w->tmp_fd = w->reg.fd = -1;
 	if ((r = group_dir(ds, id, w->group, sizeof(w->group))) < 0 ||
 	    (r = cn_mkdir_p(w->group, 0755)) < 0)
 		goto fail;
@@ -770,7 +797,7 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 			break;
 		usleep(10000);
 	}
-	if (r < 0)
+	if (r < 0 || (r = lock_store_shared(ds, &w->store_lock_fd)) < 0)
 		goto fail;
 	struct cn_snapshot_id prev;
 	r = cn_datastore_previous_snapshot(ds, id, INT64_MAX, &prev);
@@ -810,7 +837,43 @@ fail:
 	return r;
 }
 
-/* Refreshes every chunk an index references; -ENOENT names a missing one. */
+/* Refreshes a chunk an index references and checks that it holds data.
+ * The LMDB index can list a chunk whose content a crash lost (renamed into
+ * place, not yet synced: an empty file under a directory mtime the index
+ * still matches), and has_chunk() trusts it, so a backup would skip the
+ * chunk and publish a snapshot that cannot be restored. Such a chunk is
+ * dropped from the index (its prefix is rescanned at the next open; the
+ * next insert replaces the empty file) and the snapshot refused. */
+static int touch_referenced(struct cn_datastore *ds, const uint8_t digest[32], const char *name)
+{
+	char rel[70], hex[65];
+	struct stat st;
+	uint16_t prefix = cn_ds_prefix(digest);
+	chunk_rel(digest, rel);
+	int r = cn_ds_lock_prefix(ds, prefix);
+	if (r < 0)
+		return r;
+	r = touch_locked(ds, rel, -1);
+	if (r == 0 && fstatat(ds->chunks_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = errno == ENOENT ? -ENOENT : cn_error_sys(-errno, "stat chunk %s", rel);
+	int empty = r == 0 && st.st_size == 0;
+	if (empty && cn_chunkindex_remove(ds->index, prefix, (const uint8_t (*)[32])digest, 1,
+					  NULL) < 0)
+		cn_log_warning("chunk index not updated: %s", cn_error_message());
+	cn_ds_unlock_prefix(ds, prefix);
+	cn_hex_encode(digest, 32, hex);
+	if (r == -ENOENT)
+		return cn_error_set(-ENOENT, "chunk %s referenced by %s is not in the datastore "
+				    "(removed by garbage collection meanwhile?)", hex, name);
+	if (empty)
+		return cn_error_set(-CN_E_TRUNCATED, "chunk %s referenced by %s is an empty file "
+				    "(content lost in a crash?); dropped from the chunk index, the "
+				    "next backup writes it again", hex, name);
+	return r;
+}
+
+/* Refreshes every chunk an index references; -ENOENT names a missing one,
+ * -CN_E_TRUNCATED an empty one. */
 static int touch_index_chunks(struct cn_datastore *ds, const char *name, const uint8_t *data,
 			      size_t len)
 {
@@ -819,16 +882,8 @@ static int touch_index_chunks(struct cn_datastore *ds, const char *name, const u
 	if (r < 0)
 		return cn_error_prefix(r, "index %s", name);
 	size_t n = cn_index_count(idx);
-	for (size_t i = 0; i < n && r == 0; i++) {
-		const uint8_t *d = cn_index_digest(idx, i);
-		r = cn_ds_touch(ds, d, -1);
-		if (r == -ENOENT) {
-			char hex[65];
-			cn_hex_encode(d, 32, hex);
-			r = cn_error_set(-ENOENT, "chunk %s referenced by %s is not in the datastore "
-					 "(removed by garbage collection meanwhile?)", hex, name);
-		}
-	}
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = touch_referenced(ds, cn_index_digest(idx, i), name);
 	cn_index_free(idx);
 	return r;
 }

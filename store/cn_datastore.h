@@ -1,7 +1,10 @@
 /* cn_datastore — a local datastore in the exact PBS on-disk layout
  * (upstream pbs-datastore/src/{chunk_store,datastore,backup_info}.rs):
  *
- *   <root>/.lock                   empty (PBS's process lock file)
+ *   <root>/.lock                   empty; PBS's ProcessLocker file: a snapshot
+ *                                  writer holds a shared fcntl lock on it, as
+ *                                  upstream's writers do, so a PBS GC (which
+ *                                  needs it exclusively) never runs meanwhile
  *   <root>/.chunks/0000..ffff/     65536 dirs, all made at create time
  *          XXXX/<64 hex digest>    one DataBlob per chunk
  *          XXXX/<digest>.<n>.bad   quarantined by verify (as upstream)
@@ -24,8 +27,10 @@
  *    lock on .cairn/chunks.lock (between processes and handles) plus a
  *    striped mutex (between threads of one handle). Locks are taken in the
  *    order prefix lock -> LMDB write lock.
- *  - A snapshot writer holds the group directory's flock (as upstream) and
- *    registers its start time in .cairn/writers/ for GC.
+ *  - A snapshot writer holds the group directory's flock (as upstream), a
+ *    shared lock on <root>/.lock (begin fails with -CN_E_LOCKED while
+ *    another process holds it exclusively), and registers its start time in
+ *    .cairn/writers/ for GC.
  *  - GC never removes a chunk whose atime is newer than
  *    min(gc start - 24h, oldest writer start) - 5 min (upstream's rule).
  *    Writers refresh the atime of every chunk they insert again and, when an
@@ -79,6 +84,8 @@ void cn_datastore_opts_init(struct cn_datastore_opts *opts);
  * caller's, closed with cn_datastore_close(). */
 int cn_datastore_open(const char *path, int create, const struct cn_datastore_opts *opts,
 		      struct cn_datastore **out);
+/* Closes the datastore and frees ds (NULL is ok). Snapshot writers of ds
+ * must be published or aborted first; no chunk call may be running. */
 void cn_datastore_close(struct cn_datastore *ds);
 
 /* The datastore root path (borrowed). */
@@ -128,7 +135,9 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds);
 
 /* Starts a snapshot: validates id, creates the group (namespace dirs,
  * "owner"), takes the group lock (flock on the group dir; -CN_E_LOCKED
- * when another backup still holds it after about a second), checks that id->time is newer
+ * when another backup still holds it after about a second), takes the
+ * shared lock on <root>/.lock (-CN_E_LOCKED while a PBS GC holds it),
+ * checks that id->time is newer
  * than the group's last finished snapshot (-EEXIST otherwise) and creates
  * the temporary directory. *out is the caller's: finish with _publish or
  * _abort (both free it). */
@@ -137,7 +146,9 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 
 /* Writes one file of the snapshot (name: *.didx, *.fidx, *.blob, not yet
  * written). An index file is parsed and every chunk it references must be
- * present (their atime is refreshed): -ENOENT names the missing chunk. */
+ * present (their atime is refreshed): -ENOENT names the missing chunk,
+ * -CN_E_TRUNCATED an empty chunk file (a crash lost its content; it is
+ * dropped from the chunk index so that the next backup writes it again). */
 int cn_datastore_snapshot_write_file(struct cn_ds_snapshot *w, const char *name,
 				     const uint8_t *data, size_t len);
 

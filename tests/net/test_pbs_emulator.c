@@ -6,7 +6,6 @@
  * wrong token or password, unreachable server, server killed, garbage,
  * reset streams and GOAWAY mid-upload, garbage upgrade and REST answers,
  * and abort. Each case starts its own emulator on loopback. */
-#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -25,6 +24,7 @@
 #include "net/cn_pbs_source.h"
 #include "net/cn_pbs_target.h"
 #include "tests/net/pbs_emu.h"
+#include "../unit/cn_test.h"
 
 #define TOKEN_ID PBS_EMU_TOKEN_ID
 #define TOKEN_SECRET PBS_EMU_TOKEN_SECRET
@@ -791,9 +791,5 @@ int main(void)
 	CASE(test_abort);
 	CASE(test_two_targets_one_dies);
 	CASE(test_server_hangs);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return cn_test_run_suite(s);
 }

@@ -1,7 +1,6 @@
 /* DataBlob, CRC-32 and crypt primitives: known answers (spec and vectors
  * made independently with Python's zlib/zstandard/cryptography), round
  * trips of every variant, and every corruption and truncation class. */
-#include <check.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include "store/cn_blob.h"
 #include "store/cn_crc32.h"
 #include "store/cn_crypt.h"
+#include "cn_test.h"
 
 static uint8_t *unhex(const char *hex, size_t *len)
 {
@@ -620,29 +620,19 @@ START_TEST(test_gcm_primitives)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("blob");
-	TCase *tc = tcase_create("blob");
-	tcase_add_test(tc, test_crc32);
-	tcase_add_test(tc, test_magics_derivation);
-	tcase_add_test(tc, test_plain_known_answer);
-	tcase_add_test(tc, test_zstd_known_answer);
-	tcase_add_test(tc, test_crypt_known_answer);
-	tcase_add_test(tc, test_hmac_known_answer);
-	tcase_add_test(tc, test_roundtrip_all_variants);
-	tcase_add_test(tc, test_encode_chunk);
-	tcase_add_test(tc, test_verify_chunk);
-	tcase_add_test(tc, test_size_limits);
-	tcase_add_test(tc, test_concatenated_frames);
-	tcase_add_test(tc, test_bit_flips);
-	tcase_add_test(tc, test_truncation);
-	tcase_add_test(tc, test_probe);
-	tcase_add_test(tc, test_gcm_primitives);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("blob", "blob", 0,
+	     test_crc32,
+	     test_magics_derivation,
+	     test_plain_known_answer,
+	     test_zstd_known_answer,
+	     test_crypt_known_answer,
+	     test_hmac_known_answer,
+	     test_roundtrip_all_variants,
+	     test_encode_chunk,
+	     test_verify_chunk,
+	     test_size_limits,
+	     test_concatenated_frames,
+	     test_bit_flips,
+	     test_truncation,
+	     test_probe,
+	     test_gcm_primitives)

@@ -2,7 +2,6 @@
  * were derived by running upstream's chunker.rs; tests/chunker_ref.py
  * re-derives them from the algorithm as written), every fast path against
  * the portable reference, streaming with random splits, and bad input. */
-#include <check.h>
 #include <dirent.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include "chunker/cn_chunker_impl.h"
 #include "common/cn_error.h"
 #include "common/cn_util.h"
+#include "cn_test.h"
 
 #define MiB (1024u * 1024u)
 #define KiB 1024u
@@ -567,9 +567,5 @@ static Suite *chunker_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(chunker_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return cn_test_run_suite(chunker_suite());
 }

@@ -1,4 +1,3 @@
-#include <check.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include "common/cn_error.h"
 #include "common/cn_snapshot.h"
 #include "common/cn_util.h"
+#include "cn_test.h"
 
 START_TEST(test_hex_roundtrip)
 {
@@ -130,20 +130,10 @@ START_TEST(test_chunk_refcount)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("common");
-	TCase *tc = tcase_create("core");
-	tcase_add_test(tc, test_hex_roundtrip);
-	tcase_add_test(tc, test_error_prefix);
-	tcase_add_test(tc, test_atomic_write);
-	tcase_add_test(tc, test_buf_and_le);
-	tcase_add_test(tc, test_snapshot_paths);
-	tcase_add_test(tc, test_chunk_refcount);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("common", "core", 0,
+	     test_hex_roundtrip,
+	     test_error_prefix,
+	     test_atomic_write,
+	     test_buf_and_le,
+	     test_snapshot_paths,
+	     test_chunk_refcount)

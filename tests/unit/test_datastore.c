@@ -1,7 +1,6 @@
 /* Local datastore: layout, chunk insert/read, LMDB index recovery, snapshot
  * writer, crash and ENOSPC behaviour, GC grace, verify, and backup + GC +
  * prune running concurrently in separate processes. */
-#include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -28,6 +27,7 @@
 #include "store/cn_manifest.h"
 #include "store/cn_prune.h"
 #include "store/cn_verify.h"
+#include "cn_test.h"
 
 /* ---- helpers ---- */
 
@@ -729,15 +729,18 @@ START_TEST(test_gc_grace)
 	struct timespec ts[2] = {{.tv_sec = now - 3 * 86400}, {.tv_sec = now - 3 * 86400}};
 	ck_assert_int_eq(utimensat(AT_FDCWD, bad, ts, 0), 0);
 
+	/* GC's clock pinned to the test's: a second ticking over between the
+	 * two time() calls made the cutoff check below fail now and then */
 	struct cn_gc_stats st;
-	ck_assert_int_eq(cn_datastore_gc(ds, NULL, &st), 0);
+	struct cn_gc_opts at_now = {.now = now};
+	ck_assert_int_eq(cn_datastore_gc(ds, &at_now, &st), 0);
 	ck_assert_uint_eq(st.index_files, 1);
 	ck_assert_uint_eq(st.marked_chunks, 2);
 	ck_assert_uint_eq(st.removed_chunks, 1);
 	ck_assert_uint_eq(st.removed_bad, 1);
 	ck_assert_uint_eq(st.disk_chunks, 2);    /* the marked ones */
 	ck_assert_uint_eq(st.pending_chunks, 1); /* young: kept by the grace period */
-	ck_assert_int_le(st.cutoff, now - 86400 - 300);
+	ck_assert_int_eq(st.cutoff, now - 86400 - 300);
 	ck_assert(!file_exists(p));
 	ck_assert(!file_exists(bad));
 	ck_assert_int_eq(cn_datastore_has_chunk(ds, old->digest), 0);
@@ -1144,27 +1147,111 @@ START_TEST(test_concurrent_backup_gc_prune)
 }
 END_TEST
 
-int main(void)
+/* A POSIX record lock on <root>/.lock as upstream's ProcessLocker takes it
+ * (whole file, F_SETLK): 0 or -errno. */
+static int pbs_lock(int fd, short type)
 {
-	Suite *s = suite_create("datastore");
-	TCase *tc = tcase_create("core");
-	tcase_set_timeout(tc, 600);
-	tcase_add_test(tc, test_layout_and_chunks);
-	tcase_add_test(tc, test_threads);
-	tcase_add_test(tc, test_index_recovery);
-	tcase_add_test(tc, test_snapshot_writer);
-	tcase_add_test(tc, test_kill_during_insert);
-	tcase_add_test(tc, test_enospc_injected);
-	tcase_add_test(tc, test_enospc_tmpfs);
-	tcase_add_test(tc, test_gc_grace);
-	tcase_add_test(tc, test_verify);
-	tcase_add_test(tc, test_crashed_backup);
-	tcase_add_test(tc, test_verify_encrypted);
-	tcase_add_test(tc, test_concurrent_backup_gc_prune);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	return fcntl(fd, F_SETLK, &fl) < 0 ? -errno : 0;
 }
+
+START_TEST(test_store_lock_as_upstream)
+{
+	char dir[64], root[128], p[256];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_NONE);
+	struct cn_chunk *c = make_chunk(950, 3000);
+	ck_assert_int_eq(insert(ds, c, NULL), 0);
+	snprintf(p, sizeof(p), "%s/.lock", root);
+	int fd = open(p, O_RDWR | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	struct cn_snapshot_id id = {.type = "host", .id = "locks", .time = 1700000000};
+	struct cn_ds_snapshot *w, *w2;
+
+	/* PBS's GC holds the exclusive lock: no backup may start */
+	ck_assert_int_eq(pbs_lock(fd, F_WRLCK), 0);
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), -CN_E_LOCKED);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "locked exclusively"));
+	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
+
+	/* a running writer holds the shared lock: PBS's GC cannot start, a
+	 * PBS backup writer (shared) can, and so can a second writer of ours */
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), 0);
+	int r = pbs_lock(fd, F_WRLCK);
+	ck_assert(r == -EAGAIN || r == -EACCES);
+	ck_assert_int_eq(pbs_lock(fd, F_RDLCK), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
+	struct cn_snapshot_id other = {.type = "host", .id = "other", .time = 1700000000};
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &other, &w2), 0);
+	cn_datastore_snapshot_abort(w2);
+	r = pbs_lock(fd, F_WRLCK);
+	ck_assert(r == -EAGAIN || r == -EACCES);
+
+	/* published (or aborted): the lock is gone */
+	ck_assert_int_eq(write_snapshot_w(w, &id, &c, 1), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_WRLCK), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
+	close(fd);
+	cn_datastore_close(ds);
+	cn_chunk_unref(c);
+	rm_rf(dir);
+}
+END_TEST
+
+/* A crash can leave a chunk renamed into place but empty while the LMDB
+ * index still lists it (the directory mtime it recorded did not change):
+ * has_chunk() then says yes and a backup skips the chunk. The snapshot
+ * referencing it must be refused and the chunk written again next time. */
+START_TEST(test_empty_chunk_after_crash)
+{
+	char dir[64], root[128], p[4096];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_FILESYSTEM);
+	struct cn_chunk *c = make_chunk(960, 7000);
+	ck_assert_int_eq(insert(ds, c, NULL), 0);
+	chunk_file(ds, c->digest, p, sizeof(p));
+	ck_assert_int_eq(truncate(p, 0), 0);
+	ck_assert_int_eq(cn_datastore_has_chunk(ds, c->digest), 1); /* the premise */
+
+	struct cn_snapshot_id id = {.type = "host", .id = "crashy", .time = 1700000000};
+	struct cn_ds_snapshot *w;
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), 0);
+	ck_assert_int_eq(write_snapshot_w(w, &id, &c, 1), -CN_E_TRUNCATED);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "empty"));
+	struct cn_ds_snapshot_info *list;
+	size_t n;
+	ck_assert_int_eq(cn_datastore_list_snapshots(ds, &id, 0, &list, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(list);
+
+	/* the next backup asks, writes the chunk again and publishes */
+	ck_assert_int_eq(cn_datastore_has_chunk(ds, c->digest), 0);
+	int was_new = 0;
+	ck_assert_int_eq(insert(ds, c, &was_new), 0);
+	ck_assert_int_eq(was_new, 1);
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id, &w), 0);
+	ck_assert_int_eq(write_snapshot_w(w, &id, &c, 1), 0);
+	struct cn_buf b = {0};
+	ck_assert_int_eq(cn_datastore_read_chunk(ds, c->digest, &b), 0);
+	ck_assert_uint_eq(b.len, c->len);
+	ck_assert_mem_eq(b.data, c->data, c->len);
+	cn_buf_free(&b);
+	cn_datastore_close(ds);
+	cn_chunk_unref(c);
+	rm_rf(dir);
+}
+END_TEST
+
+CN_TEST_MAIN("datastore", "core", 600,
+	     test_layout_and_chunks,
+	     test_threads,
+	     test_index_recovery,
+	     test_snapshot_writer,
+	     test_kill_during_insert,
+	     test_enospc_injected,
+	     test_enospc_tmpfs,
+	     test_gc_grace,
+	     test_verify,
+	     test_crashed_backup,
+	     test_verify_encrypted,
+	     test_concurrent_backup_gc_prune,
+	     test_store_lock_as_upstream,
+	     test_empty_chunk_after_crash)

@@ -1,8 +1,8 @@
-#include <check.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cn_digest_set.h"
+#include "cn_test.h"
 
 static void make_digest(uint32_t i, uint8_t d[32])
 {
@@ -54,16 +54,6 @@ START_TEST(test_zero_digest)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("digest_set");
-	TCase *tc = tcase_create("core");
-	tcase_add_test(tc, test_add_get_grow);
-	tcase_add_test(tc, test_zero_digest);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("digest_set", "core", 0,
+	     test_add_get_grow,
+	     test_zero_digest)

@@ -1,7 +1,6 @@
 /* .didx/.fidx: known answers (files built independently in Python from
  * the spec), writer/reader round trips, incremental checksum, and every
  * rejection class of the reader. */
-#include <check.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include "common/cn_error.h"
 #include "common/cn_util.h"
 #include "store/cn_index.h"
+#include "cn_test.h"
 
 static void digest_of(int i, uint8_t d[32])
 {
@@ -311,20 +311,10 @@ START_TEST(test_reader_rejects)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("index");
-	TCase *tc = tcase_create("index");
-	tcase_add_test(tc, test_didx_known_answer);
-	tcase_add_test(tc, test_fidx_known_answer);
-	tcase_add_test(tc, test_writer_rules);
-	tcase_add_test(tc, test_roundtrip_and_csum);
-	tcase_add_test(tc, test_empty_dynamic);
-	tcase_add_test(tc, test_reader_rejects);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("index", "index", 0,
+	     test_didx_known_answer,
+	     test_fidx_known_answer,
+	     test_writer_rules,
+	     test_roundtrip_and_csum,
+	     test_empty_dynamic,
+	     test_reader_rejects)

@@ -1,7 +1,6 @@
 /* Key files: files made by an independent Python implementation of
  * upstream's KeyConfig (scrypt, PBKDF2, none) are read; created files have
  * upstream's shape and read back; every failure has its code. */
-#include <check.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -16,6 +15,7 @@
 #include "common/cn_util.h"
 #include "store/cn_crypt.h"
 #include "store/cn_keyfile.h"
+#include "cn_test.h"
 
 static const char *kf_scrypt =
 	"{\"kdf\":{\"Scrypt\":{\"n\":65536,\"r\":8,\"p\":1,\"salt\":\"paWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaU=\"}},"
@@ -313,21 +313,10 @@ START_TEST(test_rsa_master_key)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("keyfile");
-	TCase *tc = tcase_create("keyfile");
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, test_read_upstream_shaped);
-	tcase_add_test(tc, test_spec_fingerprint_vector);
-	tcase_add_test(tc, test_create_roundtrip);
-	tcase_add_test(tc, test_malformed);
-	tcase_add_test(tc, test_save_and_load);
-	tcase_add_test(tc, test_rsa_master_key);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("keyfile", "keyfile", 120,
+	     test_read_upstream_shaped,
+	     test_spec_fingerprint_vector,
+	     test_create_roundtrip,
+	     test_malformed,
+	     test_save_and_load,
+	     test_rsa_master_key)

@@ -1,7 +1,6 @@
 /* Manifest: upstream's signature test vector (manifest.rs), the exact
  * serde_json pretty text, blob round trips, and every verification
  * failure. */
-#include <check.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "store/cn_blob.h"
 #include "store/cn_crypt.h"
 #include "store/cn_manifest.h"
+#include "cn_test.h"
 
 static const char *expected_pretty =
 	"{\n"
@@ -302,19 +302,8 @@ START_TEST(test_blob_roundtrip_and_escaping)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("manifest");
-	TCase *tc = tcase_create("manifest");
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, test_upstream_signature_vector);
-	tcase_add_test(tc, test_signature_failures);
-	tcase_add_test(tc, test_shape_checks);
-	tcase_add_test(tc, test_blob_roundtrip_and_escaping);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("manifest", "manifest", 120,
+	     test_upstream_signature_vector,
+	     test_signature_failures,
+	     test_shape_checks,
+	     test_blob_roundtrip_and_escaping)

@@ -1,6 +1,5 @@
 /* Repository strings, secrets from the environment, fingerprints, and the
  * pure reply parsers of the PBS client. */
-#include <check.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "net/cn_pbs.h"
 #include "net/cn_pbs_http.h"
 #include "net/cn_pbs_repo.h"
+#include "cn_test.h"
 
 START_TEST(test_repo_store_only)
 {
@@ -126,6 +126,22 @@ START_TEST(test_secret_env)
 	setenv("PBS_PASSWORD_FILE", path, 1);
 	ck_assert_int_eq(cn_pbs_secret_from_env(&s), 0);
 	ck_assert_str_eq(s, "file-secret");
+	/* the lines after the first are not left behind in memory */
+	for (size_t i = 11; i < 24; i++)
+		ck_assert_int_eq(s[i], 0);
+	cn_pbs_secret_free(s);
+
+	/* a long one-line secret comes back whole */
+	char long_secret[3001];
+	for (size_t i = 0; i < 3000; i++)
+		long_secret[i] = (char)('a' + i % 26);
+	long_secret[3000] = '\0';
+	fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, long_secret, 3000), 3000);
+	close(fd);
+	ck_assert_int_eq(cn_pbs_secret_from_env(&s), 0);
+	ck_assert_str_eq(s, long_secret);
 	cn_pbs_secret_free(s);
 
 	/* FD wins over FILE */
@@ -145,6 +161,8 @@ START_TEST(test_secret_env)
 	setenv("PBS_PASSWORD", "env-secret\r\nignored", 1);
 	ck_assert_int_eq(cn_pbs_secret_from_env(&s), 0);
 	ck_assert_str_eq(s, "env-secret");
+	for (size_t i = 10; i < 19; i++)
+		ck_assert_int_eq(s[i], 0);
 	cn_pbs_secret_free(s);
 
 	unsetenv("PBS_PASSWORD");
@@ -296,26 +314,16 @@ START_TEST(test_parse_lists)
 }
 END_TEST
 
-int main(void)
-{
-	Suite *s = suite_create("pbs_repo");
-	TCase *tc = tcase_create("core");
-	tcase_add_test(tc, test_repo_store_only);
-	tcase_add_test(tc, test_repo_full_token);
-	tcase_add_test(tc, test_repo_user_host);
-	tcase_add_test(tc, test_repo_ipv6);
-	tcase_add_test(tc, test_repo_invalid);
-	tcase_add_test(tc, test_repo_env);
-	tcase_add_test(tc, test_secret_env);
-	tcase_add_test(tc, test_fingerprint);
-	tcase_add_test(tc, test_credential_encoding);
-	tcase_add_test(tc, test_http_head);
-	tcase_add_test(tc, test_reply_data);
-	tcase_add_test(tc, test_parse_lists);
-	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CN_TEST_MAIN("pbs_repo", "core", 0,
+	     test_repo_store_only,
+	     test_repo_full_token,
+	     test_repo_user_host,
+	     test_repo_ipv6,
+	     test_repo_invalid,
+	     test_repo_env,
+	     test_secret_env,
+	     test_fingerprint,
+	     test_credential_encoding,
+	     test_http_head,
+	     test_reply_data,
+	     test_parse_lists)

@@ -1,7 +1,6 @@
 /* Prune selection: the cases of upstream tests/prune.rs (proxmox-backup
  * 3.2.4) as a table, plus unfinished snapshots, ISO week years and the
  * group-level application with dry-run and protection. */
-#include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include "common/cn_snapshot.h"
 #include "store/cn_datastore.h"
 #include "store/cn_prune.h"
+#include "cn_test.h"
 
 #define MAXN 16
 
@@ -233,9 +233,5 @@ int main(void)
 	tcase_add_test(tc, test_prune_marks);
 	tcase_add_test(tc, test_prune_group);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return cn_test_run_suite(s);
 }

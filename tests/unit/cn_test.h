@@ -1,0 +1,47 @@
+/* Shared scaffolding of the check-based test programs: the suite runner
+ * and a main() for the common shape (one suite, one case). */
+#ifndef CN_TEST_H
+#define CN_TEST_H
+
+#include <check.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+/* Runs every case of suite s (the runner takes it over and frees it) and
+ * returns the exit status for main(): EXIT_SUCCESS when no test failed. */
+static inline int cn_test_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* A new suite named suite with one case named tcase holding tests[0..n)
+ * (in order), each with timeout_s seconds (0: check's default). The caller
+ * owns the suite until it hands it to cn_test_run_suite(). */
+static inline Suite *cn_test_suite(const char *suite, const char *tcase, int timeout_s,
+				   const TTest *const *tests, size_t n)
+{
+	Suite *s = suite_create(suite);
+	TCase *tc = tcase_create(tcase);
+	if (timeout_s > 0)
+		tcase_set_timeout(tc, timeout_s);
+	for (size_t i = 0; i < n; i++)
+		tcase_add_test(tc, tests[i]);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+/* Defines main(): runs the START_TEST functions given after timeout_s as
+ * one case tcase of suite suite (see cn_test_suite). */
+#define CN_TEST_MAIN(suite, tcase, timeout_s, ...)                                               \
+	int main(void)                                                                           \
+	{                                                                                        \
+		const TTest *const cn_tests_[] = {__VA_ARGS__};                                  \
+		return cn_test_run_suite(cn_test_suite(suite, tcase, timeout_s, cn_tests_,       \
+						       sizeof(cn_tests_) / sizeof(cn_tests_[0]))); \
+	}
+
+#endif
