@@ -1,0 +1,265 @@
+/* cairn pxar — standalone pxar archives, like upstream's `pxar` tool:
+ *   cairn pxar create ARCHIVE.pxar DIR [--exclude PAT]...
+ *   cairn pxar extract ARCHIVE.pxar DIR [PATTERN]
+ *   cairn pxar list ARCHIVE.pxar [PATH]
+ * No datastore is involved. */
+#include "cli/cli.h"
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+#include "common/cn_util.h"
+#include "engine/cn_pxar_decoder.h"
+#include "engine/cn_pxar_extract.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void help_main(FILE *f)
+{
+	fprintf(f, "Usage: cairn pxar SUBCOMMAND ...\n\n"
+		   "Create, extract and list standalone pxar archives (no datastore).\n\n"
+		   "Subcommands:\n"
+		   "  create ARCHIVE.pxar DIR [--exclude PAT]...   archive a directory tree\n"
+		   "  extract ARCHIVE.pxar DIR [PATTERN]           restore into DIR\n"
+		   "  list ARCHIVE.pxar [PATH]                     list entries\n\n"
+		   "Run 'cairn pxar SUBCOMMAND --help' for options.\n");
+}
+
+static void help_extract(FILE *f)
+{
+	fprintf(f, "Usage: cairn pxar extract [OPTIONS] ARCHIVE.pxar DIR [PATTERN]\n\n"
+		   "Restores the archive into DIR (created if missing). PATTERN selects what\n"
+		   "to restore: a path in the archive (a file or a whole subtree, found\n"
+		   "through the goodbye tables without reading the rest), or a glob pattern\n"
+		   "(* ? [..]) matched against every path; a pattern without '/' also matches\n"
+		   "names at any depth. Entries keep their archive path below DIR.\n"
+		   "Nothing is written outside DIR; existing files are not replaced\n"
+		   "unless --overwrite is given.\n\n"
+		   "Options:\n"
+		   "  --overwrite            replace existing files, symlinks, hardlinks\n"
+		   "  --allow-existing-dirs  extract into directories that already exist\n"
+		   "  --strict               stop at the first error\n"
+		   "  --no-owner             do not restore owners (always off unless root)\n"
+		   "  --no-xattrs, --no-acls, --no-fcaps\n"
+		   "  --no-device-nodes, --no-fifos, --no-sockets\n"
+		   "  --payload-input FILE   payload stream (.ppxar) of a split archive\n"
+		   "  -h, --help\n\n"
+		   "Exit codes: 0 ok, 1 failure, 2 usage, 3 some entries failed.\n");
+}
+
+static void help_list(FILE *f)
+{
+	fprintf(f, "Usage: cairn pxar list [OPTIONS] ARCHIVE.pxar [PATH]\n\n"
+		   "Lists the entries of the archive (or of PATH and below) in archive order,\n"
+		   "one quoted path per line, or with -v/--verbose in `pxar list` long form:\n"
+		   "mode, uid/gid, mtime, size (major,minor for devices), path, link target.\n\n"
+		   "Options:\n"
+		   "  -v, --verbose          long listing\n"
+		   "  --payload-input FILE   payload stream (.ppxar) of a split archive\n"
+		   "  -h, --help\n");
+}
+
+/* An open archive (and optional payload stream). */
+struct archive {
+	int fd, pfd;
+	struct cn_pxar_input in, payload;
+};
+
+static int archive_open(struct archive *a, const char *path, const char *payload)
+{
+	a->fd = a->pfd = -1;
+	a->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (a->fd < 0)
+		return cn_error_sys(-errno, "cannot open '%s'", path);
+	int rc = cn_pxar_input_fd(&a->in, a->fd);
+	if (rc < 0)
+		return cn_error_prefix(rc, "'%s'", path);
+	if (payload) {
+		a->pfd = open(payload, O_RDONLY | O_CLOEXEC);
+		if (a->pfd < 0)
+			return cn_error_sys(-errno, "cannot open '%s'", payload);
+		rc = cn_pxar_input_fd(&a->payload, a->pfd);
+		if (rc < 0)
+			return cn_error_prefix(rc, "'%s'", payload);
+	}
+	return 0;
+}
+
+static void archive_close(struct archive *a)
+{
+	if (a->fd >= 0)
+		close(a->fd);
+	if (a->pfd >= 0)
+		close(a->pfd);
+}
+
+/* Prints a path quoted like Rust's {:?} does for the common cases. */
+static void print_quoted(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else if (*p == '\t')
+			fputs("\\t", f);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\x%02x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+struct list_ctx {
+	int verbose;
+};
+
+static int list_one(void *ctx, const struct cn_pxar_entry *e)
+{
+	struct list_ctx *c = ctx;
+	if (c->verbose) {
+		char line[8192 + 256];
+		cn_pxar_format_entry(e, line, sizeof(line));
+		puts(line);
+	} else {
+		char *p = malloc(e->path_len + 2);
+		if (!p)
+			return cn_error_set(-ENOMEM, "out of memory");
+		p[0] = '/';
+		memcpy(p + 1, e->path, e->path_len + 1);
+		print_quoted(stdout, p);
+		putchar('\n');
+		free(p);
+	}
+	return 0;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "payload-input", required_argument, NULL, 'P' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct list_ctx c = { 0 };
+	const char *payload = NULL;
+	int o;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
+		switch (o) {
+		case 'v': c.verbose = 1; break;
+		case 'P': payload = optarg; break;
+		case 'h': help_list(stdout); return CLI_EXIT_OK;
+		default: return cli_usage_error("pxar list", "bad option");
+		}
+	}
+	if (argc - optind < 1 || argc - optind > 2)
+		return cli_usage_error("pxar list", "expected ARCHIVE.pxar [PATH]");
+	struct archive a;
+	int rc = archive_open(&a, argv[optind], payload);
+	if (rc == 0)
+		rc = cn_pxar_list(&a.in, payload ? &a.payload : NULL,
+				  argc - optind == 2 ? argv[optind + 1] : NULL, list_one, &c);
+	archive_close(&a);
+	if (fflush(stdout) != 0 && rc == 0)
+		rc = cn_error_sys(-EIO, "writing the listing");
+	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
+}
+
+static int cmd_extract(int argc, char **argv)
+{
+	enum { O_OVERWRITE = 256, O_EXISTING, O_STRICT, O_NOOWNER, O_NOXATTRS, O_NOACLS, O_NOFCAPS,
+	       O_NODEV, O_NOFIFO, O_NOSOCK, O_PAYLOAD };
+	static const struct option opts[] = {
+		{ "overwrite", no_argument, NULL, O_OVERWRITE },
+		{ "allow-existing-dirs", no_argument, NULL, O_EXISTING },
+		{ "strict", no_argument, NULL, O_STRICT },
+		{ "no-owner", no_argument, NULL, O_NOOWNER },
+		{ "no-xattrs", no_argument, NULL, O_NOXATTRS },
+		{ "no-acls", no_argument, NULL, O_NOACLS },
+		{ "no-fcaps", no_argument, NULL, O_NOFCAPS },
+		{ "no-device-nodes", no_argument, NULL, O_NODEV },
+		{ "no-fifos", no_argument, NULL, O_NOFIFO },
+		{ "no-sockets", no_argument, NULL, O_NOSOCK },
+		{ "payload-input", required_argument, NULL, O_PAYLOAD },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct cn_pxar_extract_opts xo = { 0 };
+	struct cn_pxar_extract_stats st;
+	const char *payload = NULL;
+	int o;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (o) {
+		case O_OVERWRITE: xo.overwrite = 1; break;
+		case O_EXISTING: xo.allow_existing_dirs = 1; break;
+		case O_STRICT: xo.strict = 1; break;
+		case O_NOOWNER: xo.no_owner = 1; break;
+		case O_NOXATTRS: xo.no_xattrs = 1; break;
+		case O_NOACLS: xo.no_acls = 1; break;
+		case O_NOFCAPS: xo.no_fcaps = 1; break;
+		case O_NODEV: xo.no_devices = 1; break;
+		case O_NOFIFO: xo.no_fifos = 1; break;
+		case O_NOSOCK: xo.no_sockets = 1; break;
+		case O_PAYLOAD: payload = optarg; break;
+		case 'h': help_extract(stdout); return CLI_EXIT_OK;
+		default: return cli_usage_error("pxar extract", "bad option");
+		}
+	}
+	if (argc - optind < 2 || argc - optind > 3)
+		return cli_usage_error("pxar extract", "expected ARCHIVE.pxar DIR [PATTERN]");
+	struct archive a;
+	int rc = archive_open(&a, argv[optind], payload);
+	if (rc == 0) {
+		xo.match = argc - optind == 3 ? argv[optind + 2] : NULL;
+		xo.payload = payload ? &a.payload : NULL;
+		rc = cn_pxar_extract(&a.in, argv[optind + 1], &xo, &st);
+	}
+	archive_close(&a);
+	if (rc == 0 || (rc == -EIO && st.errors)) {
+		cn_log_info("restored %llu dirs, %llu files (%llu bytes, %llu sparse), %llu symlinks, "
+			    "%llu hardlinks, %llu devices, %llu fifos, %llu sockets",
+			    (unsigned long long)st.dirs, (unsigned long long)st.files,
+			    (unsigned long long)st.bytes, (unsigned long long)st.sparse_bytes,
+			    (unsigned long long)st.symlinks, (unsigned long long)st.hardlinks,
+			    (unsigned long long)st.devices, (unsigned long long)st.fifos,
+			    (unsigned long long)st.sockets);
+	}
+	if (rc == -EIO && st.errors) {
+		cli_error(argv[optind]);
+		return CLI_EXIT_PARTIAL;
+	}
+	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
+}
+
+static int run(int argc, char **argv)
+{
+	if (argc < 2) {
+		help_main(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		help_main(stdout);
+		return CLI_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "extract"))
+		return cmd_extract(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "list"))
+		return cmd_list(argc - 1, argv + 1);
+	fprintf(stderr, "cairn pxar: unknown subcommand '%s'\n", argv[1]);
+	help_main(stderr);
+	return CLI_EXIT_USAGE;
+}
+
+const struct cli_command cli_cmd_pxar = {
+	.name = "pxar",
+	.summary = "create, extract and list standalone pxar archives",
+	.run = run,
+};

@@ -1,0 +1,98 @@
+/* cairn — command line entry point and subcommand dispatcher.
+ *
+ * Usage: cairn [-v|-q] COMMAND [ARGS...]; `cairn --help`, `cairn COMMAND
+ * --help`. Commands are table entries (struct cli_command, cli/cli.h),
+ * one file per command: cli/cmd_<name>.c.
+ *
+ * Exit codes (enum in cli/cli.h):
+ *   0  success
+ *   1  the operation failed (the message is printed on stderr)
+ *   2  usage error (unknown command or option, missing argument)
+ *   3  finished with warnings: some entries could not be processed
+ *      (backup: unreadable or vanished files skipped, or one of several
+ *      targets failed; restore/extract: some files or metadata not restored)
+ *   4  stored data is corrupt (chunk digest/CRC, index or manifest checksum)
+ *   5  no space left on the device being written
+ *   6  locked: another backup of the same group is running
+ */
+#include "cli/cli.h"
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+extern const struct cli_command cli_cmd_backup, cli_cmd_restore, cli_cmd_list,
+	cli_cmd_snapshot, cli_cmd_verify, cli_cmd_prune, cli_cmd_gc, cli_cmd_key,
+	cli_cmd_benchmark, cli_cmd_pxar;
+
+static const struct cli_command *const commands[] = {
+	&cli_cmd_backup, &cli_cmd_restore, &cli_cmd_list, &cli_cmd_snapshot,
+	&cli_cmd_verify, &cli_cmd_prune, &cli_cmd_gc, &cli_cmd_key,
+	&cli_cmd_benchmark, &cli_cmd_pxar,
+};
+
+int cli_error(const char *context)
+{
+	const char *msg = cn_error_message();
+	if (context && *context)
+		fprintf(stderr, "cairn: %s: %s\n", context, *msg ? msg : "unknown error");
+	else
+		fprintf(stderr, "cairn: %s\n", *msg ? msg : "unknown error");
+	return CLI_EXIT_ERROR;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "cairn %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'cairn %s --help'.\n", cmd);
+	return CLI_EXIT_USAGE;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: cairn [-v|--verbose] [-q|--quiet] COMMAND [ARGS...]\n\n"
+		   "A backup engine speaking the Proxmox Backup Server formats.\n\nCommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+	fprintf(f, "\nRun 'cairn COMMAND --help' for a command's options.\n"
+		   "Exit codes: 0 success, 1 failure, 2 usage error, 3 finished with warnings\n"
+		   "(skipped files, failed entries or targets), 4 corrupt data, 5 no space\n"
+		   "left, 6 locked by another backup.\n");
+}
+
+int main(int argc, char **argv)
+{
+	enum cn_log_level level = CN_LOG_NOTICE;
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return CLI_EXIT_OK;
+		} else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
+			level = level < CN_LOG_DEBUG ? level + 1 : level;
+		} else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet")) {
+			level = CN_LOG_WARNING;
+		} else {
+			fprintf(stderr, "cairn: unknown option '%s'\n", argv[i]);
+			usage(stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	cn_log_setup(level, 0);
+	if (i >= argc) {
+		usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++)
+		if (!strcmp(argv[i], commands[c]->name))
+			return commands[c]->run(argc - i, argv + i);
+	fprintf(stderr, "cairn: unknown command '%s'\n", argv[i]);
+	usage(stderr);
+	return CLI_EXIT_USAGE;
+}

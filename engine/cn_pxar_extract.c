@@ -1,0 +1,903 @@
+/* cn_pxar_extract — see cn_pxar_extract.h. Upstream: proxmox-backup
+ * pbs-client/src/pxar/extract.rs (Extractor, extract_file with sparse_copy,
+ * extract_hardlink via linkat from the root fd), metadata.rs (apply order,
+ * apply_acls, is_valid_xattr_name), pxar-bin list.
+ *
+ * Invariant: every descriptor in the directory stack was obtained from the
+ * target directory's descriptor by openat(name, O_DIRECTORY|O_NOFOLLOW)
+ * with decoder-checked single-component names, so it is inside the target;
+ * every object is created relative to one of them.
+ */
+#include "engine/cn_pxar_extract.h"
+#include "engine/cn_pxar_format.h"
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+#include "common/cn_util.h"
+
+#include <acl/libacl.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/acl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NO_OFFSET UINT64_MAX
+#define SPARSE_BLOCK 4096u
+#define COPY_BUF (1u << 20)
+
+struct xdir {
+	char *name;               /* component (NULL for the target itself) */
+	int fd;                   /* -1 until created */
+	int matched;              /* everything below is extracted */
+	int failed;               /* creation failed: skip its subtree */
+	struct cn_pxar_range r;   /* where its metadata is (for the end) */
+	int have_range;
+};
+
+struct extractor {
+	const struct cn_pxar_input *in;
+	const struct cn_pxar_extract_opts *o;
+	struct cn_pxar_extract_opts defaults;
+	struct cn_pxar_extract_stats *st;
+	struct cn_pxar_accessor *acc;
+	struct xdir *stack;
+	size_t depth, cap;
+	int root_fd;
+	int as_root;
+	int apply_root_meta;
+	const char *pattern;      /* glob pattern, or NULL */
+	const char *select;       /* literal path selected, or NULL */
+	int pattern_has_slash;
+	uint8_t *buf;
+};
+
+/* Records a non-fatal error: logged and counted, fatal when strict. rc is
+ * the code with its message already set. */
+static int soft_error(struct extractor *x, int rc)
+{
+	if (x->o->strict)
+		return rc;
+	cn_log_error("%s", cn_error_message());
+	x->st->errors++;
+	return 0;
+}
+
+/* ---- metadata ------------------------------------------------------------------ */
+
+static int valid_xattr_name(const uint8_t *n, size_t len)
+{
+	if (len == 0 || len > 255)
+		return 0;
+	if ((len > 5 && memcmp(n, "user.", 5) == 0) || (len > 8 && memcmp(n, "trusted.", 8) == 0))
+		return 1;
+	return (len == 14 && memcmp(n, "security.NTACL", 14) == 0) ||
+	       (len == 19 && memcmp(n, "security.capability", 19) == 0);
+}
+
+static int acl_add(acl_t *acl, acl_tag_t tag, const uint64_t *qual, uint64_t perms)
+{
+	acl_entry_t ent;
+	acl_permset_t ps;
+	if (acl_create_entry(acl, &ent) < 0 || acl_set_tag_type(ent, tag) < 0)
+		return -errno;
+	if (qual) {
+		if (*qual > UINT32_MAX)
+			return -EINVAL;
+		id_t id = (id_t)*qual;
+		if (acl_set_qualifier(ent, &id) < 0)
+			return -errno;
+	}
+	if (acl_get_permset(ent, &ps) < 0 || acl_clear_perms(ps) < 0)
+		return -errno;
+	if ((perms & CN_PXAR_ACL_READ) && acl_add_perm(ps, ACL_READ) < 0)
+		return -errno;
+	if ((perms & CN_PXAR_ACL_WRITE) && acl_add_perm(ps, ACL_WRITE) < 0)
+		return -errno;
+	if ((perms & CN_PXAR_ACL_EXECUTE) && acl_add_perm(ps, ACL_EXECUTE) < 0)
+		return -errno;
+	return acl_set_permset(ent, ps) < 0 ? -errno : 0;
+}
+
+static int acl_empty(const struct cn_pxar_entry *e)
+{
+	return !e->acl_user_count && !e->acl_group_count && !e->has_acl_group_obj &&
+	       !e->has_acl_default && !e->acl_default_user_count && !e->acl_default_group_count;
+}
+
+/* apply_acls of metadata.rs: the access ACL from mode + entries, then the
+ * default ACL. */
+static int apply_acls(const struct cn_pxar_entry *e, const char *proc_path)
+{
+	uint64_t m = e->mode;
+	acl_t acl = acl_init(5);
+	int rc = 0;
+	if (!acl)
+		return cn_error_sys(-errno, "acl_init");
+	rc = acl_add(&acl, ACL_USER_OBJ, NULL, (m >> 6) & 7);
+	if (!rc)
+		rc = acl_add(&acl, ACL_OTHER, NULL, m & 7);
+	if (!rc && e->has_acl_group_obj) {
+		rc = acl_add(&acl, ACL_MASK, NULL, (m >> 3) & 7);
+		if (!rc)
+			rc = acl_add(&acl, ACL_GROUP_OBJ, NULL, e->acl_group_obj);
+	} else if (!rc) {
+		rc = acl_add(&acl, ACL_GROUP_OBJ, NULL, (m >> 3) & 7);
+		if (!rc && (e->acl_user_count || e->acl_group_count))
+			rc = acl_add(&acl, ACL_MASK, NULL, (m >> 3) & 7);
+	}
+	for (size_t i = 0; !rc && i < e->acl_user_count; i++)
+		rc = acl_add(&acl, ACL_USER, &e->acl_users[i].id, e->acl_users[i].permissions);
+	for (size_t i = 0; !rc && i < e->acl_group_count; i++)
+		rc = acl_add(&acl, ACL_GROUP, &e->acl_groups[i].id, e->acl_groups[i].permissions);
+	if (!rc && acl_valid(acl) != 0)
+		rc = -EINVAL;
+	if (!rc && acl_set_file(proc_path, ACL_TYPE_ACCESS, acl) < 0)
+		rc = -errno;
+	acl_free(acl);
+	if (rc < 0)
+		return cn_error_sys(rc, "restoring access ACL");
+	if (!e->has_acl_default)
+		return 0;
+
+	acl = acl_init(5);
+	if (!acl)
+		return cn_error_sys(-errno, "acl_init");
+	rc = acl_add(&acl, ACL_USER_OBJ, NULL, e->acl_default[0]);
+	if (!rc)
+		rc = acl_add(&acl, ACL_GROUP_OBJ, NULL, e->acl_default[1]);
+	if (!rc)
+		rc = acl_add(&acl, ACL_OTHER, NULL, e->acl_default[2]);
+	if (!rc && e->acl_default[3] != CN_PXAR_ACL_NO_MASK)
+		rc = acl_add(&acl, ACL_MASK, NULL, e->acl_default[3]);
+	for (size_t i = 0; !rc && i < e->acl_default_user_count; i++)
+		rc = acl_add(&acl, ACL_USER, &e->acl_default_users[i].id,
+			     e->acl_default_users[i].permissions);
+	for (size_t i = 0; !rc && i < e->acl_default_group_count; i++)
+		rc = acl_add(&acl, ACL_GROUP, &e->acl_default_groups[i].id,
+			     e->acl_default_groups[i].permissions);
+	if (!rc && acl_valid(acl) != 0)
+		rc = -EINVAL;
+	if (!rc && acl_set_file(proc_path, ACL_TYPE_DEFAULT, acl) < 0)
+		rc = -errno;
+	acl_free(acl);
+	if (rc < 0)
+		return cn_error_sys(rc, "restoring default ACL");
+	return 0;
+}
+
+/* Applies e's metadata to the object: fd is a descriptor of it (O_PATH is
+ * enough), or -1 for a symlink, which is addressed as (parent, name)
+ * without following. Order as upstream metadata::apply. Returns 0 or the
+ * first failure (already counted as soft error unless strict). */
+static int apply_meta(struct extractor *x, const struct cn_pxar_entry *e, const char *path,
+		      int fd, int parent, const char *name)
+{
+	char proc[64];
+	int rc;
+	int is_link = (e->mode & CN_PXAR_IFMT) == CN_PXAR_IFLNK;
+	if (fd >= 0)
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+
+	if (x->as_root && !x->o->no_owner) {
+		int r = is_link ? fchownat(parent, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW)
+				: fchownat(fd, "", e->uid, e->gid, AT_EMPTY_PATH);
+		if (r < 0 && errno != EOPNOTSUPP) {
+			rc = soft_error(x, cn_error_sys(-errno, "failed to set ownership of '%s'", path));
+			if (rc < 0)
+				return rc;
+		}
+	}
+	if (!is_link && !x->o->no_xattrs) {
+		for (size_t i = 0; i < e->xattr_count; i++) {
+			const struct cn_pxar_xattr *xa = &e->xattrs[i];
+			if (!valid_xattr_name(xa->name, xa->name_len)) {
+				cn_log_info("skipping invalid xattr named '%.*s' on '%s'",
+					    (int)xa->name_len, xa->name, path);
+				continue;
+			}
+			char nm[256];
+			memcpy(nm, xa->name, xa->name_len);
+			nm[xa->name_len] = 0;
+			if (setxattr(proc, nm, xa->value, xa->value_len, 0) < 0) {
+				if (errno == EOPNOTSUPP)
+					break;
+				rc = soft_error(x, cn_error_sys(-errno, "failed to apply extended attribute %s to '%s'",
+								nm, path));
+				if (rc < 0)
+					return rc;
+			}
+		}
+	}
+	if (!is_link && !x->o->no_fcaps && e->fcaps) {
+		if (setxattr(proc, "security.capability", e->fcaps, e->fcaps_len, 0) < 0 &&
+		    errno != EOPNOTSUPP) {
+			rc = soft_error(x, cn_error_sys(-errno, "failed to apply file capabilities to '%s'", path));
+			if (rc < 0)
+				return rc;
+		}
+	}
+	if (!is_link && !x->o->no_acls && !acl_empty(e)) {
+		rc = apply_acls(e, proc);
+		if (rc < 0 && rc != -EOPNOTSUPP) {
+			cn_error_prefix(rc, "'%s'", path);
+			rc = soft_error(x, rc);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	if (!is_link) {
+		if (chmod(proc, (mode_t)(e->mode & 07777)) < 0 && errno != EOPNOTSUPP) {
+			rc = soft_error(x, cn_error_sys(-errno, "failed to change file mode of '%s'", path));
+			if (rc < 0)
+				return rc;
+		}
+	}
+	struct timespec ts[2] = { { 0, UTIME_OMIT }, { e->mtime_sec, (long)e->mtime_nsec } };
+	int r = is_link ? utimensat(parent, name, ts, AT_SYMLINK_NOFOLLOW)
+			: utimensat(AT_FDCWD, proc, ts, 0);
+	if (r < 0 && errno != EOPNOTSUPP) {
+		rc = soft_error(x, cn_error_sys(-errno, "failed to restore mtime of '%s'", path));
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- directories ------------------------------------------------------------------ */
+
+static int push_dir(struct extractor *x, const char *name, int matched, const struct cn_pxar_range *r)
+{
+	if (x->depth == x->cap) {
+		size_t n = x->cap ? 2 * x->cap : 16;
+		struct xdir *s = realloc(x->stack, n * sizeof(*s));
+		if (!s)
+			return cn_error_set(-ENOMEM, "out of memory");
+		x->stack = s;
+		x->cap = n;
+	}
+	struct xdir *d = &x->stack[x->depth];
+	memset(d, 0, sizeof(*d));
+	d->fd = -1;
+	d->name = name ? strdup(name) : NULL;
+	if (name && !d->name)
+		return cn_error_set(-ENOMEM, "out of memory");
+	d->matched = matched;
+	if (r) {
+		d->r = *r;
+		d->have_range = 1;
+	}
+	x->depth++;
+	return 0;
+}
+
+/* Creates (or, if allowed, opens) the directory stack[i] inside its
+ * parent. */
+static int make_dir(struct extractor *x, size_t i, const char *path)
+{
+	struct xdir *d = &x->stack[i];
+	int parent = x->stack[i - 1].fd;
+	if (mkdirat(parent, d->name, 0700) < 0) {
+		if (errno != EEXIST)
+			return cn_error_sys(-errno, "failed to create directory '%s' (for '%s')", d->name, path);
+		if (!x->o->allow_existing_dirs)
+			return cn_error_set(-EEXIST, "directory '%s' (for '%s') already exists (allow existing directories to extract into it)",
+					    d->name, path);
+	}
+	d->fd = openat(parent, d->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (d->fd < 0)
+		return cn_error_sys(-errno, "failed to open directory '%s' (for '%s'; not a directory or a symlink?)",
+				    d->name, path);
+	return 0;
+}
+
+/* Makes sure every directory on the stack exists. Returns 0, 1 when a
+ * directory could not be created (its subtree is skipped), or a fatal
+ * code. */
+static int ensure_dirs(struct extractor *x, const char *path)
+{
+	for (size_t i = 1; i < x->depth; i++) {
+		if (x->stack[i].failed)
+			return 1;
+		if (x->stack[i].fd >= 0)
+			continue;
+		int rc = make_dir(x, i, path);
+		if (rc < 0) {
+			x->stack[i].failed = 1;
+			rc = soft_error(x, rc);
+			return rc < 0 ? rc : 1;
+		}
+		x->st->dirs++;
+	}
+	return 0;
+}
+
+/* Applies the metadata of the innermost directory (re-read through the
+ * accessor) and pops it. */
+static int pop_dir(struct extractor *x, const char *path)
+{
+	struct xdir *d = &x->stack[x->depth - 1];
+	int rc = 0;
+	if (d->fd >= 0 && d->have_range && (x->depth > 1 || x->apply_root_meta)) {
+		const struct cn_pxar_entry *e;
+		rc = cn_pxar_accessor_entry(x->acc, &d->r, path, &e);
+		if (rc == 0)
+			rc = apply_meta(x, e, *path ? path : ".", d->fd, -1, NULL);
+	}
+	if (x->depth > 1 && d->fd >= 0)
+		close(d->fd);
+	free(d->name);
+	x->depth--;
+	return rc;
+}
+
+/* ---- entries --------------------------------------------------------------------- */
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Writes the content of the current FILE entry to fd, leaving holes for
+ * zero blocks. */
+static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
+			const struct cn_pxar_entry *e, int fd, const char *path)
+{
+	uint64_t off = 0;
+	int seeked_last = 0;
+	while (off < e->file_size) {
+		size_t n = e->file_size - off < COPY_BUF ? (size_t)(e->file_size - off) : COPY_BUF;
+		int rc = cn_pxar_decoder_read(d, off, x->buf, n);
+		if (rc < 0)
+			return rc;
+		for (size_t b = 0; b < n; b += SPARSE_BLOCK) {
+			size_t bl = n - b < SPARSE_BLOCK ? n - b : SPARSE_BLOCK;
+			if (all_zero(x->buf + b, bl)) {
+				if (lseek(fd, (off_t)bl, SEEK_CUR) < 0)
+					return cn_error_sys(-errno, "seek in '%s'", path);
+				seeked_last = 1;
+				x->st->sparse_bytes += bl;
+			} else {
+				rc = cn_write_full(fd, x->buf + b, bl);
+				if (rc < 0)
+					return cn_error_sys(rc, "failed to write '%s'", path);
+				seeked_last = 0;
+			}
+		}
+		off += n;
+	}
+	if (seeked_last && ftruncate(fd, (off_t)e->file_size) < 0)
+		return cn_error_sys(-errno, "error setting size of '%s'", path);
+	x->st->bytes += e->file_size;
+	return 0;
+}
+
+/* Removes an existing non-directory at name when overwriting. Returns 1
+ * when something was removed (retry), 0 when not allowed. */
+static int make_room(struct extractor *x, int parent, const char *name)
+{
+	if (!x->o->overwrite)
+		return 0;
+	return unlinkat(parent, name, 0) == 0;
+}
+
+static int extract_file(struct extractor *x, struct cn_pxar_decoder *d,
+			const struct cn_pxar_entry *e, int parent, const char *name,
+			const char *path)
+{
+	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	int fd = openat(parent, name, flags, 0600);
+	if (fd < 0 && errno == EEXIST && make_room(x, parent, name))
+		fd = openat(parent, name, flags, 0600);
+	if (fd < 0)
+		return cn_error_sys(-errno, "failed to create file '%s'", path);
+	int rc = copy_content(x, d, e, fd, path);
+	if (rc == 0)
+		rc = apply_meta(x, e, path, fd, parent, name);
+	close(fd);
+	if (rc == 0)
+		x->st->files++;
+	return rc;
+}
+
+/* Opens, without following symlinks, the directory holding the last
+ * component of the archive-relative path rel (checked by the decoder),
+ * starting at the target root. *last points to that component. */
+static int walk_parent(struct extractor *x, const char *rel, const char **last)
+{
+	int fd = dup(x->root_fd);
+	if (fd < 0)
+		return cn_error_sys(-errno, "dup");
+	const char *p = rel;
+	for (;;) {
+		const char *s = strchr(p, '/');
+		if (!s)
+			break;
+		char comp[CN_PXAR_MAX_FILENAME_LEN + 1];
+		size_t n = (size_t)(s - p);
+		if (n == 0 || n > CN_PXAR_MAX_FILENAME_LEN) {
+			close(fd);
+			return cn_error_set(-CN_E_PATH, "bad hardlink target '%s'", rel);
+		}
+		memcpy(comp, p, n);
+		comp[n] = 0;
+		int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int err = errno;
+		close(fd);
+		if (nfd < 0)
+			return cn_error_sys(-err, "hardlink target '%s'", rel);
+		fd = nfd;
+		p = s + 1;
+	}
+	*last = p;
+	return fd;
+}
+
+static int extract_hardlink(struct extractor *x, const struct cn_pxar_entry *e, int parent,
+			    const char *name, const char *path)
+{
+	const char *last;
+	int tfd = walk_parent(x, e->link, &last);
+	int rc = tfd;
+	if (tfd >= 0) {
+		struct stat st;
+		if (fstatat(tfd, last, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			rc = cn_error_sys(-errno, "hardlink target '%s'", e->link);
+		else if (!S_ISREG(st.st_mode))
+			rc = cn_error_set(-CN_E_PATH, "hardlink target '%s' is not a regular file", e->link);
+		else {
+			rc = linkat(tfd, last, parent, name, 0);
+			if (rc < 0 && errno == EEXIST && make_room(x, parent, name))
+				rc = linkat(tfd, last, parent, name, 0);
+			rc = rc < 0 ? cn_error_sys(-errno, "failed to link '%s' to '%s'", path, e->link) : 0;
+		}
+		close(tfd);
+	}
+	if (rc == -ENOENT) {
+		/* The target was not extracted (outside the selection): restore
+		 * the data it points to as a file, as a single-file restore of a
+		 * hardlink does upstream. */
+		struct cn_pxar_range r;
+		struct cn_pxar_decoder *d;
+		const struct cn_pxar_entry *te;
+		rc = cn_pxar_follow_hardlink(x->acc, e, &r);
+		if (rc < 0)
+			return rc;
+		rc = cn_pxar_accessor_decoder(x->acc, &r, e->link, &d);
+		if (rc < 0)
+			return rc;
+		rc = cn_pxar_decoder_next(d, &te);
+		if (rc > 0)
+			rc = extract_file(x, d, te, parent, name, path);
+		cn_pxar_decoder_free(d);
+		return rc;
+	}
+	if (rc == 0)
+		x->st->hardlinks++;
+	return rc;
+}
+
+static int extract_symlink(struct extractor *x, const struct cn_pxar_entry *e, int parent,
+			   const char *name, const char *path)
+{
+	int r = symlinkat(e->link, parent, name);
+	if (r < 0 && errno == EEXIST && make_room(x, parent, name))
+		r = symlinkat(e->link, parent, name);
+	if (r < 0)
+		return cn_error_sys(-errno, "failed to create symlink '%s'", path);
+	x->st->symlinks++;
+	return apply_meta(x, e, path, -1, parent, name);
+}
+
+static int extract_special(struct extractor *x, const struct cn_pxar_entry *e, int parent,
+			   const char *name, const char *path)
+{
+	dev_t dev = 0;
+	if (e->kind == CN_PXAR_KIND_DEVICE) {
+		if (e->dev_major > UINT32_MAX || e->dev_minor > UINT32_MAX)
+			return cn_error_set(-CN_E_FORMAT, "device number of '%s' out of range", path);
+		dev = makedev((unsigned)e->dev_major, (unsigned)e->dev_minor);
+	}
+	int r = mknodat(parent, name, (mode_t)e->mode, dev);
+	if (r < 0 && errno == EEXIST && make_room(x, parent, name))
+		r = mknodat(parent, name, (mode_t)e->mode, dev);
+	if (r < 0)
+		return cn_error_sys(-errno, "failed to create %s '%s'",
+				    e->kind == CN_PXAR_KIND_DEVICE ? "device node" :
+				    e->kind == CN_PXAR_KIND_FIFO ? "fifo" : "socket", path);
+	int fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "failed to open '%s'", path);
+	int rc = apply_meta(x, e, path, fd, parent, name);
+	close(fd);
+	if (e->kind == CN_PXAR_KIND_DEVICE)
+		x->st->devices++;
+	else if (e->kind == CN_PXAR_KIND_FIFO)
+		x->st->fifos++;
+	else
+		x->st->sockets++;
+	return rc;
+}
+
+static int pattern_match(const struct extractor *x, const struct cn_pxar_entry *e)
+{
+	if (x->select)
+		return strcmp(e->path, x->select) == 0;
+	if (!x->pattern)
+		return 0;
+	if (fnmatch(x->pattern, e->path, FNM_PATHNAME) == 0)
+		return 1;
+	return !x->pattern_has_slash && fnmatch(x->pattern, e->name, 0) == 0;
+}
+
+/* Extracts one decoded entry. */
+static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
+			const struct cn_pxar_entry *e, int is_first)
+{
+	int rc;
+	if (e->kind == CN_PXAR_KIND_DIR_END)
+		return pop_dir(x, e->path);
+
+	int top_failed = x->stack[x->depth - 1].failed;
+	int matched = x->stack[x->depth - 1].matched || pattern_match(x, e);
+
+	if (e->kind == CN_PXAR_KIND_DIR) {
+		struct cn_pxar_range r = { e->filename_offset, e->entry_offset, 0 };
+		if (is_first && x->depth == 1 && e->path_len == 0) {
+			/* the archive root is the target directory itself */
+			x->stack[0].r.filename_offset = NO_OFFSET;
+			x->stack[0].r.entry_offset = 0;
+			x->stack[0].r.end_offset = x->in->size;
+			x->stack[0].have_range = 1;
+			return 0;
+		}
+		/* end_offset is only known at DIR_END: metadata is re-read from
+		 * an open range (the decoder reads the ENTRY part only). */
+		r.end_offset = x->in->size;
+		rc = push_dir(x, e->name, matched, &r);
+		if (rc < 0)
+			return rc;
+		if (matched && !top_failed) {
+			rc = ensure_dirs(x, e->path);
+			if (rc < 0)
+				return rc;
+		} else if (top_failed) {
+			x->stack[x->depth - 1].failed = 1;
+		}
+		return 0;
+	}
+	if (!matched)
+		return 0;
+	switch (e->kind) {
+	case CN_PXAR_KIND_DEVICE:
+		if (x->o->no_devices)
+			return 0;
+		break;
+	case CN_PXAR_KIND_FIFO:
+		if (x->o->no_fifos)
+			return 0;
+		break;
+	case CN_PXAR_KIND_SOCKET:
+		if (x->o->no_sockets)
+			return 0;
+		break;
+	default:
+		break;
+	}
+	rc = ensure_dirs(x, e->path);
+	if (rc != 0)
+		return rc < 0 ? rc : 0;
+	int parent = x->stack[x->depth - 1].fd;
+	switch (e->kind) {
+	case CN_PXAR_KIND_FILE:
+		rc = extract_file(x, d, e, parent, e->name, e->path);
+		break;
+	case CN_PXAR_KIND_SYMLINK:
+		rc = extract_symlink(x, e, parent, e->name, e->path);
+		break;
+	case CN_PXAR_KIND_HARDLINK:
+		rc = extract_hardlink(x, e, parent, e->name, e->path);
+		break;
+	default:
+		rc = extract_special(x, e, parent, e->name, e->path);
+		break;
+	}
+	if (rc < 0 && rc != -CN_E_FORMAT && rc != -CN_E_TRUNCATED && rc != -ENOMEM)
+		rc = soft_error(x, rc);
+	return rc;
+}
+
+/* The archive path of the innermost directory on the stack (malloc'd). */
+static char *join_stack(const struct extractor *x)
+{
+	size_t n = 1;
+	for (size_t i = 1; i < x->depth; i++)
+		n += strlen(x->stack[i].name) + 1;
+	char *p = malloc(n), *o = p;
+	if (!p)
+		return NULL;
+	for (size_t i = 1; i < x->depth; i++) {
+		if (o != p)
+			*o++ = '/';
+		size_t l = strlen(x->stack[i].name);
+		memcpy(o, x->stack[i].name, l);
+		o += l;
+	}
+	*o = 0;
+	return p;
+}
+
+static int has_glob(const char *s)
+{
+	return strpbrk(s, "*?[") != NULL;
+}
+
+/* Pushes the directories leading to the literal path p (each looked up
+ * through the goodbye tables) and returns the range of p itself. */
+static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range *out)
+{
+	char *buf = strdup(p);
+	if (!buf)
+		return cn_error_set(-ENOMEM, "out of memory");
+	int rc = 0;
+	for (char *s = strchr(buf, '/'); s; s = strchr(s + 1, '/')) {
+		*s = 0;
+		struct cn_pxar_range r;
+		rc = cn_pxar_lookup(x->acc, buf, &r);
+		if (rc == 0)
+			rc = cn_error_set(-ENOENT, "'%s' not found in archive", buf);
+		if (rc < 0)
+			break;
+		const char *nm = strrchr(buf, '/');
+		rc = push_dir(x, nm ? nm + 1 : buf, 0, &r);
+		*s = '/';
+		if (rc < 0)
+			break;
+	}
+	if (rc >= 0) {
+		rc = cn_pxar_lookup(x->acc, buf, out);
+		if (rc == 0)
+			rc = cn_error_set(-ENOENT, "'%s' not found in archive", buf);
+	}
+	free(buf);
+	return rc < 0 ? rc : 0;
+}
+
+/* Normalises a literal path: strips leading '/', "./" parts and trailing
+ * '/'. Returns a malloc'd copy. */
+static char *normalise(const char *p)
+{
+	size_t n = strlen(p);
+	char *out = malloc(n + 1), *o = out;
+	if (!out)
+		return NULL;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		const char *s = strchr(p, '/');
+		size_t l = s ? (size_t)(s - p) : strlen(p);
+		if (l == 0)
+			break;
+		if (!(l == 1 && p[0] == '.')) {
+			if (o != out)
+				*o++ = '/';
+			memcpy(o, p, l);
+			o += l;
+		}
+		p += l;
+	}
+	*o = 0;
+	return out;
+}
+
+int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
+		    const struct cn_pxar_extract_opts *opts,
+		    struct cn_pxar_extract_stats *stats)
+{
+	struct extractor x = { 0 };
+	struct cn_pxar_extract_stats local;
+	struct cn_pxar_decoder *d = NULL;
+	char *lit = NULL;
+	int rc;
+
+	x.in = in;
+	x.o = opts ? opts : &x.defaults;
+	x.st = stats ? stats : &local;
+	memset(x.st, 0, sizeof(*x.st));
+	x.as_root = geteuid() == 0;
+	x.root_fd = -1;
+
+	rc = cn_pxar_accessor_open(in, x.o->payload, &x.acc);
+	if (rc < 0)
+		return rc;
+	x.buf = malloc(COPY_BUF);
+	if (!x.buf) {
+		rc = cn_error_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	if (mkdir(target_dir, 0700) < 0 && errno != EEXIST) {
+		rc = cn_error_sys(-errno, "failed to create target directory '%s'", target_dir);
+		goto out;
+	}
+	x.root_fd = open(target_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (x.root_fd < 0) {
+		rc = cn_error_sys(-errno, "failed to open target directory '%s'", target_dir);
+		goto out;
+	}
+	const char *m = x.o->match && *x.o->match ? x.o->match : NULL;
+	if (m && has_glob(m)) {
+		while (*m == '/')
+			m++;
+		x.pattern = m;
+		x.pattern_has_slash = strchr(m, '/') != NULL;
+		m = NULL;
+	} else if (m) {
+		lit = normalise(m);
+		if (!lit) {
+			rc = cn_error_set(-ENOMEM, "out of memory");
+			goto out;
+		}
+		if (!*lit)
+			m = NULL;
+	}
+	rc = push_dir(&x, NULL, !x.pattern && !(m && *lit), NULL);
+	if (rc < 0)
+		goto out;
+	x.stack[0].fd = x.root_fd;
+
+	if (m && *lit) {
+		struct cn_pxar_range r;
+		rc = push_parents(&x, lit, &r);
+		if (rc < 0)
+			goto out;
+		rc = cn_pxar_accessor_decoder(x.acc, &r, lit, &d);
+		if (rc < 0)
+			goto out;
+		x.select = lit; /* the looked-up entry and all below it */
+	} else {
+		x.apply_root_meta = !x.pattern;
+		rc = cn_pxar_decoder_new(in, x.o->payload, &d);
+		if (rc < 0)
+			goto out;
+	}
+	const struct cn_pxar_entry *e;
+	int first = 1;
+	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
+		rc = handle_entry(&x, d, e, first && !x.select);
+		first = 0;
+		if (rc < 0)
+			break;
+	}
+	/* Directories still open: the parents of a looked-up path, and the
+	 * target itself. */
+	while (rc >= 0 && x.depth > 0) {
+		char *p = join_stack(&x);
+		if (!p) {
+			rc = cn_error_set(-ENOMEM, "out of memory");
+			break;
+		}
+		rc = pop_dir(&x, p);
+		free(p);
+	}
+	if (rc >= 0 && x.st->errors) {
+		rc = cn_error_set(-EIO, "there were %llu errors while extracting",
+				  (unsigned long long)x.st->errors);
+	}
+out:
+	cn_pxar_decoder_free(d);
+	while (x.depth > 0) {
+		struct xdir *s = &x.stack[--x.depth];
+		if (x.depth > 0 && s->fd >= 0)
+			close(s->fd);
+		free(s->name);
+	}
+	free(x.stack);
+	if (x.root_fd >= 0)
+		close(x.root_fd);
+	free(x.buf);
+	free(lit);
+	cn_pxar_accessor_free(x.acc);
+	return rc < 0 ? rc : 0;
+}
+
+/* ---- listing ----------------------------------------------------------------------- */
+
+int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+		 const char *match, cn_pxar_list_fn fn, void *ctx)
+{
+	struct cn_pxar_decoder *d = NULL;
+	struct cn_pxar_accessor *acc = NULL;
+	char *lit = NULL;
+	int rc;
+	if (match && *match) {
+		lit = normalise(match);
+		if (!lit)
+			return cn_error_set(-ENOMEM, "out of memory");
+	}
+	if (lit && *lit) {
+		struct cn_pxar_range r;
+		rc = cn_pxar_accessor_open(in, payload, &acc);
+		if (rc < 0)
+			goto out;
+		rc = cn_pxar_lookup(acc, lit, &r);
+		if (rc == 0)
+			rc = cn_error_set(-ENOENT, "'%s' not found in archive", lit);
+		if (rc < 0)
+			goto out;
+		rc = cn_pxar_accessor_decoder(acc, &r, lit, &d);
+	} else {
+		rc = cn_pxar_decoder_new(in, payload, &d);
+	}
+	if (rc < 0)
+		goto out;
+	const struct cn_pxar_entry *e;
+	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
+		if (e->kind == CN_PXAR_KIND_DIR_END)
+			continue;
+		rc = fn(ctx, e);
+		if (rc < 0)
+			break;
+	}
+out:
+	cn_pxar_decoder_free(d);
+	cn_pxar_accessor_free(acc);
+	free(lit);
+	return rc < 0 ? rc : 0;
+}
+
+static void symbolic(char *o, uint64_t bits, int special, char set, char unset)
+{
+	o[0] = bits & 4 ? 'r' : '-';
+	o[1] = bits & 2 ? 'w' : '-';
+	o[2] = special ? (bits & 1 ? set : unset) : (bits & 1 ? 'x' : '-');
+}
+
+int cn_pxar_format_entry(const struct cn_pxar_entry *e, char *buf, size_t len)
+{
+	char mode[13], size[48], mt[64], owner[32];
+	uint64_t m = e->mode;
+	char t;
+	if (e->kind == CN_PXAR_KIND_HARDLINK) {
+		t = 'L';
+	} else {
+		switch (m & CN_PXAR_IFMT) {
+		case CN_PXAR_IFREG: t = '-'; break;
+		case CN_PXAR_IFBLK: t = 'b'; break;
+		case CN_PXAR_IFCHR: t = 'c'; break;
+		case CN_PXAR_IFDIR: t = 'd'; break;
+		case CN_PXAR_IFLNK: t = 'l'; break;
+		case CN_PXAR_IFIFO: t = 'p'; break;
+		case CN_PXAR_IFSOCK: t = 's'; break;
+		default: t = '?'; break;
+		}
+	}
+	mode[0] = t;
+	symbolic(mode + 1, (m >> 6) & 7, !!(m & CN_PXAR_ISUID), 's', 'S');
+	symbolic(mode + 4, (m >> 3) & 7, !!(m & CN_PXAR_ISGID), 's', 'S');
+	symbolic(mode + 7, m & 7, !!(m & CN_PXAR_ISVTX), 't', 'T');
+	mode[10] = acl_empty(e) ? ' ' : '+';
+	mode[11] = e->xattr_count ? '+' : ' ';
+	mode[12] = 0;
+	if (e->kind == CN_PXAR_KIND_FILE)
+		snprintf(size, sizeof(size), "%" PRIu64, e->file_size);
+	else if (e->kind == CN_PXAR_KIND_DEVICE)
+		snprintf(size, sizeof(size), "%" PRIu64 ",%" PRIu64, e->dev_major, e->dev_minor);
+	else
+		snprintf(size, sizeof(size), "0");
+	snprintf(owner, sizeof(owner), "%u/%u", e->uid, e->gid);
+	time_t secs = (time_t)e->mtime_sec;
+	struct tm tm;
+	if (localtime_r(&secs, &tm))
+		strftime(mt, sizeof(mt), "%Y-%m-%d %H:%M:%S", &tm);
+	else
+		snprintf(mt, sizeof(mt), "%" PRId64 ".%u", e->mtime_sec, e->mtime_nsec);
+	int link = e->kind == CN_PXAR_KIND_SYMLINK || e->kind == CN_PXAR_KIND_HARDLINK;
+	return snprintf(buf, len, "%s %-13s %s %8s \"/%s\"%s%s%s", mode, owner, mt, size, e->path,
+			link ? " -> \"" : "", link ? e->link : "", link ? "\"" : "");
+}

@@ -1,0 +1,95 @@
+/* cn_pxar_extract — restoring a pxar archive into a directory, and listing
+ * its entries (upstream pbs-client/src/pxar/extract.rs, metadata.rs and
+ * pxar-bin's `list`).
+ *
+ * Safety: nothing is ever written outside target_dir. Every file name is
+ * checked by the decoder (no '/', '.', '..', NUL); directories are entered
+ * with openat(O_DIRECTORY|O_NOFOLLOW) one component at a time from a
+ * descriptor of the target, files are created with O_CREAT|O_EXCL|
+ * O_NOFOLLOW (an existing entry is unlinked first only when overwriting,
+ * never followed and never truncated in place, so neither a symlink nor a
+ * hard link planted in the target is written through), hardlink targets
+ * are resolved by the same component walk and linked without following
+ * symlinks, and metadata goes to descriptors of the created objects (or,
+ * for symlinks, to the name with AT_SYMLINK_NOFOLLOW).
+ *
+ * Metadata restored (in upstream's order): owner (only when running as
+ * root; an unprivileged restore keeps the restoring user as owner instead
+ * of reporting a failed chown per file), xattrs (user.*, trusted.*,
+ * security.NTACL, as upstream's is_valid_xattr_name), file capabilities,
+ * POSIX ACLs (access and default, rebuilt as upstream apply_acls does),
+ * permission bits, mtime (directories after their contents). Regular files
+ * are written sparse: 4 KiB blocks of zeros become holes (upstream
+ * sparse_copy). chattr flags and quota project ids are decoded but not
+ * applied.
+ *
+ * Errors while creating one entry or applying its metadata (an existing
+ * file, EPERM for a device node as non-root, EOPNOTSUPP for xattrs on the
+ * target fs is ignored as upstream does) are logged, counted in
+ * stats->errors and extraction goes on — or stop it when opts->strict.
+ * Archive errors (corrupt or hostile structure) always stop extraction.
+ */
+#ifndef CN_PXAR_EXTRACT_H
+#define CN_PXAR_EXTRACT_H
+
+#include "engine/cn_pxar_decoder.h"
+
+#include <stdint.h>
+
+struct cn_pxar_extract_opts {
+	/* NULL or "": the whole archive. A literal path ("etc/hosts", a
+	 * subtree or one file) is found through the goodbye tables without
+	 * decoding the rest. A pattern with glob characters (* ? [) is
+	 * matched with fnmatch(FNM_PATHNAME) against each entry's path; a
+	 * pattern without '/' also matches any entry's name (as upstream's
+	 * path patterns do); a matching directory brings its whole subtree.
+	 * Entries keep their archive path below target_dir. */
+	const char *match;
+	const struct cn_pxar_input *payload; /* v2 split archives: the .ppxar */
+	int overwrite;            /* replace existing non-directories */
+	int allow_existing_dirs;  /* use directories that already exist */
+	int strict;               /* stop at the first error */
+	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata */
+	int no_devices, no_fifos, no_sockets;        /* skip these entries */
+};
+
+struct cn_pxar_extract_stats {
+	uint64_t dirs, files, symlinks, hardlinks, devices, fifos, sockets;
+	uint64_t bytes;           /* file content bytes restored */
+	uint64_t sparse_bytes;    /* of which left as holes */
+	uint64_t errors;          /* entries or metadata that failed (non-strict) */
+};
+
+/* Extracts the archive in (borrowed) into target_dir, creating target_dir
+ * if it does not exist. opts may be NULL (defaults: everything, no
+ * overwrite, not strict); stats may be NULL. Returns 0 when everything
+ * was restored, -CN_E_PATH... / -CN_E_FORMAT... for archive errors, -ENOENT
+ * when a literal match path is not in the archive, or, when errors were
+ * counted (non-strict), -EIO with the message naming the count; the first
+ * error's message was logged. */
+int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
+		    const struct cn_pxar_extract_opts *opts,
+		    struct cn_pxar_extract_stats *stats);
+
+/* Called by cn_pxar_list for each entry (never for DIR_END); e is valid
+ * during the call. Return 0 to go on or a negative code to stop (returned
+ * by cn_pxar_list). */
+typedef int (*cn_pxar_list_fn)(void *ctx, const struct cn_pxar_entry *e);
+
+/* Lists the entries of the archive in (payload: v2 .ppxar or NULL) whose
+ * path is match or lies under it (match NULL or "": all; a literal path
+ * is found through the goodbye tables), in archive order. Returns 0, a
+ * negative decoder error, -ENOENT when match is not in the archive, or
+ * what fn returned. */
+int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+		 const char *match, cn_pxar_list_fn fn, void *ctx);
+
+/* Formats e as upstream's format_single_line_entry:
+ * "drwxr-xr-x++ 0/0  2024-06-05 10:00:00        0 "/path" -> target"
+ * (mode with type letter, 'L' for hardlinks, '+' for ACLs, '+' for xattrs;
+ * uid/gid; local mtime; size or major,minor; quoted path with '/' in
+ * front). Writes at most len bytes including the NUL; returns what
+ * snprintf returns. */
+int cn_pxar_format_entry(const struct cn_pxar_entry *e, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,89 @@
+/* cn_walker — walks a directory tree the way proxmox-backup-client 3.2.4
+ * does (pbs-client/src/pxar/create.rs) and encodes it as a pxar v1
+ * archive (cn_pxar_encoder.h), feeding the catalog writer as it goes.
+ *
+ * What it reproduces from upstream:
+ *  - entry order: each directory's names sorted bytewise; a generated
+ *    ".pxarexclude-cli" (the CLI patterns, when any were given, including
+ *    the implicit "lost+found" of skip_lost_found) is written last in the
+ *    root directory;
+ *  - metadata: st_mode, uid, gid, mtime (s + ns); xattrs in listxattr
+ *    order, only "user.*", "trusted.*", "security.NTACL"; POSIX ACLs
+ *    (read only when listxattr shows the ACL xattrs); security.capability
+ *    as FCAPS; chattr flags (FS_IOC_GETFLAGS) on regular files and
+ *    directories; FAT attributes on vfat/fuse; quota project id on
+ *    ext4/xfs/zfs/fuse; which of these are read depends on the file
+ *    system type (flags.rs from_magic) exactly as upstream;
+ *  - hardlinks (regular files with st_nlink > 1, keyed by dev+inode);
+ *  - excludes: --exclude patterns and .pxarexclude files (cn_pattern.h
+ *    semantics; a leading '/' in .pxarexclude anchors at that directory);
+ *  - mount points: a directory on another device is stored (empty) but
+ *    not descended into unless all_file_systems; virtual file systems
+ *    (proc, sysfs, ...) are never descended into;
+ *  - entries_max: limit on entries held in memory along the current path.
+ *
+ * Deviations, by design: a file that vanishes or cannot be opened or
+ * stat'ed (EACCES) is skipped with a warning and counted; a file whose
+ * size or mtime changes while it is read is still stored as upstream does
+ * (truncated to / zero-padded to the size seen when listing) and counted
+ * in stats->changed. The source tree is never written: files are opened
+ * read-only with O_NOATIME when the kernel permits it.
+ */
+#ifndef CN_WALKER_H
+#define CN_WALKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/cn_catalog_writer.h"
+#include "engine/cn_pxar_format.h"
+
+/* Upstream ENCODER_MAX_ENTRIES (pbs-client/src/pxar/mod.rs). */
+#define CN_PXAR_ENCODER_MAX_ENTRIES (1024u * 1024u)
+
+struct cn_pxar_create_opts {
+	const char *const *excludes;   /* --exclude patterns (may be NULL) */
+	size_t n_excludes;
+	int all_file_systems;          /* 0 (default): stay on the root's device */
+	int skip_lost_found;           /* exclude "lost+found" everywhere */
+	size_t entries_max;            /* 0: CN_PXAR_ENCODER_MAX_ENTRIES */
+	int skip_e2big_xattr;          /* ignore E2BIG from listxattr/getxattr */
+	/* Catalog directory for this archive, e.g. "root.pxar.didx": when set
+	 * (and a catalog is given) the archive's entries are added inside a
+	 * directory of that name, as the official client does. NULL: the
+	 * entries go into the catalog's current directory. */
+	const char *archive_name;
+	uint64_t feature_flags;        /* 0: CN_PXAR_FLAGS_DEFAULT */
+};
+
+struct cn_pxar_create_stats {
+	uint64_t files;          /* regular files stored with content */
+	uint64_t dirs;           /* directories, root included */
+	uint64_t symlinks, hardlinks, devices, fifos, sockets;
+	uint64_t bytes_read;     /* file content bytes read */
+	uint64_t archive_size;   /* bytes of pxar output */
+	uint64_t excluded;       /* entries left out by patterns */
+	uint64_t skipped;        /* vanished or unreadable entries (warned) */
+	uint64_t changed;        /* files whose size/mtime changed while read */
+	uint64_t mountpoints;    /* directories not descended into */
+};
+
+/* Encodes the tree at root_path as a pxar v1 archive, streaming it to
+ * out(out_ctx, ...). catalog (may be NULL) gets the entries as they are
+ * encoded; the caller creates it and calls cn_catalog_writer_finish()
+ * after all archives. stats (may be NULL) is zeroed and filled. Returns 0
+ * or a negative code with a message (e.g. out's code, -EOVERFLOW when
+ * entries_max is exceeded). */
+int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts,
+		   cn_write_fn out, void *out_ctx, struct cn_catalog_writer *catalog,
+		   struct cn_pxar_create_stats *stats);
+
+/* The feature flags flags.rs Flags::from_magic gives a file system type
+ * (statfs f_type). */
+uint64_t cn_pxar_flags_from_magic(int64_t magic);
+
+/* Whether upstream refuses to back up / descend into this file system
+ * type (proc, sysfs, cgroup, ...). */
+int cn_pxar_is_virtual_fs(int64_t magic);
+
+#endif

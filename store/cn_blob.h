@@ -1,0 +1,118 @@
+/* cn_blob — the PBS DataBlob container for chunks and .blob files, byte
+ * compatible with upstream pbs-datastore/src/data_blob.rs:
+ *
+ *   plain:      magic[8] crc32[4] payload            (12-byte header)
+ *   encrypted:  magic[8] crc32[4] iv[16] tag[16] ct  (44-byte header)
+ *
+ * The CRC-32 covers everything after the header (for encrypted blobs the
+ * ciphertext only). The payload is raw data or one zstd frame (level 1);
+ * encrypted+compressed blobs compress first, then encrypt.
+ *
+ * Compression: upstream keeps the zstd output only if it is strictly
+ * shorter than the input. CN_BLOB_COMPRESS additionally runs a cheap
+ * incompressibility probe first (cn_blob_probe_incompressible) so that
+ * already-compressed content (JPEG, MP4, ...) skips a useless zstd pass; the
+ * result is still a valid upstream blob (the uncompressed magic).
+ *
+ * Decoding verifies, in this order, and returns a distinct code for each:
+ * size (-CN_E_TRUNCATED: shorter than its header; -EFBIG: larger than
+ * CN_BLOB_MAX_SIZE + 44), magic (-CN_E_MAGIC), CRC (-CN_E_CRC), key presence
+ * (-CN_E_NOKEY), GCM tag (-CN_E_CRYPT), zstd payload (-CN_E_FORMAT, also for
+ * output beyond CN_BLOB_MAX_SIZE) and, when asked, the digest (-CN_E_DIGEST).
+ *
+ * Threading: the functions without a context allocate what they need per
+ * call; a struct cn_blob_ctx holds reusable zstd contexts and scratch space
+ * for one thread at a time (one per worker) so the hot path does not
+ * allocate per chunk.
+ */
+#ifndef CN_BLOB_H
+#define CN_BLOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cn_chunk.h"
+#include "common/cn_util.h"
+#include "store/cn_crypt.h"
+
+#define CN_BLOB_HEADER_SIZE 12
+#define CN_BLOB_ENC_HEADER_SIZE 44
+/* upstream MAX_BLOB_SIZE: largest plaintext DataBlob::encode accepts */
+#define CN_BLOB_MAX_SIZE (128u << 20)
+/* the backup protocol's limit for one chunk's plaintext */
+#define CN_CHUNK_MAX_SIZE (16u << 20)
+
+enum cn_blob_type {
+	CN_BLOB_PLAIN,          /* 42ab3807be8370a1 */
+	CN_BLOB_ZSTD,           /* 31b958426fb6a37f */
+	CN_BLOB_ENCRYPTED,      /* 7b6785be222d4cf0 */
+	CN_BLOB_ENCRYPTED_ZSTD, /* e6591bbf0bbfd80b */
+};
+
+/* The 8-byte magic of a blob type. */
+const uint8_t *cn_blob_magic(enum cn_blob_type type);
+
+/* Compression modes for the encoders' compress argument. */
+enum {
+	CN_BLOB_COMPRESS_NONE = 0,   /* never compress */
+	CN_BLOB_COMPRESS = 1,        /* probe, then zstd level 1 (the default) */
+	CN_BLOB_COMPRESS_ALWAYS = 2, /* zstd level 1 without the probe (as upstream) */
+};
+
+/* Whether data looks incompressible, judged from a few small samples: each
+ * sample is compressed with zstd's fastest setting and data counts as
+ * incompressible when the samples do not shrink by at least 3%. Cheap
+ * (a few µs for any size). Small inputs (< 8 KiB) are never judged
+ * incompressible: compressing them is cheap anyway. Pure function. */
+int cn_blob_probe_incompressible(const uint8_t *data, size_t len);
+
+struct cn_blob_ctx; /* opaque: zstd contexts + scratch, one thread at a time */
+
+/* Allocates a context; free with cn_blob_ctx_free(). 0 or -ENOMEM. */
+int cn_blob_ctx_new(struct cn_blob_ctx **out);
+void cn_blob_ctx_free(struct cn_blob_ctx *ctx);
+
+/* Encodes data as a whole DataBlob file (manifest, config, log blobs) and
+ * appends the bytes to out. crypt NULL = not encrypted. compress is one of
+ * CN_BLOB_COMPRESS_*. Plaintext larger than CN_BLOB_MAX_SIZE: -EFBIG.
+ * Returns 0 or a negative code with a message. */
+int cn_blob_encode(const uint8_t *data, size_t len, const struct cn_crypt_config *crypt,
+		   int compress, struct cn_buf *out);
+
+/* The same with a reusable context (ctx may be NULL). If info is not NULL,
+ * *info receives the chosen type. */
+int cn_blob_encode_ctx(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
+		       const struct cn_crypt_config *crypt, int compress, struct cn_buf *out,
+		       enum cn_blob_type *info);
+
+/* Encodes a chunk: computes its digest (cn_chunk_digest with crypt) and its
+ * DataBlob, and returns a new chunk (refs = 1, owned by the caller: drop it
+ * with cn_chunk_unref) holding the digest, plain_size = len and the encoded
+ * bytes. Plaintext larger than CN_CHUNK_MAX_SIZE: -EFBIG. */
+int cn_blob_encode_chunk(const uint8_t *data, size_t len, const struct cn_crypt_config *crypt,
+			 int compress, struct cn_chunk **out);
+int cn_blob_encode_chunk_ctx(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
+			     const struct cn_crypt_config *crypt, int compress,
+			     struct cn_chunk **out);
+
+/* Decodes and verifies a DataBlob (see the top of this file for the checks
+ * and their codes) and appends the plain content to out. crypt is needed
+ * for encrypted blobs (-CN_E_NOKEY without). expected_digest != NULL: also
+ * checks that the content hashes to it (keyed when the blob is encrypted).
+ * On failure out keeps its previous length. */
+int cn_blob_decode(const uint8_t *blob, size_t len, const struct cn_crypt_config *crypt,
+		   const uint8_t *expected_digest, struct cn_buf *out);
+int cn_blob_decode_ctx(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+		       const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
+		       struct cn_buf *out);
+
+/* Checks the container only, without decoding: size, magic and CRC (what
+ * the server checks on blob upload and on load). Returns the blob type
+ * (>= 0) or -CN_E_TRUNCATED, -CN_E_MAGIC, -CN_E_CRC, -EFBIG. */
+int cn_blob_check(const uint8_t *blob, size_t len);
+
+/* The type of a blob from its magic, without any other check: the type, or
+ * -CN_E_TRUNCATED (too short for its header) or -CN_E_MAGIC. No message. */
+int cn_blob_type(const uint8_t *blob, size_t len);
+
+#endif
