@@ -1,0 +1,27 @@
+/* cli_sched — what the scheduled-run commands (run, config check, status,
+ * verify --restore-test) share: the --config option, loading the file
+ * with the CLI's wording and exit code, and the plan text. */
+#ifndef CAIRN_CLI_SCHED_H
+#define CAIRN_CLI_SCHED_H
+
+#include <stdio.h>
+
+#include "cli/cn_config.h"
+
+/* Loads path (NULL: $CAIRN_CONFIG, else /etc/cairn/cairn.conf) into *cfg.
+ * Prints "cairn CMD: <problem>" and returns CLI_EXIT_CONFIG on failure,
+ * else 0. */
+int cli_sched_load(const char *cmd, const char *path, struct cn_config **cfg);
+
+/* Prints what a run of cfg does (sources, excludes, targets, retention,
+ * hooks, state) on f. */
+void cli_sched_print_plan(FILE *f, const struct cn_config *cfg);
+
+/* Opens a local target's datastore (created when missing and create is
+ * set) or connects a PBS target with its token file, into *e (a
+ * struct cli_endpoint from cli_common.h). 0 or a negative code with a
+ * message. */
+struct cli_endpoint;
+int cli_sched_open_target(const struct cn_config_target *t, int create, struct cli_endpoint *e);
+
+#endif
