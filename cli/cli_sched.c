@@ -8,6 +8,8 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "cli/cn_restore_test.h"
+#include "common/cn_log.h"
 #include "common/cn_error.h"
 #include "net/cn_pbs.h"
 #include "store/cn_datastore.h"
@@ -136,4 +138,56 @@ int cli_sched_open_target(const struct cn_config_target *t, int create, struct c
 	e->pbs = pbs;
 	cn_pbs_name(pbs, e->name, sizeof(e->name));
 	return 0;
+}
+
+void cli_sched_group(const struct cn_config *c, const struct cn_config_source *s,
+		     struct cn_snapshot_id *g)
+{
+	memset(g, 0, sizeof(*g));
+	if (s->ns)
+		snprintf(g->ns, sizeof(g->ns), "%s", s->ns);
+	snprintf(g->type, sizeof(g->type), "%s", s->backup_type);
+	cn_config_backup_id(c, s, g->id, sizeof(g->id));
+}
+
+json_t *cli_sched_restore_test(const struct cn_config *c, const char *tname,
+			       struct cli_endpoint *e, const char *const *live, unsigned sample,
+			       char *err, size_t errlen)
+{
+	err[0] = 0;
+	json_t *all = json_object();
+	json_int_t failed = 0, sampled = 0;
+	struct cn_source *src = NULL;
+	if (cli_endpoint_source(e, &src) < 0) {
+		snprintf(err, errlen, "%s", cn_error_message());
+		failed++;
+	}
+	for (size_t si = 0; src && si < c->n_sources; si++) {
+		const struct cn_config_source *s = &c->sources[si];
+		if (!live[si])
+			continue;
+		struct cn_snapshot_id g;
+		cli_sched_group(c, s, &g);
+		json_t *rep = NULL;
+		cn_error_clear();
+		int r = cn_restore_test(src, &g, s->archive, live[si], sample, &rep);
+		if (!rep) {
+			rep = json_pack("{s:s}", "error", cn_error_message());
+			failed++;
+		} else {
+			failed += json_integer_value(json_object_get(rep, "failed"));
+			sampled += json_integer_value(json_object_get(rep, "sampled"));
+		}
+		if (r < 0) {
+			cn_log_error("target %s: %s", tname, cn_error_message());
+			if (!err[0])
+				snprintf(err, errlen, "%s", cn_error_message());
+		}
+		json_object_set_new(all, s->name, rep);
+	}
+	if (src)
+		src->ops->destroy(src);
+	cn_log_notice("target %s: restore test of %lld file(s), %lld failed", tname,
+		      (long long)sampled, (long long)failed);
+	return json_pack("{s:I, s:I, s:o}", "sampled", sampled, "failed", failed, "sources", all);
 }

@@ -24,4 +24,25 @@ void cli_sched_print_plan(FILE *f, const struct cn_config *cfg);
 struct cli_endpoint;
 int cli_sched_open_target(const struct cn_config_target *t, int create, struct cli_endpoint *e);
 
+/* The snapshot group (ns, type, id) of source s into *g. */
+struct cn_snapshot_id;
+void cli_sched_group(const struct cn_config *c, const struct cn_config_source *s,
+		     struct cn_snapshot_id *g);
+
+/* Restore test (cli/cn_restore_test.h) of every source of c on the open
+ * target endpoint e (its name tname for messages); live[i] is source i's
+ * live directory (NULL: skipped). Returns a new JSON object {sampled,
+ * failed, sources: {NAME: report}}; when something failed, the first
+ * problem is copied into err (else err is ""), each one logged. */
+#include <jansson.h>
+json_t *cli_sched_restore_test(const struct cn_config *c, const char *tname,
+			       struct cli_endpoint *e, const char *const *live, unsigned sample,
+			       char *err, size_t errlen);
+
+/* `cairn verify --restore-test [--sample N] [--config FILE]`: argv as
+ * given to `cairn verify`. Returns an exit code: 0 every file matched,
+ * 4 some restored file failed or differed, 1 a test could not run,
+ * 8 bad config. */
+int cli_restore_test_command(int argc, char **argv);
+
 #endif

@@ -42,7 +42,6 @@
 #include "cli/cli_sched.h"
 #include "cli/cn_history.h"
 #include "cli/cn_proc.h"
-#include "cli/cn_restore_test.h"
 #include "cli/cn_zfs.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
@@ -115,16 +114,6 @@ static void mark_failed(json_t *o, const char *msg)
 		json_object_set_new(o, "message", json_string(msg));
 }
 
-static void group_of(const struct worker *w, const struct cn_config_source *s,
-		     struct cn_snapshot_id *g)
-{
-	memset(g, 0, sizeof(*g));
-	if (s->ns)
-		snprintf(g->ns, sizeof(g->ns), "%s", s->ns);
-	snprintf(g->type, sizeof(g->type), "%s", s->backup_type);
-	cn_config_backup_id(w->cfg, s, g->id, sizeof(g->id));
-}
-
 /* 1 if snapshot id is listed on target i, 0 if not, <0 error. */
 static int snapshot_present(struct worker *w, size_t i, const struct cn_snapshot_id *id)
 {
@@ -163,7 +152,7 @@ static void backup_source(struct worker *w, size_t si)
 	}
 	struct cn_backup_archive arch = {.name = s->archive, .path = w->read_from[si]};
 	struct cn_backup_opts bo = {0};
-	group_of(w, s, &bo.id);
+	cli_sched_group(w->cfg, s, &bo.id);
 	bo.archives = &arch;
 	bo.n_archives = 1;
 	bo.threads = c->threads;
@@ -260,7 +249,7 @@ static void prune_target(struct worker *w, size_t i)
 	json_t *would = json_array();
 	for (size_t si = 0; si < c->n_sources; si++) {
 		struct cn_snapshot_id g;
-		group_of(w, &c->sources[si], &g);
+		cli_sched_group(w->cfg, &c->sources[si], &g);
 		int r;
 		if (w->eps[i].ds) {
 			struct cn_prune_keep k = {t->keep.last, t->keep.hourly, t->keep.daily,
@@ -323,46 +312,19 @@ static void prune_target(struct worker *w, size_t i)
 static void restore_test_target(struct worker *w, size_t i)
 {
 	const struct cn_config *c = w->cfg;
-	json_t *tj = w->tj[i];
-	struct cn_source *src;
-	if (cli_endpoint_source(&w->eps[i], &src) < 0)
+	const char **live = calloc(c->n_sources, sizeof(char *));
+	if (!live)
 		return;
-	json_t *all = json_object();
-	json_int_t failed = 0, sampled = 0;
-	for (size_t si = 0; si < c->n_sources; si++) {
-		const struct cn_config_source *s = &c->sources[si];
-		const char *live = s->path ? s->path : NULL;
-		json_t *srec = w->sj[si];
-		const char *real = json_string_value(json_object_get(srec, "path"));
-		if (real)
-			live = real;
-		if (!live)
-			continue;
-		struct cn_snapshot_id g;
-		group_of(w, s, &g);
-		json_t *rep = NULL;
-		int r = cn_restore_test(src, &g, s->archive, live, (unsigned)w->restore_test, &rep);
-		if (!rep) {
-			rep = json_pack("{s:s}", "error", cn_error_message());
-			failed++;
-		} else {
-			failed += json_integer_value(json_object_get(rep, "failed"));
-			sampled += json_integer_value(json_object_get(rep, "sampled"));
-		}
-		if (r < 0) {
-			char m[1200];
-			snprintf(m, sizeof(m), "%s", cn_error_message());
-			mark_failed(tj, m);
-			cn_log_error("target %s: %s", c->targets[i].name, m);
-		}
-		json_object_set_new(all, s->name, rep);
-	}
-	src->ops->destroy(src);
-	json_object_set_new(tj, "restore-test",
-			    json_pack("{s:I, s:I, s:o}", "sampled", sampled, "failed", failed,
-				      "sources", all));
-	cn_log_notice("target %s: restore test of %lld file(s), %lld failed", c->targets[i].name,
-		      (long long)sampled, (long long)failed);
+	/* compare with the real path (a ZFS source's mountpoint), not the snapshot */
+	for (size_t si = 0; si < c->n_sources; si++)
+		live[si] = json_string_value(json_object_get(w->sj[si], "path"));
+	char err[1024];
+	json_t *rep = cli_sched_restore_test(c, c->targets[i].name, &w->eps[i], live,
+					     (unsigned)w->restore_test, err, sizeof(err));
+	free(live);
+	if (err[0])
+		mark_failed(w->tj[i], err);
+	json_object_set_new(w->tj[i], "restore-test", rep);
 }
 
 /* The worker's part of the record: {"sources": [...], "targets": [...]}. */

@@ -37,7 +37,8 @@ static int on_entry(void *ctx, const char *path, const struct cn_catalog_entry *
 	if (e->type != 'f' || strncmp(path, p->prefix, p->prefix_len))
 		return 0;
 	const char *rel = path + p->prefix_len;
-	if (!*rel || strpbrk(rel, "*?[\\"))
+	/* .pxarexclude-cli is made by the backup from its exclude list */
+	if (!*rel || strpbrk(rel, "*?[\\") || !strcmp(rel, ".pxarexclude-cli"))
 		return 0;
 	p->seen++;
 	size_t slot;
