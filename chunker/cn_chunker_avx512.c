@@ -54,8 +54,11 @@ CN_AVX512 size_t cn_chunker_find_avx512(const uint8_t *base, size_t count,
 	};
 	const __m512i zero = _mm512_setzero_si512();
 	const __m512i last = _mm512_set1_epi32(15);
-	const __m512i maskv = _mm512_set1_epi32((int)mask);
-	const __m512i thrv = _mm512_set1_epi32((int)thr);
+	/* Filter: the bits of mask except the lowest two must all be set in
+	 * H = rotl(W, r), i.e. rotr(mhi, r) in W; the rare candidates are
+	 * confirmed with the exact test on a freshly computed hash. */
+	const __m512i mhi = _mm512_set1_epi32((int)(mask & ~3u));
+	const __m512i mrot[2] = {_mm512_rorv_epi32(mhi, rot[0]), _mm512_rorv_epi32(mhi, rot[1])};
 	__m512i carry = zero; /* S at the start of the current register */
 	__m512i hist[4] = {zero, zero, zero, zero};
 	size_t v = 0; /* 64-byte block index */
@@ -66,6 +69,7 @@ CN_AVX512 size_t cn_chunker_find_avx512(const uint8_t *base, size_t count,
 		__m512i x = _mm512_permutexvar_epi8(tidx, _mm512_loadu_si512(base + 64 * v));
 		__mmask64 hi = _mm512_movepi8_mask(x);
 		__m512i b[4];
+#pragma GCC unroll 4
 		for (int p = 0; p < 4; p++) {
 			__m512i lo = _mm512_permutex2var_epi8(planes[p][0], x, planes[p][1]);
 			__m512i up = _mm512_permutex2var_epi8(planes[p][2], x, planes[p][3]);
@@ -81,6 +85,7 @@ CN_AVX512 size_t cn_chunker_find_avx512(const uint8_t *base, size_t count,
 			_mm512_unpacklo_epi16(w01h, w23h),
 			_mm512_unpackhi_epi16(w01h, w23h),
 		};
+#pragma GCC unroll 4
 		for (int q = 0; q < 4; q++) {
 			/* bytes j = 64v+16q+l; j mod 32 = 16(q&1) + l */
 			__m512i u = _mm512_rorv_epi32(t[q], rot[q & 1]);
@@ -92,14 +97,18 @@ CN_AVX512 size_t cn_chunker_find_avx512(const uint8_t *base, size_t count,
 			/* s lane l = S_{j0+l+1} */
 			__m512i s = _mm512_xor_si512(p, carry);
 			carry = _mm512_xor_si512(carry, _mm512_permutexvar_epi32(last, p));
-			/* lane l: W_k for k = j0+l-63, rotated by (k+63) mod 32 */
-			__m512i h = _mm512_rolv_epi32(_mm512_xor_si512(s, hist[q]), rot[q & 1]);
+			/* lane l: ~W_k for k = j0+l-63 (H_k = rotl(W_k, (k+63) mod 32)) */
+			__m512i nw = _mm512_ternarylogic_epi32(s, hist[q], s, 0xc3);
 			hist[q] = s;
 			if (v == 0)
 				continue;
-			__mmask16 m = _mm512_cmpge_epu32_mask(_mm512_and_si512(h, maskv), thrv);
-			if (m)
-				return 64 * v + 16 * (size_t)q - 63 + (size_t)__builtin_ctz(m);
+			__mmask16 m = _mm512_testn_epi32_mask(nw, mrot[q & 1]);
+			while (m) {
+				size_t k = 64 * v + 16 * (size_t)q - 63 + (size_t)__builtin_ctz(m);
+				if ((cn_buzhash_window(base + k) & mask) >= thr)
+					return k;
+				m &= (__mmask16)(m - 1);
+			}
 		}
 	}
 

@@ -2,9 +2,11 @@
  * snapshot, on every selected store/repository at once:
  *   cairn backup NAME.pxar:PATH... [--backup-id ID] [--store DIR | --repository REPO]...
  */
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli_common.h"
@@ -38,20 +40,32 @@ static void help(FILE *f)
 enum { OPT_BACKUP_ID = OPT_FIRST_COMMAND_OPTION, OPT_BACKUP_TYPE, OPT_EXCLUDE, OPT_ALLFS,
        OPT_LOSTFOUND, OPT_THREADS };
 
-struct progress_ctx {
-	int enabled;
-};
+/* Sum of regular file sizes below the archives' paths, for the ETA of
+ * the progress line (a metadata-only walk, done only for a terminal). */
+static uint64_t estimate_total;
+
+static int add_size(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)path;
+	(void)ftw;
+	if (type == FTW_F && S_ISREG(st->st_mode))
+		estimate_total += (uint64_t)st->st_size;
+	return 0;
+}
 
 static void on_progress(void *ctx, const struct cn_backup_progress *p)
 {
 	(void)ctx;
-	char rd[32], nw[32];
+	char rd[32], nw[32], eta[32] = "";
 	cli_human_bytes(p->bytes_read, rd, sizeof(rd));
 	cli_human_bytes(p->bytes_new, nw, sizeof(nw));
-	double rate = p->elapsed > 0 ? p->bytes_read / p->elapsed / (1 << 20) : 0;
-	cli_progress_line("%s: %llu files, %llu dirs, %s read (%.1f MiB/s), %s new, %.0fs",
-			  p->archive ? p->archive : "", (unsigned long long)p->files,
-			  (unsigned long long)p->dirs, rd, rate, nw, p->elapsed);
+	double rate = p->elapsed > 0 ? p->bytes_read / p->elapsed : 0;
+	if (estimate_total > p->bytes_read && rate > 0)
+		snprintf(eta, sizeof(eta), ", ETA %.0fs",
+			 (double)(estimate_total - p->bytes_read) / rate);
+	cli_progress_line("%s: %llu files, %s read (%.1f MiB/s), %s new, %.0fs%s",
+			  p->archive ? p->archive : "", (unsigned long long)p->files, rd,
+			  rate / (1 << 20), nw, p->elapsed, eta);
 }
 
 static int cmd_backup(int argc, char **argv)
@@ -73,7 +87,7 @@ static int cmd_backup(int argc, char **argv)
 	char host[CN_BACKUP_ID_MAX + 1] = "";
 	const char *backup_id = NULL, *backup_type = "host";
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)
@@ -153,8 +167,12 @@ static int cmd_backup(int argc, char **argv)
 	bo.n_archives = n;
 	bo.excludes = excludes;
 	bo.n_excludes = nexcl;
-	if (cli_progress_enabled() && !c.json)
+	if (cli_progress_enabled() && !c.json) {
 		bo.progress = on_progress;
+		for (size_t i = 0; i < n; i++)
+			nftw(arch[i].path, add_size, 64,
+			     FTW_PHYS | (bo.all_file_systems ? 0 : FTW_MOUNT));
+	}
 
 	struct cn_crypt_config *crypt = NULL;
 	if ((exit_code = cli_load_key(&c, &crypt)))

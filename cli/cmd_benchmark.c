@@ -110,7 +110,7 @@ static int cmd_benchmark(int argc, char **argv)
 	};
 	double secs = 1;
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

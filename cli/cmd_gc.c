@@ -25,7 +25,7 @@ static int cmd_gc(int argc, char **argv)
 	struct cli_common c = {.cmd = "gc"};
 	static const struct option opts[] = {CLI_COMMON_LONG_OPTIONS, {0}};
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

@@ -75,7 +75,7 @@ static int cmd_key(int argc, char **argv)
 	const char *hint = NULL;
 	int o;
 	optind = 2;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (o == 'h') {
 			help(stdout);
 			return CLI_EXIT_OK;

@@ -53,7 +53,7 @@ static int cmd_prune(int argc, char **argv)
 	};
 	struct cn_prune_keep keep = {0};
 	int dry = 0, o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

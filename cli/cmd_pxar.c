@@ -8,7 +8,9 @@
 #include "common/cn_log.h"
 #include "common/cn_util.h"
 #include "engine/cn_pxar_decoder.h"
+#include "engine/cn_catalog_writer.h"
 #include "engine/cn_pxar_extract.h"
+#include "engine/cn_walker.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -26,6 +28,20 @@ static void help_main(FILE *f)
 		   "  extract ARCHIVE.pxar DIR [PATTERN]           restore into DIR\n"
 		   "  list ARCHIVE.pxar [PATH]                     list entries\n\n"
 		   "Run 'cairn pxar SUBCOMMAND --help' for options.\n");
+}
+
+static void help_create(FILE *f)
+{
+	fprintf(f, "Usage: cairn pxar create [OPTIONS] ARCHIVE.pxar DIR\n\n"
+		   "Archives the tree at DIR as a pxar (format v1) archive, byte-compatible\n"
+		   "with proxmox-backup-client 3.2.4. ARCHIVE must not exist yet.\n\n"
+		   "Options:\n"
+		   "  --exclude PAT          exclude paths matching PAT (repeatable; glob\n"
+		   "                         semantics of upstream's --exclude, '!' re-includes)\n"
+		   "  --all-file-systems     descend into other mounted file systems\n"
+		   "  --entries-max N        limit of entries held in memory (default 1048576)\n"
+		   "  --catalog FILE         also write the catalog (catalog.pcat1) to FILE\n"
+		   "  -h, --help\n");
 }
 
 static void help_extract(FILE *f)
@@ -96,25 +112,6 @@ static void archive_close(struct archive *a)
 		close(a->pfd);
 }
 
-/* Prints a path quoted like Rust's {:?} does for the common cases. */
-static void print_quoted(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p == '\n')
-			fputs("\\n", f);
-		else if (*p == '\t')
-			fputs("\\t", f);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\x%02x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
-}
-
 struct list_ctx {
 	int verbose;
 };
@@ -132,7 +129,7 @@ static int list_one(void *ctx, const struct cn_pxar_entry *e)
 			return cn_error_set(-ENOMEM, "out of memory");
 		p[0] = '/';
 		memcpy(p + 1, e->path, e->path_len + 1);
-		print_quoted(stdout, p);
+		cli_print_quoted(stdout, p);
 		putchar('\n');
 		free(p);
 	}
@@ -151,7 +148,7 @@ static int cmd_list(int argc, char **argv)
 	const char *payload = NULL;
 	int o;
 	optind = 1;
-	while ((o = getopt_long(argc, argv, "+vh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'v': c.verbose = 1; break;
 		case 'P': payload = optarg; break;
@@ -196,7 +193,7 @@ static int cmd_extract(int argc, char **argv)
 	const char *payload = NULL;
 	int o;
 	optind = 1;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (o) {
 		case O_OVERWRITE: xo.overwrite = 1; break;
 		case O_EXISTING: xo.allow_existing_dirs = 1; break;
@@ -239,6 +236,118 @@ static int cmd_extract(int argc, char **argv)
 	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
 }
 
+static int write_fd(void *ctx, const uint8_t *data, size_t len)
+{
+	int rc = cn_write_full(*(int *)ctx, data, len);
+	return rc < 0 ? cn_error_sys(rc, "writing output") : 0;
+}
+
+static int cmd_create(int argc, char **argv)
+{
+	enum { O_EXCLUDE = 256, O_ALLFS, O_ENTRIES, O_CATALOG };
+	static const struct option opts[] = {
+		{ "exclude", required_argument, NULL, O_EXCLUDE },
+		{ "all-file-systems", no_argument, NULL, O_ALLFS },
+		{ "entries-max", required_argument, NULL, O_ENTRIES },
+		{ "catalog", required_argument, NULL, O_CATALOG },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct cn_pxar_create_opts co = { 0 };
+	struct cn_pxar_create_stats st;
+	const char **ex = calloc((size_t)argc, sizeof(*ex));
+	const char *catalog_path = NULL;
+	int o, status = CLI_EXIT_OK;
+	if (!ex)
+		return cli_error("out of memory");
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		char *end;
+		switch (o) {
+		case O_EXCLUDE: ex[co.n_excludes++] = optarg; break;
+		case O_ALLFS: co.all_file_systems = 1; break;
+		case O_ENTRIES:
+			co.entries_max = strtoul(optarg, &end, 10);
+			if (*end || !co.entries_max) {
+				free(ex);
+				return cli_usage_error("pxar create", "bad --entries-max '%s'", optarg);
+			}
+			break;
+		case O_CATALOG: catalog_path = optarg; break;
+		case 'h': free(ex); help_create(stdout); return CLI_EXIT_OK;
+		default: free(ex); return cli_usage_error("pxar create", "bad option");
+		}
+	}
+	if (argc - optind != 2) {
+		free(ex);
+		return cli_usage_error("pxar create", "expected ARCHIVE.pxar DIR");
+	}
+	co.excludes = ex;
+	const char *archive = argv[optind], *dir = argv[optind + 1];
+	int fd = open(archive, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644), cfd = -1;
+	struct cn_catalog_writer *cw = NULL;
+	int rc = fd < 0 ? cn_error_sys(-errno, "cannot create '%s'", archive) : 0;
+	if (rc == 0 && catalog_path) {
+		cfd = open(catalog_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (cfd < 0)
+			rc = cn_error_sys(-errno, "cannot create '%s'", catalog_path);
+		else
+			rc = cn_catalog_writer_new(write_fd, &cfd, &cw);
+		if (rc == 0) {
+			/* as the official client: one directory per archive */
+			const char *b = strrchr(archive, '/');
+			b = b ? b + 1 : archive;
+			char *name = malloc(strlen(b) + 6);
+			if (!name)
+				rc = cn_error_set(-ENOMEM, "out of memory");
+			else {
+				sprintf(name, "%s.didx", b);
+				co.archive_name = name;
+			}
+		}
+	}
+	if (rc == 0)
+		rc = cn_pxar_create(dir, &co, write_fd, &fd, cw, &st);
+	if (rc == 0 && cw)
+		rc = cn_catalog_writer_finish(cw);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = cn_error_sys(-errno, "fsync '%s'", archive);
+	if (rc == 0 && cfd >= 0 && fsync(cfd) < 0)
+		rc = cn_error_sys(-errno, "fsync '%s'", catalog_path);
+	cn_catalog_writer_free(cw);
+	free((void *)co.archive_name);
+	free(ex);
+	if (cfd >= 0)
+		close(cfd);
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		status = cli_error(archive);
+		/* leave no half-written archive behind */
+		if (fd >= 0)
+			unlink(archive);
+		if (cfd >= 0)
+			unlink(catalog_path);
+		return status;
+	}
+	cn_log_info("archived %llu dirs, %llu files (%llu bytes), %llu symlinks, %llu hardlinks, "
+		    "%llu devices, %llu fifos, %llu sockets; %llu excluded; archive %llu bytes",
+		    (unsigned long long)st.dirs, (unsigned long long)st.files,
+		    (unsigned long long)st.bytes_read, (unsigned long long)st.symlinks,
+		    (unsigned long long)st.hardlinks, (unsigned long long)st.devices,
+		    (unsigned long long)st.fifos, (unsigned long long)st.sockets,
+		    (unsigned long long)st.excluded, (unsigned long long)st.archive_size);
+	if (st.changed)
+		fprintf(stderr, "cairn: warning: %llu files changed while being read\n",
+			(unsigned long long)st.changed);
+	if (st.skipped) {
+		fprintf(stderr, "cairn: %llu entries skipped (vanished or unreadable)\n",
+			(unsigned long long)st.skipped);
+		status = CLI_EXIT_PARTIAL;
+	}
+	return status;
+}
+
 static int run(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -249,6 +358,8 @@ static int run(int argc, char **argv)
 		help_main(stdout);
 		return CLI_EXIT_OK;
 	}
+	if (!strcmp(argv[1], "create"))
+		return cmd_create(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "extract"))
 		return cmd_extract(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "list"))

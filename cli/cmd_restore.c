@@ -28,6 +28,18 @@ static void help(FILE *f)
 		"4 corrupt data in the store (chunk digest/CRC, index checksum).\n");
 }
 
+static void on_progress(void *ctx, uint64_t done, uint64_t total, double elapsed)
+{
+	(void)ctx;
+	char d[32], tt[32];
+	cli_human_bytes(done, d, sizeof(d));
+	cli_human_bytes(total, tt, sizeof(tt));
+	double rate = elapsed > 0 ? done / elapsed : 0;
+	double eta = rate > 0 ? (double)(total - done) / rate : 0;
+	cli_progress_line("%s of %s (%.0f%%), %.1f MiB/s, ETA %.0fs", d, tt,
+			  total ? 100.0 * (double)done / (double)total : 100.0, rate / (1 << 20), eta);
+}
+
 enum { OPT_PATH = OPT_FIRST_COMMAND_OPTION, OPT_VERIFY, OPT_OVERWRITE, OPT_THREADS };
 
 static int cmd_restore(int argc, char **argv)
@@ -43,7 +55,7 @@ static int cmd_restore(int argc, char **argv)
 	};
 	struct cn_restore_opts ro = {0};
 	int o, rc;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)
@@ -86,6 +98,8 @@ static int cmd_restore(int argc, char **argv)
 	if ((exit_code = cli_load_key(&c, &crypt)))
 		return exit_code;
 	ro.crypt = crypt;
+	if (cli_progress_enabled() && !c.json)
+		ro.progress = on_progress;
 	struct cli_endpoints eps;
 	if ((exit_code = cli_open_endpoints(&c, 0, 1, &eps))) {
 		cn_crypt_config_free(crypt);
@@ -103,6 +117,7 @@ static int cmd_restore(int argc, char **argv)
 	cli_snapshot_text(&id, snap, sizeof(snap));
 	struct cn_restore_stats st;
 	r = cn_restore_archive(src, &id, archive, target, &ro, &st);
+	cli_progress_done();
 	if (r < 0 && !(r == -EIO && st.errors)) {
 		char ctx[600];
 		snprintf(ctx, sizeof(ctx), "%s %s", snap, archive);

@@ -175,7 +175,7 @@ static int cmd_snapshot(int argc, char **argv)
 		return cli_usage_error(c.cmd, "unknown subcommand '%s' (list, files)", sub);
 	int o, rc;
 	optind = 2;
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

@@ -40,7 +40,7 @@ static int cmd_verify(int argc, char **argv)
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--restore-test"))
 			return cli_restore_test_command(argc, argv);
-	while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;
 		if (rc)

@@ -21,6 +21,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,12 +31,14 @@
 
 extern const struct cli_command cli_cmd_backup, cli_cmd_restore, cli_cmd_list,
 	cli_cmd_snapshot, cli_cmd_verify, cli_cmd_prune, cli_cmd_gc, cli_cmd_key,
-	cli_cmd_benchmark, cli_cmd_pxar, cli_cmd_run, cli_cmd_config, cli_cmd_status;
+	cli_cmd_benchmark, cli_cmd_pxar, cli_cmd_catalog, cli_cmd_run, cli_cmd_config,
+	cli_cmd_status;
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_backup, &cli_cmd_restore, &cli_cmd_list, &cli_cmd_snapshot,
 	&cli_cmd_verify, &cli_cmd_prune, &cli_cmd_gc, &cli_cmd_key,
-	&cli_cmd_benchmark, &cli_cmd_pxar, &cli_cmd_run, &cli_cmd_config, &cli_cmd_status,
+	&cli_cmd_benchmark, &cli_cmd_pxar, &cli_cmd_catalog, &cli_cmd_run, &cli_cmd_config,
+	&cli_cmd_status,
 };
 
 int cli_error(const char *context)
@@ -57,6 +60,24 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nTry 'cairn %s --help'.\n", cmd);
 	return CLI_EXIT_USAGE;
+}
+
+void cli_print_quoted(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else if (*p == '\t')
+			fputs("\\t", f);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\x%02x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
 }
 
 /* Whether stderr is connected to the systemd journal: JOURNAL_STREAM holds
@@ -104,6 +125,12 @@ int main(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
+	cn_log_setup(level, 0);
+	/* A server that closes its connection must give an error on that
+	 * target, not kill the process (and with it the other targets). */
+	signal(SIGPIPE, SIG_IGN);
+}
+
 	cn_log_setup(level, stderr_is_journal());
 	if (i >= argc) {
 		usage(stderr);

@@ -165,9 +165,13 @@ static void prefetch(struct cn_chunk_reader *r, size_t chunk)
 {
 	size_t count = cn_index_count(r->idx);
 	for (size_t k = chunk + 1; k < count && k <= chunk + r->window; k++) {
-		if (find_slot(r, k))
+		struct slot *s = find_slot(r, k);
+		if (s) {
+			/* still ahead of the reader: newer than anything consumed */
+			s->stamp = ++r->clock;
 			continue;
-		struct slot *s = claim_slot(r, k);
+		}
+		s = claim_slot(r, k);
 		if (!s)
 			return;
 		if (cn_workqueue_push(r->q, s) < 0) { /* only when stopping */

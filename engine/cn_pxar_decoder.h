@@ -10,15 +10,20 @@
  *  - every item header: full_size >= 16, content within the per-type limit;
  *  - FILENAME is followed by ENTRY or HARDLINK, a directory by FILENAME or
  *    GOODBYE items only; at most one GROUP_OBJ / DEFAULT / FCAPS /
- *    QUOTA_PROJID, fixed-size items exactly their size;
+ *    QUOTA_PROJID, fixed-size items exactly their size (the order of the
+ *    attribute items is not enforced, as upstream); mtime nanoseconds
+ *    below 10^9 and a known file type in the mode;
  *  - the item that ends an entry matches its mode (PAYLOAD only for regular
  *    files, SYMLINK for symlinks, DEVICE for devices, children for dirs);
  *  - file names: non-empty, NUL-terminated, no '/', no NUL inside, not '.'
  *    or '..', at most 4096 bytes;
  *  - every goodbye table: size, tail marker, tail offset/size, and that its
  *    items are exactly the directory's children (hash, offset, size) laid
- *    out so that the binary search finds each of them — so that random
- *    access on an archive this decoder accepted finds what it decoded;
+ *    out so that the binary search finds each of them, and no name twice
+ *    in one directory — so that random access on an archive this decoder
+ *    accepted finds exactly what it decoded (the fuzz target checks this);
+ *    v2 split files may count their payload in the item size, as the pxar
+ *    1.0 encoder writes it;
  *  - hardlinks: offset > 0, pointing back to a FILENAME followed by a
  *    regular file's ENTRY; target path relative without '.'/'..' parts;
  *  - nothing after the root goodbye table.
@@ -28,7 +33,9 @@
  * CN_PXAR_MAX_ACL. Errors: -CN_E_FORMAT (structure), -CN_E_TRUNCATED
  * (archive ends early), -CN_E_PATH (illegal name), -E2BIG (limit), -ENOMEM,
  * or what input->read_at returned; always with a message that names the
- * archive offset.
+ * archive offset. Checks happen as the stream is read: a directory's
+ * goodbye table is verified when it is reached, so an extractor may have
+ * written earlier entries of an archive that fails later (as upstream).
  *
  * Formats: v1 (unified) and v2 split archives (FORMAT_VERSION 2, PRELUDE,
  * PAYLOAD_REF into a separate payload input; spec pxar.md §8).

@@ -516,7 +516,8 @@ static int close_frame(struct cn_pxar_encoder *e, struct frame *closed)
 	size_t *slot = NULL;
 	int rc;
 
-	qsort(f->items, f->n, sizeof(*f->items), cmp_hash);
+	if (f->n > 1)
+		qsort(f->items, f->n, sizeof(*f->items), cmp_hash);
 	if (f->n && !(slot = malloc(f->n * sizeof(*slot))))
 		return fail(e, -ENOMEM);
 	cn_pxar_goodbye_permute(f->n, slot);

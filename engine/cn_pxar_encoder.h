@@ -14,6 +14,9 @@
  * begin_dir ... end_dir; a regular file is begin_file, write* (exactly the
  * announced size in total), end_file. After any error the encoder is
  * unusable except for free().
+ *
+ * The tree walk that drives this encoder like proxmox-backup-client does,
+ * cn_pxar_create(), is declared in engine/cn_walker.h.
  */
 #ifndef CN_PXAR_ENCODER_H
 #define CN_PXAR_ENCODER_H

@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +174,51 @@ static int apply_acls(const struct cn_pxar_entry *e, const char *proc_path)
 	return 0;
 }
 
+/* pxar Stat.flags -> chattr bits (flags.rs CHATTR_MAP). */
+static const struct { uint64_t pxar; int fs; } chattr_map[] = {
+	{ CN_PXAR_FLAG_APPEND, FS_APPEND_FL },       { CN_PXAR_FLAG_NOATIME, FS_NOATIME_FL },
+	{ CN_PXAR_FLAG_COMPR, FS_COMPR_FL },         { CN_PXAR_FLAG_NOCOW, FS_NOCOW_FL },
+	{ CN_PXAR_FLAG_NODUMP, FS_NODUMP_FL },       { CN_PXAR_FLAG_DIRSYNC, FS_DIRSYNC_FL },
+	{ CN_PXAR_FLAG_IMMUTABLE, FS_IMMUTABLE_FL }, { CN_PXAR_FLAG_SYNC, FS_SYNC_FL },
+	{ CN_PXAR_FLAG_NOCOMP, FS_NOCOMP_FL },      { CN_PXAR_FLAG_PROJINHERIT, FS_PROJINHERIT_FL },
+};
+/* flags.rs INITIAL_FS_FLAGS: set on a file before its data is written. */
+#define INITIAL_CHATTR (FS_NOATIME_FL | FS_COMPR_FL | FS_NOCOW_FL | FS_NOCOMP_FL | FS_PROJINHERIT_FL)
+
+static int to_chattr(uint64_t flags)
+{
+	int r = 0;
+	for (size_t i = 0; i < sizeof(chattr_map) / sizeof(chattr_map[0]); i++)
+		if (flags & chattr_map[i].pxar)
+			r |= chattr_map[i].fs;
+	return r;
+}
+
+static int chattr_unsupported(int err)
+{
+	return err == ENOTTY || err == ENOSYS || err == EBADF || err == EOPNOTSUPP || err == EINVAL;
+}
+
+/* metadata.rs apply_chattr: sets the bits of chattr within mask, keeping
+ * the others; unsupported file systems are ignored. mask: the chattr bits
+ * the default feature flags restore (all but NODUMP). */
+static int apply_chattr(int fd, int chattr, int mask)
+{
+	int cur = 0;
+	if (chattr == 0)
+		return 0;
+	if (ioctl(fd, FS_IOC_GETFLAGS, &cur) < 0)
+		return chattr_unsupported(errno) ? 0 : -errno;
+	int attr = (chattr & mask) | (cur & ~mask);
+	if (attr == cur)
+		return 0;
+	if (ioctl(fd, FS_IOC_SETFLAGS, &attr) < 0)
+		return chattr_unsupported(errno) ? 0 : -errno;
+	return 0;
+}
+
+#define CHATTR_MASK (to_chattr(CN_PXAR_FLAGS_DEFAULT))
+
 /* Applies e's metadata to the object: fd is a descriptor of it (O_PATH is
  * enough), or -1 for a symlink, which is addressed as (parent, name)
  * without following. Order as upstream metadata::apply. Returns 0 or the
@@ -246,6 +293,16 @@ static int apply_meta(struct extractor *x, const struct cn_pxar_entry *e, const 
 		rc = soft_error(x, cn_error_sys(-errno, "failed to restore mtime of '%s'", path));
 		if (rc < 0)
 			return rc;
+	}
+	/* chattr flags last (immutable/append would block the steps above);
+	 * only through a real descriptor (files and directories) */
+	if (!is_link && e->flags) {
+		r = apply_chattr(fd, to_chattr(e->flags), CHATTR_MASK);
+		if (r < 0) {
+			rc = soft_error(x, cn_error_sys(r, "failed to set file attributes of '%s'", path));
+			if (rc < 0)
+				return rc;
+		}
 	}
 	return 0;
 }
@@ -397,7 +454,11 @@ static int extract_file(struct extractor *x, struct cn_pxar_decoder *d,
 		fd = openat(parent, name, flags, 0600);
 	if (fd < 0)
 		return cn_error_sys(-errno, "failed to create file '%s'", path);
-	int rc = copy_content(x, d, e, fd, path);
+	int rc = apply_chattr(fd, to_chattr(e->flags) & INITIAL_CHATTR, CHATTR_MASK);
+	if (rc < 0)
+		rc = soft_error(x, cn_error_sys(rc, "failed to apply initial flags to '%s'", path));
+	if (rc == 0)
+		rc = copy_content(x, d, e, fd, path);
 	if (rc == 0)
 		rc = apply_meta(x, e, path, fd, parent, name);
 	close(fd);

@@ -20,8 +20,9 @@
  * POSIX ACLs (access and default, rebuilt as upstream apply_acls does),
  * permission bits, mtime (directories after their contents). Regular files
  * are written sparse: 4 KiB blocks of zeros become holes (upstream
- * sparse_copy). chattr flags and quota project ids are decoded but not
- * applied.
+ * sparse_copy). chattr flags as upstream apply_flags (NOCOW and the other
+ * initial flags before the data, the rest last); FAT attributes and quota
+ * project ids are decoded but not applied.
  *
  * Errors while creating one entry or applying its metadata (an existing
  * file, EPERM for a device node as non-root, EOPNOTSUPP for xattrs on the

@@ -137,6 +137,30 @@ static int read_all(struct cn_chunk_reader *cr, const struct cn_index *idx)
 	return r;
 }
 
+/* The archive input of a restore: the chunk reader, plus progress. */
+struct tracked_input {
+	struct cn_chunk_reader *cr;
+	const struct cn_restore_opts *o;
+	uint64_t pos, total;
+	double start, next;
+};
+
+static int tracked_read_at(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	struct tracked_input *ti = ctx;
+	int r = cn_chunk_reader_read_at(ti->cr, off, buf, len);
+	if (off + len > ti->pos)
+		ti->pos = off + len;
+	if (r == 0 && ti->o->progress) {
+		double t = now_sec();
+		if (t >= ti->next) {
+			ti->next = t + 0.25;
+			ti->o->progress(ti->o->progress_ctx, ti->pos, ti->total, t - ti->start);
+		}
+	}
+	return r;
+}
+
 static int list_nothing(void *ctx, const struct cn_pxar_entry *e)
 {
 	struct cn_restore_stats *st = ctx;
@@ -182,7 +206,9 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 	if (r < 0)
 		goto out;
 	stats->stream_size = cn_index_size(idx);
-	struct cn_pxar_input in = {cn_chunk_reader_read_at, cn_index_size(idx), cr};
+	struct tracked_input ti = {.cr = cr, .o = o, .total = cn_index_size(idx), .start = t0,
+				   .next = t0 + 0.25};
+	struct cn_pxar_input in = {tracked_read_at, cn_index_size(idx), &ti};
 	if (o->verify_only) {
 		/* every chunk, then the structure (read from the cache or again) */
 		r = read_all(cr, idx);
@@ -205,8 +231,8 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		stats->bytes = es.bytes;
 		stats->errors = es.errors;
 	}
-	if (r == -ENOENT && o->path && *o->path && !*cn_error_message())
-		r = cn_error_set(r, "%s is not in archive %s", o->path, archive);
+	if (r == -ENOENT && o->path && *o->path)
+		r = cn_error_prefix(r, "path %s", o->path);
 out:
 	if (cr) {
 		struct cn_chunk_reader_stats cs;

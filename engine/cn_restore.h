@@ -24,6 +24,10 @@ struct cn_restore_opts {
 	const char *path;        /* NULL/"": everything; else a subtree, a file or a pattern */
 	int verify_only;         /* read and check everything, write nothing */
 	int overwrite;           /* replace existing files in the target */
+	/* Called from the calling thread at most every 250 ms with the
+	 * furthest archive offset read so far and the archive size. */
+	void (*progress)(void *ctx, uint64_t done, uint64_t total, double elapsed);
+	void *progress_ctx;
 };
 
 struct cn_restore_stats {

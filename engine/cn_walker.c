@@ -253,14 +253,15 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 		*fd = -1;
 		if (errno == ENOENT) {
 			if (existed) {
-				cn_log_warning("warning: file vanished while reading: \"%s\"", cur_path(w));
+				cn_log_warning("file vanished while reading: \"%s\"", cur_path(w));
 				w->stats->skipped++;
 			}
 			return 0;
 		}
 		if (errno == EACCES) {
 			cn_log_warning("failed to open file: \"%s\": access denied", name);
-			w->stats->skipped++;
+			if (existed)
+				w->stats->skipped++;
 			return 0;
 		}
 		return cn_error_sys(-errno, "open \"%s\"", cur_path(w));
@@ -287,6 +288,13 @@ static int acl_perms(acl_entry_t e, uint64_t *perms)
 	p |= r ? CN_PXAR_ACL_EXECUTE : 0;
 	*perms = p;
 	return 0;
+}
+
+/* qsort that accepts an empty (NULL) array */
+static void sort_n(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+	if (n > 1)
+		qsort(base, n, size, cmp);
 }
 
 static int cmp_acl(const void *a, const void *b)
@@ -353,15 +361,15 @@ static int get_acl_do(struct walker *w, struct cn_pxar_metadata *m, const char *
 		}
 	}
 	if (uw == 0) {
-		qsort(m->acl_users, m->n_acl_users, sizeof(*m->acl_users), cmp_acl);
-		qsort(m->acl_groups, m->n_acl_groups, sizeof(*m->acl_groups), cmp_acl);
+		sort_n(m->acl_users, m->n_acl_users, sizeof(*m->acl_users), cmp_acl);
+		sort_n(m->acl_groups, m->n_acl_groups, sizeof(*m->acl_groups), cmp_acl);
 		/* the group permissions of stat are the mask; keep the group_obj
 		 * permissions only when a mask exists */
 		m->has_acl_group_obj = have_group_obj && have_mask;
 		m->acl_group_obj = group_obj;
 	} else {
-		qsort(m->acl_default_users, m->n_acl_default_users, sizeof(*m->acl_default_users), cmp_acl);
-		qsort(m->acl_default_groups, m->n_acl_default_groups, sizeof(*m->acl_default_groups), cmp_acl);
+		sort_n(m->acl_default_users, m->n_acl_default_users, sizeof(*m->acl_default_users), cmp_acl);
+		sort_n(m->acl_default_groups, m->n_acl_default_groups, sizeof(*m->acl_default_groups), cmp_acl);
 		m->has_acl_default = have_user_obj || have_group_obj || have_other || have_mask;
 		m->acl_default.user_obj_permissions = have_user_obj ? user_obj : CN_PXAR_ACL_NO_MASK;
 		m->acl_default.group_obj_permissions = have_group_obj ? group_obj : CN_PXAR_ACL_NO_MASK;
@@ -793,7 +801,7 @@ static int list_directory(struct walker *w, int dirfd, int is_root, struct list_
 			if (errno == ENOENT) {
 				if ((rc = path_set(w, base, name, nl)) < 0)
 					break;
-				cn_log_warning("warning: file vanished while reading: \"%s\"", cur_path(w));
+				cn_log_warning("file vanished while reading: \"%s\"", cur_path(w));
 				path_truncate(w, base);
 				w->stats->skipped++;
 				continue;
@@ -846,7 +854,7 @@ static int list_directory(struct walker *w, int dirfd, int is_root, struct list_
 		free_list(l, n);
 		return rc;
 	}
-	qsort(l, n, sizeof(*l), cmp_entry);
+	sort_n(l, n, sizeof(*l), cmp_entry);
 	*out = l;
 	*out_n = n;
 	return 0;
@@ -875,7 +883,7 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 		}
 		w->stats->bytes_read += (uint64_t)got;
 		if ((uint64_t)got > remaining) {
-			cn_log_warning("warning: file size increased while reading: \"%s\", file will be truncated!",
+			cn_log_warning("file size increased while reading: \"%s\", file will be truncated!",
 				       cur_path(w));
 			changed = 1;
 			got = (ssize_t)remaining;
@@ -885,7 +893,7 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 		remaining -= (uint64_t)got;
 	}
 	if (remaining > 0) {
-		cn_log_warning("warning: file size shrunk while reading: \"%s\", file will be padded with zeros!",
+		cn_log_warning("file size shrunk while reading: \"%s\", file will be padded with zeros!",
 			       cur_path(w));
 		changed = 1;
 		memset(w->buf, 0, remaining < COPY_BUF_SIZE ? remaining : COPY_BUF_SIZE);
@@ -904,7 +912,7 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 	if (!changed && fstat(fd, &after) == 0 &&
 	    (after.st_size != ent->st.st_size || after.st_mtim.tv_sec != ent->st.st_mtim.tv_sec ||
 	     after.st_mtim.tv_nsec != ent->st.st_mtim.tv_nsec)) {
-		cn_log_warning("warning: file changed while reading: \"%s\"", cur_path(w));
+		cn_log_warning("file changed while reading: \"%s\"", cur_path(w));
 		changed = 1;
 	}
 	w->stats->changed += (uint64_t)changed;

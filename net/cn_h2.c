@@ -51,6 +51,10 @@ struct cn_h2 {
 	int err;                   /* session error (negative), 0 while alive */
 	char errmsg[300];
 
+	uint32_t goaway_sent;      /* error code of a GOAWAY nghttp2 sent (peer misbehaved) */
+	uint32_t goaway_rcvd;      /* error code of the peer's GOAWAY */
+	int got_goaway;
+	char proto_error[160];     /* nghttp2's complaint about the peer's data */
 	struct cn_buf out;         /* I/O thread only */
 	size_t out_off;
 	int64_t last_progress_ms;  /* I/O thread only */
@@ -171,6 +175,37 @@ static int on_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, 
 	return 0;
 }
 
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
+{
+	(void)s;
+	struct cn_h2 *h = ud;
+	if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR)
+		h->goaway_sent = frame->goaway.error_code;
+	return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
+{
+	(void)s;
+	struct cn_h2 *h = ud;
+	if (frame->hd.type == NGHTTP2_GOAWAY) {
+		h->goaway_rcvd = frame->goaway.error_code;
+		h->got_goaway = 1;
+	}
+	return 0;
+}
+
+/* nghttp2 found the peer's bytes invalid (it then ends the session). */
+static int on_error(nghttp2_session *s, int lib_error_code, const char *msg, size_t len, void *ud)
+{
+	(void)s;
+	(void)lib_error_code;
+	struct cn_h2 *h = ud;
+	if (!h->proto_error[0])
+		snprintf(h->proto_error, sizeof(h->proto_error), "%.*s", (int)len, msg);
+	return 0;
+}
+
 static ssize_t read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
 			 uint32_t *data_flags, nghttp2_data_source *src, void *ud)
 {
@@ -230,6 +265,19 @@ static int produce(struct cn_h2 *h)
 	return 0;
 }
 
+/* Sets the error for a session the peer spoiled (invalid data, GOAWAY);
+ * returns 0 if there is no such reason. */
+static int session_end_error(struct cn_h2 *h)
+{
+	if (h->proto_error[0] || h->goaway_sent)
+		return cn_error_set(-CN_E_PROTOCOL, "server sent invalid HTTP/2 data (%s)",
+				    h->proto_error[0] ? h->proto_error : nghttp2_http2_strerror(h->goaway_sent));
+	if (h->got_goaway)
+		return cn_error_set(-CN_E_PROTOCOL, "server ended the HTTP/2 session (GOAWAY %s)",
+				    nghttp2_http2_strerror(h->goaway_rcvd));
+	return 0;
+}
+
 static void *io_thread(void *arg)
 {
 	struct cn_h2 *h = arg;
@@ -251,7 +299,8 @@ static void *io_thread(void *arg)
 		int want_write = h->out.len > h->out_off;
 		if (!want_write && !nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng)) {
 			if (!h->closing) {
-				cn_error_set(-CN_E_PROTOCOL, "server ended the HTTP/2 session");
+				if (!session_end_error(h))
+					cn_error_set(-CN_E_PROTOCOL, "server ended the HTTP/2 session");
 				die(h, -CN_E_PROTOCOL);
 			}
 			break;
@@ -285,7 +334,7 @@ static void *io_thread(void *arg)
 				h->last_progress_ms = now_ms();
 			} else if (w != -EAGAIN) {
 				pthread_mutex_lock(&h->mu);
-				cn_error_prefix((int)w, "sending to server");
+				cn_error_prefix((int)w, "connection to server lost");
 				die(h, (int)w);
 				break;
 			}
@@ -298,12 +347,15 @@ static void *io_thread(void *arg)
 				break;
 			pthread_mutex_lock(&h->mu);
 			if (got == 0) {
-				cn_error_set(-EPIPE, "connection closed by server");
-				die(h, -EPIPE);
+				/* Name what the peer did last before closing. */
+				if (!session_end_error(h))
+					cn_error_set(-EPIPE, "connection to server lost: closed by the server");
+				die(h, cn_error_code());
 				failed = 1;
 				break;
 			}
 			if (got < 0) {
+				cn_error_prefix((int)got, "connection to server lost");
 				die(h, (int)got);
 				failed = 1;
 				break;
@@ -374,6 +426,9 @@ int cn_h2_start(struct cn_tls *tls, const uint8_t *early, size_t early_len,
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+	nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
 	nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, frame_len);
 	/* Many chunk uploads and downloads share one connection. */
 	nghttp2_option_set_peer_max_concurrent_streams(nopt, 100);

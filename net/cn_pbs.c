@@ -12,6 +12,7 @@
 #include "common/cn_log.h"
 
 #define REST_BODY_MAX (64u << 20)
+#define TICKET_RENEW_MS (15 * 60 * 1000)  /* as proxmox-backup-client */
 
 struct cn_pbs {
 	struct cn_pbs_repo repo;
@@ -22,6 +23,8 @@ struct cn_pbs {
 	int io_timeout_ms;
 	char *auth_headers;          /* "Name: value\r\n" lines; holds the secret or ticket */
 	char *auth_get;              /* the same without CSRF (for GET) */
+	char *ticket;                /* user login: current ticket (renewed), else NULL */
+	int64_t ticket_ms;           /* when it was issued (monotonic) */
 	char base_url[320];
 };
 
@@ -86,6 +89,8 @@ static int retryable_curl(CURLcode c)
 	return c == CURLE_COULDNT_CONNECT || c == CURLE_COULDNT_RESOLVE_HOST;
 }
 
+static void renew_ticket(struct cn_pbs *p);
+
 /* One REST call. method GET/DELETE take the query in path; POST sends
  * body_json. with_auth=0 for the login itself. */
 static int rest(struct cn_pbs *p, const char *method, const char *path, const char *body_json,
@@ -99,6 +104,8 @@ static int rest(struct cn_pbs *p, const char *method, const char *path, const ch
 
 	if (snprintf(url, sizeof(url), "%s/%s", p->base_url, path) >= (int)sizeof(url))
 		return cn_error_set(-ENAMETOOLONG, "request URL too long");
+	if (with_auth)
+		renew_ticket(p);
 	pthread_mutex_lock(&p->mu);
 	CURL *c = p->curl;
 	curl_easy_reset(c);
@@ -209,6 +216,29 @@ int cn_pbs_snapshot_query(const struct cn_pbs *p, const struct cn_snapshot_id *i
 	return 0;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Installs new credentials (taking ownership) and wipes the old ones.
+ * Under the lock: REST calls on other threads copy them from there. */
+static void set_auth(struct cn_pbs *p, char *get, char *all, char *ticket)
+{
+	pthread_mutex_lock(&p->mu);
+	char *og = p->auth_get, *oa = p->auth_headers, *ot = p->ticket;
+	p->auth_get = get;
+	p->auth_headers = all;
+	p->ticket = ticket;
+	p->ticket_ms = now_ms();
+	pthread_mutex_unlock(&p->mu);
+	wipe_free(og);
+	wipe_free(oa);
+	wipe_free(ot);
+}
+
 static int login(struct cn_pbs *p, const char *password)
 {
 	json_t *req = json_pack("{s:s, s:s}", "username", p->repo.user, "password", password);
@@ -229,35 +259,59 @@ static int login(struct cn_pbs *p, const char *password)
 		return cn_error_set(-CN_E_PROTOCOL, "login as %s: answer lacks ticket or CSRF token", p->repo.user);
 	}
 	size_t cap = strlen(ticket) * 3 + strlen(csrf) + 128;
-	char *enc = malloc(cap);
-	p->auth_get = malloc(cap);
-	p->auth_headers = malloc(cap);
-	if (!enc || !p->auth_get || !p->auth_headers ||
-	    cn_pbs_encode_credential(ticket, enc, cap) < 0) {
+	char *enc = malloc(cap), *get = malloc(cap), *all = malloc(cap), *tcopy = strdup(ticket);
+	if (!enc || !get || !all || !tcopy || cn_pbs_encode_credential(ticket, enc, cap) < 0) {
 		json_decref(data);
 		wipe_free(enc);
+		free(get);
+		free(all);
+		wipe_free(tcopy);
 		return cn_error_set(-ENOMEM, "out of memory");
 	}
-	snprintf(p->auth_get, cap, "Cookie: PBSAuthCookie=%s\r\n", enc);
-	snprintf(p->auth_headers, cap, "Cookie: PBSAuthCookie=%s\r\nCSRFPreventionToken: %s\r\n", enc, csrf);
-	wipe_free(enc);
+	snprintf(get, cap, "Cookie: PBSAuthCookie=%s\r\n", enc);
+	snprintf(all, cap, "Cookie: PBSAuthCookie=%s\r\nCSRFPreventionToken: %s\r\n", enc, csrf);
 	json_decref(data);
+	wipe_free(enc);
+	set_auth(p, get, all, tcopy);
 	return 0;
+}
+
+int cn_pbs_renew_ticket(struct cn_pbs *p, int force)
+{
+	char *old = NULL;
+	int r = 0;
+	pthread_mutex_lock(&p->mu);
+	if (p->ticket && (force || now_ms() - p->ticket_ms > TICKET_RENEW_MS))
+		old = strdup(p->ticket);
+	pthread_mutex_unlock(&p->mu);
+	if (old)
+		r = login(p, old);
+	wipe_free(old);
+	return r;
+}
+
+/* Renewal before a call; a failure is only a warning since the old
+ * ticket stays valid for two hours. */
+static void renew_ticket(struct cn_pbs *p)
+{
+	if (cn_pbs_renew_ticket(p, 0) < 0)
+		cn_log_warning("renewing the login ticket for %s: %s", p->repo.user, cn_error_message());
 }
 
 static int token_auth(struct cn_pbs *p, const char *secret)
 {
 	size_t cap = strlen(secret) * 3 + strlen(p->repo.auth_id) + 64;
-	char *enc = malloc(cap);
-	p->auth_headers = malloc(cap);
-	p->auth_get = malloc(cap);
-	if (!enc || !p->auth_headers || !p->auth_get || cn_pbs_encode_credential(secret, enc, cap) < 0) {
+	char *enc = malloc(cap), *all = malloc(cap), *get = malloc(cap);
+	if (!enc || !all || !get || cn_pbs_encode_credential(secret, enc, cap) < 0) {
 		wipe_free(enc);
+		free(all);
+		free(get);
 		return cn_error_set(-ENOMEM, "out of memory");
 	}
-	snprintf(p->auth_headers, cap, "Authorization: PBSAPIToken %s:%s\r\n", p->repo.auth_id, enc);
-	snprintf(p->auth_get, cap, "%s", p->auth_headers);
+	snprintf(all, cap, "Authorization: PBSAPIToken %s:%s\r\n", p->repo.auth_id, enc);
+	snprintf(get, cap, "%s", all);
 	wipe_free(enc);
+	set_auth(p, get, all, NULL);
 	return 0;
 }
 
@@ -326,6 +380,7 @@ void cn_pbs_free(struct cn_pbs *p)
 		curl_easy_cleanup(p->curl);
 	wipe_free(p->auth_headers);
 	wipe_free(p->auth_get);
+	wipe_free(p->ticket);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 }
@@ -453,7 +508,7 @@ int cn_pbs_forget(struct cn_pbs *p, const struct cn_snapshot_id *id)
 		return cn_error_set(-ENAMETOOLONG, "query too long");
 	int r = store_path(p, "snapshots", q, path, sizeof(path));
 	if (r == 0)
-		r = rest(p, "DELETE", path, NULL, 1, NULL);
+		r = cn_pbs_enoent(rest(p, "DELETE", path, NULL, 1, NULL));
 	return r;
 }
 
@@ -486,10 +541,15 @@ int cn_pbs_open_session(struct cn_pbs *p, const char *protocol, const char *path
 	r = cn_tls_connect(p->repo.connect_host, p->repo.port, &pin, &p->copts, &tls);
 	if (r < 0)
 		return r;
-	size_t reqcap = strlen(query) + strlen(p->auth_headers) + 1024;
+	renew_ticket(p);
+	pthread_mutex_lock(&p->mu);
+	char *auth = strdup(p->auth_get);
+	pthread_mutex_unlock(&p->mu);
+	size_t reqcap = strlen(query) + (auth ? strlen(auth) : 0) + 1024;
 	req = malloc(reqcap);
 	buf = malloc(cap);
-	if (!req || !buf) {
+	if (!req || !buf || !auth) {
+		wipe_free(auth);
 		r = cn_error_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -497,7 +557,8 @@ int cn_pbs_open_session(struct cn_pbs *p, const char *protocol, const char *path
 			 "GET /api2/json/%s?%s HTTP/1.1\r\nHost: %s:%u\r\nConnection: upgrade\r\n"
 			 "Upgrade: %s\r\nUser-Agent: cairn/0.1\r\n"
 			 "Content-Type: application/x-www-form-urlencoded\r\n%s\r\n",
-			 path, query, p->repo.host, (unsigned)p->repo.port, protocol, p->auth_get);
+			 path, query, p->repo.host, (unsigned)p->repo.port, protocol, auth);
+	wipe_free(auth);
 	r = write_all(tls, req, (size_t)n);
 	explicit_bzero(req, reqcap);
 	if (r < 0)
@@ -513,7 +574,11 @@ int cn_pbs_open_session(struct cn_pbs *p, const char *protocol, const char *path
 			goto fail;
 		}
 		if (got == 0 && hl == 0) {
-			r = cn_error_set(-EPIPE, "server closed the connection during the protocol upgrade");
+			if (len > 0)
+				r = cn_error_set(-CN_E_PROTOCOL, "malformed HTTP response from server "
+						 "(connection closed inside the response head)");
+			else
+				r = cn_error_set(-EPIPE, "server closed the connection during the protocol upgrade");
 			goto fail;
 		}
 		len += (size_t)got;

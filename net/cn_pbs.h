@@ -43,6 +43,12 @@ void cn_pbs_free(struct cn_pbs *p);
 /* The parsed repository (borrowed, valid while p lives). */
 const struct cn_pbs_repo *cn_pbs_repo_of(const struct cn_pbs *p);
 
+/* Renews the login ticket (POST access/ticket with the current ticket as
+ * password) if it is older than 15 minutes, or always with force; REST
+ * calls and session openings do this on their own. No-op for API tokens.
+ * Returns 0 or a negative code with a message (-CN_E_AUTH if refused). */
+int cn_pbs_renew_ticket(struct cn_pbs *p, int force);
+
 /* A short name for messages, "pbs:HOST:STORE", into out. */
 void cn_pbs_name(const struct cn_pbs *p, char *out, size_t out_size);
 

@@ -55,6 +55,19 @@ int cn_pbs_http_parse_head(const uint8_t *buf, size_t len, struct cn_pbs_http_he
 		}
 	}
 	if (end == 0) {
+		/* A complete status line can be judged before the rest. */
+		const uint8_t *eol = memmem(buf, scan, "\r\n", 2);
+		if (eol) {
+			struct cn_pbs_http_head tmp;
+			uint8_t line[64];
+			size_t ll = (size_t)(eol - buf);
+			if (ll + 4 > sizeof(line))
+				ll = sizeof(line) - 4;
+			memcpy(line, buf, ll);
+			memcpy(line + ll, "\r\n\r\n", 4);
+			if (cn_pbs_http_parse_head(line, ll + 4, &tmp) < 0)
+				return -CN_E_PROTOCOL;
+		}
 		if (len >= HEAD_MAX)
 			return cn_error_set(-CN_E_PROTOCOL, "HTTP response head larger than %d bytes", HEAD_MAX);
 		/* Reject early what cannot become a status line. */
@@ -128,6 +141,15 @@ static int status_error(int status, const uint8_t *body, size_t len)
 	else if (status == 404)
 		code = -ENOENT;
 	return cn_error_set(code, "server error %d: %s", status, text[0] ? text : "(no message)");
+}
+
+int cn_pbs_enoent(int r)
+{
+	const char *m = cn_error_message();
+	if (r == -ENOENT || (r == -CN_E_REMOTE && (strstr(m, "not found") || strstr(m, "does not exist") ||
+						   strstr(m, "No such file"))))
+		return cn_error_set(-ENOENT, "%s", m);
+	return r;
 }
 
 int cn_pbs_reply_check(int status, const uint8_t *body, size_t len)

@@ -38,6 +38,12 @@ int cn_pbs_reply_data(int status, const uint8_t *body, size_t len, json_t **data
  * payload), else the error as above. */
 int cn_pbs_reply_check(int status, const uint8_t *body, size_t len);
 
+/* Normalises "the server has no such thing": returns -ENOENT (keeping the
+ * message) when r is -ENOENT or a -CN_E_REMOTE whose message says not
+ * found / does not exist / No such file (upstream answers several of these
+ * with status 400), else r unchanged. */
+int cn_pbs_enoent(int r);
+
 /* Copies up to max bytes of untrusted text into out (out_size > 0),
  * replacing control and non-ASCII bytes by '?'; trailing whitespace is
  * dropped. */

@@ -64,10 +64,7 @@ static int download(struct pbs_source *s, const char *path, const char *what, st
 	if (r < 0) {
 		/* Missing files: 404 for blobs, 400 "... not found" for indexes;
 		 * a chunk that is gone answers 4xx with "not found" or ENOENT. */
-		const char *m = cn_error_message();
-		if (r == -ENOENT || (r == -CN_E_REMOTE && (strstr(m, "not found") || strstr(m, "No such file"))))
-			return cn_error_set(-ENOENT, "%s: %s: %s", s->base.name, what, m);
-		return cn_error_prefix(r, "%s: %s", s->base.name, what);
+		return cn_error_prefix(cn_pbs_enoent(r), "%s: %s", s->base.name, what);
 	}
 	return 0;
 }

@@ -6,7 +6,10 @@
  * get_chunk may be called from many threads at once: each call is its own
  * HTTP/2 stream on the shared session, so N prefetch workers mean N
  * parallel downloads. The server only serves chunks of indexes that were
- * downloaded in the same session (get_file of the .didx/.fidx first). */
+ * downloaded in the same session (get_file of the .didx/.fidx first).
+ * get_file and get_chunk replace the contents of their out buffer. A
+ * chunk the session may not read (or that is missing) is an error after
+ * the server's 3 s delay (upstream's 401). */
 #ifndef CN_PBS_SOURCE_H
 #define CN_PBS_SOURCE_H
 

@@ -172,8 +172,7 @@ static int t_load_previous_index(struct cn_target *tt, const char *name, struct 
 	if (r < 0) {
 		/* The server answers a missing previous file with an error
 		 * status (404, or 400 "... not found"); the session goes on. */
-		if (r == -ENOENT || (r == -CN_E_REMOTE && (strstr(cn_error_message(), "not found") ||
-							   strstr(cn_error_message(), "No such file"))))
+		if (cn_pbs_enoent(r) == -ENOENT)
 			return cn_error_set(-ENOENT, "%s: previous snapshot has no %s", tt->name, name);
 		return fail(t, cn_error_prefix(r, "%s", tt->name));
 	}
@@ -295,39 +294,36 @@ static int flush(struct pbs_target *t, struct index_writer *w, int force)
 	if (!force && ready < APPEND_BATCH)
 		return 0;
 	size_t done = 0;
-	char *body = malloc(APPEND_BATCH * 96 + 128);
-	if (!body)
-		return fail(t, cn_error_set(-ENOMEM, "out of memory"));
+	/* 64 hex + 4 per digest, up to 21 per offset */
+	char body[APPEND_BATCH * 96 + 128];
 	while (done < ready) {
 		size_t n = ready - done;
 		if (n > APPEND_BATCH)
 			n = APPEND_BATCH;
 		if (!force && n < APPEND_BATCH)
 			break;
-		size_t len = (size_t)sprintf(body, "{\"wid\":%d,\"digest-list\":[", w->wid);
+		size_t len = 0;
+		len += (size_t)snprintf(body, sizeof(body), "{\"wid\":%d,\"digest-list\":[", w->wid);
 		for (size_t i = 0; i < n; i++) {
-			body[len++] = i ? ',' : '"';
 			if (i)
-				body[len++] = '"';
+				body[len++] = ',';
+			body[len++] = '"';
 			cn_hex_encode(w->pending[done + i].digest, 32, body + len);
 			len += 64;
 			body[len++] = '"';
 		}
-		len += (size_t)sprintf(body + len, "],\"offset-list\":[");
+		len += (size_t)snprintf(body + len, sizeof(body) - len, "],\"offset-list\":[");
 		for (size_t i = 0; i < n; i++)
-			len += (size_t)sprintf(body + len, "%s%llu", i ? "," : "",
-					       (unsigned long long)w->starts[done + i]);
-		len += (size_t)sprintf(body + len, "]}");
+			len += (size_t)snprintf(body + len, sizeof(body) - len, "%s%llu", i ? "," : "",
+						(unsigned long long)w->starts[done + i]);
+		len += (size_t)snprintf(body + len, sizeof(body) - len, "]}");
 		r = cn_h2_call(t->h2, "PUT", w->kind == CN_INDEX_FIXED ? "fixed_index" : "dynamic_index",
 			       "application/json", (const uint8_t *)body, len, NULL);
-		if (r < 0) {
-			free(body);
+		if (r < 0)
 			return fail(t, cn_error_prefix(r, "%s: appending to %s", t->base.name, w->name));
-		}
 		t->stats.appends++;
 		done += n;
 	}
-	free(body);
 	memmove(w->pending, w->pending + done, (w->npending - done) * sizeof(*w->pending));
 	memmove(w->starts, w->starts + done, (w->npending - done) * sizeof(*w->starts));
 	w->npending -= done;

@@ -11,6 +11,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +43,30 @@ int cn_tls_pin_init(struct cn_tls_pin *pin, const char *host, const char *finger
 		pin->have_fp = 1;
 	}
 	return 0;
+}
+
+/* Writes to a socket the peer has closed raise SIGPIPE, which would kill
+ * the process; the library must not depend on the caller ignoring it.
+ * OpenSSL writes with write(2), so SIGPIPE is blocked in the calling
+ * thread around TLS writes and a SIGPIPE they raised is consumed. */
+static void sigpipe_block(sigset_t *old)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &s, old);
+}
+
+static void sigpipe_unblock(const sigset_t *old)
+{
+	sigset_t s, pending;
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	if (!sigismember(old, SIGPIPE) && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+		struct timespec zero = {0, 0};
+		sigtimedwait(&s, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
 static int is_ip_literal(const char *host)
@@ -222,10 +248,14 @@ static int handshake(struct cn_tls *t, const char *host)
 	if (!is_ip_literal(host))
 		SSL_set_tlsext_host_name(t->ssl, host);
 	errno = 0;
-	if (SSL_connect(t->ssl) != 1) {
+	sigset_t old;
+	sigpipe_block(&old);
+	int ok = SSL_connect(t->ssl) == 1;
+	if (!ok)
 		ssl_error_text(err, sizeof(err));
+	sigpipe_unblock(&old);
+	if (!ok)
 		return cn_tls_pin_error(&t->pin, err);
-	}
 	return 0;
 }
 
@@ -313,11 +343,15 @@ ssize_t cn_tls_read(struct cn_tls *t, void *buf, size_t len)
 ssize_t cn_tls_write(struct cn_tls *t, const void *buf, size_t len)
 {
 	size_t n = 0;
+	sigset_t old;
 	errno = 0;
 	ERR_clear_error();
-	if (SSL_write_ex(t->ssl, buf, len, &n) == 1)
-		return (ssize_t)n;
-	ssize_t r = io_error(t, 0, "write");
+	sigpipe_block(&old);
+	int ok = SSL_write_ex(t->ssl, buf, len, &n) == 1;
+	ssize_t r = ok ? (ssize_t)n : io_error(t, 0, "write");
+	sigpipe_unblock(&old);
+	if (ok)
+		return r;
 	if (r == 0)
 		return cn_error_set(-EPIPE, "TLS write to %s: connection closed by peer", t->pin.host);
 	return r;

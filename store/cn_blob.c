@@ -19,6 +19,7 @@ struct cn_blob_ctx {
 	ZSTD_CCtx *cctx;
 	ZSTD_DCtx *dctx;
 	struct cn_buf scratch; /* compressed bytes before encryption, decrypted bytes */
+	struct cn_buf plain;   /* decoded content for cn_blob_verify_chunk */
 };
 
 const uint8_t *cn_blob_magic(enum cn_blob_type type)
@@ -58,6 +59,7 @@ void cn_blob_ctx_free(struct cn_blob_ctx *ctx)
 	ZSTD_freeCCtx(ctx->cctx);
 	ZSTD_freeDCtx(ctx->dctx);
 	cn_buf_free(&ctx->scratch);
+	cn_buf_free(&ctx->plain);
 	free(ctx);
 }
 
@@ -184,7 +186,8 @@ static int encode_into(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
 			*type = CN_BLOB_ZSTD;
 		} else {
 			*type = CN_BLOB_PLAIN;
-			memcpy(dst + hdr, data, len);
+			if (len) /* data may be NULL when len is 0 */
+				memcpy(dst + hdr, data, len);
 			payload = len;
 		}
 	} else {
@@ -413,8 +416,10 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 	case CN_BLOB_ENCRYPTED_ZSTD:
 		if (!crypt)
 			return cn_error_set(-CN_E_NOKEY, "unable to decrypt blob: no key given");
+		/* reserve one byte more so that the buffers exist even for an
+		 * empty ciphertext (whose tag must still be checked) */
 		if (type == CN_BLOB_ENCRYPTED) {
-			if (cn_buf_reserve(out, plen) < 0)
+			if (cn_buf_reserve(out, plen + 1) < 0)
 				return cn_error_set(-ENOMEM, "out of memory");
 			r = cn_crypt_decrypt(crypt, payload, plen, out->data + out->len,
 					     blob + 12, blob + 28);
@@ -422,7 +427,7 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 				out->len += plen;
 		} else {
 			ctx->scratch.len = 0;
-			if (cn_buf_reserve(&ctx->scratch, plen) < 0)
+			if (cn_buf_reserve(&ctx->scratch, plen + 1) < 0)
 				return cn_error_set(-ENOMEM, "out of memory");
 			/* the tag is verified before a single byte is decompressed */
 			r = cn_crypt_decrypt(crypt, payload, plen, ctx->scratch.data, blob + 12,
@@ -438,8 +443,9 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 	}
 	if (expected_digest) {
 		uint8_t digest[32];
-		r = cn_chunk_digest(is_encrypted(type) ? crypt : NULL, out->data + start,
-				    out->len - start, digest);
+		const uint8_t *content = out->data ? out->data + start : (const uint8_t *)"";
+		r = cn_chunk_digest(is_encrypted(type) ? crypt : NULL, content, out->len - start,
+				    digest);
 		if (r >= 0 && memcmp(digest, expected_digest, 32) != 0) {
 			char want[65], got[65];
 			cn_hex_encode(expected_digest, 32, want);
@@ -466,4 +472,28 @@ int cn_blob_decode(const uint8_t *blob, size_t len, const struct cn_crypt_config
 		   const uint8_t *expected_digest, struct cn_buf *out)
 {
 	return cn_blob_decode_ctx(NULL, blob, len, crypt, expected_digest, out);
+}
+
+static int verify_chunk(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			const struct cn_crypt_config *crypt, const uint8_t digest[32],
+			uint64_t expected_size)
+{
+	int type = cn_blob_check(blob, len);
+	if (type < 0 || (is_encrypted(type) && !crypt))
+		return type;
+	ctx->plain.len = 0;
+	int r = decode(ctx, blob, len, crypt, digest, &ctx->plain);
+	if (r < 0)
+		return r;
+	if (expected_size && ctx->plain.len != expected_size)
+		return cn_error_set(-CN_E_FORMAT, "chunk has wrong length (%zu != %llu)",
+				    ctx->plain.len, (unsigned long long)expected_size);
+	return type;
+}
+
+int cn_blob_verify_chunk(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			 const struct cn_crypt_config *crypt, const uint8_t digest[32],
+			 uint64_t expected_size)
+{
+	WITH_CTX(ctx, verify_chunk(ctx, blob, len, crypt, digest, expected_size));
 }

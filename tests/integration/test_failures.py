@@ -129,24 +129,40 @@ else:
 # SIGKILL in the middle of a backup
 big = os.path.join(work, 'bigsrc')
 os.makedirs(big)
-for i in range(12):
+for i in range(24):
     with open(os.path.join(big, 'f%02d' % i), 'wb') as f:
-        f.write(os.urandom(6 << 20))
+        f.write(os.urandom(8 << 20))
 kstore = os.path.join(work, 'kstore')
 t.run('backup', 'small.pxar:' + src, '--store', kstore, '--backup-id', 'k', check=0)
 before = t.run_json('snapshot', 'list', '--store', kstore)
+group = os.path.join(kstore, 'host', 'k')
 env = dict(os.environ)
 env.pop('PBS_REPOSITORY', None)
-proc = subprocess.Popen([t.CAIRN, 'backup', 'big.pxar:' + big, '--store', kstore,
-                         '--backup-id', 'k', '--threads', '1'], env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-n0 = len(t.chunk_files(kstore))
-deadline = time.time() + 60
-while len(t.chunk_files(kstore)) < n0 + 3 and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.02)
-killed_mid_run = proc.poll() is None
-proc.send_signal(signal.SIGKILL)
-proc.wait()
+
+
+def kill_mid_run(delay):
+    """Starts a backup, kills it `delay` s after its snapshot directory
+    under construction appears; True if it was still running then."""
+    proc = subprocess.Popen([t.CAIRN, 'backup', 'big.pxar:' + big, '--store', kstore,
+                             '--backup-id', 'k', '--threads', '1'], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not [x for x in os.listdir(group) if x.startswith('.tmp')] and \
+            time.time() < deadline and proc.poll() is None:
+        time.sleep(0.001)
+    time.sleep(delay)
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if not running:  # it finished: remove that snapshot and try sooner
+        for x in os.listdir(group):
+            if x not in [s['snapshot'].split('/')[-1] for s in before] and x != 'owner':
+                shutil.rmtree(os.path.join(group, x))
+        time.sleep(1.1)
+    return running
+
+
+killed_mid_run = any(kill_mid_run(d) for d in (0.2, 0.05, 0.0))
 assert killed_mid_run, 'backup finished before it could be killed'
 after = t.run_json('snapshot', 'list', '--store', kstore)
 assert after == before, (before, after)

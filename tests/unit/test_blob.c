@@ -361,6 +361,33 @@ START_TEST(test_encode_chunk)
 }
 END_TEST
 
+START_TEST(test_verify_chunk)
+{
+	uint8_t text[5000];
+	fill_text(text, sizeof(text));
+	struct cn_crypt_config *c = key_config(0);
+	for (int enc = 0; enc < 2; enc++) {
+		const struct cn_crypt_config *cc = enc ? c : NULL;
+		struct cn_chunk *ch;
+		ck_assert_int_eq(cn_blob_encode_chunk(text, sizeof(text), cc, CN_BLOB_COMPRESS, &ch), 0);
+		int type = enc ? CN_BLOB_ENCRYPTED_ZSTD : CN_BLOB_ZSTD;
+		ck_assert_int_eq(cn_blob_verify_chunk(NULL, ch->data, ch->len, cc, ch->digest, 5000), type);
+		ck_assert_int_eq(cn_blob_verify_chunk(NULL, ch->data, ch->len, cc, ch->digest, 0), type);
+		ck_assert_int_eq(cn_blob_verify_chunk(NULL, ch->data, ch->len, cc, ch->digest, 4999), -CN_E_FORMAT);
+		uint8_t bad[32];
+		memcpy(bad, ch->digest, 32);
+		bad[31] ^= 0x40;
+		ck_assert_int_eq(cn_blob_verify_chunk(NULL, ch->data, ch->len, cc, bad, 5000), -CN_E_DIGEST);
+		/* without the key an encrypted chunk is checked up to its CRC */
+		ck_assert_int_eq(cn_blob_verify_chunk(NULL, ch->data, ch->len, NULL, bad, 5000), enc ? type : -CN_E_DIGEST);
+		ch->data[ch->len - 1] ^= 1;
+		ck_assert_int_eq(cn_blob_verify_chunk(NULL, ch->data, ch->len, NULL, ch->digest, 5000), -CN_E_CRC);
+		cn_chunk_unref(ch);
+	}
+	cn_crypt_config_free(c);
+}
+END_TEST
+
 START_TEST(test_size_limits)
 {
 	uint8_t small[16] = {0};
@@ -605,6 +632,7 @@ int main(void)
 	tcase_add_test(tc, test_hmac_known_answer);
 	tcase_add_test(tc, test_roundtrip_all_variants);
 	tcase_add_test(tc, test_encode_chunk);
+	tcase_add_test(tc, test_verify_chunk);
 	tcase_add_test(tc, test_size_limits);
 	tcase_add_test(tc, test_concatenated_frames);
 	tcase_add_test(tc, test_bit_flips);

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -368,6 +370,79 @@ START_TEST(test_list_and_format)
 }
 END_TEST
 
+START_TEST(test_chattr_flags)
+{
+	/* probe: can this file system keep FS_NOATIME_FL? */
+	int pfd = open(P("probe"), O_WRONLY | O_CREAT, 0600), fl = FS_NOATIME_FL;
+	int supported = pfd >= 0 && ioctl(pfd, FS_IOC_SETFLAGS, &fl) == 0;
+	close(pfd);
+	if (!supported) {
+		fprintf(stderr, "note: no chattr support under %s: flags test skipped\n", base);
+		return;
+	}
+	struct tb t;
+	tb_init(&t);
+	tb_root_begin(&t, 0755);
+	tb_name(&t, "f");
+	uint8_t st[40] = { 0 };
+	cn_put_le64(st, CN_PXAR_IFREG | 0644);
+	cn_put_le64(st + 8, CN_PXAR_FLAG_NOATIME | CN_PXAR_FLAG_NODUMP);
+	tb_item(&t, CN_PXAR_ENTRY, st, sizeof(st));
+	tb_item(&t, CN_PXAR_PAYLOAD, "data", 4);
+	tb_child_done(&t);
+	tb_dir_end(&t);
+	ck_assert_int_eq(extract(&t, P("out"), NULL, NULL), 0);
+	int fd = open(P("out/f"), O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ioctl(fd, FS_IOC_GETFLAGS, &fl), 0);
+	close(fd);
+	ck_assert(fl & FS_NOATIME_FL);
+	ck_assert(!(fl & FS_NODUMP_FL)); /* not restored by default, as upstream */
+	tb_free(&t);
+}
+END_TEST
+
+START_TEST(test_split_archive)
+{
+	/* v2: metadata stream with PAYLOAD_REFs, payload stream separate */
+	struct tb m, p;
+	uint8_t v[16];
+	tb_init(&m);
+	tb_init(&p);
+	tb_item(&p, CN_PXAR_PAYLOAD_START_MARKER, NULL, 0);
+	cn_put_le64(v, 2);
+	tb_item(&m, CN_PXAR_FORMAT_VERSION, v, 8);
+	tb_dir_begin(&m);
+	tb_entry(&m, CN_PXAR_IFDIR | 0755, 0, 0, 1700000000, 0);
+	const char *names[] = { "a", "b" }, *data[] = { "first", "second file" };
+	for (int i = 0; i < 2; i++) {
+		tb_name(&m, names[i]);
+		tb_entry(&m, CN_PXAR_IFREG | 0644, 0, 0, 1700000000, 0);
+		cn_put_le64(v, tb_pos(&p));
+		cn_put_le64(v + 8, strlen(data[i]));
+		tb_item(&p, CN_PXAR_PAYLOAD, data[i], strlen(data[i]));
+		tb_item(&m, CN_PXAR_PAYLOAD_REF, v, 16);
+		tb_child_done(&m);
+	}
+	tb_dir_end(&m);
+	tb_item(&p, CN_PXAR_PAYLOAD_TAIL_MARKER, NULL, 0);
+	struct cn_pxar_input pin;
+	cn_pxar_input_mem(&pin, p.b.data, p.b.len);
+	struct cn_pxar_extract_opts o = { .payload = &pin };
+	ck_assert_int_eq(extract(&m, P("out"), &o, NULL), 0);
+	ck_assert_str_eq(read_file(P("out/a")), "first");
+	ck_assert_str_eq(read_file(P("out/b")), "second file");
+	o.match = "b";
+	ck_assert_int_eq(extract(&m, P("one"), &o, NULL), 0);
+	ck_assert_str_eq(read_file(P("one/b")), "second file");
+	/* without the payload stream: refused before anything is written */
+	ck_assert_int_eq(extract(&m, P("none"), NULL, NULL), -CN_E_FORMAT);
+	ck_assert_ptr_null(read_file(P("none/a")));
+	tb_free(&m);
+	tb_free(&p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pxar_extract");
@@ -381,6 +456,8 @@ int main(void)
 	tcase_add_test(tc, test_hardlink_through_symlink);
 	tcase_add_test(tc, test_hostile_archive_writes_nothing_outside);
 	tcase_add_test(tc, test_list_and_format);
+	tcase_add_test(tc, test_chattr_flags);
+	tcase_add_test(tc, test_split_archive);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
