@@ -113,7 +113,7 @@ int cn_proc_run(const char *const *argv, const void *in, size_t in_len, struct c
 	size_t in_off = 0;
 	double deadline = timeout_s ? now_mono() + timeout_s : 0, kill_at = 0;
 	int open_out = 1, open_err = 1;
-	signal(SIGPIPE, SIG_IGN);
+	void (*old_pipe)(int) = signal(SIGPIPE, SIG_IGN); /* a child that stops reading */
 	while (open_out || open_err || pin[1] >= 0) {
 		struct pollfd pf[3];
 		int np = 0, iout = -1, ierr = -1, iin = -1;
@@ -168,7 +168,7 @@ int cn_proc_run(const char *const *argv, const void *in, size_t in_len, struct c
 	int status;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	signal(SIGPIPE, SIG_DFL);
+	signal(SIGPIPE, old_pipe);
 	if (WIFEXITED(status)) {
 		res->exited = 1;
 		res->status = WEXITSTATUS(status);

@@ -125,13 +125,10 @@ int main(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	cn_log_setup(level, 0);
+	cn_log_setup(level, stderr_is_journal());
 	/* A server that closes its connection must give an error on that
 	 * target, not kill the process (and with it the other targets). */
 	signal(SIGPIPE, SIG_IGN);
-}
-
-	cn_log_setup(level, stderr_is_journal());
 	if (i >= argc) {
 		usage(stderr);
 		return CLI_EXIT_USAGE;
