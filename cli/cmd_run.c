@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -214,7 +215,9 @@ static void backup_source(struct worker *w, size_t si)
 		json_object_set_new(tj, "bytes-uploaded",
 				    json_integer(json_integer_value(json_object_get(tj, "bytes-uploaded")) +
 						 (json_int_t)uploaded));
-		json_object_set_new(tj, "new-chunks", json_integer((json_int_t)st.chunks_new));
+		json_object_set_new(tj, "new-chunks",
+				    json_integer(json_integer_value(json_object_get(tj, "new-chunks")) +
+						 (json_int_t)st.chunks_new));
 		targets[k]->ops->destroy(targets[k]);
 	}
 	json_object_set_new(sj, "targets-ok", json_integer((json_int_t)ok));
@@ -584,9 +587,15 @@ static int cmd_run(int argc, char **argv)
 	pid_t pid = -1;
 	if (!got_signal && pipe2(pfd, O_CLOEXEC) == 0) {
 		fflush(NULL);
+		pid_t supervisor = getpid();
 		pid = fork();
 		if (pid == 0) {
 			close(pfd[0]);
+			/* a supervisor killed outright must not leave the worker running
+			 * with the lock (the next run cleans up its ZFS snapshot) */
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			if (getppid() != supervisor)
+				_exit(1);
 			signal(SIGTERM, SIG_DFL);
 			signal(SIGINT, SIG_DFL);
 			signal(SIGHUP, SIG_DFL);

@@ -626,6 +626,8 @@ int cn_config_read_token(const struct cn_config_target *t, char *buf, size_t len
 	if (r < 0)
 		return r;
 	buf[n] = 0;
+	size_t lead = strspn(buf, " \t");
+	memmove(buf, buf + lead, (size_t)n - lead + 1);
 	buf[strcspn(buf, "\r\n")] = 0;
 	size_t l = strlen(buf);
 	while (l && isspace((unsigned char)buf[l - 1]))
