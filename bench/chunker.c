@@ -234,7 +234,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	const char *bfile = NULL;
-	size_t avg = CN_CHUNKER_DEFAULT_AVG, size_mib = 256;
+	size_t avg = CN_CHUNKER_DEFAULT_AVG, size_mib = 128;
 	int reps = 5;
 	for (int i = 1; i < argc; i++) {
 		char *end;

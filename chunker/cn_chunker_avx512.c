@@ -10,24 +10,33 @@
  * between registers is one xor on the loop-carried path), and the 16
  * window hashes ending there with the S register of 64 bytes earlier. */
 #include "chunker/cn_chunker_impl.h"
+#include "chunker/cn_chunker_table.h"
 
 #ifdef CN_CHUNKER_X86
 #include <immintrin.h>
 
 #define CN_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi")))
 
+/* planes[p][i] = byte p of T[i], for vpermi2b lookups */
+#define CN_PLANE0(v) (uint8_t)((v) & 0xff),
+#define CN_PLANE1(v) (uint8_t)(((v) >> 8) & 0xff),
+#define CN_PLANE2(v) (uint8_t)(((v) >> 16) & 0xff),
+#define CN_PLANE3(v) (uint8_t)(((v) >> 24) & 0xff),
+static const uint8_t planes[4][256] __attribute__((aligned(64))) = {
+	{CN_BUZHASH_VALUES(CN_PLANE0)},
+	{CN_BUZHASH_VALUES(CN_PLANE1)},
+	{CN_BUZHASH_VALUES(CN_PLANE2)},
+	{CN_BUZHASH_VALUES(CN_PLANE3)},
+};
+
 /* x' = the 64 bytes with 4-byte groups transposed as a 4x4 matrix, so that
  * the byte-to-dword unpacking below (which works per 128-bit lane) yields
- * dwords in input order: idx[16L+4q+m] = 16q+4L+m. */
-CN_AVX512 static inline __m512i transpose_idx(void)
-{
-	uint8_t idx[64];
-	for (int L = 0; L < 4; L++)
-		for (int q = 0; q < 4; q++)
-			for (int m = 0; m < 4; m++)
-				idx[16 * L + 4 * q + m] = (uint8_t)(16 * q + 4 * L + m);
-	return _mm512_loadu_si512(idx);
-}
+ * dwords in input order: tidx[16L+4q+m] = 16q+4L+m. */
+#define CN_T4(L, q) 16 * q + 4 * L, 16 * q + 4 * L + 1, 16 * q + 4 * L + 2, 16 * q + 4 * L + 3
+#define CN_T16(L) CN_T4(L, 0), CN_T4(L, 1), CN_T4(L, 2), CN_T4(L, 3)
+static const uint8_t tidx_bytes[64] __attribute__((aligned(64))) = {
+	CN_T16(0), CN_T16(1), CN_T16(2), CN_T16(3),
+};
 
 CN_AVX512 size_t cn_chunker_find_avx512(const uint8_t *base, size_t count,
 					uint32_t mask, uint32_t thr)
@@ -38,16 +47,12 @@ CN_AVX512 size_t cn_chunker_find_avx512(const uint8_t *base, size_t count,
 	if ((cn_buzhash_window(base) & mask) >= thr)
 		return 0;
 
-	/* planes[p][q]: byte p of T[64q .. 64q+63] */
-	__m512i planes[4][4];
-	for (int p = 0; p < 4; p++) {
-		uint8_t tmp[256];
-		for (int i = 0; i < 256; i++)
-			tmp[i] = (uint8_t)(cn_buzhash_table[i] >> (8 * p));
+	/* tab[p][q]: byte p of T[64q .. 64q+63] */
+	__m512i tab[4][4];
+	for (int p = 0; p < 4; p++)
 		for (int q = 0; q < 4; q++)
-			planes[p][q] = _mm512_loadu_si512(tmp + 64 * q);
-	}
-	const __m512i tidx = transpose_idx();
+			tab[p][q] = _mm512_load_si512(planes[p] + 64 * q);
+	const __m512i tidx = _mm512_load_si512(tidx_bytes);
 	const __m512i rot[2] = {
 		_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
 		_mm512_setr_epi32(16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31),
@@ -71,8 +76,8 @@ CN_AVX512 size_t cn_chunker_find_avx512(const uint8_t *base, size_t count,
 		__m512i b[4];
 #pragma GCC unroll 4
 		for (int p = 0; p < 4; p++) {
-			__m512i lo = _mm512_permutex2var_epi8(planes[p][0], x, planes[p][1]);
-			__m512i up = _mm512_permutex2var_epi8(planes[p][2], x, planes[p][3]);
+			__m512i lo = _mm512_permutex2var_epi8(tab[p][0], x, tab[p][1]);
+			__m512i up = _mm512_permutex2var_epi8(tab[p][2], x, tab[p][3]);
 			b[p] = _mm512_mask_blend_epi8(hi, lo, up);
 		}
 		__m512i w01l = _mm512_unpacklo_epi8(b[0], b[1]);

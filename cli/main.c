@@ -21,6 +21,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,6 +130,12 @@ int main(int argc, char **argv)
 	/* A server that closes its connection must give an error on that
 	 * target, not kill the process (and with it the other targets). */
 	signal(SIGPIPE, SIG_IGN);
+	/* Chunk-sized buffers (MiBs, allocated by one thread and freed by
+	 * another) go straight to mmap and back to the system when freed;
+	 * glibc's default would raise the threshold after the first free and
+	 * keep them in per-thread arenas, so RSS would creep up with the size
+	 * of the data set. */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	if (i >= argc) {
 		usage(stderr);
 		return CLI_EXIT_USAGE;

@@ -11,6 +11,9 @@
 #include "engine/cn_workqueue.h"
 #include "store/cn_blob.h"
 
+/* Slot buffers above this size are released when the slot is reused. */
+#define SLOT_KEEP_CAP (8u << 20)
+
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY, SLOT_ERROR };
 
 /* A cached chunk. Only the thread that set LOADING writes data until the
@@ -153,6 +156,9 @@ static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk)
 			break;
 	}
 	if (best) {
+		/* an occasional large chunk must not keep every slot large */
+		if (best->data.cap > SLOT_KEEP_CAP)
+			cn_buf_free(&best->data);
 		best->chunk = chunk;
 		best->state = SLOT_LOADING;
 		best->stamp = ++r->clock;

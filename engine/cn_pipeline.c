@@ -350,6 +350,14 @@ static void *sink_main(void *ctx)
 				break;
 			}
 			p->delivered++;
+			/* Keep reused buffers at the average's size class: an
+			 * occasional maximum-size chunk must not pin 4x the
+			 * memory in every job for the rest of the run. */
+			if (next->cap > 2 * p->streams[next->stream].avg) {
+				free(next->data);
+				next->data = NULL;
+				next->cap = 0;
+			}
 			if (cn_workqueue_push(p->free_q, next) < 0)
 				break;
 		}
@@ -428,9 +436,10 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
 			return fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
 		size_t n = cut ? cut : len;
 		if (j->len + n > j->cap) {
-			size_t cap = j->cap ? j->cap : (1u << 20);
-			while (cap < j->len + n)
-				cap *= 2;
+			/* start at the average chunk size, then grow in eighths */
+			size_t cap = j->cap ? j->cap + j->cap / 8 : s->avg + s->avg / 8;
+			if (cap < j->len + n)
+				cap = j->len + n;
 			uint8_t *d = realloc(j->data, cap);
 			if (!d)
 				return fail(p, cn_error_set(-ENOMEM, "out of memory for a %zu-byte chunk", cap));

@@ -43,6 +43,17 @@ with tempfile.TemporaryDirectory() as d:
         check("%s %d avg %d (%d chunks)" % (kind, size, avg, want.count("\n")),
               r.returncode == 0 and r.stdout.decode() == want,
               "rc=%d stderr=%r" % (r.returncode, r.stderr[:200]))
+    # spec input A (upstream's own test pattern): the reference and the
+    # binary both give the spec's vector, derived by running upstream's code
+    a = os.path.join(d, "input_a")
+    with open(a, "wb") as f:
+        f.write(b"".join(i.to_bytes(4, "little") for i in range(256 * 1024)))
+    spec_a = "143377\n405521\n667665\n929809\n1048576\n"
+    with open(a, "rb") as f:
+        ref_a = "".join("%d\n" % e for e in chunker_ref.boundaries(f.read(), 65536))
+    check("input A: python reference = spec", ref_a == spec_a, repr(ref_a))
+    r = run(a, 65536)
+    check("input A: binary = spec", r.stdout.decode() == spec_a, repr(r.stdout))
     # default average (4 MiB): a 20 MiB run of zeros cuts at 16 MiB (spec input C)
     zeros = os.path.join(d, "zeros")
     with open(zeros, "wb") as f:

@@ -6,7 +6,7 @@ Written from upstream proxmox-backup pbs-datastore/src/chunker.rs
 statement by statement, and pbs-client/src/chunk_stream.rs (ChunkStream:
 the rest of the buffer after the last boundary is the last chunk).  The
 table is not copied here: it is parsed from ../shared/spec/chunker.md or, if
-that is absent, from chunker/cn_chunker_portable.c, and checked against the
+that is absent, from chunker/cn_chunker_table.h, and checked against the
 spec's SHA-256 check value, so a corrupt table cannot go unnoticed.
 
 Usage:
@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def load_table():
     candidates = [
         (os.path.join(HERE, "..", "..", "..", "shared", "spec", "chunker.md"), r"^\s*\d+:((?:\s+0x[0-9a-f]{8})+)\s*$"),
-        (os.path.join(HERE, "..", "chunker", "cn_chunker_portable.c"), r"^\t((?:0x[0-9a-f]{8},\s*)+)$"),
+        (os.path.join(HERE, "..", "chunker", "cn_chunker_table.h"), r"^\t((?:X\(0x[0-9a-f]{8}\)\s*)+)\\$"),
     ]
     for path, pat in candidates:
         if not os.path.exists(path):
