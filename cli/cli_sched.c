@@ -134,7 +134,7 @@ int cli_sched_open_target(const struct cn_config_target *t, int create, struct c
 	r = cn_pbs_connect(&po, &pbs);
 	explicit_bzero(secret, sizeof(secret));
 	if (r < 0)
-		return cn_error_prefix(r, "repository %s", t->repository);
+		return r; /* net's message names the repository */
 	e->pbs = pbs;
 	cn_pbs_name(pbs, e->name, sizeof(e->name));
 	return 0;

@@ -164,9 +164,11 @@ static void backup_source(struct worker *w, size_t si)
 	struct cn_backup_stats st;
 	memset(&st, 0, sizeof(st));
 	int r = nt ? 0 : cn_error_set(-ENOTCONN, "no target could be reached");
-	cn_log_notice("source %s: backing up %s to %zu target(s)", s->name, w->read_from[si], nt);
-	if (r == 0)
+	if (r == 0) {
+		cn_log_notice("source %s: backing up %s to %zu target(s)", s->name, w->read_from[si],
+			      nt);
 		r = cn_backup_run(targets, nt, &bo, &st);
+	}
 	char snap[512] = "";
 	if (r == 0)
 		cli_snapshot_text(&st.id, snap, sizeof(snap));

@@ -264,9 +264,14 @@ def test_target_down(emu):
     last = history()[-1]
     assert last['result'] == 'partial' and last['targets'][0]['result'] == 'failed', last
     assert last['targets'][1]['result'] == 'ok', last
-    conf = config('alldown.conf', down)
+    failed = os.path.join(TMP, 'failed.json')
+    conf = config('alldown.conf', down, extra_cairn='on-success = touch %s.ok\non-failure = cat > %s\n'
+                  % (failed, failed))
     p = run(['run', '--config', conf], check=1)
     assert history()[-1]['result'] == 'failed'
+    rec = json.load(open(failed))  # the on-failure hook got the record
+    assert rec['result'] == 'failed' and rec['exit-code'] == 1 and not os.path.exists(failed + '.ok'), rec
+    assert 'cannot open target' in rec['targets'][0]['message'], rec
     print('ok: target down -> 3 (others go on), all down -> 1')
 
 
