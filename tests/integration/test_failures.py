@@ -72,12 +72,22 @@ if os.geteuid() == 0 and user and shutil.which('setpriv'):
 else:
     print('unreadable file: skipped (needs root and setpriv to run as another user)')
 
-# corrupt chunk
-out = t.run_json('backup', 'data.pxar:' + src, '--store', store, '--backup-id', 'c')
+# corrupt chunk: a source of 24 MiB spans at least two chunks (16 MiB max)
+csrc = os.path.join(work, 'csrc')
+os.makedirs(csrc)
+for i in range(3):
+    with open(os.path.join(csrc, 'r%d.bin' % i), 'wb') as f:
+        f.write(os.urandom(8 << 20))
+out = t.run_json('backup', 'data.pxar:' + csrc, '--store', store, '--backup-id', 'c')
 chunks = t.chunk_files(store)
 assert chunks
-# corrupt the largest chunk (file content) in the middle, keeping its size
-victim = max(chunks, key=os.path.getsize)
+# corrupt the archive's second chunk (file content: the extractor skips the
+# file and goes on, the result must still say "corrupt"), keeping its size
+with open(os.path.join(store, out['snapshot'], 'data.pxar.didx'), 'rb') as f:
+    didx = f.read()
+assert len(didx) >= 4096 + 2 * 40, 'the archive should span several chunks'
+second = didx[4096 + 40 + 8:4096 + 80].hex()
+victim = [c for c in chunks if os.path.basename(c) == second][0]
 with open(victim, 'r+b') as f:
     f.seek(os.path.getsize(victim) // 2)
     b = f.read(1)
@@ -100,11 +110,11 @@ assert digest in p.stderr, p.stderr
 print('missing chunk: restore exit 1:', p.stderr.strip()[:200])
 # the next backup of the same data stores the chunk again: healed
 time.sleep(1.1)
-out = t.run_json('backup', 'data.pxar:' + src, '--store', store, '--backup-id', 'c')
+out = t.run_json('backup', 'data.pxar:' + csrc, '--store', store, '--backup-id', 'c')
 assert os.path.exists(victim)
 t.run('restore', out['snapshot'], 'data.pxar', os.path.join(work, 'r3'), '--store', store,
       check=0)
-t.compare_trees(src, os.path.join(work, 'r3'))
+t.compare_trees(csrc, os.path.join(work, 'r3'))
 print('next backup healed the store')
 shutil.rmtree(store)
 
