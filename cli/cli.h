@@ -16,6 +16,8 @@ enum {
 	CLI_EXIT_CORRUPT = 4,  /* stored data failed verification (digest, CRC, checksum) */
 	CLI_EXIT_NOSPACE = 5,  /* no space left where data was being written */
 	CLI_EXIT_LOCKED = 6,   /* another backup of the same group is running */
+	CLI_EXIT_BUSY = 7,     /* cairn run: another run of the same config is running */
+	CLI_EXIT_CONFIG = 8,   /* the config file is missing or invalid */
 };
 
 struct cli_command {

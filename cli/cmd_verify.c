@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli_common.h"
+#include "cli/cli_sched.h"
 #include "common/cn_error.h"
 #include "engine/cn_restore.h"
 #include "store/cn_verify.h"
@@ -22,6 +23,8 @@ static void help(FILE *f)
 		   "again.\n\nOptions:\n"
 		   "  --threads N            read-ahead threads (default: number of CPUs)\n"
 		   CLI_COMMON_HELP
+		   "  --restore-test         restore-test mode for the config file's targets\n"
+		   "                         (see 'cairn verify --restore-test --help')\n"
 		   "\nExit codes: 0 all fine, 4 some snapshot is damaged, 1 other failure.\n");
 }
 
@@ -37,6 +40,9 @@ static int cmd_verify(int argc, char **argv)
 	};
 	size_t threads = 0;
 	int o, rc;
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--restore-test"))
+			return cli_restore_test_command(argc, argv);
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
 			return -rc;

@@ -14,6 +14,8 @@
  *   4  stored data is corrupt (chunk digest/CRC, index or manifest checksum)
  *   5  no space left on the device being written
  *   6  locked: another backup of the same group is running
+ *   7  busy: another `cairn run` of the same config is running
+ *   8  the config file is missing or invalid
  */
 #include "cli/cli.h"
 #include "common/cn_error.h"
@@ -23,16 +25,21 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 extern const struct cli_command cli_cmd_backup, cli_cmd_restore, cli_cmd_list,
 	cli_cmd_snapshot, cli_cmd_verify, cli_cmd_prune, cli_cmd_gc, cli_cmd_key,
-	cli_cmd_benchmark, cli_cmd_pxar, cli_cmd_catalog;
+	cli_cmd_benchmark, cli_cmd_pxar, cli_cmd_catalog, cli_cmd_run, cli_cmd_config,
+	cli_cmd_status;
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_backup, &cli_cmd_restore, &cli_cmd_list, &cli_cmd_snapshot,
 	&cli_cmd_verify, &cli_cmd_prune, &cli_cmd_gc, &cli_cmd_key,
-	&cli_cmd_benchmark, &cli_cmd_pxar, &cli_cmd_catalog,
+	&cli_cmd_benchmark, &cli_cmd_pxar, &cli_cmd_catalog, &cli_cmd_run, &cli_cmd_config,
+	&cli_cmd_status,
 };
 
 int cli_error(const char *context)
@@ -74,6 +81,20 @@ void cli_print_quoted(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+/* Whether stderr is connected to the systemd journal: JOURNAL_STREAM holds
+ * "DEVICE:INODE" of the journal stream, compared with stderr as systemd's
+ * documentation asks (a child whose stderr was redirected inherits the
+ * variable but not the stream). */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: cairn [-v|--verbose] [-q|--quiet] COMMAND [ARGS...]\n\n"
@@ -83,7 +104,8 @@ static void usage(FILE *f)
 	fprintf(f, "\nRun 'cairn COMMAND --help' for a command's options.\n"
 		   "Exit codes: 0 success, 1 failure, 2 usage error, 3 finished with warnings\n"
 		   "(skipped files, failed entries or targets), 4 corrupt data, 5 no space\n"
-		   "left, 6 locked by another backup.\n");
+		   "left, 6 locked by another backup, 7 another run of the config is running,\n"
+		   "8 bad config file.\n");
 }
 
 int main(int argc, char **argv)
@@ -104,7 +126,7 @@ int main(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	cn_log_setup(level, 0);
+	cn_log_setup(level, stderr_is_journal());
 	/* A server that closes its connection must give an error on that
 	 * target, not kill the process (and with it the other targets). */
 	signal(SIGPIPE, SIG_IGN);

@@ -8,6 +8,7 @@ PKGS=(
   libnghttp2-dev libjansson-dev libacl1-dev libinih-dev check libsubunit-dev
   python3 python3-h2 python3-cryptography python3-zstandard
   attr acl lmdb-utils openssl ca-certificates util-linux
+  systemd
 )
 missing=()
 for p in "${PKGS[@]}"; do
