@@ -7,6 +7,7 @@
  * hardlink table (dev, ino, path, offset of multiply-linked files), the
  * patterns in force and one copy buffer. */
 #include "engine/cn_walker.h"
+#include "store/cn_manifest.h"
 
 #include <acl/libacl.h>
 #include <dirent.h>
@@ -749,6 +750,21 @@ static int encode_pxarexclude_cli(struct walker *w, size_t count)
 	return rc;
 }
 
+/* PbsClientPrelude { exclude_patterns } as serde_json::to_vec writes it */
+static int prelude_json(struct walker *w, struct cn_buf *out)
+{
+	struct cn_buf pats = { 0 };
+	int rc = pxarexclude_cli_content(w, w->n_patterns, &pats);
+	if (rc == 0)
+		rc = cn_buf_append(out, "{\"exclude-patterns\":", 20);
+	if (rc == 0)
+		rc = cn_json_put_string(out, (const char *)pats.data, pats.len);
+	if (rc == 0)
+		rc = cn_buf_append(out, "}", 1);
+	cn_buf_free(&pats);
+	return rc < 0 ? -ENOMEM : 0;
+}
+
 /* ---- directory listing (generate_directory_file_list) ---- */
 
 static int cmp_entry(const void *a, const void *b)
@@ -1093,8 +1109,9 @@ static int archive_dir_contents(struct walker *w, int dirfd, int is_root)
 		free(l[i].name);
 		l[i].name = NULL;
 	}
-	/* the generated file goes after all sorted entries of the root */
-	if (rc == 0 && is_root && old_patterns > 0)
+	/* the generated file goes after all sorted entries of the root; split
+	 * archives carry the patterns in the prelude instead (create.rs) */
+	if (rc == 0 && is_root && old_patterns > 0 && !cn_pxar_encoder_is_split(w->enc))
 		rc = encode_pxarexclude_cli(w, old_patterns);
 out:
 	free_list(l, n);
@@ -1128,7 +1145,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	static const struct cn_pxar_create_opts defaults = { 0 };
 	struct cn_pxar_create_stats local_stats;
 	struct walker w;
-	struct counted_out co;
+	struct counted_out co, pco;
 	int fd = -1, rc;
 
 	if (!opts)
@@ -1143,6 +1160,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	w.feature_flags = opts->feature_flags ? opts->feature_flags : CN_PXAR_FLAGS_DEFAULT;
 	w.entry_limit = opts->entries_max ? opts->entries_max : CN_PXAR_ENCODER_MAX_ENTRIES;
 	co = (struct counted_out){ out, out_ctx, &stats->archive_size };
+	pco = (struct counted_out){ opts->payload_out, opts->payload_ctx, &stats->payload_size };
 
 	if (!(w.buf = malloc(COPY_BUF_SIZE)))
 		return -ENOMEM;
@@ -1177,11 +1195,6 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 		cn_error_prefix(rc, "failed to get metadata for source directory");
 		goto out;
 	}
-	rc = cn_pxar_encoder_new(counting_out, &co, &m, &w.enc);
-	cn_pxar_metadata_clear(&m);
-	if (rc < 0)
-		goto out;
-
 	for (size_t i = 0; i < opts->n_excludes; i++) {
 		struct cn_pattern *p;
 		const char *e = opts->excludes[i];
@@ -1198,6 +1211,22 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 		    (rc = push_pattern(&w, p)) < 0)
 			goto out;
 	}
+	if (opts->payload_out) {
+		/* create.rs: a split archive's prelude is {"exclude-patterns":
+		 * ...} (serde_json, compact) when there are any patterns */
+		struct cn_buf pre = { 0 };
+		if (w.n_patterns)
+			rc = prelude_json(&w, &pre);
+		if (rc == 0)
+			rc = cn_pxar_encoder_new_split(counting_out, &co, counting_out, &pco,
+						       w.n_patterns ? pre.data : NULL, pre.len, &m, &w.enc);
+		cn_buf_free(&pre);
+	} else {
+		rc = cn_pxar_encoder_new(counting_out, &co, &m, &w.enc);
+	}
+	cn_pxar_metadata_clear(&m);
+	if (rc < 0)
+		goto out;
 	if (catalog && opts->archive_name &&
 	    (rc = cn_catalog_writer_start_directory(catalog, opts->archive_name, strlen(opts->archive_name))) < 0)
 		goto out;

@@ -54,6 +54,13 @@ struct cn_pxar_create_opts {
 	 * entries go into the catalog's current directory. */
 	const char *archive_name;
 	uint64_t feature_flags;        /* 0: CN_PXAR_FLAGS_DEFAULT */
+	/* Split archive (format v2, upstream --change-detection-mode=data):
+	 * when payload_out is set, out receives the metadata stream (.mpxar)
+	 * and payload_out the payload stream (.ppxar); exclude patterns go
+	 * into the PRELUDE as {"exclude-patterns":"..."} instead of a
+	 * .pxarexclude-cli file, as create.rs does. */
+	cn_write_fn payload_out;
+	void *payload_ctx;
 };
 
 struct cn_pxar_create_stats {
@@ -61,7 +68,8 @@ struct cn_pxar_create_stats {
 	uint64_t dirs;           /* directories, root included */
 	uint64_t symlinks, hardlinks, devices, fifos, sockets;
 	uint64_t bytes_read;     /* file content bytes read */
-	uint64_t archive_size;   /* bytes of pxar output */
+	uint64_t archive_size;   /* bytes of pxar output (split: metadata stream) */
+	uint64_t payload_size;   /* split archives: bytes of the payload stream */
 	uint64_t excluded;       /* entries left out by patterns */
 	uint64_t skipped;        /* vanished or unreadable entries (warned) */
 	uint64_t changed;        /* files whose size/mtime changed while read */
