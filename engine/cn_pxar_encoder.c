@@ -40,7 +40,7 @@ struct stream {
 	void *ctx;
 	uint64_t pos;
 	uint8_t *buf;
-	size_t buf_len;
+	size_t buf_len, cap;
 };
 
 struct cn_pxar_encoder {
@@ -156,7 +156,7 @@ static int stream_flush(struct stream *st)
 static int stream_emit(struct stream *st, const void *data, size_t len)
 {
 	const uint8_t *p = data;
-	if (len >= OUT_BUF_SIZE) {
+	if (len >= st->cap) {
 		/* large (file data): pass through without copying */
 		int rc = stream_flush(st);
 		if (rc < 0)
@@ -168,7 +168,7 @@ static int stream_emit(struct stream *st, const void *data, size_t len)
 		return 0;
 	}
 	while (len > 0) {
-		size_t n = OUT_BUF_SIZE - st->buf_len;
+		size_t n = st->cap - st->buf_len;
 		if (n > len)
 			n = len;
 		memcpy(st->buf + st->buf_len, p, n);
@@ -176,7 +176,7 @@ static int stream_emit(struct stream *st, const void *data, size_t len)
 		st->pos += n;
 		p += n;
 		len -= n;
-		if (st->buf_len == OUT_BUF_SIZE) {
+		if (st->buf_len == st->cap) {
 			int rc = stream_flush(st);
 			if (rc < 0)
 				return rc;
@@ -299,6 +299,19 @@ static int emit_metadata(struct cn_pxar_encoder *e, const struct cn_pxar_metadat
 	return 0;
 }
 
+static int buf_sink(void *ctx, const uint8_t *data, size_t len)
+{
+	return cn_buf_append(ctx, data, len) < 0 ? -ENOMEM : 0;
+}
+
+int cn_pxar_metadata_encode(const struct cn_pxar_metadata *m, struct cn_buf *out)
+{
+	uint8_t buf[4096];
+	struct cn_pxar_encoder e = { .meta = { .out = buf_sink, .ctx = out, .buf = buf, .cap = sizeof(buf) } };
+	int rc = emit_metadata(&e, m);
+	return rc < 0 ? rc : flush_buf(&e);
+}
+
 /* ---- structure ---- */
 
 int cn_pxar_check_filename(const void *name, size_t len)
@@ -390,6 +403,7 @@ static int encoder_init(cn_write_fn out, void *ctx, cn_write_fn payload_out, voi
 	e->meta.out = out;
 	e->meta.ctx = ctx;
 	e->meta.buf = malloc(OUT_BUF_SIZE);
+	e->meta.cap = e->payload.cap = OUT_BUF_SIZE;
 	int rc = e->meta.buf ? 0 : -ENOMEM;
 	if (rc == 0 && payload_out) {
 		e->split = 1;

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cn_util.h"
 #include "engine/cn_pxar_format.h"
 
 /* struct cn_pxar_xattr and struct cn_pxar_acl_entry are in cn_pxar_format.h
@@ -67,6 +68,12 @@ int cn_pxar_metadata_add_acl(struct cn_pxar_metadata *m, int which, uint64_t id,
 int cn_pxar_metadata_set_fcaps(struct cn_pxar_metadata *m, const void *data, size_t len);
 /* Frees everything the helpers allocated and zeroes *m. */
 void cn_pxar_metadata_clear(struct cn_pxar_metadata *m);
+
+/* Appends the items the encoder writes for m (ENTRY, XATTR, ACL...,
+ * FCAPS, QUOTA_PROJID) to out, byte for byte as in an archive; two
+ * entries have equal pxar metadata exactly when these bytes are equal
+ * (used for change detection). 0 or -ENOMEM. */
+int cn_pxar_metadata_encode(const struct cn_pxar_metadata *m, struct cn_buf *out);
 
 struct cn_pxar_encoder;  /* opaque */
 

@@ -191,6 +191,69 @@ static int load(struct cn_filecache *fc)
 	return 0;
 }
 
+/* The file ends with a trailer: SHA-256 of everything before it, then
+ * TRAILER_MAGIC. LMDB ignores bytes after its last page. Checking it
+ * before LMDB maps the file keeps damaged pages (which could point
+ * anywhere, and fault) away from LMDB. */
+#define TRAILER_MAGIC "CNFCSUM1"
+#define TRAILER_SIZE (32 + 8)
+
+static int file_digest(int fd, uint64_t len, uint8_t out[32])
+{
+	static const size_t bs = 1u << 16;
+	uint8_t *b = malloc(bs);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int rc = (b && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1) ? 0 : -ENOMEM;
+	for (uint64_t off = 0; rc == 0 && off < len;) {
+		size_t n = len - off < bs ? (size_t)(len - off) : bs;
+		if ((rc = cn_read_full(fd, b, n)) == 0)
+			EVP_DigestUpdate(md, b, n);
+		off += n;
+	}
+	unsigned int dl = 32;
+	if (rc == 0)
+		EVP_DigestFinal_ex(md, out, &dl);
+	EVP_MD_CTX_free(md);
+	free(b);
+	return rc;
+}
+
+static int check_trailer(const char *path, uint64_t size)
+{
+	uint8_t want[TRAILER_SIZE], got[32];
+	if (size < TRAILER_SIZE)
+		return cn_error_set(-CN_E_FORMAT, "file cache: too short");
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", path);
+	int rc = file_digest(fd, size - TRAILER_SIZE, got);
+	if (rc == 0)
+		rc = cn_read_full(fd, want, TRAILER_SIZE);
+	close(fd);
+	if (rc == -CN_E_TRUNCATED || (rc == 0 && (memcmp(want + 32, TRAILER_MAGIC, 8) || memcmp(want, got, 32))))
+		return cn_error_set(-CN_E_FORMAT, "file cache: checksum mismatch");
+	return rc;
+}
+
+static int append_trailer(const char *path)
+{
+	struct stat st;
+	uint8_t t[TRAILER_SIZE];
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", path);
+	int rc = fstat(fd, &st) < 0 ? cn_error_sys(-errno, "stat %s", path) : 0;
+	if (rc == 0)
+		rc = file_digest(fd, (uint64_t)st.st_size, t);
+	if (rc == 0) {
+		memcpy(t + 32, TRAILER_MAGIC, 8);
+		if (pwrite(fd, t, sizeof(t), st.st_size) != (ssize_t)sizeof(t) || fsync(fd) < 0)
+			rc = cn_error_sys(-errno, "write %s", path);
+	}
+	close(fd);
+	return rc;
+}
+
 int cn_filecache_open(const char *path, struct cn_filecache **out)
 {
 	struct stat st;
@@ -203,7 +266,9 @@ int cn_filecache_open(const char *path, struct cn_filecache **out)
 	struct cn_filecache *fc = calloc(1, sizeof(*fc));
 	if (!fc)
 		return -ENOMEM;
-	int rc = env_open(path, MDB_RDONLY, &fc->env);
+	int rc = check_trailer(path, (uint64_t)st.st_size);
+	if (rc == 0)
+		rc = env_open(path, MDB_RDONLY, &fc->env);
 	if (rc == 0) {
 		/* the map is read through mmap: pages beyond the end of a
 		 * truncated file would fault (SIGBUS), so check first */
@@ -352,6 +417,9 @@ int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_fi
 	if (rc == 0) {
 		mdb_env_close(w->env);
 		w->env = NULL;
+		rc = append_trailer(w->tmp);
+	}
+	if (rc == 0) {
 		if (rename(w->tmp, w->path) < 0)
 			rc = cn_error_sys(-errno, "rename %s", w->tmp);
 	}

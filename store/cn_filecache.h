@@ -11,9 +11,11 @@
  * caller chooses, e.g. "ns/host/name/2026-11-25T09:00:00Z") and the
  * checksum of that snapshot's payload index; the cache is used only when
  * both match the target's current previous snapshot (a pruned, foreign
- * or re-made previous snapshot invalidates it), and a SHA-256 over all
- * records kept in the header is verified when the cache is opened, so a
- * damaged file is detected (then deleted and treated as absent).
+ * or re-made previous snapshot invalidates it). The file ends with a
+ * SHA-256 of its bytes, checked before LMDB maps it (damaged LMDB pages
+ * can crash a reader), and the header holds a digest of all records, so a
+ * damaged file is detected (then deleted and treated as absent). Opening
+ * reads the whole file once.
  *
  * The cache is an accelerator only: it is rebuilt (from the previous
  * metadata archive) when absent or stale, and entries rebuilt that way
