@@ -13,6 +13,9 @@ enum {
 	CLI_EXIT_ERROR = 1,    /* the operation failed; message on stderr */
 	CLI_EXIT_USAGE = 2,    /* bad command line */
 	CLI_EXIT_PARTIAL = 3,  /* finished, but some entries failed (listed on stderr) */
+	CLI_EXIT_CORRUPT = 4,  /* stored data failed verification (digest, CRC, checksum) */
+	CLI_EXIT_NOSPACE = 5,  /* no space left where data was being written */
+	CLI_EXIT_LOCKED = 6,   /* another backup of the same group is running */
 };
 
 struct cli_command {

@@ -8,23 +8,31 @@
  *   0  success
  *   1  the operation failed (the message is printed on stderr)
  *   2  usage error (unknown command or option, missing argument)
- *   3  finished with errors: some entries could not be processed
- *      (e.g. extract could not restore some files or metadata)
+ *   3  finished with warnings: some entries could not be processed
+ *      (backup: unreadable or vanished files skipped, or one of several
+ *      targets failed; restore/extract: some files or metadata not restored)
+ *   4  stored data is corrupt (chunk digest/CRC, index or manifest checksum)
+ *   5  no space left on the device being written
+ *   6  locked: another backup of the same group is running
  */
 #include "cli/cli.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 
+#include <malloc.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-extern const struct cli_command cli_cmd_pxar;
-extern const struct cli_command cli_cmd_catalog;
+extern const struct cli_command cli_cmd_backup, cli_cmd_restore, cli_cmd_list,
+	cli_cmd_snapshot, cli_cmd_verify, cli_cmd_prune, cli_cmd_gc, cli_cmd_key,
+	cli_cmd_benchmark, cli_cmd_pxar, cli_cmd_catalog;
 
 static const struct cli_command *const commands[] = {
-	&cli_cmd_pxar,
-	&cli_cmd_catalog,
+	&cli_cmd_backup, &cli_cmd_restore, &cli_cmd_list, &cli_cmd_snapshot,
+	&cli_cmd_verify, &cli_cmd_prune, &cli_cmd_gc, &cli_cmd_key,
+	&cli_cmd_benchmark, &cli_cmd_pxar, &cli_cmd_catalog,
 };
 
 int cli_error(const char *context)
@@ -73,7 +81,9 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
 	fprintf(f, "\nRun 'cairn COMMAND --help' for a command's options.\n"
-		   "Exit codes: 0 success, 1 failure, 2 usage error, 3 finished with errors.\n");
+		   "Exit codes: 0 success, 1 failure, 2 usage error, 3 finished with warnings\n"
+		   "(skipped files, failed entries or targets), 4 corrupt data, 5 no space\n"
+		   "left, 6 locked by another backup.\n");
 }
 
 int main(int argc, char **argv)
@@ -95,6 +105,15 @@ int main(int argc, char **argv)
 		}
 	}
 	cn_log_setup(level, 0);
+	/* A server that closes its connection must give an error on that
+	 * target, not kill the process (and with it the other targets). */
+	signal(SIGPIPE, SIG_IGN);
+	/* Chunk-sized buffers (MiBs, allocated by one thread and freed by
+	 * another) go straight to mmap and back to the system when freed;
+	 * glibc's default would raise the threshold after the first free and
+	 * keep them in per-thread arenas, so RSS would creep up with the size
+	 * of the data set. */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	if (i >= argc) {
 		usage(stderr);
 		return CLI_EXIT_USAGE;

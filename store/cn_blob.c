@@ -186,7 +186,8 @@ static int encode_into(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
 			*type = CN_BLOB_ZSTD;
 		} else {
 			*type = CN_BLOB_PLAIN;
-			memcpy(dst + hdr, data, len);
+			if (len) /* data may be NULL when len is 0 */
+				memcpy(dst + hdr, data, len);
 			payload = len;
 		}
 	} else {
@@ -415,8 +416,10 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 	case CN_BLOB_ENCRYPTED_ZSTD:
 		if (!crypt)
 			return cn_error_set(-CN_E_NOKEY, "unable to decrypt blob: no key given");
+		/* reserve one byte more so that the buffers exist even for an
+		 * empty ciphertext (whose tag must still be checked) */
 		if (type == CN_BLOB_ENCRYPTED) {
-			if (cn_buf_reserve(out, plen) < 0)
+			if (cn_buf_reserve(out, plen + 1) < 0)
 				return cn_error_set(-ENOMEM, "out of memory");
 			r = cn_crypt_decrypt(crypt, payload, plen, out->data + out->len,
 					     blob + 12, blob + 28);
@@ -424,7 +427,7 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 				out->len += plen;
 		} else {
 			ctx->scratch.len = 0;
-			if (cn_buf_reserve(&ctx->scratch, plen) < 0)
+			if (cn_buf_reserve(&ctx->scratch, plen + 1) < 0)
 				return cn_error_set(-ENOMEM, "out of memory");
 			/* the tag is verified before a single byte is decompressed */
 			r = cn_crypt_decrypt(crypt, payload, plen, ctx->scratch.data, blob + 12,
@@ -440,8 +443,9 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 	}
 	if (expected_digest) {
 		uint8_t digest[32];
-		r = cn_chunk_digest(is_encrypted(type) ? crypt : NULL, out->data + start,
-				    out->len - start, digest);
+		const uint8_t *content = out->data ? out->data + start : (const uint8_t *)"";
+		r = cn_chunk_digest(is_encrypted(type) ? crypt : NULL, content, out->len - start,
+				    digest);
 		if (r >= 0 && memcmp(digest, expected_digest, 32) != 0) {
 			char want[65], got[65];
 			cn_hex_encode(expected_digest, 32, want);

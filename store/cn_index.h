@@ -42,6 +42,7 @@ int cn_index_parse(const uint8_t *data, size_t len, struct cn_index **out);
 /* Frees an index. NULL is ok. */
 void cn_index_free(struct cn_index *idx);
 
+/* Dynamic (.didx) or fixed (.fidx), from the magic. */
 enum cn_index_kind cn_index_kind(const struct cn_index *idx);
 
 /* Number of chunks. */
@@ -54,7 +55,8 @@ uint64_t cn_index_size(const struct cn_index *idx);
 /* Fixed indexes: the chunk size from the header; dynamic: 0. */
 uint64_t cn_index_chunk_size(const struct cn_index *idx);
 
-/* Header fields. */
+/* Header fields: the 16 raw uuid bytes (copied out) and the creation time
+ * (Unix seconds) as stored. */
 void cn_index_uuid(const struct cn_index *idx, uint8_t uuid[16]);
 int64_t cn_index_ctime(const struct cn_index *idx);
 
@@ -91,6 +93,7 @@ void cn_index_csum_update(struct cn_index_csum_ctx *c, uint64_t end_offset,
 /* Writes the checksum of the entries fed so far; the context stays usable
  * only for cn_index_csum_free(). */
 void cn_index_csum_final(struct cn_index_csum_ctx *c, uint8_t csum[32]);
+/* Frees the context. NULL is ok. */
 void cn_index_csum_free(struct cn_index_csum_ctx *c);
 
 /* Index file writer: builds the file bytes in memory (40 bytes per chunk). */
@@ -115,6 +118,7 @@ int cn_index_writer_append(struct cn_index_writer *w, const struct cn_index_entr
  * been appended (-EINVAL). The writer is spent: only _free follows. */
 int cn_index_writer_finish(struct cn_index_writer *w, struct cn_buf *out, uint8_t csum[32]);
 
+/* Frees the writer (finished or not). NULL is ok. */
 void cn_index_writer_free(struct cn_index_writer *w);
 
 /* Entries appended so far and the stream size they cover. */

@@ -6,6 +6,8 @@
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,15 +179,55 @@ static json_t *kdf_json(const struct cn_keyfile *kf)
 	return o;
 }
 
+/* Appends the key file JSON (compact; key order as upstream's serde
+ * struct: kdf created modified data fingerprint hint). kdfj is stolen. */
+static int emit_json(json_t *kdfj, const char *created, const char *modified,
+		     const uint8_t *data, size_t data_len, const uint8_t fp[32], const char *hint,
+		     struct cn_buf *out)
+{
+	char fptext[CN_FINGERPRINT_TEXT_SIZE], *b64 = b64_encode(data, data_len), *text = NULL;
+	json_t *root = NULL;
+	int r = -ENOMEM;
+
+	cn_fingerprint_format(fp, 0, fptext);
+	if (kdfj && b64)
+		root = json_pack("{s:O,s:s,s:s,s:s,s:s}", "kdf", kdfj, "created", created, "modified",
+				 modified, "data", b64, "fingerprint", fptext);
+	if (root && (!hint || json_object_set_new(root, "hint", json_string(hint)) == 0))
+		text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (text && cn_buf_append(out, text, strlen(text)) == 0)
+		r = 0;
+	if (text)
+		OPENSSL_cleanse(text, strlen(text));
+	if (b64)
+		OPENSSL_cleanse(b64, strlen(b64));
+	free(text);
+	free(b64);
+	json_decref(root);
+	json_decref(kdfj);
+	return r < 0 ? cn_error_set(r, "cannot build key file JSON") : 0;
+}
+
+/* The fingerprint of raw key k. */
+static int key_fingerprint(const uint8_t k[32], uint8_t fp[32])
+{
+	struct cn_crypt_config *cc;
+	int r = cn_crypt_config_new(k, &cc);
+	if (r < 0)
+		return r;
+	cn_crypt_fingerprint(cc, fp);
+	cn_crypt_config_free(cc);
+	return 0;
+}
+
 int cn_keyfile_create(const uint8_t *key, enum cn_kdf kdf, const char *password,
 		      size_t password_len, const char *hint, int64_t now,
 		      struct cn_buf *json_out, uint8_t key_out[32])
 {
 	struct cn_keyfile kf = {.kdf = kdf};
-	struct cn_crypt_config *cc = NULL;
-	uint8_t k[32], dk[32];
-	char created[32], fptext[CN_FINGERPRINT_TEXT_SIZE], *data = NULL, *text = NULL;
-	json_t *root = NULL, *kdfj;
+	uint8_t k[32], dk[32] = {0}, fp[32];
+	char created[32];
+	json_t *kdfj;
 	int r;
 
 	if (kdf != CN_KDF_NONE && kdf != CN_KDF_SCRYPT && kdf != CN_KDF_PBKDF2)
@@ -193,19 +235,14 @@ int cn_keyfile_create(const uint8_t *key, enum cn_kdf kdf, const char *password,
 	if (kdf != CN_KDF_NONE && password_len < CN_KEYFILE_MIN_PASSWORD)
 		return cn_error_set(-EINVAL, "password is too short (at least %d bytes)",
 				    CN_KEYFILE_MIN_PASSWORD);
+	if (format_rfc3339_local(now, created) < 0)
+		return cn_error_set(-EINVAL, "cannot format time %lld", (long long)now);
 	if (key)
 		memcpy(k, key, 32);
 	else if ((r = cn_random_bytes(k, 32)) < 0)
 		return r;
-	if (format_rfc3339_local(now, created) < 0) {
-		r = cn_error_set(-EINVAL, "cannot format time %lld", (long long)now);
+	if ((r = key_fingerprint(k, fp)) < 0)
 		goto out;
-	}
-	if ((r = cn_crypt_config_new(k, &cc)) < 0)
-		goto out;
-	cn_crypt_fingerprint(cc, kf.fp);
-	cn_fingerprint_format(kf.fp, 0, fptext);
-
 	if (kdf == CN_KDF_NONE) {
 		memcpy(kf.data, k, 32);
 		kf.data_len = 32;
@@ -221,37 +258,13 @@ int cn_keyfile_create(const uint8_t *key, enum cn_kdf kdf, const char *password,
 		kf.data_len = 64;
 		kdfj = kdf_json(&kf);
 	}
-	data = b64_encode(kf.data, kf.data_len);
-	/* key order as upstream's serde struct: kdf created modified data fingerprint hint */
-	root = data && kdfj ? json_pack("{s:o,s:s,s:s,s:s,s:s}", "kdf", kdfj, "created", created,
-					 "modified", created, "data", data, "fingerprint", fptext)
-			    : NULL;
-	if (root && hint && json_object_set_new(root, "hint", json_string(hint)) < 0) {
-		json_decref(root);
-		root = NULL;
-	}
-	text = root ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	if (!text) {
-		r = cn_error_set(-ENOMEM, "cannot build key file JSON");
-		goto out;
-	}
-	if (cn_buf_append(json_out, text, strlen(text)) < 0) {
-		r = cn_error_set(-ENOMEM, "out of memory");
-		goto out;
-	}
-	if (key_out)
+	r = emit_json(kdfj, created, created, kf.data, kf.data_len, fp, hint, json_out);
+	if (r == 0 && key_out)
 		memcpy(key_out, k, 32);
-	r = 0;
 out:
 	OPENSSL_cleanse(k, sizeof(k));
 	OPENSSL_cleanse(dk, sizeof(dk));
 	OPENSSL_cleanse(&kf, sizeof(kf));
-	if (text)
-		OPENSSL_cleanse(text, strlen(text));
-	free(text);
-	free(data);
-	json_decref(root);
-	cn_crypt_config_free(cc);
 	return r;
 }
 
@@ -486,5 +499,83 @@ int cn_keyfile_load(const char *path, const char *password, size_t password_len,
 		return cn_error_prefix(r, "key file %s", path);
 	r = cn_crypt_config_new(key, out);
 	OPENSSL_cleanse(key, sizeof(key));
+	return r;
+}
+
+/* ---- master key (RSA) wrapping -------------------------------------------- */
+
+int cn_keyfile_rsa_wrap(const char *public_pem, size_t pem_len, const uint8_t key[32],
+			int64_t created, int64_t now, struct cn_buf *out)
+{
+	struct cn_buf js = {0};
+	char c_text[32], m_text[32];
+	uint8_t fp[32];
+	EVP_PKEY *pk = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	BIO *bio = NULL;
+	size_t n = 0;
+	int r;
+
+	if (format_rfc3339_local(created, c_text) < 0 || format_rfc3339_local(now, m_text) < 0)
+		return cn_error_set(-EINVAL, "cannot format key times");
+	if ((r = key_fingerprint(key, fp)) < 0 ||
+	    (r = emit_json(json_null(), c_text, m_text, key, 32, fp, NULL, &js)) < 0)
+		goto out;
+	r = -CN_E_CRYPT;
+	bio = BIO_new_mem_buf(public_pem, (int)pem_len);
+	pk = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+	if (!pk || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA) {
+		r = cn_error_set(-CN_E_FORMAT, "master key is not an RSA public key in PEM form");
+		goto out;
+	}
+	ctx = EVP_PKEY_CTX_new(pk, NULL);
+	if (!ctx || EVP_PKEY_encrypt_init(ctx) != 1 ||
+	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1 ||
+	    EVP_PKEY_encrypt(ctx, NULL, &n, js.data, js.len) != 1 || cn_buf_reserve(out, n) < 0 ||
+	    EVP_PKEY_encrypt(ctx, out->data + out->len, &n, js.data, js.len) != 1) {
+		r = cn_error_set(-CN_E_CRYPT,
+				 "RSA encryption of the key failed (%zu bytes of JSON need a modulus of "
+				 "at least %zu bytes)", js.len, js.len + 11);
+		goto out;
+	}
+	out->len += n;
+	r = 0;
+out:
+	if (js.data)
+		OPENSSL_cleanse(js.data, js.len);
+	cn_buf_free(&js);
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	BIO_free(bio);
+	return r;
+}
+
+int cn_keyfile_rsa_unwrap(const char *private_pem, size_t pem_len, const char *passphrase,
+			  const uint8_t *data, size_t len, struct cn_buf *json_out)
+{
+	EVP_PKEY *pk = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	BIO *bio = BIO_new_mem_buf(private_pem, (int)pem_len);
+	size_t n = 0;
+	int r = 0;
+
+	pk = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)passphrase) : NULL;
+	if (!pk || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA) {
+		r = cn_error_set(-CN_E_CRYPT, "cannot read the RSA private key (wrong passphrase?)");
+		goto out;
+	}
+	ctx = EVP_PKEY_CTX_new(pk, NULL);
+	if (!ctx || EVP_PKEY_decrypt_init(ctx) != 1 ||
+	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1 ||
+	    EVP_PKEY_decrypt(ctx, NULL, &n, data, len) != 1 || cn_buf_reserve(json_out, n) < 0 ||
+	    EVP_PKEY_decrypt(ctx, json_out->data + json_out->len, &n, data, len) != 1) {
+		r = cn_error_set(-CN_E_CRYPT, "failed to decrypt the key with the RSA master key");
+		goto out;
+	}
+	json_out->len += n;
+out:
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	BIO_free(bio);
 	return r;
 }

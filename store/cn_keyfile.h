@@ -48,8 +48,11 @@ struct cn_keyfile; /* opaque parsed key file */
  * -CN_E_FORMAT with a message for anything malformed. *out freed with
  * cn_keyfile_free(). */
 int cn_keyfile_parse(const uint8_t *json, size_t len, struct cn_keyfile **out);
+/* Frees a parsed key file (wiping its data). NULL is ok. */
 void cn_keyfile_free(struct cn_keyfile *kf);
 
+/* The key derivation function and the created/modified times (Unix
+ * seconds) of a parsed key file. */
 enum cn_kdf cn_keyfile_kdf(const struct cn_keyfile *kf);
 int64_t cn_keyfile_created(const struct cn_keyfile *kf);
 int64_t cn_keyfile_modified(const struct cn_keyfile *kf);
@@ -69,5 +72,23 @@ int cn_keyfile_decrypt(const struct cn_keyfile *kf, const char *password, size_t
  * config (*out freed with cn_crypt_config_free()). */
 int cn_keyfile_load(const char *path, const char *password, size_t password_len,
 		    struct cn_crypt_config **out);
+
+/* Master-key wrapping (upstream rsa_encrypt_key_config): builds the
+ * compact key file JSON {"kdf":null,"created","modified","data":<key>,
+ * "fingerprint"} (created = the key's creation time, modified = now) and
+ * encrypts it with the RSA public key (PEM "PUBLIC KEY") using PKCS#1 v1.5
+ * padding. Appends modulus-size bytes to out: the content of
+ * rsa-encrypted.key.blob (which upstream stores as an uncompressed,
+ * unencrypted blob, listed last in the manifest). -CN_E_FORMAT for a key
+ * that is not RSA, -CN_E_CRYPT when encryption fails. */
+int cn_keyfile_rsa_wrap(const char *public_pem, size_t pem_len, const uint8_t key[32],
+			int64_t created, int64_t now, struct cn_buf *out);
+
+/* The reverse, for recovery: decrypts data with the RSA private key (PEM,
+ * optionally passphrase-protected PKCS#8; passphrase may be NULL) and
+ * appends the key file JSON to json_out (parse it with cn_keyfile_parse).
+ * -CN_E_CRYPT on a wrong key or passphrase. */
+int cn_keyfile_rsa_unwrap(const char *private_pem, size_t pem_len, const char *passphrase,
+			  const uint8_t *data, size_t len, struct cn_buf *json_out);
 
 #endif

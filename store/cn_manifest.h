@@ -52,6 +52,7 @@ struct cn_manifest;
  * namespace is not part of the manifest). *out freed with
  * cn_manifest_free(). 0, -EINVAL or -ENOMEM. */
 int cn_manifest_new(const struct cn_snapshot_id *id, struct cn_manifest **out);
+/* Frees a manifest. NULL is ok. */
 void cn_manifest_free(struct cn_manifest *m);
 
 /* Appends a file entry. name must end in ".didx", ".fidx" or ".blob" and
@@ -65,6 +66,7 @@ const char *cn_manifest_backup_type(const struct cn_manifest *m);
 const char *cn_manifest_backup_id(const struct cn_manifest *m);
 int64_t cn_manifest_backup_time(const struct cn_manifest *m);
 
+/* Number of listed files. */
 size_t cn_manifest_file_count(const struct cn_manifest *m);
 /* File i (< count). Any output may be NULL; *name is borrowed. */
 void cn_manifest_file_at(const struct cn_manifest *m, size_t i, const char **name,

@@ -3,6 +3,8 @@
  * upstream's shape and read back; every failure has its code. */
 #include <check.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +242,77 @@ START_TEST(test_save_and_load)
 }
 END_TEST
 
+static char *pem_of(EVP_PKEY *pk, int private, const char *pass, size_t *len)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	int ok = private ? PEM_write_bio_PKCS8PrivateKey(b, pk, pass ? EVP_aes_256_cbc() : NULL, NULL,
+							 0, NULL, (void *)pass)
+			 : PEM_write_bio_PUBKEY(b, pk);
+	ck_assert_int_eq(ok, 1);
+	char *p;
+	long n = BIO_get_mem_data(b, &p);
+	char *out = malloc((size_t)n + 1);
+	memcpy(out, p, (size_t)n);
+	out[n] = 0;
+	*len = (size_t)n;
+	BIO_free(b);
+	return out;
+}
+
+START_TEST(test_rsa_master_key)
+{
+	EVP_PKEY *rsa = EVP_RSA_gen(3072); /* 2048 bits cannot hold the JSON */
+	ck_assert_ptr_nonnull(rsa);
+	size_t publen, privlen;
+	char *pub = pem_of(rsa, 0, NULL, &publen), *priv = pem_of(rsa, 1, "master-pass", &privlen);
+	ck_assert_ptr_nonnull(strstr(pub, "-----BEGIN PUBLIC KEY-----"));
+	ck_assert_ptr_nonnull(strstr(priv, "-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+	uint8_t key[32], back[32];
+	for (int i = 0; i < 32; i++)
+		key[i] = (uint8_t)(0x40 + i);
+	setenv("TZ", "UTC0", 1);
+	tzset();
+	struct cn_buf wrapped = {0}, js = {0};
+	ck_assert_int_eq(cn_keyfile_rsa_wrap(pub, publen, key, 1000, 2000, &wrapped), 0);
+	ck_assert_uint_eq(wrapped.len, 384); /* modulus size */
+	ck_assert_int_eq(cn_keyfile_rsa_unwrap(priv, privlen, "wrong-pass", wrapped.data, wrapped.len, &js), -CN_E_CRYPT);
+	ck_assert_int_eq(cn_keyfile_rsa_unwrap(priv, privlen, "master-pass", wrapped.data, wrapped.len, &js), 0);
+	cn_buf_append(&js, "", 1);
+	ck_assert_str_eq((char *)js.data,
+			 "{\"kdf\":null,\"created\":\"1970-01-01T00:16:40+00:00\","
+			 "\"modified\":\"1970-01-01T00:33:20+00:00\","
+			 "\"data\":\"QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=\","
+			 "\"fingerprint\":\"3d:a3:80:ad:2d:f6:45:ca:88:de:05:d1:fc:87:5d:3b:86:26:3d:89:b2:84:79:a1:29:81:cc:c6:72:42:0a:13\"}");
+	struct cn_keyfile *kf = parse((char *)js.data);
+	ck_assert_int_eq(cn_keyfile_decrypt(kf, NULL, 0, back, NULL), 0);
+	ck_assert_mem_eq(back, key, 32);
+	ck_assert_int_eq(cn_keyfile_created(kf), 1000);
+	cn_keyfile_free(kf);
+	/* a tampered ciphertext does not decrypt to a key file */
+	wrapped.data[100] ^= 1;
+	js.len = 0;
+	int r = cn_keyfile_rsa_unwrap(priv, privlen, "master-pass", wrapped.data, wrapped.len, &js);
+	if (r == 0) /* implicit rejection returns random bytes: they must not parse */
+		ck_assert_int_eq(cn_keyfile_parse(js.data, js.len, &kf), -CN_E_FORMAT);
+	else
+		ck_assert_int_eq(r, -CN_E_CRYPT);
+	/* not an RSA key */
+	EVP_PKEY *ec = EVP_EC_gen("P-256");
+	size_t eclen;
+	char *ecpub = pem_of(ec, 0, NULL, &eclen);
+	wrapped.len = 0;
+	ck_assert_int_eq(cn_keyfile_rsa_wrap(ecpub, eclen, key, 1, 2, &wrapped), -CN_E_FORMAT);
+	ck_assert_int_eq(cn_keyfile_rsa_wrap("garbage", 7, key, 1, 2, &wrapped), -CN_E_FORMAT);
+	free(ecpub);
+	EVP_PKEY_free(ec);
+	free(pub);
+	free(priv);
+	EVP_PKEY_free(rsa);
+	cn_buf_free(&wrapped);
+	cn_buf_free(&js);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("keyfile");
@@ -250,6 +323,7 @@ int main(void)
 	tcase_add_test(tc, test_create_roundtrip);
 	tcase_add_test(tc, test_malformed);
 	tcase_add_test(tc, test_save_and_load);
+	tcase_add_test(tc, test_rsa_master_key);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

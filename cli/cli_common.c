@@ -1,0 +1,388 @@
+#include "cli/cli_common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "common/cn_error.h"
+#include "engine/cn_target_local.h"
+#include "net/cn_pbs.h"
+#include "net/cn_pbs_source.h"
+#include "net/cn_pbs_target.h"
+#include "store/cn_datastore.h"
+#include "store/cn_keyfile.h"
+
+int cli_common_option(struct cli_common *c, int opt, const char *arg)
+{
+	switch (opt) {
+	case OPT_STORE:
+		if (c->nstores == CLI_MAX_ENDPOINTS)
+			return -cli_usage_error(c->cmd, "at most %d --store options", CLI_MAX_ENDPOINTS);
+		c->stores[c->nstores++] = arg;
+		return 1;
+	case OPT_REPOSITORY:
+		if (c->nrepos == CLI_MAX_ENDPOINTS)
+			return -cli_usage_error(c->cmd, "at most %d --repository options",
+						CLI_MAX_ENDPOINTS);
+		c->repos[c->nrepos++] = arg;
+		return 1;
+	case OPT_KEYFILE:
+		c->keyfile = arg;
+		return 1;
+	case OPT_NS:
+		if (cn_snapshot_check_ns(arg) < 0)
+			return -cli_usage_error(c->cmd, "%s", cn_error_message());
+		c->ns = arg;
+		return 1;
+	case OPT_OUTPUT_FORMAT:
+		if (!strcmp(arg, "json") || !strcmp(arg, "json-pretty"))
+			c->json = 1;
+		else if (!strcmp(arg, "text"))
+			c->json = 0;
+		else
+			return -cli_usage_error(c->cmd, "--output-format is text or json, not '%s'", arg);
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+void cli_default_store(char *out, size_t len)
+{
+	const char *env = getenv("CAIRN_STORE");
+	const char *xdg = getenv("XDG_DATA_HOME");
+	const char *home = getenv("HOME");
+	if (env && *env)
+		snprintf(out, len, "%s", env);
+	else if (geteuid() == 0)
+		snprintf(out, len, "/var/lib/cairn");
+	else if (xdg && *xdg)
+		snprintf(out, len, "%s/cairn", xdg);
+	else
+		snprintf(out, len, "%s/.local/share/cairn", home ? home : ".");
+}
+
+static int open_store(const char *path, int create, struct cli_endpoint *e)
+{
+	struct stat st;
+	int exists = stat(path, &st) == 0;
+	if (!exists && !create) {
+		fprintf(stderr, "cairn: no datastore at %s (make one with 'cairn backup', or give "
+				"--store DIR)\n", path);
+		return CLI_EXIT_ERROR;
+	}
+	if (!exists) {
+		int r = cn_mkdir_p(path, 0700);
+		if (r < 0) {
+			fprintf(stderr, "cairn: %s\n", cn_error_message());
+			return cli_exit_code(r);
+		}
+		rmdir(path); /* the datastore creates the last component itself */
+	}
+	char mark[4096];
+	snprintf(mark, sizeof(mark), "%s/.chunks", path);
+	int is_store = stat(mark, &st) == 0;
+	if (exists && !is_store && !create) {
+		fprintf(stderr, "cairn: %s is not a datastore (no .chunks directory)\n", path);
+		return CLI_EXIT_ERROR;
+	}
+	int r = cn_datastore_open(path, !is_store, NULL, &e->ds);
+	if (r < 0) {
+		fprintf(stderr, "cairn: datastore %s: %s\n", path, cn_error_message());
+		return cli_exit_code(r);
+	}
+	snprintf(e->name, sizeof(e->name), "local:%s", path);
+	return 0;
+}
+
+static int open_repo(const char *repo, struct cli_endpoint *e)
+{
+	struct cn_pbs_opts po = {.repository = repo};
+	struct cn_pbs *pbs;
+	int r = cn_pbs_connect(&po, &pbs);
+	if (r < 0) {
+		fprintf(stderr, "cairn: repository %s: %s\n", repo ? repo : "$PBS_REPOSITORY",
+			cn_error_message());
+		return cli_exit_code(r);
+	}
+	e->pbs = pbs;
+	cn_pbs_name(pbs, e->name, sizeof(e->name));
+	return 0;
+}
+
+int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
+		       struct cli_endpoints *eps)
+{
+	memset(eps, 0, sizeof(*eps));
+	size_t want = c->nstores + c->nrepos;
+	const char *env_repo = getenv("PBS_REPOSITORY");
+	if (want == 0 && env_repo && *env_repo)
+		want = 1;
+	if (want > max) {
+		cli_usage_error(c->cmd, "this command reads from one place: give one --store or "
+					"--repository");
+		return CLI_EXIT_USAGE;
+	}
+	int r = 0;
+	for (size_t i = 0; i < c->nstores && !r; i++)
+		r = open_store(c->stores[i], create, &eps->e[eps->n++]);
+	for (size_t i = 0; i < c->nrepos && !r; i++)
+		r = open_repo(c->repos[i], &eps->e[eps->n++]);
+	if (!r && c->nstores + c->nrepos == 0) {
+		if (env_repo && *env_repo) {
+			r = open_repo(NULL, &eps->e[eps->n++]);
+		} else {
+			char path[4096];
+			cli_default_store(path, sizeof(path));
+			r = open_store(path, create, &eps->e[eps->n++]);
+		}
+	}
+	if (r)
+		cli_close_endpoints(eps);
+	return r;
+}
+
+void cli_close_endpoints(struct cli_endpoints *eps)
+{
+	for (size_t i = 0; i < eps->n; i++) {
+		cn_datastore_close(eps->e[i].ds);
+		cn_pbs_free(eps->e[i].pbs);
+	}
+	eps->n = 0;
+}
+
+int cli_endpoint_target(struct cli_endpoint *e, struct cn_target **out)
+{
+	if (e->ds)
+		return cn_target_local_new(e->ds, out);
+	return cn_pbs_target_new(e->pbs, NULL, out);
+}
+
+int cli_endpoint_source(struct cli_endpoint *e, struct cn_source **out)
+{
+	if (e->ds)
+		return cn_source_local_new(e->ds, out);
+	return cn_pbs_source_new(e->pbs, out);
+}
+
+int cli_read_password(const char *prompt, char *buf, size_t len)
+{
+	int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct termios old, quiet;
+	int have = tcgetattr(fd, &old) == 0;
+	if (have) {
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(fd, TCSAFLUSH, &quiet);
+	}
+	(void)!write(fd, prompt, strlen(prompt));
+	ssize_t n = read(fd, buf, len - 1);
+	(void)!write(fd, "\n", 1);
+	if (have)
+		tcsetattr(fd, TCSAFLUSH, &old);
+	close(fd);
+	if (n < 0)
+		return -EIO;
+	buf[n] = 0;
+	buf[strcspn(buf, "\r\n")] = 0;
+	return 0;
+}
+
+int cli_load_key(const struct cli_common *c, struct cn_crypt_config **crypt)
+{
+	*crypt = NULL;
+	if (!c->keyfile)
+		return 0;
+	uint8_t *json;
+	size_t len;
+	int r = cn_read_file(c->keyfile, 1u << 20, &json, &len);
+	struct cn_keyfile *kf = NULL;
+	if (r == 0) {
+		r = cn_keyfile_parse(json, len, &kf);
+		free(json);
+	}
+	if (r < 0) {
+		fprintf(stderr, "cairn: key file %s: %s\n", c->keyfile, cn_error_message());
+		return CLI_EXIT_ERROR;
+	}
+	char pw[1024] = "";
+	if (cn_keyfile_kdf(kf) != CN_KDF_NONE) {
+		const char *env = getenv("PBS_ENCRYPTION_PASSWORD");
+		if (env)
+			snprintf(pw, sizeof(pw), "%s", env);
+		else if (cli_read_password("Encryption key password: ", pw, sizeof(pw)) < 0) {
+			cn_keyfile_free(kf);
+			fprintf(stderr, "cairn: key file %s needs a password: set "
+					"PBS_ENCRYPTION_PASSWORD or run on a terminal\n", c->keyfile);
+			return CLI_EXIT_ERROR;
+		}
+	}
+	uint8_t key[32];
+	r = cn_keyfile_decrypt(kf, pw, strlen(pw), key, NULL);
+	cn_keyfile_free(kf);
+	explicit_bzero(pw, sizeof(pw));
+	if (r == 0)
+		r = cn_crypt_config_new(key, crypt);
+	explicit_bzero(key, sizeof(key));
+	if (r < 0) {
+		fprintf(stderr, "cairn: key file %s: %s\n", c->keyfile, cn_error_message());
+		return CLI_EXIT_ERROR;
+	}
+	return 0;
+}
+
+int cli_exit_code(int err)
+{
+	switch (err) {
+	case 0:
+		return CLI_EXIT_OK;
+	case -CN_E_MAGIC:
+	case -CN_E_CRC:
+	case -CN_E_DIGEST:
+	case -CN_E_TRUNCATED:
+	case -CN_E_FORMAT:
+	case -CN_E_CHECKSUM:
+		return CLI_EXIT_CORRUPT;
+	case -ENOSPC:
+	case -EDQUOT:
+		return CLI_EXIT_NOSPACE;
+	case -CN_E_LOCKED:
+		return CLI_EXIT_LOCKED;
+	default:
+		return CLI_EXIT_ERROR;
+	}
+}
+
+int cli_fail(const struct cli_common *c, int err, const char *context)
+{
+	const char *msg = cn_error_message();
+	if (!*msg)
+		msg = cn_strerror(err);
+	cli_progress_done();
+	if (context && *context)
+		fprintf(stderr, "cairn %s: %s: %s\n", c->cmd, context, msg);
+	else
+		fprintf(stderr, "cairn %s: %s\n", c->cmd, msg);
+	int code = cli_exit_code(err);
+	if (c->json)
+		cli_json_print(json_pack("{s:s, s:s, s:i}", "error", msg, "context",
+					 context ? context : "", "exit-code", code));
+	return code;
+}
+
+int cli_parse_snapshot(const struct cli_common *c, const char *arg, int allow_group,
+		       struct cn_snapshot_id *id)
+{
+	memset(id, 0, sizeof(*id));
+	if (c->ns)
+		snprintf(id->ns, sizeof(id->ns), "%s", c->ns);
+	if (cn_snapshot_parse(arg, id) == 0)
+		return 0;
+	const char *slash = strchr(arg, '/');
+	if (allow_group && slash && !strchr(slash + 1, '/') &&
+	    (size_t)(slash - arg) < sizeof(id->type) &&
+	    strlen(slash + 1) < sizeof(id->id)) {
+		memcpy(id->type, arg, (size_t)(slash - arg));
+		id->type[slash - arg] = 0;
+		snprintf(id->id, sizeof(id->id), "%s", slash + 1);
+		if (cn_snapshot_check_type(id->type) == 0 && cn_snapshot_check_id(id->id) == 0)
+			return 0;
+	}
+	cli_usage_error(c->cmd, "'%s' is not a snapshot (TYPE/ID/TIME, e.g. "
+				"host/nas/2024-05-01T02:00:00Z)%s", arg,
+			allow_group ? " or a group (host/nas)" : "");
+	return CLI_EXIT_USAGE;
+}
+
+int cli_latest_snapshot(const struct cli_common *c, struct cn_source *src,
+			struct cn_snapshot_id *id)
+{
+	if (id->time)
+		return 0;
+	struct cn_snapshot_info *list;
+	size_t n;
+	int r = src->ops->list_snapshots(src, id, &list, &n);
+	if (r < 0)
+		return cli_fail(c, r, "listing snapshots");
+	int found = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(list[i].id.type, id->type) && !strcmp(list[i].id.id, id->id) &&
+		    list[i].id.time > id->time) {
+			id->time = list[i].id.time;
+			found = 1;
+		}
+	free(list);
+	if (!found) {
+		fprintf(stderr, "cairn %s: group %s/%s has no snapshot\n", c->cmd, id->type, id->id);
+		return CLI_EXIT_ERROR;
+	}
+	return 0;
+}
+
+void cli_snapshot_text(const struct cn_snapshot_id *id, char *out, size_t len)
+{
+	if (cn_snapshot_path(id, out, len) < 0)
+		snprintf(out, len, "%s/%s", id->type, id->id);
+}
+
+void cli_human_bytes(uint64_t n, char *out, size_t len)
+{
+	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+	double v = (double)n;
+	size_t u = 0;
+	while (v >= 1024 && u + 1 < CN_ARRAY_SIZE(units)) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(out, len, "%llu B", (unsigned long long)n);
+	else
+		snprintf(out, len, "%.2f %s", v, units[u]);
+}
+
+static int progress_active;
+
+int cli_progress_enabled(void)
+{
+	return isatty(STDERR_FILENO);
+}
+
+void cli_progress_line(const char *fmt, ...)
+{
+	if (!cli_progress_enabled())
+		return;
+	char line[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\r\033[K%s", line);
+	fflush(stderr);
+	progress_active = 1;
+}
+
+void cli_progress_done(void)
+{
+	if (progress_active) {
+		fprintf(stderr, "\r\033[K");
+		fflush(stderr);
+		progress_active = 0;
+	}
+}
+
+void cli_json_print(json_t *v)
+{
+	if (!v)
+		return;
+	json_dumpf(v, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+	fputc('\n', stdout);
+	json_decref(v);
+}

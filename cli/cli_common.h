@@ -1,0 +1,140 @@
+/* cli_common — what the datastore and repository commands share: the
+ * common options (--store, --repository, --keyfile, --output-format), the
+ * endpoints they select (local datastores and PBS repositories) as engine
+ * targets/sources, the key, exit codes from error codes, snapshot
+ * arguments, the progress line and JSON output. */
+#ifndef CAIRN_CLI_COMMON_H
+#define CAIRN_CLI_COMMON_H
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cli/cli.h"
+#include "common/cn_snapshot.h"
+#include "engine/cn_target.h"
+#include "store/cn_crypt.h"
+
+#define CLI_MAX_ENDPOINTS 8
+
+enum {
+	OPT_STORE = 1000,
+	OPT_REPOSITORY,
+	OPT_KEYFILE,
+	OPT_OUTPUT_FORMAT,
+	OPT_NS,
+	OPT_FIRST_COMMAND_OPTION, /* commands number their own options from here */
+};
+
+/* The long options every store/repository command accepts. */
+#define CLI_COMMON_LONG_OPTIONS                                                \
+	{"store", required_argument, NULL, OPT_STORE},                         \
+	{"repository", required_argument, NULL, OPT_REPOSITORY},               \
+	{"keyfile", required_argument, NULL, OPT_KEYFILE},                     \
+	{"output-format", required_argument, NULL, OPT_OUTPUT_FORMAT},         \
+	{"ns", required_argument, NULL, OPT_NS},                               \
+	{"help", no_argument, NULL, 'h'}
+
+#define CLI_COMMON_HELP                                                                      \
+	"  --store DIR            local datastore (default: $XDG_DATA_HOME/cairn, or\n"       \
+	"                         /var/lib/cairn for root; created by the first backup)\n"  \
+	"  --repository REPO      a Proxmox Backup Server, [[USER@REALM[!TOKEN]@]HOST[:PORT]:]STORE\n" \
+	"                         (default: $PBS_REPOSITORY; secret from PBS_PASSWORD,\n"     \
+	"                         fingerprint from PBS_FINGERPRINT)\n"                          \
+	"  --keyfile FILE         encryption key (cairn key create); password from\n"          \
+	"                         $PBS_ENCRYPTION_PASSWORD or asked on the terminal\n"        \
+	"  --ns NS                namespace (a/b), default the root\n"                          \
+	"  --output-format FMT    text (default) or json\n"                                     \
+	"  -h, --help             this help\n"
+
+struct cli_common {
+	const char *cmd;                   /* for messages: "backup" */
+	const char *stores[CLI_MAX_ENDPOINTS];
+	size_t nstores;
+	const char *repos[CLI_MAX_ENDPOINTS];
+	size_t nrepos;
+	const char *keyfile;
+	const char *ns;
+	int json;
+};
+
+/* Handles opt if it is a common option: returns 1 (handled), 0 (not a
+ * common option) or -CLI_EXIT_USAGE after printing the problem. */
+int cli_common_option(struct cli_common *c, int opt, const char *arg);
+
+/* The default store directory ($CAIRN_STORE, else /var/lib/cairn for
+ * root, else $XDG_DATA_HOME/cairn or ~/.local/share/cairn) into out. */
+void cli_default_store(char *out, size_t len);
+
+/* One selected place: a local datastore or a PBS repository. */
+struct cli_endpoint {
+	char name[256];
+	struct cn_datastore *ds;  /* local, or NULL */
+	void *pbs;                /* struct cn_pbs *, or NULL */
+};
+
+struct cli_endpoints {
+	struct cli_endpoint e[2 * CLI_MAX_ENDPOINTS];
+	size_t n;
+};
+
+/* Opens what the options select (every --store and --repository, or
+ * $PBS_REPOSITORY, or the default store). create: make a missing local
+ * datastore. max: at most this many endpoints (1 for reading commands).
+ * Prints the problem and returns an exit code != 0 on failure. */
+int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
+		       struct cli_endpoints *eps);
+void cli_close_endpoints(struct cli_endpoints *eps);
+
+/* A target / source on an open endpoint (destroy with ops->destroy). */
+int cli_endpoint_target(struct cli_endpoint *e, struct cn_target **out);
+int cli_endpoint_source(struct cli_endpoint *e, struct cn_source **out);
+
+/* Loads --keyfile if given (*crypt NULL otherwise). Password: for key
+ * files with a KDF, $PBS_ENCRYPTION_PASSWORD or a terminal prompt.
+ * Returns 0 or prints and returns an exit code. */
+int cli_load_key(const struct cli_common *c, struct cn_crypt_config **crypt);
+
+/* Reads a password from the terminal (/dev/tty) without echo into buf
+ * (NUL-terminated, newline removed). 0 or -errno when there is no terminal. */
+int cli_read_password(const char *prompt, char *buf, size_t len);
+
+/* Exit codes for errors (see main.c): integrity errors (digest, CRC,
+ * checksum, format) map to CLI_EXIT_CORRUPT, -ENOSPC/-EDQUOT to
+ * CLI_EXIT_NOSPACE, -CN_E_LOCKED to CLI_EXIT_LOCKED, the rest to
+ * CLI_EXIT_ERROR. */
+int cli_exit_code(int err);
+
+/* Prints the calling thread's error message with context and returns
+ * cli_exit_code(err). In JSON mode also prints {"error": ...} on stdout. */
+int cli_fail(const struct cli_common *c, int err, const char *context);
+
+/* Parses SNAPSHOT ("TYPE/ID/TIME") or, with allow_group, a group
+ * ("TYPE/ID", time set to 0). ns from the options. Prints and returns an
+ * exit code on failure, else 0. */
+int cli_parse_snapshot(const struct cli_common *c, const char *arg, int allow_group,
+		       struct cn_snapshot_id *id);
+
+/* Resolves a group (time 0) to its newest snapshot on src. 0 or an exit
+ * code (message printed). */
+int cli_latest_snapshot(const struct cli_common *c, struct cn_source *src,
+			struct cn_snapshot_id *id);
+
+/* "host/ID/2024-...Z" (with "ns/a/..." prefix) into out. */
+void cli_snapshot_text(const struct cn_snapshot_id *id, char *out, size_t len);
+
+/* Human sizes: "1.23 GiB". */
+void cli_human_bytes(uint64_t n, char *out, size_t len);
+
+/* Progress line on stderr when it is a terminal (else nothing):
+ * cli_progress_line("%s", ...) rewrites the line; cli_progress_done()
+ * ends it. */
+int cli_progress_enabled(void);
+void cli_progress_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_progress_done(void);
+
+/* Prints a JSON value on stdout (pretty) and drops the reference. */
+void cli_json_print(json_t *v);
+
+#endif

@@ -1,0 +1,87 @@
+/* cn_backup — a file-level backup run, as `proxmox-backup-client backup
+ * NAME.pxar:PATH ...` makes it: each archive is walked and encoded as pxar
+ * (cn_walker.h) into the pipeline (cn_pipeline.h), the catalog of all
+ * archives is produced alongside and chunked separately (512 KiB average)
+ * as catalog.pcat1.didx, then the manifest index.json.blob is stored and
+ * the snapshot published on every target that is still live.
+ *
+ * Chunks of the previous snapshot of the group are made reusable on each
+ * target (load_previous_index + add_known) when the previous manifest's
+ * crypt mode for that archive matches this run's, as upstream does.
+ *
+ * The walker and encoder run in the calling thread; chunk encoding runs on
+ * opts->threads workers; a sink thread feeds the targets.
+ */
+#ifndef CN_BACKUP_H
+#define CN_BACKUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cn_snapshot.h"
+#include "engine/cn_target.h"
+#include "store/cn_crypt.h"
+
+#define CN_CATALOG_INDEX_NAME "catalog.pcat1.didx"
+
+/* One "NAME.pxar:PATH" argument. */
+struct cn_backup_archive {
+	const char *name;   /* archive name ending in ".pxar" ("media.pxar") */
+	const char *path;   /* directory to back up */
+};
+
+/* What a progress callback sees (a snapshot of the counters). */
+struct cn_backup_progress {
+	const char *archive;      /* archive being written */
+	uint64_t files, dirs;     /* entries encoded so far (all archives) */
+	uint64_t bytes_read;      /* file content read so far */
+	uint64_t stream_bytes;    /* pxar + catalog bytes produced */
+	uint64_t chunks, chunks_new, bytes_new;
+	double elapsed;           /* seconds since the run started */
+};
+
+typedef void (*cn_backup_progress_fn)(void *ctx, const struct cn_backup_progress *p);
+
+struct cn_backup_opts {
+	struct cn_snapshot_id id;        /* ns, type, id; time 0 = now */
+	const struct cn_backup_archive *archives;
+	size_t n_archives;
+	const struct cn_crypt_config *crypt; /* NULL = not encrypted (crypt mode none) */
+	size_t threads;                  /* 0 = number of CPUs */
+	const char *const *excludes;     /* --exclude patterns */
+	size_t n_excludes;
+	int all_file_systems;
+	int skip_lost_found;
+	cn_backup_progress_fn progress;  /* may be NULL; called from the calling thread */
+	void *progress_ctx;
+	unsigned progress_interval_ms;   /* 0 = 250 */
+};
+
+struct cn_backup_stats {
+	struct cn_snapshot_id id;     /* the snapshot made (time filled in) */
+	uint64_t files, dirs, symlinks, hardlinks, specials;
+	uint64_t bytes_read;          /* file content read */
+	uint64_t skipped;             /* unreadable or vanished entries (warnings) */
+	uint64_t changed;             /* files that changed while being read */
+	uint64_t excluded;
+	uint64_t stream_bytes;        /* pxar + catalog bytes */
+	uint64_t chunks, chunks_new;  /* chunks referenced / sent as new */
+	uint64_t bytes_new;           /* plain bytes of new chunks */
+	uint64_t bytes_new_encoded;   /* their stored (compressed) size */
+	size_t targets, targets_ok;   /* targets given / that published the snapshot */
+	double duration;              /* seconds */
+};
+
+/* Checks an archive name as upstream's --backupspec does: [A-Za-z0-9_]
+ * then [A-Za-z0-9._-], ending in ".pxar". 0 or -EINVAL with a message. */
+int cn_backup_check_archive_name(const char *name);
+
+/* Runs one backup to n targets (borrowed; the caller destroys them).
+ * stats may be NULL. Returns 0 when the snapshot was published on at
+ * least one target (targets that failed are named in warnings and
+ * stats->targets_ok < stats->targets), or a negative code with a message;
+ * then nothing that looks finished was left on any target. */
+int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_backup_opts *opts,
+		  struct cn_backup_stats *stats);
+
+#endif

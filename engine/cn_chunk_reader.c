@@ -1,0 +1,280 @@
+#include "engine/cn_chunk_reader.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cn_error.h"
+#include "engine/cn_workqueue.h"
+#include "store/cn_blob.h"
+
+/* Slot buffers above this size are released when the slot is reused. */
+#define SLOT_KEEP_CAP (8u << 20)
+
+enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY, SLOT_ERROR };
+
+/* A cached chunk. Only the thread that set LOADING writes data until the
+ * state changes; a pinned slot (pins > 0) is never replaced. */
+struct slot {
+	size_t chunk;
+	enum slot_state state;
+	uint64_t stamp;
+	int pins;
+	struct cn_buf data;
+	int err;
+	char msg[512];
+};
+
+struct cn_chunk_reader {
+	struct cn_source *src;
+	const struct cn_index *idx;
+	const struct cn_crypt_config *crypt;
+	struct slot *slots;
+	size_t nslots, window;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t clock;
+	size_t last;
+	int have_last, streak;
+	struct cn_workqueue *q;
+	struct cn_workers *workers;
+	struct cn_blob_ctx *ctx;   /* for demand loads in the caller's thread */
+	struct cn_buf raw;
+	atomic_uint_fast64_t fetched, bytes_fetched, bytes_decoded;
+};
+
+/* Fetches and verifies chunk s->chunk into s->data, then publishes the
+ * result. Called without the lock by whoever set s LOADING. */
+static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *ctx,
+		 struct cn_buf *raw)
+{
+	uint8_t digest[32];
+	uint64_t start, end;
+	cn_index_entry(r->idx, s->chunk, &start, &end, digest);
+	raw->len = 0;
+	s->data.len = 0;
+	int rc = r->src->ops->get_chunk(r->src, digest, raw);
+	if (rc == 0) {
+		atomic_fetch_add(&r->bytes_fetched, raw->len);
+		rc = cn_blob_decode_ctx(ctx, raw->data, raw->len, r->crypt, digest, &s->data);
+	}
+	if (rc == 0 && s->data.len != end - start)
+		rc = cn_error_set(-CN_E_FORMAT, "decoded to %zu bytes, the index says %llu",
+				  s->data.len, (unsigned long long)(end - start));
+	char msg[sizeof(s->msg)];
+	if (rc < 0) {
+		char hex[65];
+		cn_hex_encode(digest, 32, hex);
+		snprintf(msg, sizeof(msg), "chunk %zu (%s) of %s: %s", s->chunk, hex,
+			 r->src->name, *cn_error_message() ? cn_error_message() : cn_strerror(rc));
+	} else {
+		atomic_fetch_add(&r->fetched, 1);
+		atomic_fetch_add(&r->bytes_decoded, s->data.len);
+	}
+	pthread_mutex_lock(&r->lock);
+	s->state = rc < 0 ? SLOT_ERROR : SLOT_READY;
+	s->err = rc;
+	if (rc < 0)
+		memcpy(s->msg, msg, sizeof(msg));
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void *worker_main(void *ctx, size_t i)
+{
+	struct cn_chunk_reader *r = ctx;
+	struct cn_blob_ctx *bctx = NULL;
+	struct cn_buf raw = {0};
+	(void)i;
+	cn_blob_ctx_new(&bctx); /* NULL on failure: the decoder then allocates per call */
+	void *item;
+	while (cn_workqueue_pop(r->q, &item))
+		load(r, item, bctx, &raw);
+	cn_buf_free(&raw);
+	cn_blob_ctx_free(bctx);
+	return NULL;
+}
+
+int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
+			const struct cn_crypt_config *crypt, size_t threads,
+			struct cn_chunk_reader **out)
+{
+	if (!threads)
+		threads = cn_cpu_count();
+	struct cn_chunk_reader *r = calloc(1, sizeof(*r));
+	if (!r)
+		return cn_error_set(-ENOMEM, "out of memory for a chunk reader");
+	r->src = src;
+	r->idx = idx;
+	r->crypt = crypt;
+	r->window = 2 * threads + 2;
+	r->nslots = r->window + 3;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	int rc = -ENOMEM;
+	r->slots = calloc(r->nslots, sizeof(*r->slots));
+	if (!r->slots) {
+		cn_error_set(rc, "out of memory for a chunk cache");
+		goto fail;
+	}
+	if ((rc = cn_blob_ctx_new(&r->ctx)) < 0 || (rc = cn_workqueue_new(r->nslots, &r->q)) < 0)
+		goto fail;
+	rc = cn_workers_start(threads, worker_main, r, &r->workers);
+	if (rc < 0)
+		goto fail;
+	*out = r;
+	return 0;
+fail:
+	cn_chunk_reader_free(r);
+	return rc;
+}
+
+static struct slot *find_slot(struct cn_chunk_reader *r, size_t chunk)
+{
+	for (size_t i = 0; i < r->nslots; i++)
+		if (r->slots[i].state != SLOT_EMPTY && r->slots[i].chunk == chunk)
+			return &r->slots[i];
+	return NULL;
+}
+
+/* The least recently used slot that may be replaced, claimed as LOADING
+ * for chunk; NULL when every slot is loading or pinned. Under the lock. */
+static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk)
+{
+	struct slot *best = NULL;
+	for (size_t i = 0; i < r->nslots; i++) {
+		struct slot *s = &r->slots[i];
+		if (s->state == SLOT_LOADING || s->pins)
+			continue;
+		if (!best || s->state == SLOT_EMPTY ||
+		    (best->state != SLOT_EMPTY && s->stamp < best->stamp))
+			best = s;
+		if (s->state == SLOT_EMPTY)
+			break;
+	}
+	if (best) {
+		/* an occasional large chunk must not keep every slot large */
+		if (best->data.cap > SLOT_KEEP_CAP)
+			cn_buf_free(&best->data);
+		best->chunk = chunk;
+		best->state = SLOT_LOADING;
+		best->stamp = ++r->clock;
+	}
+	return best;
+}
+
+/* Schedules read-ahead after chunk on the workers. Under the lock. */
+static void prefetch(struct cn_chunk_reader *r, size_t chunk)
+{
+	size_t count = cn_index_count(r->idx);
+	for (size_t k = chunk + 1; k < count && k <= chunk + r->window; k++) {
+		struct slot *s = find_slot(r, k);
+		if (s) {
+			/* still ahead of the reader: newer than anything consumed */
+			s->stamp = ++r->clock;
+			continue;
+		}
+		s = claim_slot(r, k);
+		if (!s)
+			return;
+		if (cn_workqueue_push(r->q, s) < 0) { /* only when stopping */
+			s->state = SLOT_EMPTY;
+			return;
+		}
+	}
+}
+
+int cn_chunk_reader_read_at(void *reader, uint64_t off, void *buf, size_t len)
+{
+	struct cn_chunk_reader *r = reader;
+	uint8_t *out = buf;
+	while (len > 0) {
+		size_t i;
+		if (cn_index_find(r->idx, off, &i) < 0)
+			return cn_error_set(-ERANGE, "read at %llu beyond the end of the stream (%llu)",
+					    (unsigned long long)off,
+					    (unsigned long long)cn_index_size(r->idx));
+		uint64_t start, end;
+		cn_index_entry(r->idx, i, &start, &end, NULL);
+
+		pthread_mutex_lock(&r->lock);
+		int demand = 0;
+		struct slot *s = find_slot(r, i);
+		while (!s) {
+			s = claim_slot(r, i);
+			if (s)
+				demand = 1;
+			else
+				pthread_cond_wait(&r->cond, &r->lock);
+		}
+		s->pins++;
+		s->stamp = ++r->clock;
+		if (r->have_last && i == r->last + 1)
+			r->streak++;
+		else if (!r->have_last || i != r->last)
+			r->streak = 0;
+		r->last = i;
+		r->have_last = 1;
+		if (r->streak >= 2)
+			prefetch(r, i);
+		pthread_mutex_unlock(&r->lock);
+
+		if (demand)
+			load(r, s, r->ctx, &r->raw);
+
+		pthread_mutex_lock(&r->lock);
+		while (s->state == SLOT_LOADING)
+			pthread_cond_wait(&r->cond, &r->lock);
+		if (s->state == SLOT_ERROR) {
+			int err = s->err;
+			char msg[sizeof(s->msg)];
+			memcpy(msg, s->msg, sizeof(msg));
+			s->pins--;
+			s->state = SLOT_EMPTY; /* a later read tries again */
+			pthread_mutex_unlock(&r->lock);
+			return cn_error_set(err, "%s", msg);
+		}
+		pthread_mutex_unlock(&r->lock);
+
+		size_t n = end - off < len ? (size_t)(end - off) : len;
+		memcpy(out, s->data.data + (off - start), n);
+
+		pthread_mutex_lock(&r->lock);
+		s->pins--;
+		pthread_mutex_unlock(&r->lock);
+		out += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+void cn_chunk_reader_stats(struct cn_chunk_reader *r, struct cn_chunk_reader_stats *st)
+{
+	st->chunks_fetched = atomic_load(&r->fetched);
+	st->bytes_fetched = atomic_load(&r->bytes_fetched);
+	st->bytes_decoded = atomic_load(&r->bytes_decoded);
+}
+
+void cn_chunk_reader_free(struct cn_chunk_reader *r)
+{
+	if (!r)
+		return;
+	if (r->q) {
+		/* let queued read-ahead finish or be dropped, then stop */
+		cn_workqueue_cancel(r->q);
+		cn_workers_join(r->workers);
+		cn_workqueue_free(r->q);
+	}
+	for (size_t i = 0; r->slots && i < r->nslots; i++)
+		cn_buf_free(&r->slots[i].data);
+	free(r->slots);
+	cn_blob_ctx_free(r->ctx);
+	cn_buf_free(&r->raw);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r);
+}

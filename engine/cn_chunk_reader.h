@@ -1,0 +1,57 @@
+/* cn_chunk_reader — random-access reads of an indexed stream (a pxar
+ * archive, a catalog) whose chunks come from a cn_source: every chunk is
+ * decoded, decrypted and checked against its digest before a byte of it
+ * is handed out.
+ *
+ * A small cache of decoded chunks (2 x threads + 4 slots, least recently
+ * used replaced) serves repeated reads. Read-ahead: once reads have moved
+ * forward chunk by chunk twice in a row, the next 2 x threads + 2 chunks
+ * are fetched and decoded on worker threads while the caller consumes the
+ * current one. Reads that jump (a single-file restore following goodbye
+ * tables) fetch only the chunks they touch, so a file restore reads only
+ * the chunks it needs plus, for files spanning more than two chunks, at
+ * most one read-ahead window past their end.
+ *
+ * read_at may be called by one thread at a time (the decoder); the worker
+ * threads are the reader's own.
+ */
+#ifndef CN_CHUNK_READER_H
+#define CN_CHUNK_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/cn_target.h"
+#include "store/cn_crypt.h"
+#include "store/cn_index.h"
+
+struct cn_chunk_reader;
+
+struct cn_chunk_reader_stats {
+	uint64_t chunks_fetched;    /* chunks read from the source and verified */
+	uint64_t bytes_fetched;     /* their encoded bytes */
+	uint64_t bytes_decoded;     /* their plain bytes */
+};
+
+/* Creates a reader over idx (borrowed) fetching from src (borrowed, open
+ * on the right snapshot) with crypt (borrowed; NULL for plain data).
+ * threads = read-ahead workers (0 = number of CPUs). *out freed with
+ * cn_chunk_reader_free(). 0 or a negative code with a message. */
+int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
+			const struct cn_crypt_config *crypt, size_t threads,
+			struct cn_chunk_reader **out);
+
+/* Reads exactly len bytes at off (off + len <= stream size) into buf.
+ * Returns 0, or a negative code with a message naming the chunk (its
+ * digest and index position): -ENOENT missing chunk, -CN_E_DIGEST /
+ * -CN_E_CRC / ... corrupt chunk, -ERANGE beyond the end. The signature fits
+ * struct cn_pxar_input.read_at (ctx = the reader). */
+int cn_chunk_reader_read_at(void *reader, uint64_t off, void *buf, size_t len);
+
+/* Counters so far. */
+void cn_chunk_reader_stats(struct cn_chunk_reader *r, struct cn_chunk_reader_stats *st);
+
+/* Stops the workers and frees the reader. NULL is ok. */
+void cn_chunk_reader_free(struct cn_chunk_reader *r);
+
+#endif

@@ -1,0 +1,642 @@
+#include "engine/cn_pipeline.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunker/cn_chunker.h"
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+#include "engine/cn_workqueue.h"
+#include "store/cn_blob.h"
+#include "store/cn_index.h"
+
+/* Index entries are sent to the targets in batches of this many. */
+#define APPEND_BATCH 64
+
+/* One unit of work: a chunk's plain bytes (buffer reused across chunks),
+ * then its encoded form. A job is in exactly one place at a time: the free
+ * queue, a stream's current job (being filled by the producer), the work
+ * queue, a worker, the done queue or the sink's reorder ring. */
+struct job {
+	uint64_t seq;          /* delivery order, assigned when submitted */
+	int stream;
+	uint64_t end_offset;   /* end of the chunk in its stream */
+	uint8_t *data;
+	size_t len, cap;
+	struct cn_chunk *chunk; /* set by a worker, dropped after delivery */
+};
+
+struct stream {
+	char name[128];
+	size_t avg;
+	struct cn_chunker *chunker;
+	/* producer side */
+	struct job *cur;
+	uint64_t offset;
+	int ended;
+	/* sink side (main thread after the sink has stopped) */
+	struct cn_index_csum_ctx *csum;
+	uint64_t count, size;
+	struct cn_index_entry pending[APPEND_BATCH];
+	size_t npending;
+	uint8_t final_csum[32];
+};
+
+struct tgt {
+	struct cn_target *t;
+	int live;
+	int *handles;         /* index handle per stream */
+	struct cn_buf prev;
+	int64_t prev_time;
+};
+
+enum state { ST_NEW, ST_BEGUN, ST_RUNNING, ST_ENDED, ST_DONE };
+
+struct cn_pipeline {
+	struct tgt *targets;
+	size_t ntargets;
+	atomic_size_t nlive;
+	const struct cn_crypt_config *crypt;
+	int compress;
+	size_t threads;
+
+	struct stream *streams;
+	size_t nstreams;
+
+	struct job *jobs;
+	size_t njobs;
+	struct cn_workqueue *free_q, *work_q, *done_q;
+	struct cn_workers *workers;
+	pthread_t sink;
+	int sink_started;
+	uint64_t next_seq;     /* producer: next sequence number */
+	uint64_t delivered;    /* sink: jobs delivered */
+	enum state state;
+
+	pthread_mutex_t err_lock;
+	atomic_int err;       /* first failure; written under err_lock */
+	char errmsg[1024];
+
+	atomic_uint_fast64_t stream_bytes, chunks, chunks_new, bytes_new, bytes_new_encoded;
+};
+
+/* Records the first failure (code and the calling thread's message) and
+ * stops every queue so all threads unwind. Returns code. */
+static int fail(struct cn_pipeline *p, int code)
+{
+	pthread_mutex_lock(&p->err_lock);
+	if (!p->err) {
+		p->err = code;
+		snprintf(p->errmsg, sizeof(p->errmsg), "%s",
+			 *cn_error_message() ? cn_error_message() : cn_strerror(code));
+	}
+	pthread_mutex_unlock(&p->err_lock);
+	if (p->free_q) {
+		cn_workqueue_cancel(p->free_q);
+		cn_workqueue_cancel(p->work_q);
+		cn_workqueue_cancel(p->done_q);
+	}
+	return code;
+}
+
+/* The recorded failure, re-raised in the calling thread; 0 if none. */
+static int error_of(struct cn_pipeline *p)
+{
+	pthread_mutex_lock(&p->err_lock);
+	int code = p->err;
+	char msg[sizeof(p->errmsg)];
+	memcpy(msg, p->errmsg, sizeof(msg));
+	pthread_mutex_unlock(&p->err_lock);
+	return code ? cn_error_set(code, "%s", msg) : 0;
+}
+
+int cn_pipeline_new(struct cn_target *const *targets, size_t n,
+		    const struct cn_pipeline_opts *opts, struct cn_pipeline **out)
+{
+	if (n == 0)
+		return cn_error_set(-EINVAL, "a backup needs at least one target");
+	struct cn_pipeline *p = calloc(1, sizeof(*p));
+	if (!p || !(p->targets = calloc(n, sizeof(*p->targets)))) {
+		free(p);
+		return cn_error_set(-ENOMEM, "out of memory for the backup pipeline");
+	}
+	for (size_t i = 0; i < n; i++) {
+		p->targets[i].t = targets[i];
+		p->targets[i].live = 1;
+		p->targets[i].prev_time = -1;
+	}
+	p->ntargets = n;
+	atomic_init(&p->nlive, n);
+	p->crypt = opts ? opts->crypt : NULL;
+	p->compress = opts ? opts->compress : CN_BLOB_COMPRESS;
+	p->threads = opts && opts->threads ? opts->threads : cn_cpu_count();
+	pthread_mutex_init(&p->err_lock, NULL);
+	*out = p;
+	return 0;
+}
+
+size_t cn_pipeline_target_count(const struct cn_pipeline *p)
+{
+	return p->ntargets;
+}
+
+struct cn_target *cn_pipeline_target(const struct cn_pipeline *p, size_t i)
+{
+	return i < p->ntargets && p->targets[i].live ? p->targets[i].t : NULL;
+}
+
+const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size_t i,
+					       int64_t *prev_time)
+{
+	if (prev_time)
+		*prev_time = p->targets[i].prev_time;
+	return &p->targets[i].prev;
+}
+
+int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code)
+{
+	struct tgt *t = &p->targets[i];
+	char msg[1024];
+	snprintf(msg, sizeof(msg), "%s", *cn_error_message() ? cn_error_message() : cn_strerror(code));
+	if (t->live) {
+		t->live = 0;
+		t->t->ops->abort(t->t);
+		if (atomic_fetch_sub(&p->nlive, 1) > 1)
+			cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
+	}
+	if (atomic_load(&p->nlive) > 0)
+		return 0;
+	if (p->ntargets == 1)
+		return cn_error_set(code, "%s", msg);
+	return cn_error_set(code, "no target left; the last, %s, failed: %s", t->t->name, msg);
+}
+
+int cn_pipeline_begin(struct cn_pipeline *p, const struct cn_snapshot_id *id)
+{
+	if (p->state != ST_NEW)
+		return cn_error_set(-EINVAL, "pipeline already begun");
+	p->state = ST_BEGUN;
+	int r = 0;
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		int rc = t->t->ops->begin(t->t, id, &t->prev, &t->prev_time);
+		if (rc < 0)
+			r = cn_pipeline_drop(p, i, rc);
+	}
+	return r;
+}
+
+int cn_pipeline_add_stream(struct cn_pipeline *p, const char *index_name, size_t avg)
+{
+	if (p->state != ST_BEGUN)
+		return cn_error_set(-EINVAL, "streams are added after begin and before start");
+	struct stream *ns = realloc(p->streams, (p->nstreams + 1) * sizeof(*ns));
+	if (!ns)
+		return cn_error_set(-ENOMEM, "out of memory for a stream");
+	p->streams = ns;
+	int sidx = (int)p->nstreams;
+	struct stream *s = &ns[sidx];
+	memset(s, 0, sizeof(*s));
+	if (strlen(index_name) >= sizeof(s->name))
+		return cn_error_set(-ENAMETOOLONG, "index name too long: %s", index_name);
+	snprintf(s->name, sizeof(s->name), "%s", index_name);
+	s->avg = avg;
+	int r = cn_chunker_new(avg, &s->chunker);
+	if (r < 0)
+		return r;
+	r = cn_index_csum_new(CN_INDEX_DYNAMIC, &s->csum);
+	if (r < 0) {
+		cn_chunker_free(s->chunker);
+		return r;
+	}
+	p->nstreams++;
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		int *h = realloc(t->handles, p->nstreams * sizeof(int));
+		if (!h)
+			return cn_error_set(-ENOMEM, "out of memory for index handles");
+		t->handles = h;
+		h[sidx] = -1;
+		if (!t->live)
+			continue;
+		int rc = t->t->ops->index_open(t->t, index_name, CN_INDEX_DYNAMIC, 0, 0);
+		if (rc < 0) {
+			rc = cn_error_prefix(rc, "opening index %s", index_name);
+			if ((r = cn_pipeline_drop(p, i, rc)) < 0)
+				return r;
+			continue;
+		}
+		h[sidx] = rc;
+	}
+	return sidx;
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void *worker_main(void *ctx, size_t i)
+{
+	struct cn_pipeline *p = ctx;
+	struct cn_blob_ctx *bctx = NULL;
+	(void)i;
+	int r = cn_blob_ctx_new(&bctx);
+	if (r < 0) {
+		fail(p, r);
+		return NULL;
+	}
+	void *item;
+	while (cn_workqueue_pop(p->work_q, &item)) {
+		struct job *j = item;
+		r = cn_blob_encode_chunk_ctx(bctx, j->data, j->len, p->crypt, p->compress,
+					     &j->chunk);
+		if (r < 0) {
+			fail(p, cn_error_prefix(r, "encoding chunk ending at %s offset %llu",
+						p->streams[j->stream].name,
+						(unsigned long long)j->end_offset));
+			break;
+		}
+		if (cn_workqueue_push(p->done_q, j) < 0)
+			break;
+	}
+	cn_blob_ctx_free(bctx);
+	return NULL;
+}
+
+/* ---- sink: reorder and fan-out ----------------------------------------- */
+
+/* Sends a stream's pending entries to every live target. */
+static int flush_entries(struct cn_pipeline *p, int sidx)
+{
+	struct stream *s = &p->streams[sidx];
+	if (!s->npending)
+		return 0;
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		if (!t->live)
+			continue;
+		int r = t->t->ops->index_append(t->t, t->handles[sidx], s->pending, s->npending);
+		if (r < 0) {
+			r = cn_error_prefix(r, "appending to index %s", s->name);
+			if ((r = cn_pipeline_drop(p, i, r)) < 0)
+				return r;
+		}
+	}
+	s->npending = 0;
+	return 0;
+}
+
+static int deliver(struct cn_pipeline *p, struct job *j)
+{
+	struct cn_chunk *c = j->chunk;
+	int is_new = 0;
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		if (!t->live)
+			continue;
+		int r = t->t->ops->has_chunk(t->t, c->digest);
+		if (r == 0) {
+			r = t->t->ops->put_chunk(t->t, c);
+			is_new = 1;
+		}
+		if (r < 0) {
+			char hex[65];
+			cn_hex_encode(c->digest, 32, hex);
+			r = cn_error_prefix(r, "chunk %s", hex);
+			if ((r = cn_pipeline_drop(p, i, r)) < 0)
+				return r;
+		}
+	}
+	atomic_fetch_add(&p->chunks, 1);
+	if (is_new) {
+		atomic_fetch_add(&p->chunks_new, 1);
+		atomic_fetch_add(&p->bytes_new, c->plain_size);
+		atomic_fetch_add(&p->bytes_new_encoded, c->len);
+	}
+	struct stream *s = &p->streams[j->stream];
+	cn_index_csum_update(s->csum, j->end_offset, c->digest);
+	s->count++;
+	s->size = j->end_offset;
+	struct cn_index_entry *e = &s->pending[s->npending++];
+	e->end_offset = j->end_offset;
+	memcpy(e->digest, c->digest, 32);
+	if (s->npending == APPEND_BATCH)
+		return flush_entries(p, j->stream);
+	return 0;
+}
+
+static void *sink_main(void *ctx)
+{
+	struct cn_pipeline *p = ctx;
+	struct job **ring = calloc(p->njobs, sizeof(*ring));
+	if (!ring) {
+		fail(p, cn_error_set(-ENOMEM, "out of memory for the reorder buffer"));
+		return NULL;
+	}
+	void *item;
+	while (cn_workqueue_pop(p->done_q, &item)) {
+		struct job *j = item;
+		ring[j->seq % p->njobs] = j;
+		struct job *next;
+		while ((next = ring[p->delivered % p->njobs]) && next->seq == p->delivered) {
+			ring[p->delivered % p->njobs] = NULL;
+			int r = deliver(p, next);
+			cn_chunk_unref(next->chunk);
+			next->chunk = NULL;
+			if (r < 0) {
+				fail(p, r);
+				break;
+			}
+			p->delivered++;
+			/* Keep reused buffers at the average's size class: an
+			 * occasional maximum-size chunk must not pin 4x the
+			 * memory in every job for the rest of the run. */
+			if (next->cap > 2 * p->streams[next->stream].avg) {
+				free(next->data);
+				next->data = NULL;
+				next->cap = 0;
+			}
+			if (cn_workqueue_push(p->free_q, next) < 0)
+				break;
+		}
+	}
+	free(ring);
+	return NULL;
+}
+
+int cn_pipeline_start(struct cn_pipeline *p)
+{
+	if (p->state != ST_BEGUN)
+		return cn_error_set(-EINVAL, "pipeline not begun or already started");
+	if (atomic_load(&p->nlive) == 0)
+		return cn_error_set(-EINVAL, "no live target");
+	/* Each stream may hold one job while it fills it; the rest keep the
+	 * workers busy and the sink fed. */
+	p->njobs = p->threads + 2 + p->nstreams;
+	p->jobs = calloc(p->njobs, sizeof(*p->jobs));
+	if (!p->jobs)
+		return cn_error_set(-ENOMEM, "out of memory for pipeline jobs");
+	int r;
+	if ((r = cn_workqueue_new(p->njobs, &p->free_q)) < 0 ||
+	    (r = cn_workqueue_new(p->njobs, &p->work_q)) < 0 ||
+	    (r = cn_workqueue_new(p->njobs, &p->done_q)) < 0)
+		return r;
+	for (size_t i = 0; i < p->njobs; i++)
+		cn_workqueue_push(p->free_q, &p->jobs[i]);
+	p->state = ST_RUNNING;
+	r = pthread_create(&p->sink, NULL, sink_main, p);
+	if (r) {
+		fail(p, cn_error_sys(-r, "starting the pipeline's sink thread"));
+		return error_of(p);
+	}
+	p->sink_started = 1;
+	r = cn_workers_start(p->threads, worker_main, p, &p->workers);
+	if (r < 0)
+		return fail(p, r);
+	return 0;
+}
+
+/* ---- producer ----------------------------------------------------------- */
+
+static int submit(struct cn_pipeline *p, struct stream *s)
+{
+	struct job *j = s->cur;
+	s->cur = NULL;
+	j->seq = p->next_seq++;
+	j->end_offset = s->offset;
+	if (cn_workqueue_push(p->work_q, j) < 0)
+		return error_of(p);
+	return 0;
+}
+
+int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, size_t len)
+{
+	if (p->state != ST_RUNNING)
+		return p->err ? error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
+	if (p->err)
+		return error_of(p);
+	struct stream *s = &p->streams[stream];
+	if (s->ended)
+		return cn_error_set(-EINVAL, "write to ended stream %s", s->name);
+	atomic_fetch_add(&p->stream_bytes, len);
+	while (len > 0) {
+		if (!s->cur) {
+			void *item;
+			if (!cn_workqueue_pop(p->free_q, &item))
+				return error_of(p);
+			s->cur = item;
+			s->cur->stream = stream;
+			s->cur->len = 0;
+		}
+		struct job *j = s->cur;
+		size_t cut = cn_chunker_scan(s->chunker, data, len);
+		if (cut == CN_CHUNKER_ERROR)
+			return fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
+		size_t n = cut ? cut : len;
+		if (j->len + n > j->cap) {
+			/* start at the average chunk size, then grow in eighths */
+			size_t cap = j->cap ? j->cap + j->cap / 8 : s->avg + s->avg / 8;
+			if (cap < j->len + n)
+				cap = j->len + n;
+			uint8_t *d = realloc(j->data, cap);
+			if (!d)
+				return fail(p, cn_error_set(-ENOMEM, "out of memory for a %zu-byte chunk", cap));
+			j->data = d;
+			j->cap = cap;
+		}
+		memcpy(j->data + j->len, data, n);
+		j->len += n;
+		s->offset += n;
+		data += n;
+		len -= n;
+		if (cut) {
+			int r = submit(p, s);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int cn_pipeline_writer_fn(void *ctx, const uint8_t *data, size_t len)
+{
+	struct cn_pipeline_writer *w = ctx;
+	return cn_pipeline_write(w->p, w->stream, data, len);
+}
+
+int cn_pipeline_end_stream(struct cn_pipeline *p, int stream)
+{
+	struct stream *s = &p->streams[stream];
+	if (s->ended)
+		return 0;
+	s->ended = 1;
+	if (p->err)
+		return error_of(p);
+	if (!s->cur)
+		return 0;
+	if (s->cur->len > 0)
+		return submit(p, s);
+	struct job *j = s->cur;
+	s->cur = NULL;
+	if (cn_workqueue_push(p->free_q, j) < 0)
+		return error_of(p);
+	return 0;
+}
+
+/* Stops the threads: normally (close the queues in order so everything
+ * submitted gets delivered) or, after a failure, at once. */
+static void stop_threads(struct cn_pipeline *p)
+{
+	if (p->state != ST_RUNNING)
+		return;
+	cn_workqueue_close(p->work_q);
+	cn_workers_join(p->workers);
+	p->workers = NULL;
+	cn_workqueue_close(p->done_q);
+	if (p->sink_started)
+		pthread_join(p->sink, NULL);
+	p->sink_started = 0;
+	p->state = ST_ENDED;
+}
+
+int cn_pipeline_end(struct cn_pipeline *p)
+{
+	if (p->state == ST_RUNNING) {
+		for (size_t s = 0; s < p->nstreams && !p->err; s++)
+			cn_pipeline_end_stream(p, (int)s);
+		stop_threads(p);
+		if (!p->err && p->delivered != p->next_seq)
+			fail(p, cn_error_set(-EIO, "pipeline lost chunks: %llu of %llu delivered",
+					     (unsigned long long)p->delivered,
+					     (unsigned long long)p->next_seq));
+	} else if (p->state != ST_ENDED && !p->err) {
+		return cn_error_set(-EINVAL, "pipeline not running");
+	}
+	if (p->err)
+		return error_of(p);
+	for (size_t sidx = 0; sidx < p->nstreams; sidx++) {
+		struct stream *s = &p->streams[sidx];
+		int r = flush_entries(p, (int)sidx);
+		if (r < 0)
+			return fail(p, r);
+		cn_index_csum_final(s->csum, s->final_csum);
+		for (size_t i = 0; i < p->ntargets; i++) {
+			struct tgt *t = &p->targets[i];
+			if (!t->live)
+				continue;
+			r = t->t->ops->index_close(t->t, t->handles[sidx], s->count, s->size,
+						   s->final_csum);
+			if (r < 0) {
+				r = cn_error_prefix(r, "closing index %s", s->name);
+				if ((r = cn_pipeline_drop(p, i, r)) < 0)
+					return fail(p, r);
+			}
+		}
+	}
+	return 0;
+}
+
+void cn_pipeline_stream_result(const struct cn_pipeline *p, int s, uint64_t *count,
+			       uint64_t *size, uint8_t csum[32])
+{
+	const struct stream *st = &p->streams[s];
+	if (count)
+		*count = st->count;
+	if (size)
+		*size = st->size;
+	if (csum)
+		memcpy(csum, st->final_csum, 32);
+}
+
+int cn_pipeline_put_blob(struct cn_pipeline *p, const char *name, const uint8_t *data,
+			 size_t len)
+{
+	int r = 0;
+	for (size_t i = 0; i < p->ntargets && r == 0; i++) {
+		struct tgt *t = &p->targets[i];
+		if (!t->live)
+			continue;
+		int rc = t->t->ops->put_blob(t->t, name, data, len);
+		if (rc < 0)
+			r = cn_pipeline_drop(p, i, cn_error_prefix(rc, "storing %s", name));
+	}
+	return r;
+}
+
+int cn_pipeline_finish(struct cn_pipeline *p)
+{
+	int done = 0, r = -EIO;
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		if (!t->live)
+			continue;
+		int rc = t->t->ops->finish(t->t);
+		if (rc < 0) {
+			r = cn_error_prefix(rc, "finishing the snapshot");
+			cn_pipeline_drop(p, i, r);
+		} else {
+			done++;
+		}
+	}
+	p->state = ST_DONE;
+	if (done)
+		return done;
+	return cn_error_code() ? cn_error_code() : cn_error_set(r, "no target finished");
+}
+
+void cn_pipeline_abort(struct cn_pipeline *p)
+{
+	if (p->state == ST_RUNNING) {
+		fail(p, -ECANCELED);
+		stop_threads(p);
+	}
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		if (t->live && p->state != ST_NEW)
+			t->t->ops->abort(t->t);
+		t->live = 0;
+	}
+	atomic_store(&p->nlive, 0);
+	p->state = ST_DONE;
+}
+
+void cn_pipeline_stats(struct cn_pipeline *p, struct cn_pipeline_stats *st)
+{
+	st->stream_bytes = atomic_load(&p->stream_bytes);
+	st->chunks = atomic_load(&p->chunks);
+	st->chunks_new = atomic_load(&p->chunks_new);
+	st->bytes_new = atomic_load(&p->bytes_new);
+	st->bytes_new_encoded = atomic_load(&p->bytes_new_encoded);
+	st->targets = p->ntargets;
+	st->targets_live = atomic_load(&p->nlive);
+}
+
+void cn_pipeline_free(struct cn_pipeline *p)
+{
+	if (!p)
+		return;
+	if (p->state != ST_DONE && p->state != ST_NEW)
+		cn_pipeline_abort(p);
+	for (size_t i = 0; i < p->njobs; i++) {
+		cn_chunk_unref(p->jobs[i].chunk);
+		free(p->jobs[i].data);
+	}
+	free(p->jobs);
+	cn_workqueue_free(p->free_q);
+	cn_workqueue_free(p->work_q);
+	cn_workqueue_free(p->done_q);
+	for (size_t s = 0; s < p->nstreams; s++) {
+		cn_chunker_free(p->streams[s].chunker);
+		cn_index_csum_free(p->streams[s].csum);
+	}
+	free(p->streams);
+	for (size_t i = 0; i < p->ntargets; i++) {
+		free(p->targets[i].handles);
+		cn_buf_free(&p->targets[i].prev);
+	}
+	free(p->targets);
+	pthread_mutex_destroy(&p->err_lock);
+	free(p);
+}

@@ -1,0 +1,149 @@
+/* cn_pipeline — the data path of a backup, independent of where the bytes
+ * come from: byte streams -> chunker -> worker pool -> reorder -> fan-out
+ * to N targets (engine/cn_target.h).
+ *
+ *   producer thread                 workers (threads)           sink thread
+ *   cn_pipeline_write(stream, ...)  cn_blob_encode_chunk_ctx    stream order restored,
+ *   chunker per stream, copies      (digest, probe + zstd,      has_chunk / put_chunk /
+ *   into reusable job buffers       encryption, CRC)            index_append on every
+ *                                                               live target, index csum
+ *
+ * Memory is bounded by a fixed set of jobs (threads + 3), each holding one
+ * plain chunk buffer (reused, at most the chunker's maximum chunk size)
+ * and, between encoding and delivery, one encoded chunk: with 2 threads
+ * and 4 MiB average chunks about 5 x (4..16 MiB) x 2. The producer blocks
+ * when every job is in flight, so the slowest live target sets the pace.
+ *
+ * Streams (one per index: each archive, the catalog) are declared before
+ * cn_pipeline_start() and may be written interleaved; each has its own
+ * chunker and average chunk size. A chunk is delivered to the targets in
+ * the order it was completed by the producer, so each index receives its
+ * entries in stream order.
+ *
+ * Targets: a call that fails on one target aborts and drops that target
+ * (a warning names it and the error); the others go on. When no target is
+ * left, the pipeline fails. Targets are borrowed: the caller destroys them
+ * after cn_pipeline_free().
+ *
+ * Threading: every cn_pipeline_* call is made from one thread (the
+ * producer); the pipeline's own threads exist between cn_pipeline_start()
+ * and cn_pipeline_end().
+ */
+#ifndef CN_PIPELINE_H
+#define CN_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/cn_target.h"
+#include "store/cn_crypt.h"
+
+struct cn_pipeline;
+
+struct cn_pipeline_opts {
+	const struct cn_crypt_config *crypt; /* NULL = not encrypted; borrowed */
+	int compress;                        /* CN_BLOB_COMPRESS_* (store/cn_blob.h) */
+	size_t threads;                      /* encoding workers; 0 = number of CPUs */
+};
+
+/* Counters (totals over all streams). "new" counts what was sent with
+ * put_chunk to at least one target because a target did not have it. */
+struct cn_pipeline_stats {
+	uint64_t stream_bytes;   /* bytes written into all streams */
+	uint64_t chunks;         /* chunks delivered */
+	uint64_t chunks_new;     /* of which put to some target */
+	uint64_t bytes_new;      /* their plain bytes */
+	uint64_t bytes_new_encoded; /* their encoded (compressed/encrypted) bytes */
+	size_t targets;          /* targets given */
+	size_t targets_live;     /* of which still live */
+};
+
+/* Creates a pipeline over n targets (borrowed; n >= 1). opts may be NULL
+ * (plain, compressed, one worker per CPU). *out freed with
+ * cn_pipeline_free(). 0 or a negative code with a message. */
+int cn_pipeline_new(struct cn_target *const *targets, size_t n,
+		    const struct cn_pipeline_opts *opts, struct cn_pipeline **out);
+
+/* Calls begin(id) on every target and keeps each one's previous manifest.
+ * Targets that fail are dropped. 0, or the last error when none is left. */
+int cn_pipeline_begin(struct cn_pipeline *p, const struct cn_snapshot_id *id);
+
+/* The number of targets given, and target i if it is still live (NULL
+ * once dropped). The caller may drive a live target directly (e.g.
+ * load_previous_index) only while the pipeline's threads are not running
+ * (before cn_pipeline_start or after cn_pipeline_end), and reports a
+ * failure with cn_pipeline_drop(). */
+size_t cn_pipeline_target_count(const struct cn_pipeline *p);
+struct cn_target *cn_pipeline_target(const struct cn_pipeline *p, size_t i);
+
+/* Target i's previous manifest from begin (encoded index.json.blob,
+ * len 0 when there is none; borrowed) and its backup time (-1 if none). */
+const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size_t i,
+					       int64_t *prev_time);
+
+/* Aborts and drops target i after the error code (its cn_error message
+ * is the calling thread's current one), with a warning. Returns 0 while
+ * some target is live, else code. */
+int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code);
+
+/* Declares a stream whose chunks form the dynamic index index_name
+ * ("media.pxar.didx") on every target (index_open), chunked with average
+ * chunk size avg (e.g. CN_CHUNKER_DEFAULT_AVG). Only before start.
+ * Returns the stream number (>= 0) or a negative code. */
+int cn_pipeline_add_stream(struct cn_pipeline *p, const char *index_name, size_t avg);
+
+/* Starts the worker and sink threads. 0 or a negative code. */
+int cn_pipeline_start(struct cn_pipeline *p);
+
+/* Appends bytes to a stream (data borrowed for the call). Blocks while
+ * every job is in flight. 0, or the pipeline's error (a failed worker, no
+ * target left, ...), with its message, once it has failed. Usable as a
+ * cn_write_fn through cn_pipeline_writer(). */
+int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, size_t len);
+
+/* Ends a stream: its last, possibly short, chunk is sent. No more writes
+ * to it. 0 or the pipeline's error. */
+int cn_pipeline_end_stream(struct cn_pipeline *p, int stream);
+
+/* A write callback context for one stream: fn(ctx, data, len) calls
+ * cn_pipeline_write(p, stream, ...). The struct is the caller's. */
+struct cn_pipeline_writer {
+	struct cn_pipeline *p;
+	int stream;
+};
+int cn_pipeline_writer_fn(void *ctx, const uint8_t *data, size_t len);
+
+/* Waits until every chunk has been delivered, stops the threads, then
+ * closes every stream's index on every live target (count, size,
+ * checksum). Call once, after every stream ended (streams not ended are
+ * ended here). On failure (or when called after a failure) the threads
+ * are stopped too and the pipeline's error is returned. */
+int cn_pipeline_end(struct cn_pipeline *p);
+
+/* After a successful cn_pipeline_end: stream s's index as closed: number
+ * of chunks, stream size and index checksum. */
+void cn_pipeline_stream_result(const struct cn_pipeline *p, int s, uint64_t *count,
+			       uint64_t *size, uint8_t csum[32]);
+
+/* put_blob on every live target (dropping those that fail). 0, or the
+ * error when no target is left. */
+int cn_pipeline_put_blob(struct cn_pipeline *p, const char *name, const uint8_t *data,
+			 size_t len);
+
+/* finish() on every live target (dropping those that fail). Returns the
+ * number of targets that finished (>= 1), or the error when none did. */
+int cn_pipeline_finish(struct cn_pipeline *p);
+
+/* Aborts every live target (after a failure of the caller's own work).
+ * Stops the threads first if they run. */
+void cn_pipeline_abort(struct cn_pipeline *p);
+
+/* Current counters; safe while running (called from the producer thread,
+ * e.g. for progress; values are read without stopping the sink). */
+void cn_pipeline_stats(struct cn_pipeline *p, struct cn_pipeline_stats *st);
+
+/* Frees the pipeline (stopping its threads and aborting live targets if
+ * neither finish nor abort happened). The targets are not destroyed. */
+void cn_pipeline_free(struct cn_pipeline *p);
+
+#endif

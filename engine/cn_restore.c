@@ -1,0 +1,325 @@
+#include "engine/cn_restore.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+#include "engine/cn_chunk_reader.h"
+#include "engine/cn_pxar_decoder.h"
+#include "engine/cn_pxar_extract.h"
+#include "store/cn_blob.h"
+
+/* Largest index file accepted (40 bytes per chunk: ~100 TiB of 4 MiB chunks). */
+#define INDEX_MAX_SIZE (1024u << 20)
+
+static double now_sec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static const char *snap_text(const struct cn_snapshot_id *id, char *buf, size_t len)
+{
+	if (cn_snapshot_path(id, buf, len) < 0)
+		snprintf(buf, len, "%s/%s", id->type, id->id);
+	return buf;
+}
+
+int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
+		    const struct cn_crypt_config *crypt, struct cn_manifest **m)
+{
+	char sp[512];
+	int r = src->ops->open(src, id);
+	if (r < 0)
+		return r;
+	struct cn_buf blob = {0};
+	r = src->ops->get_file(src, CN_MANIFEST_BLOB_NAME, &blob);
+	if (r < 0) {
+		cn_buf_free(&blob);
+		return cn_error_prefix(r, "snapshot %s: reading %s", snap_text(id, sp, sizeof(sp)),
+				       CN_MANIFEST_BLOB_NAME);
+	}
+	r = cn_manifest_decode(blob.data, blob.len, crypt, m);
+	cn_buf_free(&blob);
+	if (r < 0)
+		return cn_error_prefix(r, "snapshot %s: manifest", snap_text(id, sp, sizeof(sp)));
+	r = cn_manifest_check_key(*m, crypt);
+	if (r < 0) {
+		cn_manifest_free(*m);
+		*m = NULL;
+		if (r == -CN_E_NOKEY)
+			return cn_error_set(r, "snapshot %s is encrypted or signed: give its key with --keyfile",
+					    snap_text(id, sp, sizeof(sp)));
+		return cn_error_prefix(r, "snapshot %s", snap_text(id, sp, sizeof(sp)));
+	}
+	return 0;
+}
+
+int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, const char *name,
+			  struct cn_index **idx)
+{
+	int fi = cn_manifest_find(m, name);
+	if (fi < 0) {
+		char list[512] = "";
+		size_t used = 0;
+		for (size_t i = 0; i < cn_manifest_file_count(m) && used < sizeof(list) - 1; i++) {
+			const char *fname;
+			cn_manifest_file_at(m, i, &fname, NULL, NULL, NULL);
+			int w = snprintf(list + used, sizeof(list) - used, "%s%s", used ? ", " : "", fname);
+			if (w > 0)
+				used += (size_t)w;
+		}
+		return cn_error_set(-ENOENT, "the snapshot has no %s (it has: %s)", name, list);
+	}
+	enum cn_crypt_mode mode;
+	uint64_t size;
+	uint8_t csum[32];
+	cn_manifest_file_at(m, (size_t)fi, NULL, &size, csum, &mode);
+	struct cn_buf raw = {0};
+	int r = src->ops->get_file(src, name, &raw);
+	if (r == 0 && raw.len > INDEX_MAX_SIZE)
+		r = cn_error_set(-EFBIG, "index file of %zu bytes", raw.len);
+	if (r == 0)
+		r = cn_index_parse(raw.data, raw.len, idx);
+	cn_buf_free(&raw);
+	if (r < 0)
+		return cn_error_prefix(r, "index %s", name);
+	r = cn_index_verify(*idx, size, csum);
+	if (r < 0) {
+		cn_index_free(*idx);
+		*idx = NULL;
+		return cn_error_prefix(r, "index %s does not match the manifest", name);
+	}
+	return 0;
+}
+
+int cn_restore_read_stream(struct cn_source *src, const struct cn_index *idx,
+			   const struct cn_crypt_config *crypt, struct cn_buf *out)
+{
+	uint64_t size = cn_index_size(idx);
+	if (size > (1ull << 32))
+		return cn_error_set(-EFBIG, "stream of %llu bytes too large to hold in memory",
+				    (unsigned long long)size);
+	int r = cn_buf_reserve(out, (size_t)size);
+	if (r < 0)
+		return cn_error_set(r, "out of memory for %llu bytes", (unsigned long long)size);
+	struct cn_chunk_reader *cr;
+	if ((r = cn_chunk_reader_new(src, idx, crypt, 0, &cr)) < 0)
+		return r;
+	if (size)
+		r = cn_chunk_reader_read_at(cr, 0, out->data + out->len, (size_t)size);
+	if (r == 0)
+		out->len += (size_t)size;
+	cn_chunk_reader_free(cr);
+	return r;
+}
+
+/* Reads every byte of the stream through the reader (which verifies each
+ * chunk), in large sequential pieces so that read-ahead runs. */
+static int read_all(struct cn_chunk_reader *cr, const struct cn_index *idx)
+{
+	size_t piece = 1u << 20;
+	uint8_t *buf = malloc(piece);
+	if (!buf)
+		return cn_error_set(-ENOMEM, "out of memory");
+	uint64_t size = cn_index_size(idx);
+	int r = 0;
+	for (uint64_t off = 0; off < size && r == 0; off += piece) {
+		size_t n = size - off < piece ? (size_t)(size - off) : piece;
+		r = cn_chunk_reader_read_at(cr, off, buf, n);
+	}
+	free(buf);
+	return r;
+}
+
+/* The archive input of a restore: the chunk reader, plus progress. */
+struct tracked_input {
+	struct cn_chunk_reader *cr;
+	const struct cn_restore_opts *o;
+	uint64_t pos, total;
+	double start, next;
+};
+
+static int tracked_read_at(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	struct tracked_input *ti = ctx;
+	int r = cn_chunk_reader_read_at(ti->cr, off, buf, len);
+	if (off + len > ti->pos)
+		ti->pos = off + len;
+	if (r == 0 && ti->o->progress) {
+		double t = now_sec();
+		if (t >= ti->next) {
+			ti->next = t + 0.25;
+			ti->o->progress(ti->o->progress_ctx, ti->pos, ti->total, t - ti->start);
+		}
+	}
+	return r;
+}
+
+static int list_nothing(void *ctx, const struct cn_pxar_entry *e)
+{
+	struct cn_restore_stats *st = ctx;
+	switch (e->kind) {
+	case CN_PXAR_KIND_DIR: st->dirs++; break;
+	case CN_PXAR_KIND_FILE: st->files++; st->bytes += e->file_size; break;
+	case CN_PXAR_KIND_SYMLINK: st->symlinks++; break;
+	case CN_PXAR_KIND_HARDLINK: st->hardlinks++; break;
+	default: st->specials++; break;
+	}
+	return 0;
+}
+
+int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
+		       const char *archive, const char *target_dir,
+		       const struct cn_restore_opts *o, struct cn_restore_stats *stats)
+{
+	struct cn_restore_stats local;
+	struct cn_restore_opts dflt = {0};
+	if (!stats)
+		stats = &local;
+	if (!o)
+		o = &dflt;
+	memset(stats, 0, sizeof(*stats));
+	double t0 = now_sec();
+	char name[256];
+	size_t alen = strlen(archive);
+	if (alen > 5 && !strcmp(archive + alen - 5, ".didx"))
+		snprintf(name, sizeof(name), "%s", archive);
+	else
+		snprintf(name, sizeof(name), "%s.didx", archive);
+	if (strlen(name) < 10 || strcmp(name + strlen(name) - 10, ".pxar.didx"))
+		return cn_error_set(-EINVAL, "%s is not a pxar archive name (e.g. media.pxar)", archive);
+
+	struct cn_manifest *m = NULL;
+	struct cn_index *idx = NULL;
+	struct cn_chunk_reader *cr = NULL;
+	int r = cn_restore_open(src, id, o->crypt, &m);
+	if (r == 0)
+		r = cn_restore_load_index(src, m, name, &idx);
+	if (r == 0)
+		r = cn_chunk_reader_new(src, idx, o->crypt, o->threads, &cr);
+	if (r < 0)
+		goto out;
+	stats->stream_size = cn_index_size(idx);
+	struct tracked_input ti = {.cr = cr, .o = o, .total = cn_index_size(idx), .start = t0,
+				   .next = t0 + 0.25};
+	struct cn_pxar_input in = {tracked_read_at, cn_index_size(idx), &ti};
+	if (o->verify_only) {
+		/* every chunk, then the structure (read from the cache or again) */
+		r = read_all(cr, idx);
+		if (r == 0)
+			r = cn_pxar_list(&in, NULL, o->path, list_nothing, stats);
+	} else {
+		struct cn_pxar_extract_opts eo = {
+			.match = o->path,
+			.overwrite = o->overwrite,
+			.allow_existing_dirs = 1,
+		};
+		struct cn_pxar_extract_stats es;
+		memset(&es, 0, sizeof(es));
+		r = cn_pxar_extract(&in, target_dir, &eo, &es);
+		stats->files = es.files;
+		stats->dirs = es.dirs;
+		stats->symlinks = es.symlinks;
+		stats->hardlinks = es.hardlinks;
+		stats->specials = es.devices + es.fifos + es.sockets;
+		stats->bytes = es.bytes;
+		stats->errors = es.errors;
+	}
+	if (r == -ENOENT && o->path && *o->path)
+		r = cn_error_prefix(r, "path %s", o->path);
+out:
+	if (cr) {
+		struct cn_chunk_reader_stats cs;
+		cn_chunk_reader_stats(cr, &cs);
+		stats->chunks = cs.chunks_fetched;
+		stats->chunk_bytes = cs.bytes_decoded;
+	}
+	cn_chunk_reader_free(cr);
+	cn_index_free(idx);
+	cn_manifest_free(m);
+	stats->duration = now_sec() - t0;
+	return r;
+}
+
+/* Checks one blob file of the snapshot against the manifest. */
+static int verify_blob(struct cn_source *src, const char *name, uint64_t size,
+		       const uint8_t csum[32], const struct cn_crypt_config *crypt)
+{
+	struct cn_buf raw = {0}, plain = {0};
+	uint8_t mine[32];
+	int r = src->ops->get_file(src, name, &raw);
+	if (r == 0 && raw.len != size)
+		r = cn_error_set(-CN_E_CHECKSUM, "size %zu, the manifest says %llu", raw.len,
+				 (unsigned long long)size);
+	if (r == 0 && (r = cn_chunk_digest(NULL, raw.data, raw.len, mine)) == 0 &&
+	    memcmp(mine, csum, 32))
+		r = cn_error_set(-CN_E_CHECKSUM, "checksum differs from the manifest's");
+	if (r == 0)
+		r = cn_blob_decode(raw.data, raw.len, crypt, NULL, &plain);
+	cn_buf_free(&raw);
+	cn_buf_free(&plain);
+	return r;
+}
+
+int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
+		       const struct cn_crypt_config *crypt, size_t threads,
+		       struct cn_verify_stats *stats)
+{
+	struct cn_verify_stats local;
+	if (!stats)
+		stats = &local;
+	memset(stats, 0, sizeof(*stats));
+	struct cn_manifest *m;
+	int r = cn_restore_open(src, id, crypt, &m);
+	if (r < 0)
+		return r;
+	char sp[512];
+	snap_text(id, sp, sizeof(sp));
+	int first_err = 0;
+	for (size_t i = 0; i < cn_manifest_file_count(m); i++) {
+		const char *name;
+		uint64_t size;
+		uint8_t csum[32];
+		cn_manifest_file_at(m, i, &name, &size, csum, NULL);
+		stats->files++;
+		size_t nl = strlen(name);
+		if (nl > 5 && !strcmp(name + nl - 5, ".blob")) {
+			r = verify_blob(src, name, size, csum, crypt);
+		} else {
+			struct cn_index *idx = NULL;
+			struct cn_chunk_reader *cr = NULL;
+			r = cn_restore_load_index(src, m, name, &idx);
+			if (r == 0)
+				r = cn_chunk_reader_new(src, idx, crypt, threads, &cr);
+			if (r == 0)
+				r = read_all(cr, idx);
+			if (cr) {
+				struct cn_chunk_reader_stats cs;
+				cn_chunk_reader_stats(cr, &cs);
+				stats->chunks += cs.chunks_fetched;
+				stats->bytes += cs.bytes_decoded;
+			}
+			cn_chunk_reader_free(cr);
+			cn_index_free(idx);
+		}
+		if (r < 0) {
+			stats->failed++;
+			cn_log_error("verify %s: %s: %s", sp, name, cn_error_message());
+			if (!first_err)
+				first_err = r;
+		}
+	}
+	cn_manifest_free(m);
+	if (stats->failed)
+		return cn_error_set(first_err == -ENOENT ? -ENOENT : -CN_E_CHECKSUM,
+				    "snapshot %s: %llu of %llu files failed verification", sp,
+				    (unsigned long long)stats->failed,
+				    (unsigned long long)stats->files);
+	return 0;
+}

@@ -1,0 +1,88 @@
+/* cn_restore — reading snapshots back: restore of a pxar archive (whole,
+ * a subtree or one file), verification of a snapshot, and loading a
+ * snapshot's manifest, indexes and catalog.
+ *
+ *   source -> index.json.blob (signature checked with a key) -> index file
+ *   (checked against the manifest's size and checksum) -> cn_chunk_reader
+ *   (read-ahead on worker threads; every chunk decoded and its digest
+ *   verified) -> cn_pxar_input -> cn_pxar_extract / cn_pxar_list.
+ */
+#ifndef CN_RESTORE_H
+#define CN_RESTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/cn_target.h"
+#include "store/cn_crypt.h"
+#include "store/cn_index.h"
+#include "store/cn_manifest.h"
+
+struct cn_restore_opts {
+	const struct cn_crypt_config *crypt; /* needed for encrypted snapshots */
+	size_t threads;          /* read-ahead workers; 0 = number of CPUs */
+	const char *path;        /* NULL/"": everything; else a subtree, a file or a pattern */
+	int verify_only;         /* read and check everything, write nothing */
+	int overwrite;           /* replace existing files in the target */
+	/* Called from the calling thread at most every 250 ms with the
+	 * furthest archive offset read so far and the archive size. */
+	void (*progress)(void *ctx, uint64_t done, uint64_t total, double elapsed);
+	void *progress_ctx;
+};
+
+struct cn_restore_stats {
+	uint64_t files, dirs, symlinks, hardlinks, specials;
+	uint64_t bytes;          /* file content restored */
+	uint64_t errors;         /* entries whose creation or metadata failed */
+	uint64_t chunks;         /* chunks fetched and verified */
+	uint64_t chunk_bytes;    /* their plain bytes */
+	uint64_t stream_size;    /* size of the archive stream */
+	double duration;
+};
+
+/* Opens snapshot id on src and reads its manifest (checked against crypt:
+ * an encrypted or signed snapshot needs its key). *m freed with
+ * cn_manifest_free(). 0 or a negative code with a message. */
+int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
+		    const struct cn_crypt_config *crypt, struct cn_manifest **m);
+
+/* Reads index file name ("media.pxar.didx") of the open snapshot, parses
+ * it and checks it against the manifest. *idx freed with cn_index_free().
+ * -ENOENT when the snapshot has no such file (message lists what exists). */
+int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, const char *name,
+			  struct cn_index **idx);
+
+/* Reads the whole stream of an index into out (for the catalog).
+ * 0 or a negative code. */
+int cn_restore_read_stream(struct cn_source *src, const struct cn_index *idx,
+			   const struct cn_crypt_config *crypt, struct cn_buf *out);
+
+/* Restores archive ("media.pxar" or "media.pxar.didx") of snapshot id from
+ * src into target_dir (created if missing), or with opts->verify_only
+ * reads every chunk of the archive and decodes its whole structure without
+ * writing. stats may be NULL. Returns 0, a negative code with a message
+ * for fatal errors (missing or corrupt chunk, bad index, wrong key, path
+ * not in the archive: -ENOENT), or -EIO when some entries could not be
+ * restored (stats->errors, each logged). */
+int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
+		       const char *archive, const char *target_dir,
+		       const struct cn_restore_opts *opts, struct cn_restore_stats *stats);
+
+struct cn_verify_stats {
+	uint64_t files;          /* manifest entries checked */
+	uint64_t chunks;         /* chunks read and verified */
+	uint64_t bytes;          /* plain bytes verified */
+	uint64_t failed;         /* manifest entries that failed */
+};
+
+/* Verifies snapshot id: manifest, every blob (size, checksum, decoding)
+ * and every index (against the manifest; every chunk fetched, decoded and
+ * digest-checked). Failures of single files are logged and counted, and
+ * the check goes on. Returns 0 when everything is fine, -CN_E_CHECKSUM
+ * (message: how many files failed) or another negative code for a failure
+ * that stops the check (manifest unreadable). */
+int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
+		       const struct cn_crypt_config *crypt, size_t threads,
+		       struct cn_verify_stats *stats);
+
+#endif

@@ -1,0 +1,1276 @@
+#include "store/cn_datastore.h"
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+#include "store/cn_blob.h"
+#include "store/cn_datastore_internal.h"
+#include "store/cn_index.h"
+#include "store/cn_manifest.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_OWNER "root@pam"
+#define FILE_MAX_SIZE ((size_t)1 << 34) /* snapshot files read whole: 16 GiB */
+
+void cn_datastore_opts_init(struct cn_datastore_opts *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->sync_level = CN_SYNC_FILESYSTEM;
+}
+
+const char *cn_datastore_path(const struct cn_datastore *ds)
+{
+	return ds->root;
+}
+
+enum cn_sync_level cn_datastore_sync_level(const struct cn_datastore *ds)
+{
+	return ds->opts.sync_level;
+}
+
+/* ---- small helpers ---- */
+
+static int ds_write_all(struct cn_datastore *ds, int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t n = ds->opts.write_fn ? ds->opts.write_fn(fd, p, len, ds->opts.write_ctx)
+					      : write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int is_hex64(const char *s, size_t len)
+{
+	if (len < 64)
+		return 0;
+	for (size_t i = 0; i < 64; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+/* A snapshot file name: plain, no path, PBS's BACKUP_FILE_REGEX suffixes. */
+static int check_file_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > 200 || name[0] == '.' || strchr(name, '/'))
+		return cn_error_set(-CN_E_PATH, "invalid snapshot file name '%s'", name);
+	if (!(n > 5 && (!strcmp(name + n - 5, ".didx") || !strcmp(name + n - 5, ".fidx") ||
+			!strcmp(name + n - 5, ".blob"))))
+		return cn_error_set(-CN_E_PATH, "snapshot file '%s' must end in .didx, .fidx or .blob",
+				    name);
+	return 0;
+}
+
+/* Removes a directory holding only files (snapshot and temp dirs). */
+static int remove_flat_dir(int parent_fd, const char *name)
+{
+	int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : cn_error_sys(-errno, "open %s", name);
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return cn_error_sys(-errno, "opendir %s", name);
+	}
+	struct dirent *e;
+	int r = 0;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT && r == 0)
+			r = cn_error_sys(-errno, "remove %s/%s", name, e->d_name);
+	}
+	closedir(d);
+	if (r == 0 && unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		r = cn_error_sys(-errno, "remove directory %s", name);
+	return r;
+}
+
+/* "ns/a/ns/b" for namespace "a/b" ("" for the root), below ds->root. */
+static int ns_dir(const struct cn_datastore *ds, const char *ns, char *out, size_t out_size)
+{
+	struct cn_snapshot_id g = {.type = "host", .id = "x"};
+	if (strlen(ns) > CN_NS_MAX)
+		return cn_error_set(-EINVAL, "namespace too long");
+	strcpy(g.ns, ns);
+	char rel[PATH_MAX];
+	if (cn_snapshot_group_path(&g, rel, sizeof(rel)) < 0)
+		return cn_error_set(-ENAMETOOLONG, "namespace path too long");
+	rel[strlen(rel) - strlen("host/x")] = '\0'; /* keep the "ns/.../" prefix */
+	int w = snprintf(out, out_size, "%s/%s", ds->root, rel);
+	return (w < 0 || (size_t)w >= out_size) ? cn_error_set(-ENAMETOOLONG, "path too long") : 0;
+}
+
+static int group_dir(const struct cn_datastore *ds, const struct cn_snapshot_id *id, char *out,
+		     size_t out_size)
+{
+	char rel[PATH_MAX];
+	if (cn_snapshot_group_path(id, rel, sizeof(rel)) < 0)
+		return cn_error_set(-ENAMETOOLONG, "group path too long");
+	int w = snprintf(out, out_size, "%s/%s", ds->root, rel);
+	return (w < 0 || (size_t)w >= out_size) ? cn_error_set(-ENAMETOOLONG, "path too long") : 0;
+}
+
+int cn_ds_snapshot_dir(const struct cn_datastore *ds, const struct cn_snapshot_id *id,
+		       const char *name, char *out, size_t out_size)
+{
+	char rel[PATH_MAX];
+	if (cn_snapshot_path(id, rel, sizeof(rel)) < 0)
+		return cn_error_set(-ENAMETOOLONG, "snapshot path too long");
+	int w = name ? snprintf(out, out_size, "%s/%s/%s", ds->root, rel, name)
+		     : snprintf(out, out_size, "%s/%s", ds->root, rel);
+	return (w < 0 || (size_t)w >= out_size) ? cn_error_set(-ENAMETOOLONG, "path too long") : 0;
+}
+
+void cn_datastore_chunk_path(const struct cn_datastore *ds, const uint8_t digest[32], char *out,
+			     size_t out_size)
+{
+	char hex[65];
+	cn_hex_encode(digest, 32, hex);
+	snprintf(out, out_size, "%s/.chunks/%.4s/%s", ds->root, hex, hex);
+}
+
+/* "XXXX/<hex>" relative to .chunks */
+static void chunk_rel(const uint8_t digest[32], char out[70])
+{
+	char hex[65];
+	cn_hex_encode(digest, 32, hex);
+	snprintf(out, 70, "%.4s/%s", hex, hex);
+}
+
+/* ---- prefix locks ---- */
+
+int cn_ds_lock_prefix(struct cn_datastore *ds, uint16_t prefix)
+{
+	pthread_mutex_lock(&ds->stripes[prefix % CN_DS_LOCK_STRIPES]);
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = prefix, .l_len = 1};
+	while (fcntl(ds->lock_fd, F_OFD_SETLKW, &fl) < 0) {
+		if (errno == EINTR)
+			continue;
+		int r = cn_error_sys(-errno, "lock chunk directory %04x", prefix);
+		pthread_mutex_unlock(&ds->stripes[prefix % CN_DS_LOCK_STRIPES]);
+		return r;
+	}
+	return 0;
+}
+
+void cn_ds_unlock_prefix(struct cn_datastore *ds, uint16_t prefix)
+{
+	struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = prefix, .l_len = 1};
+	fcntl(ds->lock_fd, F_OFD_SETLK, &fl);
+	pthread_mutex_unlock(&ds->stripes[prefix % CN_DS_LOCK_STRIPES]);
+}
+
+int cn_ds_prefix_mtime(struct cn_datastore *ds, uint16_t prefix, struct timespec *mtime)
+{
+	char name[8];
+	struct stat st;
+	snprintf(name, sizeof(name), "%04x", prefix);
+	if (fstatat(ds->chunks_fd, name, &st, 0) < 0)
+		return cn_error_sys(-errno, "stat %s/.chunks/%s", ds->root, name);
+	*mtime = st.st_mtim;
+	return 0;
+}
+
+int cn_ds_prefix_in_step(struct cn_datastore *ds, uint16_t prefix)
+{
+	struct timespec mt;
+	if (cn_ds_prefix_mtime(ds, prefix, &mt) < 0)
+		return 0;
+	return cn_chunkindex_prefix_current(ds->index, prefix, &mt) == 1;
+}
+
+/* Reads one prefix directory (caller holds its lock) into dir; the
+ * entries are malloc'd (free dir->entries). */
+static int read_prefix_dir(struct cn_datastore *ds, uint16_t prefix, struct cn_chunkindex_dir *dir)
+{
+	char name[8];
+	snprintf(name, sizeof(name), "%04x", prefix);
+	memset(dir, 0, sizeof(*dir));
+	dir->prefix = prefix;
+	int fd = openat(ds->chunks_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s/.chunks/%s", ds->root, name);
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return cn_error_sys(-errno, "opendir .chunks/%s", name);
+	}
+	struct cn_chunkindex_entry *ents = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *e;
+	int r = 0;
+	/* mtime first: a change during the read makes the record stale,
+	 * which only costs another rescan */
+	struct stat dst;
+	if (fstat(dirfd(d), &dst) < 0)
+		r = cn_error_sys(-errno, "stat .chunks/%s", name);
+	while (r == 0 && (e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		struct stat st;
+		if (len != 64 || !is_hex64(e->d_name, len))
+			continue; /* temp files, .bad files, strangers */
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			void *p = realloc(ents, cap * sizeof(*ents));
+			if (!p) {
+				r = cn_error_set(-ENOMEM, "out of memory");
+				break;
+			}
+			ents = p;
+		}
+		cn_hex_decode(e->d_name, ents[n].digest, 32);
+		ents[n].size = (uint64_t)st.st_size;
+		n++;
+	}
+	closedir(d);
+	if (r < 0) {
+		free(ents);
+		return r;
+	}
+	dir->entries = ents;
+	dir->n = n;
+	dir->mtime = dst.st_mtim;
+	return 0;
+}
+
+int cn_ds_rescan_prefix(struct cn_datastore *ds, uint16_t prefix)
+{
+	struct cn_chunkindex_dir dir;
+	int r = read_prefix_dir(ds, prefix, &dir);
+	if (r < 0)
+		return r;
+	r = cn_chunkindex_sync_dirs(ds->index, &dir, 1);
+	free((void *)dir.entries);
+	return r;
+}
+
+#define RESCAN_BATCH 256
+
+/* Rescans the prefixes in batch[0..n) (ascending) in one transaction,
+ * holding all their locks meanwhile (always taken in ascending order, and
+ * nobody else holds two, so this cannot deadlock). */
+static int rescan_batch(struct cn_datastore *ds, const uint16_t *batch, size_t n)
+{
+	struct cn_chunkindex_dir dirs[RESCAN_BATCH] = {0};
+	size_t locked = 0, read = 0;
+	int r = 0;
+	for (; locked < n; locked++)
+		if ((r = cn_ds_lock_prefix(ds, batch[locked])) < 0)
+			break;
+	for (; r == 0 && read < n; read++)
+		r = read_prefix_dir(ds, batch[read], &dirs[read]);
+	if (r == 0)
+		r = cn_chunkindex_sync_dirs(ds->index, dirs, n);
+	for (size_t i = 0; i < read; i++)
+		free((void *)dirs[i].entries);
+	while (locked-- > 0)
+		cn_ds_unlock_prefix(ds, batch[locked]);
+	return r;
+}
+
+int cn_datastore_check_index(struct cn_datastore *ds)
+{
+	uint16_t batch[RESCAN_BATCH];
+	size_t nb = 0;
+	int rescanned = 0, r = 0;
+	for (unsigned p = 0; p < 0x10000 && r == 0; p++) {
+		struct timespec mt;
+		if ((r = cn_ds_prefix_mtime(ds, (uint16_t)p, &mt)) < 0)
+			break;
+		r = cn_chunkindex_prefix_current(ds->index, (uint16_t)p, &mt);
+		if (r < 0)
+			break;
+		if (r == 1) {
+			r = 0;
+			continue;
+		}
+		batch[nb++] = (uint16_t)p;
+		if (nb == RESCAN_BATCH) {
+			r = rescan_batch(ds, batch, nb);
+			rescanned += (int)nb;
+			nb = 0;
+		}
+	}
+	if (r == 0 && nb) {
+		r = rescan_batch(ds, batch, nb);
+		rescanned += (int)nb;
+	}
+	return r < 0 ? r : rescanned;
+}
+
+int64_t cn_datastore_index_count(struct cn_datastore *ds)
+{
+	return cn_chunkindex_count(ds->index);
+}
+
+/* ---- open / create ---- */
+
+static int create_store(const char *root)
+{
+	char p[PATH_MAX];
+	int r = cn_mkdir_p(root, 0755);
+	if (r < 0)
+		return r;
+	snprintf(p, sizeof(p), "%s/.chunks", root);
+	if (mkdir(p, 0750) < 0) {
+		if (errno == EEXIST)
+			return cn_error_set(-EEXIST, "%s is already a datastore", root);
+		return cn_error_sys(-errno, "mkdir %s", p);
+	}
+	int cfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cfd < 0)
+		return cn_error_sys(-errno, "open %s", p);
+	for (unsigned i = 0; i < 0x10000; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "%04x", i);
+		if (mkdirat(cfd, name, 0750) < 0 && errno != EEXIST) {
+			r = cn_error_sys(-errno, "mkdir %s/%s", p, name);
+			close(cfd);
+			return r;
+		}
+	}
+	close(cfd);
+	snprintf(p, sizeof(p), "%s/.lock", root);
+	return cn_write_file_atomic(p, "", 0, 0644, 0);
+}
+
+int cn_datastore_open(const char *path, int create, const struct cn_datastore_opts *opts,
+		      struct cn_datastore **out)
+{
+	struct cn_datastore *ds = calloc(1, sizeof(*ds));
+	if (!ds)
+		return cn_error_set(-ENOMEM, "out of memory");
+	ds->root_fd = ds->chunks_fd = ds->lock_fd = -1;
+	for (int i = 0; i < CN_DS_LOCK_STRIPES; i++)
+		pthread_mutex_init(&ds->stripes[i], NULL);
+	if (opts)
+		ds->opts = *opts;
+	else
+		cn_datastore_opts_init(&ds->opts);
+	snprintf(ds->owner, sizeof(ds->owner), "%s", ds->opts.owner ? ds->opts.owner : DEFAULT_OWNER);
+	ds->opts.owner = ds->owner;
+	int r;
+	size_t plen = strlen(path);
+	while (plen > 1 && path[plen - 1] == '/')
+		plen--;
+	if (plen >= sizeof(ds->root) - 128) {
+		r = cn_error_set(-ENAMETOOLONG, "datastore path too long");
+		goto fail;
+	}
+	memcpy(ds->root, path, plen);
+	ds->root[plen] = '\0';
+	char p[PATH_MAX];
+	if (create && (r = create_store(ds->root)) < 0)
+		goto fail;
+	ds->root_fd = open(ds->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ds->root_fd < 0) {
+		r = cn_error_sys(-errno, "open datastore %s", ds->root);
+		goto fail;
+	}
+	ds->chunks_fd = openat(ds->root_fd, ".chunks", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ds->chunks_fd < 0) {
+		r = cn_error_sys(-errno, "%s is not a datastore: open .chunks", ds->root);
+		goto fail;
+	}
+	snprintf(p, sizeof(p), "%s/.cairn/writers", ds->root);
+	if ((r = cn_mkdir_p(p, 0750)) < 0)
+		goto fail;
+	snprintf(p, sizeof(p), "%s/.cairn/chunks.lock", ds->root);
+	ds->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (ds->lock_fd < 0) {
+		r = cn_error_sys(-errno, "open %s", p);
+		goto fail;
+	}
+	snprintf(p, sizeof(p), "%s/.cairn/chunkindex.mdb", ds->root);
+	if ((r = cn_chunkindex_open(p, &ds->index)) < 0)
+		goto fail;
+	if (!ds->opts.skip_index_check) {
+		/* A failed check leaves the index behind, not the store
+		 * unusable (a full disk must not stop restores). */
+		r = cn_datastore_check_index(ds);
+		if (r < 0)
+			cn_log_warning("datastore %s: chunk index check failed: %s", ds->root,
+				       cn_error_message());
+		else if (r > 0)
+			cn_log_info("datastore %s: chunk index: %d directories rescanned", ds->root, r);
+	}
+	*out = ds;
+	return 0;
+fail:
+	cn_datastore_close(ds);
+	return r;
+}
+
+void cn_datastore_close(struct cn_datastore *ds)
+{
+	if (!ds)
+		return;
+	cn_chunkindex_close(ds->index);
+	if (ds->lock_fd >= 0)
+		close(ds->lock_fd);
+	if (ds->chunks_fd >= 0)
+		close(ds->chunks_fd);
+	if (ds->root_fd >= 0)
+		close(ds->root_fd);
+	for (int i = 0; i < CN_DS_LOCK_STRIPES; i++)
+		pthread_mutex_destroy(&ds->stripes[i]);
+	free(ds);
+}
+
+/* ---- chunks ---- */
+
+int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32])
+{
+	uint64_t size;
+	int r = cn_chunkindex_has(ds->index, digest, &size);
+	if (r >= 0)
+		return r == 1 && size > 0; /* an empty file is to be replaced */
+	cn_log_warning("%s; asking the filesystem", cn_error_message());
+	char rel[70];
+	struct stat st;
+	chunk_rel(digest, rel);
+	if (fstatat(ds->chunks_fd, rel, &st, 0) == 0)
+		return S_ISREG(st.st_mode) && st.st_size > 0;
+	return errno == ENOENT ? 0 : cn_error_sys(-errno, "stat chunk %s", rel);
+}
+
+static int touch_locked(struct cn_datastore *ds, const char *rel, int64_t when)
+{
+	struct timespec ts[2] = {{.tv_sec = when, .tv_nsec = 0}, {.tv_nsec = UTIME_OMIT}};
+	if (when < 0)
+		ts[0].tv_nsec = UTIME_NOW;
+	if (utimensat(ds->chunks_fd, rel, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? -ENOENT : cn_error_sys(-errno, "update atime of chunk %s", rel);
+	return 0;
+}
+
+int cn_ds_touch(struct cn_datastore *ds, const uint8_t digest[32], int64_t when)
+{
+	char rel[70];
+	chunk_rel(digest, rel);
+	int r = cn_ds_lock_prefix(ds, cn_ds_prefix(digest));
+	if (r < 0)
+		return r;
+	r = touch_locked(ds, rel, when);
+	cn_ds_unlock_prefix(ds, cn_ds_prefix(digest));
+	return r;
+}
+
+int cn_datastore_touch_chunk(struct cn_datastore *ds, const uint8_t digest[32])
+{
+	int r = cn_ds_touch(ds, digest, -1);
+	if (r == -ENOENT) {
+		char hex[65];
+		cn_hex_encode(digest, 32, hex);
+		return cn_error_set(-ENOENT, "chunk %s is not in datastore %s", hex, ds->root);
+	}
+	return r;
+}
+
+/* Whether an existing chunk of old_size should be kept instead of the new
+ * blob (upstream ChunkStore::insert_chunk). 1 keep, 0 replace, <0 refuse. */
+static int keep_existing(struct cn_datastore *ds, const char *rel, uint64_t old_size,
+			 const uint8_t *blob, size_t len)
+{
+	if (old_size == len)
+		return 1;
+	if (old_size == 0) {
+		cn_log_warning("found empty chunk %s in %s, overwriting", rel, ds->root);
+		return 0;
+	}
+	int type = cn_blob_type(blob, len);
+	if (type == CN_BLOB_ENCRYPTED || type == CN_BLOB_ENCRYPTED_ZSTD) {
+		uint8_t magic[8];
+		int fd = openat(ds->chunks_fd, rel, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return cn_error_sys(-errno, "open chunk %s", rel);
+		int r = cn_read_full(fd, magic, 8);
+		close(fd);
+		if (r < 0)
+			return cn_error_sys(r, "read chunk %s", rel);
+		int old_type = cn_blob_type(magic, 8);
+		if (old_type == CN_BLOB_PLAIN || old_type == CN_BLOB_ZSTD)
+			return cn_error_set(-CN_E_CRYPT, "refusing to overwrite unencrypted chunk %s "
+					    "with an encrypted chunk of the same digest", rel);
+		if (old_type == CN_BLOB_ENCRYPTED && type == CN_BLOB_ENCRYPTED)
+			return cn_error_set(-CN_E_CRYPT, "refusing to overwrite encrypted chunk %s "
+					    "with a different one of the same digest", rel);
+		return 1;
+	}
+	return old_size < len;
+}
+
+int cn_datastore_insert_chunk(struct cn_datastore *ds, const uint8_t digest[32],
+			      const uint8_t *blob, size_t len, int *was_new)
+{
+	char rel[70], tmp[PATH_MAX + 16], path[PATH_MAX];
+	uint16_t prefix = cn_ds_prefix(digest);
+	struct stat st;
+	int r, fd = -1;
+	if (was_new)
+		*was_new = 0;
+	chunk_rel(digest, rel);
+	cn_datastore_chunk_path(ds, digest, path, sizeof(path));
+	if ((r = cn_ds_lock_prefix(ds, prefix)) < 0)
+		return r;
+	if (fstatat(ds->chunks_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (!S_ISREG(st.st_mode)) {
+			r = cn_error_set(-EEXIST, "chunk %s: unexpected file type", path);
+			goto out;
+		}
+		r = keep_existing(ds, rel, (uint64_t)st.st_size, blob, len);
+		if (r < 0)
+			goto out;
+		if (r == 1) {
+			r = touch_locked(ds, rel, -1);
+			/* (the directory did not change: leave its record alone) */
+			if (r == 0 && cn_chunkindex_has(ds->index, digest, NULL) == 0 &&
+			    cn_chunkindex_put(ds->index, digest, (uint64_t)st.st_size, NULL) < 0)
+				cn_log_warning("chunk index not updated: %s", cn_error_message());
+			goto out;
+		}
+	} else if (errno != ENOENT) {
+		r = cn_error_sys(-errno, "stat chunk %s", path);
+		goto out;
+	}
+	/* Whether the index was in step with the directory before we change
+	 * it: only then may our change's mtime be recorded as in step. */
+	int in_step = cn_ds_prefix_in_step(ds, prefix);
+	snprintf(tmp, sizeof(tmp), "%s.tmp_XXXXXX", path);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		r = cn_error_sys(-errno, "create temporary chunk file %s", tmp);
+		goto out;
+	}
+	r = ds_write_all(ds, fd, blob, len);
+	if (r < 0) {
+		cn_error_sys(r, "write chunk %s (%zu bytes)", path, len);
+		goto fail_tmp;
+	}
+	if (fchmod(fd, 0644) < 0) {
+		r = cn_error_sys(-errno, "chmod %s", tmp);
+		goto fail_tmp;
+	}
+	if (ds->opts.sync_level == CN_SYNC_FILE && fsync(fd) < 0) {
+		r = cn_error_sys(-errno, "fsync chunk %s", tmp);
+		goto fail_tmp;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		r = cn_error_sys(-errno, "close chunk %s", tmp);
+		goto fail_tmp;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		r = cn_error_sys(-errno, "rename %s to %s", tmp, path);
+		goto fail_tmp;
+	}
+	if (ds->opts.sync_level == CN_SYNC_FILE && (r = cn_fsync_dir_of(path, 0)) < 0)
+		goto out;
+	if (was_new)
+		*was_new = 1;
+	/* The chunk is stored; the index is only a cache: if it cannot be
+	 * updated (e.g. the disk is full), the prefix's recorded mtime stays
+	 * stale and the next check rescans it. */
+	struct timespec mt;
+	if (!in_step ? cn_ds_rescan_prefix(ds, prefix) < 0
+		     : (cn_ds_prefix_mtime(ds, prefix, &mt) < 0 ||
+			cn_chunkindex_put(ds->index, digest, len, &mt) < 0))
+		cn_log_warning("chunk index not updated: %s", cn_error_message());
+	r = 0;
+	goto out;
+fail_tmp:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+out:
+	cn_ds_unlock_prefix(ds, prefix);
+	return r;
+}
+
+int cn_datastore_read_chunk(struct cn_datastore *ds, const uint8_t digest[32], struct cn_buf *out)
+{
+	char path[PATH_MAX];
+	cn_datastore_chunk_path(ds, digest, path, sizeof(path));
+	uint8_t *data;
+	size_t len;
+	int r = cn_read_file(path, CN_BLOB_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE, &data, &len);
+	if (r < 0)
+		return r;
+	r = cn_buf_append(out, data, len);
+	free(data);
+	return r < 0 ? cn_error_set(r, "out of memory reading chunk") : 0;
+}
+
+/* ---- writer registry ---- */
+
+struct writer_reg {
+	int fd;
+	char path[PATH_MAX];
+};
+
+/* Registers a running writer: a file named "<start>-<pid>-XXXXXX", created
+ * under a dot name and flocked before it gets its visible name, so GC never
+ * mistakes a new registration for a stale one. */
+static int writer_register(struct cn_datastore *ds, struct writer_reg *reg)
+{
+	char tmp[PATH_MAX];
+	snprintf(tmp, sizeof(tmp), "%s/.cairn/writers/.new-%lld-%d-XXXXXX", ds->root,
+		 (long long)time(NULL), (int)getpid());
+	reg->fd = mkostemp(tmp, O_CLOEXEC);
+	if (reg->fd < 0)
+		return cn_error_sys(-errno, "register writer in %s/.cairn/writers", ds->root);
+	if (flock(reg->fd, LOCK_EX) < 0) {
+		int r = cn_error_sys(-errno, "lock %s", tmp);
+		close(reg->fd);
+		unlink(tmp);
+		return r;
+	}
+	const char *base = strrchr(tmp, '/') + 1;
+	snprintf(reg->path, sizeof(reg->path), "%s/.cairn/writers/%s", ds->root, base + 5);
+	if (rename(tmp, reg->path) < 0) {
+		int r = cn_error_sys(-errno, "rename %s", tmp);
+		close(reg->fd);
+		unlink(tmp);
+		return r;
+	}
+	return 0;
+}
+
+static void writer_unregister(struct writer_reg *reg)
+{
+	if (reg->fd < 0)
+		return;
+	unlink(reg->path);
+	close(reg->fd);
+	reg->fd = -1;
+}
+
+int64_t cn_ds_oldest_writer(struct cn_datastore *ds)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/.cairn/writers", ds->root);
+	DIR *d = opendir(dir);
+	int64_t oldest = INT64_MAX;
+	if (!d)
+		return oldest;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+			/* Nobody holds it: its process died. */
+			unlinkat(dirfd(d), e->d_name, 0);
+		} else {
+			long long start = strtoll(e->d_name, NULL, 10);
+			if (start < oldest)
+				oldest = start;
+		}
+		close(fd);
+	}
+	closedir(d);
+	return oldest;
+}
+
+/* ---- snapshot writer ---- */
+
+struct cn_ds_snapshot {
+	struct cn_datastore *ds;
+	struct cn_snapshot_id id;
+	char group[PATH_MAX];
+	char tmp_name[64];
+	int group_fd; /* flocked */
+	int tmp_fd;
+	int have_manifest;
+	struct writer_reg reg;
+};
+
+static int lock_dir(const char *path, int how, int *fd_out, const char *what)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", path);
+	if (flock(fd, how | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		if (e == EWOULDBLOCK)
+			return cn_error_set(-CN_E_LOCKED, "%s %s is locked (%s)", what, path,
+					    how == LOCK_EX ? "backup or removal running?" : "in use");
+		return cn_error_sys(-e, "lock %s", path);
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+static void snapshot_free(struct cn_ds_snapshot *w)
+{
+	writer_unregister(&w->reg);
+	if (w->tmp_fd >= 0)
+		close(w->tmp_fd);
+	if (w->group_fd >= 0)
+		close(w->group_fd);
+	free(w);
+}
+
+int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapshot_id *id,
+				struct cn_ds_snapshot **out)
+{
+	int r;
+	if ((r = cn_snapshot_check_ns(id->ns)) < 0 || (r = cn_snapshot_check_type(id->type)) < 0 ||
+	    (r = cn_snapshot_check_id(id->id)) < 0)
+		return r;
+	char tstr[32];
+	if ((r = cn_snapshot_format_time(id->time, tstr, sizeof(tstr))) < 0)
+		return r;
+	struct cn_ds_snapshot *w = calloc(1, sizeof(*w));
+	if (!w)
+		return cn_error_set(-ENOMEM, "out of memory");
+	w->ds = ds;
+	w->id = *id;
+	w->group_fd = w->tmp_fd = w->reg.fd = -1;
+	if ((r = group_dir(ds, id, w->group, sizeof(w->group))) < 0 ||
+	    (r = cn_mkdir_p(w->group, 0755)) < 0)
+		goto fail;
+	char p[PATH_MAX + 64];
+	snprintf(p, sizeof(p), "%s/owner", w->group);
+	if (access(p, F_OK) < 0) {
+		char line[300];
+		int n = snprintf(line, sizeof(line), "%s\n", ds->owner);
+		if ((r = cn_write_file_atomic(p, line, (size_t)n, 0644,
+					      ds->opts.sync_level != CN_SYNC_NONE)) < 0)
+			goto fail;
+	}
+	if ((r = lock_dir(w->group, LOCK_EX, &w->group_fd, "backup group")) < 0)
+		goto fail;
+	struct cn_snapshot_id prev;
+	r = cn_datastore_previous_snapshot(ds, id, INT64_MAX, &prev);
+	if (r < 0)
+		goto fail;
+	if (r == 1 && prev.time >= id->time) {
+		char pt[32];
+		cn_snapshot_format_time(prev.time, pt, sizeof(pt));
+		r = cn_error_set(-EEXIST, "backup time %s is not newer than the last snapshot %s of %s/%s",
+				 tstr, pt, id->type, id->id);
+		goto fail;
+	}
+	if (faccessat(w->group_fd, tstr, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		r = cn_error_set(-EEXIST, "snapshot %s/%s/%s already exists (unfinished)", id->type,
+				 id->id, tstr);
+		goto fail;
+	}
+	snprintf(p, sizeof(p), "%s/.tmp-%s-XXXXXX", w->group, tstr);
+	if (!mkdtemp(p)) {
+		r = cn_error_sys(-errno, "create temporary snapshot directory in %s", w->group);
+		goto fail;
+	}
+	snprintf(w->tmp_name, sizeof(w->tmp_name), "%s", strrchr(p, '/') + 1);
+	w->tmp_fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->tmp_fd < 0) {
+		r = cn_error_sys(-errno, "open %s", p);
+		goto fail_rm;
+	}
+	if ((r = writer_register(ds, &w->reg)) < 0)
+		goto fail_rm;
+	*out = w;
+	return 0;
+fail_rm:
+	remove_flat_dir(w->group_fd, w->tmp_name);
+fail:
+	snapshot_free(w);
+	return r;
+}
+
+/* Refreshes every chunk an index references; -ENOENT names a missing one. */
+static int touch_index_chunks(struct cn_datastore *ds, const char *name, const uint8_t *data,
+			      size_t len)
+{
+	struct cn_index *idx;
+	int r = cn_index_parse(data, len, &idx);
+	if (r < 0)
+		return cn_error_prefix(r, "index %s", name);
+	size_t n = cn_index_count(idx);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const uint8_t *d = cn_index_digest(idx, i);
+		r = cn_ds_touch(ds, d, -1);
+		if (r == -ENOENT) {
+			char hex[65];
+			cn_hex_encode(d, 32, hex);
+			r = cn_error_set(-ENOENT, "chunk %s referenced by %s is not in the datastore "
+					 "(removed by garbage collection meanwhile?)", hex, name);
+		}
+	}
+	cn_index_free(idx);
+	return r;
+}
+
+int cn_datastore_snapshot_write_file(struct cn_ds_snapshot *w, const char *name,
+				     const uint8_t *data, size_t len)
+{
+	int r = check_file_name(name);
+	if (r < 0)
+		return r;
+	size_t n = strlen(name);
+	if (!strcmp(name + n - 5, ".didx") || !strcmp(name + n - 5, ".fidx")) {
+		if ((r = touch_index_chunks(w->ds, name, data, len)) < 0)
+			return r;
+	}
+	int fd = openat(w->tmp_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return cn_error_sys(-errno, "create %s/%s/%s", w->group, w->tmp_name, name);
+	r = ds_write_all(w->ds, fd, data, len);
+	if (r < 0)
+		cn_error_sys(r, "write %s (%zu bytes)", name, len);
+	else if (w->ds->opts.sync_level == CN_SYNC_FILE && fsync(fd) < 0)
+		r = cn_error_sys(-errno, "fsync %s", name);
+	if (close(fd) < 0 && r == 0)
+		r = cn_error_sys(-errno, "close %s", name);
+	if (r < 0) {
+		unlinkat(w->tmp_fd, name, 0);
+		return r;
+	}
+	if (!strcmp(name, CN_MANIFEST_BLOB_NAME))
+		w->have_manifest = 1;
+	return 0;
+}
+
+int cn_datastore_snapshot_publish(struct cn_ds_snapshot *w)
+{
+	struct cn_datastore *ds = w->ds;
+	char tstr[32];
+	int r;
+	if (!w->have_manifest) {
+		r = cn_error_set(-EINVAL, "snapshot %s/%s: no %s written, refusing to publish",
+				 w->id.type, w->id.id, CN_MANIFEST_BLOB_NAME);
+		goto fail;
+	}
+	cn_snapshot_format_time(w->id.time, tstr, sizeof(tstr));
+	if (ds->opts.sync_level == CN_SYNC_FILE && fsync(w->tmp_fd) < 0) {
+		r = cn_error_sys(-errno, "fsync snapshot directory");
+		goto fail;
+	}
+	/* One syncfs covers every chunk and file written before it. */
+	if (ds->opts.sync_level == CN_SYNC_FILESYSTEM && syncfs(ds->root_fd) < 0) {
+		r = cn_error_sys(-errno, "syncfs %s", ds->root);
+		goto fail;
+	}
+	if (renameat2(w->group_fd, w->tmp_name, w->group_fd, tstr, RENAME_NOREPLACE) < 0) {
+		r = cn_error_sys(-errno, "publish snapshot %s/%s", w->group, tstr);
+		goto fail;
+	}
+	if (ds->opts.sync_level != CN_SYNC_NONE && fsync(w->group_fd) < 0)
+		cn_log_warning("fsync %s: %s", w->group, strerror(errno));
+	snapshot_free(w);
+	return 0;
+fail:
+	cn_datastore_snapshot_abort(w);
+	return r;
+}
+
+void cn_datastore_snapshot_abort(struct cn_ds_snapshot *w)
+{
+	if (!w)
+		return;
+	if (w->tmp_fd >= 0) {
+		close(w->tmp_fd);
+		w->tmp_fd = -1;
+		remove_flat_dir(w->group_fd, w->tmp_name);
+	}
+	snapshot_free(w);
+}
+
+/* ---- listing ---- */
+
+static int is_dir_at(int dfd, const struct dirent *e)
+{
+	if (e->d_type == DT_DIR)
+		return 1;
+	if (e->d_type != DT_UNKNOWN)
+		return 0;
+	struct stat st;
+	return fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+void cn_datastore_free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int cn_datastore_list_namespaces(struct cn_datastore *ds, const char *ns, char ***out, size_t *n)
+{
+	char dir[PATH_MAX], sub[PATH_MAX + 4];
+	int r = ns_dir(ds, ns, dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	snprintf(sub, sizeof(sub), "%sns", dir);
+	*out = NULL;
+	*n = 0;
+	DIR *d = opendir(sub);
+	if (!d)
+		return errno == ENOENT ? 0 : cn_error_sys(-errno, "open %s", sub);
+	char **names = NULL;
+	size_t cnt = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || !is_dir_at(dirfd(d), e))
+			continue;
+		char full[CN_NS_MAX + 2];
+		int w = snprintf(full, sizeof(full), "%s%s%s", ns, *ns ? "/" : "", e->d_name);
+		if (w < 0 || (size_t)w >= sizeof(full) || cn_snapshot_check_ns(full) < 0)
+			continue;
+		char **p = realloc(names, (cnt + 1) * sizeof(*names));
+		if (!p || !(p[cnt] = strdup(full))) {
+			names = p ? p : names;
+			cn_datastore_free_names(names, cnt);
+			closedir(d);
+			return cn_error_set(-ENOMEM, "out of memory");
+		}
+		names = p;
+		cnt++;
+	}
+	closedir(d);
+	cn_error_clear();
+	if (cnt)
+		qsort(names, cnt, sizeof(*names), cmp_str);
+	*out = names;
+	*n = cnt;
+	return 0;
+}
+
+int cn_datastore_list_groups(struct cn_datastore *ds, const char *ns,
+			     struct cn_snapshot_id **out, size_t *n)
+{
+	static const char *types[] = {"ct", "host", "vm"};
+	char dir[PATH_MAX], tdir[PATH_MAX + 8];
+	int r = ns_dir(ds, ns, dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	struct cn_snapshot_id *groups = NULL;
+	size_t cnt = 0;
+	*out = NULL;
+	*n = 0;
+	for (size_t t = 0; t < CN_ARRAY_SIZE(types); t++) {
+		snprintf(tdir, sizeof(tdir), "%s%s", dir, types[t]);
+		DIR *d = opendir(tdir);
+		if (!d) {
+			if (errno == ENOENT)
+				continue;
+			free(groups);
+			return cn_error_sys(-errno, "open %s", tdir);
+		}
+		size_t first = cnt;
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (e->d_name[0] == '.' || strlen(e->d_name) > CN_BACKUP_ID_MAX ||
+			    !is_dir_at(dirfd(d), e) || cn_snapshot_check_id(e->d_name) < 0)
+				continue;
+			struct cn_snapshot_id *p = realloc(groups, (cnt + 1) * sizeof(*groups));
+			if (!p) {
+				free(groups);
+				closedir(d);
+				return cn_error_set(-ENOMEM, "out of memory");
+			}
+			groups = p;
+			memset(&groups[cnt], 0, sizeof(groups[cnt]));
+			strcpy(groups[cnt].ns, ns);
+			strcpy(groups[cnt].type, types[t]);
+			strcpy(groups[cnt].id, e->d_name);
+			cnt++;
+		}
+		closedir(d);
+		/* sort the ids of this type */
+		for (size_t i = first + 1; i < cnt; i++)
+			for (size_t j = i; j > first && strcmp(groups[j - 1].id, groups[j].id) > 0; j--) {
+				struct cn_snapshot_id tmp = groups[j];
+				groups[j] = groups[j - 1];
+				groups[j - 1] = tmp;
+			}
+	}
+	cn_error_clear();
+	*out = groups;
+	*n = cnt;
+	return 0;
+}
+
+static int64_t manifest_size(struct cn_datastore *ds, const struct cn_snapshot_id *id)
+{
+	struct cn_buf b = {0};
+	struct cn_manifest *m;
+	int64_t size = -1;
+	if (cn_datastore_read_file(ds, id, CN_MANIFEST_BLOB_NAME, &b) == 0 &&
+	    cn_manifest_decode(b.data, b.len, NULL, &m) == 0) {
+		size = 0;
+		for (size_t i = 0; i < cn_manifest_file_count(m); i++) {
+			uint64_t s;
+			cn_manifest_file_at(m, i, NULL, &s, NULL, NULL);
+			size += (int64_t)s;
+		}
+		cn_manifest_free(m);
+	}
+	cn_buf_free(&b);
+	cn_error_clear();
+	return size;
+}
+
+static int cmp_info(const void *a, const void *b)
+{
+	const struct cn_ds_snapshot_info *x = a, *y = b;
+	return x->id.time < y->id.time ? -1 : x->id.time > y->id.time;
+}
+
+int cn_datastore_list_snapshots(struct cn_datastore *ds, const struct cn_snapshot_id *group,
+				int with_sizes, struct cn_ds_snapshot_info **out, size_t *n)
+{
+	char dir[PATH_MAX];
+	int r = group_dir(ds, group, dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	*out = NULL;
+	*n = 0;
+	DIR *d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : cn_error_sys(-errno, "open %s", dir);
+	struct cn_ds_snapshot_info *list = NULL;
+	size_t cnt = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int64_t t;
+		char canon[32], sub[512];
+		if (e->d_name[0] == '.' || strlen(e->d_name) > 25 ||
+		    cn_snapshot_parse_time(e->d_name, &t) < 0 ||
+		    cn_snapshot_format_time(t, canon, sizeof(canon)) < 0 ||
+		    strcmp(canon, e->d_name) || !is_dir_at(dirfd(d), e))
+			continue;
+		struct cn_ds_snapshot_info *p = realloc(list, (cnt + 1) * sizeof(*list));
+		if (!p) {
+			free(list);
+			closedir(d);
+			return cn_error_set(-ENOMEM, "out of memory");
+		}
+		list = p;
+		struct cn_ds_snapshot_info *info = &list[cnt++];
+		memset(info, 0, sizeof(*info));
+		info->id = *group;
+		info->id.time = t;
+		snprintf(sub, sizeof(sub), "%s/%s", e->d_name, CN_MANIFEST_BLOB_NAME);
+		info->finished = faccessat(dirfd(d), sub, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+		snprintf(sub, sizeof(sub), "%s/.protected", e->d_name);
+		info->protected_ = faccessat(dirfd(d), sub, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+		info->size = -1;
+	}
+	closedir(d);
+	cn_error_clear();
+	if (cnt)
+		qsort(list, cnt, sizeof(*list), cmp_info);
+	for (size_t i = 0; with_sizes && i < cnt; i++)
+		if (list[i].finished)
+			list[i].size = manifest_size(ds, &list[i].id);
+	*out = list;
+	*n = cnt;
+	return 0;
+}
+
+int cn_datastore_previous_snapshot(struct cn_datastore *ds, const struct cn_snapshot_id *group,
+				   int64_t before, struct cn_snapshot_id *out)
+{
+	struct cn_ds_snapshot_info *list;
+	size_t n;
+	int r = cn_datastore_list_snapshots(ds, group, 0, &list, &n);
+	if (r < 0)
+		return r;
+	r = 0;
+	for (size_t i = n; i-- > 0;) {
+		if (list[i].finished && list[i].id.time < before) {
+			*out = list[i].id;
+			r = 1;
+			break;
+		}
+	}
+	free(list);
+	return r;
+}
+
+int cn_datastore_read_file(struct cn_datastore *ds, const struct cn_snapshot_id *id,
+			   const char *name, struct cn_buf *out)
+{
+	char path[PATH_MAX];
+	int r = check_file_name(name);
+	if (r < 0)
+		return r;
+	if ((r = cn_ds_snapshot_dir(ds, id, name, path, sizeof(path))) < 0)
+		return r;
+	uint8_t *data;
+	size_t len;
+	if ((r = cn_read_file(path, FILE_MAX_SIZE, &data, &len)) < 0)
+		return r;
+	r = cn_buf_append(out, data, len);
+	free(data);
+	return r < 0 ? cn_error_set(r, "out of memory reading %s", path) : 0;
+}
+
+int cn_datastore_set_protected(struct cn_datastore *ds, const struct cn_snapshot_id *id, int on)
+{
+	char path[PATH_MAX];
+	int r = cn_ds_snapshot_dir(ds, id, ".protected", path, sizeof(path));
+	if (r < 0)
+		return r;
+	if (on) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return cn_error_sys(-errno, "create %s", path);
+		close(fd);
+		return 0;
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		return cn_error_sys(-errno, "remove %s", path);
+	return 0;
+}
+
+int cn_datastore_remove_snapshot(struct cn_datastore *ds, const struct cn_snapshot_id *id,
+				 int force)
+{
+	char dir[PATH_MAX], gdir[PATH_MAX], tstr[32], hidden[96];
+	int r, fd, gfd;
+	if ((r = cn_ds_snapshot_dir(ds, id, NULL, dir, sizeof(dir))) < 0 ||
+	    (r = group_dir(ds, id, gdir, sizeof(gdir))) < 0 ||
+	    (r = cn_snapshot_format_time(id->time, tstr, sizeof(tstr))) < 0)
+		return r;
+	if ((r = lock_dir(dir, LOCK_EX, &fd, "snapshot")) < 0)
+		return r;
+	char prot[PATH_MAX + 16];
+	snprintf(prot, sizeof(prot), "%s/.protected", dir);
+	if (!force && access(prot, F_OK) == 0) {
+		close(fd);
+		return cn_error_set(-EPERM, "snapshot %s is protected", dir);
+	}
+	gfd = open(gdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (gfd < 0) {
+		r = cn_error_sys(-errno, "open %s", gdir);
+		close(fd);
+		return r;
+	}
+	snprintf(hidden, sizeof(hidden), ".del-%s-%d-%lx", tstr, (int)getpid(), (long)random());
+	if (renameat(gfd, tstr, gfd, hidden) < 0) {
+		r = cn_error_sys(-errno, "remove snapshot %s", dir);
+	} else {
+		r = remove_flat_dir(gfd, hidden);
+		if (ds->opts.sync_level != CN_SYNC_NONE)
+			fsync(gfd);
+	}
+	close(gfd);
+	close(fd);
+	return r;
+}
+
+/* ---- walking ---- */
+
+static int walk_ns(struct cn_datastore *ds, const char *ns, cn_ds_group_fn fn, void *ctx)
+{
+	struct cn_snapshot_id *groups;
+	size_t ng;
+	int r = cn_datastore_list_groups(ds, ns, &groups, &ng);
+	if (r < 0)
+		return r;
+	for (size_t g = 0; g < ng && r == 0; g++)
+		r = fn(ds, &groups[g], ctx);
+	free(groups);
+	if (r < 0)
+		return r;
+	char **subs;
+	size_t nsub;
+	if ((r = cn_datastore_list_namespaces(ds, ns, &subs, &nsub)) < 0)
+		return r;
+	for (size_t i = 0; i < nsub && r == 0; i++)
+		r = walk_ns(ds, subs[i], fn, ctx);
+	cn_datastore_free_names(subs, nsub);
+	return r;
+}
+
+int cn_ds_for_each_group(struct cn_datastore *ds, cn_ds_group_fn fn, void *ctx)
+{
+	return walk_ns(ds, "", fn, ctx);
+}
+
+struct snapshot_walk {
+	cn_ds_snapshot_fn fn;
+	void *ctx;
+};
+
+static int walk_group_snapshots(struct cn_datastore *ds, const struct cn_snapshot_id *group,
+				void *ctx)
+{
+	struct snapshot_walk *sw = ctx;
+	struct cn_ds_snapshot_info *snaps = NULL;
+	size_t n = 0;
+	int r = cn_datastore_list_snapshots(ds, group, 0, &snaps, &n);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = sw->fn(ds, &snaps[i].id, sw->ctx);
+	free(snaps);
+	return r;
+}
+
+int cn_ds_for_each_snapshot(struct cn_datastore *ds, cn_ds_snapshot_fn fn, void *ctx)
+{
+	struct snapshot_walk sw = {fn, ctx};
+	return walk_ns(ds, "", walk_group_snapshots, &sw);
+}
+
+int cn_ds_cleanup_group(struct cn_datastore *ds, const struct cn_snapshot_id *group)
+{
+	char gdir[PATH_MAX];
+	int r = group_dir(ds, group, gdir, sizeof(gdir)), gfd;
+	if (r < 0)
+		return r;
+	/* A running backup holds the group lock: leave its temp dir alone. */
+	r = lock_dir(gdir, LOCK_EX, &gfd, "backup group");
+	if (r == -CN_E_LOCKED || r == -ENOENT) {
+		cn_error_clear();
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	DIR *d = opendir(gdir);
+	int removed = 0;
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d))) {
+			if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".del-", 5))
+				continue;
+			if (remove_flat_dir(gfd, e->d_name) == 0)
+				removed++;
+			else
+				cn_log_warning("%s", cn_error_message());
+		}
+		closedir(d);
+	}
+	close(gfd);
+	return removed;
+}

@@ -1,0 +1,76 @@
+/* cn_datastore_internal — what the datastore's modules (cn_datastore.c,
+ * cn_gc.c, cn_prune.c) share and nobody else uses: the handle, prefix
+ * locks, the writer registry and a walk over every snapshot. */
+#ifndef CN_DATASTORE_INTERNAL_H
+#define CN_DATASTORE_INTERNAL_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "store/cn_chunkindex.h"
+#include "store/cn_datastore.h"
+
+#define CN_DS_LOCK_STRIPES 256
+
+struct cn_datastore {
+	char root[3072];             /* bounded so every derived path fits PATH_MAX */
+	int root_fd;                 /* O_DIRECTORY of the root (syncfs, *at calls) */
+	int chunks_fd;               /* O_DIRECTORY of .chunks */
+	int lock_fd;                 /* .cairn/chunks.lock: OFD byte-range locks */
+	struct cn_chunkindex *index; /* LMDB digest index */
+	struct cn_datastore_opts opts;
+	char owner[256];
+	pthread_mutex_t stripes[CN_DS_LOCK_STRIPES];
+};
+
+/* The prefix directory number of a digest (its first two bytes). */
+static inline uint16_t cn_ds_prefix(const uint8_t digest[32])
+{
+	return (uint16_t)(digest[0] << 8 | digest[1]);
+}
+
+/* Takes/releases the lock of one prefix directory (see cn_datastore.h). */
+int cn_ds_lock_prefix(struct cn_datastore *ds, uint16_t prefix);
+void cn_ds_unlock_prefix(struct cn_datastore *ds, uint16_t prefix);
+
+/* mtime of .chunks/XXXX (caller holds the prefix lock). */
+int cn_ds_prefix_mtime(struct cn_datastore *ds, uint16_t prefix, struct timespec *mtime);
+
+/* 1 if the LMDB index's record of prefix matches the directory now (call
+ * under the lock, before changing the directory), else 0. */
+int cn_ds_prefix_in_step(struct cn_datastore *ds, uint16_t prefix);
+
+/* Rescans one prefix directory into the LMDB index (caller holds the lock). */
+int cn_ds_rescan_prefix(struct cn_datastore *ds, uint16_t prefix);
+
+/* Start time of the oldest running snapshot writer (any process), or
+ * INT64_MAX if none. Removes registrations of dead processes. */
+int64_t cn_ds_oldest_writer(struct cn_datastore *ds);
+
+/* Sets a chunk's atime to when (UTIME_NOW when when < 0), keeping mtime,
+ * under the prefix lock. 0, -ENOENT (no message) or -errno with message. */
+int cn_ds_touch(struct cn_datastore *ds, const uint8_t digest[32], int64_t when);
+
+/* Calls fn for every snapshot directory of every group in every namespace
+ * (finished or not). fn returns 0 to go on, negative to stop with that code. */
+typedef int (*cn_ds_snapshot_fn)(struct cn_datastore *ds, const struct cn_snapshot_id *id,
+				 void *ctx);
+int cn_ds_for_each_snapshot(struct cn_datastore *ds, cn_ds_snapshot_fn fn, void *ctx);
+
+/* The same for every group (id->time = 0). */
+typedef int (*cn_ds_group_fn)(struct cn_datastore *ds, const struct cn_snapshot_id *group,
+			      void *ctx);
+int cn_ds_for_each_group(struct cn_datastore *ds, cn_ds_group_fn fn, void *ctx);
+
+/* Removes what dead backups (".tmp-*") and interrupted removals (".del-*")
+ * left in a group, if no backup holds the group lock. Returns the number
+ * of directories removed. */
+int cn_ds_cleanup_group(struct cn_datastore *ds, const struct cn_snapshot_id *group);
+
+/* Full path of a snapshot directory (or of a file in it when name != NULL). */
+int cn_ds_snapshot_dir(const struct cn_datastore *ds, const struct cn_snapshot_id *id,
+		       const char *name, char *out, size_t out_size);
+
+#endif

@@ -1,0 +1,140 @@
+"""Helpers for the end-to-end tests of the cairn command: running it,
+making source trees, comparing trees with their metadata."""
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+
+CAIRN = None
+
+
+def setup(argv):
+    global CAIRN
+    if len(argv) < 2:
+        sys.exit('usage: %s PATH/TO/cairn [PATH/TO/gen_corpus.py]' % argv[0])
+    CAIRN = os.path.abspath(argv[1])
+    return argv[2] if len(argv) > 2 else None
+
+
+def run(*args, check=None, env=None, timeout=600):
+    """Runs cairn with args; check = expected exit code (None: any)."""
+    e = dict(os.environ)
+    e.pop('PBS_REPOSITORY', None)
+    if env:
+        e.update(env)
+    p = subprocess.run([CAIRN] + [str(a) for a in args], capture_output=True, text=True,
+                       env=e, timeout=timeout)
+    if check is not None and p.returncode != check:
+        raise AssertionError('cairn %s: exit %d, expected %d\nstdout: %s\nstderr: %s' %
+                             (' '.join(map(str, args)), p.returncode, check, p.stdout, p.stderr))
+    return p
+
+
+def run_json(*args, check=0):
+    p = run(*args, '--output-format', 'json', check=check)
+    return json.loads(p.stdout)
+
+
+def make_tree(root):
+    """A small tree with every common kind of entry and metadata."""
+    os.makedirs(root)
+    os.makedirs(os.path.join(root, 'dir', 'sub', 'deeper'))
+    os.makedirs(os.path.join(root, 'empty_dir'))
+    files = {
+        'a.txt': b'hello cairn\n',
+        'empty': b'',
+        'dir/b.bin': bytes(range(256)) * 4000,
+        'dir/sub/c.txt': b'compressible ' * 50000,
+        'dir/sub/deeper/d.dat': os.urandom(3 << 20),
+        'dir/sparse': b'\0' * (1 << 20) + b'end',
+        'name with spaces.txt': b'spaces\n',
+        'ünïcödé.txt': 'unicode'.encode(),
+    }
+    for rel, data in files.items():
+        with open(os.path.join(root, rel), 'wb') as f:
+            f.write(data)
+    os.chmod(os.path.join(root, 'a.txt'), 0o640)
+    os.chmod(os.path.join(root, 'dir', 'b.bin'), 0o755)
+    os.symlink('dir/sub/c.txt', os.path.join(root, 'link'))
+    os.symlink('/nonexistent/target', os.path.join(root, 'dangling'))
+    os.link(os.path.join(root, 'a.txt'), os.path.join(root, 'dir', 'hardlink_to_a'))
+    try:
+        os.setxattr(os.path.join(root, 'a.txt'), 'user.cairn', b'xattr value')
+    except OSError:
+        pass
+    os.mkfifo(os.path.join(root, 'fifo'))
+    t = 1_650_000_000
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for n in filenames + dirnames:
+            p = os.path.join(dirpath, n)
+            os.utime(p, ns=(t * 10**9, t * 10**9 + 123456789), follow_symlinks=False)
+            t += 7
+    os.utime(root, (t, t))
+
+
+def tree_state(root):
+    """Path -> comparable metadata (+ content digest) for every entry."""
+    state = {}
+    inodes = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            e = {'mode': st.st_mode, 'uid': st.st_uid, 'gid': st.st_gid}
+            if not stat.S_ISDIR(st.st_mode):
+                e['mtime_ns'] = st.st_mtime_ns
+            if stat.S_ISREG(st.st_mode):
+                with open(p, 'rb') as f:
+                    e['sha'] = hashlib.sha256(f.read()).hexdigest()
+                e['size'] = st.st_size
+                if st.st_nlink > 1:
+                    inodes.setdefault(st.st_ino, []).append(rel)
+            elif stat.S_ISLNK(st.st_mode):
+                e['target'] = os.readlink(p)
+            try:
+                e['xattrs'] = sorted((k, os.getxattr(p, k, follow_symlinks=False))
+                                     for k in os.listxattr(p, follow_symlinks=False)
+                                     if k.startswith('user.'))
+            except OSError:
+                pass
+            state[rel] = e
+    links = sorted(sorted(v) for v in inodes.values())
+    return state, links
+
+
+def compare_trees(a, b):
+    sa, la = tree_state(a)
+    sb, lb = tree_state(b)
+    if set(sa) != set(sb):
+        raise AssertionError('entries differ: only in source %s, only in restore %s' %
+                             (sorted(set(sa) - set(sb)), sorted(set(sb) - set(sa))))
+    for k in sa:
+        if sa[k] != sb[k]:
+            raise AssertionError('%s differs:\n  source  %s\n  restore %s' % (k, sa[k], sb[k]))
+    if la != lb:
+        raise AssertionError('hardlinks differ: %s vs %s' % (la, lb))
+    # directory mtimes (set after their contents)
+    for dirpath, dirnames, _ in os.walk(a):
+        for n in dirnames:
+            p = os.path.join(dirpath, n)
+            q = os.path.join(b, os.path.relpath(p, a))
+            if os.lstat(p).st_mtime_ns != os.lstat(q).st_mtime_ns:
+                raise AssertionError('directory mtime of %s differs' % p)
+    return len(sa)
+
+
+def chunk_files(store):
+    out = []
+    for dirpath, _, filenames in os.walk(os.path.join(store, '.chunks')):
+        for n in filenames:
+            if len(n) == 64:
+                out.append(os.path.join(dirpath, n))
+    return sorted(out)
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix='cairn_it_')

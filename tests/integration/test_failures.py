@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""Bad input and bad luck, with the real cairn binary: each gives a clear
+message and the documented exit code, and the store stays consistent.
+  - missing source path                      -> 1, names the path
+  - unreadable file (run as an unprivileged user) -> 3, snapshot published
+  - corrupt chunk in the store               -> restore/verify 4, names the chunk
+  - full disk (a small tmpfs when root)      -> 5, nothing that looks finished
+  - SIGKILL in the middle of a backup        -> no snapshot, next backup ok
+"""
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cairn_test_lib as t
+
+t.setup(sys.argv)
+work = t.tmpdir()
+os.chmod(work, 0o755)
+src = os.path.join(work, 'src')
+store = os.path.join(work, 'store')
+t.make_tree(src)
+
+# missing source
+p = t.run('backup', 'data.pxar:' + os.path.join(work, 'missing'), '--store', store, check=1)
+assert 'missing' in p.stderr and 'No such file' in p.stderr, p.stderr
+assert t.run_json('snapshot', 'list', '--store', store) == []
+print('missing source: exit 1:', p.stderr.strip())
+
+# bad arguments
+p = t.run('backup', 'nocolon', '--store', store, check=2)
+p = t.run('backup', 'bad name.pxar:' + src, '--store', store, check=2)
+p = t.run('restore', 'host/x/notatime', 'data.pxar', work, '--store', store, check=2)
+
+# unreadable file: root reads everything, so run as an unprivileged user
+user = None
+for name in ('nobody', 'daemon'):
+    try:
+        user = pwd.getpwnam(name)
+        break
+    except KeyError:
+        pass
+if os.geteuid() == 0 and user and shutil.which('setpriv'):
+    usrc = os.path.join(work, 'usrc')
+    os.makedirs(usrc)
+    for n in ('ok1', 'secret', 'ok2'):
+        with open(os.path.join(usrc, n), 'w') as f:
+            f.write(n * 100)
+    os.chmod(os.path.join(usrc, 'secret'), 0)
+    ustore = os.path.join(work, 'ustore')
+    os.makedirs(ustore)
+    for d in (usrc, ustore):
+        os.chown(d, user.pw_uid, user.pw_gid)
+    for n in ('ok1', 'ok2'):
+        os.chown(os.path.join(usrc, n), user.pw_uid, user.pw_gid)
+    ustore_ds = os.path.join(ustore, 'ds')
+    cmd = ['setpriv', '--reuid=%d' % user.pw_uid, '--regid=%d' % user.pw_gid, '--clear-groups',
+           t.CAIRN, 'backup', 'u.pxar:' + usrc, '--store', ustore_ds, '--backup-id', 'u']
+    p = subprocess.run(cmd, capture_output=True, text=True, env={'PATH': os.environ['PATH'],
+                                                              'HOME': ustore})
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    assert 'secret' in p.stderr, p.stderr
+    snaps = t.run_json('snapshot', 'list', '--store', ustore_ds)
+    assert len(snaps) == 1, snaps
+    d = os.path.join(work, 'urestore')
+    t.run('restore', snaps[0]['snapshot'], 'u.pxar', d, '--store', ustore_ds, check=0)
+    assert sorted(os.listdir(d)) == ['ok1', 'ok2'], os.listdir(d)
+    print('unreadable file: exit 3, the rest backed up')
+else:
+    print('unreadable file: skipped (needs root and setpriv to run as another user)')
+
+# corrupt chunk
+out = t.run_json('backup', 'data.pxar:' + src, '--store', store, '--backup-id', 'c')
+chunks = t.chunk_files(store)
+assert chunks
+# corrupt the largest chunk (file content) in the middle, keeping its size
+victim = max(chunks, key=os.path.getsize)
+with open(victim, 'r+b') as f:
+    f.seek(os.path.getsize(victim) // 2)
+    b = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([b[0] ^ 0xff]))
+digest = os.path.basename(victim)
+p = t.run('restore', out['snapshot'], 'data.pxar', os.path.join(work, 'r1'), '--store', store,
+          check=4)
+assert digest in p.stderr, p.stderr
+print('corrupt chunk: restore exit 4:', p.stderr.strip()[:200])
+p = t.run('verify', '--store', store, check=4)
+assert digest in p.stderr and 'FAILED' in p.stdout, (p.stdout, p.stderr)
+p = t.run('restore', out['snapshot'], 'data.pxar', '--verify-only', '--store', store, check=4)
+os.unlink(victim)
+p = t.run('restore', out['snapshot'], 'data.pxar', os.path.join(work, 'r2'), '--store', store,
+          check=1)
+assert digest in p.stderr, p.stderr
+print('missing chunk: restore exit 1:', p.stderr.strip()[:200])
+shutil.rmtree(store)
+
+# full disk: a datastore on a small tmpfs
+if os.geteuid() == 0:
+    mnt = os.path.join(work, 'tmpfs')
+    os.makedirs(mnt)
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt],
+                       capture_output=True)
+    if r.returncode == 0:
+        try:
+            big = os.path.join(work, 'big')
+            os.makedirs(big)
+            with open(os.path.join(big, 'random.bin'), 'wb') as f:
+                f.write(os.urandom(8 << 20))
+            fstore = os.path.join(mnt, 'store')
+            p = t.run('backup', 'big.pxar:' + big, '--store', fstore, '--backup-id', 'full',
+                      check=5)
+            assert 'No space left' in p.stderr, p.stderr
+            assert t.run_json('snapshot', 'list', '--store', fstore) == []
+            leftovers = [x for x in os.listdir(os.path.join(fstore, 'host', 'full'))
+                         if not x.startswith('.') and x != 'owner']
+            assert leftovers == [], leftovers
+            print('full disk: exit 5:', p.stderr.strip()[:200])
+        finally:
+            subprocess.run(['umount', mnt])
+    else:
+        print('full disk: skipped (tmpfs mount refused: %s)' % r.stderr.decode().strip())
+else:
+    print('full disk: skipped (needs root for a small tmpfs)')
+
+# SIGKILL in the middle of a backup
+big = os.path.join(work, 'bigsrc')
+os.makedirs(big)
+for i in range(24):
+    with open(os.path.join(big, 'f%02d' % i), 'wb') as f:
+        f.write(os.urandom(8 << 20))
+kstore = os.path.join(work, 'kstore')
+t.run('backup', 'small.pxar:' + src, '--store', kstore, '--backup-id', 'k', check=0)
+before = t.run_json('snapshot', 'list', '--store', kstore)
+group = os.path.join(kstore, 'host', 'k')
+env = dict(os.environ)
+env.pop('PBS_REPOSITORY', None)
+
+
+def kill_mid_run(delay):
+    """Starts a backup, kills it `delay` s after its snapshot directory
+    under construction appears; True if it was still running then."""
+    proc = subprocess.Popen([t.CAIRN, 'backup', 'big.pxar:' + big, '--store', kstore,
+                             '--backup-id', 'k', '--threads', '1'], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not [x for x in os.listdir(group) if x.startswith('.tmp')] and \
+            time.time() < deadline and proc.poll() is None:
+        time.sleep(0.001)
+    time.sleep(delay)
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if not running:  # it finished: remove that snapshot and try sooner
+        for x in os.listdir(group):
+            if x not in [s['snapshot'].split('/')[-1] for s in before] and x != 'owner':
+                shutil.rmtree(os.path.join(group, x))
+        time.sleep(1.1)
+    return running
+
+
+killed_mid_run = any(kill_mid_run(d) for d in (0.2, 0.05, 0.0))
+assert killed_mid_run, 'backup finished before it could be killed'
+after = t.run_json('snapshot', 'list', '--store', kstore)
+assert after == before, (before, after)
+v = t.run_json('verify', '--store', kstore)
+assert all(x['state'] == 'ok' for x in v), v
+time.sleep(1.1)
+out = t.run_json('backup', 'big.pxar:' + big, '--store', kstore, '--backup-id', 'k')
+d = os.path.join(work, 'krestore')
+t.run('restore', out['snapshot'], 'big.pxar', d, '--store', kstore, check=0)
+t.compare_trees(big, d)
+print('SIGKILL mid-backup: store consistent, next backup ok')
+
+shutil.rmtree(work)
+print('all ok')

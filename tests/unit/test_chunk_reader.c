@@ -1,0 +1,174 @@
+/* Unit tests of the restore read path: cn_chunk_reader over an in-memory
+ * source that counts fetches — every chunk verified, sequential reads fetch
+ * each chunk once (with read-ahead), a jump fetches only what it touches,
+ * corrupt and missing chunks fail with the chunk named. */
+#include <check.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cn_error.h"
+#include "engine/cn_chunk_reader.h"
+#include "store/cn_blob.h"
+
+#define NCHUNKS 40
+#define CHUNK (64u << 10)
+
+struct mem_source {
+	struct cn_source base;
+	struct cn_chunk *chunks[NCHUNKS];
+	atomic_int fetches[NCHUNKS];
+	int missing; /* index of a chunk to report missing, or -1 */
+};
+
+static int ms_get_chunk(struct cn_source *s, const uint8_t digest[32], struct cn_buf *out)
+{
+	struct mem_source *m = (struct mem_source *)s;
+	for (int i = 0; i < NCHUNKS; i++) {
+		if (memcmp(m->chunks[i]->digest, digest, 32))
+			continue;
+		atomic_fetch_add(&m->fetches[i], 1);
+		if (i == m->missing)
+			return cn_error_set(-ENOENT, "chunk file missing");
+		return cn_buf_append(out, m->chunks[i]->data, m->chunks[i]->len);
+	}
+	return cn_error_set(-ENOENT, "no such chunk");
+}
+
+static const struct cn_source_ops ms_ops = {.get_chunk = ms_get_chunk};
+
+static uint8_t *data;
+static struct mem_source src;
+static struct cn_index *idx;
+
+static void setup(void)
+{
+	data = malloc((size_t)NCHUNKS * CHUNK);
+	uint32_t x = 7;
+	for (size_t i = 0; i < (size_t)NCHUNKS * CHUNK; i++) {
+		x = x * 1664525u + 1013904223u;
+		data[i] = (uint8_t)(x >> 24);
+	}
+	memset(&src, 0, sizeof(src));
+	src.base.ops = &ms_ops;
+	snprintf(src.base.name, sizeof(src.base.name), "mem");
+	src.missing = -1;
+	struct cn_index_writer *w;
+	ck_assert_int_eq(cn_index_writer_new(CN_INDEX_DYNAMIC, NULL, 0, 0, 0, &w), 0);
+	for (int i = 0; i < NCHUNKS; i++) {
+		ck_assert_int_eq(cn_blob_encode_chunk(data + (size_t)i * CHUNK, CHUNK, NULL,
+						      CN_BLOB_COMPRESS, &src.chunks[i]), 0);
+		struct cn_index_entry e = {.end_offset = (uint64_t)(i + 1) * CHUNK};
+		memcpy(e.digest, src.chunks[i]->digest, 32);
+		ck_assert_int_eq(cn_index_writer_append(w, &e, 1), 0);
+	}
+	struct cn_buf file = {0};
+	ck_assert_int_eq(cn_index_writer_finish(w, &file, NULL), 0);
+	cn_index_writer_free(w);
+	ck_assert_int_eq(cn_index_parse(file.data, file.len, &idx), 0);
+	cn_buf_free(&file);
+}
+
+static void teardown(void)
+{
+	for (int i = 0; i < NCHUNKS; i++)
+		cn_chunk_unref(src.chunks[i]);
+	cn_index_free(idx);
+	free(data);
+}
+
+START_TEST(test_sequential_fetches_each_chunk_once)
+{
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 3, &r), 0);
+	uint8_t *out = malloc((size_t)NCHUNKS * CHUNK);
+	size_t piece = 10007;
+	for (size_t off = 0; off < (size_t)NCHUNKS * CHUNK; off += piece) {
+		size_t n = (size_t)NCHUNKS * CHUNK - off < piece ? (size_t)NCHUNKS * CHUNK - off : piece;
+		ck_assert_int_eq(cn_chunk_reader_read_at(r, off, out + off, n), 0);
+	}
+	ck_assert(memcmp(out, data, (size_t)NCHUNKS * CHUNK) == 0);
+	struct cn_chunk_reader_stats st;
+	cn_chunk_reader_stats(r, &st);
+	cn_chunk_reader_free(r);
+	for (int i = 0; i < NCHUNKS; i++)
+		ck_assert_int_eq(atomic_load(&src.fetches[i]), 1);
+	ck_assert_uint_eq(st.chunks_fetched, NCHUNKS);
+	ck_assert_uint_eq(st.bytes_decoded, (uint64_t)NCHUNKS * CHUNK);
+	free(out);
+}
+END_TEST
+
+START_TEST(test_jump_fetches_only_touched_chunks)
+{
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 2, &r), 0);
+	uint8_t buf[100];
+	/* like a decoder following goodbye tables: the end, then one file */
+	uint64_t end = (uint64_t)NCHUNKS * CHUNK;
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, end - 40, buf, 40), 0);
+	ck_assert(memcmp(buf, data + end - 40, 40) == 0);
+	uint64_t mid = 17 * (uint64_t)CHUNK - 50; /* straddles chunks 16 and 17 */
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, mid, buf, 100), 0);
+	ck_assert(memcmp(buf, data + mid, 100) == 0);
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, mid + 10, buf, 20), 0); /* cached */
+	cn_chunk_reader_free(r);
+	int total = 0;
+	for (int i = 0; i < NCHUNKS; i++)
+		total += atomic_load(&src.fetches[i]);
+	ck_assert_int_eq(total, 3);
+	ck_assert_int_eq(atomic_load(&src.fetches[NCHUNKS - 1]), 1);
+	ck_assert_int_eq(atomic_load(&src.fetches[16]), 1);
+	ck_assert_int_eq(atomic_load(&src.fetches[17]), 1);
+}
+END_TEST
+
+START_TEST(test_corrupt_chunk_named)
+{
+	src.chunks[5]->data[src.chunks[5]->len / 2] ^= 0x55;
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 2, &r), 0);
+	uint8_t *out = malloc((size_t)NCHUNKS * CHUNK);
+	int rc = cn_chunk_reader_read_at(r, 0, out, (size_t)NCHUNKS * CHUNK);
+	ck_assert(rc == -CN_E_CRC || rc == -CN_E_DIGEST);
+	char hex[65];
+	cn_hex_encode(src.chunks[5]->digest, 32, hex);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), hex));
+	/* the chunks before it were fine: reading them still works */
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, 0, out, 5 * CHUNK), 0);
+	ck_assert(memcmp(out, data, 5 * CHUNK) == 0);
+	cn_chunk_reader_free(r);
+	free(out);
+}
+END_TEST
+
+START_TEST(test_missing_chunk)
+{
+	src.missing = 30;
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 1, &r), 0);
+	uint8_t buf[16];
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, 30 * (uint64_t)CHUNK + 5, buf, 16), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "missing"));
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, (uint64_t)NCHUNKS * CHUNK, buf, 1), -ERANGE);
+	cn_chunk_reader_free(r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("chunk_reader");
+	TCase *tc = tcase_create("core");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_sequential_fetches_each_chunk_once);
+	tcase_add_test(tc, test_jump_fetches_only_touched_chunks);
+	tcase_add_test(tc, test_corrupt_chunk_named);
+	tcase_add_test(tc, test_missing_chunk);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
