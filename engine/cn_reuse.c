@@ -112,6 +112,11 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
 		rc = cn_filecache_open(cache_path, &r->prev);
 		if (rc == 0 && r->prev && cn_filecache_matches(r->prev, prev)) {
 			r->state = CN_REUSE_CACHE_VALID;
+		} else if (rc == 0 && !fetch) {
+			/* stale, and no way to rebuild: nothing is reused */
+			cn_filecache_close(r->prev);
+			r->prev = NULL;
+			r->state = CN_REUSE_CACHE_STALE;
 		} else if (rc == 0) {
 			/* absent, damaged, or of another snapshot: rebuild from
 			 * the previous metadata archive */

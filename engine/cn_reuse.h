@@ -35,6 +35,9 @@ enum cn_reuse_cache_state {
 	CN_REUSE_CACHE_VALID,   /* the cache described the previous snapshot */
 	CN_REUSE_CACHE_REBUILT, /* it did not (absent, damaged, pruned or foreign
 				 * previous): rebuilt from the previous .mpxar */
+	CN_REUSE_CACHE_STALE,   /* it did not and no fetch was given: nothing
+				 * reused (with strict rules a rebuilt cache
+				 * reuses nothing either) */
 };
 
 /* Prepares change detection for one archive on one target.
@@ -42,7 +45,8 @@ enum cn_reuse_cache_state {
  * target's previous snapshot of this archive (NULL: none) and
  * prev_payload_index its payload index (borrowed; NULL: nothing reused).
  * The cache is used when it matches prev; otherwise fetch(fetch_ctx) is
- * asked for the previous .mpxar and the cache rebuilt from it. A writer
+ * asked for the previous .mpxar and the cache rebuilt from it (fetch
+ * NULL: not rebuilt, nothing reused). A writer
  * for the new snapshot's cache is started. inject_fn(inject_ctx, ...):
  * the payload consumer's injection (cn_pxar_reuse.inject). *ops (for
  * cn_pxar_create_opts.reuse) lives as long as *out_r. 0 or negative. */
