@@ -282,6 +282,7 @@ static int produce(struct run *run, const int *streams, int cat_stream,
 			.archive_name = names[0],
 			.payload_out = split ? cn_pipeline_writer_fn : NULL,
 			.payload_ctx = &pw,
+			.payload_boundary = split ? cn_pipeline_boundary_fn : NULL,
 			.reuse = split ? run->cd[a].ops : NULL,
 		};
 		struct cn_pxar_create_stats st;

@@ -505,6 +505,26 @@ int cn_pipeline_writer_fn(void *ctx, const uint8_t *data, size_t len)
 	return cn_pipeline_write(w->p, w->stream, data, len);
 }
 
+int cn_pipeline_suggest_boundary(struct cn_pipeline *p, int stream)
+{
+	if (p->err)
+		return error_of(p);
+	struct stream *s = &p->streams[stream];
+	if (!s->cur || s->cur->len < cn_chunker_min_size(s->chunker))
+		return 0;
+	cn_chunker_reset(s->chunker);
+	return submit(p, s);
+}
+
+int cn_pipeline_boundary_fn(void *ctx, uint64_t offset)
+{
+	struct cn_pipeline_writer *w = ctx;
+	if (offset != w->p->streams[w->stream].offset)
+		return cn_error_set(-EINVAL, "suggested boundary %llu is not the end of stream %s",
+				    (unsigned long long)offset, w->p->streams[w->stream].name);
+	return cn_pipeline_suggest_boundary(w->p, w->stream);
+}
+
 int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digests)[32],
 		       const uint64_t *sizes, size_t n)
 {

@@ -112,6 +112,18 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
 int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digests)[32],
 		       const uint64_t *sizes, size_t n);
 
+/* A suggested chunk boundary at the stream's current end (a file start
+ * in a pxar payload stream, as upstream's payload chunker takes them):
+ * when the chunk being filled already has the chunker's minimum size it
+ * ends here and the chunker starts afresh; otherwise nothing happens.
+ * 0 or the pipeline's error. */
+int cn_pipeline_suggest_boundary(struct cn_pipeline *p, int stream);
+
+/* A cn_write_fn-style context for cn_pxar_create_opts.payload_boundary:
+ * fn(ctx = struct cn_pipeline_writer *, offset) suggests a boundary on
+ * that stream (offset must be its current end). */
+int cn_pipeline_boundary_fn(void *ctx, uint64_t offset);
+
 /* Ends a stream: its last, possibly short, chunk is sent. No more writes
  * to it. 0 or the pipeline's error. */
 int cn_pipeline_end_stream(struct cn_pipeline *p, int stream);

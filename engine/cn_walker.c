@@ -1070,6 +1070,10 @@ static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
 		if (cat)
 			rc = cn_catalog_writer_add_file(cat, ent->name, ent->name_len,
 							(uint64_t)ent->st.st_size, ent->st.st_mtim.tv_sec);
+		if (rc == 0 && w->opts->payload_boundary &&
+		    (rc = cn_pxar_encoder_flush_payload(w->enc)) == 0)
+			rc = w->opts->payload_boundary(w->opts->payload_ctx,
+						       cn_pxar_encoder_payload_position(w->enc));
 		uint64_t ppos = cn_pxar_encoder_payload_position(w->enc), changed = w->stats->changed;
 		uint64_t psize = (uint64_t)ent->st.st_size + CN_PXAR_HEADER_SIZE;
 		if (rc == 0 && reuse) {

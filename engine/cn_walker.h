@@ -27,10 +27,8 @@
  * look-ahead cache collects unchanged files whose previous payload is
  * contiguous (and the entries between them) and decides per run whether
  * to re-reference the previous chunks or re-read the files (padding
- * threshold). Deviations: a regular file with st_nlink > 1 is always read
- * (upstream may reuse hardlinked files); the payload stream is chunked by
- * the ordinary chunker with forced cuts at injections (upstream's payload
- * chunker also takes file starts as suggested boundaries).
+ * threshold). Deviation: a regular file with st_nlink > 1 is always read
+ * (upstream may reuse hardlinked files).
  *
  * Deviations, by design: a file that vanishes or cannot be opened or
  * stat'ed (EACCES) is skipped with a warning and counted; a file whose
@@ -121,6 +119,12 @@ struct cn_pxar_create_opts {
 	/* Metadata change detection (needs payload_out); NULL: every file is
 	 * read (upstream "data" mode when split, "legacy" otherwise). */
 	const struct cn_pxar_reuse *reuse;
+	/* Split archives, may be NULL: called before each regular file's
+	 * payload with its position, after all payload bytes before it were
+	 * passed to payload_out (upstream's suggested boundaries: the payload
+	 * chunker may end a chunk there, so that chunks hold whole files and
+	 * reuse needs little padding). 0 or a negative code. */
+	int (*payload_boundary)(void *ctx, uint64_t offset);
 };
 
 struct cn_pxar_create_stats {

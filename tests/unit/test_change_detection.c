@@ -96,6 +96,15 @@ static void sink_cut(struct sink *s)
 	cn_chunker_reset(s->ch);
 }
 
+static int sink_boundary(void *ctx, uint64_t offset)
+{
+	struct sink *s = ctx;
+	ck_assert_uint_eq(offset, s->pos + s->pending.len);
+	if (s->pending.len >= cn_chunker_min_size(s->ch))
+		sink_cut(s);
+	return 0;
+}
+
 static int sink_inject(void *ctx, const struct cn_pxar_reused_chunk *c, size_t n)
 {
 	struct sink *s = ctx;
@@ -148,7 +157,8 @@ static void backup(struct snap *out, const char *name, const struct snap *prev, 
 						fetch_mpxar, (void *)prev, 0, sink_inject, &s, &r, &ops), 0);
 		out->cache_state = cn_reuse_cache_state(r);
 	}
-	struct cn_pxar_create_opts o = { .payload_out = sink_write, .payload_ctx = &s, .reuse = ops };
+	struct cn_pxar_create_opts o = { .payload_out = sink_write, .payload_ctx = &s, .reuse = ops,
+					 .payload_boundary = sink_boundary };
 	ck_assert_int_eq(cn_pxar_create(src, &o, mem_sink, &out->mpxar, NULL, &out->st), 0);
 	sink_cut(&s);
 	ck_assert_uint_eq(s.pos, out->st.payload_size + s.injected);
