@@ -50,6 +50,21 @@ static void help(FILE *f)
 enum { OPT_BACKUP_ID = OPT_FIRST_COMMAND_OPTION, OPT_BACKUP_TYPE, OPT_EXCLUDE, OPT_ALLFS,
        OPT_LOSTFOUND, OPT_THREADS, OPT_CDM, OPT_FCDIR };
 
+/* rchar of /proc/self/io: every byte this process got from read()-like
+ * calls (source files, cache files, ...), -1 when unavailable. */
+static long long proc_io_rchar(void)
+{
+	FILE *f = fopen("/proc/self/io", "r");
+	char line[128];
+	long long v = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "rchar: %lld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
 /* mkdir -p */
 static int make_dirs(char *path)
 {
@@ -261,7 +276,7 @@ static int cmd_backup(int argc, char **argv)
 			for (size_t i = 0; i < eps.n; i++)
 				json_array_append_new(tl, json_string(eps.e[i].name));
 			cli_json_print(json_pack(
-				"{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
+				"{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I}",
 				"snapshot", snap, "targets", tl, "files", (json_int_t)st.files,
 				"dirs", (json_int_t)st.dirs, "bytes-read", (json_int_t)st.bytes_read,
 				"archive-bytes", (json_int_t)st.stream_bytes,
@@ -273,7 +288,8 @@ static int cmd_backup(int argc, char **argv)
 				"targets-ok", (json_int_t)st.targets_ok, "targets-total",
 				(json_int_t)st.targets, "files-reused", (json_int_t)st.files_reused,
 				"reused-bytes", (json_int_t)st.reused_bytes,
-				"chunks-reused", (json_int_t)st.chunks_reused));
+				"chunks-reused", (json_int_t)st.chunks_reused,
+				"proc-io-rchar", (json_int_t)proc_io_rchar()));
 		} else {
 			char rd[32], ab[32], nw[32], ns[32];
 			cli_human_bytes(st.bytes_read, rd, sizeof(rd));
