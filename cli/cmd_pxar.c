@@ -58,7 +58,9 @@ static void help_extract(FILE *f)
 		   "  --overwrite            replace existing files, symlinks, hardlinks\n"
 		   "  --allow-existing-dirs  extract into directories that already exist\n"
 		   "  --strict               stop at the first error\n"
-		   "  --no-owner             do not restore owners (always off unless root)\n"
+		   "  --no-owner, --ignore-ownership\n"
+		   "                         do not restore owners (needed to restore files of\n"
+		   "                         other users without errors when not root)\n"
 		   "  --no-xattrs, --no-acls, --no-fcaps\n"
 		   "  --no-device-nodes, --no-fifos, --no-sockets\n"
 		   "  --payload-input FILE   payload stream (.ppxar) of a split archive\n"
@@ -178,6 +180,7 @@ static int cmd_extract(int argc, char **argv)
 		{ "allow-existing-dirs", no_argument, NULL, O_EXISTING },
 		{ "strict", no_argument, NULL, O_STRICT },
 		{ "no-owner", no_argument, NULL, O_NOOWNER },
+		{ "ignore-ownership", no_argument, NULL, O_NOOWNER },
 		{ "no-xattrs", no_argument, NULL, O_NOXATTRS },
 		{ "no-acls", no_argument, NULL, O_NOACLS },
 		{ "no-fcaps", no_argument, NULL, O_NOFCAPS },

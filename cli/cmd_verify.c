@@ -9,6 +9,7 @@
 #include "cli/cli_common.h"
 #include "common/cn_error.h"
 #include "engine/cn_restore.h"
+#include "store/cn_verify.h"
 
 static void help(FILE *f)
 {
@@ -16,7 +17,9 @@ static void help(FILE *f)
 		   "Verifies every snapshot (or the one given, or those of GROUP): the manifest,\n"
 		   "each blob's size and checksum, each index against the manifest, and every\n"
 		   "chunk (fetched, decoded, digest checked). Problems are reported and the\n"
-		   "check goes on.\n\nOptions:\n"
+		   "check goes on. In a local datastore a corrupt chunk is renamed to\n"
+		   "<digest>.0.bad (as PBS does), so the next backup of that data stores it\n"
+		   "again.\n\nOptions:\n"
 		   "  --threads N            read-ahead threads (default: number of CPUs)\n"
 		   CLI_COMMON_HELP
 		   "\nExit codes: 0 all fine, 4 some snapshot is damaged, 1 other failure.\n");
@@ -82,7 +85,25 @@ static int cmd_verify(int argc, char **argv)
 		char snap[512];
 		cli_snapshot_text(&list[i].id, snap, sizeof(snap));
 		struct cn_verify_stats st;
-		r = cn_verify_snapshot(src, &list[i].id, crypt, threads, &st);
+		if (eps.e[0].ds) {
+			/* the datastore's own verify also quarantines corrupt
+			 * chunks (<digest>.0.bad) so that the next backup
+			 * stores them again, and records verify_state */
+			struct cn_verify_result vr;
+			memset(&vr, 0, sizeof(vr));
+			r = cn_datastore_verify_snapshot(eps.e[0].ds, &list[i].id, crypt, 1, &vr);
+			st = (struct cn_verify_stats){vr.files, vr.chunks, vr.bytes,
+						      vr.bad_files + vr.bad_chunks + vr.missing_chunks};
+			if (r > 0)
+				r = cn_error_set(vr.bad_chunks || vr.bad_files ? -CN_E_CHECKSUM : -ENOENT,
+						 "%llu corrupt chunks, %llu missing chunks, %llu bad "
+						 "files (see the warnings above)",
+						 (unsigned long long)vr.bad_chunks,
+						 (unsigned long long)vr.missing_chunks,
+						 (unsigned long long)vr.bad_files);
+		} else {
+			r = cn_verify_snapshot(src, &list[i].id, crypt, threads, &st);
+		}
 		checked++;
 		if (r < 0) {
 			bad++;

@@ -52,7 +52,6 @@ struct extractor {
 	struct xdir *stack;
 	size_t depth, cap;
 	int root_fd;
-	int as_root;
 	int apply_root_meta;
 	const char *pattern;      /* glob pattern, or NULL */
 	const char *select;       /* literal path selected, or NULL */
@@ -232,10 +231,12 @@ static int apply_meta(struct extractor *x, const struct cn_pxar_entry *e, const 
 	if (fd >= 0)
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 
-	if (x->as_root && !x->o->no_owner) {
+	if (!x->o->no_owner) {
 		int r = is_link ? fchownat(parent, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW)
 				: fchownat(fd, "", e->uid, e->gid, AT_EMPTY_PATH);
 		if (r < 0 && errno != EOPNOTSUPP) {
+			/* as upstream: an unprivileged restore of files owned by
+			 * others reports each failed chown (use no_owner) */
 			rc = soft_error(x, cn_error_sys(-errno, "failed to set ownership of '%s'", path));
 			if (rc < 0)
 				return rc;
@@ -771,7 +772,6 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 	x.o = opts ? opts : &x.defaults;
 	x.st = stats ? stats : &local;
 	memset(x.st, 0, sizeof(*x.st));
-	x.as_root = geteuid() == 0;
 	x.root_fd = -1;
 
 	rc = cn_pxar_accessor_open(in, x.o->payload, &x.acc);

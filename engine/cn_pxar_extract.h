@@ -13,9 +13,11 @@
  * symlinks, and metadata goes to descriptors of the created objects (or,
  * for symlinks, to the name with AT_SYMLINK_NOFOLLOW).
  *
- * Metadata restored (in upstream's order): owner (only when running as
- * root; an unprivileged restore keeps the restoring user as owner instead
- * of reporting a failed chown per file), xattrs (user.*, trusted.*,
+ * Metadata restored (in upstream's order): owner (always attempted, as
+ * upstream's WITH_OWNER: run unprivileged, files owned by other users give
+ * one "failed to set ownership" error each — set no_owner, like
+ * proxmox-backup-client's --ignore-ownership, to keep the restoring user
+ * as owner), xattrs (user.*, trusted.*,
  * security.NTACL, as upstream's is_valid_xattr_name), file capabilities,
  * POSIX ACLs (access and default, rebuilt as upstream apply_acls does),
  * permission bits, mtime (directories after their contents). Regular files
@@ -50,7 +52,7 @@ struct cn_pxar_extract_opts {
 	int overwrite;            /* replace existing non-directories */
 	int allow_existing_dirs;  /* use directories that already exist */
 	int strict;               /* stop at the first error */
-	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata */
+	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata (no chown, ...) */
 	int no_devices, no_fifos, no_sockets;        /* skip these entries */
 };
 

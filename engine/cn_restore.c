@@ -143,12 +143,18 @@ struct tracked_input {
 	const struct cn_restore_opts *o;
 	uint64_t pos, total;
 	double start, next;
+	int read_err;            /* first failed read (a missing/corrupt chunk) */
+	char read_msg[512];
 };
 
 static int tracked_read_at(void *ctx, uint64_t off, void *buf, size_t len)
 {
 	struct tracked_input *ti = ctx;
 	int r = cn_chunk_reader_read_at(ti->cr, off, buf, len);
+	if (r < 0 && !ti->read_err) {
+		ti->read_err = r;
+		snprintf(ti->read_msg, sizeof(ti->read_msg), "%s", cn_error_message());
+	}
 	if (off + len > ti->pos)
 		ti->pos = off + len;
 	if (r == 0 && ti->o->progress) {
@@ -259,6 +265,10 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		stats->bytes = es.bytes;
 		stats->errors = es.errors;
 	}
+	/* The extractor may skip a file whose data could not be read and go
+	 * on; the result is still a damaged snapshot, reported as such. */
+	if (ti.read_err && (r == 0 || r == -EIO))
+		r = cn_error_set(ti.read_err, "%s", ti.read_msg);
 	if (r == -ENOENT && o->path && *o->path)
 		r = cn_error_prefix(r, "path %s", o->path);
 out:

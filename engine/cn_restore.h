@@ -61,9 +61,11 @@ int cn_restore_read_stream(struct cn_source *src, const struct cn_index *idx,
  * src into target_dir (created if missing), or with opts->verify_only
  * reads every chunk of the archive and decodes its whole structure without
  * writing. stats may be NULL. Returns 0, a negative code with a message
- * for fatal errors (missing or corrupt chunk, bad index, wrong key, path
- * not in the archive: -ENOENT), or -EIO when some entries could not be
- * restored (stats->errors, each logged). */
+ * for fatal errors (bad index, wrong key, path not in the archive:
+ * -ENOENT), the chunk's error when a chunk was missing or corrupt (also
+ * when the extractor skipped the affected file and restored the rest), or
+ * -EIO when some entries could not be created (stats->errors, each
+ * logged). */
 int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		       const char *archive, const char *target_dir,
 		       const struct cn_restore_opts *opts, struct cn_restore_stats *stats);

@@ -762,7 +762,15 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 					      ds->opts.sync_level != CN_SYNC_NONE)) < 0)
 			goto fail;
 	}
-	if ((r = lock_dir(w->group, LOCK_EX, &w->group_fd, "backup group")) < 0)
+	/* GC's cleanup holds a group lock for a moment (it checks for dead
+	 * backups' debris): retry briefly before calling the group busy. */
+	for (int tries = 0;; tries++) {
+		r = lock_dir(w->group, LOCK_EX, &w->group_fd, "backup group");
+		if (r != -CN_E_LOCKED || tries >= 100)
+			break;
+		usleep(10000);
+	}
+	if (r < 0)
 		goto fail;
 	struct cn_snapshot_id prev;
 	r = cn_datastore_previous_snapshot(ds, id, INT64_MAX, &prev);
@@ -855,6 +863,35 @@ int cn_datastore_snapshot_write_file(struct cn_ds_snapshot *w, const char *name,
 	return 0;
 }
 
+/* The manifest must be readable and every file it lists present. */
+static int check_manifest_files(struct cn_ds_snapshot *w)
+{
+	int fd = openat(w->tmp_fd, CN_MANIFEST_BLOB_NAME, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", CN_MANIFEST_BLOB_NAME);
+	struct stat st;
+	struct cn_buf b = {0};
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (r = cn_buf_reserve(&b, (size_t)st.st_size)) == 0 &&
+	    (r = cn_read_full(fd, b.data, (size_t)st.st_size)) == 0)
+		b.len = (size_t)st.st_size;
+	close(fd);
+	struct cn_manifest *m = NULL;
+	if (r < 0)
+		r = cn_error_sys(r, "read %s", CN_MANIFEST_BLOB_NAME);
+	else
+		r = cn_manifest_decode(b.data, b.len, NULL, &m);
+	cn_buf_free(&b);
+	for (size_t i = 0; r == 0 && i < cn_manifest_file_count(m); i++) {
+		const char *name;
+		cn_manifest_file_at(m, i, &name, NULL, NULL, NULL);
+		if (faccessat(w->tmp_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+			r = cn_error_set(-ENOENT, "the manifest lists %s, which was not written", name);
+	}
+	cn_manifest_free(m);
+	return r < 0 ? cn_error_prefix(r, "snapshot %s/%s", w->id.type, w->id.id) : 0;
+}
+
 int cn_datastore_snapshot_publish(struct cn_ds_snapshot *w)
 {
 	struct cn_datastore *ds = w->ds;
@@ -865,6 +902,8 @@ int cn_datastore_snapshot_publish(struct cn_ds_snapshot *w)
 				 w->id.type, w->id.id, CN_MANIFEST_BLOB_NAME);
 		goto fail;
 	}
+	if ((r = check_manifest_files(w)) < 0)
+		goto fail;
 	cn_snapshot_format_time(w->id.time, tstr, sizeof(tstr));
 	if (ds->opts.sync_level == CN_SYNC_FILE && fsync(w->tmp_fd) < 0) {
 		r = cn_error_sys(-errno, "fsync snapshot directory");

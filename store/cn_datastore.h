@@ -127,8 +127,8 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds);
 /* ---- snapshot writer ---- */
 
 /* Starts a snapshot: validates id, creates the group (namespace dirs,
- * "owner"), takes the group lock (flock on the group dir, non-blocking:
- * -CN_E_LOCKED when another backup runs), checks that id->time is newer
+ * "owner"), takes the group lock (flock on the group dir; -CN_E_LOCKED
+ * when another backup still holds it after about a second), checks that id->time is newer
  * than the group's last finished snapshot (-EEXIST otherwise) and creates
  * the temporary directory. *out is the caller's: finish with _publish or
  * _abort (both free it). */
@@ -142,7 +142,8 @@ int cn_datastore_snapshot_write_file(struct cn_ds_snapshot *w, const char *name,
 				     const uint8_t *data, size_t len);
 
 /* Publishes the snapshot: index.json.blob must have been written
- * (-EINVAL); syncs per sync level (syncfs for filesystem), renames the temp
+ * (-EINVAL), be a readable manifest and every file it lists must have been
+ * written (-ENOENT); syncs per sync level (syncfs for filesystem), renames the temp
  * directory to <group>/<time> (never replacing anything) and releases the
  * lock. Frees w, also on failure (after which nothing is published). */
 int cn_datastore_snapshot_publish(struct cn_ds_snapshot *w);

@@ -74,12 +74,12 @@ static void quarantine(struct cn_datastore *ds, const uint8_t digest[32])
 }
 
 static int check_chunk(struct cn_datastore *ds, const struct chunk_ref *ref,
-		       const struct cn_crypt_config *crypt, struct cn_buf *raw, struct cn_buf *plain,
-		       struct cn_verify_result *res)
+		       const struct cn_crypt_config *crypt, struct cn_blob_ctx *bctx,
+		       struct cn_buf *raw, struct cn_verify_result *res)
 {
 	char hex[65];
 	cn_hex_encode(ref->digest, 32, hex);
-	raw->len = plain->len = 0;
+	raw->len = 0;
 	int r = cn_datastore_read_chunk(ds, ref->digest, raw);
 	if (r == -ENOENT) {
 		cn_log_warning("verify: chunk %s is missing", hex);
@@ -88,23 +88,17 @@ static int check_chunk(struct cn_datastore *ds, const struct chunk_ref *ref,
 	}
 	if (r < 0)
 		return r;
-	int type = cn_blob_check(raw->data, raw->len);
-	if (type >= 0 && (type == CN_BLOB_ENCRYPTED || type == CN_BLOB_ENCRYPTED_ZSTD) && !crypt)
-		return 0; /* the server can only check the CRC (upstream verify_unencrypted) */
-	if (type >= 0)
-		r = cn_blob_decode(raw->data, raw->len, crypt, ref->digest, plain);
-	else
-		r = type;
-	if (r == 0 && plain->len != ref->size)
-		r = cn_error_set(-CN_E_FORMAT, "chunk %s has %zu bytes, index says %llu", hex,
-				 plain->len, (unsigned long long)ref->size);
-	if (r < 0) {
+	/* upstream semantics: CRC always; content, digest and length unless
+	 * encrypted without a key */
+	int type = cn_blob_verify_chunk(bctx, raw->data, raw->len, crypt, ref->digest, ref->size);
+	if (type < 0) {
 		cn_log_warning("verify: chunk %s is corrupt: %s", hex, cn_error_message());
 		res->bad_chunks++;
 		quarantine(ds, ref->digest);
 		return 1;
 	}
-	res->bytes += plain->len;
+	if (crypt || (type != CN_BLOB_ENCRYPTED && type != CN_BLOB_ENCRYPTED_ZSTD))
+		res->bytes += ref->size;
 	return 0;
 }
 
@@ -221,19 +215,26 @@ int cn_datastore_verify_snapshot(struct cn_datastore *ds, const struct cn_snapsh
 		close(dfd);
 		return cn_error_set(-CN_E_LOCKED, "snapshot %s is locked (being removed?)", dir);
 	}
-	struct cn_buf b = {0}, raw = {0}, plain = {0};
+	struct cn_buf b = {0}, raw = {0};
+	struct cn_blob_ctx *bctx = NULL;
 	struct cn_manifest *m = NULL;
 	struct refs refs = {0};
 	int problems = 0;
 	r = cn_datastore_read_file(ds, id, CN_MANIFEST_BLOB_NAME, &b);
 	if (r == 0)
 		r = cn_manifest_decode(b.data, b.len, crypt, &m);
-	if (r < 0) {
+	if (r < 0 && r != -ENOMEM) {
 		cn_log_warning("verify: %s: manifest: %s", dir, cn_error_message());
 		problems = 1;
 		r = 0;
 		goto out;
 	}
+	if (r < 0)
+		goto out;
+	/* A wrong key would make every good encrypted chunk look corrupt and
+	 * get it quarantined: refuse to run with a key the manifest rejects. */
+	if (crypt && (r = cn_manifest_check_key(m, crypt)) < 0)
+		goto out;
 	vr->files = cn_manifest_file_count(m);
 	for (size_t i = 0; i < vr->files; i++) {
 		r = check_file(ds, id, m, i, &refs);
@@ -243,11 +244,15 @@ int cn_datastore_verify_snapshot(struct cn_datastore *ds, const struct cn_snapsh
 	}
 	if (refs.n)
 		qsort(refs.v, refs.n, sizeof(*refs.v), cmp_ref);
+	if ((r = cn_blob_ctx_new(&bctx)) < 0) {
+		r = cn_error_set(r, "out of memory");
+		goto out;
+	}
 	for (size_t i = 0; i < refs.n; i++) {
 		if (i > 0 && !memcmp(refs.v[i].digest, refs.v[i - 1].digest, 32))
 			continue;
 		vr->chunks++;
-		r = check_chunk(ds, &refs.v[i], crypt, &raw, &plain, vr);
+		r = check_chunk(ds, &refs.v[i], crypt, bctx, &raw, vr);
 		if (r < 0)
 			goto out;
 	}
@@ -259,7 +264,7 @@ out:
 	cn_manifest_free(m);
 	cn_buf_free(&b);
 	cn_buf_free(&raw);
-	cn_buf_free(&plain);
+	cn_blob_ctx_free(bctx);
 	free(refs.v);
 	close(dfd);
 	return r < 0 ? r : problems;

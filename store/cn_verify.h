@@ -27,7 +27,8 @@ struct cn_verify_result {
 };
 
 /* Verifies snapshot id. crypt (may be NULL) also checks the manifest
- * signature and decrypts encrypted chunks. update_manifest: record the
+ * signature and decrypts encrypted chunks; it must be the backup's key (a
+ * manifest made with another key: error, nothing is quarantined). update_manifest: record the
  * result in the manifest's unprotected "verify_state" ({"state":
  * "ok"|"failed", "upid": ...}) as upstream does. Holds the snapshot
  * directory's shared flock meanwhile (-CN_E_LOCKED if it is being removed).

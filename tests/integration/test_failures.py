@@ -72,12 +72,22 @@ if os.geteuid() == 0 and user and shutil.which('setpriv'):
 else:
     print('unreadable file: skipped (needs root and setpriv to run as another user)')
 
-# corrupt chunk
-out = t.run_json('backup', 'data.pxar:' + src, '--store', store, '--backup-id', 'c')
+# corrupt chunk: a source of 24 MiB spans at least two chunks (16 MiB max)
+csrc = os.path.join(work, 'csrc')
+os.makedirs(csrc)
+for i in range(3):
+    with open(os.path.join(csrc, 'r%d.bin' % i), 'wb') as f:
+        f.write(os.urandom(8 << 20))
+out = t.run_json('backup', 'data.pxar:' + csrc, '--store', store, '--backup-id', 'c')
 chunks = t.chunk_files(store)
 assert chunks
-# corrupt the largest chunk (file content) in the middle, keeping its size
-victim = max(chunks, key=os.path.getsize)
+# corrupt the archive's second chunk (file content: the extractor skips the
+# file and goes on, the result must still say "corrupt"), keeping its size
+with open(os.path.join(store, out['snapshot'], 'data.pxar.didx'), 'rb') as f:
+    didx = f.read()
+assert len(didx) >= 4096 + 2 * 40, 'the archive should span several chunks'
+second = didx[4096 + 40 + 8:4096 + 80].hex()
+victim = [c for c in chunks if os.path.basename(c) == second][0]
 with open(victim, 'r+b') as f:
     f.seek(os.path.getsize(victim) // 2)
     b = f.read(1)
@@ -88,28 +98,39 @@ p = t.run('restore', out['snapshot'], 'data.pxar', os.path.join(work, 'r1'), '--
           check=4)
 assert digest in p.stderr, p.stderr
 print('corrupt chunk: restore exit 4:', p.stderr.strip()[:200])
+p = t.run('restore', out['snapshot'], 'data.pxar', '--verify-only', '--store', store, check=4)
+assert digest in p.stderr, p.stderr
 p = t.run('verify', '--store', store, check=4)
 assert digest in p.stderr and 'FAILED' in p.stdout, (p.stdout, p.stderr)
-p = t.run('restore', out['snapshot'], 'data.pxar', '--verify-only', '--store', store, check=4)
-os.unlink(victim)
+# verify quarantined it: now it is missing
+assert not os.path.exists(victim) and os.path.exists(victim + '.0.bad')
 p = t.run('restore', out['snapshot'], 'data.pxar', os.path.join(work, 'r2'), '--store', store,
           check=1)
 assert digest in p.stderr, p.stderr
 print('missing chunk: restore exit 1:', p.stderr.strip()[:200])
+# the next backup of the same data stores the chunk again: healed
+time.sleep(1.1)
+out = t.run_json('backup', 'data.pxar:' + csrc, '--store', store, '--backup-id', 'c')
+assert os.path.exists(victim)
+t.run('restore', out['snapshot'], 'data.pxar', os.path.join(work, 'r3'), '--store', store,
+      check=0)
+t.compare_trees(csrc, os.path.join(work, 'r3'))
+print('next backup healed the store')
 shutil.rmtree(store)
 
 # full disk: a datastore on a small tmpfs
 if os.geteuid() == 0:
     mnt = os.path.join(work, 'tmpfs')
     os.makedirs(mnt)
-    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt],
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt],
                        capture_output=True)
     if r.returncode == 0:
         try:
             big = os.path.join(work, 'big')
             os.makedirs(big)
-            with open(os.path.join(big, 'random.bin'), 'wb') as f:
-                f.write(os.urandom(8 << 20))
+            for i in range(3):  # 24 MiB of data for 16 MiB (4 MiB taken by the empty store)
+                with open(os.path.join(big, 'random%d.bin' % i), 'wb') as f:
+                    f.write(os.urandom(8 << 20))
             fstore = os.path.join(mnt, 'store')
             p = t.run('backup', 'big.pxar:' + big, '--store', fstore, '--backup-id', 'full',
                       check=5)

@@ -114,6 +114,22 @@ expect_rc 0 "create with --exclude" "$CAIRN" pxar create "$T/ex.pxar" "$S" --exc
 grep -q junk.tmp "$T/exl" && bad "excluded file archived" || ok "excluded file left out"
 [ "$(tail -1 "$T/exl")" = '"/.pxarexclude-cli"' ] && ok ".pxarexclude-cli last" || bad ".pxarexclude-cli position"
 
+# unprivileged restore (as upstream: chown of others' files fails unless
+# ownership is ignored)
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	mkdir -p "$T/np/src/sub" && printf 'x' >"$T/np/src/sub/f"
+	chown -R 1234:1234 "$T/np/src/sub"
+	"$CAIRN" pxar create "$T/np/np.pxar" "$T/np/src" || bad "create np"
+	chmod 755 "$T" && chmod 777 "$T/np"
+	NP="setpriv --reuid=65534 --regid=65534 --clear-groups"
+	expect_rc 3 "non-root extract of others' files" $NP "$CAIRN" pxar extract "$T/np/np.pxar" "$T/np/o1"
+	grep -q "failed to set ownership" "$T/err" && ok "ownership errors reported" || bad "no ownership error: $(cat "$T/err")"
+	expect_rc 0 "non-root extract --ignore-ownership" $NP "$CAIRN" pxar extract "$T/np/np.pxar" "$T/np/o2" --ignore-ownership
+	[ "$(stat -c %u "$T/np/o2/sub/f")" = 65534 ] && [ "$(cat "$T/np/o2/sub/f")" = x ] && ok "restored as the restoring user" || bad "non-root restore"
+else
+	echo "skip - unprivileged restore (needs root and setpriv)"
+fi
+
 # hostile: truncated and corrupted archives fail cleanly, write nothing outside
 mkdir "$T/outside"
 printf 'original' >"$T/outside/victim"

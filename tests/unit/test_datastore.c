@@ -20,6 +20,8 @@
 #include "common/cn_snapshot.h"
 #include "common/cn_util.h"
 #include "store/cn_blob.h"
+#include "store/cn_crc32.h"
+#include "store/cn_crypt.h"
 #include "store/cn_datastore.h"
 #include "store/cn_gc.h"
 #include "store/cn_index.h"
@@ -433,6 +435,22 @@ START_TEST(test_snapshot_writer)
 	ck_assert_int_eq(cn_datastore_snapshot_write_file(w, "a.didx", idx.data, idx.len), -ENOENT);
 	ck_assert_ptr_nonnull(strstr(cn_error_message(), "is not in the datastore"));
 	cn_buf_free(&idx);
+	/* a manifest listing a file that was not written is refused */
+	{
+		struct cn_manifest *m;
+		struct cn_buf man = {0};
+		uint8_t csum[32] = {0};
+		ck_assert_int_eq(cn_manifest_new(&id2, &m), 0);
+		ck_assert_int_eq(cn_manifest_add_file(m, "gone.blob", 1, csum, CN_CRYPT_MODE_NONE), 0);
+		ck_assert_int_eq(cn_manifest_encode(m, NULL, &man), 0);
+		cn_manifest_free(m);
+		ck_assert_int_eq(cn_datastore_snapshot_write_file(w, CN_MANIFEST_BLOB_NAME, man.data,
+								  man.len), 0);
+		cn_buf_free(&man);
+		ck_assert_int_eq(cn_datastore_snapshot_publish(w), -ENOENT);
+		ck_assert_ptr_nonnull(strstr(cn_error_message(), "gone.blob"));
+	}
+	ck_assert_int_eq(cn_datastore_snapshot_begin(ds, &id2, &w), 0);
 	cn_datastore_snapshot_abort(w);
 	/* abort left nothing but the owner file in the group */
 	snprintf(p, sizeof(p), "%s/ns/team/ns/a/host/nas", root);
@@ -752,6 +770,49 @@ START_TEST(test_gc_grace)
 	cn_chunk_unref(old);
 	cn_chunk_unref(young);
 	cn_chunk_unref(fresh);
+	rm_rf(dir);
+}
+END_TEST
+
+/* Encrypted chunks: without the key only the CRC can be checked (as the
+ * server does), with it the content and the keyed digest too. */
+START_TEST(test_verify_encrypted)
+{
+	char dir[64], root[128], p[4096];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_NONE);
+	uint8_t key[32], data[5000];
+	for (int i = 0; i < 32; i++)
+		key[i] = (uint8_t)(i * 3 + 1);
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * i >> 3);
+	struct cn_crypt_config *crypt;
+	ck_assert_int_eq(cn_crypt_config_new(key, &crypt), 0);
+	struct cn_chunk *c;
+	ck_assert_int_eq(cn_blob_encode_chunk(data, sizeof(data), crypt, CN_BLOB_COMPRESS, &c), 0);
+	ck_assert_int_eq(insert(ds, c, NULL), 0);
+	struct cn_snapshot_id id = {.type = "host", .id = "secret", .time = 1700000000};
+	ck_assert_int_eq(write_snapshot(ds, &id, &c, 1), 0);
+	struct cn_verify_result vr;
+	ck_assert_int_eq(cn_datastore_verify_snapshot(ds, &id, NULL, 0, &vr), 0);
+	ck_assert_uint_eq(vr.bytes, 0); /* not decrypted */
+	ck_assert_int_eq(cn_datastore_verify_snapshot(ds, &id, crypt, 0, &vr), 0);
+	ck_assert_uint_eq(vr.bytes, sizeof(data));
+	/* tamper with the ciphertext and fix up the CRC: only the key sees it */
+	chunk_file(ds, c->digest, p, sizeof(p));
+	uint8_t *blob;
+	size_t len;
+	ck_assert_int_eq(cn_read_file(p, 1 << 20, &blob, &len), 0);
+	blob[len - 1] ^= 1;
+	uint32_t crc = cn_crc32(0, blob + CN_BLOB_ENC_HEADER_SIZE, len - CN_BLOB_ENC_HEADER_SIZE);
+	cn_put_le32(blob + 8, crc);
+	ck_assert_int_eq(cn_write_file_atomic(p, blob, len, 0644, 0), 0);
+	free(blob);
+	ck_assert_int_eq(cn_datastore_verify_snapshot(ds, &id, NULL, 0, &vr), 0);
+	ck_assert_int_eq(cn_datastore_verify_snapshot(ds, &id, crypt, 0, &vr), 1);
+	ck_assert_uint_eq(vr.bad_chunks, 1);
+	cn_crypt_config_free(crypt);
+	cn_chunk_unref(c);
+	cn_datastore_close(ds);
 	rm_rf(dir);
 }
 END_TEST
@@ -1098,6 +1159,7 @@ int main(void)
 	tcase_add_test(tc, test_gc_grace);
 	tcase_add_test(tc, test_verify);
 	tcase_add_test(tc, test_crashed_backup);
+	tcase_add_test(tc, test_verify_encrypted);
 	tcase_add_test(tc, test_concurrent_backup_gc_prune);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
