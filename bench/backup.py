@@ -2,7 +2,12 @@
 """bench/backup — the backup benchmark: on the same deterministic
 photo-vault corpus (bench/gen_corpus.py), in one run:
 
-  cairn:  initial backup, no-change re-run, full restore
+  cairn:  initial backup, no-change re-run, full restore; then with
+          --change-detection-mode metadata: initial backup, no-change
+          re-run (bytes read by the cairn process from /proc/self/io),
+          and a run after a "day of change" (new files, a renamed folder,
+          metadata-only changes, in-place edits): new bytes stored vs
+          bytes actually changed
   restic: the same three steps, if `restic` is installed
   borg:   the same three steps, if `borg` is installed
 
@@ -85,6 +90,86 @@ def run_cairn(cairn, corpus, work, tag):
                               store])
     res['stored'] = du(store)
     shutil.rmtree(dest)
+    shutil.rmtree(store)
+    return res
+
+
+def cairn_json(cmd):
+    """Runs a cairn backup with --output-format json: (wall s, its JSON)."""
+    t0 = time.monotonic()
+    p = subprocess.run(cmd + ['--output-format', 'json'], capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        sys.exit('bench: %s failed (%d):\n%s\n%s' % (' '.join(cmd), p.returncode, p.stdout,
+                                                   p.stderr))
+    return wall, json.loads(p.stdout)
+
+
+def day_of_change(corpus, seed=7):
+    """A realistic day: ~2 % new photos, one month folder renamed, a few
+    files with only new permissions, a few edited in place (sidecars).
+    Returns the bytes actually changed (new files + edited files)."""
+    import random
+    rng = random.Random(seed)
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(corpus) for f in fs
+                   if not os.path.islink(os.path.join(d, f)))
+    size = corpus_bytes(corpus)
+    changed = 0
+    newdir = os.path.join(corpus, 'photos', 'today')
+    os.makedirs(newdir, exist_ok=True)
+    i = 0
+    while changed < size // 50:
+        n = rng.randint(1 << 20, 6 << 20)
+        with open(os.path.join(newdir, 'IMG_NEW_%04d.jpg' % i), 'wb') as f:
+            f.write(rng.randbytes(n))
+        changed += n
+        i += 1
+    months = sorted(os.path.join(d, x) for d, ds, _ in os.walk(os.path.join(corpus, 'photos'))
+                    for x in ds if len(x) == 2)
+    if months:
+        m = months[len(months) // 2]
+        os.rename(m, m + '-renamed')
+        files = [f.replace(m + '/', m + '-renamed/') for f in files]
+    for f in rng.sample(files, min(5, len(files))):
+        os.chmod(f, 0o600)
+    edits = [f for f in files if f.endswith('.xmp') or f.endswith('.txt')]
+    for f in rng.sample(edits, min(5, len(edits))):
+        with open(f, 'r+b') as fh:
+            fh.seek(0)
+            fh.write(b'<!-- edited -->')
+        changed += os.path.getsize(f)
+    return changed
+
+
+def run_cairn_metadata(cairn, corpus, work):
+    """Metadata change detection: initial, no-change re-run, day of change
+    (on a copy of the corpus, which is changed)."""
+    store = os.path.join(work, 'cairn-store-md')
+    src = os.path.join(work, 'md-corpus')
+    shutil.copytree(corpus, src, symlinks=True)
+    cache = os.path.join(work, 'md-cache')
+    base = [cairn, 'backup', 'media.pxar:' + src, '--store', store, '--backup-id', 'md',
+            '--change-detection-mode', 'metadata', '--file-cache-dir', cache]
+    # the store is created first, untimed (as in run_cairn)
+    empty = os.path.join(work, 'md-empty')
+    os.makedirs(empty)
+    measure([cairn, 'backup', 'empty.pxar:' + empty, '--store', store, '--backup-id', 'init'])
+    res = {}
+    res['initial'] = cairn_json(base)
+    time.sleep(1.1)
+    res['nochange'] = cairn_json(base)
+    res['changed_bytes'] = day_of_change(src)
+    time.sleep(1.1)
+    before = du(store)
+    res['day'] = cairn_json(base)
+    res['day_stored'] = du(store) - before
+    dest = os.path.join(work, 'md-restore')
+    subprocess.run([cairn, 'restore', 'host/md', 'media.pxar', dest, '--store', store],
+                   check=True, stdout=subprocess.DEVNULL)
+    res['identical'] = subprocess.run(['diff', '-r', '--no-dereference', src, dest],
+                                      stdout=subprocess.DEVNULL).returncode == 0
+    shutil.rmtree(dest)
+    shutil.rmtree(src)
     shutil.rmtree(store)
     return res
 
@@ -183,6 +268,38 @@ def main():
                     print('cairn vs %s (speed-up, wall time): backup %.2fx, re-run %.2fx, '
                           'restore %.2fx' % (other, ratios['backup'], ratios['rerun'],
                                              ratios['restore']))
+        md = run_cairn_metadata(os.path.abspath(a.cairn), corpus, work)
+        size = corpus_bytes(corpus)
+        nc_wall, nc = md['nochange']
+        day_wall, day = md['day']
+        report['metadata_mode'] = {
+            'initial_wall': md['initial'][0], 'nochange_wall': nc_wall,
+            'nochange_bytes_read': nc['bytes-read'], 'nochange_proc_rchar': nc['proc-io-rchar'],
+            'nochange_read_fraction': nc['proc-io-rchar'] / size,
+            'day_wall': day_wall, 'day_changed_bytes': md['changed_bytes'],
+            'day_new_bytes': day['new-bytes'], 'day_stored_bytes': md['day_stored'],
+            'day_files_reused': day['files-reused'], 'day_bytes_read': day['bytes-read'],
+            'day_new_vs_changed': day['new-bytes'] / max(1, md['changed_bytes']),
+            'restore_identical': md['identical'],
+        }
+        if 'restic' in results:
+            report['metadata_mode']['nochange_vs_restic_rerun'] = \
+                nc_wall / results['restic']['rerun'][0]
+        if not a.json:
+            r = report['metadata_mode']
+            print('cairn metadata mode: initial %.2fs; no-change re-run %.2fs, read %d bytes '
+                  '(/proc/self/io rchar %d = %.3f %% of the corpus)'
+                  % (r['initial_wall'], nc_wall, nc['bytes-read'], nc['proc-io-rchar'],
+                     100.0 * r['nochange_read_fraction']))
+            if 'nochange_vs_restic_rerun' in r:
+                print('  no-change re-run / restic re-run (wall): %.2f'
+                      % r['nochange_vs_restic_rerun'])
+            print('  day of change: %.1f MiB changed; run %.2fs, read %.1f MiB, %d files reused, '
+                  'new data %.1f MiB (%.2fx the changed bytes), store grew %.1f MiB; '
+                  'restore identical: %s'
+                  % (md['changed_bytes'] / (1 << 20), day_wall, day['bytes-read'] / (1 << 20),
+                     day['files-reused'], day['new-bytes'] / (1 << 20), r['day_new_vs_changed'],
+                     md['day_stored'] / (1 << 20), md['identical']))
         if a.json:
             print(json.dumps(report, indent=2))
     finally:

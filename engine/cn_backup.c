@@ -11,7 +11,9 @@
 #include "common/cn_log.h"
 #include "engine/cn_catalog_writer.h"
 #include "engine/cn_pipeline.h"
+#include "engine/cn_reuse.h"
 #include "engine/cn_walker.h"
+#include "store/cn_filecache.h"
 #include "store/cn_blob.h"
 #include "store/cn_index.h"
 #include "store/cn_manifest.h"
@@ -39,9 +41,40 @@ int cn_backup_check_archive_name(const char *name)
 	return 0;
 }
 
+/* Index names of archive a: NAME.pxar.didx, or NAME.mpxar.didx and
+ * NAME.ppxar.didx for split archives. Returns how many (1 or 2). */
+static size_t index_names(const struct cn_backup_opts *o, size_t a, char names[2][160])
+{
+	const char *n = o->archives[a].name;
+	int len = (int)strlen(n) - 5; /* without ".pxar" */
+	if (o->change_detection == CN_CDM_LEGACY) {
+		snprintf(names[0], 160, "%s.didx", n);
+		return 1;
+	}
+	snprintf(names[0], 160, "%.*s.mpxar.didx", len, n);
+	snprintf(names[1], 160, "%.*s.ppxar.didx", len, n);
+	return 2;
+}
+
+/* Metadata change detection of one archive: the reference previous
+ * payload index (of the first live target) and whether every target has
+ * the same one. */
+struct cd_archive {
+	struct cn_index *prev_pidx;
+	uint8_t prev_csum[32];
+	char prev_name[256];
+	int usable;            /* -1 unknown yet, 0 no, 1 yes */
+	size_t seen;           /* targets with this previous payload index */
+	struct cn_reuse *reuse;
+	const struct cn_pxar_reuse *ops;
+	int pstream;
+	struct cn_pipeline *p;
+};
+
 /* The producer's view while an archive is written: the pipeline stream
  * plus what the progress callback needs. */
 struct run {
+	struct cd_archive *cd;             /* per archive (split modes) */
 	const struct cn_backup_opts *o;
 	struct cn_pipeline *p;
 	int stream;
@@ -93,6 +126,9 @@ static void add_stats(struct cn_pxar_create_stats *sum, const struct cn_pxar_cre
 	sum->fifos += s->fifos;
 	sum->sockets += s->sockets;
 	sum->bytes_read += s->bytes_read;
+	sum->files_reused += s->files_reused;
+	sum->reused_bytes += s->reused_bytes;
+	sum->injected_bytes += s->injected_bytes;
 	sum->excluded += s->excluded;
 	sum->skipped += s->skipped;
 	sum->changed += s->changed;
@@ -102,7 +138,7 @@ static void add_stats(struct cn_pxar_create_stats *sum, const struct cn_pxar_cre
  * for archives whose crypt mode is unchanged. Problems with the previous
  * snapshot only cost deduplication; a failing target is dropped. */
 static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backup_opts *o,
-			  enum cn_crypt_mode mode)
+			  enum cn_crypt_mode mode, struct cd_archive *cd)
 {
 	int64_t prev_time;
 	const struct cn_buf *mb = cn_pipeline_prev_manifest(p, i, &prev_time);
@@ -116,9 +152,13 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 		return 0;
 	}
 	int r = 0;
-	for (size_t a = 0; a < o->n_archives && r == 0; a++) {
-		char name[160];
-		snprintf(name, sizeof(name), "%s.didx", o->archives[a].name);
+	char names[2][160];
+	for (size_t an = 0; an < 2 * o->n_archives && r == 0; an++) {
+		size_t a = an / 2;
+		if (an % 2 >= index_names(o, a, names))
+			continue;
+		const char *name = names[an % 2];
+		int is_payload = an % 2 == 1;
 		int fi = cn_manifest_find(m, name);
 		enum cn_crypt_mode pmode;
 		if (fi < 0)
@@ -154,6 +194,27 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 		}
 		for (size_t k = 0; k < cnt; k++)
 			memcpy(digests[k], cn_index_digest(idx, k), 32);
+		if (is_payload && cd && o->change_detection == CN_CDM_METADATA) {
+			/* the first target's previous payload is the reference;
+			 * the others must have the very same one */
+			uint8_t csum[32];
+			cn_index_csum(idx, csum);
+			if (cd[a].usable < 0) {
+				struct cn_snapshot_id pid = o->id;
+				pid.time = prev_time;
+				cd[a].usable = cn_snapshot_path(&pid, cd[a].prev_name, sizeof(cd[a].prev_name)) >= 0;
+				memcpy(cd[a].prev_csum, csum, 32);
+				cd[a].prev_pidx = idx;
+				cd[a].seen = 1;
+				idx = NULL;
+			} else if (!memcmp(cd[a].prev_csum, csum, 32)) {
+				cd[a].seen++;
+			} else {
+				cn_log_info("%s: previous snapshot differs from the first target's; "
+					    "reading every file of %s", t->name, o->archives[a].name);
+				cd[a].usable = 0;
+			}
+		}
 		cn_index_free(idx);
 		rc = t->ops->add_known(t, (const uint8_t(*)[32])digests, cnt);
 		free(digests);
@@ -161,6 +222,43 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 			r = cn_pipeline_drop(p, i, cn_error_prefix(rc, "registering previous %s", name));
 	}
 	cn_manifest_free(m);
+	return r;
+}
+
+static int inject_chunks(void *ctx, const struct cn_pxar_reused_chunk *c, size_t n)
+{
+	struct cd_archive *cd = ctx;
+	uint8_t(*d)[32] = malloc(n * 32);
+	uint64_t *sz = malloc(n * sizeof(*sz));
+	int r = d && sz ? 0 : cn_error_set(-ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		memcpy(d[i], c[i].digest, 32);
+		sz[i] = c[i].size;
+	}
+	if (r == 0)
+		r = cn_pipeline_inject(cd->p, cd->pstream, (const uint8_t(*)[32])d, sz, n);
+	free(d);
+	free(sz);
+	return r;
+}
+
+/* Metadata mode: opens the file cache of archive a on the first target
+ * and checks it against the previous snapshot (without one, or when the
+ * targets' previous snapshots differ, nothing is reused but the new
+ * cache is written). */
+static int cd_begin(struct run *run, size_t a, const char *target_name)
+{
+	const struct cn_backup_opts *o = run->o;
+	struct cd_archive *cd = &run->cd[a];
+	char path[4096];
+	if (o->change_detection != CN_CDM_METADATA || !o->filecache_dir)
+		return 0;
+	int r = cn_filecache_path(o->filecache_dir, target_name, o->archives[a].name, path, sizeof(path));
+	struct cn_filecache_ref prev = {.snapshot = cd->prev_name};
+	memcpy(prev.payload_csum, cd->prev_csum, 32);
+	if (r == 0)
+		r = cn_reuse_begin(path, cd->usable > 0 ? &prev : NULL, cd->usable > 0 ? cd->prev_pidx : NULL,
+				   NULL, NULL, 0, inject_chunks, cd, &cd->reuse, &cd->ops);
 	return r;
 }
 
@@ -173,14 +271,19 @@ static int produce(struct run *run, const int *streams, int cat_stream,
 	struct cn_catalog_writer *cat = NULL;
 	int r = cn_catalog_writer_new(cn_pipeline_writer_fn, &cw, &cat);
 	for (size_t a = 0; a < o->n_archives && r == 0; a++) {
-		char idx_name[160];
-		snprintf(idx_name, sizeof(idx_name), "%s.didx", o->archives[a].name);
+		char names[2][160];
+		int split = index_names(o, a, names) == 2;
+		struct cn_pipeline_writer pw = {run->p, split ? run->cd[a].pstream : -1};
 		struct cn_pxar_create_opts co = {
 			.excludes = o->excludes,
 			.n_excludes = o->n_excludes,
 			.all_file_systems = o->all_file_systems,
 			.skip_lost_found = o->skip_lost_found,
-			.archive_name = idx_name,
+			.archive_name = names[0],
+			.payload_out = split ? cn_pipeline_writer_fn : NULL,
+			.payload_ctx = &pw,
+			.payload_boundary = split ? cn_pipeline_boundary_fn : NULL,
+			.reuse = split ? run->cd[a].ops : NULL,
 		};
 		struct cn_pxar_create_stats st;
 		memset(&st, 0, sizeof(st));
@@ -197,6 +300,8 @@ static int produce(struct run *run, const int *streams, int cat_stream,
 			break;
 		}
 		r = cn_pipeline_end_stream(run->p, streams[a]);
+		if (r == 0 && split)
+			r = cn_pipeline_end_stream(run->p, run->cd[a].pstream);
 	}
 	if (r == 0)
 		r = cn_catalog_writer_finish(cat);
@@ -209,19 +314,26 @@ static int produce(struct run *run, const int *streams, int cat_stream,
 /* Builds index.json.blob from the closed streams and stores it. */
 static int put_manifest(struct cn_pipeline *p, const struct cn_backup_opts *o,
 			const struct cn_snapshot_id *id, const int *streams, int cat_stream,
-			enum cn_crypt_mode mode)
+			enum cn_crypt_mode mode, const struct cd_archive *cd)
 {
 	struct cn_manifest *m;
 	int r = cn_manifest_new(id, &m);
 	if (r < 0)
 		return r;
-	for (size_t a = 0; a <= o->n_archives && r == 0; a++) {
-		char name[160];
-		int s = a < o->n_archives ? streams[a] : cat_stream;
-		if (a < o->n_archives)
-			snprintf(name, sizeof(name), "%s.didx", o->archives[a].name);
-		else
-			snprintf(name, sizeof(name), "%s", CN_CATALOG_INDEX_NAME);
+	for (size_t an = 0; an < 2 * o->n_archives + 1 && r == 0; an++) {
+		char names[2][160];
+		size_t a = an / 2;
+		int s;
+		const char *name;
+		if (a < o->n_archives) {
+			if (an % 2 >= index_names(o, a, names))
+				continue;
+			name = names[an % 2];
+			s = an % 2 ? cd[a].pstream : streams[a];
+		} else {
+			name = CN_CATALOG_INDEX_NAME;
+			s = cat_stream;
+		}
 		uint64_t size;
 		uint8_t csum[32];
 		cn_pipeline_stream_result(p, s, NULL, &size, csum);
@@ -272,18 +384,40 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 		return r;
 	int *streams = calloc(o->n_archives, sizeof(int));
 	int cat_stream = -1;
-	if (!streams) {
+	run.cd = calloc(o->n_archives, sizeof(*run.cd));
+	for (size_t a = 0; run.cd && a < o->n_archives; a++) {
+		run.cd[a].usable = -1;
+		run.cd[a].p = run.p;
+	}
+	if (!streams || !run.cd) {
 		r = cn_error_set(-ENOMEM, "out of memory");
 		goto out;
 	}
 	if ((r = cn_pipeline_begin(run.p, &id)) < 0)
 		goto out;
 	for (size_t i = 0; i < n && r == 0; i++)
-		r = reuse_previous(run.p, i, o, mode);
-	for (size_t a = 0; a < o->n_archives && r == 0; a++) {
-		char name[160];
-		snprintf(name, sizeof(name), "%s.didx", o->archives[a].name);
-		r = streams[a] = cn_pipeline_add_stream(run.p, name, CN_CHUNKER_DEFAULT_AVG);
+		r = reuse_previous(run.p, i, o, mode, run.cd);
+	size_t live = 0;
+	const char *first = NULL;
+	for (size_t i = 0; i < n; i++)
+		if (cn_pipeline_target(run.p, i)) {
+			live++;
+			if (!first)
+				first = cn_pipeline_target(run.p, i)->name;
+		}
+	for (size_t a = 0; a < o->n_archives && r >= 0; a++) {
+		char names[2][160];
+		size_t k = index_names(o, a, names);
+		if (run.cd[a].usable > 0 && run.cd[a].seen != live) {
+			cn_log_info("not every target has the previous snapshot; reading every file of %s",
+				    o->archives[a].name);
+			run.cd[a].usable = 0;
+		}
+		r = streams[a] = cn_pipeline_add_stream(run.p, names[0], CN_CHUNKER_DEFAULT_AVG);
+		if (r >= 0 && k == 2)
+			r = run.cd[a].pstream = cn_pipeline_add_stream(run.p, names[1], CN_CHUNKER_DEFAULT_AVG);
+		if (r >= 0 && first)
+			r = cd_begin(&run, a, first);
 	}
 	if (r >= 0)
 		r = cat_stream = cn_pipeline_add_stream(run.p, CN_CATALOG_INDEX_NAME,
@@ -297,7 +431,7 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 	if (r >= 0)
 		r = cn_pipeline_end(run.p);
 	if (r >= 0)
-		r = put_manifest(run.p, o, &id, streams, cat_stream, mode);
+		r = put_manifest(run.p, o, &id, streams, cat_stream, mode, run.cd);
 	if (r >= 0 && o->progress)
 		report(&run);
 	if (r >= 0) {
@@ -307,6 +441,21 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 			r = 0;
 		}
 	}
+	/* the new snapshot's file caches (a failure only costs the next run
+	 * its speed) */
+	for (size_t a = 0; r == 0 && a < o->n_archives; a++) {
+		if (!run.cd[a].reuse)
+			continue;
+		char name[256];
+		struct cn_filecache_ref ref = {.snapshot = name};
+		cn_pipeline_stream_result(run.p, run.cd[a].pstream, NULL, NULL, ref.payload_csum);
+		if (cn_snapshot_path(&id, name, sizeof(name)) < 0 || cn_reuse_commit(run.cd[a].reuse, &ref) < 0)
+			cn_log_warning("file cache for %s not written: %s", o->archives[a].name,
+				       cn_error_message());
+	}
+	stats->files_reused = sum.files_reused;
+	stats->reused_bytes = sum.reused_bytes;
+	stats->reused_padding = sum.injected_bytes > sum.reused_bytes ? sum.injected_bytes - sum.reused_bytes : 0;
 	stats->files = sum.files;
 	stats->dirs = sum.dirs;
 	stats->symlinks = sum.symlinks;
@@ -324,6 +473,7 @@ out:;
 	stats->chunks_new = ps.chunks_new;
 	stats->bytes_new = ps.bytes_new;
 	stats->bytes_new_encoded = ps.bytes_new_encoded;
+	stats->chunks_reused = ps.chunks_reused;
 	stats->duration = now_sec() - run.start;
 	if (r < 0) {
 		/* keep the message: aborting targets may log but must not replace it */
@@ -334,6 +484,11 @@ out:;
 		cn_error_set(code, "%s", msg);
 	}
 	cn_pipeline_free(run.p);
+	for (size_t a = 0; run.cd && a < o->n_archives; a++) {
+		cn_reuse_free(run.cd[a].reuse);
+		cn_index_free(run.cd[a].prev_pidx);
+	}
+	free(run.cd);
 	free(streams);
 	return r < 0 ? r : 0;
 }

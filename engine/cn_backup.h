@@ -42,6 +42,15 @@ struct cn_backup_progress {
 
 typedef void (*cn_backup_progress_fn)(void *ctx, const struct cn_backup_progress *p);
 
+/* --change-detection-mode, as proxmox-backup-client 3.3+: */
+enum cn_change_detection {
+	CN_CDM_LEGACY = 0, /* unified v1 archive NAME.pxar.didx (the default) */
+	CN_CDM_DATA,       /* split v2 archive NAME.mpxar.didx + NAME.ppxar.didx,
+			    * every file read */
+	CN_CDM_METADATA,   /* split; files unchanged since the previous
+			    * snapshot re-reference its payload chunks */
+};
+
 struct cn_backup_opts {
 	struct cn_snapshot_id id;        /* ns, type, id; time 0 = now */
 	const struct cn_backup_archive *archives;
@@ -55,6 +64,12 @@ struct cn_backup_opts {
 	cn_backup_progress_fn progress;  /* may be NULL; called from the calling thread */
 	void *progress_ctx;
 	unsigned progress_interval_ms;   /* 0 = 250 */
+	enum cn_change_detection change_detection;
+	/* Metadata mode: directory of the file caches (store/cn_filecache.h,
+	 * one per first target and archive); NULL: nothing is reused. The
+	 * previous payload is reused only when every target's previous
+	 * snapshot has the same payload index (else all files are read). */
+	const char *filecache_dir;
 };
 
 struct cn_backup_stats {
@@ -68,6 +83,10 @@ struct cn_backup_stats {
 	uint64_t chunks, chunks_new;  /* chunks referenced / sent as new */
 	uint64_t bytes_new;           /* plain bytes of new chunks */
 	uint64_t bytes_new_encoded;   /* their stored (compressed) size */
+	uint64_t files_reused;        /* metadata mode: files not read */
+	uint64_t reused_bytes;        /* their payload bytes */
+	uint64_t chunks_reused;       /* previous payload chunks re-referenced */
+	uint64_t reused_padding;      /* bytes in those chunks of no current file */
 	size_t targets, targets_ok;   /* targets given / that published the snapshot */
 	double duration;              /* seconds */
 };

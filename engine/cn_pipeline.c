@@ -28,6 +28,8 @@ struct job {
 	uint8_t *data;
 	size_t len, cap;
 	struct cn_chunk *chunk; /* set by a worker, dropped after delivery */
+	int known;             /* injected chunk of a previous snapshot: no data */
+	uint8_t known_digest[32];
 };
 
 struct stream {
@@ -82,6 +84,7 @@ struct cn_pipeline {
 	char errmsg[1024];
 
 	atomic_uint_fast64_t stream_bytes, chunks, chunks_new, bytes_new, bytes_new_encoded;
+	atomic_uint_fast64_t chunks_reused;
 };
 
 /* Records the first failure (code and the calling thread's message) and
@@ -250,8 +253,8 @@ static void *worker_main(void *ctx, size_t i)
 	void *item;
 	while (cn_workqueue_pop(p->work_q, &item)) {
 		struct job *j = item;
-		r = cn_blob_encode_chunk_ctx(bctx, j->data, j->len, p->crypt, p->compress,
-					     &j->chunk);
+		r = j->known ? 0 : cn_blob_encode_chunk_ctx(bctx, j->data, j->len, p->crypt, p->compress,
+							     &j->chunk);
 		if (r < 0) {
 			fail(p, cn_error_prefix(r, "encoding chunk ending at %s offset %llu",
 						p->streams[j->stream].name,
@@ -288,8 +291,43 @@ static int flush_entries(struct cn_pipeline *p, int sidx)
 	return 0;
 }
 
+/* An injected chunk: every target must already have it (it was in the
+ * previous snapshot that the targets registered with add_known). */
+static int deliver_known(struct cn_pipeline *p, struct job *j)
+{
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		if (!t->live)
+			continue;
+		int r = t->t->ops->has_chunk(t->t, j->known_digest);
+		if (r == 0)
+			r = cn_error_set(-CN_E_FORMAT, "reused chunk is not on the target");
+		if (r < 0) {
+			char hex[65];
+			cn_hex_encode(j->known_digest, 32, hex);
+			r = cn_error_prefix(r, "chunk %s", hex);
+			if ((r = cn_pipeline_drop(p, i, r)) < 0)
+				return r;
+		}
+	}
+	atomic_fetch_add(&p->chunks, 1);
+	atomic_fetch_add(&p->chunks_reused, 1);
+	struct stream *s = &p->streams[j->stream];
+	cn_index_csum_update(s->csum, j->end_offset, j->known_digest);
+	s->count++;
+	s->size = j->end_offset;
+	struct cn_index_entry *e = &s->pending[s->npending++];
+	e->end_offset = j->end_offset;
+	memcpy(e->digest, j->known_digest, 32);
+	if (s->npending == APPEND_BATCH)
+		return flush_entries(p, j->stream);
+	return 0;
+}
+
 static int deliver(struct cn_pipeline *p, struct job *j)
 {
+	if (j->known)
+		return deliver_known(p, j);
 	struct cn_chunk *c = j->chunk;
 	int is_new = 0;
 	for (size_t i = 0; i < p->ntargets; i++) {
@@ -429,6 +467,7 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
 			s->cur = item;
 			s->cur->stream = stream;
 			s->cur->len = 0;
+			s->cur->known = 0;
 		}
 		struct job *j = s->cur;
 		size_t cut = cn_chunker_scan(s->chunker, data, len);
@@ -464,6 +503,65 @@ int cn_pipeline_writer_fn(void *ctx, const uint8_t *data, size_t len)
 {
 	struct cn_pipeline_writer *w = ctx;
 	return cn_pipeline_write(w->p, w->stream, data, len);
+}
+
+int cn_pipeline_suggest_boundary(struct cn_pipeline *p, int stream)
+{
+	if (p->err)
+		return error_of(p);
+	struct stream *s = &p->streams[stream];
+	if (!s->cur || s->cur->len < cn_chunker_min_size(s->chunker))
+		return 0;
+	cn_chunker_reset(s->chunker);
+	return submit(p, s);
+}
+
+int cn_pipeline_boundary_fn(void *ctx, uint64_t offset)
+{
+	struct cn_pipeline_writer *w = ctx;
+	if (offset != w->p->streams[w->stream].offset)
+		return cn_error_set(-EINVAL, "suggested boundary %llu is not the end of stream %s",
+				    (unsigned long long)offset, w->p->streams[w->stream].name);
+	return cn_pipeline_suggest_boundary(w->p, w->stream);
+}
+
+int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digests)[32],
+		       const uint64_t *sizes, size_t n)
+{
+	if (p->state != ST_RUNNING)
+		return p->err ? error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
+	if (p->err)
+		return error_of(p);
+	struct stream *s = &p->streams[stream];
+	if (s->ended)
+		return cn_error_set(-EINVAL, "inject into ended stream %s", s->name);
+	/* forced boundary: the chunk being filled ends here */
+	if (s->cur && s->cur->len > 0) {
+		int r = submit(p, s);
+		if (r < 0)
+			return r;
+	}
+	cn_chunker_reset(s->chunker);
+	for (size_t i = 0; i < n; i++) {
+		if (sizes[i] == 0)
+			return cn_error_set(-EINVAL, "injected chunk of size 0");
+		if (!s->cur) {
+			void *item;
+			if (!cn_workqueue_pop(p->free_q, &item))
+				return error_of(p);
+			s->cur = item;
+			s->cur->stream = stream;
+		}
+		struct job *j = s->cur;
+		j->len = 0;
+		j->known = 1;
+		memcpy(j->known_digest, digests[i], 32);
+		s->offset += sizes[i];
+		int r = submit(p, s);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 int cn_pipeline_end_stream(struct cn_pipeline *p, int stream)
@@ -609,6 +707,7 @@ void cn_pipeline_stats(struct cn_pipeline *p, struct cn_pipeline_stats *st)
 	st->chunks_new = atomic_load(&p->chunks_new);
 	st->bytes_new = atomic_load(&p->bytes_new);
 	st->bytes_new_encoded = atomic_load(&p->bytes_new_encoded);
+	st->chunks_reused = atomic_load(&p->chunks_reused);
 	st->targets = p->ntargets;
 	st->targets_live = atomic_load(&p->nlive);
 }

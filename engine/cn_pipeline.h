@@ -57,6 +57,7 @@ struct cn_pipeline_stats {
 	uint64_t chunks_new;     /* of which put to some target */
 	uint64_t bytes_new;      /* their plain bytes */
 	uint64_t bytes_new_encoded; /* their encoded (compressed/encrypted) bytes */
+	uint64_t chunks_reused;  /* injected from a previous snapshot (in chunks) */
 	size_t targets;          /* targets given */
 	size_t targets_live;     /* of which still live */
 };
@@ -103,6 +104,28 @@ int cn_pipeline_start(struct cn_pipeline *p);
  * target left, ...), with its message, once it has failed. Usable as a
  * cn_write_fn through cn_pipeline_writer(). */
 int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, size_t len);
+
+/* Ends the stream's current chunk here (forced boundary; the chunker
+ * starts afresh) and appends n chunks of a previous snapshot to its index
+ * as they are (digests[i], sizes[i] plain bytes), without data: every
+ * live target must already have them (registered with add_known from the
+ * previous index); a target that does not is dropped. The stream offset
+ * moves on by their sizes. Metadata change detection (cn_walker.h). 0 or
+ * the pipeline's error. */
+int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digests)[32],
+		       const uint64_t *sizes, size_t n);
+
+/* A suggested chunk boundary at the stream's current end (a file start
+ * in a pxar payload stream, as upstream's payload chunker takes them):
+ * when the chunk being filled already has the chunker's minimum size it
+ * ends here and the chunker starts afresh; otherwise nothing happens.
+ * 0 or the pipeline's error. */
+int cn_pipeline_suggest_boundary(struct cn_pipeline *p, int stream);
+
+/* A cn_write_fn-style context for cn_pxar_create_opts.payload_boundary:
+ * fn(ctx = struct cn_pipeline_writer *, offset) suggests a boundary on
+ * that stream (offset must be its current end). */
+int cn_pipeline_boundary_fn(void *ctx, uint64_t offset);
 
 /* Ends a stream: its last, possibly short, chunk is sent. No more writes
  * to it. 0 or the pipeline's error. */

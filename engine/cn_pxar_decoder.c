@@ -133,6 +133,7 @@ struct cn_pxar_decoder {
 	struct cn_pxar_input in;
 	struct cn_pxar_input payload;
 	int has_payload;
+	int metadata_only;  /* v2 without payload input: PAYLOAD_REF not followed */
 	int version;
 	uint64_t range_start, range_end;
 	uint64_t root_filename_off;
@@ -590,13 +591,22 @@ static int parse_entry(struct cn_pxar_decoder *d, uint64_t pos, uint64_t filenam
 			if (type != CN_PXAR_IFREG)
 				return cn_error_set(-CN_E_FORMAT, "payload reference for a non-regular file at offset %llu",
 						    (unsigned long long)p);
-			if (!d->has_payload)
+			if (!d->has_payload && !d->metadata_only)
 				return cn_error_set(-CN_E_FORMAT, "payload reference at offset %llu but no payload input (split archive?)",
 						    (unsigned long long)p);
 			rc = read_u64s(d, p, full, 2, v, "payload reference");
 			if (rc < 0)
 				return rc;
-			rc = read_header(&d->payload, d->payload.size, v[0], &pt, &pf);
+			if (!d->has_payload) {
+				/* metadata only: the reference is reported, not followed */
+				if (v[0] > UINT64_MAX - CN_PXAR_HEADER_SIZE - v[1])
+					return cn_error_set(-CN_E_FORMAT, "payload reference at offset %llu out of range",
+							    (unsigned long long)p);
+				pt = CN_PXAR_PAYLOAD;
+				pf = v[1] + CN_PXAR_HEADER_SIZE;
+			} else {
+				rc = read_header(&d->payload, d->payload.size, v[0], &pt, &pf);
+			}
 			if (rc < 0)
 				return cn_error_prefix(rc, "payload reference at offset %llu",
 						       (unsigned long long)p);
@@ -1102,8 +1112,15 @@ int cn_pxar_decoder_read(struct cn_pxar_decoder *d, uint64_t off, void *buf, siz
 	const struct cn_pxar_entry *e = &d->e;
 	if (e->kind != CN_PXAR_KIND_FILE || off > e->file_size || len > e->file_size - off)
 		return cn_error_set(-EINVAL, "read outside the current file's content");
+	if (e->content_in_payload && !d->has_payload)
+		return cn_error_set(-EINVAL, "file content not available (metadata-only decoder)");
 	const struct cn_pxar_input *in = e->content_in_payload ? &d->payload : &d->in;
 	return rd(in, in->size, e->content_offset + off, buf, len);
+}
+
+void cn_pxar_decoder_metadata_only(struct cn_pxar_decoder *d)
+{
+	d->metadata_only = 1;
 }
 
 int cn_pxar_decoder_version(const struct cn_pxar_decoder *d)

@@ -155,6 +155,14 @@ int cn_pxar_decoder_next(struct cn_pxar_decoder *d, const struct cn_pxar_entry *
  * (off + len <= file_size). Returns 0 or a negative code. */
 int cn_pxar_decoder_read(struct cn_pxar_decoder *d, uint64_t off, void *buf, size_t len);
 
+/* For a decoder opened without a payload input on a v2 metadata archive
+ * (.mpxar alone): accept PAYLOAD_REF items without following them; FILE
+ * entries then report file_size and content_offset (payload offset + 16)
+ * with content_in_payload set, and their content cannot be read. Used to
+ * rebuild the change-detection file cache without the payload stream.
+ * Call before the first cn_pxar_decoder_next. */
+void cn_pxar_decoder_metadata_only(struct cn_pxar_decoder *d);
+
 /* The format version (1 or 2) seen so far (1 until FORMAT_VERSION). */
 int cn_pxar_decoder_version(const struct cn_pxar_decoder *d);
 

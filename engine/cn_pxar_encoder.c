@@ -32,12 +32,21 @@ struct frame {
 	size_t n, cap;
 };
 
-struct cn_pxar_encoder {
+/* One buffered output stream: the archive (v1) / metadata stream (v2), or
+ * the v2 payload stream. pos counts every byte handed to it, buffered or
+ * not, plus what cn_pxar_encoder_advance() skipped. */
+struct stream {
 	cn_write_fn out;
 	void *ctx;
 	uint64_t pos;
 	uint8_t *buf;
-	size_t buf_len;
+	size_t buf_len, cap;
+};
+
+struct cn_pxar_encoder {
+	struct stream meta;
+	struct stream payload;  /* split archives only (out != NULL) */
+	int split;
 	struct frame *frames;
 	size_t depth, frames_cap;
 	/* current regular file */
@@ -135,46 +144,40 @@ void cn_pxar_metadata_clear(struct cn_pxar_metadata *m)
 
 /* ---- output ---- */
 
-static int flush_buf(struct cn_pxar_encoder *e)
+static int stream_flush(struct stream *st)
 {
-	if (e->buf_len == 0)
+	if (st->buf_len == 0)
 		return 0;
-	int rc = e->out(e->ctx, e->buf, e->buf_len);
-	e->buf_len = 0;
-	if (rc < 0) {
-		e->failed = 1;
-		return rc;
-	}
-	return 0;
+	int rc = st->out(st->ctx, st->buf, st->buf_len);
+	st->buf_len = 0;
+	return rc < 0 ? rc : 0;
 }
 
-static int emit(struct cn_pxar_encoder *e, const void *data, size_t len)
+static int stream_emit(struct stream *st, const void *data, size_t len)
 {
 	const uint8_t *p = data;
-	if (len >= OUT_BUF_SIZE) {
+	if (len >= st->cap) {
 		/* large (file data): pass through without copying */
-		int rc = flush_buf(e);
+		int rc = stream_flush(st);
 		if (rc < 0)
 			return rc;
-		rc = e->out(e->ctx, p, len);
-		if (rc < 0) {
-			e->failed = 1;
+		rc = st->out(st->ctx, p, len);
+		if (rc < 0)
 			return rc;
-		}
-		e->pos += len;
+		st->pos += len;
 		return 0;
 	}
 	while (len > 0) {
-		size_t n = OUT_BUF_SIZE - e->buf_len;
+		size_t n = st->cap - st->buf_len;
 		if (n > len)
 			n = len;
-		memcpy(e->buf + e->buf_len, p, n);
-		e->buf_len += n;
-		e->pos += n;
+		memcpy(st->buf + st->buf_len, p, n);
+		st->buf_len += n;
+		st->pos += n;
 		p += n;
 		len -= n;
-		if (e->buf_len == OUT_BUF_SIZE) {
-			int rc = flush_buf(e);
+		if (st->buf_len == st->cap) {
+			int rc = stream_flush(st);
 			if (rc < 0)
 				return rc;
 		}
@@ -182,12 +185,36 @@ static int emit(struct cn_pxar_encoder *e, const void *data, size_t len)
 	return 0;
 }
 
-static int emit_header(struct cn_pxar_encoder *e, uint64_t htype, uint64_t content_len)
+static int stream_header(struct stream *st, uint64_t htype, uint64_t content_len)
 {
 	uint8_t h[CN_PXAR_HEADER_SIZE];
 	cn_put_le64(h, htype);
 	cn_put_le64(h + 8, content_len + CN_PXAR_HEADER_SIZE);
-	return emit(e, h, sizeof(h));
+	return stream_emit(st, h, sizeof(h));
+}
+
+static int flush_buf(struct cn_pxar_encoder *e)
+{
+	int rc = stream_flush(&e->meta);
+	if (rc < 0)
+		e->failed = 1;
+	return rc;
+}
+
+static int emit(struct cn_pxar_encoder *e, const void *data, size_t len)
+{
+	int rc = stream_emit(&e->meta, data, len);
+	if (rc < 0)
+		e->failed = 1;
+	return rc;
+}
+
+static int emit_header(struct cn_pxar_encoder *e, uint64_t htype, uint64_t content_len)
+{
+	int rc = stream_header(&e->meta, htype, content_len);
+	if (rc < 0)
+		e->failed = 1;
+	return rc;
 }
 
 static int emit_item(struct cn_pxar_encoder *e, uint64_t htype, const void *data, size_t len)
@@ -272,6 +299,19 @@ static int emit_metadata(struct cn_pxar_encoder *e, const struct cn_pxar_metadat
 	return 0;
 }
 
+static int buf_sink(void *ctx, const uint8_t *data, size_t len)
+{
+	return cn_buf_append(ctx, data, len) < 0 ? -ENOMEM : 0;
+}
+
+int cn_pxar_metadata_encode(const struct cn_pxar_metadata *m, struct cn_buf *out)
+{
+	uint8_t buf[4096];
+	struct cn_pxar_encoder e = { .meta = { .out = buf_sink, .ctx = out, .buf = buf, .cap = sizeof(buf) } };
+	int rc = emit_metadata(&e, m);
+	return rc < 0 ? rc : flush_buf(&e);
+}
+
 /* ---- structure ---- */
 
 int cn_pxar_check_filename(const void *name, size_t len)
@@ -345,13 +385,14 @@ static int push_frame(struct cn_pxar_encoder *e, uint64_t file_offset, uint64_t 
 		e->frames = p;
 		e->frames_cap = nc;
 	}
-	e->frames[e->depth++] = (struct frame){ .entry_offset = e->pos, .file_offset = file_offset,
+	e->frames[e->depth++] = (struct frame){ .entry_offset = e->meta.pos, .file_offset = file_offset,
 					      .hash = hash };
 	return 0;
 }
 
-int cn_pxar_encoder_new(cn_write_fn out, void *ctx, const struct cn_pxar_metadata *root,
-			struct cn_pxar_encoder **enc)
+static int encoder_init(cn_write_fn out, void *ctx, cn_write_fn payload_out, void *payload_ctx,
+			const void *prelude, size_t prelude_len,
+			const struct cn_pxar_metadata *root, struct cn_pxar_encoder **enc)
 {
 	*enc = NULL;
 	if ((root->stat.mode & CN_PXAR_IFMT) != CN_PXAR_IFDIR)
@@ -359,12 +400,37 @@ int cn_pxar_encoder_new(cn_write_fn out, void *ctx, const struct cn_pxar_metadat
 	struct cn_pxar_encoder *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
-	e->out = out;
-	e->ctx = ctx;
-	e->buf = malloc(OUT_BUF_SIZE);
-	int rc = e->buf ? push_frame(e, 0, 0) : -ENOMEM;
+	e->meta.out = out;
+	e->meta.ctx = ctx;
+	e->meta.buf = malloc(OUT_BUF_SIZE);
+	e->meta.cap = e->payload.cap = OUT_BUF_SIZE;
+	int rc = e->meta.buf ? 0 : -ENOMEM;
+	if (rc == 0 && payload_out) {
+		e->split = 1;
+		e->payload.out = payload_out;
+		e->payload.ctx = payload_ctx;
+		e->payload.buf = malloc(OUT_BUF_SIZE);
+		rc = e->payload.buf ? 0 : -ENOMEM;
+		/* pxar EncoderImpl::new: the payload stream opens with its
+		 * start marker, the metadata stream with FORMAT_VERSION(2) and
+		 * the optional PRELUDE before the root entry. */
+		if (rc == 0)
+			rc = stream_header(&e->payload, CN_PXAR_PAYLOAD_START_MARKER, 0);
+		if (rc == 0) {
+			uint64_t version = 2;
+			rc = emit_u64s(e, CN_PXAR_FORMAT_VERSION, &version, 1);
+		}
+		if (rc == 0 && prelude)
+			rc = emit_item(e, CN_PXAR_PRELUDE, prelude, prelude_len);
+	}
+	/* the root's goodbye tail counts from the archive start (0), also in
+	 * v2 where FORMAT_VERSION precedes the root ENTRY (spec §6 step 4) */
 	if (rc == 0)
+		rc = push_frame(e, 0, 0);
+	if (rc == 0) {
+		e->frames[0].entry_offset = 0;
 		rc = emit_metadata(e, root);
+	}
 	if (rc < 0) {
 		cn_pxar_encoder_free(e);
 		return rc;
@@ -373,22 +439,74 @@ int cn_pxar_encoder_new(cn_write_fn out, void *ctx, const struct cn_pxar_metadat
 	return 0;
 }
 
-uint64_t cn_pxar_encoder_position(const struct cn_pxar_encoder *enc) { return enc->pos; }
+int cn_pxar_encoder_new(cn_write_fn out, void *ctx, const struct cn_pxar_metadata *root,
+			struct cn_pxar_encoder **enc)
+{
+	return encoder_init(out, ctx, NULL, NULL, NULL, 0, root, enc);
+}
+
+int cn_pxar_encoder_new_split(cn_write_fn meta_out, void *meta_ctx, cn_write_fn payload_out,
+			      void *payload_ctx, const void *prelude, size_t prelude_len,
+			      const struct cn_pxar_metadata *root, struct cn_pxar_encoder **enc)
+{
+	if (!payload_out)
+		return cn_error_set(-EINVAL, "split pxar encoder needs a payload output");
+	return encoder_init(meta_out, meta_ctx, payload_out, payload_ctx, prelude, prelude_len,
+			    root, enc);
+}
+
+int cn_pxar_encoder_is_split(const struct cn_pxar_encoder *enc) { return enc->split; }
+
+uint64_t cn_pxar_encoder_payload_position(const struct cn_pxar_encoder *enc)
+{
+	return enc->payload.pos;
+}
+
+int cn_pxar_encoder_flush_payload(struct cn_pxar_encoder *e)
+{
+	if (!e->split)
+		return cn_error_set(-EINVAL, "pxar encoder: no payload stream (v1 archive)");
+	int rc = stream_flush(&e->payload);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+int cn_pxar_encoder_advance(struct cn_pxar_encoder *e, uint64_t size)
+{
+	int rc = check_state(e);
+	if (rc < 0)
+		return rc;
+	if ((rc = cn_pxar_encoder_flush_payload(e)) < 0)
+		return rc;
+	e->payload.pos += size;
+	return 0;
+}
+
+uint64_t cn_pxar_encoder_position(const struct cn_pxar_encoder *enc) { return enc->meta.pos; }
 size_t cn_pxar_encoder_depth(const struct cn_pxar_encoder *enc) { return enc->depth; }
 
 int cn_pxar_encoder_begin_file(struct cn_pxar_encoder *e, const struct cn_pxar_metadata *m,
 			       const void *name, size_t name_len, uint64_t size,
 			       uint64_t *link_offset)
 {
-	uint64_t start = e->pos;
+	uint64_t start = e->meta.pos;
 	int rc = begin_entry(e, name, name_len);
 	if (rc < 0)
 		return rc;
-	if ((rc = emit_metadata(e, m)) < 0 || (rc = emit_header(e, CN_PXAR_PAYLOAD, size)) < 0)
+	if ((rc = emit_metadata(e, m)) < 0)
 		return fail(e, rc);
+	if (e->split) {
+		/* PAYLOAD_REF points at the PAYLOAD header in the payload stream
+		 * (pxar create_file_do) */
+		uint64_t ref[2] = { e->payload.pos, size };
+		if ((rc = stream_header(&e->payload, CN_PXAR_PAYLOAD, size)) < 0 ||
+		    (rc = emit_u64s(e, CN_PXAR_PAYLOAD_REF, ref, 2)) < 0)
+			return fail(e, rc);
+	} else if ((rc = emit_header(e, CN_PXAR_PAYLOAD, size)) < 0) {
+		return fail(e, rc);
+	}
 	/* item size = metadata bytes + file size, as pxar's create_file_do */
 	e->file_item = (struct gb_item){ cn_pxar_hash_filename(name, name_len), start,
-					 size + (e->pos - start) };
+					 size + (e->meta.pos - start) };
 	e->in_file = 1;
 	e->file_remaining = size;
 	if (link_offset)
@@ -402,7 +520,7 @@ int cn_pxar_encoder_write(struct cn_pxar_encoder *e, const void *data, size_t le
 		return cn_error_set(-EINVAL, "pxar encoder: write outside of a file");
 	if (len > e->file_remaining)
 		return fail(e, cn_error_set(-EINVAL, "pxar encoder: more file data than announced"));
-	int rc = emit(e, data, len);
+	int rc = e->split ? stream_emit(&e->payload, data, len) : emit(e, data, len);
 	if (rc < 0)
 		return fail(e, rc);
 	e->file_remaining -= len;
@@ -425,7 +543,7 @@ static int add_file_entry(struct cn_pxar_encoder *e, const struct cn_pxar_metada
 			  const void *name, size_t name_len, uint64_t htype,
 			  const void *data, size_t len, int zero_terminate)
 {
-	uint64_t start = e->pos;
+	uint64_t start = e->meta.pos;
 	int rc = begin_entry(e, name, name_len);
 	if (rc < 0)
 		return rc;
@@ -436,7 +554,29 @@ static int add_file_entry(struct cn_pxar_encoder *e, const struct cn_pxar_metada
 		if (rc < 0)
 			return fail(e, rc);
 	}
-	return push_item(e, cn_pxar_hash_filename(name, name_len), start, e->pos - start);
+	return push_item(e, cn_pxar_hash_filename(name, name_len), start, e->meta.pos - start);
+}
+
+int cn_pxar_encoder_add_payload_ref(struct cn_pxar_encoder *e, const struct cn_pxar_metadata *m,
+				    const void *name, size_t name_len, uint64_t size,
+				    uint64_t payload_offset, uint64_t *link_offset)
+{
+	if (!e->split)
+		return cn_error_set(-EINVAL, "payload references not supported in format version 1");
+	if ((m->stat.mode & CN_PXAR_IFMT) != CN_PXAR_IFREG)
+		return cn_error_set(-EINVAL, "payload reference for a non-regular file");
+	if (payload_offset < e->payload.pos)
+		return cn_error_set(-EINVAL, "offset smaller than current position: %llu < %llu",
+				    (unsigned long long)payload_offset,
+				    (unsigned long long)e->payload.pos);
+	uint8_t ref[16];
+	cn_put_le64(ref, payload_offset);
+	cn_put_le64(ref + 8, size);
+	uint64_t start = e->meta.pos;
+	int rc = add_file_entry(e, m, name, name_len, CN_PXAR_PAYLOAD_REF, ref, sizeof(ref), 0);
+	if (rc == 0 && link_offset)
+		*link_offset = start;
+	return rc;
 }
 
 int cn_pxar_encoder_add_symlink(struct cn_pxar_encoder *e, const struct cn_pxar_metadata *m,
@@ -470,14 +610,14 @@ int cn_pxar_encoder_add_special(struct cn_pxar_encoder *e, const struct cn_pxar_
 int cn_pxar_encoder_add_hardlink(struct cn_pxar_encoder *e, const void *name, size_t name_len,
 				 const void *target, size_t target_len, uint64_t link_offset)
 {
-	if (e->pos <= link_offset)
+	if (e->meta.pos <= link_offset)
 		return cn_error_set(-EINVAL, "invalid hardlink offset, can only point to prior files");
 	if (target_len > CN_PXAR_MAX_PATH_LEN * 64)
 		return cn_error_set(-EINVAL, "hardlink target path too long");
 	uint8_t *buf = malloc(8 + target_len);
 	if (!buf)
 		return -ENOMEM;
-	cn_put_le64(buf, e->pos - link_offset);
+	cn_put_le64(buf, e->meta.pos - link_offset);
 	memcpy(buf + 8, target, target_len);
 	int rc = add_file_entry(e, NULL, name, name_len, CN_PXAR_HARDLINK, buf, 8 + target_len, 1);
 	free(buf);
@@ -489,7 +629,7 @@ int cn_pxar_encoder_begin_dir(struct cn_pxar_encoder *e, const struct cn_pxar_me
 {
 	if ((m->stat.mode & CN_PXAR_IFMT) != CN_PXAR_IFDIR)
 		return cn_error_set(-EINVAL, "directory metadata must contain the directory mode flag");
-	uint64_t start = e->pos;
+	uint64_t start = e->meta.pos;
 	int rc = begin_entry(e, name, name_len);
 	if (rc < 0)
 		return rc;
@@ -510,7 +650,7 @@ static int cmp_hash(const void *a, const void *b)
 static int close_frame(struct cn_pxar_encoder *e, struct frame *closed)
 {
 	struct frame *f = &e->frames[e->depth - 1];
-	uint64_t gb_pos = e->pos;
+	uint64_t gb_pos = e->meta.pos;
 	uint64_t n = f->n;
 	uint64_t content = (n + 1) * CN_PXAR_GOODBYE_ITEM_SIZE;
 	size_t *slot = NULL;
@@ -555,7 +695,7 @@ int cn_pxar_encoder_end_dir(struct cn_pxar_encoder *e)
 	struct frame f;
 	if ((rc = close_frame(e, &f)) < 0)
 		return rc;
-	return push_item(e, f.hash, f.file_offset, e->pos - f.file_offset);
+	return push_item(e, f.hash, f.file_offset, e->meta.pos - f.file_offset);
 }
 
 int cn_pxar_encoder_finish(struct cn_pxar_encoder *e)
@@ -568,6 +708,12 @@ int cn_pxar_encoder_finish(struct cn_pxar_encoder *e)
 	struct frame f;
 	if ((rc = close_frame(e, &f)) < 0 || (rc = flush_buf(e)) < 0)
 		return rc;
+	if (e->split) {
+		/* pxar close(): the payload stream ends with its tail marker */
+		if ((rc = stream_header(&e->payload, CN_PXAR_PAYLOAD_TAIL_MARKER, 0)) < 0 ||
+		    (rc = stream_flush(&e->payload)) < 0)
+			return fail(e, rc);
+	}
 	e->finished = 1;
 	return 0;
 }
@@ -579,6 +725,7 @@ void cn_pxar_encoder_free(struct cn_pxar_encoder *e)
 	for (size_t i = 0; i < e->depth; i++)
 		free(e->frames[i].items);
 	free(e->frames);
-	free(e->buf);
+	free(e->meta.buf);
+	free(e->payload.buf);
 	free(e);
 }

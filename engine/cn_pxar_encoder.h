@@ -1,4 +1,5 @@
-/* cn_pxar_encoder — writes a pxar v1 archive as a byte stream, in the exact
+/* cn_pxar_encoder — writes a pxar v1 archive (or a v2 split archive, see
+ * cn_pxar_encoder_new_split) as a byte stream, in the exact
  * item order and layout of the pxar 0.10.2 encoder that
  * proxmox-backup-client 3.2.4 uses (pxar src/encoder/mod.rs). It does no
  * file system access: the walker (cn_walker.h) feeds it entries in
@@ -24,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cn_util.h"
 #include "engine/cn_pxar_format.h"
 
 /* struct cn_pxar_xattr and struct cn_pxar_acl_entry are in cn_pxar_format.h
@@ -67,6 +69,12 @@ int cn_pxar_metadata_set_fcaps(struct cn_pxar_metadata *m, const void *data, siz
 /* Frees everything the helpers allocated and zeroes *m. */
 void cn_pxar_metadata_clear(struct cn_pxar_metadata *m);
 
+/* Appends the items the encoder writes for m (ENTRY, XATTR, ACL...,
+ * FCAPS, QUOTA_PROJID) to out, byte for byte as in an archive; two
+ * entries have equal pxar metadata exactly when these bytes are equal
+ * (used for change detection). 0 or -ENOMEM. */
+int cn_pxar_metadata_encode(const struct cn_pxar_metadata *m, struct cn_buf *out);
+
 struct cn_pxar_encoder;  /* opaque */
 
 /* Starts an archive with the root directory's metadata (mode must be a
@@ -75,7 +83,49 @@ struct cn_pxar_encoder;  /* opaque */
 int cn_pxar_encoder_new(cn_write_fn out, void *ctx, const struct cn_pxar_metadata *root,
 			struct cn_pxar_encoder **enc);
 
-/* Stream position: bytes produced so far (flushed or buffered). */
+/* Starts a v2 split archive (pxar 1.0 EncoderImpl::new with a payload
+ * output; spec pxar.md §8): the metadata stream (.mpxar) goes to meta_out
+ * and begins with FORMAT_VERSION(2), then PRELUDE(prelude) when prelude
+ * is not NULL, then the root entry; the payload stream (.ppxar) goes to
+ * payload_out and begins with PAYLOAD_START_MARKER. Regular files then
+ * carry PAYLOAD_REF in the metadata stream and their PAYLOAD header and
+ * data go to the payload stream; finish() ends the payload stream with
+ * PAYLOAD_TAIL_MARKER. Everything else is as cn_pxar_encoder_new(). The
+ * prelude is copied; outputs and contexts are borrowed until free(). */
+int cn_pxar_encoder_new_split(cn_write_fn meta_out, void *meta_ctx, cn_write_fn payload_out,
+			      void *payload_ctx, const void *prelude, size_t prelude_len,
+			      const struct cn_pxar_metadata *root, struct cn_pxar_encoder **enc);
+
+/* 1 when the encoder writes a split (v2) archive. */
+int cn_pxar_encoder_is_split(const struct cn_pxar_encoder *enc);
+
+/* Split archives: position in the payload stream (bytes written or
+ * buffered, plus what advance() skipped). 0 for v1 archives. */
+uint64_t cn_pxar_encoder_payload_position(const struct cn_pxar_encoder *enc);
+
+/* Split archives: hands all buffered payload bytes to payload_out, so the
+ * consumer has seen exactly cn_pxar_encoder_payload_position() bytes
+ * (before it injects reused chunks there). 0 or a negative code. */
+int cn_pxar_encoder_flush_payload(struct cn_pxar_encoder *enc);
+
+/* Split archives: flushes the payload stream, then moves its position on
+ * by size bytes that the caller places into the payload stream itself
+ * (reused chunks of a previous snapshot; pxar Encoder::advance). The
+ * encoder writes nothing for them. */
+int cn_pxar_encoder_advance(struct cn_pxar_encoder *enc, uint64_t size);
+
+/* Split archives: a regular file whose data already lies in the payload
+ * stream at payload_offset (its PAYLOAD header) with size content bytes:
+ * FILENAME, metadata, PAYLOAD_REF{payload_offset, size} (pxar
+ * add_payload_ref). payload_offset must not lie before the current payload
+ * position. Its goodbye item size counts only metadata bytes, as upstream.
+ * *link_offset (may be NULL) as for begin_file. */
+int cn_pxar_encoder_add_payload_ref(struct cn_pxar_encoder *enc, const struct cn_pxar_metadata *m,
+				    const void *name, size_t name_len, uint64_t size,
+				    uint64_t payload_offset, uint64_t *link_offset);
+
+/* Stream position: bytes produced so far (flushed or buffered); for split
+ * archives, of the metadata stream. */
 uint64_t cn_pxar_encoder_position(const struct cn_pxar_encoder *enc);
 
 /* Depth of open directories (1 = root only). */

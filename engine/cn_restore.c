@@ -192,25 +192,50 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		o = &dflt;
 	memset(stats, 0, sizeof(*stats));
 	double t0 = now_sec();
-	char name[256];
+	/* NAME.pxar, NAME.mpxar or NAME.ppxar (with or without .didx): a
+	 * unified archive NAME.pxar.didx or a split one (format v2,
+	 * NAME.mpxar.didx + NAME.ppxar.didx), whichever the snapshot has */
+	char base[256], name[300], pname[300];
 	size_t alen = strlen(archive);
-	if (alen > 5 && !strcmp(archive + alen - 5, ".didx"))
-		snprintf(name, sizeof(name), "%s", archive);
+	if (alen >= sizeof(base))
+		return cn_error_set(-EINVAL, "archive name too long");
+	memcpy(base, archive, alen + 1);
+	if (alen > 5 && !strcmp(base + alen - 5, ".didx"))
+		base[alen -= 5] = 0;
+	const char *ext = alen > 5 ? base + alen - 5 : "";
+	if (!strcmp(ext, ".pxar"))
+		base[alen -= 5] = 0;
+	else if (alen > 6 && (!strcmp(base + alen - 6, ".mpxar") || !strcmp(base + alen - 6, ".ppxar")))
+		base[alen -= 6] = 0;
 	else
-		snprintf(name, sizeof(name), "%s.didx", archive);
-	if (strlen(name) < 10 || strcmp(name + strlen(name) - 10, ".pxar.didx"))
 		return cn_error_set(-EINVAL, "%s is not a pxar archive name (e.g. media.pxar)", archive);
 
 	struct cn_manifest *m = NULL;
-	struct cn_index *idx = NULL;
-	struct cn_chunk_reader *cr = NULL;
+	struct cn_index *idx = NULL, *pidx = NULL;
+	struct cn_chunk_reader *cr = NULL, *pcr = NULL;
+	int split = 0;
 	int r = cn_restore_open(src, id, o->crypt, &m);
-	if (r == 0)
+	if (r == 0) {
+		snprintf(name, sizeof(name), "%s.pxar.didx", base);
+		if (cn_manifest_find(m, name) < 0) {
+			snprintf(pname, sizeof(pname), "%s.mpxar.didx", base);
+			split = cn_manifest_find(m, pname) >= 0;
+			if (split) {
+				snprintf(name, sizeof(name), "%s", pname);
+				snprintf(pname, sizeof(pname), "%s.ppxar.didx", base);
+			}
+		}
 		r = cn_restore_load_index(src, m, name, &idx);
+	}
+	if (r == 0 && split)
+		r = cn_restore_load_index(src, m, pname, &pidx);
 	if (r == 0)
 		r = cn_chunk_reader_new(src, idx, o->crypt, o->threads, &cr);
+	if (r == 0 && split)
+		r = cn_chunk_reader_new(src, pidx, o->crypt, o->threads, &pcr);
 	if (r < 0)
 		goto out;
+	struct cn_pxar_input pin = {cn_chunk_reader_read_at, split ? cn_index_size(pidx) : 0, pcr};
 	stats->stream_size = cn_index_size(idx);
 	struct tracked_input ti = {.cr = cr, .o = o, .total = cn_index_size(idx), .start = t0,
 				   .next = t0 + 0.25};
@@ -218,13 +243,16 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 	if (o->verify_only) {
 		/* every chunk, then the structure (read from the cache or again) */
 		r = read_all(cr, idx);
+		if (r == 0 && split)
+			r = read_all(pcr, pidx);
 		if (r == 0)
-			r = cn_pxar_list(&in, NULL, o->path, list_nothing, stats);
+			r = cn_pxar_list(&in, split ? &pin : NULL, o->path, list_nothing, stats);
 	} else {
 		struct cn_pxar_extract_opts eo = {
 			.match = o->path,
 			.overwrite = o->overwrite,
 			.allow_existing_dirs = 1,
+			.payload = split ? &pin : NULL,
 		};
 		struct cn_pxar_extract_stats es;
 		memset(&es, 0, sizeof(es));
@@ -250,8 +278,16 @@ out:
 		stats->chunks = cs.chunks_fetched;
 		stats->chunk_bytes = cs.bytes_decoded;
 	}
+	if (pcr) {
+		struct cn_chunk_reader_stats cs;
+		cn_chunk_reader_stats(pcr, &cs);
+		stats->chunks += cs.chunks_fetched;
+		stats->chunk_bytes += cs.bytes_decoded;
+	}
 	cn_chunk_reader_free(cr);
+	cn_chunk_reader_free(pcr);
 	cn_index_free(idx);
+	cn_index_free(pidx);
 	cn_manifest_free(m);
 	stats->duration = now_sec() - t0;
 	return r;

@@ -7,6 +7,7 @@
  * hardlink table (dev, ino, path, offset of multiply-linked files), the
  * patterns in force and one copy buffer. */
 #include "engine/cn_walker.h"
+#include "store/cn_manifest.h"
 
 #include <acl/libacl.h>
 #include <dirent.h>
@@ -29,6 +30,7 @@
 #include "common/cn_util.h"
 #include "engine/cn_pattern.h"
 #include "engine/cn_pxar_encoder.h"
+#include "store/cn_index.h"
 
 #define COPY_BUF_SIZE (1u << 20)
 
@@ -46,6 +48,31 @@ struct hl_slot {
 	char *path;
 	uint64_t offset;
 	int used;
+};
+
+/* Look-ahead cache (upstream PxarLookaheadCache): entries whose encoding
+ * waits for the decision to reuse the previous payload of [start, end). */
+enum { CE_ENTRY, CE_DIR, CE_DIR_END };
+
+struct cache_ent {
+	int kind;               /* CE_ENTRY: any non-directory; CE_DIR: its begin */
+	int fd;                 /* CE_ENTRY: open file (-1 otherwise) */
+	char *path;             /* relative path (owned) */
+	size_t path_len, name_off;
+	struct stat st;
+	struct cn_pxar_metadata m;
+	int reusable;           /* regular file found unchanged */
+	uint64_t rel;           /* its PAYLOAD header offset - start */
+};
+
+struct lookahead {
+	struct cache_ent *e;
+	size_t n, cap, max;
+	int active;             /* a range is being collected (caching enabled) */
+	uint64_t start, end;    /* previous payload stream range */
+	int has_last;           /* a chunk kept back from the last injection */
+	struct cn_pxar_reused_chunk last;
+	uint64_t last_padding;
 };
 
 struct list_entry {
@@ -73,6 +100,8 @@ struct walker {
 	struct hl_slot *hl;
 	size_t hl_cap, hl_used;
 	uint8_t *buf;
+	const struct cn_pxar_reuse *reuse;  /* metadata change detection */
+	struct lookahead la;
 };
 
 /* ---- file system types (flags.rs from_magic, create.rs) ---- */
@@ -749,6 +778,21 @@ static int encode_pxarexclude_cli(struct walker *w, size_t count)
 	return rc;
 }
 
+/* PbsClientPrelude { exclude_patterns } as serde_json::to_vec writes it */
+static int prelude_json(struct walker *w, struct cn_buf *out)
+{
+	struct cn_buf pats = { 0 };
+	int rc = pxarexclude_cli_content(w, w->n_patterns, &pats);
+	if (rc == 0)
+		rc = cn_buf_append(out, "{\"exclude-patterns\":", 20);
+	if (rc == 0)
+		rc = cn_json_put_string(out, (const char *)pats.data, pats.len);
+	if (rc == 0)
+		rc = cn_buf_append(out, "}", 1);
+	cn_buf_free(&pats);
+	return rc < 0 ? -ENOMEM : 0;
+}
+
 /* ---- directory listing (generate_directory_file_list) ---- */
 
 static int cmp_entry(const void *a, const void *b)
@@ -920,10 +964,19 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 	return 0;
 }
 
+static int la_push(struct walker *w, int kind, int fd, const struct list_entry *ent,
+		   struct cn_pxar_metadata *m, int reusable, uint64_t rel);
+
+/* Begin (or, while the look-ahead cache collects, queue the begin of) a
+ * directory, walk its contents, and end (or queue the end of) it. */
 static int add_directory(struct walker *w, int fd, const struct list_entry *ent,
-			 const struct cn_pxar_metadata *m)
+			 struct cn_pxar_metadata *m)
 {
-	int rc = cn_pxar_encoder_begin_dir(w->enc, m, ent->name, ent->name_len);
+	int rc;
+	if (w->la.active)
+		rc = la_push(w, CE_DIR, -1, ent, m, 0, 0);
+	else if ((rc = !w->cat ? 0 : cn_catalog_writer_start_directory(w->cat, ent->name, ent->name_len)) == 0)
+		rc = cn_pxar_encoder_begin_dir(w->enc, m, ent->name, ent->name_len);
 	if (rc < 0)
 		return rc;
 	int64_t old_magic = w->fs_magic;
@@ -954,8 +1007,12 @@ static int add_directory(struct walker *w, int fd, const struct list_entry *ent,
 	w->cur_dev = old_dev;
 	if (rc < 0)
 		return rc;
+	if (w->la.active)
+		return la_push(w, CE_DIR_END, -1, NULL, NULL, 0, 0);
 	w->stats->dirs++;
-	return cn_pxar_encoder_end_dir(w->enc);
+	if ((rc = cn_pxar_encoder_end_dir(w->enc)) == 0 && w->cat)
+		rc = cn_catalog_writer_end_directory(w->cat);
+	return rc;
 }
 
 static int add_symlink(struct walker *w, int fd, const struct list_entry *ent,
@@ -983,21 +1040,16 @@ static int add_symlink(struct walker *w, int fd, const struct list_entry *ent,
 	}
 }
 
-static int add_entry(struct walker *w, int parent, const struct list_entry *ent)
+/* Encodes one entry now (create.rs add_entry_to_archive); a regular file
+ * with reuse set references the previous payload at payload_offset
+ * instead of being read. Takes neither fd nor m. */
+static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
+			struct cn_pxar_metadata *mp, int reuse, uint64_t payload_offset)
 {
 	uint32_t t = ent->st.st_mode & S_IFMT;
-	int fd, rc;
-	int oflags = O_RDONLY | O_NOFOLLOW | ((t == S_IFREG || t == S_IFDIR) ? 0 : O_PATH);
-
-	if ((rc = open_entry(w, parent, ent->name, oflags, 1, &fd)) < 0 || fd < 0)
-		return rc;
-
-	struct cn_pxar_metadata m;
-	if ((rc = get_metadata(w, fd, &ent->st, w->feature_flags & w->fs_flags, &m)) < 0) {
-		close(fd);
-		return rc;
-	}
+	int rc = 0;
 	struct cn_catalog_writer *cat = w->cat;
+#define m (*mp)
 	switch (t) {
 	case S_IFREG: {
 		uint64_t dev = ent->st.st_dev, ino = ent->st.st_ino, off;
@@ -1018,19 +1070,35 @@ static int add_entry(struct walker *w, int parent, const struct list_entry *ent)
 		if (cat)
 			rc = cn_catalog_writer_add_file(cat, ent->name, ent->name_len,
 							(uint64_t)ent->st.st_size, ent->st.st_mtim.tv_sec);
-		if (rc == 0)
+		if (rc == 0 && w->opts->payload_boundary &&
+		    (rc = cn_pxar_encoder_flush_payload(w->enc)) == 0)
+			rc = w->opts->payload_boundary(w->opts->payload_ctx,
+						       cn_pxar_encoder_payload_position(w->enc));
+		uint64_t ppos = cn_pxar_encoder_payload_position(w->enc), changed = w->stats->changed;
+		uint64_t psize = (uint64_t)ent->st.st_size + CN_PXAR_HEADER_SIZE;
+		if (rc == 0 && reuse) {
+			rc = cn_pxar_encoder_add_payload_ref(w->enc, &m, ent->name, ent->name_len,
+							     (uint64_t)ent->st.st_size, payload_offset, &off);
+			ppos = payload_offset;
+			w->stats->files_reused++;
+			w->stats->reused_bytes += psize;
+			w->stats->files++;
+		} else if (rc == 0) {
 			rc = add_regular_file(w, fd, ent, &m, &off);
+			if (w->reuse) {
+				w->stats->files_reencoded++;
+				w->stats->reencoded_bytes += psize;
+			}
+		}
 		if (rc == 0 && ent->st.st_nlink > 1)
 			rc = hl_insert(w, dev, ino, w->path, off);
+		if (rc == 0 && w->reuse && w->reuse->record)
+			rc = w->reuse->record(w->reuse->ctx, w->path, w->path_len, &ent->st, &m, ppos, reuse,
+					      w->stats->changed != changed);
 		break;
 	}
 	case S_IFDIR:
-		if (cat)
-			rc = cn_catalog_writer_start_directory(cat, ent->name, ent->name_len);
-		if (rc == 0)
-			rc = add_directory(w, fd, ent, &m);
-		if (rc == 0 && cat)
-			rc = cn_catalog_writer_end_directory(cat);
+		rc = add_directory(w, fd, ent, &m);
 		break;
 	case S_IFSOCK:
 	case S_IFIFO:
@@ -1067,6 +1135,322 @@ static int add_entry(struct walker *w, int parent, const struct list_entry *ent)
 		rc = cn_error_set(-CN_E_FORMAT, "encountered unknown file type: 0x%x (0o%o) at \"%s\"", t, t,
 				  cur_path(w));
 	}
+#undef m
+	return rc;
+}
+
+
+/* ---- look-ahead cache (create.rs, metadata change detection) ---- */
+
+static int la_push(struct walker *w, int kind, int fd, const struct list_entry *ent,
+		   struct cn_pxar_metadata *m, int reusable, uint64_t rel)
+{
+	struct lookahead *la = &w->la;
+	if (la->n == la->cap) {
+		size_t nc = la->cap ? la->cap * 2 : 64;
+		struct cache_ent *p = realloc(la->e, nc * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		la->e = p;
+		la->cap = nc;
+	}
+	struct cache_ent *c = &la->e[la->n];
+	memset(c, 0, sizeof(*c));
+	c->kind = kind;
+	c->fd = -1;
+	if (kind != CE_DIR_END) {
+		if (!(c->path = malloc(w->path_len + 1)))
+			return -ENOMEM;
+		memcpy(c->path, w->path, w->path_len + 1);
+		c->path_len = w->path_len;
+		c->name_off = w->path_len - ent->name_len;
+		c->st = ent->st;
+		c->m = *m;              /* moved: the caller's copy is cleared */
+		memset(m, 0, sizeof(*m));
+		c->fd = fd;
+		c->reusable = reusable;
+		c->rel = rel;
+	}
+	la->n++;
+	return 0;
+}
+
+static void la_free_entries(struct cache_ent *e, size_t from, size_t n)
+{
+	for (size_t i = from; i < n; i++) {
+		if (e[i].fd >= 0)
+			close(e[i].fd);
+		cn_pxar_metadata_clear(&e[i].m);
+		free(e[i].path);
+	}
+}
+
+static int inject(struct walker *w, const struct cn_pxar_reused_chunk *c, size_t n)
+{
+	/* upstream sends at most 128 chunks per injection; the sizes are the
+	 * same either way */
+	uint64_t size = 0;
+	int rc;
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		size += c[i].size;
+	if ((rc = cn_pxar_encoder_flush_payload(w->enc)) < 0 ||
+	    (rc = w->reuse->inject(w->reuse->ctx, c, n)) < 0 ||
+	    (rc = cn_pxar_encoder_advance(w->enc, size)) < 0)
+		return rc;
+	w->stats->injected_chunks += n;
+	w->stats->injected_bytes += size;
+	return 0;
+}
+
+/* encode_entries_to_archive: injects a kept-back chunk, then encodes the
+ * cached entries, regular files referencing base + rel when reuse. */
+static int la_encode(struct walker *w, int reuse, uint64_t base)
+{
+	struct lookahead *la = &w->la;
+	int rc = 0;
+	if (la->has_last) {
+		la->has_last = 0;
+		if (la->last_padding)
+			w->stats->partial_chunks++;
+		if ((rc = inject(w, &la->last, 1)) < 0)
+			return rc;
+	}
+	struct cache_ent *e = la->e;
+	size_t n = la->n;
+	la->e = NULL;
+	la->n = la->cap = 0;
+	la->active = 0;
+	la->start = la->end = 0;
+	if (n == 0) {
+		free(e);
+		return 0;
+	}
+	/* the walk's own path is restored afterwards */
+	char *saved = w->path ? strndup(w->path, w->path_len) : strdup("");
+	size_t saved_len = w->path_len, i;
+	if (!saved)
+		rc = -ENOMEM;
+	for (i = 0; i < n && rc == 0; i++) {
+		struct cache_ent *c = &e[i];
+		if (c->kind == CE_DIR_END) {
+			w->stats->dirs++;
+			if ((rc = cn_pxar_encoder_end_dir(w->enc)) == 0 && w->cat)
+				rc = cn_catalog_writer_end_directory(w->cat);
+			continue;
+		}
+		if ((rc = path_set(w, 0, c->path, c->path_len)) < 0)
+			break;
+		struct list_entry le = { .name = c->path + c->name_off, .name_len = c->path_len - c->name_off,
+					 .st = c->st };
+		if (c->kind == CE_DIR) {
+			if (w->cat)
+				rc = cn_catalog_writer_start_directory(w->cat, le.name, le.name_len);
+			if (rc == 0)
+				rc = cn_pxar_encoder_begin_dir(w->enc, &c->m, le.name, le.name_len);
+		} else {
+			rc = encode_entry(w, c->fd, &le, &c->m, reuse && c->reusable, base + c->rel);
+		}
+		if (rc < 0)
+			cn_error_prefix(rc, "error at \"%s\"", cur_path(w));
+		if (c->fd >= 0)
+			close(c->fd);
+		c->fd = -1;
+		cn_pxar_metadata_clear(&c->m);
+		free(c->path);
+		c->path = NULL;
+	}
+	la_free_entries(e, i, n);
+	free(e);
+	if (saved) {
+		int r2 = path_set(w, 0, saved, saved_len);
+		free(saved);
+		if (rc == 0)
+			rc = r2;
+	}
+	return rc;
+}
+
+/* lookup_dynamic_entries: the chunks of the previous payload index that
+ * hold [start, end), with the padding before start and after end. */
+static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn_pxar_reused_chunk **out,
+		       size_t *n, uint64_t *pad_start, uint64_t *pad_end)
+{
+	const struct cn_index *idx = w->reuse->prev_payload_index;
+	size_t i, cnt = idx ? cn_index_count(idx) : 0, cap = 16, k = 0;
+	uint64_t cs, ce;
+	if (!idx || cn_index_find(idx, start, &i) < 0)
+		return cn_error_set(-CN_E_FORMAT, "previous payload index does not cover offset %llu",
+				    (unsigned long long)start);
+	struct cn_pxar_reused_chunk *c = malloc(cap * sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	cn_index_entry(idx, i, &cs, NULL, NULL);
+	uint64_t prev_end = cs;
+	*pad_start = start - cs;
+	*pad_end = 0;
+	for (; i < cnt; i++) {
+		cn_index_entry(idx, i, NULL, &ce, NULL);
+		if (k == cap) {
+			struct cn_pxar_reused_chunk *p = realloc(c, 2 * cap * sizeof(*c));
+			if (!p) {
+				free(c);
+				return -ENOMEM;
+			}
+			c = p;
+			cap *= 2;
+		}
+		c[k].size = ce - prev_end;
+		memcpy(c[k].digest, cn_index_digest(idx, i), 32);
+		k++;
+		/* as upstream: a range ending exactly at a chunk end takes the
+		 * next chunk too (as padding) */
+		if (end < ce) {
+			*pad_end = ce - end;
+			break;
+		}
+		prev_end = ce;
+	}
+	if (i == cnt) {
+		free(c);
+		return cn_error_set(-CN_E_FORMAT, "previous payload index ends before offset %llu",
+				    (unsigned long long)end);
+	}
+	*out = c;
+	*n = k;
+	return 0;
+}
+
+/* flush_cached_reusing_if_below_threshold */
+static int la_flush(struct walker *w, int keep_last)
+{
+	struct lookahead *la = &w->la;
+	if (!la->active)
+		return la_encode(w, 0, 0);
+	struct cn_pxar_reused_chunk *c = NULL, prev = la->last;
+	uint64_t prev_padding = la->last_padding;
+	int had_prev = la->has_last;
+	size_t n = 0;
+	uint64_t ps = 0, pe = 0;
+	int rc = prev_chunks(w, la->start, la->end, &c, &n, &ps, &pe);
+	if (rc < 0)
+		return rc;
+	la->has_last = 0;
+	int64_t padding = (int64_t)(ps + pe);
+	uint64_t total = (la->end - la->start) + ps + pe;
+	uint64_t first_padding = ps + (n == 1 ? pe : 0);
+	int same_first = had_prev && !memcmp(prev.digest, c[0].digest, 32);
+	if (same_first)
+		padding -= (int64_t)(prev.size - prev_padding); /* its used part is no padding */
+	if (padding < 0)
+		padding = 0;
+	if ((double)padding / (double)total > CN_PXAR_CHUNK_PADDING_THRESHOLD) {
+		la->has_last = had_prev;
+		rc = la_encode(w, 0, 0);
+	} else {
+		if (had_prev && !same_first) {
+			if (prev_padding)
+				w->stats->partial_chunks++;
+			rc = inject(w, &prev, 1);
+		} else if (same_first) {
+			first_padding = first_padding > prev.size - prev_padding ?
+				first_padding - (prev.size - prev_padding) : 0;
+		}
+		uint64_t base = cn_pxar_encoder_payload_position(w->enc) + ps;
+		if (rc == 0)
+			rc = la_encode(w, 1, base);
+		if (rc == 0 && keep_last) {
+			la->last = c[n - 1];
+			la->last_padding = n == 1 ? first_padding : pe;
+			la->has_last = 1;
+			n--;
+		}
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			if (i == 0 ? first_padding : (i == n - 1 && !keep_last && pe))
+				w->stats->partial_chunks++;
+		if (rc == 0)
+			rc = inject(w, c, n);
+	}
+	free(c);
+	return rc;
+}
+
+/* create.rs add_entry in metadata mode: takes fd and *m. */
+static int add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent,
+			   struct cn_pxar_metadata *m)
+{
+	struct lookahead *la = &w->la;
+	uint32_t t = ent->st.st_mode & S_IFMT;
+	int rc = 0;
+	if (la->n >= la->max && (rc = la_flush(w, 1)) < 0)
+		goto out;
+	if (t == S_IFREG) {
+		uint64_t off = 0;
+		int r = 0;
+		/* hardlinked files are always read (see cn_walker.h) */
+		if (ent->st.st_nlink <= 1 &&
+		    (r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, &ent->st, m, &off)) < 0) {
+			rc = r;
+			goto out;
+		}
+		if (r == 1) {
+			uint64_t rs = off, re = off + (uint64_t)ent->st.st_size + CN_PXAR_HEADER_SIZE;
+			if (!la->active) {
+				la->active = 1;
+				la->start = la->end = rs;
+			}
+			if (la->end == rs) {
+				la->end = re;
+			} else {
+				/* hole in the previous range: decide on what we have */
+				if ((rc = la_flush(w, 1)) < 0)
+					goto out;
+				la->active = 1;
+				la->start = rs;
+				la->end = re;
+			}
+			rc = la_push(w, CE_ENTRY, fd, ent, m, 1, rs - la->start);
+			if (rc == 0)
+				fd = -1;
+			goto out;
+		}
+		if ((rc = la_flush(w, 0)) < 0)
+			goto out;
+	} else if (la->active) {
+		if (t == S_IFDIR) {
+			rc = add_directory(w, fd, ent, m);
+		} else if ((rc = la_push(w, CE_ENTRY, fd, ent, m, 0, 0)) == 0) {
+			fd = -1;
+		}
+		goto out;
+	}
+	if ((rc = la_encode(w, 0, 0)) == 0)
+		rc = encode_entry(w, fd, ent, m, 0, 0);
+out:
+	cn_pxar_metadata_clear(m);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static int add_entry(struct walker *w, int parent, const struct list_entry *ent)
+{
+	uint32_t t = ent->st.st_mode & S_IFMT;
+	int fd, rc;
+	int oflags = O_RDONLY | O_NOFOLLOW | ((t == S_IFREG || t == S_IFDIR) ? 0 : O_PATH);
+
+	if ((rc = open_entry(w, parent, ent->name, oflags, 1, &fd)) < 0 || fd < 0)
+		return rc;
+
+	struct cn_pxar_metadata m;
+	if ((rc = get_metadata(w, fd, &ent->st, w->feature_flags & w->fs_flags, &m)) < 0) {
+		close(fd);
+		return rc;
+	}
+	if (w->reuse)
+		return add_entry_reuse(w, fd, ent, &m);
+	rc = encode_entry(w, fd, ent, &m, 0, 0);
 	cn_pxar_metadata_clear(&m);
 	close(fd);
 	return rc;
@@ -1093,8 +1477,9 @@ static int archive_dir_contents(struct walker *w, int dirfd, int is_root)
 		free(l[i].name);
 		l[i].name = NULL;
 	}
-	/* the generated file goes after all sorted entries of the root */
-	if (rc == 0 && is_root && old_patterns > 0)
+	/* the generated file goes after all sorted entries of the root; split
+	 * archives carry the patterns in the prelude instead (create.rs) */
+	if (rc == 0 && is_root && old_patterns > 0 && !cn_pxar_encoder_is_split(w->enc))
 		rc = encode_pxarexclude_cli(w, old_patterns);
 out:
 	free_list(l, n);
@@ -1128,7 +1513,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	static const struct cn_pxar_create_opts defaults = { 0 };
 	struct cn_pxar_create_stats local_stats;
 	struct walker w;
-	struct counted_out co;
+	struct counted_out co, pco;
 	int fd = -1, rc;
 
 	if (!opts)
@@ -1143,7 +1528,12 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	w.feature_flags = opts->feature_flags ? opts->feature_flags : CN_PXAR_FLAGS_DEFAULT;
 	w.entry_limit = opts->entries_max ? opts->entries_max : CN_PXAR_ENCODER_MAX_ENTRIES;
 	co = (struct counted_out){ out, out_ctx, &stats->archive_size };
+	pco = (struct counted_out){ opts->payload_out, opts->payload_ctx, &stats->payload_size };
 
+	if (opts->reuse && !opts->payload_out)
+		return cn_error_set(-EINVAL, "metadata change detection needs a split archive");
+	w.reuse = opts->reuse;
+	w.la.max = opts->reuse && opts->reuse->max_cache_entries ? opts->reuse->max_cache_entries : 512;
 	if (!(w.buf = malloc(COPY_BUF_SIZE)))
 		return -ENOMEM;
 	for (int noatime = O_NOATIME;;) {
@@ -1177,11 +1567,6 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 		cn_error_prefix(rc, "failed to get metadata for source directory");
 		goto out;
 	}
-	rc = cn_pxar_encoder_new(counting_out, &co, &m, &w.enc);
-	cn_pxar_metadata_clear(&m);
-	if (rc < 0)
-		goto out;
-
 	for (size_t i = 0; i < opts->n_excludes; i++) {
 		struct cn_pattern *p;
 		const char *e = opts->excludes[i];
@@ -1198,10 +1583,28 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 		    (rc = push_pattern(&w, p)) < 0)
 			goto out;
 	}
+	if (opts->payload_out) {
+		/* create.rs: a split archive's prelude is {"exclude-patterns":
+		 * ...} (serde_json, compact) when there are any patterns */
+		struct cn_buf pre = { 0 };
+		if (w.n_patterns)
+			rc = prelude_json(&w, &pre);
+		if (rc == 0)
+			rc = cn_pxar_encoder_new_split(counting_out, &co, counting_out, &pco,
+						       w.n_patterns ? pre.data : NULL, pre.len, &m, &w.enc);
+		cn_buf_free(&pre);
+	} else {
+		rc = cn_pxar_encoder_new(counting_out, &co, &m, &w.enc);
+	}
+	cn_pxar_metadata_clear(&m);
+	if (rc < 0)
+		goto out;
 	if (catalog && opts->archive_name &&
 	    (rc = cn_catalog_writer_start_directory(catalog, opts->archive_name, strlen(opts->archive_name))) < 0)
 		goto out;
 	if ((rc = archive_dir_contents(&w, fd, 1)) < 0)
+		goto out;
+	if (w.reuse && (rc = la_flush(&w, 0)) < 0)
 		goto out;
 	if ((rc = cn_pxar_encoder_finish(w.enc)) < 0)
 		goto out;
@@ -1216,6 +1619,8 @@ out:
 	for (size_t i = 0; i < w.hl_cap; i++)
 		free(w.hl[i].path);
 	free(w.hl);
+	la_free_entries(w.la.e, 0, w.la.n);
+	free(w.la.e);
 	free(w.path);
 	free(w.buf);
 	cn_pxar_encoder_free(w.enc);

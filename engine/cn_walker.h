@@ -22,6 +22,14 @@
  *    (proc, sysfs, ...) are never descended into;
  *  - entries_max: limit on entries held in memory along the current path.
  *
+ * Split archives and metadata change detection (opts->payload_out,
+ * opts->reuse) follow the newer create.rs (proxmox-backup 3.3+): a
+ * look-ahead cache collects unchanged files whose previous payload is
+ * contiguous (and the entries between them) and decides per run whether
+ * to re-reference the previous chunks or re-read the files (padding
+ * threshold). Deviation: a regular file with st_nlink > 1 is always read
+ * (upstream may reuse hardlinked files).
+ *
  * Deviations, by design: a file that vanishes or cannot be opened or
  * stat'ed (EACCES) is skipped with a warning and counted; a file whose
  * size or mtime changes while it is read is still stored as upstream does
@@ -41,6 +49,53 @@
 /* Upstream ENCODER_MAX_ENTRIES (pbs-client/src/pxar/mod.rs). */
 #define CN_PXAR_ENCODER_MAX_ENTRIES (1024u * 1024u)
 
+struct stat;
+struct cn_index;
+struct cn_pxar_metadata;
+
+/* A chunk of the previous snapshot's payload stream placed, as it is, into
+ * the new payload stream (upstream ReusableDynamicEntry). */
+struct cn_pxar_reused_chunk {
+	uint64_t size;
+	uint8_t digest[32];
+};
+
+/* Metadata change detection (upstream --change-detection-mode=metadata,
+ * create.rs with its look-ahead cache). Needs a split archive. */
+struct cn_pxar_reuse {
+	/* Whether the regular file at path (relative to the root, path_len
+	 * bytes, NUL-terminated), stat'ed as st, with metadata m, is
+	 * unchanged since the previous snapshot: 1 and *payload_offset = the
+	 * offset of its PAYLOAD header in the previous payload stream; 0 when
+	 * it must be read; or a negative code (aborts the backup). */
+	int (*lookup)(void *ctx, const char *path, size_t path_len, const struct stat *st,
+		      const struct cn_pxar_metadata *m, uint64_t *payload_offset);
+	/* The payload stream consumer must end its current chunk exactly at
+	 * the current position (everything before it has been passed to
+	 * payload_out) and append these chunks of the previous payload index
+	 * unchanged; the stream position then moves on by their total size.
+	 * 0 or a negative code. */
+	int (*inject)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n);
+	/* May be NULL. Called for every regular file stored with content
+	 * (not hardlinks), after it was encoded: its PAYLOAD header offset in
+	 * the new payload stream, reused = 1 when it references previous
+	 * data, changed = 1 when it changed while being read. For the file
+	 * cache of the new snapshot. 0 or a negative code. */
+	int (*record)(void *ctx, const char *path, size_t path_len, const struct stat *st,
+		      const struct cn_pxar_metadata *m, uint64_t payload_offset, int reused,
+		      int changed);
+	void *ctx;
+	/* The previous snapshot's payload index (.ppxar.didx), borrowed. */
+	const struct cn_index *prev_payload_index;
+	/* Look-ahead cache size in entries (open files); 0: 512. */
+	size_t max_cache_entries;
+};
+
+/* Upstream CHUNK_PADDING_THRESHOLD: reused chunks are not injected (the
+ * files are read and re-encoded instead) when more than this fraction of
+ * the injected bytes would be padding (data of no current file). */
+#define CN_PXAR_CHUNK_PADDING_THRESHOLD 0.1
+
 struct cn_pxar_create_opts {
 	const char *const *excludes;   /* --exclude patterns (may be NULL) */
 	size_t n_excludes;
@@ -54,6 +109,22 @@ struct cn_pxar_create_opts {
 	 * entries go into the catalog's current directory. */
 	const char *archive_name;
 	uint64_t feature_flags;        /* 0: CN_PXAR_FLAGS_DEFAULT */
+	/* Split archive (format v2, upstream --change-detection-mode=data):
+	 * when payload_out is set, out receives the metadata stream (.mpxar)
+	 * and payload_out the payload stream (.ppxar); exclude patterns go
+	 * into the PRELUDE as {"exclude-patterns":"..."} instead of a
+	 * .pxarexclude-cli file, as create.rs does. */
+	cn_write_fn payload_out;
+	void *payload_ctx;
+	/* Metadata change detection (needs payload_out); NULL: every file is
+	 * read (upstream "data" mode when split, "legacy" otherwise). */
+	const struct cn_pxar_reuse *reuse;
+	/* Split archives, may be NULL: called before each regular file's
+	 * payload with its position, after all payload bytes before it were
+	 * passed to payload_out (upstream's suggested boundaries: the payload
+	 * chunker may end a chunk there, so that chunks hold whole files and
+	 * reuse needs little padding). 0 or a negative code. */
+	int (*payload_boundary)(void *ctx, uint64_t offset);
 };
 
 struct cn_pxar_create_stats {
@@ -61,11 +132,19 @@ struct cn_pxar_create_stats {
 	uint64_t dirs;           /* directories, root included */
 	uint64_t symlinks, hardlinks, devices, fifos, sockets;
 	uint64_t bytes_read;     /* file content bytes read */
-	uint64_t archive_size;   /* bytes of pxar output */
+	uint64_t archive_size;   /* bytes of pxar output (split: metadata stream) */
+	uint64_t payload_size;   /* split archives: bytes of the payload stream */
 	uint64_t excluded;       /* entries left out by patterns */
 	uint64_t skipped;        /* vanished or unreadable entries (warned) */
 	uint64_t changed;        /* files whose size/mtime changed while read */
 	uint64_t mountpoints;    /* directories not descended into */
+	/* metadata change detection (upstream's change detection summary) */
+	uint64_t files_reused;    /* files referencing previous payload */
+	uint64_t files_reencoded; /* regular files read (metadata mode) */
+	uint64_t reused_bytes;    /* their payload bytes, headers included */
+	uint64_t reencoded_bytes;
+	uint64_t injected_chunks, injected_bytes; /* previous chunks placed */
+	uint64_t partial_chunks;  /* injected chunks holding padding */
 };
 
 /* Encodes the tree at root_path as a pxar v1 archive, streaming it to

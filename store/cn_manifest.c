@@ -90,6 +90,11 @@ static int put_string(struct cn_buf *b, const char *s, size_t n)
 	return r ? r : put(b, "\"", 1);
 }
 
+int cn_json_put_string(struct cn_buf *out, const char *s, size_t n)
+{
+	return put_string(out, s, n);
+}
+
 static int cmp_keys(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);

@@ -26,6 +26,11 @@
 #include "common/cn_util.h"
 #include "store/cn_crypt.h"
 
+/* Appends s (n bytes) to out as a JSON string literal escaped exactly as
+ * serde_json does (quotes included). Shared with the pxar prelude
+ * writer. 0 or -ENOMEM. */
+int cn_json_put_string(struct cn_buf *out, const char *s, size_t n);
+
 #define CN_MANIFEST_BLOB_NAME "index.json.blob"
 /* Largest manifest JSON accepted on read. */
 #define CN_MANIFEST_MAX_SIZE (16u << 20)

@@ -138,3 +138,18 @@ def chunk_files(store):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix='cairn_it_')
+
+
+def start_emulator(emulator, ds):
+    """Starts the PBS emulator on a free port with datastore store1 = ds and
+    token root@pam!t1 (secret SECRET). Returns (process, repository, env
+    with PBS_PASSWORD and PBS_FINGERPRINT); the caller terminates it."""
+    proc = subprocess.Popen(['/usr/bin/python3', emulator, '--datastore', 'store1=' + ds,
+                             '--port', '0', '--token', 'root@pam!t1:SECRET'],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().split()
+    if not line or line[0] != 'READY':
+        proc.terminate()
+        raise AssertionError('emulator did not start: %r' % line)
+    repo = 'root@pam!t1@127.0.0.1:%s:store1' % line[1]
+    return proc, repo, {'PBS_PASSWORD': 'SECRET', 'PBS_FINGERPRINT': line[2]}

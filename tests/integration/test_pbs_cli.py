@@ -20,15 +20,9 @@ work = t.tmpdir()
 src = os.path.join(work, 'src')
 t.make_tree(src)
 ds = os.path.join(work, 'pbs-ds')
-proc = subprocess.Popen(['/usr/bin/python3', emulator, '--datastore', 'store1=' + ds,
-                         '--port', '0', '--token', 'root@pam!t1:SECRET'],
-                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+proc, repo, env = t.start_emulator(emulator, ds)
 try:
-    line = proc.stdout.readline().split()
-    assert line and line[0] == 'READY', line
-    port, fp = line[1], line[2]
-    repo = 'root@pam!t1@127.0.0.1:%s:store1' % port
-    env = {'PBS_PASSWORD': 'SECRET', 'PBS_FINGERPRINT': fp}
+    port = repo.split(':')[1]
     local = os.path.join(work, 'local')
 
     def cairn(*args, check=0):

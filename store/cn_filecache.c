@@ -1,0 +1,449 @@
+/* cn_filecache — LMDB file cache for metadata change detection (see
+ * cn_filecache.h).
+ *
+ * Layout: one LMDB environment per file (MDB_NOSUBDIR, MDB_NOLOCK: one
+ * user at a time), two named databases:
+ *  - "files": key SHA-256(path) (paths can exceed LMDB's key limit), value
+ *    the 88-byte record below;
+ *  - "meta": key "header": magic, version, payload index checksum, entry
+ *    count, SHA-256 over all (key, value) pairs of "files" in key order,
+ *    then the snapshot name.
+ * A cache file is written once (by a writer, into PATH.new) and never
+ * modified afterwards, so the digest in the header stays valid.
+ */
+#include "store/cn_filecache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+#include "common/cn_util.h"
+
+#define MAP_SIZE (1ull << 36)          /* address space only */
+#define REC_SIZE 88
+#define HDR_MAGIC "CNFCACHE"
+#define HDR_VERSION 1u
+#define HDR_FIXED (8 + 4 + 32 + 8 + 32)
+#define PUTS_PER_TXN 50000
+
+struct cn_filecache {
+	MDB_env *env;
+	MDB_txn *txn;    /* long read transaction */
+	MDB_dbi files;
+	char *snapshot;
+	uint8_t payload_csum[32];
+	uint64_t count;
+};
+
+struct cn_filecache_writer {
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi files, meta;
+	size_t puts;
+	char *path, *tmp;
+};
+
+static int mdb_err(int rc, const char *what)
+{
+	return cn_error_set(rc == ENOMEM ? -ENOMEM : (rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_PAGE_NOTFOUND || rc == MDB_VERSION_MISMATCH) ? -CN_E_FORMAT : -EIO, "file cache: %s: %s", what,
+			    mdb_strerror(rc));
+}
+
+static int sha256(const void *a, size_t al, uint8_t out[32])
+{
+	unsigned int n = 32;
+	return EVP_Digest(a, al, out, &n, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+}
+
+int cn_filecache_path(const char *dir, const char *target_id, const char *archive, char *out,
+		      size_t len)
+{
+	size_t tl = strlen(target_id), al = strlen(archive);
+	uint8_t *buf = malloc(tl + 1 + al), h[32];
+	char hex[65];
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, target_id, tl);
+	buf[tl] = 0;
+	memcpy(buf + tl + 1, archive, al);
+	int rc = sha256(buf, tl + 1 + al, h);
+	free(buf);
+	if (rc < 0)
+		return rc;
+	cn_hex_encode(h, 32, hex);
+	if ((size_t)snprintf(out, len, "%s/%s.lmdb", dir, hex) >= len)
+		return cn_error_set(-ENAMETOOLONG, "file cache path too long");
+	return 0;
+}
+
+static void rec_encode(const struct cn_filecache_entry *e, uint8_t r[REC_SIZE])
+{
+	cn_put_le32(r, e->flags);
+	cn_put_le32(r + 4, e->mtime_nsec);
+	cn_put_le64(r + 8, e->ino);
+	cn_put_le64(r + 16, e->size);
+	cn_put_le64(r + 24, (uint64_t)e->mtime_sec);
+	cn_put_le64(r + 32, (uint64_t)e->ctime_sec);
+	cn_put_le32(r + 40, e->ctime_nsec);
+	cn_put_le32(r + 44, 0);
+	memcpy(r + 48, e->meta_hash, 32);
+	cn_put_le64(r + 80, e->payload_offset);
+}
+
+static void rec_decode(const uint8_t r[REC_SIZE], struct cn_filecache_entry *e)
+{
+	e->flags = cn_le32(r);
+	e->mtime_nsec = cn_le32(r + 4);
+	e->ino = cn_le64(r + 8);
+	e->size = cn_le64(r + 16);
+	e->mtime_sec = (int64_t)cn_le64(r + 24);
+	e->ctime_sec = (int64_t)cn_le64(r + 32);
+	e->ctime_nsec = cn_le32(r + 40);
+	memcpy(e->meta_hash, r + 48, 32);
+	e->payload_offset = cn_le64(r + 80);
+}
+
+static int env_open(const char *path, unsigned flags, MDB_env **out)
+{
+	MDB_env *env;
+	int rc = mdb_env_create(&env);
+	if (rc)
+		return mdb_err(rc, "create environment");
+	if ((rc = mdb_env_set_maxdbs(env, 2)) || (rc = mdb_env_set_mapsize(env, MAP_SIZE)) ||
+	    (rc = mdb_env_open(env, path, flags | MDB_NOSUBDIR | MDB_NOLOCK | MDB_NOTLS, 0600))) {
+		mdb_env_close(env);
+		return mdb_err(rc, path);
+	}
+	*out = env;
+	return 0;
+}
+
+/* Digest over all records in key order, and their number. */
+static int digest_files(MDB_txn *txn, MDB_dbi dbi, uint8_t out[32], uint64_t *count)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int rc = mdb_cursor_open(txn, dbi, &c), ret = 0;
+	if (!md || rc) {
+		EVP_MD_CTX_free(md);
+		return md ? mdb_err(rc, "cursor") : -ENOMEM;
+	}
+	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	*count = 0;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != 32 || v.mv_size != REC_SIZE) {
+			ret = cn_error_set(-CN_E_FORMAT, "file cache: record of wrong size");
+			break;
+		}
+		EVP_DigestUpdate(md, k.mv_data, 32);
+		EVP_DigestUpdate(md, v.mv_data, REC_SIZE);
+		(*count)++;
+	}
+	if (ret == 0 && rc != MDB_NOTFOUND)
+		ret = mdb_err(rc, "scan");
+	unsigned int n = 32;
+	EVP_DigestFinal_ex(md, out, &n);
+	EVP_MD_CTX_free(md);
+	mdb_cursor_close(c);
+	return ret;
+}
+
+/* Reads and checks the header and the records; 0, or -CN_E_FORMAT when
+ * the cache is not valid, or another negative code. */
+static int load(struct cn_filecache *fc)
+{
+	MDB_dbi meta;
+	MDB_val k = { 6, "header" }, v;
+	uint8_t digest[32];
+	uint64_t count;
+	int rc = mdb_txn_begin(fc->env, NULL, MDB_RDONLY, &fc->txn);
+	if (rc)
+		return mdb_err(rc, "begin read");
+	if ((rc = mdb_dbi_open(fc->txn, "meta", 0, &meta)) || (rc = mdb_dbi_open(fc->txn, "files", 0, &fc->files)))
+		return rc == MDB_NOTFOUND ? cn_error_set(-CN_E_FORMAT, "file cache: no header")
+					  : mdb_err(rc, "open databases");
+	if ((rc = mdb_get(fc->txn, meta, &k, &v)))
+		return rc == MDB_NOTFOUND ? cn_error_set(-CN_E_FORMAT, "file cache: no header")
+					  : mdb_err(rc, "read header");
+	const uint8_t *h = v.mv_data;
+	if (v.mv_size < HDR_FIXED || memcmp(h, HDR_MAGIC, 8) || cn_le32(h + 8) != HDR_VERSION)
+		return cn_error_set(-CN_E_FORMAT, "file cache: bad header");
+	memcpy(fc->payload_csum, h + 12, 32);
+	fc->count = cn_le64(h + 44);
+	size_t sl = v.mv_size - HDR_FIXED;
+	if (memchr(h + HDR_FIXED, 0, sl) || !(fc->snapshot = malloc(sl + 1)))
+		return memchr(h + HDR_FIXED, 0, sl) ? cn_error_set(-CN_E_FORMAT, "file cache: bad header") : -ENOMEM;
+	memcpy(fc->snapshot, h + HDR_FIXED, sl);
+	fc->snapshot[sl] = 0;
+	if ((rc = digest_files(fc->txn, fc->files, digest, &count)) < 0)
+		return rc;
+	if (count != fc->count || memcmp(digest, h + 52, 32))
+		return cn_error_set(-CN_E_FORMAT, "file cache: records do not match the header digest");
+	return 0;
+}
+
+/* The file ends with a trailer: SHA-256 of everything before it, then
+ * TRAILER_MAGIC. LMDB ignores bytes after its last page. Checking it
+ * before LMDB maps the file keeps damaged pages (which could point
+ * anywhere, and fault) away from LMDB. */
+#define TRAILER_MAGIC "CNFCSUM1"
+#define TRAILER_SIZE (32 + 8)
+
+static int file_digest(int fd, uint64_t len, uint8_t out[32])
+{
+	static const size_t bs = 1u << 16;
+	uint8_t *b = malloc(bs);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int rc = (b && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1) ? 0 : -ENOMEM;
+	for (uint64_t off = 0; rc == 0 && off < len;) {
+		size_t n = len - off < bs ? (size_t)(len - off) : bs;
+		if ((rc = cn_read_full(fd, b, n)) == 0)
+			EVP_DigestUpdate(md, b, n);
+		off += n;
+	}
+	unsigned int dl = 32;
+	if (rc == 0)
+		EVP_DigestFinal_ex(md, out, &dl);
+	EVP_MD_CTX_free(md);
+	free(b);
+	return rc;
+}
+
+static int check_trailer(const char *path, uint64_t size)
+{
+	uint8_t want[TRAILER_SIZE], got[32];
+	if (size < TRAILER_SIZE)
+		return cn_error_set(-CN_E_FORMAT, "file cache: too short");
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", path);
+	int rc = file_digest(fd, size - TRAILER_SIZE, got);
+	if (rc == 0)
+		rc = cn_read_full(fd, want, TRAILER_SIZE);
+	close(fd);
+	if (rc == -CN_E_TRUNCATED || (rc == 0 && (memcmp(want + 32, TRAILER_MAGIC, 8) || memcmp(want, got, 32))))
+		return cn_error_set(-CN_E_FORMAT, "file cache: checksum mismatch");
+	return rc;
+}
+
+static int append_trailer(const char *path)
+{
+	struct stat st;
+	uint8_t t[TRAILER_SIZE];
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", path);
+	int rc = fstat(fd, &st) < 0 ? cn_error_sys(-errno, "stat %s", path) : 0;
+	if (rc == 0)
+		rc = file_digest(fd, (uint64_t)st.st_size, t);
+	if (rc == 0) {
+		memcpy(t + 32, TRAILER_MAGIC, 8);
+		if (pwrite(fd, t, sizeof(t), st.st_size) != (ssize_t)sizeof(t) || fsync(fd) < 0)
+			rc = cn_error_sys(-errno, "write %s", path);
+	}
+	close(fd);
+	return rc;
+}
+
+int cn_filecache_open(const char *path, struct cn_filecache **out)
+{
+	struct stat st;
+	*out = NULL;
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return cn_error_sys(-errno, "file cache %s", path);
+	}
+	struct cn_filecache *fc = calloc(1, sizeof(*fc));
+	if (!fc)
+		return -ENOMEM;
+	int rc = check_trailer(path, (uint64_t)st.st_size);
+	if (rc == 0)
+		rc = env_open(path, MDB_RDONLY, &fc->env);
+	if (rc == 0) {
+		/* the map is read through mmap: pages beyond the end of a
+		 * truncated file would fault (SIGBUS), so check first */
+		MDB_envinfo info;
+		MDB_stat ms;
+		if (mdb_env_info(fc->env, &info) || mdb_env_stat(fc->env, &ms) ||
+		    ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize > (uint64_t)st.st_size)
+			rc = cn_error_set(-CN_E_FORMAT, "file cache: file shorter than its pages");
+	}
+	if (rc == 0)
+		rc = load(fc);
+	if (rc == 0) {
+		*out = fc;
+		return 0;
+	}
+	cn_filecache_close(fc);
+	if (rc == -ENOMEM)
+		return rc;
+	/* not usable: it is only an accelerator, so drop it */
+	cn_log_warning("file cache %s is not valid (%s), removing it", path, cn_error_message());
+	if (unlink(path) < 0 && errno != ENOENT)
+		return cn_error_sys(-errno, "remove damaged file cache %s", path);
+	return 0;
+}
+
+void cn_filecache_close(struct cn_filecache *fc)
+{
+	if (!fc)
+		return;
+	if (fc->txn)
+		mdb_txn_abort(fc->txn);
+	if (fc->env)
+		mdb_env_close(fc->env);
+	free(fc->snapshot);
+	free(fc);
+}
+
+int cn_filecache_matches(const struct cn_filecache *fc, const struct cn_filecache_ref *prev)
+{
+	return fc && prev && prev->snapshot && !strcmp(fc->snapshot, prev->snapshot) &&
+	       !memcmp(fc->payload_csum, prev->payload_csum, 32);
+}
+
+uint64_t cn_filecache_count(const struct cn_filecache *fc)
+{
+	return fc ? fc->count : 0;
+}
+
+int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
+			struct cn_filecache_entry *e)
+{
+	uint8_t key[32];
+	int rc = sha256(path, len, key);
+	if (rc < 0)
+		return rc;
+	MDB_val k = { 32, key }, v;
+	rc = mdb_get(fc->txn, fc->files, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return mdb_err(rc, "lookup");
+	if (v.mv_size != REC_SIZE)
+		return cn_error_set(-CN_E_FORMAT, "file cache: record of wrong size");
+	rec_decode(v.mv_data, e);
+	return 1;
+}
+
+int cn_filecache_writer_begin(const char *path, struct cn_filecache_writer **out)
+{
+	struct cn_filecache_writer *w = calloc(1, sizeof(*w));
+	size_t pl = strlen(path);
+	*out = NULL;
+	if (!w || !(w->path = strdup(path)) || !(w->tmp = malloc(pl + 5))) {
+		cn_filecache_writer_abort(w);
+		return -ENOMEM;
+	}
+	memcpy(w->tmp, path, pl);
+	memcpy(w->tmp + pl, ".new", 5);
+	if (unlink(w->tmp) < 0 && errno != ENOENT) {
+		int rc = cn_error_sys(-errno, "remove %s", w->tmp);
+		cn_filecache_writer_abort(w);
+		return rc;
+	}
+	int rc = env_open(w->tmp, MDB_NOSYNC, &w->env);
+	if (rc == 0 && (rc = mdb_txn_begin(w->env, NULL, 0, &w->txn)) == 0 &&
+	    (rc = mdb_dbi_open(w->txn, "files", MDB_CREATE, &w->files)) == 0)
+		rc = mdb_dbi_open(w->txn, "meta", MDB_CREATE, &w->meta);
+	if (rc > 0)
+		rc = mdb_err(rc, "begin write");
+	if (rc < 0) {
+		cn_filecache_writer_abort(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+int cn_filecache_writer_put(struct cn_filecache_writer *w, const char *path, size_t len,
+			    const struct cn_filecache_entry *e)
+{
+	uint8_t key[32], rec[REC_SIZE];
+	int rc = sha256(path, len, key);
+	if (rc < 0)
+		return rc;
+	rec_encode(e, rec);
+	MDB_val k = { 32, key }, v = { REC_SIZE, rec };
+	if ((rc = mdb_put(w->txn, w->files, &k, &v, 0)))
+		return mdb_err(rc, "put");
+	/* bound the transaction's dirty pages; the cache is not valid
+	 * before its header is written anyway */
+	if (++w->puts % PUTS_PER_TXN == 0) {
+		rc = mdb_txn_commit(w->txn);
+		w->txn = NULL;
+		if (rc || (rc = mdb_txn_begin(w->env, NULL, 0, &w->txn)))
+			return mdb_err(rc, "commit");
+	}
+	return 0;
+}
+
+int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_filecache_ref *ref)
+{
+	uint8_t digest[32];
+	uint64_t count;
+	size_t sl = strlen(ref->snapshot);
+	uint8_t *h = malloc(HDR_FIXED + sl);
+	int rc = h ? digest_files(w->txn, w->files, digest, &count) : -ENOMEM;
+	if (rc == 0) {
+		memcpy(h, HDR_MAGIC, 8);
+		cn_put_le32(h + 8, HDR_VERSION);
+		memcpy(h + 12, ref->payload_csum, 32);
+		cn_put_le64(h + 44, count);
+		memcpy(h + 52, digest, 32);
+		memcpy(h + HDR_FIXED, ref->snapshot, sl);
+		MDB_val k = { 6, "header" }, v = { HDR_FIXED + sl, h };
+		if ((rc = mdb_put(w->txn, w->meta, &k, &v, 0)) == 0)
+			rc = mdb_txn_commit(w->txn);
+		else
+			mdb_txn_abort(w->txn);
+		w->txn = NULL;
+		if (rc == 0)
+			rc = mdb_env_sync(w->env, 1);
+		if (rc)
+			rc = mdb_err(rc, "commit");
+	}
+	free(h);
+	if (rc == 0) {
+		mdb_env_close(w->env);
+		w->env = NULL;
+		rc = append_trailer(w->tmp);
+	}
+	if (rc == 0) {
+		if (rename(w->tmp, w->path) < 0)
+			rc = cn_error_sys(-errno, "rename %s", w->tmp);
+	}
+	if (rc < 0) {
+		cn_filecache_writer_abort(w);
+		return rc;
+	}
+	free(w->path);
+	free(w->tmp);
+	free(w);
+	return 0;
+}
+
+void cn_filecache_writer_abort(struct cn_filecache_writer *w)
+{
+	if (!w)
+		return;
+	if (w->txn)
+		mdb_txn_abort(w->txn);
+	if (w->env)
+		mdb_env_close(w->env);
+	if (w->tmp)
+		unlink(w->tmp);
+	free(w->path);
+	free(w->tmp);
+	free(w);
+}

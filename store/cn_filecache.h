@@ -1,0 +1,101 @@
+/* cn_filecache — per target and per archive, what the previous snapshot
+ * holds for each regular file, so that metadata change detection can
+ * decide "unchanged, re-reference the previous payload" without
+ * downloading and decoding the previous metadata archive.
+ *
+ * One LMDB file per (target, archive) (cn_filecache_path). It maps a file's
+ * path (relative to the archive root) to: inode, size, mtime, ctime as
+ * seen when the data was stored, a hash of its encoded pxar metadata, and
+ * the offset of its PAYLOAD header in that snapshot's payload stream.
+ * A header record names the snapshot the cache describes (a string the
+ * caller chooses, e.g. "ns/host/name/2026-11-25T09:00:00Z") and the
+ * checksum of that snapshot's payload index; the cache is used only when
+ * both match the target's current previous snapshot (a pruned, foreign
+ * or re-made previous snapshot invalidates it). The file ends with a
+ * SHA-256 of its bytes, checked before LMDB maps it (damaged LMDB pages
+ * can crash a reader), and the header holds a digest of all records, so a
+ * damaged file is detected (then deleted and treated as absent). Opening
+ * reads the whole file once.
+ *
+ * The cache is an accelerator only: it is rebuilt (from the previous
+ * metadata archive) when absent or stale, and entries rebuilt that way
+ * carry no inode/ctime (flag CN_FILECACHE_VERIFIED clear), so callers can
+ * be strict about them. A cache for a new snapshot is written to
+ * PATH.new and renamed over PATH on commit, so a crash leaves the old one.
+ *
+ * Not thread-safe: one thread uses a cache or a writer at a time.
+ */
+#ifndef CN_FILECACHE_H
+#define CN_FILECACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The entry's inode and ctime were seen when its data was stored. */
+#define CN_FILECACHE_VERIFIED 1u
+
+struct cn_filecache_entry {
+	uint32_t flags;          /* CN_FILECACHE_VERIFIED */
+	uint64_t ino;            /* 0 unless VERIFIED */
+	uint64_t size;           /* content bytes */
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	int64_t ctime_sec;       /* 0 unless VERIFIED */
+	uint32_t ctime_nsec;
+	uint8_t meta_hash[32];   /* SHA-256 of the encoded pxar metadata items */
+	uint64_t payload_offset; /* PAYLOAD header offset in the payload stream */
+};
+
+/* Which snapshot a cache describes. */
+struct cn_filecache_ref {
+	const char *snapshot;        /* caller's name of the snapshot */
+	uint8_t payload_csum[32];    /* checksum of its payload index */
+};
+
+struct cn_filecache;        /* opaque: an open cache (read side) */
+struct cn_filecache_writer; /* opaque: a cache being written */
+
+/* Builds the cache file path for a target and archive:
+ * DIR/<hex SHA-256 of target_id NUL archive>.lmdb, into out (size len).
+ * Returns 0 or -ENAMETOOLONG. */
+int cn_filecache_path(const char *dir, const char *target_id, const char *archive, char *out,
+		      size_t len);
+
+/* Opens the cache at path read-only. A missing file gives *out == NULL and
+ * 0. A file that is not a valid cache (not LMDB, damaged, header missing,
+ * records not matching the header's digest) is deleted, logged as a
+ * warning, and also gives *out == NULL and 0. Other errors: negative code
+ * with a message. Close with cn_filecache_close. */
+int cn_filecache_open(const char *path, struct cn_filecache **out);
+
+void cn_filecache_close(struct cn_filecache *fc);
+
+/* 1 when the cache describes exactly prev (same snapshot name and payload
+ * index checksum), else 0. fc NULL gives 0. */
+int cn_filecache_matches(const struct cn_filecache *fc, const struct cn_filecache_ref *prev);
+
+/* Number of entries. */
+uint64_t cn_filecache_count(const struct cn_filecache *fc);
+
+/* Looks path (len bytes) up. Returns 1 and fills *e, 0 when absent, or a
+ * negative code (LMDB error) with a message. */
+int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
+			struct cn_filecache_entry *e);
+
+/* Starts writing a new cache for path (into path.new, replacing any left
+ * over from a crash). Returns 0 or a negative code with a message. */
+int cn_filecache_writer_begin(const char *path, struct cn_filecache_writer **out);
+
+/* Adds or replaces the entry for path (len bytes). 0 or negative. */
+int cn_filecache_writer_put(struct cn_filecache_writer *w, const char *path, size_t len,
+			    const struct cn_filecache_entry *e);
+
+/* Writes the header for ref, syncs, and renames the new cache over the
+ * old one; frees w in every case. 0 or a negative code (then the old
+ * cache is left as it was and the new one removed). */
+int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_filecache_ref *ref);
+
+/* Drops the new cache (NULL is fine). */
+void cn_filecache_writer_abort(struct cn_filecache_writer *w);
+
+#endif

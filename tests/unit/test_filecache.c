@@ -1,0 +1,218 @@
+/* LMDB file cache: round trip, validation against the previous snapshot,
+ * damaged files detected and removed, crash-safe replacement. */
+#include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cn_util.h"
+#include "store/cn_filecache.h"
+
+static char dir[PATH_MAX], path[PATH_MAX + 80];
+
+static void setup(void)
+{
+	const char *base = getenv("TMPDIR");
+	snprintf(dir, sizeof(dir), "%s/cn_fcache_XXXXXX", base ? base : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(cn_filecache_path(dir, "pbs://host:8007/store", "root.pxar", path, sizeof(path)), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[PATH_MAX + 32];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static struct cn_filecache_entry mk(uint64_t i)
+{
+	struct cn_filecache_entry e = {
+		.flags = (i & 1) ? CN_FILECACHE_VERIFIED : 0, .ino = 1000 + i, .size = i * 3,
+		.mtime_sec = 1700000000 + (int64_t)i, .mtime_nsec = (uint32_t)i, .ctime_sec = -5,
+		.ctime_nsec = 999999999, .payload_offset = 16 + i * 100,
+	};
+	memset(e.meta_hash, (int)(0xa0 + (i & 15)), 32);
+	return e;
+}
+
+static void name_of(uint64_t i, char *buf, size_t len)
+{
+	snprintf(buf, len, "dir%llu/file-%llu", (unsigned long long)(i % 7), (unsigned long long)i);
+}
+
+static struct cn_filecache_ref ref(const char *snap, int c)
+{
+	struct cn_filecache_ref r = { .snapshot = snap };
+	memset(r.payload_csum, c, 32);
+	return r;
+}
+
+static void write_cache(const char *snap, int c, uint64_t n)
+{
+	struct cn_filecache_writer *w;
+	struct cn_filecache_ref r = ref(snap, c);
+	char name[64];
+	ck_assert_int_eq(cn_filecache_writer_begin(path, &w), 0);
+	for (uint64_t i = 0; i < n; i++) {
+		struct cn_filecache_entry e = mk(i);
+		name_of(i, name, sizeof(name));
+		ck_assert_int_eq(cn_filecache_writer_put(w, name, strlen(name), &e), 0);
+	}
+	ck_assert_int_eq(cn_filecache_writer_commit(w, &r), 0);
+}
+
+START_TEST(test_roundtrip)
+{
+	struct cn_filecache *fc;
+	ck_assert_int_eq(cn_filecache_open(path, &fc), 0);
+	ck_assert_ptr_null(fc); /* none yet */
+	ck_assert_int_eq(cn_filecache_matches(NULL, NULL), 0);
+
+	write_cache("host/a/2026-01-01T00:00:00Z", 7, 120000); /* spans several write txns */
+	ck_assert_int_eq(cn_filecache_open(path, &fc), 0);
+	ck_assert_ptr_nonnull(fc);
+	ck_assert_uint_eq(cn_filecache_count(fc), 120000);
+	struct cn_filecache_ref same = ref("host/a/2026-01-01T00:00:00Z", 7);
+	struct cn_filecache_ref other_snap = ref("host/a/2025-12-31T00:00:00Z", 7);
+	struct cn_filecache_ref other_csum = ref("host/a/2026-01-01T00:00:00Z", 8);
+	ck_assert_int_eq(cn_filecache_matches(fc, &same), 1);
+	ck_assert_int_eq(cn_filecache_matches(fc, &other_snap), 0);
+	ck_assert_int_eq(cn_filecache_matches(fc, &other_csum), 0);
+	for (uint64_t i = 0; i < 120000; i += 997) {
+		char name[64];
+		struct cn_filecache_entry e, want = mk(i);
+		name_of(i, name, sizeof(name));
+		ck_assert_int_eq(cn_filecache_lookup(fc, name, strlen(name), &e), 1);
+		ck_assert_mem_eq(&e, &want, sizeof(e));
+	}
+	struct cn_filecache_entry e;
+	ck_assert_int_eq(cn_filecache_lookup(fc, "dir1/file-120001", 16, &e), 0);
+	ck_assert_int_eq(cn_filecache_lookup(fc, "dir1/file-1", 10, &e), 0); /* prefix of a name */
+	cn_filecache_close(fc);
+
+	/* paths longer than LMDB's key limit */
+	struct cn_filecache_writer *w;
+	char longp[6000];
+	memset(longp, 'x', sizeof(longp));
+	struct cn_filecache_entry le = mk(3);
+	ck_assert_int_eq(cn_filecache_writer_begin(path, &w), 0);
+	ck_assert_int_eq(cn_filecache_writer_put(w, longp, sizeof(longp), &le), 0);
+	ck_assert_int_eq(cn_filecache_writer_commit(w, &same), 0);
+	ck_assert_int_eq(cn_filecache_open(path, &fc), 0);
+	ck_assert_uint_eq(cn_filecache_count(fc), 1);
+	ck_assert_int_eq(cn_filecache_lookup(fc, longp, sizeof(longp), &e), 1);
+	ck_assert_uint_eq(e.ino, le.ino);
+	ck_assert_int_eq(cn_filecache_lookup(fc, longp, sizeof(longp) - 1, &e), 0);
+	cn_filecache_close(fc);
+}
+END_TEST
+
+/* an aborted writer leaves the old cache untouched */
+START_TEST(test_abort_keeps_old)
+{
+	struct cn_filecache_writer *w;
+	struct cn_filecache *fc;
+	struct cn_filecache_entry e = mk(1);
+	struct cn_filecache_ref r = ref("s1", 1);
+	write_cache("s1", 1, 10);
+	ck_assert_int_eq(cn_filecache_writer_begin(path, &w), 0);
+	ck_assert_int_eq(cn_filecache_writer_put(w, "new", 3, &e), 0);
+	cn_filecache_writer_abort(w);
+	ck_assert_int_eq(cn_filecache_open(path, &fc), 0);
+	ck_assert_int_eq(cn_filecache_matches(fc, &r), 1);
+	ck_assert_uint_eq(cn_filecache_count(fc), 10);
+	ck_assert_int_eq(cn_filecache_lookup(fc, "new", 3, &e), 0);
+	cn_filecache_close(fc);
+	char tmp[PATH_MAX + 100];
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	ck_assert_int_eq(access(tmp, F_OK), -1);
+}
+END_TEST
+
+/* Damage: a flipped byte inside a record, a truncated file, garbage. Each
+ * is detected on open; the file is removed and the cache treated as
+ * absent (so the caller rebuilds it). */
+static size_t find(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m)
+{
+	for (size_t i = 0; i + m <= n; i++)
+		if (!memcmp(hay + i, needle, m))
+			return i;
+	return (size_t)-1;
+}
+
+static void rewrite(void (*damage)(uint8_t *data, size_t *len))
+{
+	int fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	struct stat st;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	size_t len = (size_t)st.st_size;
+	uint8_t *d = malloc(len);
+	ck_assert_int_eq(cn_read_full(fd, d, len), 0);
+	damage(d, &len);
+	ck_assert_int_eq(ftruncate(fd, 0), 0);
+	ck_assert_int_eq(pwrite(fd, d, len, 0), (ssize_t)len);
+	close(fd);
+	free(d);
+}
+
+static void flip_record(uint8_t *d, size_t *len)
+{
+	struct cn_filecache_entry e = mk(5);
+	size_t at = find(d, *len, e.meta_hash, 32);
+	ck_assert_uint_ne(at, (size_t)-1);
+	d[at + 31] ^= 1; /* another hash; structure intact */
+}
+
+static void truncate_half(uint8_t *d, size_t *len)
+{
+	(void)d;
+	*len /= 2;
+}
+
+static void garbage(uint8_t *d, size_t *len)
+{
+	for (size_t i = 0; i < *len; i++)
+		d[i] = (uint8_t)(i * 131 + 7);
+}
+
+START_TEST(test_damaged)
+{
+	void (*damages[])(uint8_t *, size_t *) = { flip_record, truncate_half, garbage };
+	for (size_t k = 0; k < 3; k++) {
+		struct cn_filecache *fc;
+		write_cache("s", 2, 50);
+		rewrite(damages[k]);
+		ck_assert_int_eq(cn_filecache_open(path, &fc), 0);
+		ck_assert_ptr_null(fc);
+		ck_assert_int_eq(access(path, F_OK), -1); /* removed */
+		/* and a new one can be written in its place */
+		write_cache("s", 2, 5);
+		ck_assert_int_eq(cn_filecache_open(path, &fc), 0);
+		ck_assert_ptr_nonnull(fc);
+		cn_filecache_close(fc);
+	}
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("filecache");
+	TCase *tc = tcase_create("core");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_roundtrip);
+	tcase_add_test(tc, test_abort_keeps_old);
+	tcase_add_test(tc, test_damaged);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
