@@ -18,6 +18,26 @@
 #include "store/cn_datastore.h"
 #include "store/cn_keyfile.h"
 
+int cli_parse_common_only(struct cli_common *c, int argc, char **argv, int first,
+			  void (*help)(FILE *f))
+{
+	static const struct option opts[] = {CLI_COMMON_LONG_OPTIONS, {0}};
+	int o, rc;
+	optind = first;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if ((rc = cli_common_option(c, o, optarg)) < 0)
+			return -rc;
+		if (rc)
+			continue;
+		if (o == 'h') {
+			help(stdout);
+			return CLI_EXIT_OK;
+		}
+		return cli_usage_error(c->cmd, "unknown option");
+	}
+	return -1;
+}
+
 int cli_common_option(struct cli_common *c, int opt, const char *arg)
 {
 	switch (opt) {

@@ -63,6 +63,13 @@ struct cli_common {
  * common option) or -CLI_EXIT_USAGE after printing the problem. */
 int cli_common_option(struct cli_common *c, int opt, const char *arg);
 
+/* Parses argv from index first for a command that takes only the common
+ * options (and -h/--help, which prints help to stdout). Returns -1 when the
+ * command should go on (optind then points at the first argument), or the
+ * exit code to return at once (help shown, or a usage error printed). */
+int cli_parse_common_only(struct cli_common *c, int argc, char **argv, int first,
+			  void (*help)(FILE *f));
+
 /* The default store directory ($CAIRN_STORE, else /var/lib/cairn for
  * root, else $XDG_DATA_HOME/cairn or ~/.local/share/cairn) into out. */
 void cli_default_store(char *out, size_t len);

@@ -23,19 +23,9 @@ static void help(FILE *f)
 static int cmd_gc(int argc, char **argv)
 {
 	struct cli_common c = {.cmd = "gc"};
-	static const struct option opts[] = {CLI_COMMON_LONG_OPTIONS, {0}};
-	int o, rc;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if ((rc = cli_common_option(&c, o, optarg)) < 0)
-			return -rc;
-		if (rc)
-			continue;
-		if (o == 'h') {
-			help(stdout);
-			return CLI_EXIT_OK;
-		}
-		return cli_usage_error(c.cmd, "unknown option");
-	}
+	int parsed = cli_parse_common_only(&c, argc, argv, 1, help);
+	if (parsed >= 0)
+		return parsed;
 	if (optind != argc)
 		return cli_usage_error(c.cmd, "no arguments expected");
 	struct cli_endpoints eps;

@@ -164,7 +164,6 @@ out:;
 static int cmd_snapshot(int argc, char **argv)
 {
 	struct cli_common c = {.cmd = "snapshot"};
-	static const struct option opts[] = {CLI_COMMON_LONG_OPTIONS, {0}};
 	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
 		help(argc < 2 ? stderr : stdout);
 		return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
@@ -173,19 +172,9 @@ static int cmd_snapshot(int argc, char **argv)
 	int is_list = !strcmp(sub, "list"), is_files = !strcmp(sub, "files");
 	if (!is_list && !is_files)
 		return cli_usage_error(c.cmd, "unknown subcommand '%s' (list, files)", sub);
-	int o, rc;
-	optind = 2;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if ((rc = cli_common_option(&c, o, optarg)) < 0)
-			return -rc;
-		if (rc)
-			continue;
-		if (o == 'h') {
-			help(stdout);
-			return CLI_EXIT_OK;
-		}
-		return cli_usage_error(c.cmd, "unknown option");
-	}
+	int parsed = cli_parse_common_only(&c, argc, argv, 2, help);
+	if (parsed >= 0)
+		return parsed;
 	int nargs = argc - optind;
 	if (is_list && nargs > 1)
 		return cli_usage_error(c.cmd, "snapshot list takes at most a GROUP");
