@@ -1,6 +1,8 @@
 /* bench/pbs_upload — upload throughput of the PBS target (net/) against
  * the PBS emulator on loopback: one target, then two targets fed the same
- * encoded chunks in turn (the engine's fan-out), as MB/s of plain data.
+ * encoded chunks in turn (the engine's fan-out), as MB/s of plain data,
+ * and, in the same run, the local-datastore target with the same chunks
+ * (default sync level: one syncfs before publish) for comparison.
  * Chunks are pre-encoded (4 MiB, incompressible, plain DataBlobs) so only
  * the network path is timed. Also reported: CPU seconds of this process
  * and of the emulator(s) during the run, to tell which side limits.
@@ -16,7 +18,9 @@
 #include <openssl/evp.h>
 
 #include "common/cn_error.h"
+#include "engine/cn_target_local.h"
 #include "net/cn_pbs_target.h"
+#include "store/cn_datastore.h"
 #include "store/cn_blob.h"
 #include "store/cn_crypt.h"
 #include "tests/net/pbs_emu.h"
@@ -149,6 +153,39 @@ int main(int argc, char **argv)
 		       nt, nt > 1 ? "s" : " ", dt, n * 4.194304 / dt, nt * n * 4.194304 / dt, c1 - c0,
 		       nt > 1 ? "s" : "", e1 - e0);
 	}
+
+	/* The local datastore target, same chunks, same snapshot shape. The
+	 * store (65536 chunk directories) is created before timing. */
+	char dir[] = "/var/tmp/cairn-bench-upload-XXXXXX";
+	struct cn_datastore *ds;
+	struct cn_target *lt;
+	if (!mkdtemp(dir))
+		return fail("mkdtemp");
+	char path[64];
+	snprintf(path, sizeof(path), "%s/store", dir);
+	if (cn_datastore_open(path, 1, NULL, &ds) < 0 || cn_target_local_new(ds, &lt) < 0)
+		return fail("local store");
+	{
+		char manifest[256];
+		int64_t time = 1700000010;
+		snprintf(manifest, sizeof(manifest),
+			 "{\"backup-type\":\"host\",\"backup-id\":\"bench\",\"backup-time\":%lld,\"files\":[],"
+			 "\"signature\":null,\"unprotected\":{}}", (long long)time);
+		double c0 = self_cpu(), t0 = now();
+		int r = run(&lt, 1, chunks, n, time, manifest);
+		double dt = now() - t0, c1 = self_cpu();
+		lt->ops->destroy(lt);
+		cn_datastore_close(ds);
+		if (r)
+			return r;
+		printf("local datastore: %.1f s, %.1f MB/s of data; CPU %.1f s\n", dt,
+		       n * 4.194304 / dt, c1 - c0);
+	}
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+
 	for (int k = 0; k < 2; k++) {
 		cn_pbs_free(conn[k]);
 		pbs_emu_cleanup(&emu[k]);
