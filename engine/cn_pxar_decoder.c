@@ -346,7 +346,7 @@ static int add_acl(struct cn_pxar_decoder *d, int which, uint64_t pos, uint64_t 
 static int read_cstr(struct cn_pxar_decoder *d, uint64_t pos, uint64_t full, size_t skip,
 		     size_t *off, size_t *len, const char *what)
 {
-	size_t o;
+	size_t o = 0;
 	int rc = read_meta(d, pos, full, &o);
 	if (rc < 0)
 		return rc;
@@ -1337,7 +1337,7 @@ static int lookup_component(struct cn_pxar_accessor *a, const struct cn_pxar_ran
 	int rc = open_dir_at_end(&a->in, r->entry_offset, r->end_offset, &g);
 	if (rc < 0)
 		return rc;
-	uint64_t hash = cn_pxar_hash_filename(name, len), first, idx, it[3];
+	uint64_t hash = cn_pxar_hash_filename(name, len), first = 0, idx, it[3];
 	int ok;
 	rc = search_by(&a->in, &g, 0, 0, hash, &first, &ok);
 	if (rc < 0 || !ok)
@@ -1446,7 +1446,7 @@ int cn_pxar_follow_hardlink(struct cn_pxar_accessor *a, const struct cn_pxar_ent
 {
 	if (link->kind != CN_PXAR_KIND_HARDLINK || link->filename_offset == NO_OFFSET)
 		return cn_error_set(-EINVAL, "cannot follow a non-hardlink");
-	uint64_t t, f;
+	uint64_t t = 0, f;
 	int rc = check_hardlink_target(&a->in, link->filename_offset, link->hardlink_offset, &t);
 	if (rc < 0)
 		return rc;

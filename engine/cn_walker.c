@@ -430,8 +430,8 @@ static int get_fcaps(struct walker *w, struct cn_pxar_metadata *m, int fd, uint6
 {
 	if (!(flags & CN_PXAR_WITH_FCAPS))
 		return 0;
-	uint8_t *v;
-	size_t n;
+	uint8_t *v = NULL;
+	size_t n = 0;
 	int rc = read_xattr(fd, "security.capability", &v, &n);
 	if (rc == -ENODATA || rc == -EBADF)
 		return 0;
@@ -521,8 +521,8 @@ static int get_xattr_fcaps_acl(struct walker *w, struct cn_pxar_metadata *m, int
 		}
 		if (!valid_xattr_name(name))
 			continue;
-		uint8_t *val;
-		size_t vlen;
+		uint8_t *val = NULL;
+		size_t vlen = 0;
 		int r = read_xattr(fd, name, &val, &vlen);
 		if (r == -ENODATA || r == -EOPNOTSUPP || r == -EBADF)
 			continue;
