@@ -291,6 +291,32 @@ static int flush_entries(struct cn_pipeline *p, int sidx)
 	return 0;
 }
 
+/* Drops target i after a failed call about the chunk with this digest.
+ * 0 while other targets are live, else the error. */
+static int drop_for_chunk(struct cn_pipeline *p, size_t i, int r, const uint8_t digest[32])
+{
+	char hex[65];
+	cn_hex_encode(digest, 32, hex);
+	return cn_pipeline_drop(p, i, cn_error_prefix(r, "chunk %s", hex));
+}
+
+/* Records a delivered chunk in its stream's index (checksum, count, size)
+ * and appends it to the targets in batches of APPEND_BATCH. */
+static int append_entry(struct cn_pipeline *p, struct job *j, const uint8_t digest[32])
+{
+	atomic_fetch_add(&p->chunks, 1);
+	struct stream *s = &p->streams[j->stream];
+	cn_index_csum_update(s->csum, j->end_offset, digest);
+	s->count++;
+	s->size = j->end_offset;
+	struct cn_index_entry *e = &s->pending[s->npending++];
+	e->end_offset = j->end_offset;
+	memcpy(e->digest, digest, 32);
+	if (s->npending == APPEND_BATCH)
+		return flush_entries(p, j->stream);
+	return 0;
+}
+
 /* An injected chunk: every target must already have it (it was in the
  * previous snapshot that the targets registered with add_known). */
 static int deliver_known(struct cn_pipeline *p, struct job *j)
@@ -302,26 +328,11 @@ static int deliver_known(struct cn_pipeline *p, struct job *j)
 		int r = t->t->ops->has_chunk(t->t, j->known_digest);
 		if (r == 0)
 			r = cn_error_set(-CN_E_FORMAT, "reused chunk is not on the target");
-		if (r < 0) {
-			char hex[65];
-			cn_hex_encode(j->known_digest, 32, hex);
-			r = cn_error_prefix(r, "chunk %s", hex);
-			if ((r = cn_pipeline_drop(p, i, r)) < 0)
-				return r;
-		}
+		if (r < 0 && (r = drop_for_chunk(p, i, r, j->known_digest)) < 0)
+			return r;
 	}
-	atomic_fetch_add(&p->chunks, 1);
 	atomic_fetch_add(&p->chunks_reused, 1);
-	struct stream *s = &p->streams[j->stream];
-	cn_index_csum_update(s->csum, j->end_offset, j->known_digest);
-	s->count++;
-	s->size = j->end_offset;
-	struct cn_index_entry *e = &s->pending[s->npending++];
-	e->end_offset = j->end_offset;
-	memcpy(e->digest, j->known_digest, 32);
-	if (s->npending == APPEND_BATCH)
-		return flush_entries(p, j->stream);
-	return 0;
+	return append_entry(p, j, j->known_digest);
 }
 
 static int deliver(struct cn_pipeline *p, struct job *j)
@@ -339,30 +350,15 @@ static int deliver(struct cn_pipeline *p, struct job *j)
 			r = t->t->ops->put_chunk(t->t, c);
 			is_new = 1;
 		}
-		if (r < 0) {
-			char hex[65];
-			cn_hex_encode(c->digest, 32, hex);
-			r = cn_error_prefix(r, "chunk %s", hex);
-			if ((r = cn_pipeline_drop(p, i, r)) < 0)
-				return r;
-		}
+		if (r < 0 && (r = drop_for_chunk(p, i, r, c->digest)) < 0)
+			return r;
 	}
-	atomic_fetch_add(&p->chunks, 1);
 	if (is_new) {
 		atomic_fetch_add(&p->chunks_new, 1);
 		atomic_fetch_add(&p->bytes_new, c->plain_size);
 		atomic_fetch_add(&p->bytes_new_encoded, c->len);
 	}
-	struct stream *s = &p->streams[j->stream];
-	cn_index_csum_update(s->csum, j->end_offset, c->digest);
-	s->count++;
-	s->size = j->end_offset;
-	struct cn_index_entry *e = &s->pending[s->npending++];
-	e->end_offset = j->end_offset;
-	memcpy(e->digest, c->digest, 32);
-	if (s->npending == APPEND_BATCH)
-		return flush_entries(p, j->stream);
-	return 0;
+	return append_entry(p, j, c->digest);
 }
 
 static void *sink_main(void *ctx)
