@@ -65,21 +65,6 @@ static long long proc_io_rchar(void)
 	return v;
 }
 
-/* mkdir -p */
-static int make_dirs(char *path)
-{
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		int r = mkdir(path, 0700);
-		*p = '/';
-		if (r < 0 && errno != EEXIST)
-			return -errno;
-	}
-	return mkdir(path, 0700) < 0 && errno != EEXIST ? -errno : 0;
-}
-
 /* Sum of regular file sizes below the archives' paths, for the ETA of
  * the progress line (a metadata-only walk, done only for a terminal). */
 static uint64_t estimate_total;
@@ -227,7 +212,7 @@ static int cmd_backup(int argc, char **argv)
 			snprintf(fcbuf, sizeof(fcbuf), "%s/cairn/filecache", xdg);
 		else
 			snprintf(fcbuf, sizeof(fcbuf), "%s/.cache/cairn/filecache", home ? home : ".");
-		if (make_dirs(fcbuf) < 0)
+		if (cn_mkdir_p(fcbuf, 0700) < 0)
 			cn_log_warning("file cache directory %s not usable; every file will be read", fcbuf);
 		else
 			bo.filecache_dir = fcbuf;
@@ -253,13 +238,19 @@ static int cmd_backup(int argc, char **argv)
 		goto out;
 	}
 	struct cn_target *targets[2 * CLI_MAX_ENDPOINTS];
+	struct cn_source *sources[2 * CLI_MAX_ENDPOINTS] = {0};
 	size_t nt = 0;
 	int r = 0;
 	for (size_t i = 0; i < eps.n && r == 0; i++) {
 		r = cli_endpoint_target(&eps.e[i], &targets[nt]);
+		/* metadata mode reads previous snapshots: file cache rebuilds,
+		 * chunks for a target whose previous snapshot differs */
+		if (r == 0 && bo.filecache_dir && cli_endpoint_source(&eps.e[i], &sources[nt]) < 0)
+			sources[nt] = NULL;
 		if (r == 0)
 			nt++;
 	}
+	bo.sources = sources;
 	struct cn_backup_stats st;
 	memset(&st, 0, sizeof(st));
 	if (r == 0)
@@ -276,7 +267,7 @@ static int cmd_backup(int argc, char **argv)
 			for (size_t i = 0; i < eps.n; i++)
 				json_array_append_new(tl, json_string(eps.e[i].name));
 			cli_json_print(json_pack(
-				"{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I}",
+				"{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 				"snapshot", snap, "targets", tl, "files", (json_int_t)st.files,
 				"dirs", (json_int_t)st.dirs, "bytes-read", (json_int_t)st.bytes_read,
 				"archive-bytes", (json_int_t)st.stream_bytes,
@@ -287,6 +278,7 @@ static int cmd_backup(int argc, char **argv)
 				"dedup-ratio", dedup, "duration", st.duration,
 				"targets-ok", (json_int_t)st.targets_ok, "targets-total",
 				(json_int_t)st.targets, "files-reused", (json_int_t)st.files_reused,
+				"files-compared", (json_int_t)st.files_compared,
 				"reused-bytes", (json_int_t)st.reused_bytes,
 				"chunks-reused", (json_int_t)st.chunks_reused,
 				"proc-io-rchar", (json_int_t)proc_io_rchar()));
@@ -308,9 +300,11 @@ static int cmd_backup(int argc, char **argv)
 				char rb[32], pb[32];
 				cli_human_bytes(st.reused_bytes, rb, sizeof(rb));
 				cli_human_bytes(st.reused_padding, pb, sizeof(pb));
-				printf("  unchanged %llu files (%s) not read: %llu previous chunks reused, "
-				       "%s padding\n", (unsigned long long)st.files_reused, rb,
-				       (unsigned long long)st.chunks_reused, pb);
+				printf("  unchanged %llu files (%s) not stored again: %llu previous chunks "
+				       "reused, %s padding; %llu of them read to compare contents\n",
+				       (unsigned long long)st.files_reused, rb,
+				       (unsigned long long)st.chunks_reused, pb,
+				       (unsigned long long)st.files_compared);
 			}
 			if (dedup > 0)
 				printf("  dedup ratio %.2f\n", dedup);
@@ -326,8 +320,11 @@ static int cmd_backup(int argc, char **argv)
 		if (st.skipped || st.targets_ok < st.targets)
 			exit_code = CLI_EXIT_PARTIAL;
 	}
-	for (size_t i = 0; i < nt; i++)
+	for (size_t i = 0; i < nt; i++) {
 		targets[i]->ops->destroy(targets[i]);
+		if (sources[i])
+			sources[i]->ops->destroy(sources[i]);
+	}
 	cli_close_endpoints(&eps);
 	cn_crypt_config_free(crypt);
 out:

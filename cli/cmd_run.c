@@ -141,7 +141,22 @@ static void backup_source(struct worker *w, size_t si)
 	const struct cn_config_source *s = &c->sources[si];
 	json_t *sj = w->sj[si];
 	struct cn_target *targets[64];
+	struct cn_source *sources[64] = {0};
 	size_t tidx[64], nt = 0;
+	char fcdir[4096];
+	int metadata = s->change_detection == CN_CDM_METADATA;
+	if (metadata) {
+		/* the file caches live with the run state: they must survive
+		 * reboots, and deleting them only costs one slower run */
+		char state[4000];
+		cn_config_state_dir(c, state, sizeof(state));
+		snprintf(fcdir, sizeof(fcdir), "%s/filecache", state);
+		if (cn_mkdir_p(fcdir, 0700) < 0) {
+			cn_log_warning("file cache directory %s not usable (%s); every file will be read",
+				       fcdir, cn_error_message());
+			metadata = 0;
+		}
+	}
 	for (size_t i = 0; i < c->n_targets && nt < CN_ARRAY_SIZE(targets); i++) {
 		if (!w->open_ok[i])
 			continue;
@@ -149,6 +164,8 @@ static void backup_source(struct worker *w, size_t si)
 			cn_log_error("target %s: %s", c->targets[i].name, cn_error_message());
 			continue;
 		}
+		if (metadata && cli_endpoint_source(&w->eps[i], &sources[nt]) < 0)
+			sources[nt] = NULL;
 		tidx[nt++] = i;
 	}
 	struct cn_backup_archive arch = {.name = s->archive, .path = w->read_from[si]};
@@ -161,6 +178,11 @@ static void backup_source(struct worker *w, size_t si)
 	bo.n_excludes = s->n_excludes;
 	bo.all_file_systems = s->all_file_systems;
 	bo.skip_lost_found = s->skip_lost_found;
+	bo.change_detection = (enum cn_change_detection)s->change_detection;
+	if (metadata) {
+		bo.filecache_dir = fcdir;
+		bo.sources = sources;
+	}
 	struct cn_backup_stats st;
 	memset(&st, 0, sizeof(st));
 	int r = nt ? 0 : cn_error_set(-ENOTCONN, "no target could be reached");
@@ -182,6 +204,7 @@ static void backup_source(struct worker *w, size_t si)
 	json_object_set_new(sj, "new-bytes", json_integer((json_int_t)st.bytes_new));
 	json_object_set_new(sj, "new-bytes-stored", json_integer((json_int_t)st.bytes_new_encoded));
 	json_object_set_new(sj, "skipped", json_integer((json_int_t)st.skipped));
+	json_object_set_new(sj, "files-reused", json_integer((json_int_t)st.files_reused));
 	json_object_set_new(sj, "duration", json_real(st.duration));
 	size_t ok = 0;
 	char errmsg[1024];
@@ -221,6 +244,8 @@ static void backup_source(struct worker *w, size_t si)
 				    json_integer(json_integer_value(json_object_get(tj, "new-chunks")) +
 						 (json_int_t)st.chunks_new));
 		targets[k]->ops->destroy(targets[k]);
+		if (sources[k])
+			sources[k]->ops->destroy(sources[k]);
 	}
 	json_object_set_new(sj, "targets-ok", json_integer((json_int_t)ok));
 	json_object_set_new(sj, "targets-total", json_integer((json_int_t)c->n_targets));

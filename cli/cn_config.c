@@ -339,6 +339,18 @@ static int source_key(struct parse_ctx *p, const char *name, const char *value)
 		return set_bool(p, name, value, &s->all_file_systems);
 	if (!strcmp(name, "skip-lost-found"))
 		return set_bool(p, name, value, &s->skip_lost_found);
+	if (!strcmp(name, "change-detection-mode")) {
+		static const char *modes[] = {"legacy", "data", "metadata"};
+		static const int values[] = {CN_CDM_LEGACY, CN_CDM_DATA, CN_CDM_METADATA};
+		if (!once(p, name))
+			return 0;
+		for (size_t i = 0; i < CN_ARRAY_SIZE(modes); i++)
+			if (!strcmp(value, modes[i])) {
+				s->change_detection = values[i];
+				return 1;
+			}
+		return fail(p, p->line, "change-detection-mode is legacy, data or metadata, not '%s'", value);
+	}
 	return fail(p, p->line, "unknown key '%s' in [source %s]", name, s->name);
 }
 

@@ -54,6 +54,7 @@ struct cn_config_source {
 	int syncthing_excludes;
 	int all_file_systems;
 	int skip_lost_found;
+	int change_detection;  /* enum cn_change_detection (default legacy) */
 };
 
 enum cn_config_target_kind { CN_CONFIG_LOCAL, CN_CONFIG_PBS };

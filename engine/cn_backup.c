@@ -11,6 +11,7 @@
 #include "common/cn_log.h"
 #include "engine/cn_catalog_writer.h"
 #include "engine/cn_pipeline.h"
+#include "engine/cn_restore.h"
 #include "engine/cn_reuse.h"
 #include "engine/cn_walker.h"
 #include "store/cn_filecache.h"
@@ -57,25 +58,33 @@ static size_t index_names(const struct cn_backup_opts *o, size_t a, char names[2
 }
 
 /* Metadata change detection of one archive: the reference previous
- * payload index (of the first live target) and whether every target has
- * the same one. */
+ * payload index (of the first live target that has one) and how many
+ * targets have the same one. */
 struct cd_archive {
 	struct cn_index *prev_pidx;
 	uint8_t prev_csum[32];
 	char prev_name[256];
+	int64_t prev_time;
 	int usable;            /* -1 unknown yet, 0 no, 1 yes */
+	size_t ref;            /* the target it comes from */
 	size_t seen;           /* targets with this previous payload index */
 	struct cn_reuse *reuse;
 	const struct cn_pxar_reuse *ops;
+	size_t *out_target;    /* target of each new file cache */
+	size_t n_out;
 	int pstream;
 	struct cn_pipeline *p;
+	struct run *run;
 };
 
 /* The producer's view while an archive is written: the pipeline stream
  * plus what the progress callback needs. */
 struct run {
 	struct cd_archive *cd;             /* per archive (split modes) */
+	struct cn_manifest **prev_m;       /* per target: its source's open
+					    * previous snapshot (metadata mode) */
 	const struct cn_backup_opts *o;
+	size_t n_targets;
 	struct cn_pipeline *p;
 	int stream;
 	const char *archive;
@@ -127,6 +136,7 @@ static void add_stats(struct cn_pxar_create_stats *sum, const struct cn_pxar_cre
 	sum->sockets += s->sockets;
 	sum->bytes_read += s->bytes_read;
 	sum->files_reused += s->files_reused;
+	sum->files_compared += s->files_compared;
 	sum->reused_bytes += s->reused_bytes;
 	sum->injected_bytes += s->injected_bytes;
 	sum->excluded += s->excluded;
@@ -201,18 +211,16 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 			cn_index_csum(idx, csum);
 			if (cd[a].usable < 0) {
 				struct cn_snapshot_id pid = o->id;
+				cd[a].ref = i;
 				pid.time = prev_time;
 				cd[a].usable = cn_snapshot_path(&pid, cd[a].prev_name, sizeof(cd[a].prev_name)) >= 0;
+				cd[a].prev_time = prev_time;
 				memcpy(cd[a].prev_csum, csum, 32);
 				cd[a].prev_pidx = idx;
 				cd[a].seen = 1;
 				idx = NULL;
 			} else if (!memcmp(cd[a].prev_csum, csum, 32)) {
 				cd[a].seen++;
-			} else {
-				cn_log_info("%s: previous snapshot differs from the first target's; "
-					    "reading every file of %s", t->name, o->archives[a].name);
-				cd[a].usable = 0;
 			}
 		}
 		cn_index_free(idx);
@@ -242,24 +250,121 @@ static int inject_chunks(void *ctx, const struct cn_pxar_reused_chunk *c, size_t
 	return r;
 }
 
-/* Metadata mode: opens the file cache of archive a on the first target
- * and checks it against the previous snapshot (without one, or when the
- * targets' previous snapshots differ, nothing is reused but the new
- * cache is written). */
-static int cd_begin(struct run *run, size_t a, const char *target_name)
+/* Target i's source, open on its previous snapshot (opened once per
+ * run): its manifest, or NULL when there is no source or no previous
+ * snapshot, or it failed (a warning: it only costs speed). */
+static struct cn_manifest *prev_source(struct run *run, size_t i)
+{
+	const struct cn_backup_opts *o = run->o;
+	struct cn_source *src = o->sources ? o->sources[i] : NULL;
+	int64_t prev_time;
+	if (!src || !run->prev_m)
+		return NULL;
+	if (run->prev_m[i])
+		return run->prev_m[i];
+	cn_pipeline_prev_manifest(run->p, i, &prev_time);
+	struct cn_snapshot_id pid = o->id;
+	pid.time = prev_time;
+	if (prev_time <= 0 || cn_restore_open(src, &pid, o->crypt, &run->prev_m[i]) < 0) {
+		if (prev_time > 0)
+			cn_log_warning("%s: previous snapshot not readable: %s", src->name, cn_error_message());
+		run->prev_m[i] = NULL;
+	}
+	return run->prev_m[i];
+}
+
+/* cn_reuse_fetch_fn: the reference target's previous metadata archive. */
+static int fetch_mpxar(void *ctx, struct cn_buf *out)
+{
+	struct cd_archive *cd = ctx;
+	struct run *run = cd->run;
+	size_t a = (size_t)(cd - run->cd);
+	struct cn_manifest *m = prev_source(run, cd->ref);
+	char names[2][160];
+	struct cn_index *idx;
+	if (!m)
+		return cn_error_set(-ENOENT, "no source for the previous snapshot");
+	index_names(run->o, a, names);
+	struct cn_source *src = run->o->sources[cd->ref];
+	int r = cn_restore_load_index(src, m, names[0], &idx);
+	if (r == 0) {
+		r = cn_restore_read_stream(src, idx, run->o->crypt, out);
+		cn_index_free(idx);
+	}
+	return r < 0 ? cn_error_prefix(r, "reading previous %s from %s", names[0], src->name) : 0;
+}
+
+/* When targets' previous snapshots differ: reused chunks that a target
+ * lacks are copied from the reference target (its source reads them;
+ * a PBS reader serves chunks of the indexes it sent). 1 when set up. */
+static int chunk_source(struct run *run, size_t a)
+{
+	struct cd_archive *cd = &run->cd[a];
+	struct cn_manifest *m = prev_source(run, cd->ref);
+	char names[2][160];
+	struct cn_index *idx;
+	if (!m)
+		return 0;
+	index_names(run->o, a, names);
+	struct cn_source *src = run->o->sources[cd->ref];
+	if (cn_restore_load_index(src, m, names[1], &idx) < 0) {
+		cn_log_warning("%s: %s", src->name, cn_error_message());
+		return 0;
+	}
+	cn_index_free(idx);
+	return cn_pipeline_set_chunk_source(run->p, cd->pstream, src) == 0;
+}
+
+/* Metadata mode: opens the file cache of archive a of the reference
+ * target and checks it against its previous snapshot (rebuilding it from
+ * that snapshot's metadata archive when stale), and starts a new cache
+ * for every live target. Without a previous snapshot nothing is reused;
+ * targets whose previous snapshot differs get the reused chunks they
+ * lack copied, or, without a source to copy from, every file is read. */
+static int cd_begin(struct run *run, size_t a, size_t live)
 {
 	const struct cn_backup_opts *o = run->o;
 	struct cd_archive *cd = &run->cd[a];
 	char path[4096];
-	if (o->change_detection != CN_CDM_METADATA || !o->filecache_dir)
+	if (o->change_detection != CN_CDM_METADATA || !o->filecache_dir || live == 0)
 		return 0;
-	int r = cn_filecache_path(o->filecache_dir, target_name, o->archives[a].name, path, sizeof(path));
+	if (cd->usable > 0 && cd->seen != live) {
+		if (chunk_source(run, a)) {
+			cn_log_info("not every target has the previous snapshot of %s; reused chunks "
+				    "they lack are copied from %s", o->archives[a].name,
+				    cn_pipeline_target(run->p, cd->ref)->name);
+		} else {
+			cn_log_info("not every target has the previous snapshot; reading every file of %s",
+				    o->archives[a].name);
+			cd->usable = 0;
+		}
+	}
+	if (cd->usable <= 0)
+		for (cd->ref = 0; !cn_pipeline_target(run->p, cd->ref); cd->ref++)
+			;
+	if (!(cd->out_target = calloc(run->n_targets, sizeof(size_t))))
+		return cn_error_set(-ENOMEM, "out of memory");
 	struct cn_filecache_ref prev = {.snapshot = cd->prev_name};
 	memcpy(prev.payload_csum, cd->prev_csum, 32);
+	int have_src = o->sources && o->sources[cd->ref];
+	int r = cn_filecache_path(o->filecache_dir, cn_pipeline_target(run->p, cd->ref)->name,
+				  o->archives[a].name, path, sizeof(path));
 	if (r == 0)
-		r = cn_reuse_begin(path, cd->usable > 0 ? &prev : NULL, cd->usable > 0 ? cd->prev_pidx : NULL,
-				   NULL, NULL, 0, inject_chunks, cd, &cd->reuse, &cd->ops);
-	return r;
+		r = cn_reuse_begin(path, cd->usable > 0 ? &prev : NULL, cd->prev_time,
+				   cd->usable > 0 ? cd->prev_pidx : NULL, have_src ? fetch_mpxar : NULL, cd, 0,
+				   inject_chunks, cd, &cd->reuse, &cd->ops);
+	if (r < 0)
+		return r;
+	cd->out_target[cd->n_out++] = cd->ref;
+	for (size_t i = 0; i < run->n_targets && r >= 0; i++) {
+		struct cn_target *t = cn_pipeline_target(run->p, i);
+		if (!t || i == cd->ref)
+			continue;
+		r = cn_filecache_path(o->filecache_dir, t->name, o->archives[a].name, path, sizeof(path));
+		if (r == 0 && (r = cn_reuse_add_output(cd->reuse, path)) >= 0)
+			cd->out_target[cd->n_out++] = i;
+	}
+	return r < 0 ? r : 0;
 }
 
 /* Walks every archive into its stream and the shared catalog. */
@@ -367,7 +472,7 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 				return cn_error_set(-EINVAL, "archive name %s given twice",
 						    o->archives[a].name);
 	}
-	struct run run = {.o = o, .start = now_sec()};
+	struct run run = {.o = o, .n_targets = n, .start = now_sec()};
 	run.interval = (o->progress_interval_ms ? o->progress_interval_ms : 250) / 1000.0;
 	run.next_progress = run.start + run.interval;
 	struct cn_snapshot_id id = o->id;
@@ -385,11 +490,13 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 	int *streams = calloc(o->n_archives, sizeof(int));
 	int cat_stream = -1;
 	run.cd = calloc(o->n_archives, sizeof(*run.cd));
+	run.prev_m = calloc(n ? n : 1, sizeof(*run.prev_m));
 	for (size_t a = 0; run.cd && a < o->n_archives; a++) {
 		run.cd[a].usable = -1;
 		run.cd[a].p = run.p;
+		run.cd[a].run = &run;
 	}
-	if (!streams || !run.cd) {
+	if (!streams || !run.cd || !run.prev_m) {
 		r = cn_error_set(-ENOMEM, "out of memory");
 		goto out;
 	}
@@ -398,26 +505,16 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 	for (size_t i = 0; i < n && r == 0; i++)
 		r = reuse_previous(run.p, i, o, mode, run.cd);
 	size_t live = 0;
-	const char *first = NULL;
 	for (size_t i = 0; i < n; i++)
-		if (cn_pipeline_target(run.p, i)) {
-			live++;
-			if (!first)
-				first = cn_pipeline_target(run.p, i)->name;
-		}
+		live += cn_pipeline_target(run.p, i) != NULL;
 	for (size_t a = 0; a < o->n_archives && r >= 0; a++) {
 		char names[2][160];
 		size_t k = index_names(o, a, names);
-		if (run.cd[a].usable > 0 && run.cd[a].seen != live) {
-			cn_log_info("not every target has the previous snapshot; reading every file of %s",
-				    o->archives[a].name);
-			run.cd[a].usable = 0;
-		}
 		r = streams[a] = cn_pipeline_add_stream(run.p, names[0], CN_CHUNKER_DEFAULT_AVG);
 		if (r >= 0 && k == 2)
 			r = run.cd[a].pstream = cn_pipeline_add_stream(run.p, names[1], CN_CHUNKER_DEFAULT_AVG);
-		if (r >= 0 && first)
-			r = cd_begin(&run, a, first);
+		if (r >= 0 && k == 2)
+			r = cd_begin(&run, a, live);
 	}
 	if (r >= 0)
 		r = cat_stream = cn_pipeline_add_stream(run.p, CN_CATALOG_INDEX_NAME,
@@ -448,12 +545,16 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 			continue;
 		char name[256];
 		struct cn_filecache_ref ref = {.snapshot = name};
+		int keep[run.cd[a].n_out];
+		for (size_t k = 0; k < run.cd[a].n_out; k++)
+			keep[k] = cn_pipeline_target(run.p, run.cd[a].out_target[k]) != NULL;
 		cn_pipeline_stream_result(run.p, run.cd[a].pstream, NULL, NULL, ref.payload_csum);
-		if (cn_snapshot_path(&id, name, sizeof(name)) < 0 || cn_reuse_commit(run.cd[a].reuse, &ref) < 0)
+		if (cn_snapshot_path(&id, name, sizeof(name)) < 0 || cn_reuse_commit(run.cd[a].reuse, &ref, keep) < 0)
 			cn_log_warning("file cache for %s not written: %s", o->archives[a].name,
 				       cn_error_message());
 	}
 	stats->files_reused = sum.files_reused;
+	stats->files_compared = sum.files_compared;
 	stats->reused_bytes = sum.reused_bytes;
 	stats->reused_padding = sum.injected_bytes > sum.reused_bytes ? sum.injected_bytes - sum.reused_bytes : 0;
 	stats->files = sum.files;
@@ -487,7 +588,11 @@ out:;
 	for (size_t a = 0; run.cd && a < o->n_archives; a++) {
 		cn_reuse_free(run.cd[a].reuse);
 		cn_index_free(run.cd[a].prev_pidx);
+		free(run.cd[a].out_target);
 	}
+	for (size_t i = 0; run.prev_m && i < n; i++)
+		cn_manifest_free(run.prev_m[i]);
+	free(run.prev_m);
 	free(run.cd);
 	free(streams);
 	return r < 0 ? r : 0;

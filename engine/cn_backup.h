@@ -66,10 +66,18 @@ struct cn_backup_opts {
 	unsigned progress_interval_ms;   /* 0 = 250 */
 	enum cn_change_detection change_detection;
 	/* Metadata mode: directory of the file caches (store/cn_filecache.h,
-	 * one per first target and archive); NULL: nothing is reused. The
-	 * previous payload is reused only when every target's previous
-	 * snapshot has the same payload index (else all files are read). */
+	 * one per target and archive); NULL: nothing is reused. The payload
+	 * of the first target's previous snapshot (that has the archive) is
+	 * the reference for reuse. */
 	const char *filecache_dir;
+	/* Metadata mode, may be NULL (or hold NULLs): sources reading the
+	 * targets' stores, in the order of the targets (borrowed). With the
+	 * reference target's source, a stale file cache is rebuilt from its
+	 * previous metadata archive, and targets whose previous snapshot
+	 * differs get the reused chunks they lack copied from it; without
+	 * it, a stale cache and differing previous snapshots mean every
+	 * file is read. */
+	struct cn_source *const *sources;
 };
 
 struct cn_backup_stats {
@@ -83,7 +91,8 @@ struct cn_backup_stats {
 	uint64_t chunks, chunks_new;  /* chunks referenced / sent as new */
 	uint64_t bytes_new;           /* plain bytes of new chunks */
 	uint64_t bytes_new_encoded;   /* their stored (compressed) size */
-	uint64_t files_reused;        /* metadata mode: files not read */
+	uint64_t files_reused;        /* metadata mode: files not stored again */
+	uint64_t files_compared;      /* of those, read to compare contents */
 	uint64_t reused_bytes;        /* their payload bytes */
 	uint64_t chunks_reused;       /* previous payload chunks re-referenced */
 	uint64_t reused_padding;      /* bytes in those chunks of no current file */

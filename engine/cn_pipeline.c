@@ -46,6 +46,7 @@ struct stream {
 	struct cn_index_entry pending[APPEND_BATCH];
 	size_t npending;
 	uint8_t final_csum[32];
+	struct cn_source *chunk_src; /* injected chunks a target lacks */
 };
 
 struct tgt {
@@ -317,21 +318,63 @@ static int append_entry(struct cn_pipeline *p, struct job *j, const uint8_t dige
 	return 0;
 }
 
-/* An injected chunk: every target must already have it (it was in the
- * previous snapshot that the targets registered with add_known). */
+/* The injected chunk of job j from its stream's chunk source, checked
+ * (digest, size) before it is copied to a target. */
+static int fetch_known(struct cn_pipeline *p, struct job *j, struct cn_chunk **out)
+{
+	struct stream *s = &p->streams[j->stream];
+	struct cn_buf blob = {0}, plain = {0};
+	int r = s->chunk_src->ops->get_chunk(s->chunk_src, j->known_digest, &blob);
+	if (r == 0)
+		r = cn_blob_decode(blob.data, blob.len, p->crypt, j->known_digest, &plain);
+	if (r == 0 && plain.len != j->end_offset - s->size)
+		r = cn_error_set(-CN_E_FORMAT, "reused chunk from %s has %zu bytes, the index says %llu",
+				 s->chunk_src->name, plain.len, (unsigned long long)(j->end_offset - s->size));
+	struct cn_chunk *c = r == 0 ? cn_chunk_new(blob.len) : NULL;
+	if (r == 0 && !c)
+		r = cn_error_set(-ENOMEM, "out of memory");
+	if (r == 0) {
+		memcpy(c->data, blob.data, blob.len);
+		c->len = blob.len;
+		c->plain_size = plain.len;
+		memcpy(c->digest, j->known_digest, 32);
+		*out = c;
+	}
+	cn_buf_free(&blob);
+	cn_buf_free(&plain);
+	return r < 0 ? cn_error_prefix(r, "copying a reused chunk from %s", s->chunk_src->name) : 0;
+}
+
+/* An injected chunk of a previous snapshot: targets registered it with
+ * add_known; one whose previous snapshot differs gets it copied from the
+ * stream's chunk source, if there is one. */
 static int deliver_known(struct cn_pipeline *p, struct job *j)
 {
+	struct cn_chunk *copy = NULL;
 	for (size_t i = 0; i < p->ntargets; i++) {
 		struct tgt *t = &p->targets[i];
 		if (!t->live)
 			continue;
 		int r = t->t->ops->has_chunk(t->t, j->known_digest);
-		if (r == 0)
+		if (r == 0 && p->streams[j->stream].chunk_src) {
+			if (copy || (r = fetch_known(p, j, &copy)) == 0)
+				r = t->t->ops->put_chunk(t->t, copy);
+		} else if (r == 0) {
 			r = cn_error_set(-CN_E_FORMAT, "reused chunk is not on the target");
-		if (r < 0 && (r = drop_for_chunk(p, i, r, j->known_digest)) < 0)
+		}
+		if (r < 0 && (r = drop_for_chunk(p, i, r, j->known_digest)) < 0) {
+			cn_chunk_unref(copy);
 			return r;
+		}
 	}
-	atomic_fetch_add(&p->chunks_reused, 1);
+	if (copy) {
+		atomic_fetch_add(&p->chunks_new, 1);
+		atomic_fetch_add(&p->bytes_new, copy->plain_size);
+		atomic_fetch_add(&p->bytes_new_encoded, copy->len);
+		cn_chunk_unref(copy);
+	} else {
+		atomic_fetch_add(&p->chunks_reused, 1);
+	}
 	return append_entry(p, j, j->known_digest);
 }
 
@@ -519,6 +562,14 @@ int cn_pipeline_boundary_fn(void *ctx, uint64_t offset)
 		return cn_error_set(-EINVAL, "suggested boundary %llu is not the end of stream %s",
 				    (unsigned long long)offset, w->p->streams[w->stream].name);
 	return cn_pipeline_suggest_boundary(w->p, w->stream);
+}
+
+int cn_pipeline_set_chunk_source(struct cn_pipeline *p, int stream, struct cn_source *src)
+{
+	if (p->state == ST_RUNNING || stream < 0 || (size_t)stream >= p->nstreams)
+		return cn_error_set(-EINVAL, "chunk source for stream %d set too late or unknown", stream);
+	p->streams[stream].chunk_src = src;
+	return 0;
 }
 
 int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digests)[32],

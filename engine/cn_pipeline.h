@@ -112,6 +112,14 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
  * previous index); a target that does not is dropped. The stream offset
  * moves on by their sizes. Metadata change detection (cn_walker.h). 0 or
  * the pipeline's error. */
+/* Before cn_pipeline_start: where injected chunks of stream come from for
+ * a target that does not have them (one whose previous snapshot differs
+ * from the one the chunks were reused from): src (borrowed, its snapshot
+ * open; get_chunk is called from the sink thread) gives the encoded
+ * chunk, which is checked against its digest and size and stored on that
+ * target. Without a source such a target is dropped. 0 or -EINVAL. */
+int cn_pipeline_set_chunk_source(struct cn_pipeline *p, int stream, struct cn_source *src);
+
 int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digests)[32],
 		       const uint64_t *sizes, size_t n);
 

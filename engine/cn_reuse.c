@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #include "common/cn_error.h"
 #include "common/cn_util.h"
@@ -14,12 +16,18 @@
 struct cn_reuse {
 	struct cn_pxar_reuse ops;
 	struct cn_filecache *prev;
-	struct cn_filecache_writer *out;
+	struct cn_filecache_writer **out; /* the new caches (one per target) */
+	size_t n_out;
 	int trust_unverified;
+	int64_t prev_time;
 	int (*inject)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n);
 	void *inject_ctx;
 	enum cn_reuse_cache_state state;
+	uint8_t *buf;           /* for content comparison */
+	XXH3_state_t *xxh;
 };
+
+#define COMPARE_BUF_SIZE (1u << 20)
 
 int cn_reuse_meta_hash(const struct cn_pxar_metadata *m, uint8_t out[32])
 {
@@ -31,60 +39,166 @@ int cn_reuse_meta_hash(const struct cn_pxar_metadata *m, uint8_t out[32])
 	return rc;
 }
 
-static int lookup(void *ctx, const char *path, size_t path_len, const struct stat *st,
-		  const struct cn_pxar_metadata *m, uint64_t *payload_offset)
+static int same_size_mtime(const struct cn_filecache_entry *e, const struct stat *st)
+{
+	return e->size == (uint64_t)st->st_size && e->mtime_sec == st->st_mtim.tv_sec &&
+	       e->mtime_nsec == (uint32_t)st->st_mtim.tv_nsec;
+}
+
+static int same_inode_ctime(const struct cn_filecache_entry *e, const struct stat *st)
+{
+	return (e->flags & CN_FILECACHE_VERIFIED) && e->ino == (uint64_t)st->st_ino &&
+	       e->ctime_sec == st->st_ctim.tv_sec && e->ctime_nsec == (uint32_t)st->st_ctim.tv_nsec;
+}
+
+/* Whether an entry of the path's own name describes the file as it is
+ * now. A VERIFIED entry: same inode and ctime. A rebuilt one (from the
+ * previous metadata archive, no inode/ctime): the file's ctime is older
+ * than the previous backup's start (with a second of margin for coarse
+ * time stamps), so neither its content nor its name changed since that
+ * backup read it: writes, renames, links and chmod all set ctime. */
+static int unchanged_since_prev(const struct cn_reuse *r, const struct cn_filecache_entry *e,
+				const struct stat *st)
+{
+	if (e->flags & CN_FILECACHE_VERIFIED)
+		return same_inode_ctime(e, st);
+	return r->prev_time > 0 && st->st_ctim.tv_sec < r->prev_time - 1;
+}
+
+struct inode_query {
+	const struct stat *st;
+	const uint8_t *meta_hash;  /* NULL: content candidates (same size,
+				    * mtime, with a content hash) */
+};
+
+/* A file moved or renamed since: the same inode, untouched (ctime). */
+static int accept_inode(void *ctx, const struct cn_filecache_entry *e)
+{
+	const struct inode_query *q = ctx;
+	if (!same_size_mtime(e, q->st))
+		return 0;
+	if (!q->meta_hash)
+		return (e->flags & CN_FILECACHE_CONTENT_HASH) != 0;
+	return same_inode_ctime(e, q->st) && !memcmp(e->meta_hash, q->meta_hash, 32);
+}
+
+/* 1 when the file's content (read now from fd) has the entry's content
+ * hash, 0 when not (or the file is not the size it was stat'ed with). */
+static int content_equal(struct cn_reuse *r, int fd, const struct stat *st,
+			 const struct cn_filecache_entry *e, uint64_t *bytes_read)
+{
+	uint64_t off = 0, size = (uint64_t)st->st_size;
+	uint8_t got[16];
+	XXH3_128bits_reset(r->xxh);
+	for (;;) {
+		ssize_t n = pread(fd, r->buf, COMPARE_BUF_SIZE, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return 0; /* the normal read reports it */
+		if (n == 0)
+			break;
+		*bytes_read += (uint64_t)n;
+		off += (uint64_t)n;
+		if (off > size)
+			return 0;
+		XXH3_128bits_update(r->xxh, r->buf, (size_t)n);
+	}
+	if (off != size)
+		return 0;
+	XXH128_canonicalFromHash((XXH128_canonical_t *)got, XXH3_128bits_digest(r->xxh));
+	return !memcmp(got, e->content_hash, 16);
+}
+
+static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache_entry *e, int verified)
+{
+	mt->payload_offset = e->payload_offset;
+	mt->verified = verified;
+	mt->has_content_hash = (e->flags & CN_FILECACHE_CONTENT_HASH) != 0;
+	memcpy(mt->content_hash, e->content_hash, 16);
+}
+
+/* The previous entry for this file: by its path (unchanged since), else
+ * by its inode (moved, untouched since), else one of the same size and
+ * mtime whose content hash matches what the file holds now (metadata or
+ * name changed, data not: the file is read once to compare). */
+static int lookup(void *ctx, const char *path, size_t path_len, int fd, const struct stat *st,
+		  const struct cn_pxar_metadata *m, struct cn_pxar_reuse_match *match,
+		  uint64_t *bytes_read)
 {
 	struct cn_reuse *r = ctx;
-	struct cn_filecache_entry e;
+	struct cn_filecache_entry e, cand;
+	int have_cand = 0;
 	uint8_t h[32];
 	if (!r->prev)
 		return 0;
-	int rc = cn_filecache_lookup(r->prev, path, path_len, &e);
-	if (rc <= 0)
-		return rc;
-	if (e.size != (uint64_t)st->st_size || e.mtime_sec != st->st_mtim.tv_sec ||
-	    e.mtime_nsec != (uint32_t)st->st_mtim.tv_nsec)
-		return 0;
-	if (e.flags & CN_FILECACHE_VERIFIED) {
-		if (e.ino != (uint64_t)st->st_ino || e.ctime_sec != st->st_ctim.tv_sec ||
-		    e.ctime_nsec != (uint32_t)st->st_ctim.tv_nsec)
-			return 0;
-	} else if (!r->trust_unverified) {
-		return 0;
-	}
+	int found = cn_filecache_lookup(r->prev, path, path_len, &e), rc;
+	if (found < 0)
+		return found;
 	if ((rc = cn_reuse_meta_hash(m, h)) < 0)
 		return rc;
-	if (memcmp(h, e.meta_hash, 32))
-		return 0;
-	*payload_offset = e.payload_offset;
-	return 1;
+	if (found == 1 && same_size_mtime(&e, st)) {
+		int meta_same = !memcmp(h, e.meta_hash, 32);
+		if (meta_same && unchanged_since_prev(r, &e, st)) {
+			fill_match(match, &e, 1);
+			return 1;
+		}
+		if (meta_same && r->trust_unverified && !(e.flags & CN_FILECACHE_VERIFIED)) {
+			fill_match(match, &e, 0);
+			return 1;
+		}
+		if (e.flags & CN_FILECACHE_CONTENT_HASH) {
+			cand = e;
+			have_cand = 1;
+		}
+	}
+	struct inode_query q = { st, h };
+	if ((rc = cn_filecache_lookup_inode(r->prev, (uint64_t)st->st_ino, accept_inode, &q, &e)) != 0) {
+		if (rc == 1)
+			fill_match(match, &e, 1);
+		return rc;
+	}
+	if (!have_cand) {
+		q.meta_hash = NULL;
+		if ((rc = cn_filecache_lookup_inode(r->prev, (uint64_t)st->st_ino, accept_inode, &q, &cand)) < 0)
+			return rc;
+		have_cand = rc == 1;
+	}
+	if (have_cand && content_equal(r, fd, st, &cand, bytes_read)) {
+		fill_match(match, &cand, 1);
+		return 1;
+	}
+	return 0;
 }
 
 static int record(void *ctx, const char *path, size_t path_len, const struct stat *st,
-		  const struct cn_pxar_metadata *m, uint64_t payload_offset, int reused, int changed)
+		  const struct cn_pxar_metadata *m, uint64_t payload_offset,
+		  const struct cn_pxar_reuse_match *reused, const uint8_t *content_hash, int changed)
 {
 	struct cn_reuse *r = ctx;
 	struct cn_filecache_entry e = {
 		.size = (uint64_t)st->st_size, .mtime_sec = st->st_mtim.tv_sec,
 		.mtime_nsec = (uint32_t)st->st_mtim.tv_nsec, .payload_offset = payload_offset,
 	};
-	if (!r->out)
+	if (r->n_out == 0)
 		return 0;
-	int verified = !changed;
-	if (reused) {
-		/* reused data is as verified as the entry it came from */
-		struct cn_filecache_entry p;
-		verified = r->prev && cn_filecache_lookup(r->prev, path, path_len, &p) == 1 &&
-			   (p.flags & CN_FILECACHE_VERIFIED);
+	int verified = reused ? reused->verified : !changed;
+	if (reused && reused->has_content_hash)
+		content_hash = reused->content_hash;
+	if (content_hash && verified) {
+		e.flags |= CN_FILECACHE_CONTENT_HASH;
+		memcpy(e.content_hash, content_hash, 16);
 	}
 	if (verified) {
-		e.flags = CN_FILECACHE_VERIFIED;
+		e.flags |= CN_FILECACHE_VERIFIED;
 		e.ino = (uint64_t)st->st_ino;
 		e.ctime_sec = st->st_ctim.tv_sec;
 		e.ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
 	}
 	int rc = cn_reuse_meta_hash(m, e.meta_hash);
-	return rc < 0 ? rc : cn_filecache_writer_put(r->out, path, path_len, &e);
+	for (size_t k = 0; rc == 0 && k < r->n_out; k++)
+		rc = cn_filecache_writer_put(r->out[k], path, path_len, &e);
+	return rc;
 }
 
 static int inject(void *ctx, const struct cn_pxar_reused_chunk *c, size_t n)
@@ -93,7 +207,7 @@ static int inject(void *ctx, const struct cn_pxar_reused_chunk *c, size_t n)
 	return r->inject(r->inject_ctx, c, n);
 }
 
-int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
+int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, int64_t prev_time,
 		   const struct cn_index *prev_payload_index, cn_reuse_fetch_fn fetch, void *fetch_ctx,
 		   int trust_unverified,
 		   int (*inject_fn)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n),
@@ -102,9 +216,12 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
 	struct cn_reuse *r = calloc(1, sizeof(*r));
 	int rc = 0;
 	*out_r = NULL;
-	if (!r)
+	if (!r || !(r->buf = malloc(COMPARE_BUF_SIZE)) || !(r->xxh = XXH3_createState())) {
+		cn_reuse_free(r);
 		return -ENOMEM;
+	}
 	r->trust_unverified = trust_unverified;
+	r->prev_time = prev_time;
 	r->inject = inject_fn;
 	r->inject_ctx = inject_ctx;
 	r->state = CN_REUSE_CACHE_NONE;
@@ -137,7 +254,7 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
 		}
 	}
 	if (rc == 0)
-		rc = cn_filecache_writer_begin(cache_path, &r->out);
+		rc = cn_reuse_add_output(r, cache_path);
 	if (rc < 0) {
 		cn_reuse_free(r);
 		return rc;
@@ -154,10 +271,26 @@ enum cn_reuse_cache_state cn_reuse_cache_state(const struct cn_reuse *r)
 	return r->state;
 }
 
-int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap)
+int cn_reuse_add_output(struct cn_reuse *r, const char *cache_path)
 {
-	int rc = cn_filecache_writer_commit(r->out, snap);
-	r->out = NULL;
+	struct cn_filecache_writer **o = realloc(r->out, (r->n_out + 1) * sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	r->out = o;
+	int rc = cn_filecache_writer_begin(cache_path, &o[r->n_out]);
+	return rc < 0 ? rc : (int)r->n_out++;
+}
+
+int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap, const int *keep)
+{
+	int rc = 0;
+	for (size_t k = 0; k < r->n_out; k++) {
+		struct cn_filecache_writer *w = r->out[k];
+		r->out[k] = NULL;
+		int rk = keep && !keep[k] ? (cn_filecache_writer_abort(w), 0) : cn_filecache_writer_commit(w, snap);
+		if (rc == 0)
+			rc = rk;
+	}
 	return rc;
 }
 
@@ -165,8 +298,12 @@ void cn_reuse_free(struct cn_reuse *r)
 {
 	if (!r)
 		return;
-	cn_filecache_writer_abort(r->out);
+	for (size_t k = 0; k < r->n_out; k++)
+		cn_filecache_writer_abort(r->out[k]);
+	free(r->out);
 	cn_filecache_close(r->prev);
+	XXH3_freeState(r->xxh);
+	free(r->buf);
 	free(r);
 }
 

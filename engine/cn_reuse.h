@@ -3,16 +3,33 @@
  * from store/cn_filecache.h whether a file is unchanged, and recording
  * every stored file into the cache of the new snapshot.
  *
- * A file is reused when the cache of the previous snapshot has its path
- * with the same size, mtime (s + ns), and pxar metadata (the encoded
- * ENTRY/XATTR/ACL/FCAPS/QUOTA items, as upstream's Metadata equality), and
- * — stricter than upstream — the same inode and ctime, which only entries
- * written by a previous cairn run know (CN_FILECACHE_VERIFIED). Entries
- * rebuilt from the previous metadata archive lack them and are not reused
- * unless trust_unverified is set (upstream behaviour): so a file edited in
- * place with its mtime put back, or replaced by another file of the same
- * size and mtime, is read again, and deleting the cache costs one full
- * read, never a wrong backup.
+ * A file is reused (not read) when the cache of the previous snapshot has
+ * its path with the same size, mtime (s + ns), and pxar metadata (the
+ * encoded ENTRY/XATTR/ACL/FCAPS/QUOTA items, as upstream's Metadata
+ * equality), and — stricter than upstream — the file provably did not
+ * change since: the same inode and ctime, which only entries written by a
+ * previous cairn run know (CN_FILECACHE_VERIFIED), or, for entries
+ * rebuilt from the previous metadata archive, a ctime older than the
+ * previous backup's start. So a file edited in place with its mtime put
+ * back, or replaced by another file of the same size and mtime, is read
+ * again, and deleting the cache costs speed, never a wrong backup.
+ * trust_unverified reuses rebuilt entries on size + mtime + metadata
+ * alone (upstream's rule).
+ *
+ * Beyond upstream, two cases that upstream reads and stores again cost
+ * no new payload here:
+ *  - moved or renamed (a renamed folder): found by inode number, with
+ *    the same size, mtime, ctime and metadata — a rename of the file
+ *    itself sets its ctime, a rename of a parent does not;
+ *  - metadata or name changed but content not (chmod, chown, xattrs, a
+ *    hardlink added): an entry of the same size and mtime (by path, else
+ *    by inode) whose content hash (XXH3-128 of the bytes stored, which
+ *    the walker computes as it reads) matches the file's content now; the
+ *    file is read once to compare, and re-read to store when it differs.
+ * XXH3-128 is not a cryptographic hash: a file crafted to collide with
+ * the previous content of the same path, size and mtime would keep its
+ * old content in the backup, which loses nothing an attacker with write
+ * access could not delete anyway; accidental collisions are 2^-128.
  */
 #ifndef CN_REUSE_H
 #define CN_REUSE_H
@@ -36,13 +53,13 @@ enum cn_reuse_cache_state {
 	CN_REUSE_CACHE_REBUILT, /* it did not (absent, damaged, pruned or foreign
 				 * previous): rebuilt from the previous .mpxar */
 	CN_REUSE_CACHE_STALE,   /* it did not and no fetch was given: nothing
-				 * reused (with strict rules a rebuilt cache
-				 * reuses nothing either) */
+				 * reused */
 };
 
 /* Prepares change detection for one archive on one target.
  * cache_path: the target+archive cache (cn_filecache_path). prev: the
- * target's previous snapshot of this archive (NULL: none) and
+ * target's previous snapshot of this archive (NULL: none), prev_time its
+ * backup time (0: unknown, then rebuilt entries are never trusted), and
  * prev_payload_index its payload index (borrowed; NULL: nothing reused).
  * The cache is used when it matches prev; otherwise fetch(fetch_ctx) is
  * asked for the previous .mpxar and the cache rebuilt from it (fetch
@@ -50,7 +67,7 @@ enum cn_reuse_cache_state {
  * for the new snapshot's cache is started. inject_fn(inject_ctx, ...):
  * the payload consumer's injection (cn_pxar_reuse.inject). *ops (for
  * cn_pxar_create_opts.reuse) lives as long as *out_r. 0 or negative. */
-int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
+int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, int64_t prev_time,
 		   const struct cn_index *prev_payload_index, cn_reuse_fetch_fn fetch, void *fetch_ctx,
 		   int trust_unverified,
 		   int (*inject_fn)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n),
@@ -59,10 +76,16 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
 /* What cn_reuse_begin found. */
 enum cn_reuse_cache_state cn_reuse_cache_state(const struct cn_reuse *r);
 
-/* After the snapshot was stored: commits the new cache as describing
- * snap (its name and payload index checksum). 0 or negative (the backup
- * itself is fine then; the next run rebuilds). */
-int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap);
+/* Adds another new cache to write, at cache_path (another target's: all
+ * get the same entries). Returns its number (cn_reuse_begin's cache is
+ * 0) or a negative code with a message. */
+int cn_reuse_add_output(struct cn_reuse *r, const char *cache_path);
+
+/* After the snapshot was stored: commits the new caches numbered k with
+ * keep[k] != 0 (keep NULL: all) as describing snap (its name and payload
+ * index checksum) and drops the others. 0 or the first error (the backup
+ * itself is fine then; the next run rebuilds). Call once. */
+int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap, const int *keep);
 
 /* Frees r; an uncommitted new cache is dropped. NULL is fine. */
 void cn_reuse_free(struct cn_reuse *r);

@@ -24,6 +24,7 @@
 #include <sys/statfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "common/cn_error.h"
 #include "common/cn_log.h"
@@ -63,6 +64,7 @@ struct cache_ent {
 	struct cn_pxar_metadata m;
 	int reusable;           /* regular file found unchanged */
 	uint64_t rel;           /* its PAYLOAD header offset - start */
+	struct cn_pxar_reuse_match match; /* what lookup found (reusable) */
 };
 
 struct lookahead {
@@ -102,6 +104,8 @@ struct walker {
 	uint8_t *buf;
 	const struct cn_pxar_reuse *reuse;  /* metadata change detection */
 	struct lookahead la;
+	XXH3_state_t *xxh;     /* metadata mode: content hash of the file read */
+	uint8_t content_hash[16];
 };
 
 /* ---- file system types (flags.rs from_magic, create.rs) ---- */
@@ -916,6 +920,8 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 	int rc = cn_pxar_encoder_begin_file(w->enc, m, ent->name, ent->name_len, size, link_offset);
 	if (rc < 0)
 		return rc;
+	if (w->xxh)
+		XXH3_128bits_reset(w->xxh);
 	while (remaining != 0) {
 		ssize_t got = read(fd, w->buf, COPY_BUF_SIZE);
 		if (got == 0)
@@ -934,6 +940,8 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 		}
 		if ((rc = cn_pxar_encoder_write(w->enc, w->buf, (size_t)got)) < 0)
 			return rc;
+		if (w->xxh)
+			XXH3_128bits_update(w->xxh, w->buf, (size_t)got);
 		remaining -= (uint64_t)got;
 	}
 	if (remaining > 0) {
@@ -959,13 +967,15 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 		cn_log_warning("file changed while reading: \"%s\"", cur_path(w));
 		changed = 1;
 	}
+	if (w->xxh)
+		XXH128_canonicalFromHash((XXH128_canonical_t *)w->content_hash, XXH3_128bits_digest(w->xxh));
 	w->stats->changed += (uint64_t)changed;
 	w->stats->files++;
 	return 0;
 }
 
 static int la_push(struct walker *w, int kind, int fd, const struct list_entry *ent,
-		   struct cn_pxar_metadata *m, int reusable, uint64_t rel);
+		   struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *match, uint64_t rel);
 
 /* Begin (or, while the look-ahead cache collects, queue the begin of) a
  * directory, walk its contents, and end (or queue the end of) it. */
@@ -974,7 +984,7 @@ static int add_directory(struct walker *w, int fd, const struct list_entry *ent,
 {
 	int rc;
 	if (w->la.active)
-		rc = la_push(w, CE_DIR, -1, ent, m, 0, 0);
+		rc = la_push(w, CE_DIR, -1, ent, m, NULL, 0);
 	else if ((rc = !w->cat ? 0 : cn_catalog_writer_start_directory(w->cat, ent->name, ent->name_len)) == 0)
 		rc = cn_pxar_encoder_begin_dir(w->enc, m, ent->name, ent->name_len);
 	if (rc < 0)
@@ -1041,10 +1051,11 @@ static int add_symlink(struct walker *w, int fd, const struct list_entry *ent,
 }
 
 /* Encodes one entry now (create.rs add_entry_to_archive); a regular file
- * with reuse set references the previous payload at payload_offset
+ * with a reuse match references the previous payload at payload_offset
  * instead of being read. Takes neither fd nor m. */
 static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
-			struct cn_pxar_metadata *mp, int reuse, uint64_t payload_offset)
+			struct cn_pxar_metadata *mp, const struct cn_pxar_reuse_match *reuse,
+			uint64_t payload_offset)
 {
 	uint32_t t = ent->st.st_mode & S_IFMT;
 	int rc = 0;
@@ -1094,7 +1105,7 @@ static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
 			rc = hl_insert(w, dev, ino, w->path, off);
 		if (rc == 0 && w->reuse && w->reuse->record)
 			rc = w->reuse->record(w->reuse->ctx, w->path, w->path_len, &ent->st, &m, ppos, reuse,
-					      w->stats->changed != changed);
+					      reuse ? NULL : w->content_hash, w->stats->changed != changed);
 		break;
 	}
 	case S_IFDIR:
@@ -1143,7 +1154,7 @@ static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
 /* ---- look-ahead cache (create.rs, metadata change detection) ---- */
 
 static int la_push(struct walker *w, int kind, int fd, const struct list_entry *ent,
-		   struct cn_pxar_metadata *m, int reusable, uint64_t rel)
+		   struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *match, uint64_t rel)
 {
 	struct lookahead *la = &w->la;
 	if (la->n == la->cap) {
@@ -1168,7 +1179,9 @@ static int la_push(struct walker *w, int kind, int fd, const struct list_entry *
 		c->m = *m;              /* moved: the caller's copy is cleared */
 		memset(m, 0, sizeof(*m));
 		c->fd = fd;
-		c->reusable = reusable;
+		c->reusable = match != NULL;
+		if (match)
+			c->match = *match;
 		c->rel = rel;
 	}
 	la->n++;
@@ -1250,7 +1263,8 @@ static int la_encode(struct walker *w, int reuse, uint64_t base)
 			if (rc == 0)
 				rc = cn_pxar_encoder_begin_dir(w->enc, &c->m, le.name, le.name_len);
 		} else {
-			rc = encode_entry(w, c->fd, &le, &c->m, reuse && c->reusable, base + c->rel);
+			rc = encode_entry(w, c->fd, &le, &c->m, reuse && c->reusable ? &c->match : NULL,
+					  base + c->rel);
 		}
 		if (rc < 0)
 			cn_error_prefix(rc, "error at \"%s\"", cur_path(w));
@@ -1386,16 +1400,24 @@ static int add_entry_reuse(struct walker *w, int fd, const struct list_entry *en
 	if (la->n >= la->max && (rc = la_flush(w, 1)) < 0)
 		goto out;
 	if (t == S_IFREG) {
-		uint64_t off = 0;
+		struct cn_pxar_reuse_match match;
+		uint64_t compared = 0;
 		int r = 0;
+		memset(&match, 0, sizeof(match));
 		/* hardlinked files are always read (see cn_walker.h) */
-		if (ent->st.st_nlink <= 1 &&
-		    (r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, &ent->st, m, &off)) < 0) {
-			rc = r;
-			goto out;
+		if (ent->st.st_nlink <= 1) {
+			r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, fd, &ent->st, m, &match,
+					     &compared);
+			w->stats->bytes_read += compared;
+			w->stats->files_compared += r == 1 && compared > 0;
+			if (r < 0) {
+				rc = r;
+				goto out;
+			}
 		}
 		if (r == 1) {
-			uint64_t rs = off, re = off + (uint64_t)ent->st.st_size + CN_PXAR_HEADER_SIZE;
+			uint64_t rs = match.payload_offset;
+			uint64_t re = rs + (uint64_t)ent->st.st_size + CN_PXAR_HEADER_SIZE;
 			if (!la->active) {
 				la->active = 1;
 				la->start = la->end = rs;
@@ -1410,7 +1432,7 @@ static int add_entry_reuse(struct walker *w, int fd, const struct list_entry *en
 				la->start = rs;
 				la->end = re;
 			}
-			rc = la_push(w, CE_ENTRY, fd, ent, m, 1, rs - la->start);
+			rc = la_push(w, CE_ENTRY, fd, ent, m, &match, rs - la->start);
 			if (rc == 0)
 				fd = -1;
 			goto out;
@@ -1420,13 +1442,13 @@ static int add_entry_reuse(struct walker *w, int fd, const struct list_entry *en
 	} else if (la->active) {
 		if (t == S_IFDIR) {
 			rc = add_directory(w, fd, ent, m);
-		} else if ((rc = la_push(w, CE_ENTRY, fd, ent, m, 0, 0)) == 0) {
+		} else if ((rc = la_push(w, CE_ENTRY, fd, ent, m, NULL, 0)) == 0) {
 			fd = -1;
 		}
 		goto out;
 	}
 	if ((rc = la_encode(w, 0, 0)) == 0)
-		rc = encode_entry(w, fd, ent, m, 0, 0);
+		rc = encode_entry(w, fd, ent, m, NULL, 0);
 out:
 	cn_pxar_metadata_clear(m);
 	if (fd >= 0)
@@ -1450,7 +1472,7 @@ static int add_entry(struct walker *w, int parent, const struct list_entry *ent)
 	}
 	if (w->reuse)
 		return add_entry_reuse(w, fd, ent, &m);
-	rc = encode_entry(w, fd, ent, &m, 0, 0);
+	rc = encode_entry(w, fd, ent, &m, NULL, 0);
 	cn_pxar_metadata_clear(&m);
 	close(fd);
 	return rc;
@@ -1536,6 +1558,10 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	w.la.max = opts->reuse && opts->reuse->max_cache_entries ? opts->reuse->max_cache_entries : 512;
 	if (!(w.buf = malloc(COPY_BUF_SIZE)))
 		return -ENOMEM;
+	if (w.reuse && !(w.xxh = XXH3_createState())) {
+		free(w.buf);
+		return -ENOMEM;
+	}
 	for (int noatime = O_NOATIME;;) {
 		fd = open(root_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY | noatime);
 		if (fd >= 0 || errno != EPERM || !noatime)
@@ -1622,6 +1648,7 @@ out:
 	la_free_entries(w.la.e, 0, w.la.n);
 	free(w.la.e);
 	free(w.path);
+	XXH3_freeState(w.xxh);
 	free(w.buf);
 	cn_pxar_encoder_free(w.enc);
 	return rc;

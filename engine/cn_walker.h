@@ -60,16 +60,28 @@ struct cn_pxar_reused_chunk {
 	uint8_t digest[32];
 };
 
+/* What a reuse lookup found for a file it declares unchanged; the walker
+ * keeps it until the file is encoded and hands it back to record. */
+struct cn_pxar_reuse_match {
+	uint64_t payload_offset;  /* its PAYLOAD header in the previous payload stream */
+	int verified;             /* proven unchanged (inode + ctime, or content),
+				   * not only by size + mtime */
+	int has_content_hash;
+	uint8_t content_hash[16]; /* XXH3-128 of its content, big-endian */
+};
+
 /* Metadata change detection (upstream --change-detection-mode=metadata,
  * create.rs with its look-ahead cache). Needs a split archive. */
 struct cn_pxar_reuse {
 	/* Whether the regular file at path (relative to the root, path_len
-	 * bytes, NUL-terminated), stat'ed as st, with metadata m, is
-	 * unchanged since the previous snapshot: 1 and *payload_offset = the
-	 * offset of its PAYLOAD header in the previous payload stream; 0 when
-	 * it must be read; or a negative code (aborts the backup). */
-	int (*lookup)(void *ctx, const char *path, size_t path_len, const struct stat *st,
-		      const struct cn_pxar_metadata *m, uint64_t *payload_offset);
+	 * bytes, NUL-terminated), open as fd, stat'ed as st, with metadata m,
+	 * holds the same content as a file of the previous snapshot: 1 and
+	 * *match filled; 0 when it must be read; or a negative code (aborts
+	 * the backup). It may read fd with pread (the file offset stays 0)
+	 * to compare contents; *bytes_read (zeroed by the caller) counts it. */
+	int (*lookup)(void *ctx, const char *path, size_t path_len, int fd, const struct stat *st,
+		      const struct cn_pxar_metadata *m, struct cn_pxar_reuse_match *match,
+		      uint64_t *bytes_read);
 	/* The payload stream consumer must end its current chunk exactly at
 	 * the current position (everything before it has been passed to
 	 * payload_out) and append these chunks of the previous payload index
@@ -78,12 +90,14 @@ struct cn_pxar_reuse {
 	int (*inject)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n);
 	/* May be NULL. Called for every regular file stored with content
 	 * (not hardlinks), after it was encoded: its PAYLOAD header offset in
-	 * the new payload stream, reused = 1 when it references previous
-	 * data, changed = 1 when it changed while being read. For the file
-	 * cache of the new snapshot. 0 or a negative code. */
+	 * the new payload stream; reused: lookup's match when it references
+	 * previous data, else NULL; content_hash: XXH3-128 of the bytes read
+	 * when it was read (NULL when reused); changed = 1 when it changed
+	 * while being read. For the file cache of the new snapshot. 0 or a
+	 * negative code. */
 	int (*record)(void *ctx, const char *path, size_t path_len, const struct stat *st,
-		      const struct cn_pxar_metadata *m, uint64_t payload_offset, int reused,
-		      int changed);
+		      const struct cn_pxar_metadata *m, uint64_t payload_offset,
+		      const struct cn_pxar_reuse_match *reused, const uint8_t *content_hash, int changed);
 	void *ctx;
 	/* The previous snapshot's payload index (.ppxar.didx), borrowed. */
 	const struct cn_index *prev_payload_index;
@@ -141,6 +155,9 @@ struct cn_pxar_create_stats {
 	/* metadata change detection (upstream's change detection summary) */
 	uint64_t files_reused;    /* files referencing previous payload */
 	uint64_t files_reencoded; /* regular files read (metadata mode) */
+	uint64_t files_compared;  /* of files_reused, those read to compare
+				   * with the previous content (metadata
+				   * changed, data not) */
 	uint64_t reused_bytes;    /* their payload bytes, headers included */
 	uint64_t reencoded_bytes;
 	uint64_t injected_chunks, injected_bytes; /* previous chunks placed */

@@ -2,9 +2,13 @@
  * cn_filecache.h).
  *
  * Layout: one LMDB environment per file (MDB_NOSUBDIR, MDB_NOLOCK: one
- * user at a time), two named databases:
+ * user at a time), three named databases:
  *  - "files": key SHA-256(path) (paths can exceed LMDB's key limit), value
- *    the 88-byte record below;
+ *    the 104-byte record below;
+ *  - "inodes": key the inode number (8 bytes LE), duplicate values the
+ *    32-byte "files" keys of the VERIFIED entries with that inode (a
+ *    record replaced later may leave a stale pair: lookups check the
+ *    record's own inode);
  *  - "meta": key "header": magic, version, payload index checksum, entry
  *    count, SHA-256 over all (key, value) pairs of "files" in key order,
  *    then the snapshot name.
@@ -28,16 +32,16 @@
 #include "common/cn_util.h"
 
 #define MAP_SIZE (1ull << 36)          /* address space only */
-#define REC_SIZE 88
+#define REC_SIZE 104
 #define HDR_MAGIC "CNFCACHE"
-#define HDR_VERSION 1u
+#define HDR_VERSION 2u
 #define HDR_FIXED (8 + 4 + 32 + 8 + 32)
 #define PUTS_PER_TXN 50000
 
 struct cn_filecache {
 	MDB_env *env;
 	MDB_txn *txn;    /* long read transaction */
-	MDB_dbi files;
+	MDB_dbi files, inodes;
 	char *snapshot;
 	uint8_t payload_csum[32];
 	uint64_t count;
@@ -46,7 +50,7 @@ struct cn_filecache {
 struct cn_filecache_writer {
 	MDB_env *env;
 	MDB_txn *txn;
-	MDB_dbi files, meta;
+	MDB_dbi files, meta, inodes;
 	size_t puts;
 	char *path, *tmp;
 };
@@ -96,6 +100,7 @@ static void rec_encode(const struct cn_filecache_entry *e, uint8_t r[REC_SIZE])
 	cn_put_le32(r + 44, 0);
 	memcpy(r + 48, e->meta_hash, 32);
 	cn_put_le64(r + 80, e->payload_offset);
+	memcpy(r + 88, e->content_hash, 16);
 }
 
 static void rec_decode(const uint8_t r[REC_SIZE], struct cn_filecache_entry *e)
@@ -109,6 +114,7 @@ static void rec_decode(const uint8_t r[REC_SIZE], struct cn_filecache_entry *e)
 	e->ctime_nsec = cn_le32(r + 40);
 	memcpy(e->meta_hash, r + 48, 32);
 	e->payload_offset = cn_le64(r + 80);
+	memcpy(e->content_hash, r + 88, 16);
 }
 
 static int env_open(const char *path, unsigned flags, MDB_env **out)
@@ -117,7 +123,7 @@ static int env_open(const char *path, unsigned flags, MDB_env **out)
 	int rc = mdb_env_create(&env);
 	if (rc)
 		return mdb_err(rc, "create environment");
-	if ((rc = mdb_env_set_maxdbs(env, 2)) || (rc = mdb_env_set_mapsize(env, MAP_SIZE)) ||
+	if ((rc = mdb_env_set_maxdbs(env, 3)) || (rc = mdb_env_set_mapsize(env, MAP_SIZE)) ||
 	    (rc = mdb_env_open(env, path, flags | MDB_NOSUBDIR | MDB_NOLOCK | MDB_NOTLS, 0600))) {
 		mdb_env_close(env);
 		return mdb_err(rc, path);
@@ -175,8 +181,14 @@ static int load(struct cn_filecache *fc)
 		return rc == MDB_NOTFOUND ? cn_error_set(-CN_E_FORMAT, "file cache: no header")
 					  : mdb_err(rc, "read header");
 	const uint8_t *h = v.mv_data;
-	if (v.mv_size < HDR_FIXED || memcmp(h, HDR_MAGIC, 8) || cn_le32(h + 8) != HDR_VERSION)
+	if (v.mv_size < HDR_FIXED || memcmp(h, HDR_MAGIC, 8))
 		return cn_error_set(-CN_E_FORMAT, "file cache: bad header");
+	if (cn_le32(h + 8) != HDR_VERSION)
+		return cn_error_set(-CN_E_FORMAT, "file cache: format version %u, this cairn writes %u",
+				    cn_le32(h + 8), HDR_VERSION);
+	if ((rc = mdb_dbi_open(fc->txn, "inodes", MDB_DUPSORT | MDB_DUPFIXED, &fc->inodes)))
+		return rc == MDB_NOTFOUND ? cn_error_set(-CN_E_FORMAT, "file cache: no inode map")
+					  : mdb_err(rc, "open databases");
 	memcpy(fc->payload_csum, h + 12, 32);
 	fc->count = cn_le64(h + 44);
 	size_t sl = v.mv_size - HDR_FIXED;
@@ -317,15 +329,11 @@ uint64_t cn_filecache_count(const struct cn_filecache *fc)
 	return fc ? fc->count : 0;
 }
 
-int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
-			struct cn_filecache_entry *e)
+/* The record under a 32-byte key: 1, 0 when absent, or negative. */
+static int get_record(struct cn_filecache *fc, const uint8_t key[32], struct cn_filecache_entry *e)
 {
-	uint8_t key[32];
-	int rc = sha256(path, len, key);
-	if (rc < 0)
-		return rc;
-	MDB_val k = { 32, key }, v;
-	rc = mdb_get(fc->txn, fc->files, &k, &v);
+	MDB_val k = { 32, (void *)key }, v;
+	int rc = mdb_get(fc->txn, fc->files, &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	if (rc)
@@ -334,6 +342,44 @@ int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
 		return cn_error_set(-CN_E_FORMAT, "file cache: record of wrong size");
 	rec_decode(v.mv_data, e);
 	return 1;
+}
+
+int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
+			struct cn_filecache_entry *e)
+{
+	uint8_t key[32];
+	int rc = sha256(path, len, key);
+	return rc < 0 ? rc : get_record(fc, key, e);
+}
+
+int cn_filecache_lookup_inode(struct cn_filecache *fc, uint64_t ino,
+			      int (*accept)(void *ctx, const struct cn_filecache_entry *e), void *ctx,
+			      struct cn_filecache_entry *e)
+{
+	uint8_t ik[8];
+	MDB_cursor *c;
+	MDB_val k = { 8, ik }, v;
+	cn_put_le64(ik, ino);
+	int rc = mdb_cursor_open(fc->txn, fc->inodes, &c), found = 0;
+	if (rc)
+		return mdb_err(rc, "cursor");
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY); rc == 0 && !found;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP)) {
+		if (v.mv_size != 32) {
+			found = cn_error_set(-CN_E_FORMAT, "file cache: inode record of wrong size");
+			break;
+		}
+		int r = get_record(fc, v.mv_data, e);
+		if (r < 0) {
+			found = r;
+			break;
+		}
+		found = r == 1 && (e->flags & CN_FILECACHE_VERIFIED) && e->ino == ino && accept(ctx, e);
+	}
+	if (found == 0 && rc != 0 && rc != MDB_NOTFOUND)
+		found = mdb_err(rc, "inode lookup");
+	mdb_cursor_close(c);
+	return found;
 }
 
 int cn_filecache_writer_begin(const char *path, struct cn_filecache_writer **out)
@@ -354,7 +400,8 @@ int cn_filecache_writer_begin(const char *path, struct cn_filecache_writer **out
 	}
 	int rc = env_open(w->tmp, MDB_NOSYNC, &w->env);
 	if (rc == 0 && (rc = mdb_txn_begin(w->env, NULL, 0, &w->txn)) == 0 &&
-	    (rc = mdb_dbi_open(w->txn, "files", MDB_CREATE, &w->files)) == 0)
+	    (rc = mdb_dbi_open(w->txn, "files", MDB_CREATE, &w->files)) == 0 &&
+	    (rc = mdb_dbi_open(w->txn, "inodes", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &w->inodes)) == 0)
 		rc = mdb_dbi_open(w->txn, "meta", MDB_CREATE, &w->meta);
 	if (rc > 0)
 		rc = mdb_err(rc, "begin write");
@@ -377,6 +424,13 @@ int cn_filecache_writer_put(struct cn_filecache_writer *w, const char *path, siz
 	MDB_val k = { 32, key }, v = { REC_SIZE, rec };
 	if ((rc = mdb_put(w->txn, w->files, &k, &v, 0)))
 		return mdb_err(rc, "put");
+	if (e->flags & CN_FILECACHE_VERIFIED) {
+		uint8_t ik[8];
+		cn_put_le64(ik, e->ino);
+		MDB_val ikv = { 8, ik }, pv = { 32, key };
+		if ((rc = mdb_put(w->txn, w->inodes, &ikv, &pv, MDB_NODUPDATA)) && rc != MDB_KEYEXIST)
+			return mdb_err(rc, "put inode");
+	}
 	/* bound the transaction's dirty pages; the cache is not valid
 	 * before its header is written anyway */
 	if (++w->puts % PUTS_PER_TXN == 0) {

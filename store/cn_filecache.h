@@ -5,8 +5,10 @@
  *
  * One LMDB file per (target, archive) (cn_filecache_path). It maps a file's
  * path (relative to the archive root) to: inode, size, mtime, ctime as
- * seen when the data was stored, a hash of its encoded pxar metadata, and
- * the offset of its PAYLOAD header in that snapshot's payload stream.
+ * seen when the data was stored, a hash of its encoded pxar metadata, a
+ * hash of its content (XXH3-128 of the bytes stored), and the offset of
+ * its PAYLOAD header in that snapshot's payload stream. A second map from
+ * inode number to path finds a file that was moved or renamed.
  * A header record names the snapshot the cache describes (a string the
  * caller chooses, e.g. "ns/host/name/2026-11-25T09:00:00Z") and the
  * checksum of that snapshot's payload index; the cache is used only when
@@ -33,9 +35,11 @@
 
 /* The entry's inode and ctime were seen when its data was stored. */
 #define CN_FILECACHE_VERIFIED 1u
+/* content_hash holds the XXH3-128 of the file's stored bytes. */
+#define CN_FILECACHE_CONTENT_HASH 2u
 
 struct cn_filecache_entry {
-	uint32_t flags;          /* CN_FILECACHE_VERIFIED */
+	uint32_t flags;          /* CN_FILECACHE_VERIFIED, _CONTENT_HASH */
 	uint64_t ino;            /* 0 unless VERIFIED */
 	uint64_t size;           /* content bytes */
 	int64_t mtime_sec;
@@ -44,6 +48,7 @@ struct cn_filecache_entry {
 	uint32_t ctime_nsec;
 	uint8_t meta_hash[32];   /* SHA-256 of the encoded pxar metadata items */
 	uint64_t payload_offset; /* PAYLOAD header offset in the payload stream */
+	uint8_t content_hash[16];/* XXH3-128, big-endian (CN_FILECACHE_CONTENT_HASH) */
 };
 
 /* Which snapshot a cache describes. */
@@ -82,11 +87,20 @@ uint64_t cn_filecache_count(const struct cn_filecache *fc);
 int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
 			struct cn_filecache_entry *e);
 
+/* Finds a VERIFIED entry with inode number ino for which accept(ctx, e)
+ * returns nonzero (several paths may have had the same inode on
+ * different file systems, or as hardlinks). Returns 1 and fills *e, 0
+ * when there is none, or a negative code with a message. */
+int cn_filecache_lookup_inode(struct cn_filecache *fc, uint64_t ino,
+			      int (*accept)(void *ctx, const struct cn_filecache_entry *e), void *ctx,
+			      struct cn_filecache_entry *e);
+
 /* Starts writing a new cache for path (into path.new, replacing any left
  * over from a crash). Returns 0 or a negative code with a message. */
 int cn_filecache_writer_begin(const char *path, struct cn_filecache_writer **out);
 
-/* Adds or replaces the entry for path (len bytes). 0 or negative. */
+/* Adds or replaces the entry for path (len bytes); a VERIFIED entry is
+ * also found by its inode afterwards. 0 or negative. */
 int cn_filecache_writer_put(struct cn_filecache_writer *w, const char *path, size_t len,
 			    const struct cn_filecache_entry *e);
 

@@ -2,10 +2,12 @@
 """--change-detection-mode end to end through the cairn command, to a local
 store and the PBS emulator at once: split archives (NAME.mpxar.didx +
 NAME.ppxar.didx), a no-change run that reads nothing, an in-place edit
-with the mtime put back that is read again, targets whose previous
-snapshots differ (everything read, both correct), a deleted file cache
-(everything read once), data mode, and byte-identical restores from both
-targets every time."""
+with the mtime put back that is read again (once to compare, once to
+store), a chmod and a renamed folder that store nothing new, targets
+whose previous snapshots differ (nothing read; the chunks the PBS target
+lacks are copied from the local store), a deleted file cache (rebuilt
+from the previous metadata archive: nothing read), data mode, and
+byte-identical restores from both targets every time."""
 import json
 import os
 import shutil
@@ -82,25 +84,40 @@ try:
         f.write(b'changed!')
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
     o3 = backup('metadata', both)
-    assert o3['bytes-read'] == st.st_size, (o3, st.st_size)
+    assert o3['bytes-read'] == 2 * st.st_size and o3['files-compared'] == 0, (o3, st.st_size)
     assert o3['files-reused'] == o1['files'] - 1, o3
     restore_all(o3['snapshot'])
 
+    # metadata only (chmod) and a renamed folder: the chmod'ed file is
+    # read to compare and its data reused, the moved ones are found by
+    # inode and not read; nothing new is stored but the metadata archive
+    os.chmod(os.path.join(src, 'a', 'f03.bin'), 0o600)
+    os.rename(os.path.join(src, 'b'), os.path.join(src, 'b-renamed'))
+    o4 = backup('metadata', both)
+    assert o4['files-reused'] == o1['files'] and o4['files-compared'] == 1, o4
+    assert o4['bytes-read'] == os.path.getsize(os.path.join(src, 'a', 'f03.bin')), o4
+    assert o4['new-bytes'] < 64 * 1024, o4
+    restore_all(o4['snapshot'])
+
     # a new file, and a snapshot on the local store only: the targets'
-    # previous snapshots differ, so everything is read (and both end up
-    # correct)
+    # previous snapshots differ; the reference is the first target's
+    # (local), and the chunks of new.bin that the PBS target lacks are
+    # copied there from the local store: nothing is read
     with open(os.path.join(src, 'd', 'new.bin'), 'wb') as f:
         f.write(os.urandom(300000))
     total += 300000
     backup('metadata', ['--store', local])
     o5 = backup('metadata', both)
-    assert o5['bytes-read'] == total and o5['files-reused'] == 0, o5
+    assert o5['bytes-read'] == 0 and o5['files-reused'] == o1['files'] + 1, o5
+    assert 300000 <= o5['new-bytes'] < 300000 + 64 * 1024, o5
     restore_all(o5['snapshot'])
 
-    # the file cache is only an accelerator
+    # the file cache is only an accelerator: rebuilt from the previous
+    # metadata archive, whose entries are trusted for files unchanged
+    # (ctime) since that backup started
     shutil.rmtree(os.path.join(work, 'cache'))
     o6 = backup('metadata', both)
-    assert o6['bytes-read'] == total, o6
+    assert o6['bytes-read'] == 0 and o6['files-reused'] == o1['files'] + 1, o6
     o7 = backup('metadata', both)
     assert o7['bytes-read'] == 0, o7
     restore_all(o7['snapshot'])

@@ -303,6 +303,30 @@ def test_concurrent_and_stale_lock(emu):
     print('ok: second run exits 7 at once; a killed run leaves no lock behind')
 
 
+def test_metadata_mode(emu):
+    """change-detection-mode = metadata in a source: the second nightly run
+    to a PBS target and a local store reads nothing and reuses every file;
+    the file caches live in state-dir/filecache."""
+    src = ('[source media]\npath = %s\narchive = media.pxar\nbackup-id = nas-md\n'
+           'change-detection-mode = metadata\n' % os.path.join(TMP, 'media'))
+    conf = config('md.conf', pbs_target(emu, 'primary', 'main', '') +
+                  local_target('usb', 'keep-last = 5'), source=src)
+    run(['run', '--config', conf], check=0)
+    first = history()[-1]['sources'][0]
+    assert first['bytes-read'] > 0 and first['files-reused'] == 0, first
+    assert len(os.listdir(os.path.join(TMP, 'state', 'filecache'))) == 2  # one per target
+    time.sleep(1.1)
+    run(['run', '--config', conf], check=0)
+    second = history()[-1]['sources'][0]
+    assert second['bytes-read'] == 0 and second['files-reused'] == first['files'], second
+    dest = os.path.join(TMP, 'md-restore')
+    run(['restore', 'host/nas-md', 'media.pxar', dest, '--store', os.path.join(TMP, 'store')], check=0)
+    for rel in ('photos/2024/img03.jpg', 'notes.txt'):
+        assert open(os.path.join(dest, rel), 'rb').read() == \
+            open(os.path.join(TMP, 'media', rel), 'rb').read(), rel
+    print('ok: metadata change detection in scheduled runs')
+
+
 def test_zfs(emu):
     bindir = os.path.join(TMP, 'bin')
     os.makedirs(bindir, exist_ok=True)
@@ -418,6 +442,7 @@ def main():
         test_concurrent_and_stale_lock(emu)
         test_metrics_atomic(conf)
         test_journal_and_dry_run(conf)
+        test_metadata_mode(emu)
         test_zfs(emu)
     finally:
         emu.stop()
