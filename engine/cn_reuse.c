@@ -9,6 +9,7 @@
 #include <xxhash.h>
 
 #include "common/cn_error.h"
+#include "common/cn_log.h"
 #include "common/cn_util.h"
 #include "engine/cn_pxar_encoder.h"
 #include "store/cn_crypt.h"
@@ -251,6 +252,15 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, 
 			if (rc == 0 && !r->prev)
 				rc = cn_error_set(-CN_E_FORMAT, "rebuilt file cache %s not readable", cache_path);
 			r->state = CN_REUSE_CACHE_REBUILT;
+			if (rc < 0 && rc != -ENOMEM) {
+				/* only speed is lost: every file is read */
+				cn_log_warning("file cache not rebuilt, every file will be read: %s",
+					       cn_error_message());
+				cn_filecache_close(r->prev);
+				r->prev = NULL;
+				r->state = CN_REUSE_CACHE_STALE;
+				rc = 0;
+			}
 		}
 	}
 	if (rc == 0)

@@ -52,8 +52,8 @@ enum cn_reuse_cache_state {
 	CN_REUSE_CACHE_VALID,   /* the cache described the previous snapshot */
 	CN_REUSE_CACHE_REBUILT, /* it did not (absent, damaged, pruned or foreign
 				 * previous): rebuilt from the previous .mpxar */
-	CN_REUSE_CACHE_STALE,   /* it did not and no fetch was given: nothing
-				 * reused */
+	CN_REUSE_CACHE_STALE,   /* it did not, and no fetch was given or the
+				 * rebuild failed (a warning): nothing reused */
 };
 
 /* Prepares change detection for one archive on one target.

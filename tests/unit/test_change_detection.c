@@ -136,9 +136,14 @@ struct snap {
 /* the previous snapshot's backup time given to cn_reuse_begin (0: unknown) */
 static int64_t prev_backup_time;
 
+/* 1: the previous metadata archive arrives damaged (its second half) */
+static int fetch_damaged;
+
 static int fetch_mpxar(void *ctx, struct cn_buf *out)
 {
 	const struct snap *s = ctx;
+	if (fetch_damaged)
+		return cn_buf_append(out, s->mpxar.data + s->mpxar.len / 2, s->mpxar.len / 2);
 	return cn_buf_append(out, s->mpxar.data, s->mpxar.len);
 }
 
@@ -269,6 +274,7 @@ static void setup(void)
 	ck_assert_int_eq(cn_filecache_path(tmp, "local:/store", "root.pxar", cache, sizeof(cache)), 0);
 	corpus_bytes = corpus_files = 0;
 	prev_backup_time = 0;
+	fetch_damaged = 0;
 	static const char *dirs[] = { "photos", "photos/2024", "photos/2025", "docs", "empty" };
 	for (size_t i = 0; i < 5; i++)
 		mkd(dirs[i]);
@@ -488,6 +494,24 @@ START_TEST(test_rebuilt_trusted_by_ctime)
 }
 END_TEST
 
+/* The cache cannot be rebuilt (the previous metadata archive is
+ * damaged): a warning, every file read, the backup is fine. */
+START_TEST(test_rebuild_fails)
+{
+	struct snap s1, s2;
+	backup(&s1, "s1", NULL, 1);
+	ck_assert_int_eq(unlink(cache), 0);
+	fetch_damaged = 1;
+	prev_backup_time = (int64_t)time(NULL) + 5;
+	backup(&s2, "s2", &s1, 1);
+	ck_assert_int_eq(s2.cache_state, CN_REUSE_CACHE_STALE);
+	ck_assert_uint_eq(s2.st.bytes_read, corpus_bytes);
+	restore_and_compare(&s2);
+	snap_free(&s1);
+	snap_free(&s2);
+}
+END_TEST
+
 /* Renamed folders (one now sorted first): their files are found by
  * inode, not read, and their previous chunks reused. */
 START_TEST(test_renamed_not_read)
@@ -585,6 +609,7 @@ int main(void)
 	tcase_add_test(tc, test_damaged_and_deleted_cache);
 	tcase_add_test(tc, test_rebuilt_trusted_by_ctime);
 	tcase_add_test(tc, test_renamed_not_read);
+	tcase_add_test(tc, test_rebuild_fails);
 	tcase_add_test(tc, test_day_of_change);
 	tcase_add_test(tc, test_data_mode);
 	suite_add_tcase(s, tc);
