@@ -112,6 +112,53 @@ START_TEST(test_roundtrip)
 }
 END_TEST
 
+static int accept_size(void *ctx, const struct cn_filecache_entry *e)
+{
+	return e->size == *(const uint64_t *)ctx;
+}
+
+/* VERIFIED entries are found by inode too (content hash kept); a record
+ * replaced with another inode does not answer for the old one. */
+START_TEST(test_inode_lookup)
+{
+	struct cn_filecache_writer *w;
+	struct cn_filecache *fc;
+	struct cn_filecache_entry a = mk(1), b = mk(3), c = mk(2), e;
+	struct cn_filecache_ref r = ref("s", 1);
+	a.ino = b.ino = c.ino = 77; /* c is not VERIFIED */
+	b.size = 4242;
+	a.flags |= CN_FILECACHE_CONTENT_HASH;
+	for (int i = 0; i < 16; i++)
+		a.content_hash[i] = (uint8_t)(0xc0 + i);
+	ck_assert_int_eq(cn_filecache_writer_begin(path, &w), 0);
+	ck_assert_int_eq(cn_filecache_writer_put(w, "a", 1, &a), 0);
+	ck_assert_int_eq(cn_filecache_writer_put(w, "b", 1, &b), 0);
+	ck_assert_int_eq(cn_filecache_writer_put(w, "c", 1, &c), 0);
+	struct cn_filecache_entry moved = mk(5); /* "d" had inode 1005, then 9 */
+	ck_assert_int_eq(cn_filecache_writer_put(w, "d", 1, &moved), 0);
+	moved.ino = 9;
+	ck_assert_int_eq(cn_filecache_writer_put(w, "d", 1, &moved), 0);
+	ck_assert_int_eq(cn_filecache_writer_commit(w, &r), 0);
+
+	ck_assert_int_eq(cn_filecache_open(path, &fc), 0);
+	uint64_t want = a.size;
+	ck_assert_int_eq(cn_filecache_lookup_inode(fc, 77, accept_size, &want, &e), 1);
+	ck_assert_uint_eq(e.flags, a.flags);
+	ck_assert_uint_eq(e.payload_offset, a.payload_offset);
+	ck_assert_mem_eq(e.content_hash, a.content_hash, 16);
+	want = 4242;
+	ck_assert_int_eq(cn_filecache_lookup_inode(fc, 77, accept_size, &want, &e), 1);
+	ck_assert_uint_eq(e.payload_offset, b.payload_offset);
+	want = c.size; /* only the unverified entry has this size */
+	ck_assert_int_eq(cn_filecache_lookup_inode(fc, 77, accept_size, &want, &e), 0);
+	want = moved.size;
+	ck_assert_int_eq(cn_filecache_lookup_inode(fc, 1005, accept_size, &want, &e), 0);
+	ck_assert_int_eq(cn_filecache_lookup_inode(fc, 9, accept_size, &want, &e), 1);
+	ck_assert_int_eq(cn_filecache_lookup_inode(fc, 12345, accept_size, &want, &e), 0);
+	cn_filecache_close(fc);
+}
+END_TEST
+
 /* an aborted writer leaves the old cache untouched */
 START_TEST(test_abort_keeps_old)
 {
@@ -208,6 +255,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_roundtrip);
 	tcase_add_test(tc, test_abort_keeps_old);
+	tcase_add_test(tc, test_inode_lookup);
 	tcase_add_test(tc, test_damaged);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
