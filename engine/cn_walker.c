@@ -1390,6 +1390,23 @@ static int la_flush(struct walker *w, int keep_last)
 	return rc;
 }
 
+/* A later link of a file already encoded or waiting in the look-ahead
+ * cache: it becomes a hardlink entry (no payload of its own). */
+static int is_later_link(struct walker *w, const struct stat *st)
+{
+	if (st->st_nlink <= 1)
+		return 0;
+	if (hl_find(w, st->st_dev, st->st_ino))
+		return 1;
+	for (size_t i = 0; i < w->la.n; i++) {
+		const struct cache_ent *c = &w->la.e[i];
+		if (c->kind == CE_ENTRY && S_ISREG(c->st.st_mode) && c->st.st_dev == st->st_dev &&
+		    c->st.st_ino == st->st_ino)
+			return 1;
+	}
+	return 0;
+}
+
 /* create.rs add_entry in metadata mode: takes fd and *m. */
 static int add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent,
 			   struct cn_pxar_metadata *m)
@@ -1399,21 +1416,17 @@ static int add_entry_reuse(struct walker *w, int fd, const struct list_entry *en
 	int rc = 0;
 	if (la->n >= la->max && (rc = la_flush(w, 1)) < 0)
 		goto out;
-	if (t == S_IFREG) {
+	if (t == S_IFREG && !is_later_link(w, &ent->st)) {
 		struct cn_pxar_reuse_match match;
 		uint64_t compared = 0;
-		int r = 0;
 		memset(&match, 0, sizeof(match));
-		/* hardlinked files are always read (see cn_walker.h) */
-		if (ent->st.st_nlink <= 1) {
-			r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, fd, &ent->st, m, &match,
-					     &compared);
-			w->stats->bytes_read += compared;
-			w->stats->files_compared += r == 1 && compared > 0;
-			if (r < 0) {
-				rc = r;
-				goto out;
-			}
+		int r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, fd, &ent->st, m, &match,
+					 &compared);
+		w->stats->bytes_read += compared;
+		w->stats->files_compared += r == 1 && compared > 0;
+		if (r < 0) {
+			rc = r;
+			goto out;
 		}
 		if (r == 1) {
 			uint64_t rs = match.payload_offset;

@@ -27,8 +27,8 @@
  * look-ahead cache collects unchanged files whose previous payload is
  * contiguous (and the entries between them) and decides per run whether
  * to re-reference the previous chunks or re-read the files (padding
- * threshold). Deviation: a regular file with st_nlink > 1 is always read
- * (upstream may reuse hardlinked files).
+ * threshold). A hardlinked file is looked up at its first link; later
+ * links are hardlink entries, as in the previous snapshot.
  *
  * Deviations, by design: a file that vanishes or cannot be opened or
  * stat'ed (EACCES) is skipped with a warning and counted; a file whose

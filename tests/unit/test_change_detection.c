@@ -494,6 +494,40 @@ START_TEST(test_rebuilt_trusted_by_ctime)
 }
 END_TEST
 
+/* A hardlinked file is reused at its first link; the other link stays a
+ * hardlink entry; editing the file makes both read (once) again. */
+START_TEST(test_hardlinks_reused)
+{
+	struct snap s1, s2, s3;
+	char a[2 * PATH_MAX], b[2 * PATH_MAX];
+	snprintf(a, sizeof(a), "%s/photos/2025/f002.bin", src);
+	snprintf(b, sizeof(b), "%s/docs/zz-link.bin", src);
+	ck_assert_int_eq(link(a, b), 0);
+	backup(&s1, "s1", NULL, 1);
+	ck_assert_uint_eq(s1.st.bytes_read, corpus_bytes);
+	ck_assert_uint_eq(s1.st.hardlinks, 1);
+	backup(&s2, "s2", &s1, 1);
+	ck_assert_uint_eq(s2.st.bytes_read, 0);
+	ck_assert_uint_eq(s2.st.files_reused, corpus_files);
+	ck_assert_uint_eq(s2.st.hardlinks, 1);
+	ck_assert_uint_le(s2.new_bytes, 64);
+	restore_and_compare(&s2);
+	struct stat st;
+	ck_assert_int_eq(stat(a, &st), 0);
+	int fd = open(b, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "edited", 6, 0), 6);
+	close(fd);
+	backup(&s3, "s3", &s2, 1);
+	ck_assert_uint_eq(s3.st.bytes_read, (uint64_t)st.st_size);
+	ck_assert_uint_eq(s3.st.hardlinks, 1);
+	restore_and_compare(&s3);
+	snap_free(&s1);
+	snap_free(&s2);
+	snap_free(&s3);
+}
+END_TEST
+
 /* The cache cannot be rebuilt (the previous metadata archive is
  * damaged): a warning, every file read, the backup is fine. */
 START_TEST(test_rebuild_fails)
@@ -610,6 +644,7 @@ int main(void)
 	tcase_add_test(tc, test_rebuilt_trusted_by_ctime);
 	tcase_add_test(tc, test_renamed_not_read);
 	tcase_add_test(tc, test_rebuild_fails);
+	tcase_add_test(tc, test_hardlinks_reused);
 	tcase_add_test(tc, test_day_of_change);
 	tcase_add_test(tc, test_data_mode);
 	suite_add_tcase(s, tc);
