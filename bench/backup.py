@@ -279,6 +279,7 @@ def main():
             'day_wall': day_wall, 'day_changed_bytes': md['changed_bytes'],
             'day_new_bytes': day['new-bytes'], 'day_stored_bytes': md['day_stored'],
             'day_files_reused': day['files-reused'], 'day_bytes_read': day['bytes-read'],
+            'day_files_compared': day['files-compared'],
             'day_new_vs_changed': day['new-bytes'] / max(1, md['changed_bytes']),
             'restore_identical': md['identical'],
         }
@@ -294,12 +295,12 @@ def main():
             if 'nochange_vs_restic_rerun' in r:
                 print('  no-change re-run / restic re-run (wall): %.2f'
                       % r['nochange_vs_restic_rerun'])
-            print('  day of change: %.1f MiB changed; run %.2fs, read %.1f MiB, %d files reused, '
-                  'new data %.1f MiB (%.2fx the changed bytes), store grew %.1f MiB; '
-                  'restore identical: %s'
+            print('  day of change: %.1f MiB changed; run %.2fs, read %.1f MiB, %d files reused '
+                  '(%d read to compare), new data %.1f MiB (%.2fx the changed bytes), store grew '
+                  '%.1f MiB; restore identical: %s'
                   % (md['changed_bytes'] / (1 << 20), day_wall, day['bytes-read'] / (1 << 20),
-                     day['files-reused'], day['new-bytes'] / (1 << 20), r['day_new_vs_changed'],
-                     md['day_stored'] / (1 << 20), md['identical']))
+                     day['files-reused'], day['files-compared'], day['new-bytes'] / (1 << 20),
+                     r['day_new_vs_changed'], md['day_stored'] / (1 << 20), md['identical']))
         if a.json:
             print(json.dumps(report, indent=2))
     finally:
