@@ -216,33 +216,31 @@ int cli_read_password(const char *prompt, char *buf, size_t len)
 	return 0;
 }
 
-int cli_load_key(const struct cli_common *c, struct cn_crypt_config **crypt)
+int cli_load_key_file(const char *keyfile, const char *password, struct cn_crypt_config **crypt)
 {
 	*crypt = NULL;
-	if (!c->keyfile)
-		return 0;
 	uint8_t *json;
 	size_t len;
-	int r = cn_read_file(c->keyfile, 1u << 20, &json, &len);
+	int r = cn_read_file(keyfile, 1u << 20, &json, &len);
 	struct cn_keyfile *kf = NULL;
 	if (r == 0) {
 		r = cn_keyfile_parse(json, len, &kf);
+		explicit_bzero(json, len);
 		free(json);
 	}
-	if (r < 0) {
-		fprintf(stderr, "cairn: key file %s: %s\n", c->keyfile, cn_error_message());
-		return CLI_EXIT_ERROR;
-	}
+	if (r < 0)
+		return cn_error_prefix(r, "key file %s", keyfile);
 	char pw[1024] = "";
 	if (cn_keyfile_kdf(kf) != CN_KDF_NONE) {
 		const char *env = getenv("PBS_ENCRYPTION_PASSWORD");
-		if (env)
+		if (password)
+			snprintf(pw, sizeof(pw), "%s", password);
+		else if (env)
 			snprintf(pw, sizeof(pw), "%s", env);
 		else if (cli_read_password("Encryption key password: ", pw, sizeof(pw)) < 0) {
 			cn_keyfile_free(kf);
-			fprintf(stderr, "cairn: key file %s needs a password: set "
-					"PBS_ENCRYPTION_PASSWORD or run on a terminal\n", c->keyfile);
-			return CLI_EXIT_ERROR;
+			return cn_error_set(-EINVAL, "key file %s needs a password: set "
+						     "PBS_ENCRYPTION_PASSWORD or run on a terminal", keyfile);
 		}
 	}
 	uint8_t key[32];
@@ -252,8 +250,16 @@ int cli_load_key(const struct cli_common *c, struct cn_crypt_config **crypt)
 	if (r == 0)
 		r = cn_crypt_config_new(key, crypt);
 	explicit_bzero(key, sizeof(key));
-	if (r < 0) {
-		fprintf(stderr, "cairn: key file %s: %s\n", c->keyfile, cn_error_message());
+	return r < 0 ? cn_error_prefix(r, "key file %s", keyfile) : 0;
+}
+
+int cli_load_key(const struct cli_common *c, struct cn_crypt_config **crypt)
+{
+	*crypt = NULL;
+	if (!c->keyfile)
+		return 0;
+	if (cli_load_key_file(c->keyfile, NULL, crypt) < 0) {
+		fprintf(stderr, "cairn: %s\n", cn_error_message());
 		return CLI_EXIT_ERROR;
 	}
 	return 0;

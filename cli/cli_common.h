@@ -103,6 +103,12 @@ int cli_endpoint_source(struct cli_endpoint *e, struct cn_source **out);
  * Returns 0 or prints and returns an exit code. */
 int cli_load_key(const struct cli_common *c, struct cn_crypt_config **crypt);
 
+/* Loads the key in keyfile; a protected key file is opened with password
+ * (NULL: PBS_ENCRYPTION_PASSWORD, else asked on the terminal). *crypt is
+ * the caller's (cn_crypt_config_free). 0 or a negative code with a
+ * message naming the file. */
+int cli_load_key_file(const char *keyfile, const char *password, struct cn_crypt_config **crypt);
+
 /* Reads a password from the terminal (/dev/tty) without echo into buf
  * (NUL-terminated, newline removed). 0 or -errno when there is no terminal. */
 int cli_read_password(const char *prompt, char *buf, size_t len);

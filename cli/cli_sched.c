@@ -150,9 +150,23 @@ void cli_sched_group(const struct cn_config *c, const struct cn_config_source *s
 	cn_config_backup_id(c, s, g->id, sizeof(g->id));
 }
 
+int cli_sched_load_key(const struct cn_config *c, struct cn_crypt_config **crypt)
+{
+	char pw[1024];
+	*crypt = NULL;
+	if (!c->keyfile)
+		return 0;
+	if (c->keyfile_password_file &&
+	    cn_config_read_secret("key password file", c->keyfile_password_file, pw, sizeof(pw)) < 0)
+		return -EINVAL;
+	int r = cli_load_key_file(c->keyfile, c->keyfile_password_file ? pw : NULL, crypt);
+	explicit_bzero(pw, sizeof(pw));
+	return r;
+}
+
 json_t *cli_sched_restore_test(const struct cn_config *c, const char *tname,
 			       struct cli_endpoint *e, const char *const *live, unsigned sample,
-			       char *err, size_t errlen)
+			       const struct cn_crypt_config *crypt, char *err, size_t errlen)
 {
 	err[0] = 0;
 	json_t *all = json_object();
@@ -170,7 +184,7 @@ json_t *cli_sched_restore_test(const struct cn_config *c, const char *tname,
 		cli_sched_group(c, s, &g);
 		json_t *rep = NULL;
 		cn_error_clear();
-		int r = cn_restore_test(src, &g, s->archive, live[si], sample, &rep);
+		int r = cn_restore_test(src, &g, s->archive, live[si], sample, crypt, &rep);
 		if (!rep) {
 			rep = json_pack("{s:s}", "error", cn_error_message());
 			failed++;

@@ -35,9 +35,15 @@ void cli_sched_group(const struct cn_config *c, const struct cn_config_source *s
  * failed, sources: {NAME: report}}; when something failed, the first
  * problem is copied into err (else err is ""), each one logged. */
 #include <jansson.h>
+struct cn_crypt_config;
 json_t *cli_sched_restore_test(const struct cn_config *c, const char *tname,
 			       struct cli_endpoint *e, const char *const *live, unsigned sample,
-			       char *err, size_t errlen);
+			       const struct cn_crypt_config *crypt, char *err, size_t errlen);
+
+/* The config's keyfile (opened with keyfile-password-file when given),
+ * or *crypt NULL when there is none. 0 or a negative code with a
+ * message. */
+int cli_sched_load_key(const struct cn_config *c, struct cn_crypt_config **crypt);
 
 /* `cairn verify --restore-test [--sample N] [--config FILE]`: argv as
  * given to `cairn verify`. Returns an exit code: 0 every file matched,

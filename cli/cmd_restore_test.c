@@ -79,6 +79,12 @@ int cli_restore_test_command(int argc, char **argv)
 		return rc;
 	if (!sample)
 		sample = cfg->restore_test_sample ? cfg->restore_test_sample : 20;
+	struct cn_crypt_config *crypt = NULL;
+	if (cli_sched_load_key(cfg, &crypt) < 0) {
+		fprintf(stderr, "cairn verify: %s: %s\n", cfg->path, cn_error_message());
+		cn_config_free(cfg);
+		return CLI_EXIT_CONFIG;
+	}
 	const char **live = calloc(cfg->n_sources, sizeof(char *));
 	for (size_t si = 0; live && si < cfg->n_sources; si++)
 		live[si] = cfg->sources[si].path; /* zfs sources without path: skipped */
@@ -95,8 +101,8 @@ int cli_restore_test_command(int argc, char **argv)
 			continue;
 		}
 		char err[1024];
-		json_t *rep = cli_sched_restore_test(cfg, t->name, &e, live, (unsigned)sample, err,
-						     sizeof(err));
+		json_t *rep = cli_sched_restore_test(cfg, t->name, &e, live, (unsigned)sample, crypt,
+						     err, sizeof(err));
 		cn_datastore_close(e.ds);
 		cn_pbs_free(e.pbs);
 		json_int_t failed = json_integer_value(json_object_get(rep, "failed"));
@@ -134,6 +140,7 @@ int cli_restore_test_command(int argc, char **argv)
 	else
 		json_decref(out);
 	free(live);
+	cn_crypt_config_free(crypt);
 	cn_config_free(cfg);
 	return exit_code;
 }

@@ -99,6 +99,7 @@ struct worker {
 	const struct cn_config *cfg;
 	int dry_run;
 	int restore_test;       /* sample size, 0 = none */
+	const struct cn_crypt_config *crypt; /* the config's keyfile, or NULL */
 	const char **read_from; /* per source: directory to read, NULL = skip */
 	const char **skip_why;  /* per source: why it is skipped */
 	struct cli_endpoint *eps;
@@ -179,6 +180,7 @@ static void backup_source(struct worker *w, size_t si)
 	bo.all_file_systems = s->all_file_systems;
 	bo.skip_lost_found = s->skip_lost_found;
 	bo.change_detection = (enum cn_change_detection)s->change_detection;
+	bo.crypt = w->crypt;
 	if (metadata) {
 		bo.filecache_dir = fcdir;
 		bo.sources = sources;
@@ -350,7 +352,7 @@ static void restore_test_target(struct worker *w, size_t i)
 		live[si] = json_string_value(json_object_get(w->sj[si], "path"));
 	char err[1024];
 	json_t *rep = cli_sched_restore_test(c, c->targets[i].name, &w->eps[i], live,
-					     (unsigned)w->restore_test, err, sizeof(err));
+					     (unsigned)w->restore_test, w->crypt, err, sizeof(err));
 	free(live);
 	if (err[0])
 		mark_failed(w->tj[i], err);
@@ -520,6 +522,12 @@ static int cmd_run(int argc, char **argv)
 	int exit_code = cli_sched_load("run", path, &cfg);
 	if (exit_code)
 		return exit_code;
+	struct cn_crypt_config *crypt = NULL;
+	if (cli_sched_load_key(cfg, &crypt) < 0) {
+		fprintf(stderr, "cairn run: %s: %s\n", cfg->path, cn_error_message());
+		cn_config_free(cfg);
+		return CLI_EXIT_CONFIG;
+	}
 	if (!metrics)
 		metrics = cfg->metrics_file;
 	char config_abs[4096], state[4096], lock_path[4300];
@@ -532,11 +540,13 @@ static int cmd_run(int argc, char **argv)
 	if (r == -EWOULDBLOCK) {
 		fprintf(stderr, "cairn run: another run of %s is in progress (lock %s is held); "
 				"not starting a second one\n", config_abs, lock_path);
+		cn_crypt_config_free(crypt);
 		cn_config_free(cfg);
 		return CLI_EXIT_BUSY;
 	}
 	if (r < 0) {
 		fprintf(stderr, "cairn run: state directory %s: %s\n", state, cn_error_message());
+		cn_crypt_config_free(crypt);
 		cn_config_free(cfg);
 		return CLI_EXIT_ERROR;
 	}
@@ -626,8 +636,8 @@ static int cmd_run(int argc, char **argv)
 			signal(SIGTERM, SIG_DFL);
 			signal(SIGINT, SIG_DFL);
 			signal(SIGHUP, SIG_DFL);
-			struct worker w = {cfg, dry, rsample, read_from, (const char **)skip_why, eps,
-					   open_ok, tj, sj};
+			struct worker w = {cfg, dry, rsample, crypt, read_from, (const char **)skip_why,
+					   eps, open_ok, tj, sj};
 			json_t *res = worker_run(&w);
 			char *text = json_dumps(res, JSON_COMPACT);
 			int ok = text && cn_write_full(pfd[1], text, strlen(text)) == 0;
@@ -787,6 +797,7 @@ static int cmd_run(int argc, char **argv)
 	free(skip_why);
 	free(eps);
 	free(open_ok);
+	cn_crypt_config_free(crypt);
 	cn_config_free(cfg);
 	close(lock_fd);
 	return exit_code;

@@ -265,6 +265,8 @@ static int add_exclude(struct parse_ctx *p, struct cn_config_source *s, const ch
 	return 1;
 }
 
+static int check_secret_file(const char *what, const char *path);
+
 static int cairn_key(struct parse_ctx *p, const char *name, const char *value)
 {
 	struct cn_config *c = p->c;
@@ -277,6 +279,14 @@ static int cairn_key(struct parse_ctx *p, const char *name, const char *value)
 		return set_str(p, name, value, &c->state_dir);
 	if (!strcmp(name, "metrics-file"))
 		return set_str(p, name, value, &c->metrics_file);
+	if (!strcmp(name, "keyfile") || !strcmp(name, "keyfile-password-file")) {
+		int is_key = !strcmp(name, "keyfile");
+		if (value[0] != '/')
+			return fail(p, p->line, "%s must be an absolute path, not '%s'", name, value);
+		if (check_secret_file(is_key ? "key file" : "key password file", value) < 0)
+			return fail(p, p->line, "%s", cn_error_message());
+		return set_str(p, name, value, is_key ? &c->keyfile : &c->keyfile_password_file);
+	}
 	if (!strcmp(name, "on-success"))
 		return set_str(p, name, value, &c->on_success);
 	if (!strcmp(name, "on-failure"))
@@ -496,6 +506,8 @@ static int validate(struct parse_ctx *p)
 				return fail(p, t->line, "pbs target '%s' takes no path", t->name);
 		}
 	}
+	if (c->keyfile_password_file && !c->keyfile)
+		return fail(p, 1, "keyfile-password-file is given but no keyfile");
 	if (!c->hook_timeout)
 		c->hook_timeout = 300;
 	if (!c->restore_test_every)
@@ -586,53 +598,65 @@ void cn_config_free(struct cn_config *c)
 	free(c->backup_id);
 	free(c->state_dir);
 	free(c->metrics_file);
+	free(c->keyfile);
+	free(c->keyfile_password_file);
 	free(c->on_success);
 	free(c->on_failure);
 	free(c);
 }
 
-static int check_token_fd(int fd, const char *path)
+static int check_secret_fd(int fd, const char *what, const char *path)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
-		return cn_error_sys(-errno, "token file %s", path);
+		return cn_error_sys(-errno, "%s %s", what, path);
 	if (!S_ISREG(st.st_mode))
-		return cn_error_set(-EINVAL, "token file %s is not a regular file", path);
+		return cn_error_set(-EINVAL, "%s %s is not a regular file", what, path);
 	if (st.st_mode & (S_IROTH | S_IWOTH))
-		return cn_error_set(-EPERM, "token file %s is accessible by other users (mode %04o): "
+		return cn_error_set(-EPERM, "%s %s is accessible by other users (mode %04o): "
 					    "refusing to use it; run 'chmod o-rwx %s'",
-				    path, (unsigned)(st.st_mode & 07777), path);
+				    what, path, (unsigned)(st.st_mode & 07777), path);
 	return 0;
 }
 
-int cn_config_check_token_file(const char *path)
+static int check_secret_file(const char *what, const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		if (errno == ENOENT)
-			return cn_error_set(-ENOENT, "token file %s does not exist", path);
+			return cn_error_set(-ENOENT, "%s %s does not exist", what, path);
 		if (errno == ELOOP)
-			return cn_error_set(-EINVAL, "token file %s is a symbolic link", path);
-		return cn_error_sys(-errno, "token file %s", path);
+			return cn_error_set(-EINVAL, "%s %s is a symbolic link", what, path);
+		return cn_error_sys(-errno, "%s %s", what, path);
 	}
-	int r = check_token_fd(fd, path);
+	int r = check_secret_fd(fd, what, path);
 	close(fd);
 	return r;
+}
+
+int cn_config_check_token_file(const char *path)
+{
+	return check_secret_file("token file", path);
 }
 
 int cn_config_read_token(const struct cn_config_target *t, char *buf, size_t len)
 {
 	if (!t->token_file)
 		return cn_error_set(-ENOENT, "target %s has no token-file", t->name);
-	int fd = open(t->token_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	return cn_config_read_secret("token file", t->token_file, buf, len);
+}
+
+int cn_config_read_secret(const char *what, const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
-		return cn_config_check_token_file(t->token_file);
-	int r = check_token_fd(fd, t->token_file);
+		return check_secret_file(what, path);
+	int r = check_secret_fd(fd, what, path);
 	ssize_t n = 0;
 	if (r == 0) {
 		n = read(fd, buf, len - 1);
 		if (n < 0)
-			r = cn_error_sys(-errno, "reading token file %s", t->token_file);
+			r = cn_error_sys(-errno, "reading %s %s", what, path);
 	}
 	close(fd);
 	if (r < 0)
@@ -645,7 +669,7 @@ int cn_config_read_token(const struct cn_config_target *t, char *buf, size_t len
 	while (l && isspace((unsigned char)buf[l - 1]))
 		buf[--l] = 0;
 	if (!l)
-		return cn_error_set(-EINVAL, "token file %s is empty", t->token_file);
+		return cn_error_set(-EINVAL, "%s %s is empty", what, path);
 	return 0;
 }
 

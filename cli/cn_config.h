@@ -76,6 +76,8 @@ struct cn_config {
 	char *backup_id;       /* default for sources; NULL = host name */
 	char *state_dir;       /* NULL = default (cn_config_state_dir) */
 	char *metrics_file;    /* NULL = none */
+	char *keyfile;         /* encryption key (cairn key create) or NULL */
+	char *keyfile_password_file; /* its password, for a protected key file */
 	char *on_success, *on_failure; /* hook commands (run with /bin/sh -c) or NULL */
 	unsigned hook_timeout; /* seconds, default 300 */
 	unsigned threads;      /* 0 = number of CPUs */
@@ -106,6 +108,12 @@ int cn_config_check_token_file(const char *path);
  * trailing newline and whitespace removed) into buf (NUL-terminated). The
  * permission check is repeated. 0 or a negative code with a message. The
  * caller wipes buf when done. */
+/* Reads a secret file (what: "key password file", ...) with the same
+ * checks as a token file: into buf (len), surrounding white space and
+ * anything after the first line removed. 0 or a negative code with a
+ * message. */
+int cn_config_read_secret(const char *what, const char *path, char *buf, size_t len);
+
 int cn_config_read_token(const struct cn_config_target *t, char *buf, size_t len);
 
 /* The state directory (run history, locks): [cairn] state-dir, else

@@ -108,7 +108,8 @@ static void add_failure(json_t *arr, const char *path, const char *error)
 }
 
 int cn_restore_test(struct cn_source *src, const struct cn_snapshot_id *group,
-		    const char *archive, const char *live_path, unsigned sample, json_t **report)
+		    const char *archive, const char *live_path, unsigned sample,
+		    const struct cn_crypt_config *crypt, json_t **report)
 {
 	*report = NULL;
 	struct cn_snapshot_info *list = NULL;
@@ -147,11 +148,11 @@ int cn_restore_test(struct cn_source *src, const struct cn_snapshot_id *group,
 		r = cn_error_set(-ENOMEM, "out of memory");
 		goto out;
 	}
-	r = cn_restore_open(src, &id, NULL, &m);
+	r = cn_restore_open(src, &id, crypt, &m);
 	if (r == 0)
 		r = cn_restore_load_index(src, m, CN_CATALOG_INDEX_NAME, &idx);
 	if (r == 0)
-		r = cn_restore_read_stream(src, idx, NULL, &cat);
+		r = cn_restore_read_stream(src, idx, crypt, &cat);
 	if (r == 0)
 		r = cn_catalog_reader_open(cat.data, cat.len, &cr);
 	if (r == 0)
@@ -172,7 +173,7 @@ int cn_restore_test(struct cn_source *src, const struct cn_snapshot_id *group,
 	}
 	for (size_t i = 0; i < pk.n; i++) {
 		const struct candidate *c = &pk.c[i];
-		struct cn_restore_opts ro = {.path = c->path, .threads = 2};
+		struct cn_restore_opts ro = {.path = c->path, .threads = 2, .crypt = crypt};
 		struct cn_restore_stats rs;
 		cn_error_clear();
 		int rr = cn_restore_archive(src, &id, archive, tmp, &ro, &rs);

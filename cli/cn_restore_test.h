@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "store/cn_crypt.h"
+
 #include "common/cn_snapshot.h"
 #include "engine/cn_target.h"
 
@@ -23,6 +25,7 @@
  * message when the test could not run (no snapshot, unreadable catalog);
  * then *report is NULL. */
 int cn_restore_test(struct cn_source *src, const struct cn_snapshot_id *group,
-		    const char *archive, const char *live_path, unsigned sample, json_t **report);
+		    const char *archive, const char *live_path, unsigned sample,
+		    const struct cn_crypt_config *crypt, json_t **report);
 
 #endif

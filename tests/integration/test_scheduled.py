@@ -327,6 +327,41 @@ def test_metadata_mode(emu):
     print('ok: metadata change detection in scheduled runs')
 
 
+def test_encrypted(emu):
+    """keyfile + keyfile-password-file: a nightly run to PBS and a local
+    store writes encrypted snapshots, the restore test reads them with the
+    key; a wrong password is a config error (exit 8) before anything runs."""
+    key = os.path.join(TMP, 'enc-key.json')
+    pwfile = os.path.join(TMP, 'enc-key.pw')
+    write(pwfile, 'correct horse\n', 0o600)
+    e = dict(os.environ, PBS_ENCRYPTION_PASSWORD='correct horse')
+    run(['key', 'create', '--kdf', 'pbkdf2', key], env=e, check=0)
+    os.chmod(key, 0o600)
+    src = ('[source media]\npath = %s\narchive = media.pxar\nbackup-id = nas-enc\n'
+           % os.path.join(TMP, 'media'))
+    extra = 'keyfile = %s\nkeyfile-password-file = %s\nrestore-test-sample = 3\n' % (key, pwfile)
+    conf = config('enc.conf', pbs_target(emu, 'primary', 'main', '') +
+                  local_target('usb', 'keep-last = 5'), extra_cairn=extra, source=src)
+    run(['run', '--restore-test', '--config', conf], check=0)
+    rec = history()[-1]
+    assert all(t['restore-test']['sampled'] == 3 and t['restore-test']['failed'] == 0
+               for t in rec['targets']), rec
+    store = os.path.join(TMP, 'store')
+    dest = os.path.join(TMP, 'enc-restore')
+    p = run(['restore', 'host/nas-enc', 'media.pxar', dest, '--store', store], check=None)
+    assert p.returncode != 0 and 'key' in p.stderr, ('restored without the key?', p.stderr)
+    run(['restore', 'host/nas-enc', 'media.pxar', dest, '--store', store, '--keyfile', key],
+        env=e, check=0)
+    assert open(os.path.join(dest, 'notes.txt')).read() == 'hello\n'
+    write(pwfile, 'wrong\n', 0o600)
+    p = run(['run', '--config', conf], check=EXIT_CONFIG)
+    assert 'enc-key.json' in p.stderr, p.stderr
+    write(pwfile, 'correct horse\n', 0o644)  # readable by others: refused
+    p = run(['config', 'check', '--config', conf], check=EXIT_CONFIG)
+    assert 'key password file' in p.stderr and 'other users' in p.stderr, p.stderr
+    print('ok: encrypted scheduled runs')
+
+
 def test_zfs(emu):
     bindir = os.path.join(TMP, 'bin')
     os.makedirs(bindir, exist_ok=True)
@@ -443,6 +478,7 @@ def main():
         test_metrics_atomic(conf)
         test_journal_and_dry_run(conf)
         test_metadata_mode(emu)
+        test_encrypted(emu)
         test_zfs(emu)
     finally:
         emu.stop()
