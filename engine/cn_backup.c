@@ -67,7 +67,8 @@ struct cd_archive {
 	int64_t prev_time;
 	int usable;            /* -1 unknown yet, 0 no, 1 yes */
 	size_t ref;            /* the target it comes from */
-	size_t seen;           /* targets with this previous payload index */
+	uint8_t (*tcsum)[32];  /* per target: its previous payload index's checksum */
+	unsigned char *thas;   /* per target: it has one */
 	struct cn_reuse *reuse;
 	const struct cn_pxar_reuse *ops;
 	size_t *out_target;    /* target of each new file cache */
@@ -205,22 +206,21 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 		for (size_t k = 0; k < cnt; k++)
 			memcpy(digests[k], cn_index_digest(idx, k), 32);
 		if (is_payload && cd && o->change_detection == CN_CDM_METADATA) {
-			/* the first target's previous payload is the reference;
-			 * the others must have the very same one */
-			uint8_t csum[32];
-			cn_index_csum(idx, csum);
-			if (cd[a].usable < 0) {
+			/* the newest previous payload is the reference (the
+			 * first target's among equals): it is closest to what
+			 * the files hold now */
+			cn_index_csum(idx, cd[a].tcsum[i]);
+			cd[a].thas[i] = 1;
+			if (cd[a].usable < 0 || prev_time > cd[a].prev_time) {
 				struct cn_snapshot_id pid = o->id;
 				cd[a].ref = i;
 				pid.time = prev_time;
 				cd[a].usable = cn_snapshot_path(&pid, cd[a].prev_name, sizeof(cd[a].prev_name)) >= 0;
 				cd[a].prev_time = prev_time;
-				memcpy(cd[a].prev_csum, csum, 32);
+				memcpy(cd[a].prev_csum, cd[a].tcsum[i], 32);
+				cn_index_free(cd[a].prev_pidx);
 				cd[a].prev_pidx = idx;
-				cd[a].seen = 1;
 				idx = NULL;
-			} else if (!memcmp(cd[a].prev_csum, csum, 32)) {
-				cd[a].seen++;
 			}
 		}
 		cn_index_free(idx);
@@ -328,7 +328,10 @@ static int cd_begin(struct run *run, size_t a, size_t live)
 	char path[4096];
 	if (o->change_detection != CN_CDM_METADATA || !o->filecache_dir || live == 0)
 		return 0;
-	if (cd->usable > 0 && cd->seen != live) {
+	size_t seen = 0;
+	for (size_t i = 0; i < run->n_targets; i++)
+		seen += cn_pipeline_target(run->p, i) && cd->thas[i] && !memcmp(cd->tcsum[i], cd->prev_csum, 32);
+	if (cd->usable > 0 && seen != live) {
 		if (chunk_source(run, a)) {
 			cn_log_info("not every target has the previous snapshot of %s; reused chunks "
 				    "they lack are copied from %s", o->archives[a].name,
@@ -495,8 +498,12 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 		run.cd[a].usable = -1;
 		run.cd[a].p = run.p;
 		run.cd[a].run = &run;
+		run.cd[a].tcsum = calloc(n ? n : 1, 32);
+		run.cd[a].thas = calloc(n ? n : 1, 1);
+		if (!run.cd[a].tcsum || !run.cd[a].thas)
+			r = -ENOMEM;
 	}
-	if (!streams || !run.cd || !run.prev_m) {
+	if (!streams || !run.cd || !run.prev_m || r < 0) {
 		r = cn_error_set(-ENOMEM, "out of memory");
 		goto out;
 	}
@@ -589,6 +596,8 @@ out:;
 		cn_reuse_free(run.cd[a].reuse);
 		cn_index_free(run.cd[a].prev_pidx);
 		free(run.cd[a].out_target);
+		free(run.cd[a].tcsum);
+		free(run.cd[a].thas);
 	}
 	for (size_t i = 0; run.prev_m && i < n; i++)
 		cn_manifest_free(run.prev_m[i]);

@@ -66,9 +66,9 @@ struct cn_backup_opts {
 	unsigned progress_interval_ms;   /* 0 = 250 */
 	enum cn_change_detection change_detection;
 	/* Metadata mode: directory of the file caches (store/cn_filecache.h,
-	 * one per target and archive); NULL: nothing is reused. The payload
-	 * of the first target's previous snapshot (that has the archive) is
-	 * the reference for reuse. */
+	 * one per target and archive); NULL: nothing is reused. The newest
+	 * of the targets' previous snapshots that have the archive (the
+	 * first target's among equals) is the reference for reuse. */
 	const char *filecache_dir;
 	/* Metadata mode, may be NULL (or hold NULLs): sources reading the
 	 * targets' stores, in the order of the targets (borrowed). With the

@@ -99,25 +99,31 @@ try:
     assert o4['new-bytes'] < 64 * 1024, o4
     restore_all(o4['snapshot'])
 
-    # a new file, and a snapshot on the local store only: the targets'
-    # previous snapshots differ; the reference is the first target's
-    # (local), and the chunks of new.bin that the PBS target lacks are
-    # copied there from the local store: nothing is read
-    with open(os.path.join(src, 'd', 'new.bin'), 'wb') as f:
-        f.write(os.urandom(300000))
-    total += 300000
-    backup('metadata', ['--store', local])
-    o5 = backup('metadata', both)
-    assert o5['bytes-read'] == 0 and o5['files-reused'] == o1['files'] + 1, o5
-    assert 300000 <= o5['new-bytes'] < 300000 + 64 * 1024, o5
-    restore_all(o5['snapshot'])
+    def one_target_ahead(name, size, ahead, reused):
+        """A new file backed up to one target only, then to both: the
+        targets' previous snapshots differ; the newest (the one ahead) is
+        the reference, and the chunks of the new file that the other
+        target lacks are copied to it from there: nothing is read."""
+        with open(os.path.join(src, 'd', name), 'wb') as f:
+            f.write(os.urandom(size))
+        backup('metadata', ahead)
+        o = backup('metadata', both)
+        assert o['bytes-read'] == 0 and o['files-reused'] == reused, o
+        assert size <= o['new-bytes'] < size + 64 * 1024, o
+        restore_all(o['snapshot'])
+        return size
+
+    # the local store ahead (the PBS target copies from it), then the PBS
+    # target ahead (its reader session supplies the local store)
+    total += one_target_ahead('new.bin', 300000, ['--store', local], o1['files'] + 1)
+    total += one_target_ahead('new2.bin', 200000, ['--repository', repo], o1['files'] + 2)
 
     # the file cache is only an accelerator: rebuilt from the previous
     # metadata archive, whose entries are trusted for files unchanged
     # (ctime) since that backup started
     shutil.rmtree(os.path.join(work, 'cache'))
     o6 = backup('metadata', both)
-    assert o6['bytes-read'] == 0 and o6['files-reused'] == o1['files'] + 1, o6
+    assert o6['bytes-read'] == 0 and o6['files-reused'] == o1['files'] + 2, o6
     o7 = backup('metadata', both)
     assert o7['bytes-read'] == 0, o7
     restore_all(o7['snapshot'])
