@@ -264,10 +264,12 @@ int cn_ds_rescan_prefix(struct cn_datastore *ds, uint16_t prefix)
 }
 
 #define RESCAN_BATCH 256
+_Static_assert(RESCAN_BATCH <= CN_DS_LOCK_STRIPES, "a batch must not hold two prefixes of one stripe");
 
-/* Rescans the prefixes in batch[0..n) (ascending) in one transaction,
- * holding all their locks meanwhile (always taken in ascending order, and
- * nobody else holds two, so this cannot deadlock). */
+/* Rescans the prefixes in batch[0..n) (ascending, all within one block of
+ * CN_DS_LOCK_STRIPES consecutive prefixes, so no two share a stripe mutex)
+ * in one transaction, holding all their locks meanwhile (always taken in
+ * ascending order, and nobody else holds two, so this cannot deadlock). */
 static int rescan_batch(struct cn_datastore *ds, const uint16_t *batch, size_t n)
 {
 	struct cn_chunkindex_dir dirs[RESCAN_BATCH] = {0};
@@ -302,6 +304,13 @@ int cn_datastore_check_index(struct cn_datastore *ds)
 		if (r == 1) {
 			r = 0;
 			continue;
+		}
+		if (nb && p / CN_DS_LOCK_STRIPES != batch[0] / CN_DS_LOCK_STRIPES) {
+			r = rescan_batch(ds, batch, nb);
+			rescanned += (int)nb;
+			nb = 0;
+			if (r < 0)
+				break;
 		}
 		batch[nb++] = (uint16_t)p;
 		if (nb == RESCAN_BATCH) {
@@ -403,15 +412,19 @@ int cn_datastore_open(const char *path, int create, const struct cn_datastore_op
 	snprintf(p, sizeof(p), "%s/.cairn/chunkindex.mdb", ds->root);
 	if ((r = cn_chunkindex_open(p, &ds->index)) < 0)
 		goto fail;
-	if (!ds->opts.skip_index_check) {
-		/* A failed check leaves the index behind, not the store
-		 * unusable (a full disk must not stop restores). */
+	/* The index is checked against each prefix directory the first time
+	 * has_chunk asks about it, not here: 65536 stats made every open
+	 * cost 0.1 s (and seconds on a cold disk), also for a no-change run
+	 * or a restore that never asks. An empty index (a new store, or the
+	 * index was lost) is filled now, in batches, rather than one
+	 * directory at a time. */
+	if (!ds->opts.skip_index_check && cn_chunkindex_count(ds->index) == 0) {
 		r = cn_datastore_check_index(ds);
 		if (r < 0)
 			cn_log_warning("datastore %s: chunk index check failed: %s", ds->root,
 				       cn_error_message());
-		else if (r > 0)
-			cn_log_info("datastore %s: chunk index: %d directories rescanned", ds->root, r);
+		else if (r > 0 && !create)
+			cn_log_info("datastore %s: chunk index rebuilt (%d directories)", ds->root, r);
 	}
 	*out = ds;
 	return 0;
@@ -438,10 +451,32 @@ void cn_datastore_close(struct cn_datastore *ds)
 
 /* ---- chunks ---- */
 
+/* Brings prefix's index records in step with its directory, once per
+ * open store (a failure leaves the index behind, and the caller asks the
+ * filesystem; a full disk must not stop backups or restores). */
+static int check_prefix_once(struct cn_datastore *ds, uint16_t prefix)
+{
+	uint8_t bit = (uint8_t)(1u << (prefix & 7));
+	if (ds->opts.skip_index_check || (__atomic_load_n(&ds->checked[prefix >> 3], __ATOMIC_ACQUIRE) & bit))
+		return 0;
+	int r = 0;
+	if (!cn_ds_prefix_in_step(ds, prefix) && (r = cn_ds_lock_prefix(ds, prefix)) == 0) {
+		r = cn_ds_rescan_prefix(ds, prefix);
+		cn_ds_unlock_prefix(ds, prefix);
+		if (r == 0)
+			cn_log_debug("datastore %s: chunk index: directory %04x rescanned", ds->root, prefix);
+	}
+	if (r == 0)
+		__atomic_fetch_or(&ds->checked[prefix >> 3], bit, __ATOMIC_RELEASE);
+	return r;
+}
+
 int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32])
 {
 	uint64_t size;
-	int r = cn_chunkindex_has(ds->index, digest, &size);
+	int r = check_prefix_once(ds, cn_ds_prefix(digest));
+	if (r == 0)
+		r = cn_chunkindex_has(ds->index, digest, &size);
 	if (r >= 0)
 		return r == 1 && size > 0; /* an empty file is to be replaced */
 	cn_log_warning("%s; asking the filesystem", cn_error_message());

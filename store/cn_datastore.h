@@ -70,7 +70,7 @@ struct cn_datastore_opts {
 	const char *owner;             /* owner written for new groups; NULL = "root@pam" */
 	cn_ds_write_fn write_fn;       /* NULL = write(2) */
 	void *write_ctx;
-	int skip_index_check;          /* 1: do not compare the LMDB index with .chunks/ at open */
+	int skip_index_check;          /* 1: trust the LMDB index without comparing it with .chunks/ */
 };
 
 /* Fills opts with the defaults (filesystem sync, owner root@pam). */
@@ -125,7 +125,9 @@ int cn_datastore_read_chunk(struct cn_datastore *ds, const uint8_t digest[32], s
 
 /* Rescans every prefix directory whose mtime differs from the index's
  * record (all of them after the index was lost). Returns the number of
- * prefixes rescanned. Done by open; callable again (e.g. after PBS's GC). */
+ * prefixes rescanned. has_chunk does the same for one prefix the first
+ * time it asks about it (unless opts.skip_index_check); this does all at
+ * once (e.g. after PBS's GC ran on the store). */
 int cn_datastore_check_index(struct cn_datastore *ds);
 
 /* Number of digests in the LMDB index (tests, stats). */

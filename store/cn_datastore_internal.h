@@ -23,6 +23,9 @@ struct cn_datastore {
 	struct cn_datastore_opts opts;
 	char owner[256];
 	pthread_mutex_t stripes[CN_DS_LOCK_STRIPES];
+	/* prefixes whose index records were checked against the directory
+	 * (bit per prefix, set atomically: has_chunk checks lazily) */
+	uint8_t checked[0x10000 / 8];
 };
 
 /* The prefix directory number of a digest (its first two bytes). */
