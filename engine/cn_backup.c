@@ -328,6 +328,8 @@ static int cd_begin(struct run *run, size_t a, size_t live)
 	char path[4096];
 	if (o->change_detection != CN_CDM_METADATA || !o->filecache_dir || live == 0)
 		return 0;
+	if (cd->usable > 0 && !cn_pipeline_target(run->p, cd->ref))
+		cd->usable = 0; /* the reference target was dropped since */
 	size_t seen = 0;
 	for (size_t i = 0; i < run->n_targets; i++)
 		seen += cn_pipeline_target(run->p, i) && cd->thas[i] && !memcmp(cd->tcsum[i], cd->prev_csum, 32);
