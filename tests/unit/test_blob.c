@@ -2,6 +2,7 @@
  * made independently with Python's zlib/zstandard/cryptography), round
  * trips of every variant, and every corruption and truncation class. */
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -89,6 +90,57 @@ START_TEST(test_crc32)
 	uint32_t c = cn_crc32(0, buf, 100);
 	c = cn_crc32(c, buf + 100, 200);
 	ck_assert_uint_eq(c, crc_bitwise(buf, 300));
+}
+END_TEST
+
+/* Every CRC-32 kernel this CPU can run against the portable slice-by-8:
+ * every length to 1100 (all the head/block/tail splits of the 16-, 64- and
+ * 256-byte steps) at every misalignment to 64, random lengths to 64 KiB
+ * with random start values, one large buffer, and results chained across
+ * kernels. */
+START_TEST(test_crc32_impls)
+{
+	size_t big = (5u << 20) + 77;
+	uint8_t *buf = malloc(big + 64);
+	ck_assert_ptr_nonnull(buf);
+	fill_random(buf, big + 64, 7);
+	ck_assert_str_eq(cn_crc32_impl_name(0), "slice8");
+	ck_assert_int_eq(cn_crc32_impl_supported(0), 1);
+	ck_assert_int_eq(cn_crc32_impl_supported(cn_crc32_impl_best()), 1);
+	ck_assert_ptr_null(cn_crc32_impl_name(cn_crc32_impl_count()));
+	int checked = 0;
+	for (int i = 1; i < cn_crc32_impl_count(); i++) {
+		if (!cn_crc32_impl_supported(i))
+			continue;
+		checked++;
+		ck_assert_uint_eq(cn_crc32_impl(i, 0, "123456789", 9), 0xcbf43926);
+		for (size_t off = 0; off < 64; off++)
+			for (size_t n = 0; n <= 1100; n++)
+				ck_assert_uint_eq(cn_crc32_impl(i, 0, buf + off, n),
+						  cn_crc32_impl(0, 0, buf + off, n));
+		uint64_t x = 0x9e3779b97f4a7c15ull;
+		for (int k = 0; k < 2000; k++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			size_t off = x % 64, n = (x >> 8) % (64u << 10);
+			uint32_t start = (uint32_t)(x >> 32);
+			ck_assert_uint_eq(cn_crc32_impl(i, start, buf + off, n),
+					  cn_crc32_impl(0, start, buf + off, n));
+		}
+		for (size_t off = 0; off < 3; off++)
+			ck_assert_uint_eq(cn_crc32_impl(i, 0, buf + off, big),
+					  cn_crc32_impl(0, 0, buf + off, big));
+		/* pieces through different kernels chain to the whole */
+		uint32_t c = cn_crc32_impl(i, 0, buf, 1000);
+		c = cn_crc32_impl(0, c, buf + 1000, 333);
+		c = cn_crc32_impl(i, c, buf + 1333, 70000);
+		ck_assert_uint_eq(c, cn_crc32_impl(0, 0, buf, 71333));
+		ck_assert_uint_eq(c, crc_bitwise(buf, 71333));
+	}
+	/* the dispatcher's choice, through the public entry point */
+	ck_assert_uint_eq(cn_crc32(0, buf + 5, big), cn_crc32_impl(0, 0, buf + 5, big));
+	if (!checked)
+		fprintf(stderr, "test_crc32_impls: this CPU runs no fast CRC-32 kernel\n");
+	free(buf);
 }
 END_TEST
 
@@ -622,6 +674,7 @@ END_TEST
 
 CN_TEST_MAIN("blob", "blob", 0,
 	     test_crc32,
+	     test_crc32_impls,
 	     test_magics_derivation,
 	     test_plain_known_answer,
 	     test_zstd_known_answer,
