@@ -113,6 +113,15 @@ int cn_blob_decode_ctx(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		       const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 		       struct cn_buf *out);
 
+/* Decodes and verifies like cn_blob_decode_ctx, without copying what needs
+ * no decoding: for a plain blob (neither compressed nor encrypted) *out
+ * points into blob itself, past the header; any other type is decoded into
+ * scratch (emptied first) and *out points there. *out stays valid while
+ * blob and scratch are unchanged. ctx may be NULL. */
+int cn_blob_decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
+			struct cn_buf *scratch, const uint8_t **out, size_t *out_len);
+
 /* Verifies a stored chunk as upstream's verify job does: the container
  * (size, magic, CRC), then, unless it is encrypted and no key is given
  * (upstream cannot look inside either), decodes it and checks the digest

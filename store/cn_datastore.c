@@ -618,14 +618,9 @@ int cn_datastore_read_chunk(struct cn_datastore *ds, const uint8_t digest[32], s
 {
 	char path[PATH_MAX];
 	cn_datastore_chunk_path(ds, digest, path, sizeof(path));
-	uint8_t *data;
-	size_t len;
-	int r = cn_read_file(path, CN_BLOB_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE, &data, &len);
-	if (r < 0)
-		return r;
-	r = cn_buf_append(out, data, len);
-	free(data);
-	return r < 0 ? cn_error_set(r, "out of memory reading chunk") : 0;
+	/* straight into the caller's (reused) buffer: no allocation and no
+	 * second copy per chunk */
+	return cn_read_file_buf(path, CN_BLOB_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE, out);
 }
 
 /* ---- writer registry ---- */

@@ -144,6 +144,35 @@ START_TEST(test_crc32_impls)
 }
 END_TEST
 
+/* The view checks as much as the copying decoder: CRC, digest, magic. */
+START_TEST(test_decode_view_rejects)
+{
+	uint8_t data[5000], dg[32], other[32];
+	fill_random(data, sizeof(data), 3);
+	ck_assert_int_eq(cn_chunk_digest(NULL, data, sizeof(data), dg), 0);
+	memset(other, 0x55, sizeof(other));
+	struct cn_buf b = {0}, scratch = {0};
+	const uint8_t *v;
+	size_t vlen;
+	ck_assert_int_eq(cn_blob_encode(data, sizeof(data), NULL, CN_BLOB_COMPRESS_NONE, &b), 0);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, dg, &scratch, &v, &vlen), 0);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, other, &scratch, &v, &vlen),
+			 -CN_E_DIGEST);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen), 0);
+	b.data[100] ^= 1;
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen),
+			 -CN_E_CRC);
+	b.data[100] ^= 1;
+	b.data[0] ^= 1;
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen),
+			 -CN_E_MAGIC);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, 5, NULL, NULL, &scratch, &v, &vlen),
+			 -CN_E_TRUNCATED);
+	cn_buf_free(&b);
+	cn_buf_free(&scratch);
+}
+END_TEST
+
 START_TEST(test_magics_derivation)
 {
 	static const char *names[4] = {
@@ -364,6 +393,18 @@ START_TEST(test_roundtrip_all_variants)
 					ck_assert_uint_eq(d.len, len);
 					if (len)
 						ck_assert_mem_eq(d.data, data, len);
+					/* the view: the same content, in place for a plain blob */
+					const uint8_t *v = NULL;
+					size_t vlen = 7;
+					d.len = 3;
+					ck_assert_int_eq(cn_blob_decode_view(ctx, b.data, b.len, cc, dg, &d, &v, &vlen), 0);
+					ck_assert_uint_eq(vlen, len);
+					if (len)
+						ck_assert_mem_eq(v, data, len);
+					if (type == CN_BLOB_PLAIN)
+						ck_assert_ptr_eq(v, b.data + 12);
+					else
+						ck_assert(v == d.data && d.len == len);
 					cn_buf_free(&b);
 					cn_buf_free(&d);
 				}
@@ -675,6 +716,7 @@ END_TEST
 CN_TEST_MAIN("blob", "blob", 0,
 	     test_crc32,
 	     test_crc32_impls,
+	     test_decode_view_rejects,
 	     test_magics_derivation,
 	     test_plain_known_answer,
 	     test_zstd_known_answer,
