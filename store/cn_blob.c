@@ -186,7 +186,8 @@ static int encode_into(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
 			*type = CN_BLOB_ZSTD;
 		} else {
 			*type = CN_BLOB_PLAIN;
-			if (len) /* data may be NULL when len is 0 */
+			/* data may be NULL when len is 0; in place it is there */
+			if (len && dst + hdr != data)
 				memcpy(dst + hdr, data, len);
 			payload = len;
 		}
@@ -300,6 +301,41 @@ int cn_blob_encode_chunk(const uint8_t *data, size_t len, const struct cn_crypt_
 			 int compress, struct cn_chunk **out)
 {
 	return cn_blob_encode_chunk_ctx(NULL, data, len, crypt, compress, out);
+}
+
+int cn_blob_worth_compressing(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
+			      int compress)
+{
+	return want_zstd(ctx, data, len, compress);
+}
+
+int cn_blob_encode_chunk_inplace(struct cn_blob_ctx *ctx, uint8_t *data, size_t len,
+				 const struct cn_crypt_config *crypt, uint8_t *alt,
+				 uint8_t digest[32], uint8_t **blob, size_t *blob_len)
+{
+	enum cn_blob_type type;
+	if (len > CN_CHUNK_MAX_SIZE)
+		return cn_error_set(-EFBIG, "chunk too large (%zu bytes, limit %u)", len,
+				    CN_CHUNK_MAX_SIZE);
+	int r = cn_chunk_digest(crypt, data, len, digest);
+	if (r < 0)
+		return r;
+	if (alt) {
+		r = encode_into(ctx, data, len, crypt, CN_BLOB_COMPRESS_ALWAYS, alt, blob_len, &type);
+		if (r < 0)
+			return r;
+		if (type == CN_BLOB_ZSTD || type == CN_BLOB_ENCRYPTED_ZSTD) {
+			*blob = alt;
+			return 0;
+		}
+		/* it did not shrink: the plain form, in place after all */
+	}
+	uint8_t *dst = data - (crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE);
+	r = encode_into(ctx, data, len, crypt, CN_BLOB_COMPRESS_NONE, dst, blob_len, &type);
+	if (r < 0)
+		return r;
+	*blob = dst;
+	return 0;
 }
 
 /* ---- decoding ----------------------------------------------------------- */

@@ -101,6 +101,27 @@ int cn_blob_encode_chunk_ctx(struct cn_blob_ctx *ctx, const uint8_t *data, size_
 			     const struct cn_crypt_config *crypt, int compress,
 			     struct cn_chunk **out);
 
+/* Whether encoding data with this compress mode tries zstd: always for
+ * CN_BLOB_COMPRESS_ALWAYS, never for NONE, and for CN_BLOB_COMPRESS when
+ * the incompressibility probe does not rule it out (the probe's cost: a
+ * few KiB compressed). ctx must not be NULL. 1 or 0. */
+int cn_blob_worth_compressing(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
+			      int compress);
+
+/* Encodes a chunk without copying its bytes when they are stored as they
+ * are: data[0..len) must be preceded by CN_BLOB_ENC_HEADER_SIZE bytes of
+ * the caller's that may be overwritten. With alt == NULL, or when zstd
+ * does not make it smaller, the blob is built in place (the header written
+ * before data; encrypted in place) and *blob points before data. With alt
+ * (room for CN_BLOB_ENC_HEADER_SIZE + len bytes), zstd is tried and a
+ * smaller result is written to alt (*blob = alt; data is left as it was).
+ * Sets digest (keyed when encrypting), *blob and *blob_len; the bytes are
+ * those cn_blob_encode_chunk gives with CN_BLOB_COMPRESS_ALWAYS (alt set)
+ * or _NONE. ctx must not be NULL. 0 or a negative code. */
+int cn_blob_encode_chunk_inplace(struct cn_blob_ctx *ctx, uint8_t *data, size_t len,
+				 const struct cn_crypt_config *crypt, uint8_t *alt,
+				 uint8_t digest[32], uint8_t **blob, size_t *blob_len);
+
 /* Decodes and verifies a DataBlob (see the top of this file for the checks
  * and their codes) and appends the plain content to out. crypt is needed
  * for encrypted blobs (-CN_E_NOKEY without). expected_digest != NULL: also

@@ -144,6 +144,62 @@ START_TEST(test_crc32_impls)
 }
 END_TEST
 
+/* In-place encoding gives the bytes of cn_blob_encode_chunk (_ALWAYS with
+ * alt, _NONE without; unencrypted, where output is deterministic), in place
+ * when stored as they are; encrypted blobs decode back. */
+START_TEST(test_encode_inplace)
+{
+	static const size_t sizes[] = {0, 1, 100, 4095, 65536, 1 << 20};
+	struct cn_blob_ctx *ctx;
+	struct cn_crypt_config *key = key_config(3);
+	ck_assert_int_eq(cn_blob_ctx_new(&ctx), 0);
+	size_t max = 1 << 20;
+	uint8_t *src = malloc(max), *buf = malloc(44 + max), *alt = malloc(44 + max);
+	for (int kind = 0; kind < 2; kind++) {
+		if (kind)
+			fill_random(src, max, 9);
+		else
+			fill_text(src, max);
+		for (size_t si = 0; si < CN_ARRAY_SIZE(sizes); si++) {
+			size_t len = sizes[si];
+			for (int enc = 0; enc < 2; enc++) {
+				for (int use_alt = 0; use_alt < 2; use_alt++) {
+					const struct cn_crypt_config *cc = enc ? key : NULL;
+					uint8_t *data = buf + 44, *blob, dg[32];
+					size_t blen;
+					memcpy(data, src, len);
+					ck_assert_int_eq(cn_blob_encode_chunk_inplace(ctx, data, len, cc,
+						use_alt ? alt : NULL, dg, &blob, &blen), 0);
+					struct cn_chunk *ref;
+					ck_assert_int_eq(cn_blob_encode_chunk_ctx(ctx, src, len, cc,
+						use_alt ? CN_BLOB_COMPRESS_ALWAYS : CN_BLOB_COMPRESS_NONE, &ref), 0);
+					ck_assert_mem_eq(dg, ref->digest, 32);
+					ck_assert_uint_eq(blen, ref->len);
+					int type = cn_blob_type(blob, blen);
+					int zstd = type == CN_BLOB_ZSTD || type == CN_BLOB_ENCRYPTED_ZSTD;
+					ck_assert_int_eq(type, cn_blob_type(ref->data, ref->len));
+					ck_assert_ptr_eq(blob, zstd ? alt : data - (enc ? 44 : 12));
+					if (!enc)
+						ck_assert_mem_eq(blob, ref->data, blen);
+					struct cn_buf d = {0};
+					ck_assert_int_eq(cn_blob_decode_ctx(ctx, blob, blen, cc, dg, &d), 0);
+					ck_assert_uint_eq(d.len, len);
+					if (len)
+						ck_assert_mem_eq(d.data, src, len);
+					cn_buf_free(&d);
+					cn_chunk_unref(ref);
+				}
+			}
+		}
+	}
+	free(src);
+	free(buf);
+	free(alt);
+	cn_blob_ctx_free(ctx);
+	cn_crypt_config_free(key);
+}
+END_TEST
+
 /* The view checks as much as the copying decoder: CRC, digest, magic. */
 START_TEST(test_decode_view_rejects)
 {
@@ -717,6 +773,7 @@ CN_TEST_MAIN("blob", "blob", 0,
 	     test_crc32,
 	     test_crc32_impls,
 	     test_decode_view_rejects,
+	     test_encode_inplace,
 	     test_magics_derivation,
 	     test_plain_known_answer,
 	     test_zstd_known_answer,
