@@ -77,8 +77,7 @@ int cn_write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* Opens path and checks its size against max_size: the fd and the size. */
-static int open_sized(const char *path, size_t max_size, int *fd_out, size_t *size)
+int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -94,24 +93,13 @@ static int open_sized(const char *path, size_t max_size, int *fd_out, size_t *si
 		return cn_error_set(-EFBIG, "%s: file too large (%lld bytes, limit %zu)",
 				    path, (long long)st.st_size, max_size);
 	}
-	*fd_out = fd;
-	*size = (size_t)st.st_size;
-	return 0;
-}
-
-int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len)
-{
-	int fd = -1;
-	size_t len = 0;
-	int r = open_sized(path, max_size, &fd, &len);
-	if (r < 0)
-		return r;
+	size_t len = (size_t)st.st_size;
 	uint8_t *data = malloc(len ? len : 1);
 	if (!data) {
 		close(fd);
 		return cn_error_set(-ENOMEM, "%s: out of memory", path);
 	}
-	r = cn_read_full(fd, data, len);
+	int r = cn_read_full(fd, data, len);
 	close(fd);
 	if (r < 0) {
 		free(data);
@@ -119,25 +107,6 @@ int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_l
 	}
 	*out = data;
 	*out_len = len;
-	return 0;
-}
-
-int cn_read_file_buf(const char *path, size_t max_size, struct cn_buf *out)
-{
-	int fd = -1;
-	size_t len = 0;
-	int r = open_sized(path, max_size, &fd, &len);
-	if (r < 0)
-		return r;
-	if (cn_buf_reserve(out, len) < 0) {
-		close(fd);
-		return cn_error_set(-ENOMEM, "%s: out of memory", path);
-	}
-	r = cn_read_full(fd, out->data + out->len, len);
-	close(fd);
-	if (r < 0)
-		return cn_error_sys(r, "read %s", path);
-	out->len += len;
 	return 0;
 }
 

@@ -29,13 +29,6 @@ int cn_write_full(int fd, const void *buf, size_t len);
  * with a message (-EFBIG when the file is larger than max_size). */
 int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len);
 
-struct cn_buf;
-/* Reads a whole file (at most max_size bytes) straight into out, after its
- * current content, reusing out's storage (one read, no copy: for files read
- * in a loop). Returns 0, or a negative code with a message; out keeps its
- * length on failure. */
-int cn_read_file_buf(const char *path, size_t max_size, struct cn_buf *out);
-
 /* Replaces path atomically with data: writes "PATH.tmp_XXXXXX" in the
  * same directory, fsyncs it (if durable), renames it over path and fsyncs
  * the directory (if durable). On failure nothing named path changes and the

@@ -6,13 +6,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common/cn_error.h"
 #include "engine/cn_workqueue.h"
 #include "store/cn_blob.h"
 
-/* Slot buffers above this size are released when the slot is reused. */
+/* Decoded-content buffers above this size are released when the slot is
+ * reused; of the raw buffer, what a blob used beyond it is given back. */
 #define SLOT_KEEP_CAP (8u << 20)
+/* Each slot reads its blobs into one buffer that holds the largest chunk,
+ * page-aligned so that the local datastore can read into it directly
+ * (cn_datastore.h); kept for the reader's life. */
+#define RAW_ALIGN 4096u
+#define RAW_CAP (((size_t)CN_CHUNK_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE + RAW_ALIGN - 1) & \
+		 ~(size_t)(RAW_ALIGN - 1))
 
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY, SLOT_ERROR };
 
@@ -99,12 +107,26 @@ static void *worker_main(void *ctx, size_t i)
 	return NULL;
 }
 
+/* Gives a slot its aligned raw buffer (left empty when out of memory: the
+ * source then grows it as it needs). */
+static void slot_raw_init(struct slot *s)
+{
+	void *m;
+	if (posix_memalign(&m, RAW_ALIGN, RAW_CAP) == 0) {
+		s->raw.data = m;
+		s->raw.len = 0;
+		s->raw.cap = RAW_CAP;
+	}
+}
+
 int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 			const struct cn_crypt_config *crypt, size_t threads,
 			struct cn_chunk_reader **out)
 {
+	/* The workers wait on the disk (direct reads) or the network as much
+	 * as they compute: twice the CPUs keep both busy. */
 	if (!threads)
-		threads = cn_cpu_count();
+		threads = 2 * cn_cpu_count();
 	struct cn_chunk_reader *r = calloc(1, sizeof(*r));
 	if (!r)
 		return cn_error_set(-ENOMEM, "out of memory for a chunk reader");
@@ -121,6 +143,8 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 		cn_error_set(rc, "out of memory for a chunk cache");
 		goto fail;
 	}
+	for (size_t i = 0; i < r->nslots; i++)
+		slot_raw_init(&r->slots[i]);
 	if ((rc = cn_blob_ctx_new(&r->ctx)) < 0 || (rc = cn_workqueue_new(r->nslots, &r->q)) < 0)
 		goto fail;
 	rc = cn_workers_start(threads, worker_main, r, &r->workers);
@@ -157,9 +181,15 @@ static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk)
 			break;
 	}
 	if (best) {
-		/* an occasional large chunk must not keep every slot large */
-		if (best->raw.cap > SLOT_KEEP_CAP)
+		/* an oversized blob (grown past the standard buffer) or an
+		 * occasional large decoded chunk must not keep the slot large */
+		if (best->raw.cap > RAW_CAP) {
 			cn_buf_free(&best->raw);
+			slot_raw_init(best);
+		} else if (best->raw.len > SLOT_KEEP_CAP) {
+			size_t used = (best->raw.len + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
+			madvise(best->raw.data + SLOT_KEEP_CAP, used - SLOT_KEEP_CAP, MADV_DONTNEED);
+		}
 		if (best->data.cap > SLOT_KEEP_CAP)
 			cn_buf_free(&best->data);
 		best->chunk = chunk;

@@ -23,17 +23,18 @@
  * job (being filled by the producer), the work queue, a worker, the done
  * queue or the sink's reorder ring.
  *
- * The plain bytes sit in a pooled buffer, JOB_HDR bytes in, so that a
- * blob stored as it is (the common case for media) is built in place: the
- * worker writes the header in front and the buffer passes to the encoded
- * chunk, which gives it back to the pool when the last target is done. */
-#define JOB_HDR CN_BLOB_ENC_HEADER_SIZE
+ * The plain bytes sit in a pooled buffer, a blob header's size in, so
+ * that a blob stored as it is (the common case for media) is built in
+ * place: the worker writes the header in front and the buffer passes to
+ * the encoded chunk, which gives it back to the pool when the last target
+ * is done. Such a blob then starts at the (page-aligned) buffer, as the
+ * local datastore's direct I/O wants it. */
 struct job {
 	uint64_t seq;          /* delivery order, assigned when submitted */
 	int stream;
 	uint64_t end_offset;   /* end of the chunk in its stream */
 	uint8_t *buf;          /* pooled, NULL when none yet */
-	uint8_t *data;         /* buf + JOB_HDR */
+	uint8_t *data;         /* buf + the pipeline's hdr */
 	size_t len;
 	struct cn_chunk *chunk; /* set by a worker, dropped after delivery */
 	int known;             /* injected chunk of a previous snapshot: no data */
@@ -80,6 +81,7 @@ struct cn_pipeline {
 	struct job *jobs;
 	size_t njobs;
 	struct cn_bufpool *pool; /* job and encoded-chunk buffers */
+	size_t hdr;              /* blob header size: where the data starts in a job's buffer */
 	struct cn_workqueue *free_q, *work_q, *done_q;
 	struct cn_workers *workers;
 	pthread_t sink;
@@ -267,14 +269,14 @@ static int encode_job(struct cn_pipeline *p, struct cn_blob_ctx *bctx, struct jo
 	int r = cn_blob_encode_chunk_inplace(bctx, j->data, plain, p->crypt, alt, digest, &blob,
 					     &blob_len);
 	if (r < 0) {
-		cn_bufpool_put(p->pool, alt, JOB_HDR + plain);
+		cn_bufpool_put(p->pool, alt, p->hdr + plain);
 		return r;
 	}
 	uint8_t *base;
 	if (blob == alt) {
 		base = alt; /* the job keeps its buffer */
 	} else {
-		cn_bufpool_put(p->pool, alt, alt ? JOB_HDR + plain : 0);
+		cn_bufpool_put(p->pool, alt, alt ? p->hdr + plain : 0);
 		base = j->buf; /* the buffer passes to the chunk */
 		j->buf = j->data = NULL;
 	}
@@ -463,7 +465,8 @@ int cn_pipeline_start(struct cn_pipeline *p)
 		if (p->streams[i].avg > max_avg)
 			max_avg = p->streams[i].avg;
 	}
-	int r = cn_bufpool_new(JOB_HDR + max_chunk, JOB_HDR + 2 * max_avg, p->njobs + 2, &p->pool);
+	p->hdr = p->crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE;
+	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + 2 * max_avg, p->njobs + 2, &p->pool);
 	if (r < 0)
 		return r;
 	if ((r = cn_workqueue_new(p->njobs, &p->free_q)) < 0 ||
@@ -526,12 +529,12 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
 		if (!j->buf) {
 			if (!(j->buf = cn_bufpool_get(p->pool)))
 				return fail(p, -ENOMEM);
-			j->data = j->buf + JOB_HDR;
+			j->data = j->buf + p->hdr;
 		}
 		/* the chunker cuts at its maximum size, which the buffers hold */
-		if (j->len + n > cn_bufpool_size(p->pool) - JOB_HDR)
+		if (j->len + n > cn_bufpool_size(p->pool) - p->hdr)
 			return fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes",
-						    s->name, cn_bufpool_size(p->pool) - JOB_HDR));
+						    s->name, cn_bufpool_size(p->pool) - p->hdr));
 		memcpy(j->data + j->len, data, n);
 		j->len += n;
 		s->offset += n;

@@ -109,8 +109,9 @@ int cn_blob_worth_compressing(struct cn_blob_ctx *ctx, const uint8_t *data, size
 			      int compress);
 
 /* Encodes a chunk without copying its bytes when they are stored as they
- * are: data[0..len) must be preceded by CN_BLOB_ENC_HEADER_SIZE bytes of
- * the caller's that may be overwritten. With alt == NULL, or when zstd
+ * are: data[0..len) must be preceded by a header's size of the caller's
+ * bytes that may be overwritten (CN_BLOB_HEADER_SIZE, CN_BLOB_ENC_HEADER_SIZE
+ * when crypt is set). With alt == NULL, or when zstd
  * does not make it smaller, the blob is built in place (the header written
  * before data; encrypted in place) and *blob points before data. With alt
  * (room for CN_BLOB_ENC_HEADER_SIZE + len bytes), zstd is tried and a

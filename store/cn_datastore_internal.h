@@ -6,6 +6,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -23,6 +24,7 @@ struct cn_datastore {
 	struct cn_datastore_opts opts;
 	char owner[256];
 	pthread_mutex_t stripes[CN_DS_LOCK_STRIPES];
+	atomic_int direct_io;        /* chunk data with O_DIRECT: 0 once the fs refused it */
 };
 
 /* The prefix directory number of a digest (its first two bytes). */
