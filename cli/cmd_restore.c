@@ -101,7 +101,7 @@ static int cmd_restore(int argc, char **argv)
 	if (cli_progress_enabled() && !c.json)
 		ro.progress = on_progress;
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, 0, 1, &eps))) {
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX, 1, &eps))) {
 		cn_crypt_config_free(crypt);
 		return exit_code;
 	}
