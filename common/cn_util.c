@@ -77,14 +77,6 @@ int cn_write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-int cn_set_direct_io(int fd, int on)
-{
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) < 0)
-		return -errno;
-	return 0;
-}
-
 int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len)
 {
 	struct stat st;

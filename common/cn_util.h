@@ -24,11 +24,6 @@ int cn_read_full(int fd, void *buf, size_t len);
  * or -errno. Sets no message. */
 int cn_write_full(int fd, const void *buf, size_t len);
 
-/* Turns direct I/O (O_DIRECT: data between the caller's buffer and the
- * device, bypassing the page cache) on or off for fd. 0 or -errno (-EINVAL:
- * the file system does not support it). Sets no message. */
-int cn_set_direct_io(int fd, int on);
-
 /* Reads a whole file (at most max_size bytes) into a malloc'd buffer that
  * the caller frees. Returns 0 and sets *out and *out_len, or a negative code
  * with a message (-EFBIG when the file is larger than max_size). */

@@ -54,7 +54,6 @@ struct cn_pxar_extract_opts {
 	int strict;               /* stop at the first error */
 	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata (no chown, ...) */
 	int no_devices, no_fifos, no_sockets;        /* skip these entries */
-	int no_direct_io;         /* file data always through the page cache */
 };
 
 struct cn_pxar_extract_stats {

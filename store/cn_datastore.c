@@ -55,6 +55,15 @@ static int ds_write_all(struct cn_datastore *ds, int fd, const uint8_t *p, size_
 	return 0;
 }
 
+/* Turns O_DIRECT on or off for fd. 0 or -errno. */
+static int set_direct(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) < 0)
+		return -errno;
+	return 0;
+}
+
 /* Whether direct I/O of len bytes at p (into a room of room bytes) is
  * possible and still allowed on ds. */
 static int direct_ok(struct cn_datastore *ds, const void *p, size_t len, size_t room)
@@ -71,10 +80,10 @@ static int write_chunk_data(struct cn_datastore *ds, int fd, const uint8_t *blob
 {
 	size_t head = len & ~(size_t)(CN_DS_DIRECT_ALIGN - 1);
 	if (direct_ok(ds, blob, head, head)) {
-		int r = cn_set_direct_io(fd, 1);
+		int r = set_direct(fd, 1);
 		if (r == 0) {
 			r = ds_write_all(ds, fd, blob, head);
-			int off = cn_set_direct_io(fd, 0);
+			int off = set_direct(fd, 0);
 			if (r == 0 && off == 0)
 				return ds_write_all(ds, fd, blob + head, len - head);
 			if (r == 0)
@@ -669,7 +678,7 @@ static int read_chunk_data(struct cn_datastore *ds, int fd, uint8_t *dst, size_t
 		return 0;
 	size_t rounded = (len + CN_DS_DIRECT_ALIGN - 1) & ~(size_t)(CN_DS_DIRECT_ALIGN - 1);
 	if (direct_ok(ds, dst, rounded, room)) {
-		int r = cn_set_direct_io(fd, 1), err = 0;
+		int r = set_direct(fd, 1), err = 0;
 		if (r == 0) {
 			/* a read past the end stops there: one call for the file */
 			do
@@ -678,7 +687,7 @@ static int read_chunk_data(struct cn_datastore *ds, int fd, uint8_t *dst, size_t
 			err = n < 0 ? errno : 0;
 			if (n == (ssize_t)len)
 				return 0;
-			if ((r = cn_set_direct_io(fd, 0)) < 0)
+			if ((r = set_direct(fd, 0)) < 0)
 				return r;
 			if (err && err != EINVAL)
 				return -err;

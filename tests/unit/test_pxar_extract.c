@@ -178,64 +178,6 @@ START_TEST(test_sparse)
 }
 END_TEST
 
-/* File data with direct I/O (the default where the file system allows)
- * and through the page cache give the same files: sizes around the 4 KiB
- * block and the 1 MiB copy buffer, runs of data and zero blocks, partial
- * last blocks, trailing holes. */
-START_TEST(test_direct_and_cached)
-{
-	static const size_t sizes[] = {1, 4095, 4096, 4097, 3 * 4096 + 5, (1u << 20) - 1,
-				       1u << 20, (1u << 20) + 4096 + 17, (3u << 20) + 100};
-	enum { NF = sizeof(sizes) / sizeof(sizes[0]) };
-	size_t max = (3u << 20) + 100;
-	uint8_t *data = malloc(max), *back = malloc(max);
-	uint64_t x = 77;
-	for (size_t i = 0; i < max; i++) {
-		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-		/* every third 4 KiB block and the 4th..6th MiB-ish region zero */
-		data[i] = ((i / 4096) % 3 == 1 || (i > (2u << 20) && i < (2u << 20) + 40000))
-				  ? 0 : (uint8_t)(x >> 24);
-	}
-	struct tb t;
-	tb_init(&t);
-	tb_root_begin(&t, 0755);
-	char name[32];
-	for (size_t i = 0; i < NF; i++) {
-		snprintf(name, sizeof(name), "f%zu", i);
-		tb_file(&t, name, 0644, data, sizes[i]);
-		snprintf(name, sizeof(name), "z%zu", i); /* ends in zero blocks */
-		tb_file(&t, name, 0644, data + 4096, sizes[i] < 8192 ? sizes[i] : 8192);
-	}
-	tb_dir_end(&t);
-	struct cn_pxar_extract_opts cached = {.no_direct_io = 1};
-	struct cn_pxar_extract_stats st[2];
-	ck_assert_int_eq(extract(&t, P("direct"), NULL, &st[0]), 0);
-	ck_assert_int_eq(extract(&t, P("cached"), &cached, &st[1]), 0);
-	ck_assert_uint_eq(st[0].bytes, st[1].bytes);
-	ck_assert_uint_eq(st[0].sparse_bytes, st[1].sparse_bytes);
-	for (int k = 0; k < 2; k++) {
-		for (size_t i = 0; i < 2 * NF; i++) {
-			size_t n = i % 2 ? (sizes[i / 2] < 8192 ? sizes[i / 2] : 8192) : sizes[i / 2];
-			const uint8_t *want = i % 2 ? data + 4096 : data;
-			char rel[64];
-			snprintf(rel, sizeof(rel), "%s/%c%zu", k ? "cached" : "direct", i % 2 ? 'z' : 'f',
-				 i / 2);
-			struct stat s;
-			ck_assert_int_eq(stat(P(rel), &s), 0);
-			ck_assert_int_eq(s.st_size, (off_t)n);
-			int fd = open(P(rel), O_RDONLY);
-			ck_assert_int_ge(fd, 0);
-			ck_assert_int_eq(cn_read_full(fd, back, n), 0);
-			close(fd);
-			ck_assert_msg(memcmp(back, want, n) == 0, "%s differs", rel);
-		}
-	}
-	free(data);
-	free(back);
-	tb_free(&t);
-}
-END_TEST
-
 START_TEST(test_select_path_and_pattern)
 {
 	struct tb t;
@@ -509,7 +451,6 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_basic_tree);
 	tcase_add_test(tc, test_sparse);
-	tcase_add_test(tc, test_direct_and_cached);
 	tcase_add_test(tc, test_select_path_and_pattern);
 	tcase_add_test(tc, test_symlink_write_through);
 	tcase_add_test(tc, test_hardlink_through_symlink);
