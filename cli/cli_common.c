@@ -92,7 +92,7 @@ static int open_store(const char *path, int create, struct cli_endpoint *e)
 {
 	struct stat st;
 	int exists = stat(path, &st) == 0;
-	if (!exists && !create) {
+	if (!exists && !(create & CLI_OPEN_CREATE)) {
 		fprintf(stderr, "cairn: no datastore at %s (make one with 'cairn backup', or give "
 				"--store DIR)\n", path);
 		return CLI_EXIT_ERROR;
@@ -108,11 +108,14 @@ static int open_store(const char *path, int create, struct cli_endpoint *e)
 	char mark[4096];
 	snprintf(mark, sizeof(mark), "%s/.chunks", path);
 	int is_store = stat(mark, &st) == 0;
-	if (exists && !is_store && !create) {
+	if (exists && !is_store && !(create & CLI_OPEN_CREATE)) {
 		fprintf(stderr, "cairn: %s is not a datastore (no .chunks directory)\n", path);
 		return CLI_EXIT_ERROR;
 	}
-	int r = cn_datastore_open(path, !is_store, NULL, &e->ds);
+	struct cn_datastore_opts o;
+	cn_datastore_opts_init(&o);
+	o.skip_index_check = (create & CLI_OPEN_NO_INDEX) != 0;
+	int r = cn_datastore_open(path, !is_store, &o, &e->ds);
 	if (r < 0) {
 		fprintf(stderr, "cairn: datastore %s: %s\n", path, cn_error_message());
 		return cli_exit_code(r);

@@ -86,10 +86,17 @@ struct cli_endpoints {
 	size_t n;
 };
 
+/* Flags of cli_open_endpoints. */
+#define CLI_OPEN_CREATE 1      /* make a missing local datastore */
+#define CLI_OPEN_NO_INDEX 2    /* skip the chunk-index check at open: for
+				* commands that never ask the index (restore
+				* reads chunk files by name) */
+
 /* Opens what the options select (every --store and --repository, or
- * $PBS_REPOSITORY, or the default store). create: make a missing local
- * datastore. max: at most this many endpoints (1 for reading commands).
- * Prints the problem and returns an exit code != 0 on failure. */
+ * $PBS_REPOSITORY, or the default store). create: CLI_OPEN_* flags (0 or 1
+ * as before: make a missing local datastore). max: at most this many
+ * endpoints (1 for reading commands). Prints the problem and returns an
+ * exit code != 0 on failure. */
 int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 		       struct cli_endpoints *eps);
 void cli_close_endpoints(struct cli_endpoints *eps);

@@ -22,7 +22,7 @@ static void help(FILE *f)
 		"                         found without reading the rest; glob patterns work too)\n"
 		"  --verify-only          read and check everything, write nothing (no TARGET)\n"
 		"  --overwrite            replace existing files in TARGET\n"
-		"  --threads N            read-ahead threads (default: number of CPUs)\n"
+		"  --threads N            read-ahead threads (default: twice the number of CPUs)\n"
 		CLI_COMMON_HELP
 		"\nExit codes: 0 ok, 1 failure, 3 some entries could not be restored,\n"
 		"4 corrupt data in the store (chunk digest/CRC, index checksum).\n");
@@ -101,7 +101,7 @@ static int cmd_restore(int argc, char **argv)
 	if (cli_progress_enabled() && !c.json)
 		ro.progress = on_progress;
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, 0, 1, &eps))) {
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX, 1, &eps))) {
 		cn_crypt_config_free(crypt);
 		return exit_code;
 	}

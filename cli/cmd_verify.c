@@ -21,7 +21,7 @@ static void help(FILE *f)
 		   "check goes on. In a local datastore a corrupt chunk is renamed to\n"
 		   "<digest>.0.bad (as PBS does), so the next backup of that data stores it\n"
 		   "again.\n\nOptions:\n"
-		   "  --threads N            read-ahead threads (default: number of CPUs)\n"
+		   "  --threads N            read-ahead threads (default: twice the number of CPUs)\n"
 		   CLI_COMMON_HELP
 		   "  --restore-test         restore-test mode for the config file's targets\n"
 		   "                         (see 'cairn verify --restore-test --help')\n"

@@ -6,24 +6,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common/cn_error.h"
 #include "engine/cn_workqueue.h"
 #include "store/cn_blob.h"
 
-/* Slot buffers above this size are released when the slot is reused. */
+/* Decoded-content buffers above this size are released when the slot is
+ * reused; of the raw buffer, what a blob used beyond it is given back. */
 #define SLOT_KEEP_CAP (8u << 20)
+/* Each slot reads its blobs into one buffer that holds the largest chunk,
+ * page-aligned so that the local datastore can read into it directly
+ * (cn_datastore.h); kept for the reader's life. */
+#define RAW_ALIGN 4096u
+#define RAW_CAP (((size_t)CN_CHUNK_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE + RAW_ALIGN - 1) & \
+		 ~(size_t)(RAW_ALIGN - 1))
 
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY, SLOT_ERROR };
 
-/* A cached chunk. Only the thread that set LOADING writes data until the
- * state changes; a pinned slot (pins > 0) is never replaced. */
+/* A cached chunk. Only the thread that set LOADING writes raw, data and
+ * bytes until the state changes; a pinned slot (pins > 0) is never
+ * replaced. The chunk's content is bytes[0..len): inside raw (the blob as
+ * read) for a plain blob, which then costs no copy, else inside data. */
 struct slot {
 	size_t chunk;
 	enum slot_state state;
 	uint64_t stamp;
 	int pins;
-	struct cn_buf data;
+	struct cn_buf raw, data;
+	const uint8_t *bytes;
+	size_t len;
 	int err;
 	char msg[512];
 };
@@ -42,28 +54,27 @@ struct cn_chunk_reader {
 	struct cn_workqueue *q;
 	struct cn_workers *workers;
 	struct cn_blob_ctx *ctx;   /* for demand loads in the caller's thread */
-	struct cn_buf raw;
 	atomic_uint_fast64_t fetched, bytes_fetched, bytes_decoded;
 };
 
-/* Fetches and verifies chunk s->chunk into s->data, then publishes the
- * result. Called without the lock by whoever set s LOADING. */
-static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *ctx,
-		 struct cn_buf *raw)
+/* Fetches and verifies chunk s->chunk into s, then publishes the result.
+ * Called without the lock by whoever set s LOADING. */
+static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *ctx)
 {
 	uint8_t digest[32];
 	uint64_t start, end;
 	cn_index_entry(r->idx, s->chunk, &start, &end, digest);
-	raw->len = 0;
-	s->data.len = 0;
-	int rc = r->src->ops->get_chunk(r->src, digest, raw);
+	s->raw.len = 0;
+	s->len = 0;
+	int rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
 	if (rc == 0) {
-		atomic_fetch_add(&r->bytes_fetched, raw->len);
-		rc = cn_blob_decode_ctx(ctx, raw->data, raw->len, r->crypt, digest, &s->data);
+		atomic_fetch_add(&r->bytes_fetched, s->raw.len);
+		rc = cn_blob_decode_view(ctx, s->raw.data, s->raw.len, r->crypt, digest, &s->data,
+					 &s->bytes, &s->len);
 	}
-	if (rc == 0 && s->data.len != end - start)
+	if (rc == 0 && s->len != end - start)
 		rc = cn_error_set(-CN_E_FORMAT, "decoded to %zu bytes, the index says %llu",
-				  s->data.len, (unsigned long long)(end - start));
+				  s->len, (unsigned long long)(end - start));
 	char msg[sizeof(s->msg)];
 	if (rc < 0) {
 		char hex[65];
@@ -72,7 +83,7 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 			 r->src->name, *cn_error_message() ? cn_error_message() : cn_strerror(rc));
 	} else {
 		atomic_fetch_add(&r->fetched, 1);
-		atomic_fetch_add(&r->bytes_decoded, s->data.len);
+		atomic_fetch_add(&r->bytes_decoded, s->len);
 	}
 	pthread_mutex_lock(&r->lock);
 	s->state = rc < 0 ? SLOT_ERROR : SLOT_READY;
@@ -87,23 +98,35 @@ static void *worker_main(void *ctx, size_t i)
 {
 	struct cn_chunk_reader *r = ctx;
 	struct cn_blob_ctx *bctx = NULL;
-	struct cn_buf raw = {0};
 	(void)i;
 	cn_blob_ctx_new(&bctx); /* NULL on failure: the decoder then allocates per call */
 	void *item;
 	while (cn_workqueue_pop(r->q, &item))
-		load(r, item, bctx, &raw);
-	cn_buf_free(&raw);
+		load(r, item, bctx);
 	cn_blob_ctx_free(bctx);
 	return NULL;
+}
+
+/* Gives a slot its aligned raw buffer (left empty when out of memory: the
+ * source then grows it as it needs). */
+static void slot_raw_init(struct slot *s)
+{
+	void *m;
+	if (posix_memalign(&m, RAW_ALIGN, RAW_CAP) == 0) {
+		s->raw.data = m;
+		s->raw.len = 0;
+		s->raw.cap = RAW_CAP;
+	}
 }
 
 int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 			const struct cn_crypt_config *crypt, size_t threads,
 			struct cn_chunk_reader **out)
 {
+	/* The workers wait on the disk (direct reads) or the network as much
+	 * as they compute: twice the CPUs keep both busy. */
 	if (!threads)
-		threads = cn_cpu_count();
+		threads = 2 * cn_cpu_count();
 	struct cn_chunk_reader *r = calloc(1, sizeof(*r));
 	if (!r)
 		return cn_error_set(-ENOMEM, "out of memory for a chunk reader");
@@ -120,6 +143,8 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 		cn_error_set(rc, "out of memory for a chunk cache");
 		goto fail;
 	}
+	for (size_t i = 0; i < r->nslots; i++)
+		slot_raw_init(&r->slots[i]);
 	if ((rc = cn_blob_ctx_new(&r->ctx)) < 0 || (rc = cn_workqueue_new(r->nslots, &r->q)) < 0)
 		goto fail;
 	rc = cn_workers_start(threads, worker_main, r, &r->workers);
@@ -156,7 +181,15 @@ static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk)
 			break;
 	}
 	if (best) {
-		/* an occasional large chunk must not keep every slot large */
+		/* an oversized blob (grown past the standard buffer) or an
+		 * occasional large decoded chunk must not keep the slot large */
+		if (best->raw.cap > RAW_CAP) {
+			cn_buf_free(&best->raw);
+			slot_raw_init(best);
+		} else if (best->raw.len > SLOT_KEEP_CAP) {
+			size_t used = (best->raw.len + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
+			madvise(best->raw.data + SLOT_KEEP_CAP, used - SLOT_KEEP_CAP, MADV_DONTNEED);
+		}
 		if (best->data.cap > SLOT_KEEP_CAP)
 			cn_buf_free(&best->data);
 		best->chunk = chunk;
@@ -223,7 +256,7 @@ int cn_chunk_reader_read_at(void *reader, uint64_t off, void *buf, size_t len)
 		pthread_mutex_unlock(&r->lock);
 
 		if (demand)
-			load(r, s, r->ctx, &r->raw);
+			load(r, s, r->ctx);
 
 		pthread_mutex_lock(&r->lock);
 		while (s->state == SLOT_LOADING)
@@ -240,7 +273,7 @@ int cn_chunk_reader_read_at(void *reader, uint64_t off, void *buf, size_t len)
 		pthread_mutex_unlock(&r->lock);
 
 		size_t n = end - off < len ? (size_t)(end - off) : len;
-		memcpy(out, s->data.data + (off - start), n);
+		memcpy(out, s->bytes + (off - start), n);
 
 		pthread_mutex_lock(&r->lock);
 		s->pins--;
@@ -269,11 +302,12 @@ void cn_chunk_reader_free(struct cn_chunk_reader *r)
 		cn_workers_join(r->workers);
 		cn_workqueue_free(r->q);
 	}
-	for (size_t i = 0; r->slots && i < r->nslots; i++)
+	for (size_t i = 0; r->slots && i < r->nslots; i++) {
+		cn_buf_free(&r->slots[i].raw);
 		cn_buf_free(&r->slots[i].data);
+	}
 	free(r->slots);
 	cn_blob_ctx_free(r->ctx);
-	cn_buf_free(&r->raw);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);

@@ -36,7 +36,7 @@ struct cn_chunk_reader_stats {
 
 /* Creates a reader over idx (borrowed) fetching from src (borrowed, open
  * on the right snapshot) with crypt (borrowed; NULL for plain data).
- * threads = read-ahead workers (0 = number of CPUs). *out freed with
+ * threads = read-ahead workers (0 = twice the number of CPUs). *out freed with
  * cn_chunk_reader_free(). 0 or a negative code with a message. */
 int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 			const struct cn_crypt_config *crypt, size_t threads,

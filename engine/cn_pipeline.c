@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "chunker/cn_chunker.h"
+#include "common/cn_bufpool.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "engine/cn_workqueue.h"
@@ -17,16 +18,24 @@
 /* Index entries are sent to the targets in batches of this many. */
 #define APPEND_BATCH 64
 
-/* One unit of work: a chunk's plain bytes (buffer reused across chunks),
- * then its encoded form. A job is in exactly one place at a time: the free
- * queue, a stream's current job (being filled by the producer), the work
- * queue, a worker, the done queue or the sink's reorder ring. */
+/* One unit of work: a chunk's plain bytes, then its encoded form. A job
+ * is in exactly one place at a time: the free queue, a stream's current
+ * job (being filled by the producer), the work queue, a worker, the done
+ * queue or the sink's reorder ring.
+ *
+ * The plain bytes sit in a pooled buffer, a blob header's size in, so
+ * that a blob stored as it is (the common case for media) is built in
+ * place: the worker writes the header in front and the buffer passes to
+ * the encoded chunk, which gives it back to the pool when the last target
+ * is done. Such a blob then starts at the (page-aligned) buffer, as the
+ * local datastore's direct I/O wants it. */
 struct job {
 	uint64_t seq;          /* delivery order, assigned when submitted */
 	int stream;
 	uint64_t end_offset;   /* end of the chunk in its stream */
-	uint8_t *data;
-	size_t len, cap;
+	uint8_t *buf;          /* pooled, NULL when none yet */
+	uint8_t *data;         /* buf + the pipeline's hdr */
+	size_t len;
 	struct cn_chunk *chunk; /* set by a worker, dropped after delivery */
 	int known;             /* injected chunk of a previous snapshot: no data */
 	uint8_t known_digest[32];
@@ -72,6 +81,8 @@ struct cn_pipeline {
 
 	struct job *jobs;
 	size_t njobs;
+	struct cn_bufpool *pool; /* job and encoded-chunk buffers */
+	size_t hdr;              /* blob header size: where the data starts in a job's buffer */
 	struct cn_workqueue *free_q, *work_q, *done_q;
 	struct cn_workers *workers;
 	pthread_t sink;
@@ -241,6 +252,44 @@ int cn_pipeline_add_stream(struct cn_pipeline *p, const char *index_name, size_t
 
 /* ---- workers ------------------------------------------------------------ */
 
+static void give_back(void *pool, uint8_t *base, size_t used)
+{
+	cn_bufpool_put(pool, base, used);
+}
+
+/* Encodes job j into j->chunk: in place in the job's buffer (which then
+ * passes to the chunk) or, when zstd makes it smaller, into a second
+ * buffer from the pool. */
+static int encode_job(struct cn_pipeline *p, struct cn_blob_ctx *bctx, struct job *j)
+{
+	uint8_t *alt = NULL, *blob, digest[32];
+	size_t blob_len, plain = j->len;
+	if (cn_blob_worth_compressing(bctx, j->data, plain, p->compress) &&
+	    !(alt = cn_bufpool_get(p->pool)))
+		return -ENOMEM;
+	int r = cn_blob_encode_chunk_inplace(bctx, j->data, plain, p->crypt, alt, digest, &blob,
+					     &blob_len);
+	if (r < 0) {
+		cn_bufpool_put(p->pool, alt, p->hdr + plain);
+		return r;
+	}
+	uint8_t *base;
+	if (blob == alt) {
+		base = alt; /* the job keeps its buffer */
+	} else {
+		cn_bufpool_put(p->pool, alt, alt ? p->hdr + plain : 0);
+		base = j->buf; /* the buffer passes to the chunk */
+		j->buf = j->data = NULL;
+	}
+	j->len = 0;
+	j->chunk = cn_chunk_new_borrowed(blob, blob_len, base, give_back, p->pool);
+	if (!j->chunk)
+		return cn_error_set(-ENOMEM, "out of memory");
+	memcpy(j->chunk->digest, digest, 32);
+	j->chunk->plain_size = plain;
+	return 0;
+}
+
 static void *worker_main(void *ctx, size_t i)
 {
 	struct cn_pipeline *p = ctx;
@@ -254,8 +303,7 @@ static void *worker_main(void *ctx, size_t i)
 	void *item;
 	while (cn_workqueue_pop(p->work_q, &item)) {
 		struct job *j = item;
-		r = j->known ? 0 : cn_blob_encode_chunk_ctx(bctx, j->data, j->len, p->crypt, p->compress,
-							     &j->chunk);
+		r = j->known ? 0 : encode_job(p, bctx, j);
 		if (r < 0) {
 			fail(p, cn_error_prefix(r, "encoding chunk ending at %s offset %llu",
 						p->streams[j->stream].name,
@@ -427,14 +475,6 @@ static void *sink_main(void *ctx)
 				break;
 			}
 			p->delivered++;
-			/* Keep reused buffers at the average's size class: an
-			 * occasional maximum-size chunk must not pin 4x the
-			 * memory in every job for the rest of the run. */
-			if (next->cap > 2 * p->streams[next->stream].avg) {
-				free(next->data);
-				next->data = NULL;
-				next->cap = 0;
-			}
 			if (cn_workqueue_push(p->free_q, next) < 0)
 				break;
 		}
@@ -455,7 +495,23 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	p->jobs = calloc(p->njobs, sizeof(*p->jobs));
 	if (!p->jobs)
 		return cn_error_set(-ENOMEM, "out of memory for pipeline jobs");
-	int r;
+	/* Buffers hold the largest chunk of any stream; of a buffer given
+	 * back, the largest average's size class stays resident (as the jobs'
+	 * buffers did before they were pooled): an occasional maximum-size
+	 * chunk must not pin 4x the memory in every buffer for the rest of
+	 * the run. Every job may hold one, and a few are in the encoded
+	 * chunks being stored. */
+	size_t max_chunk = 0, max_avg = 0;
+	for (size_t i = 0; i < p->nstreams; i++) {
+		if (cn_chunker_max_size(p->streams[i].chunker) > max_chunk)
+			max_chunk = cn_chunker_max_size(p->streams[i].chunker);
+		if (p->streams[i].avg > max_avg)
+			max_avg = p->streams[i].avg;
+	}
+	p->hdr = p->crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE;
+	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + 2 * max_avg, p->njobs + 2, &p->pool);
+	if (r < 0)
+		return r;
 	if ((r = cn_workqueue_new(p->njobs, &p->free_q)) < 0 ||
 	    (r = cn_workqueue_new(p->njobs, &p->work_q)) < 0 ||
 	    (r = cn_workqueue_new(p->njobs, &p->done_q)) < 0)
@@ -513,17 +569,15 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
 		if (cut == CN_CHUNKER_ERROR)
 			return fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
 		size_t n = cut ? cut : len;
-		if (j->len + n > j->cap) {
-			/* start at the average chunk size, then grow in eighths */
-			size_t cap = j->cap ? j->cap + j->cap / 8 : s->avg + s->avg / 8;
-			if (cap < j->len + n)
-				cap = j->len + n;
-			uint8_t *d = realloc(j->data, cap);
-			if (!d)
-				return fail(p, cn_error_set(-ENOMEM, "out of memory for a %zu-byte chunk", cap));
-			j->data = d;
-			j->cap = cap;
+		if (!j->buf) {
+			if (!(j->buf = cn_bufpool_get(p->pool)))
+				return fail(p, -ENOMEM);
+			j->data = j->buf + p->hdr;
 		}
+		/* the chunker cuts at its maximum size, which the buffers hold */
+		if (j->len + n > cn_bufpool_size(p->pool) - p->hdr)
+			return fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes",
+						    s->name, cn_bufpool_size(p->pool) - p->hdr));
 		memcpy(j->data + j->len, data, n);
 		j->len += n;
 		s->offset += n;
@@ -767,9 +821,10 @@ void cn_pipeline_free(struct cn_pipeline *p)
 		cn_pipeline_abort(p);
 	for (size_t i = 0; i < p->njobs; i++) {
 		cn_chunk_unref(p->jobs[i].chunk);
-		free(p->jobs[i].data);
+		cn_bufpool_put(p->pool, p->jobs[i].buf, 0);
 	}
 	free(p->jobs);
+	cn_bufpool_unref(p->pool); /* freed when the targets drop their chunks */
 	cn_workqueue_free(p->free_q);
 	cn_workqueue_free(p->work_q);
 	cn_workqueue_free(p->done_q);

@@ -403,7 +403,11 @@ static int all_zero(const uint8_t *p, size_t n)
 }
 
 /* Writes the content of the current FILE entry to fd, leaving holes for
- * zero blocks. */
+ * zero blocks. One write per 4 KiB block, as upstream's sparse_copy: merging
+ * runs of data blocks into 1 MiB writes was measured slower (restore of a
+ * 1 GiB corpus, 2.3 s instead of 1.2 s system time): a large write makes
+ * the page cache allocate large folios, which took much longer to fill
+ * than single pages on the (virtual) test machine. */
 static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 			const struct cn_pxar_entry *e, int fd, const char *path)
 {

@@ -20,7 +20,7 @@
 
 struct cn_restore_opts {
 	const struct cn_crypt_config *crypt; /* needed for encrypted snapshots */
-	size_t threads;          /* read-ahead workers; 0 = number of CPUs */
+	size_t threads;          /* read-ahead workers; 0 = twice the number of CPUs */
 	const char *path;        /* NULL/"": everything; else a subtree, a file or a pattern */
 	int verify_only;         /* read and check everything, write nothing */
 	int overwrite;           /* replace existing files in the target */

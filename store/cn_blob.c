@@ -186,7 +186,8 @@ static int encode_into(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
 			*type = CN_BLOB_ZSTD;
 		} else {
 			*type = CN_BLOB_PLAIN;
-			if (len) /* data may be NULL when len is 0 */
+			/* data may be NULL when len is 0; in place it is there */
+			if (len && dst + hdr != data)
 				memcpy(dst + hdr, data, len);
 			payload = len;
 		}
@@ -302,6 +303,41 @@ int cn_blob_encode_chunk(const uint8_t *data, size_t len, const struct cn_crypt_
 	return cn_blob_encode_chunk_ctx(NULL, data, len, crypt, compress, out);
 }
 
+int cn_blob_worth_compressing(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
+			      int compress)
+{
+	return want_zstd(ctx, data, len, compress);
+}
+
+int cn_blob_encode_chunk_inplace(struct cn_blob_ctx *ctx, uint8_t *data, size_t len,
+				 const struct cn_crypt_config *crypt, uint8_t *alt,
+				 uint8_t digest[32], uint8_t **blob, size_t *blob_len)
+{
+	enum cn_blob_type type;
+	if (len > CN_CHUNK_MAX_SIZE)
+		return cn_error_set(-EFBIG, "chunk too large (%zu bytes, limit %u)", len,
+				    CN_CHUNK_MAX_SIZE);
+	int r = cn_chunk_digest(crypt, data, len, digest);
+	if (r < 0)
+		return r;
+	if (alt) {
+		r = encode_into(ctx, data, len, crypt, CN_BLOB_COMPRESS_ALWAYS, alt, blob_len, &type);
+		if (r < 0)
+			return r;
+		if (type == CN_BLOB_ZSTD || type == CN_BLOB_ENCRYPTED_ZSTD) {
+			*blob = alt;
+			return 0;
+		}
+		/* it did not shrink: the plain form, in place after all */
+	}
+	uint8_t *dst = data - (crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE);
+	r = encode_into(ctx, data, len, crypt, CN_BLOB_COMPRESS_NONE, dst, blob_len, &type);
+	if (r < 0)
+		return r;
+	*blob = dst;
+	return 0;
+}
+
 /* ---- decoding ----------------------------------------------------------- */
 
 int cn_blob_type(const uint8_t *blob, size_t len)
@@ -392,6 +428,22 @@ fail:
 	return r;
 }
 
+/* Checks that the content of a blob of this type hashes to expected. */
+static int check_digest(int type, const struct cn_crypt_config *crypt, const uint8_t *content,
+			size_t len, const uint8_t *expected)
+{
+	uint8_t digest[32];
+	int r = cn_chunk_digest(is_encrypted(type) ? crypt : NULL, content, len, digest);
+	if (r >= 0 && memcmp(digest, expected, 32) != 0) {
+		char want[65], got[65];
+		cn_hex_encode(expected, 32, want);
+		cn_hex_encode(digest, 32, got);
+		r = cn_error_set(-CN_E_DIGEST, "chunk has wrong digest %s (expected %s)", got,
+				 want);
+	}
+	return r < 0 ? r : 0;
+}
+
 static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		  const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 		  struct cn_buf *out)
@@ -437,28 +489,12 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		}
 		break;
 	}
-	if (r < 0) {
+	if (r == 0 && expected_digest)
+		r = check_digest(type, crypt, out->data ? out->data + start : (const uint8_t *)"",
+				 out->len - start, expected_digest);
+	if (r < 0)
 		out->len = start;
-		return r;
-	}
-	if (expected_digest) {
-		uint8_t digest[32];
-		const uint8_t *content = out->data ? out->data + start : (const uint8_t *)"";
-		r = cn_chunk_digest(is_encrypted(type) ? crypt : NULL, content, out->len - start,
-				    digest);
-		if (r >= 0 && memcmp(digest, expected_digest, 32) != 0) {
-			char want[65], got[65];
-			cn_hex_encode(expected_digest, 32, want);
-			cn_hex_encode(digest, 32, got);
-			r = cn_error_set(-CN_E_DIGEST, "chunk has wrong digest %s (expected %s)",
-					 got, want);
-		}
-		if (r < 0) {
-			out->len = start;
-			return r;
-		}
-	}
-	return 0;
+	return r;
 }
 
 int cn_blob_decode_ctx(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
@@ -472,6 +508,40 @@ int cn_blob_decode(const uint8_t *blob, size_t len, const struct cn_crypt_config
 		   const uint8_t *expected_digest, struct cn_buf *out)
 {
 	return cn_blob_decode_ctx(NULL, blob, len, crypt, expected_digest, out);
+}
+
+static int decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+		       const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
+		       struct cn_buf *scratch, const uint8_t **out, size_t *out_len)
+{
+	int type = cn_blob_type(blob, len);
+	if (type != CN_BLOB_PLAIN) {
+		scratch->len = 0;
+		int r = decode(ctx, blob, len, crypt, expected_digest, scratch);
+		if (r < 0)
+			return r;
+		*out = scratch->data ? scratch->data : (const uint8_t *)"";
+		*out_len = scratch->len;
+		return 0;
+	}
+	/* the payload is the content: check the container and the digest in place */
+	int r = cn_blob_check(blob, len);
+	if (r < 0)
+		return r;
+	if (expected_digest &&
+	    (r = check_digest(type, crypt, blob + CN_BLOB_HEADER_SIZE, len - CN_BLOB_HEADER_SIZE,
+			      expected_digest)) < 0)
+		return r;
+	*out = blob + CN_BLOB_HEADER_SIZE;
+	*out_len = len - CN_BLOB_HEADER_SIZE;
+	return 0;
+}
+
+int cn_blob_decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
+			struct cn_buf *scratch, const uint8_t **out, size_t *out_len)
+{
+	WITH_CTX(ctx, decode_view(ctx, blob, len, crypt, expected_digest, scratch, out, out_len));
 }
 
 static int verify_chunk(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,

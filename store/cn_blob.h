@@ -101,6 +101,28 @@ int cn_blob_encode_chunk_ctx(struct cn_blob_ctx *ctx, const uint8_t *data, size_
 			     const struct cn_crypt_config *crypt, int compress,
 			     struct cn_chunk **out);
 
+/* Whether encoding data with this compress mode tries zstd: always for
+ * CN_BLOB_COMPRESS_ALWAYS, never for NONE, and for CN_BLOB_COMPRESS when
+ * the incompressibility probe does not rule it out (the probe's cost: a
+ * few KiB compressed). ctx must not be NULL. 1 or 0. */
+int cn_blob_worth_compressing(struct cn_blob_ctx *ctx, const uint8_t *data, size_t len,
+			      int compress);
+
+/* Encodes a chunk without copying its bytes when they are stored as they
+ * are: data[0..len) must be preceded by a header's size of the caller's
+ * bytes that may be overwritten (CN_BLOB_HEADER_SIZE, CN_BLOB_ENC_HEADER_SIZE
+ * when crypt is set). With alt == NULL, or when zstd
+ * does not make it smaller, the blob is built in place (the header written
+ * before data; encrypted in place) and *blob points before data. With alt
+ * (room for CN_BLOB_ENC_HEADER_SIZE + len bytes), zstd is tried and a
+ * smaller result is written to alt (*blob = alt; data is left as it was).
+ * Sets digest (keyed when encrypting), *blob and *blob_len; the bytes are
+ * those cn_blob_encode_chunk gives with CN_BLOB_COMPRESS_ALWAYS (alt set)
+ * or _NONE. ctx must not be NULL. 0 or a negative code. */
+int cn_blob_encode_chunk_inplace(struct cn_blob_ctx *ctx, uint8_t *data, size_t len,
+				 const struct cn_crypt_config *crypt, uint8_t *alt,
+				 uint8_t digest[32], uint8_t **blob, size_t *blob_len);
+
 /* Decodes and verifies a DataBlob (see the top of this file for the checks
  * and their codes) and appends the plain content to out. crypt is needed
  * for encrypted blobs (-CN_E_NOKEY without). expected_digest != NULL: also
@@ -112,6 +134,15 @@ int cn_blob_decode(const uint8_t *blob, size_t len, const struct cn_crypt_config
 int cn_blob_decode_ctx(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		       const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 		       struct cn_buf *out);
+
+/* Decodes and verifies like cn_blob_decode_ctx, without copying what needs
+ * no decoding: for a plain blob (neither compressed nor encrypted) *out
+ * points into blob itself, past the header; any other type is decoded into
+ * scratch (emptied first) and *out points there. *out stays valid while
+ * blob and scratch are unchanged. ctx may be NULL. */
+int cn_blob_decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
+			const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
+			struct cn_buf *scratch, const uint8_t **out, size_t *out_len);
 
 /* Verifies a stored chunk as upstream's verify job does: the container
  * (size, magic, CRC), then, unless it is encrypted and no key is given

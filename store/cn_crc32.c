@@ -1,12 +1,21 @@
-/* CRC-32 (IEEE), slice-by-8. The tables are the standard ones for the
- * reflected polynomial 0xEDB88320: table[0][i] is the CRC of byte i, and
- * table[k][i] = table[0][table[k-1][i] & 0xff] ^ (table[k-1][i] >> 8), the
- * CRC of byte i followed by k zero bytes. They are spelled out as constants
- * (generated once with that recurrence; the unit test recomputes them) so
- * there is no initialisation and no mutable state. */
+/* CRC-32 (IEEE): the portable slice-by-8 and the run-time dispatcher.
+ *
+ * The tables are the standard ones for the reflected polynomial 0xEDB88320:
+ * table[0][i] is the CRC of byte i, and table[k][i] =
+ * table[0][table[k-1][i] & 0xff] ^ (table[k-1][i] >> 8), the CRC of byte i
+ * followed by k zero bytes. They are spelled out as constants (generated
+ * once with that recurrence; the unit test recomputes them) so there is no
+ * initialisation.
+ *
+ * The fast kernels (cn_crc32_pclmul.c) are chosen once, on the first call,
+ * through pthread_once: the only mutable state is that one pointer. */
 #include "store/cn_crc32.h"
 
+#include <pthread.h>
 #include <string.h>
+
+#include "common/cn_util.h"
+#include "store/cn_crc32_impl.h"
 
 static const uint32_t crc_table[8][256] = {
 	{
@@ -371,7 +380,7 @@ static const uint32_t crc_table[8][256] = {
 	},
 };
 
-uint32_t cn_crc32(uint32_t crc, const void *data, size_t len)
+uint32_t cn_crc32_portable(uint32_t crc, const void *data, size_t len)
 {
 	const uint8_t *p = data;
 	uint32_t c = ~crc;
@@ -399,4 +408,87 @@ uint32_t cn_crc32(uint32_t crc, const void *data, size_t len)
 	while (len--)
 		c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
 	return ~c;
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static int always(void)
+{
+	return 1;
+}
+
+#ifdef CN_CRC32_X86
+static int has_pclmul(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+}
+
+static int has_vpclmul(void)
+{
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx512f") &&
+	       __builtin_cpu_supports("avx512vl");
+}
+#endif
+
+/* Ordered slowest to fastest: the dispatcher takes the last supported. */
+static const struct impl {
+	const char *name;
+	cn_crc32_fn fn;
+	int (*supported)(void);
+} impls[] = {
+	{"slice8", cn_crc32_portable, always},
+#ifdef CN_CRC32_X86
+	{"pclmul", cn_crc32_pclmul, has_pclmul},
+	{"vpclmul512", cn_crc32_vpclmul, has_vpclmul},
+#endif
+};
+
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+static cn_crc32_fn best_fn = cn_crc32_portable;
+
+static void pick_best(void)
+{
+	best_fn = impls[cn_crc32_impl_best()].fn;
+}
+
+int cn_crc32_impl_count(void)
+{
+	return (int)CN_ARRAY_SIZE(impls);
+}
+
+const char *cn_crc32_impl_name(int i)
+{
+	return i >= 0 && i < cn_crc32_impl_count() ? impls[i].name : NULL;
+}
+
+int cn_crc32_impl_supported(int i)
+{
+	return i >= 0 && i < cn_crc32_impl_count() && impls[i].supported();
+}
+
+int cn_crc32_impl_best(void)
+{
+	int best = 0;
+	for (int i = 0; i < cn_crc32_impl_count(); i++)
+		if (impls[i].supported())
+			best = i;
+	return best;
+}
+
+uint32_t cn_crc32_impl(int i, uint32_t crc, const void *data, size_t len)
+{
+	if (!cn_crc32_impl_supported(i))
+		i = 0;
+	return impls[i].fn(crc, data, len);
+}
+
+uint32_t cn_crc32(uint32_t crc, const void *data, size_t len)
+{
+	/* short inputs (headers, small blobs) stay on the tables */
+	if (len < CN_CRC32_SIMD_MIN)
+		return cn_crc32_portable(crc, data, len);
+	pthread_once(&best_once, pick_best);
+	return best_fn(crc, data, len);
 }

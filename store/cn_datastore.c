@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define DEFAULT_OWNER "root@pam"
@@ -52,6 +53,55 @@ static int ds_write_all(struct cn_datastore *ds, int fd, const uint8_t *p, size_
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+/* Turns O_DIRECT on or off for fd. 0 or -errno. */
+static int set_direct(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Whether direct I/O of len bytes at p (into a room of room bytes) is
+ * possible and still allowed on ds. */
+static int direct_ok(struct cn_datastore *ds, const void *p, size_t len, size_t room)
+{
+	return len && room >= len && (uintptr_t)p % CN_DS_DIRECT_ALIGN == 0 &&
+	       atomic_load_explicit(&ds->direct_io, memory_order_relaxed);
+}
+
+/* Writes a new chunk file's data (see the top of cn_datastore.h): the
+ * aligned head with direct I/O when it can, the rest through the cache. A
+ * file system that refuses direct I/O (EINVAL) gets all of it through the
+ * cache, then and from now on. */
+static int write_chunk_data(struct cn_datastore *ds, int fd, const uint8_t *blob, size_t len)
+{
+	size_t head = len & ~(size_t)(CN_DS_DIRECT_ALIGN - 1);
+	if (direct_ok(ds, blob, head, head)) {
+		int r = set_direct(fd, 1);
+		if (r == 0) {
+			r = ds_write_all(ds, fd, blob, head);
+			int off = set_direct(fd, 0);
+			if (r == 0 && off == 0)
+				return ds_write_all(ds, fd, blob + head, len - head);
+			if (r == 0)
+				return off;
+			if (r != -EINVAL)
+				return r;
+			if (off < 0 || lseek(fd, 0, SEEK_SET) < 0 || ftruncate(fd, 0) < 0)
+				return -errno;
+		}
+		if (r == -EINVAL) {
+			atomic_store(&ds->direct_io, 0);
+			cn_log_debug("datastore %s: no direct I/O (%s); using the page cache", ds->root,
+				     cn_strerror(r));
+		} else if (r < 0) {
+			return r;
+		}
+	}
+	return ds_write_all(ds, fd, blob, len);
 }
 
 static int is_hex64(const char *s, size_t len)
@@ -369,12 +419,15 @@ int cn_datastore_open(const char *path, int create, const struct cn_datastore_op
 	if (!ds)
 		return cn_error_set(-ENOMEM, "out of memory");
 	ds->root_fd = ds->chunks_fd = ds->lock_fd = -1;
+	atomic_init(&ds->direct_io, 1);
 	for (int i = 0; i < CN_DS_LOCK_STRIPES; i++)
 		pthread_mutex_init(&ds->stripes[i], NULL);
 	if (opts)
 		ds->opts = *opts;
 	else
 		cn_datastore_opts_init(&ds->opts);
+	if (ds->opts.no_direct_io || ds->opts.write_fn)
+		atomic_store(&ds->direct_io, 0);
 	snprintf(ds->owner, sizeof(ds->owner), "%s", ds->opts.owner ? ds->opts.owner : DEFAULT_OWNER);
 	ds->opts.owner = ds->owner;
 	int r;
@@ -596,7 +649,7 @@ int cn_datastore_insert_chunk(struct cn_datastore *ds, const uint8_t digest[32],
 		r = cn_error_sys(-errno, "create temporary chunk file %s", tmp);
 		goto out;
 	}
-	r = ds_write_all(ds, fd, blob, len);
+	r = write_chunk_data(ds, fd, blob, len);
 	if (r < 0) {
 		cn_error_sys(r, "write chunk %s (%zu bytes)", path, len);
 		goto fail_tmp;
@@ -649,18 +702,74 @@ out:
 	return r;
 }
 
+/* Reads len bytes at offset 0 of fd into dst: from the page cache if all
+ * of it is there, else directly when dst (with room bytes) allows, else
+ * through the cache. 0 or -errno / -CN_E_TRUNCATED. */
+static int read_chunk_data(struct cn_datastore *ds, int fd, uint8_t *dst, size_t len, size_t room)
+{
+	struct iovec iov = {dst, len};
+	ssize_t n = len ? preadv2(fd, &iov, 1, 0, RWF_NOWAIT) : 0;
+	if (n == (ssize_t)len)
+		return 0;
+	size_t rounded = (len + CN_DS_DIRECT_ALIGN - 1) & ~(size_t)(CN_DS_DIRECT_ALIGN - 1);
+	if (direct_ok(ds, dst, rounded, room)) {
+		int r = set_direct(fd, 1), err = 0;
+		if (r == 0) {
+			/* a read past the end stops there: one call for the file */
+			do
+				n = pread(fd, dst, rounded, 0);
+			while (n < 0 && errno == EINTR);
+			err = n < 0 ? errno : 0;
+			if (n == (ssize_t)len)
+				return 0;
+			if ((r = set_direct(fd, 0)) < 0)
+				return r;
+			if (err && err != EINVAL)
+				return -err;
+			/* EINVAL, or a short read: through the cache below */
+		}
+		if (r == -EINVAL || err == EINVAL) {
+			atomic_store(&ds->direct_io, 0);
+			cn_log_debug("datastore %s: no direct reads; using the page cache", ds->root);
+		}
+	}
+	for (size_t done = 0; done < len;) {
+		n = pread(fd, dst + done, len - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -CN_E_TRUNCATED;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 int cn_datastore_read_chunk(struct cn_datastore *ds, const uint8_t digest[32], struct cn_buf *out)
 {
-	char path[PATH_MAX];
-	cn_datastore_chunk_path(ds, digest, path, sizeof(path));
-	uint8_t *data;
-	size_t len;
-	int r = cn_read_file(path, CN_BLOB_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE, &data, &len);
-	if (r < 0)
-		return r;
-	r = cn_buf_append(out, data, len);
-	free(data);
-	return r < 0 ? cn_error_set(r, "out of memory reading chunk") : 0;
+	char rel[70];
+	struct stat st;
+	chunk_rel(digest, rel);
+	int fd = openat(ds->chunks_fd, rel, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open chunk %s/.chunks/%s", ds->root, rel);
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	if (r == 0 && (uint64_t)st.st_size > CN_BLOB_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE)
+		r = cn_error_set(-EFBIG, "chunk %s/.chunks/%s too large (%lld bytes)", ds->root, rel,
+				 (long long)st.st_size);
+	else if (r < 0)
+		r = cn_error_sys(r, "stat chunk %s/.chunks/%s", ds->root, rel);
+	size_t len = r == 0 ? (size_t)st.st_size : 0;
+	if (r == 0 && cn_buf_reserve(out, len) < 0)
+		r = cn_error_set(-ENOMEM, "out of memory reading chunk");
+	if (r == 0 && (r = read_chunk_data(ds, fd, out->data + out->len, len,
+					   out->cap - out->len)) < 0)
+		cn_error_sys(r, "read chunk %s/.chunks/%s", ds->root, rel);
+	close(fd);
+	if (r == 0)
+		out->len += len;
+	return r;
 }
 
 /* ---- writer registry ---- */

@@ -6,6 +6,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -26,6 +27,7 @@ struct cn_datastore {
 	/* prefixes whose index records were checked against the directory
 	 * (bit per prefix, set atomically: has_chunk checks lazily) */
 	uint8_t checked[0x10000 / 8];
+	atomic_int direct_io;        /* chunk data with O_DIRECT: 0 once the fs refused it */
 };
 
 /* The prefix directory number of a digest (its first two bytes). */

@@ -2,6 +2,7 @@
  * made independently with Python's zlib/zstandard/cryptography), round
  * trips of every variant, and every corruption and truncation class. */
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -89,6 +90,142 @@ START_TEST(test_crc32)
 	uint32_t c = cn_crc32(0, buf, 100);
 	c = cn_crc32(c, buf + 100, 200);
 	ck_assert_uint_eq(c, crc_bitwise(buf, 300));
+}
+END_TEST
+
+/* Every CRC-32 kernel this CPU can run against the portable slice-by-8:
+ * every length to 1100 (all the head/block/tail splits of the 16-, 64- and
+ * 256-byte steps) at every misalignment to 64, random lengths to 64 KiB
+ * with random start values, one large buffer, and results chained across
+ * kernels. */
+START_TEST(test_crc32_impls)
+{
+	size_t big = (5u << 20) + 77;
+	uint8_t *buf = malloc(big + 64);
+	ck_assert_ptr_nonnull(buf);
+	fill_random(buf, big + 64, 7);
+	ck_assert_str_eq(cn_crc32_impl_name(0), "slice8");
+	ck_assert_int_eq(cn_crc32_impl_supported(0), 1);
+	ck_assert_int_eq(cn_crc32_impl_supported(cn_crc32_impl_best()), 1);
+	ck_assert_ptr_null(cn_crc32_impl_name(cn_crc32_impl_count()));
+	int checked = 0;
+	for (int i = 1; i < cn_crc32_impl_count(); i++) {
+		if (!cn_crc32_impl_supported(i))
+			continue;
+		checked++;
+		ck_assert_uint_eq(cn_crc32_impl(i, 0, "123456789", 9), 0xcbf43926);
+		for (size_t off = 0; off < 64; off++)
+			for (size_t n = 0; n <= 1100; n++)
+				ck_assert_uint_eq(cn_crc32_impl(i, 0, buf + off, n),
+						  cn_crc32_impl(0, 0, buf + off, n));
+		uint64_t x = 0x9e3779b97f4a7c15ull;
+		for (int k = 0; k < 2000; k++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			size_t off = x % 64, n = (x >> 8) % (64u << 10);
+			uint32_t start = (uint32_t)(x >> 32);
+			ck_assert_uint_eq(cn_crc32_impl(i, start, buf + off, n),
+					  cn_crc32_impl(0, start, buf + off, n));
+		}
+		for (size_t off = 0; off < 3; off++)
+			ck_assert_uint_eq(cn_crc32_impl(i, 0, buf + off, big),
+					  cn_crc32_impl(0, 0, buf + off, big));
+		/* pieces through different kernels chain to the whole */
+		uint32_t c = cn_crc32_impl(i, 0, buf, 1000);
+		c = cn_crc32_impl(0, c, buf + 1000, 333);
+		c = cn_crc32_impl(i, c, buf + 1333, 70000);
+		ck_assert_uint_eq(c, cn_crc32_impl(0, 0, buf, 71333));
+		ck_assert_uint_eq(c, crc_bitwise(buf, 71333));
+	}
+	/* the dispatcher's choice, through the public entry point */
+	ck_assert_uint_eq(cn_crc32(0, buf + 5, big), cn_crc32_impl(0, 0, buf + 5, big));
+	if (!checked)
+		fprintf(stderr, "test_crc32_impls: this CPU runs no fast CRC-32 kernel\n");
+	free(buf);
+}
+END_TEST
+
+/* In-place encoding gives the bytes of cn_blob_encode_chunk (_ALWAYS with
+ * alt, _NONE without; unencrypted, where output is deterministic), in place
+ * when stored as they are; encrypted blobs decode back. */
+START_TEST(test_encode_inplace)
+{
+	static const size_t sizes[] = {0, 1, 100, 4095, 65536, 1 << 20};
+	struct cn_blob_ctx *ctx;
+	struct cn_crypt_config *key = key_config(3);
+	ck_assert_int_eq(cn_blob_ctx_new(&ctx), 0);
+	size_t max = 1 << 20;
+	uint8_t *src = malloc(max), *buf = malloc(44 + max), *alt = malloc(44 + max);
+	for (int kind = 0; kind < 2; kind++) {
+		if (kind)
+			fill_random(src, max, 9);
+		else
+			fill_text(src, max);
+		for (size_t si = 0; si < CN_ARRAY_SIZE(sizes); si++) {
+			size_t len = sizes[si];
+			for (int enc = 0; enc < 2; enc++) {
+				for (int use_alt = 0; use_alt < 2; use_alt++) {
+					const struct cn_crypt_config *cc = enc ? key : NULL;
+					uint8_t *data = buf + 44, *blob, dg[32];
+					size_t blen;
+					memcpy(data, src, len);
+					ck_assert_int_eq(cn_blob_encode_chunk_inplace(ctx, data, len, cc,
+						use_alt ? alt : NULL, dg, &blob, &blen), 0);
+					struct cn_chunk *ref;
+					ck_assert_int_eq(cn_blob_encode_chunk_ctx(ctx, src, len, cc,
+						use_alt ? CN_BLOB_COMPRESS_ALWAYS : CN_BLOB_COMPRESS_NONE, &ref), 0);
+					ck_assert_mem_eq(dg, ref->digest, 32);
+					ck_assert_uint_eq(blen, ref->len);
+					int type = cn_blob_type(blob, blen);
+					int zstd = type == CN_BLOB_ZSTD || type == CN_BLOB_ENCRYPTED_ZSTD;
+					ck_assert_int_eq(type, cn_blob_type(ref->data, ref->len));
+					ck_assert_ptr_eq(blob, zstd ? alt : data - (enc ? 44 : 12));
+					if (!enc)
+						ck_assert_mem_eq(blob, ref->data, blen);
+					struct cn_buf d = {0};
+					ck_assert_int_eq(cn_blob_decode_ctx(ctx, blob, blen, cc, dg, &d), 0);
+					ck_assert_uint_eq(d.len, len);
+					if (len)
+						ck_assert_mem_eq(d.data, src, len);
+					cn_buf_free(&d);
+					cn_chunk_unref(ref);
+				}
+			}
+		}
+	}
+	free(src);
+	free(buf);
+	free(alt);
+	cn_blob_ctx_free(ctx);
+	cn_crypt_config_free(key);
+}
+END_TEST
+
+/* The view checks as much as the copying decoder: CRC, digest, magic. */
+START_TEST(test_decode_view_rejects)
+{
+	uint8_t data[5000], dg[32], other[32];
+	fill_random(data, sizeof(data), 3);
+	ck_assert_int_eq(cn_chunk_digest(NULL, data, sizeof(data), dg), 0);
+	memset(other, 0x55, sizeof(other));
+	struct cn_buf b = {0}, scratch = {0};
+	const uint8_t *v;
+	size_t vlen;
+	ck_assert_int_eq(cn_blob_encode(data, sizeof(data), NULL, CN_BLOB_COMPRESS_NONE, &b), 0);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, dg, &scratch, &v, &vlen), 0);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, other, &scratch, &v, &vlen),
+			 -CN_E_DIGEST);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen), 0);
+	b.data[100] ^= 1;
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen),
+			 -CN_E_CRC);
+	b.data[100] ^= 1;
+	b.data[0] ^= 1;
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen),
+			 -CN_E_MAGIC);
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, 5, NULL, NULL, &scratch, &v, &vlen),
+			 -CN_E_TRUNCATED);
+	cn_buf_free(&b);
+	cn_buf_free(&scratch);
 }
 END_TEST
 
@@ -312,6 +449,18 @@ START_TEST(test_roundtrip_all_variants)
 					ck_assert_uint_eq(d.len, len);
 					if (len)
 						ck_assert_mem_eq(d.data, data, len);
+					/* the view: the same content, in place for a plain blob */
+					const uint8_t *v = NULL;
+					size_t vlen = 7;
+					d.len = 3;
+					ck_assert_int_eq(cn_blob_decode_view(ctx, b.data, b.len, cc, dg, &d, &v, &vlen), 0);
+					ck_assert_uint_eq(vlen, len);
+					if (len)
+						ck_assert_mem_eq(v, data, len);
+					if (type == CN_BLOB_PLAIN)
+						ck_assert_ptr_eq(v, b.data + 12);
+					else
+						ck_assert(v == d.data && d.len == len);
 					cn_buf_free(&b);
 					cn_buf_free(&d);
 				}
@@ -622,6 +771,9 @@ END_TEST
 
 CN_TEST_MAIN("blob", "blob", 0,
 	     test_crc32,
+	     test_crc32_impls,
+	     test_decode_view_rejects,
+	     test_encode_inplace,
 	     test_magics_derivation,
 	     test_plain_known_answer,
 	     test_zstd_known_answer,

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cn_bufpool.h"
 #include "common/cn_chunk.h"
 #include "common/cn_error.h"
 #include "common/cn_snapshot.h"
@@ -130,10 +131,76 @@ START_TEST(test_chunk_refcount)
 }
 END_TEST
 
+struct released {
+	int calls;
+	uint8_t *base;
+	size_t used;
+};
+
+static void record_release(void *ctx, uint8_t *base, size_t used)
+{
+	struct released *r = ctx;
+	r->calls++;
+	r->base = base;
+	r->used = used;
+}
+
+START_TEST(test_chunk_borrowed)
+{
+	uint8_t buf[100];
+	struct released rel = {0};
+	struct cn_chunk *c = cn_chunk_new_borrowed(buf + 10, 50, buf, record_release, &rel);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_eq(c->data, buf + 10);
+	ck_assert_uint_eq(c->len, 50);
+	cn_chunk_ref(c);
+	cn_chunk_unref(c);
+	ck_assert_int_eq(rel.calls, 0);
+	cn_chunk_unref(c);
+	ck_assert_int_eq(rel.calls, 1);
+	ck_assert_ptr_eq(rel.base, buf);
+	ck_assert_uint_eq(rel.used, 60);
+}
+END_TEST
+
+/* Buffers are reused (LIFO), at most max_free are kept, a buffer keeps
+ * its content up to keep and outlives the creator's reference. */
+START_TEST(test_bufpool)
+{
+	struct cn_bufpool *p;
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	ck_assert_int_eq(cn_bufpool_new(10 * pg + 1, 2 * pg, 2, &p), 0);
+	ck_assert_uint_eq(cn_bufpool_size(p), 11 * pg);
+	uint8_t *a = cn_bufpool_get(p), *b = cn_bufpool_get(p), *c = cn_bufpool_get(p);
+	ck_assert(a && b && c && a != b && b != c && a != c);
+	ck_assert_uint_eq((uintptr_t)a % pg, 0);
+	memset(a, 0x5a, 11 * pg);
+	cn_bufpool_put(p, a, 11 * pg);
+	/* the tail beyond keep was released: it reads as zeros again */
+	uint8_t *a2 = cn_bufpool_get(p);
+	ck_assert_ptr_eq(a2, a);
+	ck_assert_uint_eq(a2[2 * pg - 1], 0x5a);
+	ck_assert_uint_eq(a2[2 * pg], 0);
+	ck_assert_uint_eq(a2[11 * pg - 1], 0);
+	cn_bufpool_put(p, a2, 0);
+	cn_bufpool_put(p, b, 0);
+	cn_bufpool_put(p, c, 0); /* a third free buffer is unmapped */
+	uint8_t *x = cn_bufpool_get(p), *y = cn_bufpool_get(p);
+	ck_assert(x == b && y == a);
+	/* buffers still out keep the pool alive after its creator lets go */
+	cn_bufpool_unref(p);
+	x[0] = 1;
+	cn_bufpool_put(p, x, 1);
+	cn_bufpool_put(p, y, 0); /* the last: the pool goes (ASan: no leak) */
+}
+END_TEST
+
 CN_TEST_MAIN("common", "core", 0,
 	     test_hex_roundtrip,
 	     test_error_prefix,
 	     test_atomic_write,
 	     test_buf_and_le,
 	     test_snapshot_paths,
-	     test_chunk_refcount)
+	     test_chunk_refcount,
+	     test_chunk_borrowed,
+	     test_bufpool)

@@ -1241,8 +1241,60 @@ START_TEST(test_empty_chunk_after_crash)
 }
 END_TEST
 
+/* Chunk data with and without direct I/O (cn_datastore.h): blobs at
+ * aligned and unaligned addresses, of sizes around the 4 KiB alignment,
+ * read back into aligned roomy buffers (direct) and plain ones, by a
+ * handle that uses direct I/O and one that does not: always the same bytes. */
+START_TEST(test_direct_io)
+{
+	static const size_t sizes[] = {1, 4096 - 12, 4096, 4096 + 1, 65536 + 7, (1u << 20) + 3};
+	char dir[64], root[128];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_FILESYSTEM);
+	enum { N = 2 * CN_ARRAY_SIZE(sizes) };
+	struct cn_chunk *c[N];
+	uint8_t *aligned;
+	ck_assert_int_eq(posix_memalign((void **)&aligned, 4096, (2u << 20) + 8192), 0);
+	for (size_t i = 0; i < N; i++) {
+		c[i] = make_chunk(900 + (uint32_t)i, sizes[i / 2]);
+		/* even: the blob at an aligned address, odd: one byte off */
+		uint8_t *at = aligned + (i % 2);
+		memcpy(at, c[i]->data, c[i]->len);
+		ck_assert_int_eq(cn_datastore_insert_chunk(ds, c[i]->digest, at, c[i]->len, NULL), 0);
+	}
+	struct cn_datastore_opts o;
+	cn_datastore_opts_init(&o);
+	o.no_direct_io = 1;
+	struct cn_datastore *cached;
+	ck_assert_int_eq(cn_datastore_open(root, 0, &o, &cached), 0);
+	for (size_t i = 0; i < N; i++) {
+		for (int h = 0; h < 2; h++) {
+			struct cn_datastore *d = h ? cached : ds;
+			struct cn_buf roomy = {aligned, 0, (2u << 20) + 8192}, plain = {0};
+			ck_assert_int_eq(cn_datastore_read_chunk(d, c[i]->digest, &roomy), 0);
+			ck_assert_uint_eq(roomy.len, c[i]->len);
+			ck_assert_mem_eq(roomy.data, c[i]->data, c[i]->len);
+			/* appended after what the buffer holds: unaligned position */
+			ck_assert_int_eq(cn_datastore_read_chunk(d, c[i]->digest, &roomy), 0);
+			ck_assert_uint_eq(roomy.len, 2 * c[i]->len);
+			ck_assert_mem_eq(roomy.data + c[i]->len, c[i]->data, c[i]->len);
+			ck_assert_int_eq(cn_datastore_read_chunk(d, c[i]->digest, &plain), 0);
+			ck_assert_uint_eq(plain.len, c[i]->len);
+			ck_assert_mem_eq(plain.data, c[i]->data, c[i]->len);
+			cn_buf_free(&plain);
+		}
+	}
+	cn_datastore_close(cached);
+	cn_datastore_close(ds);
+	for (size_t i = 0; i < N; i++)
+		cn_chunk_unref(c[i]);
+	free(aligned);
+	rm_rf(dir);
+}
+END_TEST
+
 CN_TEST_MAIN("datastore", "core", 600,
 	     test_layout_and_chunks,
+	     test_direct_io,
 	     test_threads,
 	     test_index_recovery,
 	     test_snapshot_writer,

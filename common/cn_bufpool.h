@@ -1,0 +1,49 @@
+/* cn_bufpool — a pool of equally sized large buffers (chunk-sized), reused
+ * instead of allocated per chunk.
+ *
+ * A chunk-sized malloc is an mmap: every page of every chunk faulted in and
+ * zeroed, then unmapped again. Reusing a few buffers keeps their pages
+ * mapped. Memory stays bounded: the pool holds at most max_free buffers,
+ * and of a buffer given back only the first keep bytes stay resident (the
+ * pages a rare larger chunk touched beyond keep are returned to the kernel),
+ * so an occasional maximum-size chunk does not pin its size in every
+ * buffer for the rest of the run. A new buffer gets those keep bytes
+ * mapped at once (MADV_POPULATE_WRITE, one call instead of a fault per
+ * page): every buffer costs the same from the start, so the memory a run
+ * holds depends on how many buffers it needs, not on how large the
+ * chunks it happened to meet were (a small backup and a large one peak
+ * alike).
+ *
+ * Thread-safe. The pool is reference counted: every buffer out of the pool
+ * holds a reference, so a buffer may be given back (by whichever thread
+ * drops the last user) after the pool's creator has dropped its own. */
+#ifndef CN_BUFPOOL_H
+#define CN_BUFPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cn_bufpool;
+
+/* A pool of buffers of size bytes each. keep: bytes of a returned buffer
+ * kept resident (rounded up to pages); max_free: buffers kept for reuse.
+ * The caller holds one reference (cn_bufpool_unref). 0 or -ENOMEM/-EINVAL
+ * with a message. */
+int cn_bufpool_new(size_t size, size_t keep, size_t max_free, struct cn_bufpool **out);
+
+/* The size of every buffer of the pool. */
+size_t cn_bufpool_size(const struct cn_bufpool *p);
+
+/* A buffer of cn_bufpool_size() bytes (page aligned; contents undefined),
+ * reused when one is free. NULL when out of memory (message set). */
+uint8_t *cn_bufpool_get(struct cn_bufpool *p);
+
+/* Gives back a buffer from cn_bufpool_get. used: how many bytes from its
+ * start were written (at most the size), so that what lies beyond keep can
+ * be released. The buffer is kept for reuse or unmapped. */
+void cn_bufpool_put(struct cn_bufpool *p, uint8_t *buf, size_t used);
+
+/* Drops the creator's reference; the pool is freed when no buffer is out. */
+void cn_bufpool_unref(struct cn_bufpool *p);
+
+#endif
