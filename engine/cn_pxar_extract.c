@@ -403,11 +403,14 @@ static int all_zero(const uint8_t *p, size_t n)
 }
 
 /* Writes the content of the current FILE entry to fd, leaving holes for
- * zero blocks. One write per 4 KiB block, as upstream's sparse_copy: merging
- * runs of data blocks into 1 MiB writes was measured slower (restore of a
- * 1 GiB corpus, 2.3 s instead of 1.2 s system time): a large write makes
- * the page cache allocate large folios, which took much longer to fill
- * than single pages on the (virtual) test machine. */
+ * zero 4 KiB blocks, as upstream's sparse_copy. Runs of data blocks are
+ * written together, up to RUN_MAX: one write per block cost 0.9-1.0 s of
+ * system time restoring the 1 GiB bench corpus, 64 KiB runs 0.45-0.58 s
+ * (wall 1.03 -> 0.70 s, old and new binary alternating); 1 MiB writes
+ * were slower still than 4 KiB ones (2.3 s: the page cache then allocates
+ * large folios, slow to fill on the virtual test machine). */
+#define RUN_MAX (64u << 10)
+
 static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 			const struct cn_pxar_entry *e, int fd, const char *path)
 {
@@ -418,17 +421,26 @@ static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 		int rc = cn_pxar_decoder_read(d, off, x->buf, n);
 		if (rc < 0)
 			return rc;
-		for (size_t b = 0; b < n; b += SPARSE_BLOCK) {
-			size_t bl = n - b < SPARSE_BLOCK ? n - b : SPARSE_BLOCK;
-			if (all_zero(x->buf + b, bl)) {
+		size_t run = 0; /* data blocks waiting to be written, up to RUN_MAX */
+		for (size_t b = 0;; b += SPARSE_BLOCK) {
+			size_t bl = b >= n ? 0 : n - b < SPARSE_BLOCK ? n - b : SPARSE_BLOCK;
+			int zero = bl && all_zero(x->buf + b, bl);
+			if (run && (bl == 0 || zero || run + bl > RUN_MAX)) {
+				/* the run ends where block b starts (or at n) */
+				rc = cn_write_full(fd, x->buf + (b < n ? b : n) - run, run);
+				if (rc < 0)
+					return cn_error_sys(rc, "failed to write '%s'", path);
+				run = 0;
+			}
+			if (bl == 0)
+				break;
+			if (zero) {
 				if (lseek(fd, (off_t)bl, SEEK_CUR) < 0)
 					return cn_error_sys(-errno, "seek in '%s'", path);
 				seeked_last = 1;
 				x->st->sparse_bytes += bl;
 			} else {
-				rc = cn_write_full(fd, x->buf + b, bl);
-				if (rc < 0)
-					return cn_error_sys(rc, "failed to write '%s'", path);
+				run += bl;
 				seeked_last = 0;
 			}
 		}
