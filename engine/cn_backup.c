@@ -273,25 +273,34 @@ static struct cn_manifest *prev_source(struct run *run, size_t i)
 	return run->prev_m[i];
 }
 
+/* Index k (0: .mpxar.didx, 1: .ppxar.didx) of archive a in the reference
+ * target's previous snapshot, read through its source (which a PBS reader
+ * then lets read that index's chunks). 0 or a negative code. */
+static int prev_ref_index(struct cd_archive *cd, int k, struct cn_source **src, struct cn_index **idx)
+{
+	struct run *run = cd->run;
+	struct cn_manifest *m = prev_source(run, cd->ref);
+	char names[2][160];
+	if (!m)
+		return cn_error_set(-ENOENT, "no source for the previous snapshot");
+	index_names(run->o, (size_t)(cd - run->cd), names);
+	*src = run->o->sources[cd->ref];
+	int r = cn_restore_load_index(*src, m, names[k], idx);
+	return r < 0 ? cn_error_prefix(r, "reading previous %s from %s", names[k], (*src)->name) : 0;
+}
+
 /* cn_reuse_fetch_fn: the reference target's previous metadata archive. */
 static int fetch_mpxar(void *ctx, struct cn_buf *out)
 {
 	struct cd_archive *cd = ctx;
-	struct run *run = cd->run;
-	size_t a = (size_t)(cd - run->cd);
-	struct cn_manifest *m = prev_source(run, cd->ref);
-	char names[2][160];
+	struct cn_source *src;
 	struct cn_index *idx;
-	if (!m)
-		return cn_error_set(-ENOENT, "no source for the previous snapshot");
-	index_names(run->o, a, names);
-	struct cn_source *src = run->o->sources[cd->ref];
-	int r = cn_restore_load_index(src, m, names[0], &idx);
+	int r = prev_ref_index(cd, 0, &src, &idx);
 	if (r == 0) {
-		r = cn_restore_read_stream(src, idx, run->o->crypt, out);
+		r = cn_restore_read_stream(src, idx, cd->run->o->crypt, out);
 		cn_index_free(idx);
 	}
-	return r < 0 ? cn_error_prefix(r, "reading previous %s from %s", names[0], src->name) : 0;
+	return r;
 }
 
 /* When targets' previous snapshots differ: reused chunks that a target
@@ -300,15 +309,12 @@ static int fetch_mpxar(void *ctx, struct cn_buf *out)
 static int chunk_source(struct run *run, size_t a)
 {
 	struct cd_archive *cd = &run->cd[a];
-	struct cn_manifest *m = prev_source(run, cd->ref);
-	char names[2][160];
+	struct cn_source *src;
 	struct cn_index *idx;
-	if (!m)
-		return 0;
-	index_names(run->o, a, names);
-	struct cn_source *src = run->o->sources[cd->ref];
-	if (cn_restore_load_index(src, m, names[1], &idx) < 0) {
-		cn_log_warning("%s: %s", src->name, cn_error_message());
+	if (!prev_source(run, cd->ref))
+		return 0; /* no source (or it warned already) */
+	if (prev_ref_index(cd, 1, &src, &idx) < 0) {
+		cn_log_warning("%s", cn_error_message());
 		return 0;
 	}
 	cn_index_free(idx);

@@ -371,25 +371,26 @@ static int append_entry(struct cn_pipeline *p, struct job *j, const uint8_t dige
 static int fetch_known(struct cn_pipeline *p, struct job *j, struct cn_chunk **out)
 {
 	struct stream *s = &p->streams[j->stream];
-	struct cn_buf blob = {0}, plain = {0};
+	struct cn_buf blob = {0};
 	int r = s->chunk_src->ops->get_chunk(s->chunk_src, j->known_digest, &blob);
-	if (r == 0)
-		r = cn_blob_decode(blob.data, blob.len, p->crypt, j->known_digest, &plain);
-	if (r == 0 && plain.len != j->end_offset - s->size)
-		r = cn_error_set(-CN_E_FORMAT, "reused chunk from %s has %zu bytes, the index says %llu",
-				 s->chunk_src->name, plain.len, (unsigned long long)(j->end_offset - s->size));
+	/* the container, digest and plain size; an encrypted chunk in a run
+	 * without a key cannot be checked, so it is refused */
+	if (r == 0 && (r = cn_blob_verify_chunk(NULL, blob.data, blob.len, p->crypt, j->known_digest,
+						j->end_offset - s->size)) >= 0) {
+		r = !p->crypt && r >= CN_BLOB_ENCRYPTED
+			? cn_error_set(-CN_E_FORMAT, "reused chunk is encrypted, this run is not") : 0;
+	}
 	struct cn_chunk *c = r == 0 ? cn_chunk_new(blob.len) : NULL;
 	if (r == 0 && !c)
 		r = cn_error_set(-ENOMEM, "out of memory");
 	if (r == 0) {
 		memcpy(c->data, blob.data, blob.len);
 		c->len = blob.len;
-		c->plain_size = plain.len;
+		c->plain_size = j->end_offset - s->size;
 		memcpy(c->digest, j->known_digest, 32);
 		*out = c;
 	}
 	cn_buf_free(&blob);
-	cn_buf_free(&plain);
 	return r < 0 ? cn_error_prefix(r, "copying a reused chunk from %s", s->chunk_src->name) : 0;
 }
 
