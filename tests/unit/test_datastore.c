@@ -1241,10 +1241,11 @@ START_TEST(test_empty_chunk_after_crash)
 }
 END_TEST
 
-/* Chunk data with and without direct I/O (cn_datastore.h): blobs at
+/* Chunk writes with and without direct I/O (cn_datastore.h): blobs at
  * aligned and unaligned addresses, of sizes around the 4 KiB alignment,
- * read back into aligned roomy buffers (direct) and plain ones, by a
- * handle that uses direct I/O and one that does not: always the same bytes. */
+ * read back into aligned roomy buffers and plain ones, at aligned and
+ * unaligned positions, by a handle that writes directly and one that does
+ * not: always the same bytes. */
 START_TEST(test_direct_io)
 {
 	static const size_t sizes[] = {1, 4096 - 12, 4096, 4096 + 1, 65536 + 7, (1u << 20) + 3};
