@@ -167,6 +167,44 @@ static int tracked_read_at(void *ctx, uint64_t off, void *buf, size_t len)
 	return r;
 }
 
+/* The archive input of --verify-only: before serving a read it reads
+ * (and so verifies) every byte from where the previous read ended, so the
+ * listing walks the stream once and each chunk is fetched once. Reading
+ * everything first and listing afterwards fetched the chunks holding
+ * entry headers a second time (170 more than the 279 of the bench
+ * corpus's archive). */
+struct verify_input {
+	struct tracked_input *ti;
+	uint64_t done;     /* every byte before this has been read */
+	uint8_t *scratch;
+	size_t scratch_len;
+};
+
+/* Reads [vi->done, upto) into the scratch buffer, piece by piece. */
+static int verify_fill(struct verify_input *vi, uint64_t upto)
+{
+	while (vi->done < upto) {
+		size_t n = upto - vi->done < vi->scratch_len ? (size_t)(upto - vi->done)
+							     : vi->scratch_len;
+		int r = tracked_read_at(vi->ti, vi->done, vi->scratch, n);
+		if (r < 0)
+			return r;
+		vi->done += n;
+	}
+	return 0;
+}
+
+static int verify_read_at(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	struct verify_input *vi = ctx;
+	int r = verify_fill(vi, off);
+	if (r == 0)
+		r = tracked_read_at(vi->ti, off, buf, len);
+	if (r == 0 && off + len > vi->done)
+		vi->done = off + len;
+	return r;
+}
+
 static int list_nothing(void *ctx, const struct cn_pxar_entry *e)
 {
 	struct cn_restore_stats *st = ctx;
@@ -241,12 +279,19 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 				   .next = t0 + 0.25};
 	struct cn_pxar_input in = {tracked_read_at, cn_index_size(idx), &ti};
 	if (o->verify_only) {
-		/* every chunk, then the structure (read from the cache or again) */
-		r = read_all(cr, idx);
+		/* the structure and every chunk in one pass; a split archive's
+		 * payload stream is read whole first (the listing reads none of it) */
+		struct verify_input vi = {.ti = &ti, .scratch_len = 1u << 20};
+		struct cn_pxar_input vin = {verify_read_at, cn_index_size(idx), &vi};
+		if (!(vi.scratch = malloc(vi.scratch_len)))
+			r = cn_error_set(-ENOMEM, "out of memory");
 		if (r == 0 && split)
 			r = read_all(pcr, pidx);
 		if (r == 0)
-			r = cn_pxar_list(&in, split ? &pin : NULL, o->path, list_nothing, stats);
+			r = cn_pxar_list(&vin, split ? &pin : NULL, o->path, list_nothing, stats);
+		if (r == 0)
+			r = verify_fill(&vi, cn_index_size(idx));
+		free(vi.scratch);
 	} else {
 		struct cn_pxar_extract_opts eo = {
 			.match = o->path,

@@ -5,6 +5,7 @@ metadata; re-run without changes (nothing new stored); several archives,
 two stores in one run, encryption; list, snapshot list/files, verify,
 --verify-only, prune."""
 import os
+import random
 import shutil
 import sys
 import time
@@ -81,6 +82,24 @@ v = t.run_json('verify', '--store', store)
 assert len(v) == 3 and all(x['state'] == 'ok' for x in v), v
 vo = t.run_json('restore', out3['snapshot'], 'data.pxar', '--verify-only', '--store', store)
 assert vo['chunks'] >= 1 and vo['files'] >= 9, vo
+# --verify-only walks the archive once: each chunk of the index is fetched
+# exactly once, also when the archive has more chunks than the read-ahead
+# cache holds (7 slots with one thread; ~11 chunks here, with file headers
+# in the early ones, which a read-all-then-list pass fetched again)
+bigsrc = os.path.join(work, 'bigsrc')
+os.makedirs(bigsrc)
+rng = random.Random(5)
+for i in range(4):
+    with open(os.path.join(bigsrc, 'v%d.bin' % i), 'wb') as f:
+        f.write(rng.randbytes(11 << 20))
+bigstore = os.path.join(work, 'bigstore')
+ob = t.run_json('backup', 'big.pxar:' + bigsrc, '--store', bigstore, '--backup-id', 'big')
+with open(os.path.join(bigstore, ob['snapshot'], 'big.pxar.didx'), 'rb') as f:
+    entries = (len(f.read()) - 4096) // 40
+assert entries > 8, entries
+vb = t.run_json('restore', ob['snapshot'], 'big.pxar', '--verify-only', '--threads', '1',
+                '--store', bigstore)
+assert vb['chunks'] == entries and vb['files'] == 4, (vb, entries)
 
 # 6. prune keeps the newest; dry run first
 pr = t.run_json('prune', 'host/it', '--keep-last', '1', '--dry-run', '--store', store)
