@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 void cn_hex_encode(const uint8_t *in, size_t len, char *out)
@@ -231,4 +233,62 @@ void cn_buf_free(struct cn_buf *b)
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
+}
+
+/* cachestat(2)'s arguments (linux/mman.h from 6.5 on; Debian 12's
+ * headers predate it). */
+struct cn_cachestat_range {
+	uint64_t off, len;
+};
+struct cn_cachestat {
+	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+#ifndef __NR_cachestat
+#define __NR_cachestat 451 /* the same on every architecture */
+#endif
+
+static int cached_by_cachestat(int fd, size_t len)
+{
+	struct cn_cachestat_range range = {0, len};
+	struct cn_cachestat cs;
+	if (syscall(__NR_cachestat, fd, &range, &cs, 0) < 0)
+		return -errno;
+	long page = sysconf(_SC_PAGESIZE);
+	return cs.nr_cache >= (len + (size_t)page - 1) / (size_t)page;
+}
+
+static int cached_by_mincore(int fd, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), pages = (len + page - 1) / page;
+	unsigned char small[1024], *vec = pages <= sizeof(small) ? small : malloc(pages);
+	if (!vec)
+		return -ENOMEM;
+	/* a mapping touches no page: mincore reports, it does not fault in */
+	void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	int r = 1;
+	if (map == MAP_FAILED)
+		r = -errno;
+	else if (mincore(map, len, vec) < 0)
+		r = -errno;
+	for (size_t i = 0; r == 1 && i < pages; i++)
+		if (!(vec[i] & 1))
+			r = 0;
+	if (map != MAP_FAILED)
+		munmap(map, len);
+	if (vec != small)
+		free(vec);
+	return r;
+}
+
+int cn_file_cached(int fd, size_t len, enum cn_residency_method how)
+{
+	if (len == 0)
+		return 1;
+	if (how != CN_RESIDENCY_MINCORE) {
+		int r = cached_by_cachestat(fd, len);
+		/* (ENOSYS before 6.5; a seccomp filter may answer EPERM) */
+		if (r >= 0 || how == CN_RESIDENCY_CACHESTAT)
+			return r;
+	}
+	return cached_by_mincore(fd, len);
 }

@@ -45,6 +45,22 @@ int cn_fsync_dir_of(const char *path, int is_dir);
  * (also when it exists) or -errno with a message. */
 int cn_mkdir_p(const char *path, mode_t mode);
 
+/* How cn_file_cached asks the kernel: cachestat(2) (Linux 6.5+), or a
+ * mapping of the file and mincore(2) (any Linux). AUTO takes cachestat
+ * and falls back to mincore where the kernel lacks it. */
+enum cn_residency_method {
+	CN_RESIDENCY_AUTO,
+	CN_RESIDENCY_CACHESTAT,
+	CN_RESIDENCY_MINCORE,
+};
+
+/* Whether all of the first len bytes of the regular file fd are in the
+ * page cache, asked without reading anything (unlike a read with
+ * RWF_NOWAIT, whose miss starts read-ahead). Returns 1 (all cached), 0
+ * (some or all not), or -errno (-ENOSYS: cachestat asked for and the
+ * kernel has none). Sets no message. Thread-safe. */
+int cn_file_cached(int fd, size_t len, enum cn_residency_method how);
+
 /* A growable byte buffer. Zero-initialise ({0}) before first use; free with
  * cn_buf_free(). data is owned by the buffer. */
 struct cn_buf {

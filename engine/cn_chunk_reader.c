@@ -16,8 +16,8 @@
  * reused; of the raw buffer, what a blob used beyond it is given back. */
 #define SLOT_KEEP_CAP (8u << 20)
 /* Each slot reads its blobs into one buffer that holds the largest chunk,
- * page-aligned (whole pages for the kernel to copy into), kept for the
- * reader's life. */
+ * page-aligned so that the local datastore can read into it directly
+ * (cn_datastore.h); kept for the reader's life. */
 #define RAW_ALIGN 4096u
 #define RAW_CAP (((size_t)CN_CHUNK_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE + RAW_ALIGN - 1) & \
 		 ~(size_t)(RAW_ALIGN - 1))
@@ -123,8 +123,8 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 			const struct cn_crypt_config *crypt, size_t threads,
 			struct cn_chunk_reader **out)
 {
-	/* The workers wait on the disk or the network as much as they
-	 * compute: twice the CPUs keep both busy. */
+	/* The workers wait on the disk (direct reads) or the network as much
+	 * as they compute: twice the CPUs keep both busy. */
 	if (!threads)
 		threads = 2 * cn_cpu_count();
 	struct cn_chunk_reader *r = calloc(1, sizeof(*r));

@@ -71,7 +71,7 @@ struct cn_datastore_opts {
 	cn_ds_write_fn write_fn;       /* NULL = write(2) */
 	void *write_ctx;
 	int skip_index_check;          /* 1: trust the LMDB index without comparing it with .chunks/ */
-	int no_direct_io;              /* 1: chunk writes always through the page cache */
+	int no_direct_io;              /* 1: chunk data always through the page cache */
 };
 
 /* Fills opts with the defaults (filesystem sync, owner root@pam). */
@@ -111,8 +111,10 @@ int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
  * opts.no_direct_io, insert writes the 4 KiB-aligned head of a blob that
  * lies at a 4 KiB-aligned address with direct I/O (O_DIRECT, where the
  * file system allows; the first refusal turns it off for the handle), the
- * tail, and blobs elsewhere, through the cache. Reads go through the cache
- * (its read-ahead is faster here than direct reads, see read_chunk_data).
+ * tail, and blobs elsewhere, through the cache. Read takes a chunk from
+ * the cache when all of it is there (asked with cn_file_cached, which
+ * reads nothing), else reads it directly when out has an aligned write
+ * position and room for the size rounded up to 4 KiB.
  * Durability is unchanged: the file is still fsync'd (CN_SYNC_FILE) or
  * covered by the syncfs before the snapshot is published
  * (CN_SYNC_FILESYSTEM), which also flushes the device cache. */
@@ -135,7 +137,7 @@ int cn_datastore_insert_chunk(struct cn_datastore *ds, const uint8_t digest[32],
 int cn_datastore_touch_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
 
 /* Reads a chunk's raw DataBlob bytes, appended to out (straight into its
- * storage, through the page cache: see above). -ENOENT if
+ * storage, directly from the disk when it can: see above). -ENOENT if
  * missing. Thread-safe. */
 int cn_datastore_read_chunk(struct cn_datastore *ds, const uint8_t digest[32], struct cn_buf *out);
 

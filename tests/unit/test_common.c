@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "common/cn_bufpool.h"
@@ -71,6 +72,57 @@ START_TEST(test_atomic_write)
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Asks both ways (cachestat, when the kernel has it, and mincore) and
+ * checks they agree; returns the answer. */
+static int cached_both(int fd, size_t len)
+{
+	int viamincore = cn_file_cached(fd, len, CN_RESIDENCY_MINCORE);
+	int viacachestat = cn_file_cached(fd, len, CN_RESIDENCY_CACHESTAT);
+	ck_assert_int_ge(viamincore, 0);
+	if (viacachestat != -ENOSYS)
+		ck_assert_int_eq(viacachestat, viamincore);
+	ck_assert_int_eq(cn_file_cached(fd, len, CN_RESIDENCY_AUTO), viamincore);
+	return viamincore;
+}
+
+/* cn_file_cached: a file just written is cached; dropped from the cache
+ * (clean pages, POSIX_FADV_DONTNEED) it is not, nor when only its first
+ * half was read back, and asking reads nothing; read whole, it is again.
+ * In the build directory, which is on a disk (tmpfs pages cannot drop). */
+START_TEST(test_file_cached)
+{
+	char path[] = "cn_cached_XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	size_t len = (1u << 20) + 5;
+	uint8_t *buf = malloc(len);
+	memset(buf, 0x5a, len);
+	ck_assert_int_eq(cn_write_full(fd, buf, len), 0);
+	ck_assert_int_eq(fsync(fd), 0);
+	ck_assert_int_eq(cached_both(fd, len), 1);
+	ck_assert_int_eq(cached_both(fd, 0), 1);
+	struct statfs sf;
+	ck_assert_int_eq(fstatfs(fd, &sf), 0);
+	if (sf.f_type == 0x01021994 /* tmpfs */ || sf.f_type == 0x858458f6 /* ramfs */) {
+		fprintf(stderr, "test_file_cached: the build directory is in memory; "
+				"only the cached case checked\n");
+	} else {
+		ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+		ck_assert_int_eq(cached_both(fd, len), 0);
+		ck_assert_int_eq(cached_both(fd, len), 0); /* asking read nothing in */
+		/* (no read-ahead, which would bring in the rest) */
+		ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);
+		ck_assert_int_eq(pread(fd, buf, len / 2, 0), (ssize_t)(len / 2));
+		ck_assert_int_eq(cached_both(fd, len), 0);
+		ck_assert_int_eq(pread(fd, buf, len, 0), (ssize_t)len);
+		ck_assert_int_eq(cached_both(fd, len), 1);
+	}
+	free(buf);
+	close(fd);
 }
 END_TEST
 
@@ -199,6 +251,7 @@ CN_TEST_MAIN("common", "core", 0,
 	     test_hex_roundtrip,
 	     test_error_prefix,
 	     test_atomic_write,
+	     test_file_cached,
 	     test_buf_and_le,
 	     test_snapshot_paths,
 	     test_chunk_refcount,
