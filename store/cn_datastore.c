@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #define DEFAULT_OWNER "root@pam"
@@ -708,8 +707,9 @@ out:
  * bench corpus right after its backup (none of it cached), alternating:
  *  - 1 GiB: buffered 0.80-0.88 s (sys 0.67-0.71 s), direct 0.77-0.81 s
  *    (sys 0.40-0.49 s);
- *  - 2 GiB: buffered 5.2-6.6 s (sys 7.5-9.8 s), direct 2.4-4.4 s: each
- *    new page-cache page costs the virtual test machine a host fault;
+ *  - 2 GiB: buffered 5.2-6.6 s (sys 7.5-9.8 s), direct 2.4-4.4 s:
+ *    filling new page-cache pages is slow on the virtual test machine
+ *    (perf: the kernel's copies into and out of them, 61 % of samples);
  *  - chunks already cached: buffered 0.66-0.68 s, direct 0.79-0.84 s.
  * The cache is asked with cn_file_cached, not with a preadv2(RWF_NOWAIT)
  * probe: that probe's miss starts read-ahead into the cache, and the
