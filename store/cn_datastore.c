@@ -883,18 +883,23 @@ static int lock_dir(const char *path, int how, int *fd_out, const char *what)
 	return 0;
 }
 
-/* Takes a shared lock on <root>/.lock as upstream's backup writers do
- * (ProcessLocker::try_shared_lock: a non-blocking fcntl read lock on the
- * whole file). A Proxmox Backup Server on the same datastore then refuses
- * to start a GC while we write: it knows nothing of our writers' age. The
- * lock is an OFD lock, so several writers of one process hold it side by
- * side; it conflicts with PBS's POSIX locks all the same. */
-static int lock_store_shared(struct cn_datastore *ds, int *fd_out)
+/* The shared lock on <root>/.lock: upstream's backup writers take a
+ * non-blocking fcntl read lock on the whole file (ProcessLocker::
+ * try_shared_lock), its GC a write lock on the whole file. Ours is an OFD
+ * read lock on byte 1 only: it conflicts with PBS's GC lock all the same
+ * (so PBS never collects while we write; it knows nothing of our
+ * writers' age), several of ours in one process stand side by side, and
+ * byte 0 stays free of cairn's locks, so any lock found there belongs to
+ * another program (cn_ds_store_foreign_lock). */
+#define STORE_LOCK_CAIRN_BYTE 1
+
+int cn_ds_lock_store_shared(struct cn_datastore *ds, int *fd_out)
 {
 	int fd = openat(ds->root_fd, ".lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return cn_error_sys(-errno, "open %s/.lock", ds->root);
-	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET,
+			   .l_start = STORE_LOCK_CAIRN_BYTE, .l_len = 1};
 	if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
 		int e = errno;
 		close(fd);
@@ -905,6 +910,19 @@ static int lock_store_shared(struct cn_datastore *ds, int *fd_out)
 	}
 	*fd_out = fd;
 	return 0;
+}
+
+int cn_ds_store_foreign_lock(int fd, int *pid)
+{
+	/* a write lock on byte 0 conflicts with any lock there, and only
+	 * other programs' locks reach byte 0 */
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	if (fl.l_type == F_UNLCK)
+		return 0;
+	*pid = fl.l_pid > 0 ? (int)fl.l_pid : -1;
+	return 1;
 }
 
 static void snapshot_free(struct cn_ds_snapshot *w)
@@ -955,7 +973,7 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 			break;
 		usleep(10000);
 	}
-	if (r < 0 || (r = lock_store_shared(ds, &w->store_lock_fd)) < 0)
+	if (r < 0 || (r = cn_ds_lock_store_shared(ds, &w->store_lock_fd)) < 0)
 		goto fail;
 	struct cn_snapshot_id prev;
 	r = cn_datastore_previous_snapshot(ds, id, INT64_MAX, &prev);

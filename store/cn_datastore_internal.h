@@ -54,6 +54,18 @@ int cn_ds_rescan_prefix(struct cn_datastore *ds, uint16_t prefix);
  * INT64_MAX if none. Removes registrations of dead processes. */
 int64_t cn_ds_oldest_writer(struct cn_datastore *ds);
 
+/* Takes a shared lock on <root>/.lock that a Proxmox Backup Server on the
+ * same datastore respects (see cn_datastore.c), for a snapshot writer or
+ * a GC: PBS then refuses to start a GC of its own. *fd_out is the
+ * caller's to close (which releases it). -CN_E_LOCKED with a message
+ * while PBS's GC holds the lock exclusively. */
+int cn_ds_lock_store_shared(struct cn_datastore *ds, int *fd_out);
+
+/* Whether another program (not cairn) holds a lock on <root>/.lock, i.e.
+ * a Proxmox Backup Server runs a backup or GC on this datastore: 1 (and
+ * *pid, or -1 when unknown), 0, or -errno. fd: from cn_ds_lock_store_shared. */
+int cn_ds_store_foreign_lock(int fd, int *pid);
+
 /* Sets a chunk's atime to when (UTIME_NOW when when < 0), keeping mtime,
  * under the prefix lock. 0, -ENOENT (no message) or -errno with message. */
 int cn_ds_touch(struct cn_datastore *ds, const uint8_t digest[32], int64_t when);

@@ -223,9 +223,32 @@ int cn_datastore_gc(struct cn_datastore *ds, const struct cn_gc_opts *opts,
 					    ds->root);
 		return cn_error_sys(-e, "lock %s", lock);
 	}
+	/* A Proxmox Backup Server on the same datastore: while we collect,
+	 * its GC cannot start (our shared lock), and while one of its backups
+	 * runs we do not start, since only its process knows which chunks that
+	 * backup relies on and since when. */
+	int sfd = -1, pid = -1;
+	int r = cn_ds_lock_store_shared(ds, &sfd);
+	int foreign = r == 0 ? cn_ds_store_foreign_lock(sfd, &pid) : 0;
+	if (foreign == 1) {
+		char who[32] = "another process";
+		if (pid > 0)
+			snprintf(who, sizeof(who), "process %d", pid);
+		r = cn_error_set(-CN_E_LOCKED, "datastore %s is in use by %s, which holds "
+				 "%s/.lock (a Proxmox Backup Server running a backup?): run "
+				 "garbage collection when it is done, or from that server",
+				 ds->root, who, ds->root);
+	} else if (foreign < 0) {
+		r = cn_error_sys(foreign, "check the locks of %s/.lock", ds->root);
+	}
+	if (r < 0) {
+		if (sfd >= 0)
+			close(sfd);
+		close(lfd);
+		return r;
+	}
 	int64_t start = opts && opts->now ? opts->now : (int64_t)time(NULL);
 	int64_t oldest_writer = cn_ds_oldest_writer(ds);
-	int r;
 	if (oldest_writer > start)
 		oldest_writer = start;
 
@@ -268,6 +291,7 @@ int cn_datastore_gc(struct cn_datastore *ds, const struct cn_gc_opts *opts,
 		    (unsigned long long)st->removed_bytes, (unsigned long long)st->pending_chunks,
 		    (unsigned long long)st->disk_chunks, (unsigned long long)st->missing_chunks);
 out:
+	close(sfd);
 	close(lfd);
 	return r;
 }

@@ -23,7 +23,10 @@
  * upstream.
  *
  * Only one GC runs per datastore at a time (.cairn/gc.lock). Backups,
- * prune and verify may run concurrently. */
+ * prune and verify may run concurrently. With a Proxmox Backup Server on
+ * the same datastore: GC holds the shared <root>/.lock, so PBS's own GC
+ * cannot start meanwhile, and it does not start while PBS holds any lock
+ * there (a PBS backup: its writers are not in .cairn/writers/). */
 #ifndef CN_GC_H
 #define CN_GC_H
 

@@ -1188,8 +1188,28 @@ START_TEST(test_store_lock_as_upstream)
 	r = pbs_lock(fd, F_WRLCK);
 	ck_assert(r == -EAGAIN || r == -EACCES);
 
+	/* our GC runs beside our own writer */
+	struct cn_gc_stats gs;
+	ck_assert_int_eq(cn_datastore_gc(ds, NULL, &gs), 0);
+
 	/* published (or aborted): the lock is gone */
 	ck_assert_int_eq(write_snapshot_w(w, &id, &c, 1), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_WRLCK), 0);
+
+	/* our GC does not run while PBS's GC holds the lock exclusively, nor
+	 * while a PBS backup holds it shared (its chunks are unknown to us);
+	 * neither leaves a lock behind */
+	ck_assert_int_eq(cn_datastore_gc(ds, NULL, &gs), -CN_E_LOCKED);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "locked exclusively"));
+	ck_assert_int_eq(pbs_lock(fd, F_RDLCK), 0);
+	ck_assert_int_eq(cn_datastore_gc(ds, NULL, &gs), -CN_E_LOCKED);
+	char pid[32];
+	snprintf(pid, sizeof(pid), "in use by process %d", (int)getpid());
+	ck_assert_msg(strstr(cn_error_message(), pid), "%s", cn_error_message());
+	ck_assert_int_eq(pbs_lock(fd, F_WRLCK), 0);
+	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
+	ck_assert_int_eq(cn_datastore_gc(ds, NULL, &gs), 0);
+	ck_assert_uint_eq(gs.disk_chunks, 1);
 	ck_assert_int_eq(pbs_lock(fd, F_WRLCK), 0);
 	ck_assert_int_eq(pbs_lock(fd, F_UNLCK), 0);
 	close(fd);
