@@ -2,14 +2,16 @@
 """bench/backup — the backup benchmark: on the same deterministic
 photo-vault corpus (bench/gen_corpus.py), in one run:
 
-  cairn:  initial backup, no-change re-run, full restore; then with
+  cairn:  initial backup, no-change re-run, full restore, and (as root)
+          the restore again with the page cache emptied first, as after a
+          disaster; then with
           --change-detection-mode metadata: initial backup, no-change
           re-run (bytes read by the cairn process from /proc/self/io),
           and a run after a "day of change" (new files, a renamed folder,
           metadata-only changes, in-place edits): new bytes stored vs
           bytes actually changed
-  restic: the same three steps, if `restic` is installed
-  borg:   the same three steps, if `borg` is installed
+  restic: the same backup and restore steps, if `restic` is installed
+  borg:   the same backup and restore steps, if `borg` is installed
 
 For each step: wall seconds, throughput (corpus MiB / s), CPU seconds
 (user + sys of the tool) and peak RSS; then cairn's ratios to the others.
@@ -18,8 +20,8 @@ memory does not grow with the data set.
 
     bench/backup.py --cairn build/cli/cairn [--size-mb 2048] [--small-mb 200]
                     [--corpus DIR] [--workdir DIR] [--json]
-Caches are warm (the corpus is read once, untimed, before the first
-step); every tool gets the same conditions. Default sizes: 1024 MiB
+Caches are warm (the corpus is read once, untimed, before each tool's
+first step); every tool gets the same conditions. Default sizes: 1024 MiB
 corpus, 100 MiB small corpus.
 """
 import argparse
@@ -86,6 +88,31 @@ def warm(path):
                         pass
 
 
+def can_drop_caches():
+    return os.access('/proc/sys/vm/drop_caches', os.W_OK)
+
+
+def drop_caches():
+    """Empties the page cache (root only), so that the next step reads
+    the repository from the disk, as a restore after a disaster does."""
+    os.sync()
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('3\n')
+
+
+def restore_cold(cmd, dest, env=None, pre=None):
+    """A restore with nothing in the page cache, or None when this
+    process may not empty it. dest (of the restore before) is removed
+    first."""
+    if not can_drop_caches():
+        return None
+    shutil.rmtree(dest)
+    if pre:
+        pre()
+    drop_caches()
+    return measure(cmd, env)
+
+
 def run_cairn(cairn, corpus, work, tag):
     store = os.path.join(work, 'cairn-store-' + tag)
     dest = os.path.join(work, 'cairn-restore-' + tag)
@@ -100,8 +127,9 @@ def run_cairn(cairn, corpus, work, tag):
     time.sleep(1.1)  # backup times have second resolution
     res['rerun'] = measure([cairn, 'backup', 'media.pxar:' + corpus, '--store', store,
                             '--backup-id', 'bench'])
-    res['restore'] = measure([cairn, 'restore', 'host/bench', 'media.pxar', dest, '--store',
-                              store])
+    cmd = [cairn, 'restore', 'host/bench', 'media.pxar', dest, '--store', store]
+    res['restore'] = measure(cmd)
+    res['restore-cold'] = restore_cold(cmd, dest)
     res['stored'] = du(store)
     shutil.rmtree(dest)
     shutil.rmtree(store)
@@ -197,7 +225,9 @@ def run_restic(corpus, work):
     res['backup'] = measure(['restic', 'backup', '--no-scan', corpus], env) \
         if restic_has_no_scan() else measure(['restic', 'backup', corpus], env)
     res['rerun'] = measure(['restic', 'backup', corpus], env)
-    res['restore'] = measure(['restic', 'restore', 'latest', '--target', dest], env)
+    cmd = ['restic', 'restore', 'latest', '--target', dest]
+    res['restore'] = measure(cmd, env)
+    res['restore-cold'] = restore_cold(cmd, dest, env)
     res['stored'] = du(repo)
     shutil.rmtree(dest)
     shutil.rmtree(repo)
@@ -218,7 +248,9 @@ def run_borg(corpus, work):
     res['backup'] = measure(['borg', 'create', repo + '::a', corpus], env)
     res['rerun'] = measure(['borg', 'create', repo + '::b', corpus], env)
     os.makedirs(dest)
-    res['restore'] = measure(['sh', '-c', 'cd "$0" && borg extract "$1"::b', dest, repo], env)
+    cmd = ['sh', '-c', 'cd "$0" && borg extract "$1"::b', dest, repo]
+    res['restore'] = measure(cmd, env)
+    res['restore-cold'] = restore_cold(cmd, dest, env, lambda: os.makedirs(dest))
     res['stored'] = du(repo)
     shutil.rmtree(dest)
     shutil.rmtree(repo)
@@ -250,24 +282,30 @@ def main():
         warm(corpus)
         results = {'cairn': run_cairn(os.path.abspath(a.cairn), corpus, work, 'big')}
         small_res = run_cairn(os.path.abspath(a.cairn), small, work, 'small')
+        # (a cold restore emptied the page cache: each tool starts warm)
         if shutil.which('restic'):
+            warm(corpus)
             results['restic'] = run_restic(corpus, work)
         if shutil.which('borg'):
+            warm(corpus)
             results['borg'] = run_borg(corpus, work)
+        steps = ['backup', 'rerun', 'restore']
+        if all(r['restore-cold'] for r in results.values()):
+            steps.append('restore-cold')
         report = {'corpus_mib': mib, 'cpus': os.cpu_count(), 'tools': {}}
         if not a.json:
             print('corpus: %.0f MiB (%s), %d CPUs' % (mib, corpus, os.cpu_count()))
-            print('%-7s %-8s %8s %9s %8s %9s' % ('tool', 'step', 'wall s', 'MiB/s', 'CPU s',
-                                                'RSS MiB'))
+            print('%-7s %-12s %8s %9s %8s %9s' % ('tool', 'step', 'wall s', 'MiB/s', 'CPU s',
+                                                 'RSS MiB'))
         for tool, r in results.items():
             report['tools'][tool] = {'stored_mib': r['stored'] / (1 << 20)}
-            for step in ('backup', 'rerun', 'restore'):
+            for step in steps:
                 wall, cpu, rss = r[step]
                 report['tools'][tool][step] = {'wall': wall, 'mibs': mib / wall, 'cpu': cpu,
                                                'rss_mib': rss}
                 if not a.json:
-                    print('%-7s %-8s %8.2f %9.1f %8.2f %9.1f' % (tool, step, wall, mib / wall,
-                                                               cpu, rss))
+                    print('%-7s %-12s %8.2f %9.1f %8.2f %9.1f' % (tool, step, wall, mib / wall,
+                                                                cpu, rss))
         big_rss = results['cairn']['backup'][2]
         small_rss = small_res['backup'][2]
         report['rss_ratio_big_small'] = big_rss / small_rss
@@ -276,13 +314,18 @@ def main():
                   % (big_rss, mib, small_rss, a.small_mb, big_rss / small_rss))
         for other in ('restic', 'borg'):
             if other in results:
-                ratios = {s: results[other][s][0] / results['cairn'][s][0]
-                          for s in ('backup', 'rerun', 'restore')}
+                ratios = {s: results[other][s][0] / results['cairn'][s][0] for s in steps}
                 report['speedup_vs_' + other] = ratios
                 if not a.json:
                     print('cairn vs %s (speed-up, wall time): backup %.2fx, re-run %.2fx, '
-                          'restore %.2fx' % (other, ratios['backup'], ratios['rerun'],
-                                             ratios['restore']))
+                          'restore %.2fx%s' % (other, ratios['backup'], ratios['rerun'],
+                                               ratios['restore'],
+                                               ', restore from a cold cache %.2fx'
+                                               % ratios['restore-cold']
+                                               if 'restore-cold' in ratios else ''))
+        if 'restore-cold' not in steps and not a.json:
+            print('(no restore from a cold cache: emptying the page cache needs root)')
+        warm(corpus)
         md = run_cairn_metadata(os.path.abspath(a.cairn), corpus, work)
         size = corpus_bytes(corpus)
         nc_wall, nc = md['nochange']
