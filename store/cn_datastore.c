@@ -717,12 +717,12 @@ out:
  * (2063 MiB read for 1086 MiB of chunks). 0 or -errno / -CN_E_TRUNCATED. */
 static int read_chunk_data(struct cn_datastore *ds, int fd, uint8_t *dst, size_t len, size_t room)
 {
-	ssize_t n;
 	size_t rounded = (len + CN_DS_DIRECT_ALIGN - 1) & ~(size_t)(CN_DS_DIRECT_ALIGN - 1);
 	if (direct_ok(ds, dst, rounded, room) && cn_file_cached(fd, len, CN_RESIDENCY_AUTO) != 1) {
 		int r = set_direct(fd, 1), err = 0;
 		if (r == 0) {
 			/* a read past the end stops there: one call for the file */
+			ssize_t n;
 			do
 				n = pread(fd, dst, rounded, 0);
 			while (n < 0 && errno == EINTR);
@@ -740,17 +740,8 @@ static int read_chunk_data(struct cn_datastore *ds, int fd, uint8_t *dst, size_t
 			cn_log_debug("datastore %s: no direct reads; using the page cache", ds->root);
 		}
 	}
-	for (size_t done = 0; done < len;) {
-		n = pread(fd, dst + done, len - done, (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -CN_E_TRUNCATED;
-		done += (size_t)n;
-	}
-	return 0;
+	/* (the direct read was a pread: the file offset is still 0) */
+	return cn_read_full(fd, dst, len);
 }
 
 int cn_datastore_read_chunk(struct cn_datastore *ds, const uint8_t digest[32], struct cn_buf *out)
