@@ -162,8 +162,13 @@ env.pop('PBS_REPOSITORY', None)
 
 
 def kill_mid_run(delay):
-    """Starts a backup, kills it `delay` s after its snapshot directory
-    under construction appears; True if it was still running then."""
+    """Starts a backup and, `delay` s after its snapshot directory under
+    construction appears, stops it (SIGSTOP) and looks: if it has not
+    published yet, kills it (SIGKILL) and returns True. A finished or
+    published run is let go, its snapshot removed, and False returned, so
+    the caller tries sooner. Stopping first makes the check and the kill
+    one instant: a backup that published between a check and a kill
+    would look like one that survived SIGKILL."""
     proc = subprocess.Popen([t.CAIRN, 'backup', 'big.pxar:' + big, '--store', kstore,
                              '--backup-id', 'k', '--threads', '1'], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -172,12 +177,16 @@ def kill_mid_run(delay):
             time.time() < deadline and proc.poll() is None:
         time.sleep(0.001)
     time.sleep(delay)
-    running = proc.poll() is None
+    proc.send_signal(signal.SIGSTOP)
+    old = [s['snapshot'].split('/')[-1] for s in before]
+    published = [x for x in os.listdir(group)
+                 if not x.startswith('.') and x != 'owner' and x not in old]
+    running = proc.poll() is None and not published
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    if not running:  # it finished: remove that snapshot and try sooner
+    if not running:  # it got that far: remove that snapshot and try sooner
         for x in os.listdir(group):
-            if x not in [s['snapshot'].split('/')[-1] for s in before] and x != 'owner':
+            if not x.startswith('.') and x != 'owner' and x not in old:
                 shutil.rmtree(os.path.join(group, x))
         time.sleep(1.1)
     return running
