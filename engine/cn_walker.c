@@ -33,7 +33,13 @@
 #include "engine/cn_pxar_encoder.h"
 #include "store/cn_index.h"
 
-#define COPY_BUF_SIZE (1u << 20)
+/* File data is read in pieces that stay in the CPU's L2 cache for the
+ * chunker and the copy into the chunk that follow. Measured (2 GiB bench
+ * corpus, re-run into a store that has every chunk, binaries alternating,
+ * 3 runs each): 1 MiB reads 3.27-3.37 s wall, 1.41-1.48 s system time;
+ * 512 KiB 2.30-2.74 s; 256 KiB 2.39-2.71 s, 0.33-0.58 s system; 128 KiB
+ * 2.46-2.72 s; 64 KiB 2.63-2.73 s. */
+#define COPY_BUF_SIZE (256u << 10)
 
 /* statfs f_type values (linux/magic.h; proxmox_sys::linux::magic). */
 #define MAGIC_MSDOS 0x4d44
