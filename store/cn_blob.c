@@ -1,6 +1,7 @@
 /* DataBlob encode/decode as upstream pbs-datastore/src/data_blob.rs. */
 #include "store/cn_blob.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -524,14 +525,22 @@ static int decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		*out_len = scratch->len;
 		return 0;
 	}
-	/* the payload is the content: check the container and the digest in place */
-	int r = cn_blob_check(blob, len);
-	if (r < 0)
-		return r;
-	if (expected_digest &&
-	    (r = check_digest(type, crypt, blob + CN_BLOB_HEADER_SIZE, len - CN_BLOB_HEADER_SIZE,
-			      expected_digest)) < 0)
-		return r;
+	/* The payload is the content: checked in place. With a digest to
+	 * check, the CRC (over the same bytes) adds nothing when the digest
+	 * matches, so it is computed only when the digest does not, to name
+	 * the damage as cn_blob_check does. Restoring the 2 GiB bench corpus
+	 * (plain chunks), that pass was 7.7 % of the process's CPU time. */
+	int r;
+	if (!expected_digest || len > CN_BLOB_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE) {
+		if ((r = cn_blob_check(blob, len)) < 0)
+			return r;
+	} else if ((r = check_digest(type, crypt, blob + CN_BLOB_HEADER_SIZE,
+				     len - CN_BLOB_HEADER_SIZE, expected_digest)) < 0) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", cn_error_message());
+		int c = cn_blob_check(blob, len);
+		return c < 0 ? c : cn_error_set(r, "%s", msg);
+	}
 	*out = blob + CN_BLOB_HEADER_SIZE;
 	*out_len = len - CN_BLOB_HEADER_SIZE;
 	return 0;

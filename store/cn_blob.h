@@ -139,7 +139,10 @@ int cn_blob_decode_ctx(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
  * no decoding: for a plain blob (neither compressed nor encrypted) *out
  * points into blob itself, past the header; any other type is decoded into
  * scratch (emptied first) and *out points there. *out stays valid while
- * blob and scratch are unchanged. ctx may be NULL. */
+ * blob and scratch are unchanged. ctx may be NULL. A plain blob whose
+ * content matches expected_digest is not CRC-checked (the digest covers
+ * the same bytes); one that does not match fails with -CN_E_CRC when its
+ * CRC is wrong too, else -CN_E_DIGEST, as cn_blob_decode_ctx. */
 int cn_blob_decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 			const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 			struct cn_buf *scratch, const uint8_t **out, size_t *out_len);

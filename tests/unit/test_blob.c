@@ -218,6 +218,10 @@ START_TEST(test_decode_view_rejects)
 	b.data[100] ^= 1;
 	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen),
 			 -CN_E_CRC);
+	/* with a digest, damage is still named by the CRC (computed only then) */
+	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, dg, &scratch, &v, &vlen),
+			 -CN_E_CRC);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "CRC"));
 	b.data[100] ^= 1;
 	b.data[0] ^= 1;
 	ck_assert_int_eq(cn_blob_decode_view(NULL, b.data, b.len, NULL, NULL, &scratch, &v, &vlen),
