@@ -220,69 +220,115 @@ static void prefetch(struct cn_chunk_reader *r, size_t chunk)
 	}
 }
 
+/* Finds chunk i in the cache or loads it (in this thread when no worker
+ * has it), pinned: on success *slot is READY and the caller unpins it
+ * with unpin(). Also drives read-ahead. 0 or the chunk's error. */
+static int acquire(struct cn_chunk_reader *r, size_t i, struct slot **slot)
+{
+	pthread_mutex_lock(&r->lock);
+	int demand = 0;
+	struct slot *s = find_slot(r, i);
+	while (!s) {
+		s = claim_slot(r, i);
+		if (s)
+			demand = 1;
+		else
+			pthread_cond_wait(&r->cond, &r->lock);
+	}
+	s->pins++;
+	s->stamp = ++r->clock;
+	if (r->have_last && i == r->last + 1)
+		r->streak++;
+	else if (!r->have_last || i != r->last)
+		r->streak = 0;
+	r->last = i;
+	r->have_last = 1;
+	if (r->streak >= 2)
+		prefetch(r, i);
+	pthread_mutex_unlock(&r->lock);
+
+	if (demand)
+		load(r, s, r->ctx);
+
+	pthread_mutex_lock(&r->lock);
+	while (s->state == SLOT_LOADING)
+		pthread_cond_wait(&r->cond, &r->lock);
+	if (s->state == SLOT_ERROR) {
+		int err = s->err;
+		char msg[sizeof(s->msg)];
+		memcpy(msg, s->msg, sizeof(msg));
+		s->pins--;
+		s->state = SLOT_EMPTY; /* a later read tries again */
+		pthread_mutex_unlock(&r->lock);
+		return cn_error_set(err, "%s", msg);
+	}
+	pthread_mutex_unlock(&r->lock);
+	*slot = s;
+	return 0;
+}
+
+static void unpin(struct cn_chunk_reader *r, struct slot *s)
+{
+	pthread_mutex_lock(&r->lock);
+	s->pins--;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The chunk holding stream offset off: its index and bounds. */
+static int locate(struct cn_chunk_reader *r, uint64_t off, size_t *i, uint64_t *start,
+		  uint64_t *end)
+{
+	if (cn_index_find(r->idx, off, i) < 0)
+		return cn_error_set(-ERANGE, "read at %llu beyond the end of the stream (%llu)",
+				    (unsigned long long)off,
+				    (unsigned long long)cn_index_size(r->idx));
+	cn_index_entry(r->idx, *i, start, end, NULL);
+	return 0;
+}
+
 int cn_chunk_reader_read_at(void *reader, uint64_t off, void *buf, size_t len)
 {
 	struct cn_chunk_reader *r = reader;
 	uint8_t *out = buf;
 	while (len > 0) {
 		size_t i;
-		if (cn_index_find(r->idx, off, &i) < 0)
-			return cn_error_set(-ERANGE, "read at %llu beyond the end of the stream (%llu)",
-					    (unsigned long long)off,
-					    (unsigned long long)cn_index_size(r->idx));
 		uint64_t start, end;
-		cn_index_entry(r->idx, i, &start, &end, NULL);
-
-		pthread_mutex_lock(&r->lock);
-		int demand = 0;
-		struct slot *s = find_slot(r, i);
-		while (!s) {
-			s = claim_slot(r, i);
-			if (s)
-				demand = 1;
-			else
-				pthread_cond_wait(&r->cond, &r->lock);
-		}
-		s->pins++;
-		s->stamp = ++r->clock;
-		if (r->have_last && i == r->last + 1)
-			r->streak++;
-		else if (!r->have_last || i != r->last)
-			r->streak = 0;
-		r->last = i;
-		r->have_last = 1;
-		if (r->streak >= 2)
-			prefetch(r, i);
-		pthread_mutex_unlock(&r->lock);
-
-		if (demand)
-			load(r, s, r->ctx);
-
-		pthread_mutex_lock(&r->lock);
-		while (s->state == SLOT_LOADING)
-			pthread_cond_wait(&r->cond, &r->lock);
-		if (s->state == SLOT_ERROR) {
-			int err = s->err;
-			char msg[sizeof(s->msg)];
-			memcpy(msg, s->msg, sizeof(msg));
-			s->pins--;
-			s->state = SLOT_EMPTY; /* a later read tries again */
-			pthread_mutex_unlock(&r->lock);
-			return cn_error_set(err, "%s", msg);
-		}
-		pthread_mutex_unlock(&r->lock);
-
+		struct slot *s;
+		int rc = locate(r, off, &i, &start, &end);
+		if (rc < 0 || (rc = acquire(r, i, &s)) < 0)
+			return rc;
 		size_t n = end - off < len ? (size_t)(end - off) : len;
 		memcpy(out, s->bytes + (off - start), n);
-
-		pthread_mutex_lock(&r->lock);
-		s->pins--;
-		pthread_mutex_unlock(&r->lock);
+		unpin(r, s);
 		out += n;
 		off += n;
 		len -= n;
 	}
 	return 0;
+}
+
+int cn_chunk_reader_view_at(void *reader, uint64_t off, size_t len, const uint8_t **data,
+			    size_t *got, void **token)
+{
+	struct cn_chunk_reader *r = reader;
+	size_t i;
+	uint64_t start, end;
+	struct slot *s;
+	if (len == 0)
+		return cn_error_set(-EINVAL, "empty view");
+	int rc = locate(r, off, &i, &start, &end);
+	if (rc < 0 || (rc = acquire(r, i, &s)) < 0)
+		return rc;
+	*data = s->bytes + (off - start);
+	*got = end - off < len ? (size_t)(end - off) : len;
+	*token = s;
+	return 0;
+}
+
+void cn_chunk_reader_release(void *reader, void *token)
+{
+	if (token)
+		unpin(reader, token);
 }
 
 void cn_chunk_reader_stats(struct cn_chunk_reader *r, struct cn_chunk_reader_stats *st)

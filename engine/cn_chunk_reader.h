@@ -13,8 +13,8 @@
  * the chunks it needs plus, for files spanning more than two chunks, at
  * most one read-ahead window past their end.
  *
- * read_at may be called by one thread at a time (the decoder); the worker
- * threads are the reader's own.
+ * read_at and view_at may be called by one thread at a time (the
+ * decoder); the worker threads are the reader's own.
  */
 #ifndef CN_CHUNK_READER_H
 #define CN_CHUNK_READER_H
@@ -48,6 +48,18 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
  * -CN_E_CRC / ... corrupt chunk, -ERANGE beyond the end. The signature fits
  * struct cn_pxar_input.read_at (ctx = the reader). */
 int cn_chunk_reader_read_at(void *reader, uint64_t off, void *buf, size_t len);
+
+/* Lends the bytes at off without copying them: *data points to *got
+ * bytes (1..len, up to the end of the chunk holding off) of the verified
+ * chunk, which stays in the cache, unchanged, until
+ * cn_chunk_reader_release(reader, *token). Errors as read_at; len > 0.
+ * The signature fits struct cn_pxar_input.view_at. Each view pins one
+ * cache slot: a caller holds at most a few at a time. */
+int cn_chunk_reader_view_at(void *reader, uint64_t off, size_t len, const uint8_t **data,
+			    size_t *got, void **token);
+
+/* Ends a view of cn_chunk_reader_view_at (token NULL: nothing). */
+void cn_chunk_reader_release(void *reader, void *token);
 
 /* Counters so far. */
 void cn_chunk_reader_stats(struct cn_chunk_reader *r, struct cn_chunk_reader_stats *st);

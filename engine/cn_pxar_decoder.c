@@ -38,9 +38,7 @@ static int mem_read_at(void *ctx, uint64_t off, void *buf, size_t len)
 
 void cn_pxar_input_mem(struct cn_pxar_input *in, const void *data, size_t len)
 {
-	in->read_at = mem_read_at;
-	in->ctx = (void *)data;
-	in->size = len;
+	*in = (struct cn_pxar_input){.read_at = mem_read_at, .size = len, .ctx = (void *)data};
 }
 
 static int fd_read_at(void *ctx, uint64_t off, void *buf, size_t len)
@@ -72,9 +70,8 @@ int cn_pxar_input_fd(struct cn_pxar_input *in, int fd)
 		return cn_error_sys(-errno, "fstat archive");
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
 		return cn_error_set(-EINVAL, "archive is not a regular file");
-	in->read_at = fd_read_at;
-	in->ctx = (void *)(intptr_t)fd;
-	in->size = (uint64_t)st.st_size;
+	*in = (struct cn_pxar_input){.read_at = fd_read_at, .size = (uint64_t)st.st_size,
+				     .ctx = (void *)(intptr_t)fd};
 	return 0;
 }
 
@@ -1107,15 +1104,56 @@ int cn_pxar_decoder_next(struct cn_pxar_decoder *d, const struct cn_pxar_entry *
 	return 1;
 }
 
-int cn_pxar_decoder_read(struct cn_pxar_decoder *d, uint64_t off, void *buf, size_t len)
+/* The input holding the current FILE entry's content, after checking
+ * that [off, off + len) lies inside it; NULL with a message if not. */
+static const struct cn_pxar_input *content_input(struct cn_pxar_decoder *d, uint64_t off,
+						 size_t len)
 {
 	const struct cn_pxar_entry *e = &d->e;
-	if (e->kind != CN_PXAR_KIND_FILE || off > e->file_size || len > e->file_size - off)
-		return cn_error_set(-EINVAL, "read outside the current file's content");
-	if (e->content_in_payload && !d->has_payload)
-		return cn_error_set(-EINVAL, "file content not available (metadata-only decoder)");
-	const struct cn_pxar_input *in = e->content_in_payload ? &d->payload : &d->in;
-	return rd(in, in->size, e->content_offset + off, buf, len);
+	if (e->kind != CN_PXAR_KIND_FILE || off > e->file_size || len > e->file_size - off) {
+		cn_error_set(-EINVAL, "read outside the current file's content");
+		return NULL;
+	}
+	if (e->content_in_payload && !d->has_payload) {
+		cn_error_set(-EINVAL, "file content not available (metadata-only decoder)");
+		return NULL;
+	}
+	return e->content_in_payload ? &d->payload : &d->in;
+}
+
+int cn_pxar_decoder_read(struct cn_pxar_decoder *d, uint64_t off, void *buf, size_t len)
+{
+	const struct cn_pxar_input *in = content_input(d, off, len);
+	if (!in)
+		return -EINVAL;
+	return rd(in, in->size, d->e.content_offset + off, buf, len);
+}
+
+int cn_pxar_decoder_view(struct cn_pxar_decoder *d, uint64_t off, size_t len,
+			 const uint8_t **data, size_t *got, void **token)
+{
+	const struct cn_pxar_input *in = content_input(d, off, len);
+	if (!in)
+		return -EINVAL;
+	if (!in->view_at)
+		return 0;
+	if (len == 0)
+		return cn_error_set(-EINVAL, "empty view");
+	uint64_t at = d->e.content_offset + off;
+	/* as rd: the entry may claim more than the input holds */
+	if (at > in->size || len > in->size - at)
+		return cn_error_set(-CN_E_TRUNCATED,
+				    "archive truncated: need %zu bytes at offset %llu, data ends at %llu",
+				    len, (unsigned long long)at, (unsigned long long)in->size);
+	int rc = in->view_at(in->ctx, at, len, data, got, token);
+	return rc < 0 ? rc : 1;
+}
+
+void cn_pxar_decoder_release(struct cn_pxar_decoder *d, void *token)
+{
+	const struct cn_pxar_input *in = d->e.content_in_payload ? &d->payload : &d->in;
+	if (in->release)
+		in->release(in->ctx, token);
 }
 
 void cn_pxar_decoder_metadata_only(struct cn_pxar_decoder *d)

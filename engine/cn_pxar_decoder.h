@@ -55,11 +55,17 @@
 
 /* Random-access input. read_at reads exactly len bytes at off and returns
  * 0, or a negative code with a message set. The decoder never asks for
- * bytes beyond size. ctx belongs to whoever made the input. */
+ * bytes beyond size. ctx belongs to whoever made the input.
+ * Optional (both NULL when the input only copies): view_at lends the
+ * bytes at off without a copy, *data pointing to *got of them (1..len,
+ * len > 0), valid until release(ctx, *token); 0 or a code as read_at. */
 struct cn_pxar_input {
 	int (*read_at)(void *ctx, uint64_t off, void *buf, size_t len);
 	uint64_t size;
 	void *ctx;
+	int (*view_at)(void *ctx, uint64_t off, size_t len, const uint8_t **data, size_t *got,
+		       void **token);
+	void (*release)(void *ctx, void *token);
 };
 
 /* Inputs over a memory buffer (borrowed: it must outlive the input) and
@@ -154,6 +160,18 @@ int cn_pxar_decoder_next(struct cn_pxar_decoder *d, const struct cn_pxar_entry *
 /* Reads len bytes of the current FILE entry's content starting at off
  * (off + len <= file_size). Returns 0 or a negative code. */
 int cn_pxar_decoder_read(struct cn_pxar_decoder *d, uint64_t off, void *buf, size_t len);
+
+/* Borrows up to len (> 0) bytes of the current FILE entry's content at
+ * off (off + len <= file_size) without copying, when the input lends
+ * them (view_at): returns 1 with *data, *got (1..len) valid until
+ * cn_pxar_decoder_release(d, *token), which must come before the next
+ * cn_pxar_decoder_next; 0 when the input cannot lend (then use
+ * cn_pxar_decoder_read); or a negative code. */
+int cn_pxar_decoder_view(struct cn_pxar_decoder *d, uint64_t off, size_t len,
+			 const uint8_t **data, size_t *got, void **token);
+
+/* Ends a view of cn_pxar_decoder_view. */
+void cn_pxar_decoder_release(struct cn_pxar_decoder *d, void *token);
 
 /* For a decoder opened without a payload input on a v2 metadata archive
  * (.mpxar alone): accept PAYLOAD_REF items without following them; FILE

@@ -147,10 +147,9 @@ struct tracked_input {
 	char read_msg[512];
 };
 
-static int tracked_read_at(void *ctx, uint64_t off, void *buf, size_t len)
+/* Records a read's outcome: its error (the first one), progress. */
+static int tracked(struct tracked_input *ti, int r, uint64_t off, size_t len)
 {
-	struct tracked_input *ti = ctx;
-	int r = cn_chunk_reader_read_at(ti->cr, off, buf, len);
 	if (r < 0 && !ti->read_err) {
 		ti->read_err = r;
 		snprintf(ti->read_msg, sizeof(ti->read_msg), "%s", cn_error_message());
@@ -165,6 +164,26 @@ static int tracked_read_at(void *ctx, uint64_t off, void *buf, size_t len)
 		}
 	}
 	return r;
+}
+
+static int tracked_read_at(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	struct tracked_input *ti = ctx;
+	return tracked(ti, cn_chunk_reader_read_at(ti->cr, off, buf, len), off, len);
+}
+
+static int tracked_view_at(void *ctx, uint64_t off, size_t len, const uint8_t **data,
+			   size_t *got, void **token)
+{
+	struct tracked_input *ti = ctx;
+	int r = cn_chunk_reader_view_at(ti->cr, off, len, data, got, token);
+	return tracked(ti, r, off, r == 0 ? *got : len);
+}
+
+static void tracked_release(void *ctx, void *token)
+{
+	struct tracked_input *ti = ctx;
+	cn_chunk_reader_release(ti->cr, token);
 }
 
 /* The archive input of --verify-only: before serving a read it reads
@@ -273,16 +292,22 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		r = cn_chunk_reader_new(src, pidx, o->crypt, o->threads, &pcr);
 	if (r < 0)
 		goto out;
-	struct cn_pxar_input pin = {cn_chunk_reader_read_at, split ? cn_index_size(pidx) : 0, pcr};
+	struct cn_pxar_input pin = {.read_at = cn_chunk_reader_read_at,
+				    .size = split ? cn_index_size(pidx) : 0, .ctx = pcr,
+				    .view_at = cn_chunk_reader_view_at,
+				    .release = cn_chunk_reader_release};
 	stats->stream_size = cn_index_size(idx);
 	struct tracked_input ti = {.cr = cr, .o = o, .total = cn_index_size(idx), .start = t0,
 				   .next = t0 + 0.25};
-	struct cn_pxar_input in = {tracked_read_at, cn_index_size(idx), &ti};
+	struct cn_pxar_input in = {.read_at = tracked_read_at, .size = cn_index_size(idx),
+				   .ctx = &ti, .view_at = tracked_view_at,
+				   .release = tracked_release};
 	if (o->verify_only) {
 		/* the structure and every chunk in one pass; a split archive's
 		 * payload stream is read whole first (the listing reads none of it) */
 		struct verify_input vi = {.ti = &ti, .scratch_len = 1u << 20};
-		struct cn_pxar_input vin = {verify_read_at, cn_index_size(idx), &vi};
+		struct cn_pxar_input vin = {.read_at = verify_read_at, .size = cn_index_size(idx),
+					    .ctx = &vi};
 		if (!(vi.scratch = malloc(vi.scratch_len)))
 			r = cn_error_set(-ENOMEM, "out of memory");
 		if (r == 0 && split)

@@ -1,9 +1,11 @@
 /* Unit tests of the restore read path: cn_chunk_reader over an in-memory
  * source that counts fetches — every chunk verified, sequential reads fetch
  * each chunk once (with read-ahead), a jump fetches only what it touches,
- * corrupt and missing chunks fail with the chunk named. */
+ * corrupt and missing chunks fail with the chunk named, views lend a
+ * pinned chunk. */
 #include <check.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +158,50 @@ START_TEST(test_missing_chunk)
 }
 END_TEST
 
+/* Views lend the cached chunk itself: the bytes at the offset up to the
+ * chunk's end, which stay put while the view is held, even when every
+ * other chunk passes through the cache meanwhile (the slot is pinned). */
+START_TEST(test_view_pins_chunk)
+{
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 2, &r), 0);
+	const uint8_t *v, *w;
+	size_t got, got2;
+	void *tok, *tok2;
+	ck_assert_int_eq(cn_chunk_reader_view_at(r, 100, SIZE_MAX, &v, &got, &tok), 0);
+	ck_assert_uint_eq(got, CHUNK - 100);
+	ck_assert(memcmp(v, data + 100, got) == 0);
+	/* a second view inside the same chunk, shorter than its rest */
+	ck_assert_int_eq(cn_chunk_reader_view_at(r, 5000, 10, &w, &got2, &tok2), 0);
+	ck_assert_uint_eq(got2, 10);
+	ck_assert_ptr_eq(w, v + 4900);
+	cn_chunk_reader_release(r, tok2);
+	/* everything else, through a cache of 2 x 2 + 5 slots */
+	uint8_t *out = malloc((size_t)NCHUNKS * CHUNK);
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, CHUNK, out, (size_t)(NCHUNKS - 1) * CHUNK), 0);
+	ck_assert(memcmp(out, data + CHUNK, (size_t)(NCHUNKS - 1) * CHUNK) == 0);
+	ck_assert(memcmp(v, data + 100, got) == 0);
+	cn_chunk_reader_release(r, tok);
+	ck_assert_int_eq(atomic_load(&src.fetches[0]), 1);
+	/* views end at chunk boundaries; errors as read_at */
+	ck_assert_int_eq(cn_chunk_reader_view_at(r, 3 * (uint64_t)CHUNK - 1, 2, &v, &got, &tok), 0);
+	ck_assert_uint_eq(got, 1);
+	ck_assert_uint_eq(v[0], data[3 * CHUNK - 1]);
+	cn_chunk_reader_release(r, tok);
+	ck_assert_int_eq(cn_chunk_reader_view_at(r, (uint64_t)NCHUNKS * CHUNK, 1, &v, &got, &tok),
+			 -ERANGE);
+	ck_assert_int_eq(cn_chunk_reader_view_at(r, 0, 0, &v, &got, &tok), -EINVAL);
+	cn_chunk_reader_release(r, NULL);
+	cn_chunk_reader_free(r);
+	src.missing = 7;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 1, &r), 0);
+	ck_assert_int_eq(cn_chunk_reader_view_at(r, 7 * (uint64_t)CHUNK, 1, &v, &got, &tok),
+			 -ENOENT);
+	cn_chunk_reader_free(r);
+	free(out);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("chunk_reader");
@@ -165,6 +211,7 @@ int main(void)
 	tcase_add_test(tc, test_jump_fetches_only_touched_chunks);
 	tcase_add_test(tc, test_corrupt_chunk_named);
 	tcase_add_test(tc, test_missing_chunk);
+	tcase_add_test(tc, test_view_pins_chunk);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -152,7 +152,7 @@ START_TEST(test_lookup_random_access)
 	ck_assert_uint_eq(n, 1 + 200 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1); /* + DIR_ENDs */
 
 	struct counting c = { t.b.data, 0, 0 };
-	struct cn_pxar_input in = { count_read, t.b.len, &c };
+	struct cn_pxar_input in = {.read_at = count_read, .size = t.b.len, .ctx = &c};
 	struct cn_pxar_accessor *a;
 	struct cn_pxar_range r;
 	const struct cn_pxar_entry *e;

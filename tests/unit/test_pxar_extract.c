@@ -443,6 +443,88 @@ START_TEST(test_split_archive)
 }
 END_TEST
 
+/* An input over memory that lends its bytes (view_at) in short pieces of
+ * varying, unaligned lengths, and counts the views it has out. */
+struct lending {
+	const uint8_t *data;
+	size_t len;
+	int out, max_out, views;
+};
+
+static int lend_read(void *ctx, uint64_t off, void *buf, size_t len)
+{
+	struct lending *l = ctx;
+	memcpy(buf, l->data + off, len);
+	return 0;
+}
+
+static int lend_view(void *ctx, uint64_t off, size_t len, const uint8_t **data, size_t *got,
+		     void **token)
+{
+	struct lending *l = ctx;
+	size_t piece = 1000 + (size_t)(off % 3001); /* never on the 4 KiB grid for long */
+	*data = l->data + off;
+	*got = len < piece ? len : piece;
+	*token = (void *)(uintptr_t)(off + 1);
+	l->views++;
+	if (++l->out > l->max_out)
+		l->max_out = l->out;
+	return 0;
+}
+
+static void lend_release(void *ctx, void *token)
+{
+	struct lending *l = ctx;
+	ck_assert_ptr_nonnull(token);
+	l->out--;
+}
+
+/* File content written from lent pieces: the same bytes and the same
+ * holes as from copies, each view released before the next. */
+START_TEST(test_content_from_views)
+{
+	size_t n = 256u << 10;
+	uint8_t *data = calloc(1, n);
+	for (size_t i = 0; i < 40000; i++)
+		data[i] = (uint8_t)(i * 7 + 1);
+	for (size_t i = 200000; i < n; i++) /* a zero gap of ~160 KiB, then data */
+		data[i] = (uint8_t)(i * 13 + 5);
+	struct tb t;
+	tb_init(&t);
+	tb_root_begin(&t, 0755);
+	tb_file(&t, "mixed", 0644, data, n);
+	tb_file(&t, "tail-hole", 0644, data + 40000, 100000); /* zeros to the end */
+	tb_dir_end(&t);
+	struct lending l = {t.b.data, t.b.len, 0, 0, 0};
+	struct cn_pxar_input in = {.read_at = lend_read, .size = t.b.len, .ctx = &l,
+				   .view_at = lend_view, .release = lend_release};
+	struct cn_pxar_extract_stats st;
+	ck_assert_int_eq(cn_pxar_extract(&in, P("out"), NULL, &st), 0);
+	ck_assert_int_gt(l.views, 100);
+	ck_assert_int_eq(l.out, 0);
+	ck_assert_int_eq(l.max_out, 1);
+	ck_assert_uint_eq(st.bytes, n + 100000);
+	ck_assert_uint_ge(st.sparse_bytes, 150000);
+	uint8_t *back = malloc(n);
+	int fd = open(P("out/mixed"), O_RDONLY);
+	struct stat s;
+	ck_assert_int_eq(fstat(fd, &s), 0);
+	ck_assert_int_eq(s.st_size, n);
+	ck_assert_int_eq(cn_read_full(fd, back, n), 0);
+	close(fd);
+	ck_assert_mem_eq(back, data, n);
+	fd = open(P("out/tail-hole"), O_RDONLY);
+	ck_assert_int_eq(fstat(fd, &s), 0);
+	ck_assert_int_eq(s.st_size, 100000);
+	ck_assert_int_eq(cn_read_full(fd, back, 100000), 0);
+	close(fd);
+	ck_assert_mem_eq(back, data + 40000, 100000);
+	free(back);
+	free(data);
+	tb_free(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pxar_extract");
@@ -451,6 +533,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_basic_tree);
 	tcase_add_test(tc, test_sparse);
+	tcase_add_test(tc, test_content_from_views);
 	tcase_add_test(tc, test_select_path_and_pattern);
 	tcase_add_test(tc, test_symlink_write_through);
 	tcase_add_test(tc, test_hardlink_through_symlink);
