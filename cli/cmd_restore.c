@@ -20,7 +20,8 @@ static void help(FILE *f)
 		"Options:\n"
 		"  --path PATH            restore only PATH of the archive (a file or a subtree,\n"
 		"                         found without reading the rest; glob patterns work too)\n"
-		"  --verify-only          read and check everything, write nothing (no TARGET)\n"
+		"  --verify-only          read and check everything, write nothing (no TARGET);\n"
+		"                         with --path PATH, what restoring PATH would read\n"
 		"  --overwrite            replace existing files in TARGET\n"
 		"  --threads N            read-ahead threads (default: twice the number of CPUs)\n"
 		CLI_COMMON_HELP

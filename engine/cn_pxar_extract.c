@@ -635,15 +635,20 @@ static int extract_special(struct extractor *x, const struct cn_pxar_entry *e, i
 	return rc;
 }
 
+/* Whether e matches a glob pattern: its whole path (a '*' not crossing
+ * '/'), or, for a pattern without '/', its name at any depth. */
+static int glob_match(const char *pattern, int has_slash, const struct cn_pxar_entry *e)
+{
+	if (fnmatch(pattern, e->path, FNM_PATHNAME) == 0)
+		return 1;
+	return !has_slash && fnmatch(pattern, e->name, 0) == 0;
+}
+
 static int pattern_match(const struct extractor *x, const struct cn_pxar_entry *e)
 {
 	if (x->select)
 		return strcmp(e->path, x->select) == 0;
-	if (!x->pattern)
-		return 0;
-	if (fnmatch(x->pattern, e->path, FNM_PATHNAME) == 0)
-		return 1;
-	return !x->pattern_has_slash && fnmatch(x->pattern, e->name, 0) == 0;
+	return x->pattern && glob_match(x->pattern, x->pattern_has_slash, e);
 }
 
 /* Extracts one decoded entry. */
@@ -917,14 +922,46 @@ out:
 
 /* ---- listing ----------------------------------------------------------------------- */
 
-int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		 const char *match, cn_pxar_list_fn fn, void *ctx)
+/* Reads all of the current FILE entry's content, checking nothing itself
+ * (the input checks what it serves): lent where the input lends it, else
+ * into buf (cap bytes). */
+static int read_content(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e, uint8_t *buf,
+			size_t cap)
+{
+	for (uint64_t off = 0; off < e->file_size;) {
+		uint64_t left = e->file_size - off;
+		const uint8_t *data;
+		size_t n;
+		void *token;
+		int rc = cn_pxar_decoder_view(d, off, left < SIZE_MAX ? (size_t)left : SIZE_MAX,
+					      &data, &n, &token);
+		if (rc == 1)
+			cn_pxar_decoder_release(d, token);
+		if (rc == 0) {
+			n = left < cap ? (size_t)left : cap;
+			rc = cn_pxar_decoder_read(d, off, buf, n);
+		}
+		if (rc < 0)
+			return rc;
+		off += n;
+	}
+	return 0;
+}
+
+/* cn_pxar_list, and with buf (cap bytes) cn_pxar_verify. */
+static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+			const char *match, cn_pxar_list_fn fn, void *ctx, uint8_t *buf, size_t cap)
 {
 	struct cn_pxar_decoder *d = NULL;
 	struct cn_pxar_accessor *acc = NULL;
 	char *lit = NULL;
+	const char *pattern = NULL;
 	int rc;
-	if (match && *match) {
+	if (match && has_glob(match)) {
+		/* matched as the extractor does: every entry is decoded */
+		for (pattern = match; *pattern == '/'; pattern++)
+			;
+	} else if (match && *match) {
 		lit = normalise(match);
 		if (!lit)
 			return cn_error_set(-ENOMEM, "out of memory");
@@ -946,10 +983,29 @@ int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *pay
 	if (rc < 0)
 		goto out;
 	const struct cn_pxar_entry *e;
+	int has_slash = pattern && strchr(pattern, '/');
+	/* with a pattern: directory depth, and that of the outermost matched
+	 * directory (everything below it matches), -1 when none is open */
+	long depth = 0, matched_at = -1;
 	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
-		if (e->kind == CN_PXAR_KIND_DIR_END)
+		if (e->kind == CN_PXAR_KIND_DIR_END) {
+			if (--depth == matched_at)
+				matched_at = -1;
+			continue;
+		}
+		/* (the root is never matched, as in extraction) */
+		int listed = !pattern || matched_at >= 0 ||
+			     (e->path_len > 0 && glob_match(pattern, has_slash, e));
+		if (e->kind == CN_PXAR_KIND_DIR) {
+			if (pattern && listed && matched_at < 0)
+				matched_at = depth;
+			depth++;
+		}
+		if (!listed)
 			continue;
 		rc = fn(ctx, e);
+		if (rc == 0 && buf && e->kind == CN_PXAR_KIND_FILE)
+			rc = read_content(d, e, buf, cap);
 		if (rc < 0)
 			break;
 	}
@@ -958,6 +1014,23 @@ out:
 	cn_pxar_accessor_free(acc);
 	free(lit);
 	return rc < 0 ? rc : 0;
+}
+
+int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+		 const char *match, cn_pxar_list_fn fn, void *ctx)
+{
+	return walk_entries(in, payload, match, fn, ctx, NULL, 0);
+}
+
+int cn_pxar_verify(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+		   const char *match, cn_pxar_list_fn fn, void *ctx)
+{
+	uint8_t *buf = malloc(COPY_BUF);
+	if (!buf)
+		return cn_error_set(-ENOMEM, "out of memory");
+	int rc = walk_entries(in, payload, match, fn, ctx, buf, COPY_BUF);
+	free(buf);
+	return rc;
 }
 
 static void symbolic(char *o, uint64_t bits, int special, char set, char unset)

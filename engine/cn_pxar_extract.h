@@ -81,11 +81,20 @@ typedef int (*cn_pxar_list_fn)(void *ctx, const struct cn_pxar_entry *e);
 
 /* Lists the entries of the archive in (payload: v2 .ppxar or NULL) whose
  * path is match or lies under it (match NULL or "": all; a literal path
- * is found through the goodbye tables), in archive order. Returns 0, a
- * negative decoder error, -ENOENT when match is not in the archive, or
- * what fn returned. */
+ * is found through the goodbye tables), or, when match is a glob pattern
+ * (*, ?, [), the entries it selects for extraction and everything below
+ * matched directories, in archive order. Returns 0, a negative decoder
+ * error, -ENOENT when a literal match is not in the archive, or what fn
+ * returned. */
 int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
 		 const char *match, cn_pxar_list_fn fn, void *ctx);
+
+/* Lists as cn_pxar_list and reads the content of every regular file
+ * listed, writing nothing: what extracting match would read, so that an
+ * input that checks what it serves (a restore's chunk reader) checks all
+ * of it. Same matching and returns, plus the input's read errors. */
+int cn_pxar_verify(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+		   const char *match, cn_pxar_list_fn fn, void *ctx);
 
 /* Formats e as upstream's format_single_line_entry:
  * "drwxr-xr-x++ 0/0  2024-06-05 10:00:00        0 "/path" -> target"

@@ -302,7 +302,10 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 	struct cn_pxar_input in = {.read_at = tracked_read_at, .size = cn_index_size(idx),
 				   .ctx = &ti, .view_at = tracked_view_at,
 				   .release = tracked_release};
-	if (o->verify_only) {
+	if (o->verify_only && o->path && *o->path) {
+		/* what restoring the path would read, and no more */
+		r = cn_pxar_verify(&in, split ? &pin : NULL, o->path, list_nothing, stats);
+	} else if (o->verify_only) {
 		/* the structure and every chunk in one pass; a split archive's
 		 * payload stream is read whole first (the listing reads none of it) */
 		struct verify_input vi = {.ti = &ti, .scratch_len = 1u << 20};
@@ -313,7 +316,7 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		if (r == 0 && split)
 			r = read_all(pcr, pidx);
 		if (r == 0)
-			r = cn_pxar_list(&vin, split ? &pin : NULL, o->path, list_nothing, stats);
+			r = cn_pxar_list(&vin, split ? &pin : NULL, NULL, list_nothing, stats);
 		if (r == 0)
 			r = verify_fill(&vi, cn_index_size(idx));
 		free(vi.scratch);

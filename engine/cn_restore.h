@@ -22,7 +22,9 @@ struct cn_restore_opts {
 	const struct cn_crypt_config *crypt; /* needed for encrypted snapshots */
 	size_t threads;          /* read-ahead workers; 0 = twice the number of CPUs */
 	const char *path;        /* NULL/"": everything; else a subtree, a file or a pattern */
-	int verify_only;         /* read and check everything, write nothing */
+	/* Read and check, write nothing: every chunk of the archive; with a
+	 * literal path, what restoring it reads (its entries and content) */
+	int verify_only;
 	int overwrite;           /* replace existing files in the target */
 	/* Called from the calling thread at most every 250 ms with the
 	 * furthest archive offset read so far and the archive size. */

@@ -100,6 +100,15 @@ assert entries > 8, entries
 vb = t.run_json('restore', ob['snapshot'], 'big.pxar', '--verify-only', '--threads', '1',
                 '--store', bigstore)
 assert vb['chunks'] == entries and vb['files'] == 4, (vb, entries)
+# with --path, what restoring that path reads: one 11 MiB file of four
+# fetches a few of the chunks; a glob selects as the restore does
+vp = t.run_json('restore', ob['snapshot'], 'big.pxar', '--verify-only', '--threads', '1',
+                '--path', 'v2.bin', '--store', bigstore)
+assert vp['files'] == 1 and vp['bytes'] == 11 << 20 and 1 <= vp['chunks'] < entries - 3, \
+    (vp, entries)
+vg = t.run_json('restore', ob['snapshot'], 'big.pxar', '--verify-only', '--path', 'v[13].bin',
+                '--store', bigstore)
+assert vg['files'] == 2 and vg['bytes'] == 22 << 20, vg
 
 # 6. prune keeps the newest; dry run first
 pr = t.run_json('prune', 'host/it', '--keep-last', '1', '--dry-run', '--store', store)

@@ -525,6 +525,67 @@ START_TEST(test_content_from_views)
 }
 END_TEST
 
+/* Appends each listed path to a string (ctx), separated by spaces. */
+static int collect(void *ctx, const struct cn_pxar_entry *e)
+{
+	char *out = ctx;
+	size_t n = strlen(out);
+	snprintf(out + n, 1024 - n, "%s%s", n ? " " : "", e->path);
+	return 0;
+}
+
+/* Listing by glob selects what extraction selects: a pattern without '/'
+ * by name at any depth, one with '/' by whole path, everything below a
+ * matched directory, never the root; cn_pxar_verify lists the same and
+ * reads every listed file's content. */
+START_TEST(test_list_glob)
+{
+	struct tb t;
+	tb_init(&t);
+	tb_root_begin(&t, 0755);
+	tb_file(&t, "a.jpg", 0644, "A", 1);
+	tb_subdir(&t, "docs", 0755);
+	tb_file(&t, "a.jpg", 0644, "B", 1);
+	tb_file(&t, "notes.txt", 0644, "notes", 5);
+	tb_dir_end(&t);
+	tb_subdir(&t, "pics", 0755);
+	tb_file(&t, "x.txt", 0644, "xx", 2);
+	tb_dir_end(&t);
+	tb_dir_end(&t);
+	struct cn_pxar_input in;
+	cn_pxar_input_mem(&in, t.b.data, t.b.len);
+	static const struct { const char *match, *want; } cases[] = {
+		{"*.jpg", "a.jpg docs/a.jpg"},
+		{"p*", "pics pics/x.txt"},
+		{"docs/*.txt", "docs/notes.txt"},
+		{"/docs/*", "docs/a.jpg docs/notes.txt"},
+		{"*", "a.jpg docs docs/a.jpg docs/notes.txt pics pics/x.txt"},
+		{"*.png", ""},
+		{"docs", "docs docs/a.jpg docs/notes.txt"}, /* literal */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[1024] = "";
+		ck_assert_int_eq(cn_pxar_list(&in, NULL, cases[i].match, collect, got), 0);
+		ck_assert_msg(strcmp(got, cases[i].want) == 0, "%s: %s", cases[i].match, got);
+		got[0] = 0;
+		ck_assert_int_eq(cn_pxar_verify(&in, NULL, cases[i].match, collect, got), 0);
+		ck_assert_msg(strcmp(got, cases[i].want) == 0, "verify %s: %s", cases[i].match, got);
+	}
+	/* verify reads the listed files' content (lent pieces counted), list none */
+	struct lending l = {t.b.data, t.b.len, 0, 0, 0};
+	struct cn_pxar_input lin = {.read_at = lend_read, .size = t.b.len, .ctx = &l,
+				    .view_at = lend_view, .release = lend_release};
+	char got[1024] = "";
+	ck_assert_int_eq(cn_pxar_verify(&lin, NULL, "*.txt", collect, got), 0);
+	ck_assert_int_eq(l.views, 2);
+	ck_assert_int_eq(l.out, 0);
+	l.views = 0;
+	ck_assert_int_eq(cn_pxar_list(&lin, NULL, "*.txt", collect, got), 0);
+	ck_assert_int_eq(l.views, 0);
+	tb_free(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pxar_extract");
@@ -534,6 +595,7 @@ int main(void)
 	tcase_add_test(tc, test_basic_tree);
 	tcase_add_test(tc, test_sparse);
 	tcase_add_test(tc, test_content_from_views);
+	tcase_add_test(tc, test_list_glob);
 	tcase_add_test(tc, test_select_path_and_pattern);
 	tcase_add_test(tc, test_symlink_write_through);
 	tcase_add_test(tc, test_hardlink_through_symlink);
