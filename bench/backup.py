@@ -4,7 +4,8 @@ photo-vault corpus (bench/gen_corpus.py), in one run:
 
   cairn:  initial backup, no-change re-run, full restore, and (as root)
           the restore again with the page cache emptied first, as after a
-          disaster; then with
+          disaster; the backup, re-run and restore again encrypted (a key
+          file, AES-256-GCM), as restic always encrypts; then with
           --change-detection-mode metadata: initial backup, no-change
           re-run (bytes read by the cairn process from /proc/self/io),
           and a run after a "day of change" (new files, a renamed folder,
@@ -113,9 +114,12 @@ def restore_cold(cmd, dest, env=None, pre=None):
     return measure(cmd, env)
 
 
-def run_cairn(cairn, corpus, work, tag):
+def run_cairn(cairn, corpus, work, tag, keyfile=None):
+    """cairn's backup, re-run and restores; with keyfile, encrypted (as
+    restic always is) and without the cold restore."""
     store = os.path.join(work, 'cairn-store-' + tag)
     dest = os.path.join(work, 'cairn-restore-' + tag)
+    key = ['--keyfile', keyfile] if keyfile else []
     # create the store first (as restic init / borg init, not timed): a
     # PBS-layout store makes its 65536 chunk directories up front
     empty = os.path.join(work, 'empty-' + tag)
@@ -123,13 +127,13 @@ def run_cairn(cairn, corpus, work, tag):
     measure([cairn, 'backup', 'empty.pxar:' + empty, '--store', store, '--backup-id', 'init'])
     res = {}
     res['backup'] = measure([cairn, 'backup', 'media.pxar:' + corpus, '--store', store,
-                             '--backup-id', 'bench'])
+                             '--backup-id', 'bench'] + key)
     time.sleep(1.1)  # backup times have second resolution
     res['rerun'] = measure([cairn, 'backup', 'media.pxar:' + corpus, '--store', store,
-                            '--backup-id', 'bench'])
-    cmd = [cairn, 'restore', 'host/bench', 'media.pxar', dest, '--store', store]
+                            '--backup-id', 'bench'] + key)
+    cmd = [cairn, 'restore', 'host/bench', 'media.pxar', dest, '--store', store] + key
     res['restore'] = measure(cmd)
-    res['restore-cold'] = restore_cold(cmd, dest)
+    res['restore-cold'] = None if keyfile else restore_cold(cmd, dest)
     res['stored'] = du(store)
     shutil.rmtree(dest)
     shutil.rmtree(store)
@@ -282,6 +286,13 @@ def main():
         warm(corpus)
         results = {'cairn': run_cairn(os.path.abspath(a.cairn), corpus, work, 'big')}
         small_res = run_cairn(os.path.abspath(a.cairn), small, work, 'small')
+        # encrypted, as restic always is (AES-256-GCM; a key without a
+        # password, so no key derivation is timed)
+        keyfile = os.path.join(work, 'bench-key.json')
+        subprocess.run([os.path.abspath(a.cairn), 'key', 'create', '--kdf', 'none', keyfile],
+                       check=True, stdout=subprocess.DEVNULL)
+        warm(corpus)
+        encrypted = run_cairn(os.path.abspath(a.cairn), corpus, work, 'enc', keyfile)
         # (a cold restore emptied the page cache: each tool starts warm)
         if shutil.which('restic'):
             warm(corpus)
@@ -292,19 +303,22 @@ def main():
         steps = ['backup', 'rerun', 'restore']
         if all(r['restore-cold'] for r in results.values()):
             steps.append('restore-cold')
+        results['cairn-enc'] = encrypted
         report = {'corpus_mib': mib, 'cpus': os.cpu_count(), 'tools': {}}
         if not a.json:
             print('corpus: %.0f MiB (%s), %d CPUs' % (mib, corpus, os.cpu_count()))
-            print('%-7s %-12s %8s %9s %8s %9s' % ('tool', 'step', 'wall s', 'MiB/s', 'CPU s',
+            print('%-9s %-12s %8s %9s %8s %9s' % ('tool', 'step', 'wall s', 'MiB/s', 'CPU s',
                                                  'RSS MiB'))
         for tool, r in results.items():
             report['tools'][tool] = {'stored_mib': r['stored'] / (1 << 20)}
             for step in steps:
+                if not r[step]:
+                    continue
                 wall, cpu, rss = r[step]
                 report['tools'][tool][step] = {'wall': wall, 'mibs': mib / wall, 'cpu': cpu,
                                                'rss_mib': rss}
                 if not a.json:
-                    print('%-7s %-12s %8.2f %9.1f %8.2f %9.1f' % (tool, step, wall, mib / wall,
+                    print('%-9s %-12s %8.2f %9.1f %8.2f %9.1f' % (tool, step, wall, mib / wall,
                                                                 cpu, rss))
         big_rss = results['cairn']['backup'][2]
         small_rss = small_res['backup'][2]
@@ -315,6 +329,9 @@ def main():
         for other in ('restic', 'borg'):
             if other in results:
                 ratios = {s: results[other][s][0] / results['cairn'][s][0] for s in steps}
+                enc = {s: results[other][s][0] / encrypted[s][0]
+                       for s in ('backup', 'restore')}
+                report['speedup_vs_' + other + '_encrypted'] = enc
                 report['speedup_vs_' + other] = ratios
                 if not a.json:
                     print('cairn vs %s (speed-up, wall time): backup %.2fx, re-run %.2fx, '
@@ -323,6 +340,8 @@ def main():
                                                ', restore from a cold cache %.2fx'
                                                % ratios['restore-cold']
                                                if 'restore-cold' in ratios else ''))
+                    print('cairn encrypted vs %s: backup %.2fx, restore %.2fx'
+                          % (other, enc['backup'], enc['restore']))
         if 'restore-cold' not in steps and not a.json:
             print('(no restore from a cold cache: emptying the page cache needs root)')
         warm(corpus)
