@@ -27,7 +27,8 @@ enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY, SLOT_ERROR };
 /* A cached chunk. Only the thread that set LOADING writes raw, data and
  * bytes until the state changes; a pinned slot (pins > 0) is never
  * replaced. The chunk's content is bytes[0..len): inside raw (the blob as
- * read) for a plain blob, which then costs no copy, else inside data. */
+ * read) for a plain blob and an encrypted uncompressed one (decrypted in
+ * place), which then cost no copy, else inside data. */
 struct slot {
 	size_t chunk;
 	enum slot_state state;
@@ -69,8 +70,9 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 	int rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
 	if (rc == 0) {
 		atomic_fetch_add(&r->bytes_fetched, s->raw.len);
-		rc = cn_blob_decode_view(ctx, s->raw.data, s->raw.len, r->crypt, digest, &s->data,
-					 &s->bytes, &s->len);
+		/* (raw is the slot's: an encrypted blob is decrypted within it) */
+		rc = cn_blob_decode_inplace(ctx, s->raw.data, s->raw.len, r->crypt, digest,
+					    &s->data, &s->bytes, &s->len);
 	}
 	if (rc == 0 && s->len != end - start)
 		rc = cn_error_set(-CN_E_FORMAT, "decoded to %zu bytes, the index says %llu",

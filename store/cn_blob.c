@@ -511,11 +511,39 @@ int cn_blob_decode(const uint8_t *blob, size_t len, const struct cn_crypt_config
 	return cn_blob_decode_ctx(NULL, blob, len, crypt, expected_digest, out);
 }
 
-static int decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
-		       const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
-		       struct cn_buf *scratch, const uint8_t **out, size_t *out_len)
+/* Decrypts an encrypted, uncompressed blob within itself: *out points at
+ * the content, past the header. Container (CRC) first, so that damage is
+ * named apart from a wrong key; then the tag, then the keyed digest. */
+static int decrypt_inplace(uint8_t *blob, size_t len, const struct cn_crypt_config *crypt,
+			   const uint8_t *expected_digest, const uint8_t **out, size_t *out_len)
+{
+	int r = cn_blob_check(blob, len);
+	if (r < 0)
+		return r;
+	if (!crypt)
+		return cn_error_set(-CN_E_NOKEY, "unable to decrypt blob: no key given");
+	uint8_t *content = blob + CN_BLOB_ENC_HEADER_SIZE;
+	size_t clen = len - CN_BLOB_ENC_HEADER_SIZE;
+	if ((r = cn_crypt_decrypt(crypt, content, clen, content, blob + 12, blob + 28)) < 0)
+		return r;
+	if (expected_digest && (r = check_digest(CN_BLOB_ENCRYPTED, crypt, content, clen,
+						 expected_digest)) < 0)
+		return r;
+	*out = content;
+	*out_len = clen;
+	return 0;
+}
+
+/* blob_rw: the same blob, writable, or NULL (then nothing is decoded in
+ * place). */
+static int decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, uint8_t *blob_rw,
+		       size_t len, const struct cn_crypt_config *crypt,
+		       const uint8_t *expected_digest, struct cn_buf *scratch,
+		       const uint8_t **out, size_t *out_len)
 {
 	int type = cn_blob_type(blob, len);
+	if (type == CN_BLOB_ENCRYPTED && blob_rw)
+		return decrypt_inplace(blob_rw, len, crypt, expected_digest, out, out_len);
 	if (type != CN_BLOB_PLAIN) {
 		scratch->len = 0;
 		int r = decode(ctx, blob, len, crypt, expected_digest, scratch);
@@ -550,7 +578,16 @@ int cn_blob_decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len
 			const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 			struct cn_buf *scratch, const uint8_t **out, size_t *out_len)
 {
-	WITH_CTX(ctx, decode_view(ctx, blob, len, crypt, expected_digest, scratch, out, out_len));
+	WITH_CTX(ctx, decode_view(ctx, blob, NULL, len, crypt, expected_digest, scratch, out,
+				  out_len));
+}
+
+int cn_blob_decode_inplace(struct cn_blob_ctx *ctx, uint8_t *blob, size_t len,
+			   const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
+			   struct cn_buf *scratch, const uint8_t **out, size_t *out_len)
+{
+	WITH_CTX(ctx, decode_view(ctx, blob, blob, len, crypt, expected_digest, scratch, out,
+				  out_len));
 }
 
 static int verify_chunk(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,

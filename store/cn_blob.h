@@ -147,6 +147,14 @@ int cn_blob_decode_view(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len
 			const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 			struct cn_buf *scratch, const uint8_t **out, size_t *out_len);
 
+/* As cn_blob_decode_view, but blob may be overwritten: an encrypted,
+ * uncompressed blob is decrypted within it (*out then points into blob),
+ * so that it needs no second buffer. On failure blob's content is
+ * undefined. */
+int cn_blob_decode_inplace(struct cn_blob_ctx *ctx, uint8_t *blob, size_t len,
+			   const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
+			   struct cn_buf *scratch, const uint8_t **out, size_t *out_len);
+
 /* Verifies a stored chunk as upstream's verify job does: the container
  * (size, magic, CRC), then, unless it is encrypted and no key is given
  * (upstream cannot look inside either), decodes it and checks the digest

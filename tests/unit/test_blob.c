@@ -638,11 +638,13 @@ START_TEST(test_bit_flips)
 	fill_text(text, sizeof(text));
 	cn_chunk_digest(NULL, text, sizeof(text), dg[0]);
 	cn_chunk_digest(c, text, sizeof(text), dg[1]);
-	struct cn_buf blobs[4], d = {0};
+	struct cn_buf blobs[4], d = {0}, scratch = {0};
 	make_variants(c, blobs, text, sizeof(text));
+	uint8_t copy[4096];
 	for (int t = 0; t < 4; t++) {
 		int enc = t >= 2;
 		uint8_t *b = blobs[t].data;
+		ck_assert_uint_le(blobs[t].len, sizeof(copy));
 		size_t n = blobs[t].len;
 		for (size_t pos = 0; pos < n; pos++) {
 			for (int bit = 0; bit < 8; bit += 3) {
@@ -661,6 +663,17 @@ START_TEST(test_bit_flips)
 				ck_assert_msg(r == want, "type %d pos %zu bit %d: %d (%s), want %d", t,
 					      pos, bit, r, cn_error_message(), want);
 				ck_assert_uint_eq(d.len, 0);
+				/* in place (on a copy): the same verdict, except that a
+				 * plain blob whose content matches its digest is not
+				 * CRC-checked, so a damaged CRC field alone passes */
+				const uint8_t *v;
+				size_t vlen;
+				memcpy(copy, b, n);
+				if (t == CN_BLOB_PLAIN && pos >= 8 && pos < 12)
+					want = 0;
+				r = cn_blob_decode_inplace(NULL, copy, n, c, dg[enc], &scratch, &v, &vlen);
+				ck_assert_msg(r == want, "in place: type %d pos %zu bit %d: %d, want %d", t,
+					      pos, bit, r, want);
 				b[pos] ^= (uint8_t)(1 << bit);
 			}
 		}
@@ -671,6 +684,11 @@ START_TEST(test_bit_flips)
 			cn_put_le32(b + 8, cn_crc32(0, b + hdr, n - hdr));
 			d.len = 0;
 			int r = cn_blob_decode(b, n, c, dg[enc], &d);
+			const uint8_t *v;
+			size_t vlen;
+			memcpy(copy, b, n);
+			int ri = cn_blob_decode_inplace(NULL, copy, n, c, dg[enc], &scratch, &v, &vlen);
+			ck_assert_int_eq(ri, r);
 			if (enc)
 				ck_assert_int_eq(r, -CN_E_CRYPT);
 			else if (t == CN_BLOB_PLAIN)
@@ -684,9 +702,29 @@ START_TEST(test_bit_flips)
 		cn_put_le32(b + 8, cn_crc32(0, b + hdr, n - hdr));
 		d.len = 0;
 		ck_assert_int_eq(cn_blob_decode(b, n, c, dg[enc], &d), 0);
+		/* intact, in place: plain and encrypted blobs decode within
+		 * themselves, compressed ones into the scratch buffer */
+		const uint8_t *v;
+		size_t vlen;
+		memcpy(copy, b, n);
+		ck_assert_int_eq(cn_blob_decode_inplace(NULL, copy, n, c, dg[enc], &scratch, &v, &vlen),
+				 0);
+		ck_assert_uint_eq(vlen, sizeof(text));
+		ck_assert_mem_eq(v, text, vlen);
+		if (t == CN_BLOB_PLAIN || t == CN_BLOB_ENCRYPTED)
+			ck_assert_ptr_eq(v, copy + hdr);
+		else
+			ck_assert_ptr_eq(v, scratch.data);
+		/* no key for an encrypted blob */
+		if (enc) {
+			memcpy(copy, b, n);
+			ck_assert_int_eq(cn_blob_decode_inplace(NULL, copy, n, NULL, dg[enc], &scratch, &v,
+								&vlen), -CN_E_NOKEY);
+		}
 		cn_buf_free(&blobs[t]);
 	}
 	cn_buf_free(&d);
+	cn_buf_free(&scratch);
 	cn_crypt_config_free(c);
 }
 END_TEST
