@@ -446,6 +446,24 @@ static int write_piece(struct extractor *x, int fd, const uint8_t *data, size_t 
 	}
 }
 
+/* The next piece of the current FILE entry's content, at off: lent by
+ * the input (returns 1; cn_pxar_decoder_release(d, *token) when done) or
+ * read into buf of cap bytes (returns 0). *data, *n: the piece. Or a
+ * negative code. */
+static int content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e, uint64_t off,
+			 uint8_t *buf, size_t cap, const uint8_t **data, size_t *n, void **token)
+{
+	uint64_t left = e->file_size - off;
+	int rc = cn_pxar_decoder_view(d, off, left < SIZE_MAX ? (size_t)left : SIZE_MAX, data, n,
+				      token);
+	if (rc != 0)
+		return rc;
+	*n = left < cap ? (size_t)left : cap;
+	*data = buf;
+	rc = cn_pxar_decoder_read(d, off, buf, *n);
+	return rc < 0 ? rc : 0;
+}
+
 /* Writes the content of the current FILE entry to fd. Where the input
  * lends its bytes (a restore's chunk reader), straight from the cached
  * chunk: copying each piece into a buffer first cost the extractor
@@ -456,23 +474,14 @@ static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 	uint64_t off = 0;
 	int seeked_last = 0;
 	while (off < e->file_size) {
-		uint64_t left = e->file_size - off;
 		const uint8_t *data;
 		size_t n;
 		void *token;
-		int viewed = cn_pxar_decoder_view(d, off, left < SIZE_MAX ? (size_t)left : SIZE_MAX,
-						  &data, &n, &token);
+		int viewed = content_piece(d, e, off, x->buf, COPY_BUF, &data, &n, &token);
 		if (viewed < 0)
 			return viewed;
-		if (viewed == 0) {
-			n = left < COPY_BUF ? (size_t)left : COPY_BUF;
-			int rc = cn_pxar_decoder_read(d, off, x->buf, n);
-			if (rc < 0)
-				return rc;
-			data = x->buf;
-		}
 		int rc = write_piece(x, fd, data, n, off, &seeked_last, path);
-		if (viewed == 1)
+		if (viewed)
 			cn_pxar_decoder_release(d, token);
 		if (rc < 0)
 			return rc;
@@ -929,20 +938,14 @@ static int read_content(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e
 			size_t cap)
 {
 	for (uint64_t off = 0; off < e->file_size;) {
-		uint64_t left = e->file_size - off;
 		const uint8_t *data;
 		size_t n;
 		void *token;
-		int rc = cn_pxar_decoder_view(d, off, left < SIZE_MAX ? (size_t)left : SIZE_MAX,
-					      &data, &n, &token);
-		if (rc == 1)
-			cn_pxar_decoder_release(d, token);
-		if (rc == 0) {
-			n = left < cap ? (size_t)left : cap;
-			rc = cn_pxar_decoder_read(d, off, buf, n);
-		}
+		int rc = content_piece(d, e, off, buf, cap, &data, &n, &token);
 		if (rc < 0)
 			return rc;
+		if (rc)
+			cn_pxar_decoder_release(d, token);
 		off += n;
 	}
 	return 0;
