@@ -213,7 +213,8 @@ static uint64_t max_content(uint64_t t)
 }
 
 /* Reads len bytes at off of in, which must lie below limit. */
-static int rd(const struct cn_pxar_input *in, uint64_t limit, uint64_t off, void *buf, size_t len)
+/* -CN_E_TRUNCATED unless [off, off + len) lies within limit and the input. */
+static int in_range(const struct cn_pxar_input *in, uint64_t limit, uint64_t off, size_t len)
 {
 	if (limit > in->size)
 		limit = in->size;
@@ -221,8 +222,14 @@ static int rd(const struct cn_pxar_input *in, uint64_t limit, uint64_t off, void
 		return cn_error_set(-CN_E_TRUNCATED,
 				    "archive truncated: need %zu bytes at offset %llu, data ends at %llu",
 				    len, (unsigned long long)off, (unsigned long long)limit);
-	if (len == 0)
-		return 0;
+	return 0;
+}
+
+static int rd(const struct cn_pxar_input *in, uint64_t limit, uint64_t off, void *buf, size_t len)
+{
+	int rc = in_range(in, limit, off, len);
+	if (rc < 0 || len == 0)
+		return rc;
 	return in->read_at(in->ctx, off, buf, len);
 }
 
@@ -1140,12 +1147,10 @@ int cn_pxar_decoder_view(struct cn_pxar_decoder *d, uint64_t off, size_t len,
 	if (len == 0)
 		return cn_error_set(-EINVAL, "empty view");
 	uint64_t at = d->e.content_offset + off;
-	/* as rd: the entry may claim more than the input holds */
-	if (at > in->size || len > in->size - at)
-		return cn_error_set(-CN_E_TRUNCATED,
-				    "archive truncated: need %zu bytes at offset %llu, data ends at %llu",
-				    len, (unsigned long long)at, (unsigned long long)in->size);
-	int rc = in->view_at(in->ctx, at, len, data, got, token);
+	/* (the entry may claim more than the input holds) */
+	int rc = in_range(in, in->size, at, len);
+	if (rc == 0)
+		rc = in->view_at(in->ctx, at, len, data, got, token);
 	return rc < 0 ? rc : 1;
 }
 
