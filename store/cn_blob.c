@@ -445,6 +445,18 @@ static int check_digest(int type, const struct cn_crypt_config *crypt, const uin
 	return r < 0 ? r : 0;
 }
 
+/* Decrypts the payload of an encrypted blob (of either encrypted type)
+ * into dst, which may be the payload itself; the IV and tag are in the
+ * header. 0, -CN_E_NOKEY without a key, or -CN_E_CRYPT. */
+static int open_payload(const struct cn_crypt_config *crypt, const uint8_t *blob, size_t len,
+			uint8_t *dst)
+{
+	if (!crypt)
+		return cn_error_set(-CN_E_NOKEY, "unable to decrypt blob: no key given");
+	return cn_crypt_decrypt(crypt, blob + CN_BLOB_ENC_HEADER_SIZE,
+				len - CN_BLOB_ENC_HEADER_SIZE, dst, blob + 12, blob + 28);
+}
+
 static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		  const struct cn_crypt_config *crypt, const uint8_t *expected_digest,
 		  struct cn_buf *out)
@@ -467,15 +479,12 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 		break;
 	case CN_BLOB_ENCRYPTED:
 	case CN_BLOB_ENCRYPTED_ZSTD:
-		if (!crypt)
-			return cn_error_set(-CN_E_NOKEY, "unable to decrypt blob: no key given");
 		/* reserve one byte more so that the buffers exist even for an
 		 * empty ciphertext (whose tag must still be checked) */
 		if (type == CN_BLOB_ENCRYPTED) {
 			if (cn_buf_reserve(out, plen + 1) < 0)
 				return cn_error_set(-ENOMEM, "out of memory");
-			r = cn_crypt_decrypt(crypt, payload, plen, out->data + out->len,
-					     blob + 12, blob + 28);
+			r = open_payload(crypt, blob, len, out->data + out->len);
 			if (r >= 0)
 				out->len += plen;
 		} else {
@@ -483,8 +492,7 @@ static int decode(struct cn_blob_ctx *ctx, const uint8_t *blob, size_t len,
 			if (cn_buf_reserve(&ctx->scratch, plen + 1) < 0)
 				return cn_error_set(-ENOMEM, "out of memory");
 			/* the tag is verified before a single byte is decompressed */
-			r = cn_crypt_decrypt(crypt, payload, plen, ctx->scratch.data, blob + 12,
-					     blob + 28);
+			r = open_payload(crypt, blob, len, ctx->scratch.data);
 			if (r >= 0)
 				r = unzstd(ctx->dctx, ctx->scratch.data, plen, out);
 		}
@@ -520,11 +528,9 @@ static int decrypt_inplace(uint8_t *blob, size_t len, const struct cn_crypt_conf
 	int r = cn_blob_check(blob, len);
 	if (r < 0)
 		return r;
-	if (!crypt)
-		return cn_error_set(-CN_E_NOKEY, "unable to decrypt blob: no key given");
 	uint8_t *content = blob + CN_BLOB_ENC_HEADER_SIZE;
 	size_t clen = len - CN_BLOB_ENC_HEADER_SIZE;
-	if ((r = cn_crypt_decrypt(crypt, content, clen, content, blob + 12, blob + 28)) < 0)
+	if ((r = open_payload(crypt, blob, len, content)) < 0)
 		return r;
 	if (expected_digest && (r = check_digest(CN_BLOB_ENCRYPTED, crypt, content, clen,
 						 expected_digest)) < 0)
