@@ -168,13 +168,17 @@ static struct slot *find_slot(struct cn_chunk_reader *r, size_t chunk)
 }
 
 /* The least recently used slot that may be replaced, claimed as LOADING
- * for chunk; NULL when every slot is loading or pinned. Under the lock. */
-static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk)
+ * for chunk; NULL when every slot is loading, pinned or holds a chunk in
+ * [keep_from, keep_to] (read-ahead the reader has not reached: taking it
+ * would fetch it twice; an empty range keeps nothing). Under the lock. */
+static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk, size_t keep_from,
+			       size_t keep_to)
 {
 	struct slot *best = NULL;
 	for (size_t i = 0; i < r->nslots; i++) {
 		struct slot *s = &r->slots[i];
-		if (s->state == SLOT_LOADING || s->pins)
+		if (s->state == SLOT_LOADING || s->pins ||
+		    (s->state == SLOT_READY && s->chunk >= keep_from && s->chunk <= keep_to))
 			continue;
 		if (!best || s->state == SLOT_EMPTY ||
 		    (best->state != SLOT_EMPTY && s->stamp < best->stamp))
@@ -212,7 +216,7 @@ static void prefetch(struct cn_chunk_reader *r, size_t chunk)
 			s->stamp = ++r->clock;
 			continue;
 		}
-		s = claim_slot(r, k);
+		s = claim_slot(r, k, chunk + 1, k);
 		if (!s)
 			return;
 		if (cn_workqueue_push(r->q, s) < 0) { /* only when stopping */
@@ -231,7 +235,7 @@ static int acquire(struct cn_chunk_reader *r, size_t i, struct slot **slot)
 	int demand = 0;
 	struct slot *s = find_slot(r, i);
 	while (!s) {
-		s = claim_slot(r, i);
+		s = claim_slot(r, i, 1, 0);
 		if (s)
 			demand = 1;
 		else

@@ -2,7 +2,7 @@
  * source that counts fetches — every chunk verified, sequential reads fetch
  * each chunk once (with read-ahead), a jump fetches only what it touches,
  * corrupt and missing chunks fail with the chunk named, views lend a
- * pinned chunk. */
+ * pinned chunk, and held views do not make read-ahead fetch twice. */
 #include <check.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -202,6 +202,41 @@ START_TEST(test_view_pins_chunk)
 }
 END_TEST
 
+/* A reader that keeps views of its last few chunks (as writes still in
+ * flight would) leaves fewer slots for read-ahead; the read-ahead must
+ * then stop short rather than evict chunks it fetched and the reader has
+ * not reached yet, which would be fetched (and checked) again. */
+START_TEST(test_held_views_fetch_each_chunk_once)
+{
+	enum { HELD = 4 };
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 2, &r), 0);
+	void *held[HELD] = {0};
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < NCHUNKS; i++) {
+			const uint8_t *v;
+			size_t got;
+			cn_chunk_reader_release(r, held[i % HELD]);
+			ck_assert_int_eq(cn_chunk_reader_view_at(r, (uint64_t)i * CHUNK, CHUNK, &v,
+								 &got, &held[i % HELD]), 0);
+			ck_assert_uint_eq(got, CHUNK);
+			ck_assert(memcmp(v, data + (size_t)i * CHUNK, CHUNK) == 0);
+		}
+		for (int k = 0; k < HELD; k++) {
+			cn_chunk_reader_release(r, held[k]);
+			held[k] = NULL;
+		}
+		for (int i = 0; i < NCHUNKS; i++) {
+			int fetched = atomic_load(&src.fetches[i]);
+			ck_assert_msg(fetched == round + 1, "chunk %d fetched %d times in %d rounds",
+				      i, fetched, round + 1);
+		}
+		/* the next round starts over at chunk 0, long evicted */
+	}
+	cn_chunk_reader_free(r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("chunk_reader");
@@ -212,6 +247,7 @@ int main(void)
 	tcase_add_test(tc, test_corrupt_chunk_named);
 	tcase_add_test(tc, test_missing_chunk);
 	tcase_add_test(tc, test_view_pins_chunk);
+	tcase_add_test(tc, test_held_views_fetch_each_chunk_once);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
