@@ -25,6 +25,13 @@ struct local_target {
 	int has_prev;
 	struct local_index *idx;
 	size_t nidx;
+	/* What a PBS server records of a backup's uploads and adds to its
+	 * manifest at finish (src/api2/backup/environment.rs, UploadStatistic):
+	 * chunks put (count, plain and encoded bytes, those already stored)
+	 * and, into size, each blob's length. */
+	uint64_t up_count, up_size, up_compressed, up_duplicates;
+	struct cn_buf manifest;    /* index.json.blob as put, written at finish */
+	int have_manifest;
 };
 
 static int lt_begin(struct cn_target *t, const struct cn_snapshot_id *id,
@@ -42,6 +49,9 @@ static int lt_begin(struct cn_target *t, const struct cn_snapshot_id *id,
 			return r;
 		*prev_time = l->prev.time;
 	}
+	l->up_count = l->up_size = l->up_compressed = l->up_duplicates = 0;
+	l->manifest.len = 0;
+	l->have_manifest = 0;
 	return cn_datastore_snapshot_begin(l->ds, id, &l->snap);
 }
 
@@ -69,7 +79,15 @@ static int lt_has_chunk(struct cn_target *t, const uint8_t digest[32])
 static int lt_put_chunk(struct cn_target *t, struct cn_chunk *c)
 {
 	struct local_target *l = (struct local_target *)t;
-	return cn_datastore_insert_chunk(l->ds, c->digest, c->data, c->len, NULL);
+	int was_new = 0;
+	int r = cn_datastore_insert_chunk(l->ds, c->digest, c->data, c->len, &was_new);
+	if (r == 0) {
+		l->up_count++;
+		l->up_size += c->plain_size;
+		l->up_compressed += c->len;
+		l->up_duplicates += !was_new;
+	}
+	return r;
 }
 
 static int lt_index_open(struct cn_target *t, const char *name, enum cn_index_kind kind,
@@ -142,7 +160,43 @@ static int lt_put_blob(struct cn_target *t, const char *name, const uint8_t *dat
 	struct local_target *l = (struct local_target *)t;
 	if (!l->snap)
 		return cn_error_set(-EINVAL, "blob %s stored outside a snapshot", name);
+	l->up_size += len;
+	if (strcmp(name, CN_MANIFEST_BLOB_NAME) == 0) {
+		/* finish adds the statistics, then writes it */
+		l->manifest.len = 0;
+		if (cn_buf_append(&l->manifest, data, len) < 0)
+			return cn_error_set(-ENOMEM, "out of memory for the manifest");
+		l->have_manifest = 1;
+		return 0;
+	}
 	return cn_datastore_snapshot_write_file(l->snap, name, data, len);
+}
+
+/* Writes the manifest put with put_blob, with unprotected.chunk_upload_stats
+ * added as a PBS server's finish does (update_manifest: outside the
+ * signature, so a signed manifest keeps verifying; re-serialised pretty and
+ * sorted, zstd-compressed). */
+static int lt_write_manifest(struct local_target *l)
+{
+	struct cn_manifest *m;
+	int r = cn_manifest_decode(l->manifest.data, l->manifest.len, NULL, &m);
+	if (r < 0)
+		return cn_error_prefix(r, "manifest of the new snapshot");
+	json_t *st = json_pack("{sIsIsIsI}", "count", (json_int_t)l->up_count, "size",
+			       (json_int_t)l->up_size, "compressed_size",
+			       (json_int_t)l->up_compressed, "duplicates",
+			       (json_int_t)l->up_duplicates);
+	struct cn_buf blob = {0};
+	if (!st || json_object_set_new(cn_manifest_unprotected(m), "chunk_upload_stats", st) < 0)
+		r = cn_error_set(-ENOMEM, "out of memory for the manifest");
+	else
+		r = cn_manifest_encode(m, NULL, &blob);
+	if (r == 0)
+		r = cn_datastore_snapshot_write_file(l->snap, CN_MANIFEST_BLOB_NAME, blob.data,
+						     blob.len);
+	cn_buf_free(&blob);
+	cn_manifest_free(m);
+	return r;
 }
 
 static int lt_finish(struct cn_target *t)
@@ -150,7 +204,13 @@ static int lt_finish(struct cn_target *t)
 	struct local_target *l = (struct local_target *)t;
 	if (!l->snap)
 		return cn_error_set(-EINVAL, "finish without a snapshot");
-	int r = cn_datastore_snapshot_publish(l->snap);
+	int r = l->have_manifest ? lt_write_manifest(l) : 0;
+	if (r < 0) {
+		cn_datastore_snapshot_abort(l->snap);
+		l->snap = NULL;
+		return r;
+	}
+	r = cn_datastore_snapshot_publish(l->snap);
 	l->snap = NULL; /* publish frees it, also on failure */
 	return r;
 }
@@ -171,6 +231,7 @@ static void lt_destroy(struct cn_target *t)
 	for (size_t i = 0; i < l->nidx; i++)
 		cn_index_writer_free(l->idx[i].w);
 	free(l->idx);
+	cn_buf_free(&l->manifest);
 	free(l);
 }
 

@@ -136,6 +136,15 @@ def chunk_files(store):
     return sorted(out)
 
 
+def manifest(store, snap):
+    """The parsed index.json.blob of snapshot snap in a local store."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
+                                    'pbs_emulator'))
+    import pbsformat
+    with open(os.path.join(store, snap, 'index.json.blob'), 'rb') as f:
+        return json.loads(pbsformat.blob_decode_plain(f.read()))
+
+
 def tmpdir():
     return tempfile.mkdtemp(prefix='cairn_it_')
 

@@ -39,6 +39,16 @@ print('full restore: %d entries identical' % n)
 sdir = os.path.join(store, snap)
 assert sorted(os.listdir(sdir)) == sorted(files | {'index.json.blob'}), os.listdir(sdir)
 
+# ... and, as a PBS server's finish adds to it, what the backup stored
+# (outside the signature): every chunk new, the blobs' bytes in size
+m = t.manifest(store, snap)
+up = m['unprotected']['chunk_upload_stats']
+chunks = t.chunk_files(store)
+assert up['count'] == out['new-chunks'] == len(chunks) and up['duplicates'] == 0, (up, out)
+assert up['compressed_size'] == sum(os.path.getsize(c) for c in chunks), up
+archives = sum(f['size'] for f in m['files'])
+assert archives + 100 < up['size'] < archives + 4096, (up, m['files'])  # + the manifest
+
 # 2. a single file and a subtree; a missing path
 one = os.path.join(work, 'one')
 t.run('restore', snap, 'data.pxar', one, '--path', 'dir/sub/deeper/d.dat', '--store', store,
@@ -69,6 +79,8 @@ time.sleep(1.1)
 out2 = t.run_json('backup', 'data.pxar:' + src, '--store', store, '--backup-id', 'it')
 assert out2['new-chunks'] == 0 and out2['new-bytes'] == 0, out2
 assert out2['snapshot'] != snap
+up = t.manifest(store, out2['snapshot'])['unprotected']['chunk_upload_stats']
+assert up['count'] == up['compressed_size'] == 0 and 100 < up['size'] < 4096, up
 with open(os.path.join(src, 'dir', 'added.txt'), 'wb') as f:
     f.write(b'new file\n')
 time.sleep(1.1)
