@@ -20,10 +20,15 @@ Also the peak RSS of a cairn backup of a 10x smaller corpus, to show that
 memory does not grow with the data set.
 
     bench/backup.py --cairn build/cli/cairn [--size-mb 2048] [--small-mb 200]
-                    [--corpus DIR] [--workdir DIR] [--json]
+                    [--corpus DIR] [--workdir DIR] [--rounds N] [--json]
 Caches are warm (the corpus is read once, untimed, before each tool's
 first step); every tool gets the same conditions. Default sizes: 1024 MiB
 corpus, 100 MiB small corpus.
+With --rounds N (default 1) the tools run N times in turn (cairn,
+cairn encrypted, restic, borg; then again) and each step reports its
+median round, with every round's wall time printed: on a shared virtual
+machine single runs of the same binary differ by up to 2x (a restore
+that fills fresh page-cache pages pays for the host backing them).
 """
 import argparse
 import json
@@ -123,7 +128,7 @@ def run_cairn(cairn, corpus, work, tag, keyfile=None):
     # create the store first (as restic init / borg init, not timed): a
     # PBS-layout store makes its 65536 chunk directories up front
     empty = os.path.join(work, 'empty-' + tag)
-    os.makedirs(empty)
+    os.makedirs(empty, exist_ok=True)
     measure([cairn, 'backup', 'empty.pxar:' + empty, '--store', store, '--backup-id', 'init'])
     res = {}
     res['backup'] = measure([cairn, 'backup', 'media.pxar:' + corpus, '--store', store,
@@ -238,6 +243,19 @@ def run_restic(corpus, work):
     return res
 
 
+def median_result(runs):
+    """One result from several rounds of a tool: for each step the round
+    with the median wall time (the lower one of an even count; a real
+    run, not a blend); stored bytes of the first round."""
+    out = {'stored': runs[0]['stored']}
+    for step in runs[0]:
+        if step == 'stored':
+            continue
+        got = sorted((r[step] for r in runs if r.get(step)), key=lambda m: m[0])
+        out[step] = got[(len(got) - 1) // 2] if len(got) == len(runs) else None
+    return out
+
+
 def restic_has_no_scan():
     p = subprocess.run(['restic', 'backup', '--help'], capture_output=True, text=True)
     return '--no-scan' in p.stdout
@@ -269,6 +287,7 @@ def main():
     ap.add_argument('--corpus')
     ap.add_argument('--workdir')
     ap.add_argument('--json', action='store_true')
+    ap.add_argument('--rounds', type=int, default=1)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix='cairn-bench-', dir=a.workdir)
     try:
@@ -283,23 +302,28 @@ def main():
                        stdout=subprocess.DEVNULL)
         size = corpus_bytes(corpus)
         mib = size / (1 << 20)
-        warm(corpus)
-        results = {'cairn': run_cairn(os.path.abspath(a.cairn), corpus, work, 'big')}
-        small_res = run_cairn(os.path.abspath(a.cairn), small, work, 'small')
         # encrypted, as restic always is (AES-256-GCM; a key without a
         # password, so no key derivation is timed)
         keyfile = os.path.join(work, 'bench-key.json')
         subprocess.run([os.path.abspath(a.cairn), 'key', 'create', '--kdf', 'none', keyfile],
                        check=True, stdout=subprocess.DEVNULL)
-        warm(corpus)
-        encrypted = run_cairn(os.path.abspath(a.cairn), corpus, work, 'enc', keyfile)
-        # (a cold restore emptied the page cache: each tool starts warm)
+        runners = [('cairn', lambda: run_cairn(os.path.abspath(a.cairn), corpus, work, 'big')),
+                   ('cairn-enc', lambda: run_cairn(os.path.abspath(a.cairn), corpus, work, 'enc',
+                                                   keyfile))]
         if shutil.which('restic'):
-            warm(corpus)
-            results['restic'] = run_restic(corpus, work)
+            runners.append(('restic', lambda: run_restic(corpus, work)))
         if shutil.which('borg'):
-            warm(corpus)
-            results['borg'] = run_borg(corpus, work)
+            runners.append(('borg', lambda: run_borg(corpus, work)))
+        # Rounds take the tools in turn, so that a machine that drifts
+        # (shared, virtual) treats them alike; each step's median counts.
+        rounds = {tool: [] for tool, _ in runners}
+        for _ in range(a.rounds):
+            for tool, run in runners:
+                warm(corpus)  # (a cold restore emptied the page cache)
+                rounds[tool].append(run())
+        results = {tool: median_result(rs) for tool, rs in rounds.items()}
+        encrypted = results.pop('cairn-enc')
+        small_res = run_cairn(os.path.abspath(a.cairn), small, work, 'small')
         steps = ['backup', 'rerun', 'restore']
         if all(r['restore-cold'] for r in results.values()):
             steps.append('restore-cold')
@@ -342,6 +366,15 @@ def main():
                                                if 'restore-cold' in ratios else ''))
                     print('cairn encrypted vs %s: backup %.2fx, restore %.2fx'
                           % (other, enc['backup'], enc['restore']))
+        if a.rounds > 1:
+            report['rounds'] = {tool: [{st: r[st][0] for st in steps if r.get(st)} for r in rs]
+                                for tool, rs in rounds.items()}
+            if not a.json:
+                print('median of %d rounds; wall seconds of each round:' % a.rounds)
+                for tool, rs in rounds.items():
+                    print('  %-9s %s' % (tool, '  '.join(
+                        '%s %s' % (st, '/'.join('%.2f' % r[st][0] for r in rs))
+                        for st in steps if all(r.get(st) for r in rs))))
         if 'restore-cold' not in steps and not a.json:
             print('(no restore from a cold cache: emptying the page cache needs root)')
         warm(corpus)
