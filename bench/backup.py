@@ -289,6 +289,8 @@ def main():
     ap.add_argument('--json', action='store_true')
     ap.add_argument('--rounds', type=int, default=1)
     a = ap.parse_args()
+    if a.rounds < 1:
+        ap.error('--rounds takes 1 or more')
     work = tempfile.mkdtemp(prefix='cairn-bench-', dir=a.workdir)
     try:
         corpus = a.corpus
