@@ -212,7 +212,6 @@ static uint64_t max_content(uint64_t t)
 	}
 }
 
-/* Reads len bytes at off of in, which must lie below limit. */
 /* -CN_E_TRUNCATED unless [off, off + len) lies within limit and the input. */
 static int in_range(const struct cn_pxar_input *in, uint64_t limit, uint64_t off, size_t len)
 {
@@ -225,6 +224,7 @@ static int in_range(const struct cn_pxar_input *in, uint64_t limit, uint64_t off
 	return 0;
 }
 
+/* Reads len bytes at off of in, which must lie below limit. */
 static int rd(const struct cn_pxar_input *in, uint64_t limit, uint64_t off, void *buf, size_t len)
 {
 	int rc = in_range(in, limit, off, len);

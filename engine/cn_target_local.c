@@ -199,6 +199,13 @@ static int lt_write_manifest(struct local_target *l)
 	return r;
 }
 
+static void lt_abort(struct cn_target *t)
+{
+	struct local_target *l = (struct local_target *)t;
+	cn_datastore_snapshot_abort(l->snap);
+	l->snap = NULL;
+}
+
 static int lt_finish(struct cn_target *t)
 {
 	struct local_target *l = (struct local_target *)t;
@@ -206,20 +213,12 @@ static int lt_finish(struct cn_target *t)
 		return cn_error_set(-EINVAL, "finish without a snapshot");
 	int r = l->have_manifest ? lt_write_manifest(l) : 0;
 	if (r < 0) {
-		cn_datastore_snapshot_abort(l->snap);
-		l->snap = NULL;
+		lt_abort(t);
 		return r;
 	}
 	r = cn_datastore_snapshot_publish(l->snap);
 	l->snap = NULL; /* publish frees it, also on failure */
 	return r;
-}
-
-static void lt_abort(struct cn_target *t)
-{
-	struct local_target *l = (struct local_target *)t;
-	cn_datastore_snapshot_abort(l->snap);
-	l->snap = NULL;
 }
 
 static void lt_destroy(struct cn_target *t)
