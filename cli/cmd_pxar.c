@@ -1,6 +1,6 @@
 /* cairn pxar — standalone pxar archives, like upstream's `pxar` tool:
  *   cairn pxar create ARCHIVE.pxar DIR [--exclude PAT]...
- *   cairn pxar extract ARCHIVE.pxar DIR [PATTERN]
+ *   cairn pxar extract ARCHIVE.pxar DIR [PATTERN]...
  *   cairn pxar list ARCHIVE.pxar [PATH]
  * No datastore is involved. */
 #include "cli/cli.h"
@@ -25,7 +25,7 @@ static void help_main(FILE *f)
 		   "Create, extract and list standalone pxar archives (no datastore).\n\n"
 		   "Subcommands:\n"
 		   "  create ARCHIVE.pxar DIR [--exclude PAT]...   archive a directory tree\n"
-		   "  extract ARCHIVE.pxar DIR [PATTERN]           restore into DIR\n"
+		   "  extract ARCHIVE.pxar DIR [PATTERN]...        restore into DIR\n"
 		   "  list ARCHIVE.pxar [PATH]                     list entries\n\n"
 		   "Run 'cairn pxar SUBCOMMAND --help' for options.\n");
 }
@@ -46,12 +46,16 @@ static void help_create(FILE *f)
 
 static void help_extract(FILE *f)
 {
-	fprintf(f, "Usage: cairn pxar extract [OPTIONS] ARCHIVE.pxar DIR [PATTERN]\n\n"
-		   "Restores the archive into DIR (created if missing). PATTERN selects what\n"
-		   "to restore: a path in the archive (a file or a whole subtree, found\n"
-		   "through the goodbye tables without reading the rest), or a glob pattern\n"
-		   "(* ? [..]) matched against every path; a pattern without '/' also matches\n"
-		   "names at any depth. Entries keep their archive path below DIR.\n"
+	fprintf(f, "Usage: cairn pxar extract [OPTIONS] ARCHIVE.pxar DIR [PATTERN]...\n\n"
+		   "Restores the archive into DIR (created if missing). PATTERNs select what\n"
+		   "to restore, as upstream `pxar extract`'s do: a path from the archive root\n"
+		   "(a file or a whole subtree; one path alone is found through the goodbye\n"
+		   "tables without reading the rest), or a glob (* ? [..], \\ escapes) that\n"
+		   "matches the whole path or any part after a '/' (a leading '/' anchors it\n"
+		   "at the root). '!PATTERN' excludes; the last PATTERN matching an entry\n"
+		   "decides, and entries none matches follow their directory. With only\n"
+		   "'!' patterns everything else is restored. Entries keep their archive\n"
+		   "path below DIR.\n"
 		   "Nothing is written outside DIR; existing files are not replaced\n"
 		   "unless --overwrite is given.\n\n"
 		   "Options:\n"
@@ -160,12 +164,15 @@ static int cmd_list(int argc, char **argv)
 	}
 	if (argc - optind < 1 || argc - optind > 2)
 		return cli_usage_error("pxar list", "expected ARCHIVE.pxar [PATH]");
+	struct cn_pxar_select *sel;
+	if (cn_pxar_select_from_path(argc - optind == 2 ? argv[optind + 1] : NULL, &sel) < 0)
+		return cli_usage_error("pxar list", "%s", cn_error_message());
 	struct archive a;
 	int rc = archive_open(&a, argv[optind], payload);
 	if (rc == 0)
-		rc = cn_pxar_list(&a.in, payload ? &a.payload : NULL,
-				  argc - optind == 2 ? argv[optind + 1] : NULL, list_one, &c);
+		rc = cn_pxar_list(&a.in, payload ? &a.payload : NULL, sel, list_one, &c);
 	archive_close(&a);
+	cn_pxar_select_free(sel);
 	if (fflush(stdout) != 0 && rc == 0)
 		rc = cn_error_sys(-EIO, "writing the listing");
 	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
@@ -213,16 +220,25 @@ static int cmd_extract(int argc, char **argv)
 		default: return cli_usage_error("pxar extract", "bad option");
 		}
 	}
-	if (argc - optind < 2 || argc - optind > 3)
-		return cli_usage_error("pxar extract", "expected ARCHIVE.pxar DIR [PATTERN]");
+	if (argc - optind < 2)
+		return cli_usage_error("pxar extract", "expected ARCHIVE.pxar DIR [PATTERN]...");
+	struct cn_pxar_select *sel;
+	if (cn_pxar_select_new(&sel) < 0)
+		return cli_error("pxar extract");
+	for (int i = optind + 2; i < argc; i++)
+		if (cn_pxar_select_add(sel, argv[i], 0) < 0) {
+			cn_pxar_select_free(sel);
+			return cli_usage_error("pxar extract", "%s", cn_error_message());
+		}
 	struct archive a;
 	int rc = archive_open(&a, argv[optind], payload);
 	if (rc == 0) {
-		xo.match = argc - optind == 3 ? argv[optind + 2] : NULL;
+		xo.select = sel;
 		xo.payload = payload ? &a.payload : NULL;
 		rc = cn_pxar_extract(&a.in, argv[optind + 1], &xo, &st);
 	}
 	archive_close(&a);
+	cn_pxar_select_free(sel);
 	if (rc == 0 || (rc == -EIO && st.errors)) {
 		cn_log_info("restored %llu dirs, %llu files (%llu bytes, %llu sparse), %llu symlinks, "
 			    "%llu hardlinks, %llu devices, %llu fifos, %llu sockets",

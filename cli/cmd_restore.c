@@ -1,6 +1,7 @@
 /* cairn restore — restores an archive of a snapshot (all of it, a subtree
  * or one file) into a directory, or checks it with --verify-only:
- *   cairn restore SNAPSHOT ARCHIVE TARGET [--path P] [--store DIR | --repository R]
+ *   cairn restore SNAPSHOT ARCHIVE TARGET [--path P]... [--exclude PAT]...
+ *                 [--store DIR | --repository R]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,10 +19,16 @@ static void help(FILE *f)
 		"the newest) into the directory TARGET (created if missing). Every chunk is\n"
 		"checked against its digest; chunks are read ahead on worker threads.\n\n"
 		"Options:\n"
-		"  --path PATH            restore only PATH of the archive (a file or a subtree,\n"
-		"                         found without reading the rest; glob patterns work too)\n"
+		"  --path PATH            restore only PATH of the archive: a file or a subtree\n"
+		"                         (one --path is found without reading the rest), or a\n"
+		"                         pattern (* ? [..]; \\ escapes; a leading / anchors it at\n"
+		"                         the root, else it matches at any depth). Repeatable.\n"
+		"  --exclude PATTERN      leave out what PATTERN matches, even inside a --path;\n"
+		"                         repeatable. The last --path or --exclude matching an\n"
+		"                         entry decides; entries nothing matches follow their\n"
+		"                         directory (e.g. --path photos --exclude '*.mov')\n"
 		"  --verify-only          read and check everything, write nothing (no TARGET);\n"
-		"                         with --path PATH, what restoring PATH would read\n"
+		"                         with --path/--exclude, what that restore would read\n"
 		"  --overwrite            replace existing files in TARGET\n"
 		"  --threads N            read-ahead threads (default: twice the number of CPUs)\n"
 		CLI_COMMON_HELP
@@ -41,20 +48,22 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total, double elapsed
 			  total ? 100.0 * (double)done / (double)total : 100.0, rate / (1 << 20), eta);
 }
 
-enum { OPT_PATH = OPT_FIRST_COMMAND_OPTION, OPT_VERIFY, OPT_OVERWRITE, OPT_THREADS };
+enum { OPT_PATH = OPT_FIRST_COMMAND_OPTION, OPT_EXCLUDE, OPT_VERIFY, OPT_OVERWRITE, OPT_THREADS };
 
-static int cmd_restore(int argc, char **argv)
+/* cmd_restore with sel, the selection the options build (owned by the caller). */
+static int restore_selected(int argc, char **argv, struct cn_pxar_select *sel)
 {
 	struct cli_common c = {.cmd = "restore"};
 	static const struct option opts[] = {
 		CLI_COMMON_LONG_OPTIONS,
 		{"path", required_argument, NULL, OPT_PATH},
+		{"exclude", required_argument, NULL, OPT_EXCLUDE},
 		{"verify-only", no_argument, NULL, OPT_VERIFY},
 		{"overwrite", no_argument, NULL, OPT_OVERWRITE},
 		{"threads", required_argument, NULL, OPT_THREADS},
 		{0},
 	};
-	struct cn_restore_opts ro = {0};
+	struct cn_restore_opts ro = {.select = sel};
 	int o, rc;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if ((rc = cli_common_option(&c, o, optarg)) < 0)
@@ -66,7 +75,9 @@ static int cmd_restore(int argc, char **argv)
 			help(stdout);
 			return CLI_EXIT_OK;
 		case OPT_PATH:
-			ro.path = optarg;
+		case OPT_EXCLUDE:
+			if (cn_pxar_select_add(sel, optarg, o == OPT_EXCLUDE) < 0)
+				return cli_usage_error(c.cmd, "%s", cn_error_message());
 			break;
 		case OPT_VERIFY:
 			ro.verify_only = 1;
@@ -152,6 +163,16 @@ out:
 		src->ops->destroy(src);
 	cli_close_endpoints(&eps);
 	cn_crypt_config_free(crypt);
+	return exit_code;
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+	struct cn_pxar_select *sel;
+	if (cn_pxar_select_new(&sel) < 0)
+		return cli_error("restore");
+	int exit_code = restore_selected(argc, argv, sel);
+	cn_pxar_select_free(sel);
 	return exit_code;
 }
 

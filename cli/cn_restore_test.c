@@ -173,10 +173,17 @@ int cn_restore_test(struct cn_source *src, const struct cn_snapshot_id *group,
 	}
 	for (size_t i = 0; i < pk.n; i++) {
 		const struct candidate *c = &pk.c[i];
-		struct cn_restore_opts ro = {.path = c->path, .threads = 2, .crypt = crypt};
-		struct cn_restore_stats rs;
+		/* the catalog's name as it is: a '[' or '*' in it is no glob */
+		struct cn_pxar_select *sel = NULL;
 		cn_error_clear();
-		int rr = cn_restore_archive(src, &id, archive, tmp, &ro, &rs);
+		int rr = cn_pxar_select_new(&sel);
+		if (rr == 0)
+			rr = cn_pxar_select_add_path(sel, c->path);
+		struct cn_restore_opts ro = {.select = sel, .threads = 2, .crypt = crypt};
+		struct cn_restore_stats rs;
+		if (rr == 0)
+			rr = cn_restore_archive(src, &id, archive, tmp, &ro, &rs);
+		cn_pxar_select_free(sel);
 		char got[8192], live[8192];
 		snprintf(got, sizeof(got), "%s/%s", tmp, c->path);
 		snprintf(live, sizeof(live), "%s/%s", live_path, c->path);

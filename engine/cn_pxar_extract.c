@@ -16,7 +16,6 @@
 
 #include <acl/libacl.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -37,7 +36,7 @@
 struct xdir {
 	char *name;               /* component (NULL for the target itself) */
 	int fd;                   /* -1 until created */
-	int matched;              /* everything below is extracted */
+	int taken;                /* selected: what entries below inherit */
 	int failed;               /* creation failed: skip its subtree */
 	struct cn_pxar_range r;   /* where its metadata is (for the end) */
 	int have_range;
@@ -53,9 +52,8 @@ struct extractor {
 	size_t depth, cap;
 	int root_fd;
 	int apply_root_meta;
-	const char *pattern;      /* glob pattern, or NULL */
-	const char *select;       /* literal path selected, or NULL */
-	int pattern_has_slash;
+	const struct cn_pxar_select *sel;
+	int looked_up;            /* decoding the selection's lookup path alone */
 	uint8_t *buf;
 };
 
@@ -310,7 +308,7 @@ static int apply_meta(struct extractor *x, const struct cn_pxar_entry *e, const 
 
 /* ---- directories ------------------------------------------------------------------ */
 
-static int push_dir(struct extractor *x, const char *name, int matched, const struct cn_pxar_range *r)
+static int push_dir(struct extractor *x, const char *name, int taken, const struct cn_pxar_range *r)
 {
 	if (x->depth == x->cap) {
 		size_t n = x->cap ? 2 * x->cap : 16;
@@ -326,7 +324,7 @@ static int push_dir(struct extractor *x, const char *name, int matched, const st
 	d->name = name ? strdup(name) : NULL;
 	if (name && !d->name)
 		return cn_error_set(-ENOMEM, "out of memory");
-	d->matched = matched;
+	d->taken = taken;
 	if (r) {
 		d->r = *r;
 		d->have_range = 1;
@@ -644,22 +642,6 @@ static int extract_special(struct extractor *x, const struct cn_pxar_entry *e, i
 	return rc;
 }
 
-/* Whether e matches a glob pattern: its whole path (a '*' not crossing
- * '/'), or, for a pattern without '/', its name at any depth. */
-static int glob_match(const char *pattern, int has_slash, const struct cn_pxar_entry *e)
-{
-	if (fnmatch(pattern, e->path, FNM_PATHNAME) == 0)
-		return 1;
-	return !has_slash && fnmatch(pattern, e->name, 0) == 0;
-}
-
-static int pattern_match(const struct extractor *x, const struct cn_pxar_entry *e)
-{
-	if (x->select)
-		return strcmp(e->path, x->select) == 0;
-	return x->pattern && glob_match(x->pattern, x->pattern_has_slash, e);
-}
-
 /* Extracts one decoded entry. */
 static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 			const struct cn_pxar_entry *e, int is_first)
@@ -669,7 +651,7 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 		return pop_dir(x, e->path);
 
 	int top_failed = x->stack[x->depth - 1].failed;
-	int matched = x->stack[x->depth - 1].matched || pattern_match(x, e);
+	int taken = cn_pxar_select_entry(x->sel, x->stack[x->depth - 1].taken, e);
 
 	if (e->kind == CN_PXAR_KIND_DIR) {
 		struct cn_pxar_range r = { e->filename_offset, e->entry_offset, 0 };
@@ -684,10 +666,10 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 		/* end_offset is only known at DIR_END: metadata is re-read from
 		 * an open range (the decoder reads the ENTRY part only). */
 		r.end_offset = x->in->size;
-		rc = push_dir(x, e->name, matched, &r);
+		rc = push_dir(x, e->name, taken, &r);
 		if (rc < 0)
 			return rc;
-		if (matched && !top_failed) {
+		if (taken && !top_failed) {
 			rc = ensure_dirs(x, e->path);
 			if (rc < 0)
 				return rc;
@@ -696,7 +678,7 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 		}
 		return 0;
 	}
-	if (!matched)
+	if (!taken)
 		return 0;
 	switch (e->kind) {
 	case CN_PXAR_KIND_DEVICE:
@@ -757,11 +739,6 @@ static char *join_stack(const struct extractor *x)
 	return p;
 }
 
-static int has_glob(const char *s)
-{
-	return strpbrk(s, "*?[") != NULL;
-}
-
 /* Pushes the directories leading to the literal path p (each looked up
  * through the goodbye tables) and returns the range of p itself. */
 static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range *out)
@@ -779,7 +756,7 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 		if (rc < 0)
 			break;
 		const char *nm = strrchr(buf, '/');
-		rc = push_dir(x, nm ? nm + 1 : buf, 0, &r);
+		rc = push_dir(x, nm ? nm + 1 : buf, cn_pxar_select_initial(x->sel), &r);
 		*s = '/';
 		if (rc < 0)
 			break;
@@ -793,33 +770,6 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 	return rc < 0 ? rc : 0;
 }
 
-/* Normalises a literal path: strips leading '/', "./" parts and trailing
- * '/'. Returns a malloc'd copy. */
-static char *normalise(const char *p)
-{
-	size_t n = strlen(p);
-	char *out = malloc(n + 1), *o = out;
-	if (!out)
-		return NULL;
-	while (*p) {
-		while (*p == '/')
-			p++;
-		const char *s = strchr(p, '/');
-		size_t l = s ? (size_t)(s - p) : strlen(p);
-		if (l == 0)
-			break;
-		if (!(l == 1 && p[0] == '.')) {
-			if (o != out)
-				*o++ = '/';
-			memcpy(o, p, l);
-			o += l;
-		}
-		p += l;
-	}
-	*o = 0;
-	return out;
-}
-
 int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		    const struct cn_pxar_extract_opts *opts,
 		    struct cn_pxar_extract_stats *stats)
@@ -827,7 +777,6 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 	struct extractor x = { 0 };
 	struct cn_pxar_extract_stats local;
 	struct cn_pxar_decoder *d = NULL;
-	char *lit = NULL;
 	int rc;
 
 	x.in = in;
@@ -853,28 +802,16 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		rc = cn_error_sys(-errno, "failed to open target directory '%s'", target_dir);
 		goto out;
 	}
-	const char *m = x.o->match && *x.o->match ? x.o->match : NULL;
-	if (m && has_glob(m)) {
-		while (*m == '/')
-			m++;
-		x.pattern = m;
-		x.pattern_has_slash = strchr(m, '/') != NULL;
-		m = NULL;
-	} else if (m) {
-		lit = normalise(m);
-		if (!lit) {
-			rc = cn_error_set(-ENOMEM, "out of memory");
-			goto out;
-		}
-		if (!*lit)
-			m = NULL;
-	}
-	rc = push_dir(&x, NULL, !x.pattern && !(m && *lit), NULL);
+	x.sel = x.o->select;
+	const char *lit = cn_pxar_select_lookup(x.sel);
+	int top = cn_pxar_select_initial(x.sel);
+	rc = push_dir(&x, NULL, top, NULL);
 	if (rc < 0)
 		goto out;
 	x.stack[0].fd = x.root_fd;
 
-	if (m && *lit) {
+	if (lit) {
+		/* the looked-up entry and what is selected below it */
 		struct cn_pxar_range r;
 		rc = push_parents(&x, lit, &r);
 		if (rc < 0)
@@ -882,9 +819,9 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		rc = cn_pxar_accessor_decoder(x.acc, &r, lit, &d);
 		if (rc < 0)
 			goto out;
-		x.select = lit; /* the looked-up entry and all below it */
+		x.looked_up = 1;
 	} else {
-		x.apply_root_meta = !x.pattern;
+		x.apply_root_meta = top;
 		rc = cn_pxar_decoder_new(in, x.o->payload, &d);
 		if (rc < 0)
 			goto out;
@@ -892,7 +829,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 	const struct cn_pxar_entry *e;
 	int first = 1;
 	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
-		rc = handle_entry(&x, d, e, first && !x.select);
+		rc = handle_entry(&x, d, e, first && !x.looked_up);
 		first = 0;
 		if (rc < 0)
 			break;
@@ -924,7 +861,6 @@ out:
 	if (x.root_fd >= 0)
 		close(x.root_fd);
 	free(x.buf);
-	free(lit);
 	cn_pxar_accessor_free(x.acc);
 	return rc < 0 ? rc : 0;
 }
@@ -953,23 +889,14 @@ static int read_content(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e
 
 /* cn_pxar_list, and with buf (cap bytes) cn_pxar_verify. */
 static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-			const char *match, cn_pxar_list_fn fn, void *ctx, uint8_t *buf, size_t cap)
+			const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx,
+			uint8_t *buf, size_t cap)
 {
 	struct cn_pxar_decoder *d = NULL;
 	struct cn_pxar_accessor *acc = NULL;
-	char *lit = NULL;
-	const char *pattern = NULL;
+	const char *lit = cn_pxar_select_lookup(sel);
 	int rc;
-	if (match && has_glob(match)) {
-		/* matched as the extractor does: every entry is decoded */
-		for (pattern = match; *pattern == '/'; pattern++)
-			;
-	} else if (match && *match) {
-		lit = normalise(match);
-		if (!lit)
-			return cn_error_set(-ENOMEM, "out of memory");
-	}
-	if (lit && *lit) {
+	if (lit) {
 		struct cn_pxar_range r;
 		rc = cn_pxar_accessor_open(in, payload, &acc);
 		if (rc < 0)
@@ -985,24 +912,22 @@ static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_inp
 	}
 	if (rc < 0)
 		goto out;
+	/* each open directory's decision, inherited by what no argument matches */
+	struct cn_buf taken = {0};
+	uint8_t top = (uint8_t)cn_pxar_select_initial(sel);
 	const struct cn_pxar_entry *e;
-	int has_slash = pattern && strchr(pattern, '/');
-	/* with a pattern: directory depth, and that of the outermost matched
-	 * directory (everything below it matches), -1 when none is open */
-	long depth = 0, matched_at = -1;
 	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
 		if (e->kind == CN_PXAR_KIND_DIR_END) {
-			if (--depth == matched_at)
-				matched_at = -1;
+			if (taken.len > 0)
+				taken.len--;
 			continue;
 		}
-		/* (the root is never matched, as in extraction) */
-		int listed = !pattern || matched_at >= 0 ||
-			     (e->path_len > 0 && glob_match(pattern, has_slash, e));
-		if (e->kind == CN_PXAR_KIND_DIR) {
-			if (pattern && listed && matched_at < 0)
-				matched_at = depth;
-			depth++;
+		uint8_t inherited = taken.len ? taken.data[taken.len - 1] : top;
+		uint8_t listed = e->path_len == 0 ? top
+				 : (uint8_t)cn_pxar_select_entry(sel, inherited, e);
+		if (e->kind == CN_PXAR_KIND_DIR && cn_buf_append(&taken, &listed, 1) < 0) {
+			rc = cn_error_set(-ENOMEM, "out of memory");
+			break;
 		}
 		if (!listed)
 			continue;
@@ -1012,26 +937,26 @@ static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_inp
 		if (rc < 0)
 			break;
 	}
+	cn_buf_free(&taken);
 out:
 	cn_pxar_decoder_free(d);
 	cn_pxar_accessor_free(acc);
-	free(lit);
 	return rc < 0 ? rc : 0;
 }
 
 int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		 const char *match, cn_pxar_list_fn fn, void *ctx)
+		 const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx)
 {
-	return walk_entries(in, payload, match, fn, ctx, NULL, 0);
+	return walk_entries(in, payload, sel, fn, ctx, NULL, 0);
 }
 
 int cn_pxar_verify(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		   const char *match, cn_pxar_list_fn fn, void *ctx)
+		   const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx)
 {
 	uint8_t *buf = malloc(COPY_BUF);
 	if (!buf)
 		return cn_error_set(-ENOMEM, "out of memory");
-	int rc = walk_entries(in, payload, match, fn, ctx, buf, COPY_BUF);
+	int rc = walk_entries(in, payload, sel, fn, ctx, buf, COPY_BUF);
 	free(buf);
 	return rc;
 }

@@ -36,18 +36,17 @@
 #define CN_PXAR_EXTRACT_H
 
 #include "engine/cn_pxar_decoder.h"
+#include "engine/cn_pxar_select.h"
 
 #include <stdint.h>
 
 struct cn_pxar_extract_opts {
-	/* NULL or "": the whole archive. A literal path ("etc/hosts", a
-	 * subtree or one file) is found through the goodbye tables without
-	 * decoding the rest. A pattern with glob characters (* ? [) is
-	 * matched with fnmatch(FNM_PATHNAME) against each entry's path; a
-	 * pattern without '/' also matches any entry's name (as upstream's
-	 * path patterns do); a matching directory brings its whole subtree.
-	 * Entries keep their archive path below target_dir. */
-	const char *match;
+	/* What to extract (borrowed; NULL: everything): paths and patterns,
+	 * see cn_pxar_select.h. One path is found through the goodbye tables
+	 * without decoding the rest. Entries keep their archive path below
+	 * target_dir; the directories leading to them are created with their
+	 * archived metadata. */
+	const struct cn_pxar_select *select;
 	const struct cn_pxar_input *payload; /* v2 split archives: the .ppxar */
 	int overwrite;            /* replace existing non-directories */
 	int allow_existing_dirs;  /* use directories that already exist */
@@ -67,7 +66,7 @@ struct cn_pxar_extract_stats {
  * if it does not exist. opts may be NULL (defaults: everything, no
  * overwrite, not strict); stats may be NULL. Returns 0 when everything
  * was restored, -CN_E_PATH... / -CN_E_FORMAT... for archive errors, -ENOENT
- * when a literal match path is not in the archive, or, when errors were
+ * when the looked-up path is not in the archive, or, when errors were
  * counted (non-strict), -EIO with the message naming the count; the first
  * error's message was logged. */
 int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
@@ -79,22 +78,20 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
  * by cn_pxar_list). */
 typedef int (*cn_pxar_list_fn)(void *ctx, const struct cn_pxar_entry *e);
 
-/* Lists the entries of the archive in (payload: v2 .ppxar or NULL) whose
- * path is match or lies under it (match NULL or "": all; a literal path
- * is found through the goodbye tables), or, when match is a glob pattern
- * (*, ?, [), the entries it selects for extraction and everything below
- * matched directories, in archive order. Returns 0, a negative decoder
- * error, -ENOENT when a literal match is not in the archive, or what fn
- * returned. */
+/* Lists the entries of the archive in (payload: v2 .ppxar or NULL) that
+ * sel (borrowed, NULL: all) selects for extraction, in archive order (the
+ * root only when everything at the top is taken). Returns 0, a negative
+ * decoder error, -ENOENT when the looked-up path is not in the archive,
+ * or what fn returned. */
 int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		 const char *match, cn_pxar_list_fn fn, void *ctx);
+		 const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx);
 
 /* Lists as cn_pxar_list and reads the content of every regular file
- * listed, writing nothing: what extracting match would read, so that an
+ * listed, writing nothing: what extracting sel would read, so that an
  * input that checks what it serves (a restore's chunk reader) checks all
  * of it. Same matching and returns, plus the input's read errors. */
 int cn_pxar_verify(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		   const char *match, cn_pxar_list_fn fn, void *ctx);
+		   const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx);
 
 /* Formats e as upstream's format_single_line_entry:
  * "drwxr-xr-x++ 0/0  2024-06-05 10:00:00        0 "/path" -> target"

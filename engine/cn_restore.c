@@ -302,9 +302,9 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 	struct cn_pxar_input in = {.read_at = tracked_read_at, .size = cn_index_size(idx),
 				   .ctx = &ti, .view_at = tracked_view_at,
 				   .release = tracked_release};
-	if (o->verify_only && o->path && *o->path) {
-		/* what restoring the path would read, and no more */
-		r = cn_pxar_verify(&in, split ? &pin : NULL, o->path, list_nothing, stats);
+	if (o->verify_only && !cn_pxar_select_everything(o->select)) {
+		/* what restoring the selection would read, and no more */
+		r = cn_pxar_verify(&in, split ? &pin : NULL, o->select, list_nothing, stats);
 	} else if (o->verify_only) {
 		/* the structure and every chunk in one pass; a split archive's
 		 * payload stream is read whole first (the listing reads none of it) */
@@ -322,7 +322,7 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		free(vi.scratch);
 	} else {
 		struct cn_pxar_extract_opts eo = {
-			.match = o->path,
+			.select = o->select,
 			.overwrite = o->overwrite,
 			.allow_existing_dirs = 1,
 			.payload = split ? &pin : NULL,
@@ -342,8 +342,8 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 	 * on; the result is still a damaged snapshot, reported as such. */
 	if (ti.read_err && (r == 0 || r == -EIO))
 		r = cn_error_set(ti.read_err, "%s", ti.read_msg);
-	if (r == -ENOENT && o->path && *o->path)
-		r = cn_error_prefix(r, "path %s", o->path);
+	if (r == -ENOENT && cn_pxar_select_lookup(o->select))
+		r = cn_error_prefix(r, "path %s", cn_pxar_select_lookup(o->select));
 out:
 	if (cr) {
 		struct cn_chunk_reader_stats cs;

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/cn_pxar_select.h"
 #include "engine/cn_target.h"
 #include "store/cn_crypt.h"
 #include "store/cn_index.h"
@@ -21,9 +22,11 @@
 struct cn_restore_opts {
 	const struct cn_crypt_config *crypt; /* needed for encrypted snapshots */
 	size_t threads;          /* read-ahead workers; 0 = twice the number of CPUs */
-	const char *path;        /* NULL/"": everything; else a subtree, a file or a pattern */
+	/* What to restore (borrowed; NULL: everything): paths and patterns,
+	 * see cn_pxar_select.h */
+	const struct cn_pxar_select *select;
 	/* Read and check, write nothing: every chunk of the archive; with a
-	 * literal path, what restoring it reads (its entries and content) */
+	 * selection, what restoring it reads (its entries and content) */
 	int verify_only;
 	int overwrite;           /* replace existing files in the target */
 	/* Called from the calling thread at most every 250 ms with the

@@ -61,6 +61,19 @@ assert restored == ['dir/sub/deeper/d.dat'], restored
 sub = os.path.join(work, 'subtree')
 t.run('restore', snap, 'data.pxar', sub, '--path', 'dir/sub', '--store', store, check=0)
 assert sorted(os.listdir(os.path.join(sub, 'dir', 'sub'))) == ['c.txt', 'deeper']
+# several paths and an exclusion: the last --path/--exclude matching decides
+sel = os.path.join(work, 'selected')
+t.run('restore', snap, 'data.pxar', sel, '--path', 'dir/sub', '--exclude', '*.dat',
+      '--path', 'dir/sub/deeper/d.dat', '--path', 'a.txt', '--store', store, check=0)
+got = sorted(os.path.relpath(os.path.join(d, x), sel) for d, _, fs in os.walk(sel) for x in fs)
+assert got == ['a.txt', 'dir/sub/c.txt', 'dir/sub/deeper/d.dat'], got
+ex = os.path.join(work, 'excluded')
+t.run('restore', snap, 'data.pxar', ex, '--exclude', 'dir/sub/', '--store', store, check=0)
+assert os.path.isdir(os.path.join(ex, 'dir')) and not os.path.exists(os.path.join(ex, 'dir/sub'))
+assert os.path.exists(os.path.join(ex, 'a.txt'))
+p = t.run('restore', snap, 'data.pxar', os.path.join(work, 'bad'), '--exclude', 'x[',
+          '--store', store, check=2)
+assert "'x['" in p.stderr, p.stderr
 p = t.run('restore', snap, 'data.pxar', os.path.join(work, 'nope'), '--path', 'no/such',
           '--store', store, check=1)
 assert 'no/such' in p.stderr, p.stderr
@@ -121,6 +134,9 @@ assert vp['files'] == 1 and vp['bytes'] == 11 << 20 and 1 <= vp['chunks'] < entr
 vg = t.run_json('restore', ob['snapshot'], 'big.pxar', '--verify-only', '--path', 'v[13].bin',
                 '--store', bigstore)
 assert vg['files'] == 2 and vg['bytes'] == 22 << 20, vg
+vx = t.run_json('restore', ob['snapshot'], 'big.pxar', '--verify-only', '--exclude', 'v[13].bin',
+                '--store', bigstore)
+assert vx['files'] == 2 and vx['bytes'] == 22 << 20, vx
 
 # 6. prune keeps the newest; dry run first
 pr = t.run_json('prune', 'host/it', '--keep-last', '1', '--dry-run', '--store', store)

@@ -107,6 +107,12 @@ expect_rc 0 "extract a hardlink alone" "$CAIRN" pxar extract "$A" "$T/h" d/hard
 expect_rc 0 "extract by pattern" "$CAIRN" pxar extract "$A" "$T/g" '*.tmp'
 [ -f "$T/g/d/e/junk.tmp" ] && [ ! -e "$T/g/a" ] && ok "pattern selects" || bad "pattern selection"
 expect_rc 1 "extract a missing path" "$CAIRN" pxar extract "$A" "$T/m" no/such
+expect_rc 0 "extract with several patterns" "$CAIRN" pxar extract "$A" "$T/s" d '!*.tmp' 'dir with space/ünï/blob'
+[ -f "$T/s/d/hard" ] && [ ! -e "$T/s/d/e/junk.tmp" ] && [ -f "$T/s/dir with space/ünï/blob" ] &&
+	[ ! -e "$T/s/a" ] && ok "includes and '!' excludes" || bad "several patterns"
+expect_rc 0 "extract all but" "$CAIRN" pxar extract "$A" "$T/b" '!d'
+[ -f "$T/b/a" ] && [ ! -e "$T/b/d" ] && ok "only excludes restore the rest" || bad "exclude-only extract"
+expect_rc 2 "extract with a bad pattern" "$CAIRN" pxar extract "$A" "$T/z" 'x['
 
 # excludes
 expect_rc 0 "create with --exclude" "$CAIRN" pxar create "$T/ex.pxar" "$S" --exclude '*.tmp'

@@ -22,6 +22,18 @@
 #include "engine/cn_pxar_extract.h"
 #include "pxar_testbuild.h"
 
+
+/* Points o at a selection of the one argument m, freeing the one set
+ * before (kept reachable in between). */
+static struct cn_pxar_select *cur_sel;
+static void set_match(struct cn_pxar_extract_opts *o, const char *m)
+{
+	cn_pxar_select_free(cur_sel);
+	cur_sel = NULL;
+	ck_assert_msg(cn_pxar_select_from_path(m, &cur_sel) == 0, "%s", cn_error_message());
+	o->select = cur_sel;
+}
+
 static char base[256];
 
 static void setup(void)
@@ -191,7 +203,8 @@ START_TEST(test_select_path_and_pattern)
 	tb_hardlink(&t, "link", fo, "a.txt");
 	tb_dir_end(&t);
 	tb_dir_end(&t);
-	struct cn_pxar_extract_opts o = { .match = "d/b.txt" };
+	struct cn_pxar_extract_opts o = { 0 };
+	set_match(&o, "d/b.txt");
 	struct cn_pxar_extract_stats st;
 	ck_assert_int_eq(extract(&t, P("one"), &o, &st), 0);
 	ck_assert_str_eq(read_file(P("one/d/b.txt")), "B");
@@ -202,25 +215,25 @@ START_TEST(test_select_path_and_pattern)
 	ck_assert_uint_eq(s.st_mode & 07777, 0700); /* parent's metadata restored */
 
 	/* a hardlink whose target is not extracted gets the target's data */
-	o.match = "/d/link";
+	set_match(&o, "/d/link");
 	ck_assert_int_eq(extract(&t, P("hl"), &o, &st), 0);
 	ck_assert_str_eq(read_file(P("hl/d/link")), "A");
 
-	o.match = "d";
+	set_match(&o, "d");
 	ck_assert_int_eq(extract(&t, P("sub"), &o, &st), 0);
 	ck_assert_str_eq(read_file(P("sub/d/c.dat")), "C");
 	ck_assert_str_eq(read_file(P("sub/d/link")), "A");
 	ck_assert_ptr_null(read_file(P("sub/a.txt")));
 
-	o.match = "*.txt";
+	set_match(&o, "*.txt");
 	ck_assert_int_eq(extract(&t, P("glob"), &o, &st), 0);
 	ck_assert_str_eq(read_file(P("glob/a.txt")), "A");
 	ck_assert_str_eq(read_file(P("glob/d/b.txt")), "B");
 	ck_assert_ptr_null(read_file(P("glob/d/c.dat")));
 
-	o.match = "nope/x";
+	set_match(&o, "nope/x");
 	ck_assert_int_eq(extract(&t, P("none"), &o, &st), -ENOENT);
-	o.match = "../etc";
+	set_match(&o, "../etc");
 	ck_assert_int_lt(extract(&t, P("none"), &o, &st), 0);
 	tb_free(&t);
 }
@@ -432,7 +445,7 @@ START_TEST(test_split_archive)
 	ck_assert_int_eq(extract(&m, P("out"), &o, NULL), 0);
 	ck_assert_str_eq(read_file(P("out/a")), "first");
 	ck_assert_str_eq(read_file(P("out/b")), "second file");
-	o.match = "b";
+	set_match(&o, "b");
 	ck_assert_int_eq(extract(&m, P("one"), &o, NULL), 0);
 	ck_assert_str_eq(read_file(P("one/b")), "second file");
 	/* without the payload stream: refused before anything is written */
@@ -530,45 +543,70 @@ static int collect(void *ctx, const struct cn_pxar_entry *e)
 {
 	char *out = ctx;
 	size_t n = strlen(out);
-	snprintf(out + n, 1024 - n, "%s%s", n ? " " : "", e->path);
+	snprintf(out + n, 1024 - n, "%s%s", n ? " " : "", e->path_len ? e->path : "/");
 	return 0;
 }
 
-/* Listing by glob selects what extraction selects: a pattern without '/'
- * by name at any depth, one with '/' by whole path, everything below a
- * matched directory, never the root; cn_pxar_verify lists the same and
- * reads every listed file's content. */
+/* The selection of the one argument m (freed by the next set_match). */
+static const struct cn_pxar_select *sel_of(const char *m)
+{
+	struct cn_pxar_extract_opts o = { 0 };
+	set_match(&o, m);
+	return o.select;
+}
+
+/* The tree the selection tests pick from: a.jpg, docs/{a.jpg,notes.txt},
+ * pics/x.txt (pics mode 0700) and, with_videos, pics/w[1].mov and
+ * pics/w1.mov. */
+static void selection_tree(struct tb *t, int with_videos)
+{
+	tb_init(t);
+	tb_root_begin(t, 0755);
+	tb_file(t, "a.jpg", 0644, "A", 1);
+	tb_subdir(t, "docs", 0755);
+	tb_file(t, "a.jpg", 0644, "B", 1);
+	tb_file(t, "notes.txt", 0644, "notes", 5);
+	tb_dir_end(t);
+	tb_subdir(t, "pics", 0700);
+	tb_file(t, "x.txt", 0644, "xx", 2);
+	if (with_videos) {
+		tb_file(t, "w[1].mov", 0644, "w", 1);
+		tb_file(t, "w1.mov", 0644, "v", 1);
+	}
+	tb_dir_end(t);
+	tb_dir_end(t);
+}
+
+/* Listing by glob selects what extraction selects: a glob matches the
+ * whole path or any part after a '/', a leading '/' anchors it, everything
+ * below a matched directory, the root only when everything is; cn_pxar_verify
+ * lists the same and reads every listed file's content. */
 START_TEST(test_list_glob)
 {
 	struct tb t;
-	tb_init(&t);
-	tb_root_begin(&t, 0755);
-	tb_file(&t, "a.jpg", 0644, "A", 1);
-	tb_subdir(&t, "docs", 0755);
-	tb_file(&t, "a.jpg", 0644, "B", 1);
-	tb_file(&t, "notes.txt", 0644, "notes", 5);
-	tb_dir_end(&t);
-	tb_subdir(&t, "pics", 0755);
-	tb_file(&t, "x.txt", 0644, "xx", 2);
-	tb_dir_end(&t);
-	tb_dir_end(&t);
+	selection_tree(&t, 0);
 	struct cn_pxar_input in;
 	cn_pxar_input_mem(&in, t.b.data, t.b.len);
 	static const struct { const char *match, *want; } cases[] = {
 		{"*.jpg", "a.jpg docs/a.jpg"},
 		{"p*", "pics pics/x.txt"},
 		{"docs/*.txt", "docs/notes.txt"},
+		{"*/*.txt", "docs/notes.txt pics/x.txt"},
+		{"/*.jpg", "a.jpg"},
 		{"/docs/*", "docs/a.jpg docs/notes.txt"},
 		{"*", "a.jpg docs docs/a.jpg docs/notes.txt pics pics/x.txt"},
 		{"*.png", ""},
 		{"docs", "docs docs/a.jpg docs/notes.txt"}, /* literal */
+		{"./docs/", "docs docs/a.jpg docs/notes.txt"},
+		{"a.jpg/", ""}, /* a file, not the directory asked for */
+		{"/", "/ a.jpg docs docs/a.jpg docs/notes.txt pics pics/x.txt"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char got[1024] = "";
-		ck_assert_int_eq(cn_pxar_list(&in, NULL, cases[i].match, collect, got), 0);
+		ck_assert_int_eq(cn_pxar_list(&in, NULL, sel_of(cases[i].match), collect, got), 0);
 		ck_assert_msg(strcmp(got, cases[i].want) == 0, "%s: %s", cases[i].match, got);
 		got[0] = 0;
-		ck_assert_int_eq(cn_pxar_verify(&in, NULL, cases[i].match, collect, got), 0);
+		ck_assert_int_eq(cn_pxar_verify(&in, NULL, sel_of(cases[i].match), collect, got), 0);
 		ck_assert_msg(strcmp(got, cases[i].want) == 0, "verify %s: %s", cases[i].match, got);
 	}
 	/* verify reads the listed files' content (lent pieces counted), list none */
@@ -576,12 +614,93 @@ START_TEST(test_list_glob)
 	struct cn_pxar_input lin = {.read_at = lend_read, .size = t.b.len, .ctx = &l,
 				    .view_at = lend_view, .release = lend_release};
 	char got[1024] = "";
-	ck_assert_int_eq(cn_pxar_verify(&lin, NULL, "*.txt", collect, got), 0);
+	ck_assert_int_eq(cn_pxar_verify(&lin, NULL, sel_of("*.txt"), collect, got), 0);
 	ck_assert_int_eq(l.views, 2);
 	ck_assert_int_eq(l.out, 0);
 	l.views = 0;
-	ck_assert_int_eq(cn_pxar_list(&lin, NULL, "*.txt", collect, got), 0);
+	ck_assert_int_eq(cn_pxar_list(&lin, NULL, sel_of("*.txt"), collect, got), 0);
 	ck_assert_int_eq(l.views, 0);
+	tb_free(&t);
+}
+END_TEST
+
+/* Several arguments: the last one matching decides, unmatched entries
+ * follow their directory, only excludes mean everything else, and a
+ * path from a catalog is matched as it is. */
+START_TEST(test_select_include_exclude)
+{
+	struct tb t;
+	selection_tree(&t, 1);
+	struct cn_pxar_input in;
+	cn_pxar_input_mem(&in, t.b.data, t.b.len);
+	static const struct { const char *args[4]; const char *want, *lookup; } cases[] = {
+		{{"docs", "!*.txt"}, "docs docs/a.jpg", "docs"},
+		{{"!*.mov"}, "/ a.jpg docs docs/a.jpg docs/notes.txt pics pics/x.txt", NULL},
+		{{"docs", "pics/x.txt"}, "docs docs/a.jpg docs/notes.txt pics/x.txt", NULL},
+		{{"!docs", "docs/notes.txt"}, "docs/notes.txt", "docs/notes.txt"},
+		{{"pics", "!*.mov", "pics/w1.mov"}, "pics pics/x.txt pics/w1.mov", "pics"},
+		{{"*.jpg", "!/a.jpg"}, "docs/a.jpg", NULL},
+		{{"pics/w[1].mov"}, "pics/w1.mov", NULL},
+		{{"pics/w\\[1].mov"}, "pics/w[1].mov", NULL},
+		{{"docs", "!docs"}, "", "docs"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct cn_pxar_select *sel;
+		ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
+		for (size_t j = 0; j < 4 && cases[i].args[j]; j++)
+			ck_assert_int_eq(cn_pxar_select_add(sel, cases[i].args[j], 0), 0);
+		const char *lk = cn_pxar_select_lookup(sel);
+		ck_assert_msg(cases[i].lookup ? lk && strcmp(lk, cases[i].lookup) == 0 : !lk,
+			      "case %zu: lookup %s", i, lk ? lk : "(none)");
+		char got[1024] = "";
+		ck_assert_int_eq(cn_pxar_list(&in, NULL, sel, collect, got), 0);
+		ck_assert_msg(strcmp(got, cases[i].want) == 0, "case %zu: %s", i, got);
+		cn_pxar_select_free(sel);
+	}
+	/* an exclude argument is a '!' one; a catalog path is no glob */
+	struct cn_pxar_select *sel;
+	ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "pics", 0), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "*.mov", 1), 0);
+	ck_assert_int_eq(cn_pxar_select_add_path(sel, "pics/w[1].mov"), 0);
+	char got[1024] = "";
+	ck_assert_int_eq(cn_pxar_list(&in, NULL, sel, collect, got), 0);
+	ck_assert_str_eq(got, "pics pics/x.txt pics/w[1].mov");
+	cn_pxar_select_free(sel);
+	/* bad arguments name themselves */
+	ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "!", 0), -EINVAL);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "a[", 0), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "'a['"));
+	cn_pxar_select_free(sel);
+
+	/* extraction takes the same: photos but not the videos, and the
+	 * directories leading there keep their metadata */
+	struct cn_pxar_extract_opts o = { 0 };
+	ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "pics", 0), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "*.mov", 1), 0);
+	o.select = sel;
+	struct cn_pxar_extract_stats st;
+	ck_assert_int_eq(extract(&t, P("px"), &o, &st), 0);
+	ck_assert_str_eq(read_file(P("px/pics/x.txt")), "xx");
+	ck_assert_ptr_null(read_file(P("px/pics/w1.mov")));
+	ck_assert_ptr_null(read_file(P("px/a.jpg")));
+	ck_assert_uint_eq(st.files, 1);
+	struct stat sb;
+	ck_assert_int_eq(stat(P("px/pics"), &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0700);
+	cn_pxar_select_free(sel);
+	/* only excludes: everything else, from one pass over the archive */
+	ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "docs", 1), 0);
+	o.select = sel;
+	ck_assert_int_eq(extract(&t, P("ex"), &o, &st), 0);
+	ck_assert_str_eq(read_file(P("ex/a.jpg")), "A");
+	ck_assert_str_eq(read_file(P("ex/pics/w[1].mov")), "w");
+	ck_assert_int_lt(stat(P("ex/docs"), &sb), 0);
+	ck_assert_uint_eq(st.files, 4);
+	cn_pxar_select_free(sel);
 	tb_free(&t);
 }
 END_TEST
@@ -596,6 +715,7 @@ int main(void)
 	tcase_add_test(tc, test_sparse);
 	tcase_add_test(tc, test_content_from_views);
 	tcase_add_test(tc, test_list_glob);
+	tcase_add_test(tc, test_select_include_exclude);
 	tcase_add_test(tc, test_select_path_and_pattern);
 	tcase_add_test(tc, test_symlink_write_through);
 	tcase_add_test(tc, test_hardlink_through_symlink);

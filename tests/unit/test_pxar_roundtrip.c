@@ -430,15 +430,20 @@ START_TEST(test_roundtrip)
 		strcat(deep, "/");
 	}
 	strcat(deep, "bottom");
-	struct cn_pxar_extract_opts o = { .match = deep };
+	struct cn_pxar_select *sel;
+	ck_assert_int_eq(cn_pxar_select_from_path(deep, &sel), 0);
+	struct cn_pxar_extract_opts o = { .select = sel };
 	char out2[300];
 	snprintf(out2, sizeof(out2), "%s/one", base);
 	ck_assert_msg(cn_pxar_extract(&in, out2, &o, &xs) == 0, "%s", cn_error_message());
 	ck_assert_uint_eq(xs.files, 1);
 	ck_assert_uint_eq(xs.dirs, 20);
-	o.match = "h/second";
+	cn_pxar_select_free(sel);
+	ck_assert_int_eq(cn_pxar_select_from_path("h/second", &sel), 0);
+	o.select = sel;
 	ck_assert_msg(cn_pxar_extract(&in, out2, &o, &xs) == 0, "%s", cn_error_message());
 	ck_assert_uint_eq(xs.files, 1); /* target not extracted: data restored */
+	cn_pxar_select_free(sel);
 
 	cn_buf_free(&ar.b);
 	cn_buf_free(&cat.b);
