@@ -15,12 +15,11 @@
 struct cn_pxar_select {
 	struct cn_pattern **list;
 	size_t n, cap;
-	size_t includes;          /* include entries in list */
+	size_t includes;          /* includes added (the root's too) */
 	int root_included;        /* an include of the root itself ("/", ".") */
 	/* the first include when it is a path and every later include a path
 	 * inside it: the subtree decoded alone (NULL: the whole archive) */
 	char *lookup;
-	int lookup_possible;      /* no include so far that rules lookup out */
 };
 
 int cn_pxar_select_new(struct cn_pxar_select **out)
@@ -28,7 +27,6 @@ int cn_pxar_select_new(struct cn_pxar_select **out)
 	*out = calloc(1, sizeof(**out));
 	if (!*out)
 		return cn_error_set(-ENOMEM, "out of memory");
-	(*out)->lookup_possible = 1;
 	return 0;
 }
 
@@ -93,12 +91,11 @@ static int escape_glob(struct cn_buf *b)
 	return 0;
 }
 
-/* Whether path is dir or lies below it. */
-static int inside(const char *dir, const struct cn_buf *path)
+/* Whether path[0..len) is dir or lies below it. */
+static int inside(const char *dir, const char *path, size_t len)
 {
 	size_t n = strlen(dir);
-	return path->len >= n && memcmp(path->data, dir, n) == 0 &&
-	       (path->len == n || path->data[n] == '/');
+	return len >= n && memcmp(path, dir, n) == 0 && (len == n || path[n] == '/');
 }
 
 static int push(struct cn_pxar_select *s, struct cn_pattern *p)
@@ -115,77 +112,79 @@ static int push(struct cn_pxar_select *s, struct cn_pattern *p)
 	return 0;
 }
 
+/* Records one more include: path[0..len) (normalised) or, for a glob,
+ * NULL. The first include, a path, is the lookup while later includes are
+ * paths inside it. */
+static int note_include(struct cn_pxar_select *s, const char *path, size_t len)
+{
+	if (s->includes++ == 0 && path) {
+		s->lookup = strndup(path, len);
+		return s->lookup ? 0 : cn_error_set(-ENOMEM, "out of memory");
+	}
+	if (s->lookup && (!path || !inside(s->lookup, path, len))) {
+		free(s->lookup);
+		s->lookup = NULL;
+	}
+	return 0;
+}
+
 /* Adds arg; literal: a path taken as it is (no '!', no glob). */
 static int add_arg(struct cn_pxar_select *s, const char *arg, int exclude, int literal)
 {
 	enum cn_match_type type = exclude ? CN_MATCH_EXCLUDE : CN_MATCH_INCLUDE;
-	size_t len = strlen(arg);
 	const char *body = arg;
-	if (!literal && len > 0 && body[0] == '!') {
+	if (!literal && body[0] == '!') {
 		type = type == CN_MATCH_INCLUDE ? CN_MATCH_EXCLUDE : CN_MATCH_INCLUDE;
 		body++;
-		len--;
 	}
+	size_t len = strlen(body);
 	if (len == 0)
 		return cn_error_set(-EINVAL, "empty path or pattern '%s'", arg);
-	int dir_only = len > 0 && body[len - 1] == '/';
 	int glob = !literal && is_glob(body, len);
-	int anchored = !glob || (len > 0 && body[0] == '/');
-	struct cn_buf text = {0}, lookup_path = {0};
-	int rc = 0;
+	int anchored = !glob || body[0] == '/';
+	struct cn_buf text = {0};
+	char *path = NULL;        /* the normalised path, when no glob */
+	size_t path_len = 0;
+	int rc;
 	if (glob) {
 		while (len > 0 && body[0] == '/')
 			body++, len--;
 		rc = cn_buf_append(&text, body, len);
 	} else {
 		rc = append_normalised(&text, body, len);
-		if (rc == 0)
-			rc = cn_buf_append(&lookup_path, text.data, text.len);
-		if (rc == 0 && text.len == 0) {
-			/* the root: everything, or with '!' nothing */
-			if (type == CN_MATCH_INCLUDE) {
-				s->root_included = 1;
-				s->includes++;
-				s->lookup_possible = 0;
-				free(s->lookup);
-				s->lookup = NULL;
-				cn_buf_free(&text);
-				cn_buf_free(&lookup_path);
-				return 0;
-			}
-			rc = cn_buf_append(&text, "**", 2);
-		} else if (rc == 0 && dir_only) {
-			rc = cn_buf_append(&text, "/", 1);
+		path_len = text.len;
+		if (rc == 0 && !(path = strndup(text.data ? (const char *)text.data : "", path_len)))
+			rc = -ENOMEM;
+		if (rc == 0 && path_len == 0 && type == CN_MATCH_INCLUDE) {
+			/* the root itself: everything */
+			s->root_included = 1;
+			rc = note_include(s, NULL, 0);
+			goto out;
 		}
+		if (rc == 0 && literal)
+			rc = escape_glob(&text);
+		/* the root excluded: everything below it; a trailing '/': directories */
+		if (rc == 0 && (path_len == 0 || body[len - 1] == '/'))
+			rc = cn_buf_append(&text, path_len == 0 ? "**" : "/", path_len == 0 ? 2 : 1);
 	}
 	struct cn_pattern *p = NULL;
-	if (rc == 0 && literal)
-		rc = escape_glob(&text);
 	if (rc == 0)
 		rc = cn_pattern_parse((const char *)text.data, text.len, type, &p);
-	if (rc == -EINVAL)
+	if (rc == -EINVAL) {
 		rc = cn_error_prefix(rc, "path or pattern '%s'", arg);
-	else if (rc < 0)
-		rc = cn_error_set(rc, "out of memory");
+		goto out;
+	}
 	if (rc == 0 && anchored)
 		cn_pattern_add_flags(p, CN_PATTERN_ANCHORED);
-	if (rc == 0 && (rc = push(s, p)) < 0) {
+	if (rc == 0 && (rc = push(s, p)) < 0)
 		cn_pattern_free(p);
+	if (rc == 0 && type == CN_MATCH_INCLUDE)
+		rc = note_include(s, path, path_len);
+	if (rc == -ENOMEM)
 		rc = cn_error_set(rc, "out of memory");
-	}
-	if (rc == 0 && type == CN_MATCH_INCLUDE) {
-		if (s->includes++ == 0 && !glob) {
-			s->lookup = strndup((const char *)lookup_path.data, lookup_path.len);
-			if (!s->lookup)
-				rc = cn_error_set(-ENOMEM, "out of memory");
-		} else if (s->lookup && (glob || !inside(s->lookup, &lookup_path))) {
-			free(s->lookup);
-			s->lookup = NULL;
-			s->lookup_possible = 0;
-		}
-	}
+out:
+	free(path);
 	cn_buf_free(&text);
-	cn_buf_free(&lookup_path);
 	return rc;
 }
 
@@ -216,7 +215,7 @@ int cn_pxar_select_everything(const struct cn_pxar_select *s)
 
 const char *cn_pxar_select_lookup(const struct cn_pxar_select *s)
 {
-	return s && s->lookup_possible ? s->lookup : NULL;
+	return s ? s->lookup : NULL;
 }
 
 int cn_pxar_select_initial(const struct cn_pxar_select *s)
