@@ -178,6 +178,6 @@ static int cmd_restore(int argc, char **argv)
 
 const struct cli_command cli_cmd_restore = {
 	.name = "restore",
-	.summary = "restore an archive of a snapshot (or one path of it)",
+	.summary = "restore an archive of a snapshot (or the paths selected in it)",
 	.run = cmd_restore,
 };
