@@ -411,6 +411,28 @@ static int create_store(const char *root)
 	return cn_write_file_atomic(p, "", 0, 0644, 0);
 }
 
+/* Records every prefix directory of a store just created as empty and in
+ * step, in one transaction: they are, and reading 65536 empty directories
+ * (under their locks) cost as much as creating them on tmpfs (1.2 s
+ * against 0.6 s) and 0.8 s of 5.5 s on ext4. A chunk another process
+ * adds meanwhile changes its directory's mtime, and an index that misses
+ * a chunk only costs writing it again. */
+static int record_new_prefixes(struct cn_datastore *ds)
+{
+	struct cn_chunkindex_dir *dirs = calloc(0x10000, sizeof(*dirs));
+	if (!dirs)
+		return cn_error_set(-ENOMEM, "out of memory");
+	int r = 0;
+	for (unsigned p = 0; p < 0x10000 && r == 0; p++) {
+		dirs[p].prefix = (uint16_t)p;
+		r = cn_ds_prefix_mtime(ds, (uint16_t)p, &dirs[p].mtime);
+	}
+	if (r == 0)
+		r = cn_chunkindex_sync_dirs(ds->index, dirs, 0x10000);
+	free(dirs);
+	return r;
+}
+
 int cn_datastore_open(const char *path, int create, const struct cn_datastore_opts *opts,
 		      struct cn_datastore **out)
 {
@@ -467,15 +489,19 @@ int cn_datastore_open(const char *path, int create, const struct cn_datastore_op
 	/* The index is checked against each prefix directory the first time
 	 * has_chunk asks about it, not here: 65536 stats made every open
 	 * cost 0.1 s (and seconds on a cold disk), also for a no-change run
-	 * or a restore that never asks. An empty index (a new store, or the
-	 * index was lost) is filled now, in batches, rather than one
-	 * directory at a time. */
-	if (!ds->opts.skip_index_check && cn_chunkindex_count(ds->index) == 0) {
+	 * or a restore that never asks. A new store records its empty
+	 * directories; an empty index of an existing store (the index was
+	 * lost) is filled now, in batches, rather than one directory at a
+	 * time. */
+	if (create) {
+		if (record_new_prefixes(ds) < 0)
+			cn_log_warning("datastore %s: chunk index: %s", ds->root, cn_error_message());
+	} else if (!ds->opts.skip_index_check && cn_chunkindex_count(ds->index) == 0) {
 		r = cn_datastore_check_index(ds);
 		if (r < 0)
 			cn_log_warning("datastore %s: chunk index check failed: %s", ds->root,
 				       cn_error_message());
-		else if (r > 0 && !create)
+		else if (r > 0)
 			cn_log_info("datastore %s: chunk index rebuilt (%d directories)", ds->root, r);
 	}
 	*out = ds;

@@ -133,6 +133,16 @@ static void chunk_file(struct cn_datastore *ds, const uint8_t *digest, char *out
 	cn_datastore_chunk_path(ds, digest, out, size);
 }
 
+/* Writes chunk c into the store at root behind cairn's back (what PBS's own
+ * backups or a copy would do). */
+static void plant_chunk(const char *root, const struct cn_chunk *c)
+{
+	char hex[65], p[4096];
+	cn_hex_encode(c->digest, 32, hex);
+	snprintf(p, sizeof(p), "%s/.chunks/%.4s/%s", root, hex, hex);
+	ck_assert_int_eq(cn_write_file_atomic(p, c->data, c->len, 0644, 0), 0);
+}
+
 static int file_exists(const char *p)
 {
 	return access(p, F_OK) == 0;
@@ -347,12 +357,7 @@ START_TEST(test_index_recovery)
 	cn_datastore_close(ds);
 	ck_assert_int_eq(unlink(p), 0);
 	struct cn_chunk *extra = make_chunk(299, 2000);
-	{
-		char hex[65];
-		cn_hex_encode(extra->digest, 32, hex);
-		snprintf(p, sizeof(p), "%s/.chunks/%.4s/%s", root, hex, hex);
-		ck_assert_int_eq(cn_write_file_atomic(p, extra->data, extra->len, 0644, 0), 0);
-	}
+	plant_chunk(root, extra);
 	ds = open_store(root, 0, CN_SYNC_NONE);
 	ck_assert_int_eq(cn_datastore_has_chunk(ds, c[0]->digest), 0);
 	ck_assert_int_eq(cn_datastore_has_chunk(ds, extra->digest), 1);
@@ -362,6 +367,28 @@ START_TEST(test_index_recovery)
 	cn_datastore_close(ds);
 	for (int i = 0; i < N; i++)
 		cn_chunk_unref(c[i]);
+	cn_chunk_unref(extra);
+	rm_rf(dir);
+}
+END_TEST
+
+/* A new store records its empty prefix directories as in step when it is
+ * created (no rescan needed), and those records still notice a chunk added
+ * behind cairn's back afterwards. */
+START_TEST(test_new_store_index)
+{
+	char dir[64], root[128];
+	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_NONE);
+	ck_assert_int_eq(cn_datastore_check_index(ds), 0);
+	ck_assert_int_eq(cn_datastore_index_count(ds), 0);
+	cn_datastore_close(ds);
+	struct cn_chunk *extra = make_chunk(301, 2500);
+	plant_chunk(root, extra);
+	ds = open_store(root, 0, CN_SYNC_NONE);
+	ck_assert_int_eq(cn_datastore_has_chunk(ds, extra->digest), 1);
+	ck_assert_int_eq(cn_datastore_index_count(ds), 1);
+	ck_assert_int_eq(cn_datastore_check_index(ds), 0);
+	cn_datastore_close(ds);
 	cn_chunk_unref(extra);
 	rm_rf(dir);
 }
@@ -1361,6 +1388,7 @@ CN_TEST_MAIN("datastore", "core", 600,
 	     test_direct_io,
 	     test_threads,
 	     test_index_recovery,
+	     test_new_store_index,
 	     test_snapshot_writer,
 	     test_kill_during_insert,
 	     test_enospc_injected,
