@@ -25,8 +25,8 @@ Caches are warm (the corpus is read once, untimed, before each tool's
 first step); every tool gets the same conditions. Default sizes: 1024 MiB
 corpus, 100 MiB small corpus.
 With --rounds N (default 1) the tools run N times in turn (cairn,
-cairn encrypted, restic, borg; then again) and each step reports its
-median round, with every round's wall time printed: on a shared virtual
+cairn encrypted, restic, borg; then again, starting one tool later each
+round) and each step reports its median round, with every round's wall time printed: on a shared virtual
 machine single runs of the same binary differ by up to 2x (a restore
 that fills fresh page-cache pages pays for the host backing them).
 """
@@ -318,9 +318,12 @@ def main():
             runners.append(('borg', lambda: run_borg(corpus, work)))
         # Rounds take the tools in turn, so that a machine that drifts
         # (shared, virtual) treats them alike; each step's median counts.
+        # Each round starts with the next tool: whoever goes first after a
+        # pause fills page-cache pages the host has taken back meanwhile.
         rounds = {tool: [] for tool, _ in runners}
-        for _ in range(a.rounds):
-            for tool, run in runners:
+        for k in range(a.rounds):
+            first = k % len(runners)
+            for tool, run in runners[first:] + runners[:first]:
                 warm(corpus)  # (a cold restore emptied the page cache)
                 rounds[tool].append(run())
         results = {tool: median_result(rs) for tool, rs in rounds.items()}
