@@ -26,9 +26,10 @@ first step); every tool gets the same conditions. Default sizes: 1024 MiB
 corpus, 100 MiB small corpus.
 With --rounds N (default 1) the tools run N times in turn (cairn,
 cairn encrypted, restic, borg; then again, starting one tool later each
-round) and each step reports its median round, with every round's wall time printed: on a shared virtual
-machine single runs of the same binary differ by up to 2x (a restore
-that fills fresh page-cache pages pays for the host backing them).
+round) and each step reports its median round, with every round's wall
+time printed: on a shared virtual machine single runs of the same binary
+differ by up to 2x (a restore that fills fresh page-cache pages pays for
+the host backing them).
 """
 import argparse
 import json
