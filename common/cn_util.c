@@ -79,6 +79,23 @@ int cn_write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+int cn_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len)
 {
 	struct stat st;

@@ -24,6 +24,10 @@ int cn_read_full(int fd, void *buf, size_t len);
  * or -errno. Sets no message. */
 int cn_write_full(int fd, const void *buf, size_t len);
 
+/* Writes exactly len bytes at file offset off (pwrite, retrying on EINTR
+ * and short writes). Returns 0 or -errno. Sets no message. */
+int cn_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
 /* Reads a whole file (at most max_size bytes) into a malloc'd buffer that
  * the caller frees. Returns 0 and sets *out and *out_len, or a negative code
  * with a message (-EFBIG when the file is larger than max_size). */

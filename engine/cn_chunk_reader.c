@@ -276,7 +276,9 @@ static int acquire(struct cn_chunk_reader *r, size_t i, struct slot **slot)
 static void unpin(struct cn_chunk_reader *r, struct slot *s)
 {
 	pthread_mutex_lock(&r->lock);
-	s->pins--;
+	/* a view released on another thread may free the slot acquire waits for */
+	if (--s->pins == 0)
+		pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 }
 

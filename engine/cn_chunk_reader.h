@@ -14,7 +14,8 @@
  * most one read-ahead window past their end.
  *
  * read_at and view_at may be called by one thread at a time (the
- * decoder); the worker threads are the reader's own.
+ * decoder), release by any thread; the worker threads are the reader's
+ * own.
  */
 #ifndef CN_CHUNK_READER_H
 #define CN_CHUNK_READER_H
