@@ -53,6 +53,12 @@ struct cn_pxar_extract_opts {
 	int strict;               /* stop at the first error */
 	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata (no chown, ...) */
 	int no_devices, no_fifos, no_sockets;        /* skip these entries */
+	/* Threads writing the content of large files where the input lends
+	 * its bytes (view_at; its release is then called from them too);
+	 * 0: the calling thread writes everything. Such a file gets its
+	 * owner, xattrs and ACLs before its data, the rest after it; files
+	 * with capabilities are written inline. */
+	size_t writers;
 };
 
 struct cn_pxar_extract_stats {

@@ -10,6 +10,7 @@
 #include "common/cn_log.h"
 #include "engine/cn_chunk_reader.h"
 #include "engine/cn_pxar_decoder.h"
+#include "engine/cn_workqueue.h"
 #include "engine/cn_pxar_extract.h"
 #include "store/cn_blob.h"
 
@@ -237,6 +238,22 @@ static int list_nothing(void *ctx, const struct cn_pxar_entry *e)
 	return 0;
 }
 
+/* Threads writing restored file content (cn_pxar_extract_opts.writers):
+ * one per CPU, at most MAX_WRITERS, and few enough that the up to three
+ * cached chunks each pins leave half of the chunk reader's cache (2 x
+ * readers + 5) to read-ahead. */
+#define MAX_WRITERS 4
+
+static size_t restore_writers(size_t readers)
+{
+	size_t n = cn_cpu_count(), by_cache = (2 * (readers ? readers : 2 * n) + 5) / 6;
+	if (n > MAX_WRITERS)
+		n = MAX_WRITERS;
+	if (n > by_cache)
+		n = by_cache;
+	return n ? n : 1;
+}
+
 int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		       const char *archive, const char *target_dir,
 		       const struct cn_restore_opts *o, struct cn_restore_stats *stats)
@@ -326,6 +343,7 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 			.overwrite = o->overwrite,
 			.allow_existing_dirs = 1,
 			.payload = split ? &pin : NULL,
+			.writers = restore_writers(o->threads),
 		};
 		struct cn_pxar_extract_stats es;
 		memset(&es, 0, sizeof(es));

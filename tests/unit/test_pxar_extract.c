@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/fs.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "common/cn_util.h"
 #include "engine/cn_pxar_decoder.h"
 #include "engine/cn_pxar_extract.h"
+#include "lending_input.h"
 #include "pxar_testbuild.h"
 
 
@@ -456,42 +459,6 @@ START_TEST(test_split_archive)
 }
 END_TEST
 
-/* An input over memory that lends its bytes (view_at) in short pieces of
- * varying, unaligned lengths, and counts the views it has out. */
-struct lending {
-	const uint8_t *data;
-	size_t len;
-	int out, max_out, views;
-};
-
-static int lend_read(void *ctx, uint64_t off, void *buf, size_t len)
-{
-	struct lending *l = ctx;
-	memcpy(buf, l->data + off, len);
-	return 0;
-}
-
-static int lend_view(void *ctx, uint64_t off, size_t len, const uint8_t **data, size_t *got,
-		     void **token)
-{
-	struct lending *l = ctx;
-	size_t piece = 1000 + (size_t)(off % 3001); /* never on the 4 KiB grid for long */
-	*data = l->data + off;
-	*got = len < piece ? len : piece;
-	*token = (void *)(uintptr_t)(off + 1);
-	l->views++;
-	if (++l->out > l->max_out)
-		l->max_out = l->out;
-	return 0;
-}
-
-static void lend_release(void *ctx, void *token)
-{
-	struct lending *l = ctx;
-	ck_assert_ptr_nonnull(token);
-	l->out--;
-}
-
 /* File content written from lent pieces: the same bytes and the same
  * holes as from copies, each view released before the next. */
 START_TEST(test_content_from_views)
@@ -508,13 +475,13 @@ START_TEST(test_content_from_views)
 	tb_file(&t, "mixed", 0644, data, n);
 	tb_file(&t, "tail-hole", 0644, data + 40000, 100000); /* zeros to the end */
 	tb_dir_end(&t);
-	struct lending l = {t.b.data, t.b.len, 0, 0, 0};
-	struct cn_pxar_input in = {.read_at = lend_read, .size = t.b.len, .ctx = &l,
-				   .view_at = lend_view, .release = lend_release};
+	struct lending l;
+	struct cn_pxar_input in;
+	lending_input(&l, &in, t.b.data, t.b.len);
 	struct cn_pxar_extract_stats st;
 	ck_assert_int_eq(cn_pxar_extract(&in, P("out"), NULL, &st), 0);
 	ck_assert_int_gt(l.views, 100);
-	ck_assert_int_eq(l.out, 0);
+	ck_assert_int_eq(atomic_load(&l.out), 0);
 	ck_assert_int_eq(l.max_out, 1);
 	ck_assert_uint_eq(st.bytes, n + 100000);
 	ck_assert_uint_ge(st.sparse_bytes, 150000);
@@ -533,6 +500,149 @@ START_TEST(test_content_from_views)
 	close(fd);
 	ck_assert_mem_eq(back, data + 40000, 100000);
 	free(back);
+	free(data);
+	tb_free(&t);
+}
+END_TEST
+
+/* The archive of test_content_on_writers: large files (to the writer
+ * threads) with holes, a hole at the end, a set-uid bit and an mtime
+ * that the writes must not undo; a hardlink to one of them
+ * and small files (written inline) between them. */
+static uint8_t *writers_archive(struct tb *t, size_t n)
+{
+	uint8_t *data = calloc(1, n);
+	for (size_t i = 0; i < 40000; i++)
+		data[i] = (uint8_t)(i * 7 + 1);
+	for (size_t i = 200000; i < n; i++)
+		data[i] = (uint8_t)(i * 13 + 5);
+	tb_init(t);
+	tb_root_begin(t, 0755);
+	tb_name(t, "a-mixed");
+	tb_entry(t, CN_PXAR_IFREG | 04755, 0, 0, 1500000000, 7);
+	tb_item(t, CN_PXAR_PAYLOAD, data, n);
+	tb_child_done(t);
+	tb_file(t, "b-small", 0600, "small", 5);
+	uint64_t fo = tb_pos(t);
+	tb_file(t, "c-tail-hole", 0640, data + 40000, 100000);
+	tb_hardlink(t, "d-link", fo, "c-tail-hole");
+	tb_subdir(t, "e-dir", 0750);
+	for (int i = 0; i < 5; i++) {
+		char nm[16];
+		snprintf(nm, sizeof(nm), "f%d", i);
+		tb_file(t, nm, 0644, data + 1000 * i, n - 1000 * i);
+	}
+	tb_dir_end(t);
+	tb_dir_end(t);
+	return data;
+}
+
+/* Content on writer threads: the same files as written inline, every
+ * view released, metadata applied after the writes. */
+START_TEST(test_content_on_writers)
+{
+	size_t n = 256u << 10;
+	struct tb t;
+	uint8_t *data = writers_archive(&t, n);
+	struct lending l;
+	struct cn_pxar_input in;
+	lending_input(&l, &in, t.b.data, t.b.len);
+	struct cn_pxar_extract_opts o = { .writers = 3 };
+	struct cn_pxar_extract_stats st;
+	ck_assert_msg(cn_pxar_extract(&in, P("out"), &o, &st) == 0, "%s", cn_error_message());
+	ck_assert_int_eq(atomic_load(&l.out), 0);
+	/* pieces were held by writers, and boundedly: two queued per writer,
+	 * one each being written, one the extractor holds */
+	ck_assert_int_gt(l.max_out, 1);
+	ck_assert_int_le(l.max_out, 3 * (2 + 1) + 1);
+	ck_assert_uint_eq(st.files, 8);
+	ck_assert_uint_eq(st.hardlinks, 1);
+	ck_assert_uint_eq(st.errors, 0);
+
+	/* the same pieces written inline: the reference */
+	struct cn_pxar_extract_stats ref;
+	ck_assert_int_eq(cn_pxar_extract(&in, P("ref"), NULL, &ref), 0);
+	ck_assert_uint_eq(st.bytes, ref.bytes);
+	ck_assert_uint_eq(st.sparse_bytes, ref.sparse_bytes);
+	ck_assert_uint_ge(st.sparse_bytes, 150000);
+
+	const char *names[] = { "a-mixed", "b-small", "c-tail-hole", "d-link", "e-dir",
+				"e-dir/f0", "e-dir/f4" };
+	uint8_t *a = malloc(n), *b = malloc(n);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char pa[300], pb[300];
+		snprintf(pa, sizeof(pa), "out/%s", names[i]);
+		snprintf(pb, sizeof(pb), "ref/%s", names[i]);
+		struct stat sa, sb;
+		ck_assert_int_eq(stat(P(pa), &sa), 0);
+		ck_assert_int_eq(stat(P(pb), &sb), 0);
+		ck_assert_msg(sa.st_mode == sb.st_mode, "%s: mode %o, inline %o", names[i],
+			      sa.st_mode, sb.st_mode);
+		ck_assert_int_eq(sa.st_size, sb.st_size);
+		ck_assert_int_eq(sa.st_blocks, sb.st_blocks); /* the same holes */
+		ck_assert_int_eq(sa.st_mtim.tv_sec, sb.st_mtim.tv_sec);
+		ck_assert_int_eq(sa.st_mtim.tv_nsec, sb.st_mtim.tv_nsec);
+		ck_assert_uint_eq(sa.st_nlink, sb.st_nlink);
+		if (S_ISDIR(sa.st_mode))
+			continue;
+		int fa = open(P(pa), O_RDONLY), fb = open(P(pb), O_RDONLY);
+		ck_assert_int_eq(cn_read_full(fa, a, (size_t)sa.st_size), 0);
+		ck_assert_int_eq(cn_read_full(fb, b, (size_t)sb.st_size), 0);
+		close(fa);
+		close(fb);
+		ck_assert_msg(memcmp(a, b, (size_t)sa.st_size) == 0, "%s differs", names[i]);
+	}
+	struct stat s;
+	ck_assert_int_eq(stat(P("out/a-mixed"), &s), 0);
+	ck_assert_uint_eq(s.st_mode & 07777, 04755);
+	ck_assert_int_eq(s.st_mtim.tv_sec, 1500000000);
+	ck_assert_int_eq(s.st_mtim.tv_nsec, 7);
+	ck_assert_int_eq(stat(P("out/c-tail-hole"), &s), 0);
+	ck_assert_int_eq(s.st_size, 100000);
+	free(a);
+	free(b);
+	free(data);
+	tb_free(&t);
+}
+END_TEST
+
+/* A write failing on a writer thread (files may not grow past 150000
+ * bytes here) is reported as inline: an error per file that did not fit,
+ * the others restored, every view released. */
+START_TEST(test_write_error_on_writers)
+{
+	size_t n = 256u << 10;
+	struct tb t;
+	uint8_t *data = writers_archive(&t, n);
+	signal(SIGXFSZ, SIG_IGN);
+	struct rlimit lim, was;
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+	lim = was;
+	lim.rlim_cur = 150000;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	struct lending l;
+	struct cn_pxar_input in;
+	lending_input(&l, &in, t.b.data, t.b.len);
+	struct cn_pxar_extract_opts o = { .writers = 2 };
+	struct cn_pxar_extract_stats st, ref;
+	ck_assert_int_eq(cn_pxar_extract(&in, P("out"), &o, &st), -EIO);
+	ck_assert_int_eq(atomic_load(&l.out), 0);
+	struct cn_pxar_input mem;
+	cn_pxar_input_mem(&mem, t.b.data, t.b.len);
+	ck_assert_int_eq(cn_pxar_extract(&mem, P("ref"), NULL, &ref), -EIO);
+	ck_assert_uint_eq(st.errors, 6); /* a-mixed and the five in e-dir */
+	ck_assert_uint_eq(st.errors, ref.errors);
+	ck_assert_uint_eq(st.files, 2);
+	ck_assert_uint_eq(st.files, ref.files);
+	ck_assert_str_eq(read_file(P("out/b-small")), "small");
+	struct stat s;
+	ck_assert_int_eq(stat(P("out/d-link"), &s), 0);
+	ck_assert_int_eq(s.st_size, 100000);
+	/* strict: the first failure stops it */
+	o.strict = 1;
+	ck_assert_int_eq(cn_pxar_extract(&in, P("strict"), &o, &st), -EFBIG);
+	ck_assert_int_eq(atomic_load(&l.out), 0);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
 	free(data);
 	tb_free(&t);
 }
@@ -610,13 +720,13 @@ START_TEST(test_list_glob)
 		ck_assert_msg(strcmp(got, cases[i].want) == 0, "verify %s: %s", cases[i].match, got);
 	}
 	/* verify reads the listed files' content (lent pieces counted), list none */
-	struct lending l = {t.b.data, t.b.len, 0, 0, 0};
-	struct cn_pxar_input lin = {.read_at = lend_read, .size = t.b.len, .ctx = &l,
-				    .view_at = lend_view, .release = lend_release};
+	struct lending l;
+	struct cn_pxar_input lin;
+	lending_input(&l, &lin, t.b.data, t.b.len);
 	char got[1024] = "";
 	ck_assert_int_eq(cn_pxar_verify(&lin, NULL, sel_of("*.txt"), collect, got), 0);
 	ck_assert_int_eq(l.views, 2);
-	ck_assert_int_eq(l.out, 0);
+	ck_assert_int_eq(atomic_load(&l.out), 0);
 	l.views = 0;
 	ck_assert_int_eq(cn_pxar_list(&lin, NULL, sel_of("*.txt"), collect, got), 0);
 	ck_assert_int_eq(l.views, 0);
@@ -714,6 +824,8 @@ int main(void)
 	tcase_add_test(tc, test_basic_tree);
 	tcase_add_test(tc, test_sparse);
 	tcase_add_test(tc, test_content_from_views);
+	tcase_add_test(tc, test_content_on_writers);
+	tcase_add_test(tc, test_write_error_on_writers);
 	tcase_add_test(tc, test_list_glob);
 	tcase_add_test(tc, test_select_include_exclude);
 	tcase_add_test(tc, test_select_path_and_pattern);

@@ -27,6 +27,7 @@
 #include "engine/cn_pxar_decoder.h"
 #include "engine/cn_pxar_extract.h"
 #include "engine/cn_walker.h"
+#include "lending_input.h"
 
 static char base[256];
 static int have_xattr, have_acl;
@@ -84,6 +85,7 @@ static void make_tree(void)
 	put(root, "page", data, 4096, 0640);
 	put(root, "chunk", data, big, 0644);
 	put(root, "chunk+1", data, big + 1, 0755);
+	put(root, "suid-big", data + 1, 200000, 04755); /* (large: on writer threads) */
 	memset(data, 0, 65536);
 	data[65535] = 1;
 	put(root, "holes", data, 65536, 0644);
@@ -146,6 +148,9 @@ static void make_tree(void)
 		ck_assert_int_eq(fsetxattr(f, "user.aa", "", 0, 0), 0);
 		ck_assert_int_eq(fsetxattr(f, "user.bin", "\0\1\2", 3, 0), 0);
 		close(f);
+		f = openat(root, "chunk", O_RDONLY);
+		ck_assert_int_eq(fsetxattr(f, "user.big", "b", 1, 0), 0);
+		close(f);
 	} else {
 		fprintf(stderr, "note: %s has no user xattrs: xattr round trip skipped\n", base);
 	}
@@ -159,16 +164,20 @@ static void make_tree(void)
 		acl = acl_from_text("u::rwx,u:77:r-x,g::r--,m::r-x,o::---");
 		ck_assert_int_eq(acl_set_file(p2, ACL_TYPE_DEFAULT, acl), 0);
 		acl_free(acl);
-		snprintf(p2, sizeof(p2), "%s/src/page", base);
-		acl = acl_from_text("u::rw-,g::r--,g:1000:rw-,m::rw-,o::---");
-		ck_assert_int_eq(acl_set_file(p2, ACL_TYPE_ACCESS, acl), 0);
-		acl_free(acl);
+		const char *with_acl[] = { "page", "chunk+1" };
+		for (int i = 0; i < 2; i++) {
+			snprintf(p2, sizeof(p2), "%s/src/%s", base, with_acl[i]);
+			acl = acl_from_text("u::rw-,g::r--,g:1000:rw-,m::rw-,o::---");
+			ck_assert_int_eq(acl_set_file(p2, ACL_TYPE_ACCESS, acl), 0);
+			acl_free(acl);
+		}
 	} else {
 		fprintf(stderr, "note: %s has no POSIX ACLs: ACL round trip skipped\n", base);
 	}
 
 	/* mtimes last (directories change when children are added) */
 	set_mtime(root, "one", 1234567890, 123456789);
+	set_mtime(root, "suid-big", 1234567891, 987654321);
 	set_mtime(root, "link-rel", 1000000000, 5);
 	set_mtime(root, "fifo", -100, 999999999);
 	set_mtime(root, "emptydir", 1600000000, 1);
@@ -395,6 +404,26 @@ START_TEST(test_roundtrip)
 	ck_assert_int_eq(fstat(sa, &s1), 0);
 	ck_assert_int_eq(fstat(sb, &s2), 0);
 	ck_assert_uint_eq(s1.st_mode, s2.st_mode);
+	close(sb);
+
+	/* again with the large files' content on writer threads, from an
+	 * input that lends its bytes as a restore's chunk reader does */
+	struct lending l;
+	struct cn_pxar_input lin;
+	lending_input(&l, &lin, ar.b.data, ar.b.len);
+	struct cn_pxar_extract_opts wo = { .writers = 2 };
+	char outw[300];
+	snprintf(outw, sizeof(outw), "%s/out-writers", base);
+	ck_assert_msg(cn_pxar_extract(&lin, outw, &wo, &xs) == 0, "%s", cn_error_message());
+	ck_assert_uint_eq(xs.errors, 0);
+	ck_assert_int_gt(l.max_out, 1);
+	ck_assert_int_eq(atomic_load(&l.out), 0);
+	close(sa);
+	sa = open(src, O_RDONLY | O_DIRECTORY);
+	sb = open(outw, O_RDONLY | O_DIRECTORY);
+	struct inomap mw = { .n = 0 };
+	ck_assert_uint_eq(cmp_tree(sa, sb, "", &mw), n);
+	ck_assert_uint_eq(mw.n, 2);
 	close(sa);
 	close(sb);
 
