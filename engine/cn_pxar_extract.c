@@ -764,7 +764,11 @@ static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 		if (viewed < 0)
 			return viewed;
 		int rc;
-		if (f && viewed) {
+		if (f && !viewed) {
+			/* goes_to_writers saw the input lend: it lends every piece */
+			return cn_error_set(-EINVAL, "'%s': the input stopped lending its content",
+					    path);
+		} else if (f) {
 			rc = queue_piece(x->w, f, src, data, n, off, token);
 		} else {
 			rc = write_sparse(fd, data, n, off, &holes, &tail_hole);
