@@ -339,6 +339,11 @@ void cn_chunk_reader_release(void *reader, void *token)
 		unpin(reader, token);
 }
 
+size_t cn_chunk_reader_cache_slots(const struct cn_chunk_reader *r)
+{
+	return r->nslots;
+}
+
 void cn_chunk_reader_stats(struct cn_chunk_reader *r, struct cn_chunk_reader_stats *st)
 {
 	st->chunks_fetched = atomic_load(&r->fetched);

@@ -62,6 +62,9 @@ int cn_chunk_reader_view_at(void *reader, uint64_t off, size_t len, const uint8_
 /* Ends a view of cn_chunk_reader_view_at (token NULL: nothing). */
 void cn_chunk_reader_release(void *reader, void *token);
 
+/* The number of chunks the cache holds (views pin them). */
+size_t cn_chunk_reader_cache_slots(const struct cn_chunk_reader *r);
+
 /* Counters so far. */
 void cn_chunk_reader_stats(struct cn_chunk_reader *r, struct cn_chunk_reader_stats *st);
 

@@ -531,7 +531,7 @@ static int content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *
  * at most WRITE_QUEUE_PER_WRITER queued pieces per writer (each pins one
  * cached chunk) and MAX_OPEN_FILES files waiting to be finished. */
 #define ASYNC_MIN RUN_MAX
-#define WRITE_QUEUE_PER_WRITER 2
+#define WRITE_QUEUE_PER_WRITER (CN_PXAR_EXTRACT_VIEWS_PER_WRITER - 1)
 #define MAX_OPEN_FILES 64
 
 /* A file whose content writer threads are writing. */

@@ -54,12 +54,17 @@ struct cn_pxar_extract_opts {
 	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata (no chown, ...) */
 	int no_devices, no_fifos, no_sockets;        /* skip these entries */
 	/* Threads writing the content of large files where the input lends
-	 * its bytes (view_at; its release is then called from them too);
+	 * its bytes (view_at; its release is then called from them too, and
+	 * each writer holds up to CN_PXAR_EXTRACT_VIEWS_PER_WRITER views);
 	 * 0: the calling thread writes everything. Such a file gets its
 	 * owner, xattrs and ACLs before its data, the rest after it; files
 	 * with capabilities are written inline. */
 	size_t writers;
 };
+
+/* Lent views a writer thread holds at most: queued pieces and the one
+ * being written. */
+#define CN_PXAR_EXTRACT_VIEWS_PER_WRITER 3
 
 struct cn_pxar_extract_stats {
 	uint64_t dirs, files, symlinks, hardlinks, devices, fifos, sockets;

@@ -239,14 +239,14 @@ static int list_nothing(void *ctx, const struct cn_pxar_entry *e)
 }
 
 /* Threads writing restored file content (cn_pxar_extract_opts.writers):
- * one per CPU, at most MAX_WRITERS, and few enough that the up to three
- * cached chunks each pins leave half of the chunk reader's cache (2 x
- * readers + 5) to read-ahead. */
+ * one per CPU, at most MAX_WRITERS, and few enough that the cached
+ * chunks their views pin leave half of the cache to read-ahead. */
 #define MAX_WRITERS 4
 
-static size_t restore_writers(size_t readers)
+static size_t restore_writers(const struct cn_chunk_reader *cr)
 {
-	size_t n = cn_cpu_count(), by_cache = (2 * (readers ? readers : 2 * n) + 5) / 6;
+	size_t n = cn_cpu_count();
+	size_t by_cache = cn_chunk_reader_cache_slots(cr) / (2 * CN_PXAR_EXTRACT_VIEWS_PER_WRITER);
 	if (n > MAX_WRITERS)
 		n = MAX_WRITERS;
 	if (n > by_cache)
@@ -343,7 +343,7 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 			.overwrite = o->overwrite,
 			.allow_existing_dirs = 1,
 			.payload = split ? &pin : NULL,
-			.writers = restore_writers(o->threads),
+			.writers = restore_writers(split ? pcr : cr), /* (holding the content) */
 		};
 		struct cn_pxar_extract_stats es;
 		memset(&es, 0, sizeof(es));
