@@ -20,7 +20,7 @@ static void help(FILE *f)
 		"checked against its digest; chunks are read ahead on worker threads.\n\n"
 		"Options:\n"
 		"  --path PATH            restore only PATH of the archive: a file or a subtree\n"
-		"                         (one --path is found without reading the rest), or a\n"
+		"                         (paths are found without reading the rest), or a\n"
 		"                         pattern (* ? [..]; \\ escapes; a leading / anchors it at\n"
 		"                         the root, else it matches at any depth). Repeatable.\n"
 		"  --exclude PATTERN      leave out what PATTERN matches, even inside a --path;\n"

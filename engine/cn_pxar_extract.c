@@ -56,7 +56,7 @@ struct extractor {
 	int root_fd;
 	int apply_root_meta;
 	const struct cn_pxar_select *sel;
-	int looked_up;            /* decoding the selection's lookup path alone */
+	int looked_up;            /* decoding the selection's lookup paths alone */
 	uint8_t *buf;
 	struct writers *w;        /* NULL: file content is written inline */
 };
@@ -1076,15 +1076,45 @@ static char *join_stack(const struct extractor *x)
 	return p;
 }
 
-/* Pushes the directories leading to the literal path p (each looked up
- * through the goodbye tables) and returns the range of p itself. */
+/* Pops the directories on the stack above the target that do not lead
+ * to the literal path p (applying their metadata). */
+static int pop_to_parents_of(struct extractor *x, const char *p)
+{
+	size_t keep = 1;
+	for (const char *c = p; keep < x->depth; keep++) {
+		const char *s = strchr(c, '/');
+		size_t n = strlen(x->stack[keep].name);
+		if (!s || (size_t)(s - c) != n || memcmp(c, x->stack[keep].name, n) != 0)
+			break;
+		c = s + 1;
+	}
+	while (x->depth > keep) {
+		char *jp = join_stack(x);
+		if (!jp)
+			return cn_error_set(-ENOMEM, "out of memory");
+		int rc = pop_dir(x, jp);
+		free(jp);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Pushes the directories leading to the literal path p that are not on
+ * the stack yet (each looked up through the goodbye tables) and returns
+ * the range of p itself. */
 static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range *out)
 {
 	char *buf = strdup(p);
 	if (!buf)
 		return cn_error_set(-ENOMEM, "out of memory");
 	int rc = 0;
+	size_t have = x->depth - 1;
 	for (char *s = strchr(buf, '/'); s; s = strchr(s + 1, '/')) {
+		if (have) {
+			have--;
+			continue;
+		}
 		*s = 0;
 		struct cn_pxar_range r;
 		rc = cn_pxar_lookup(x->acc, buf, &r);
@@ -1105,6 +1135,57 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 	}
 	free(buf);
 	return rc < 0 ? rc : 0;
+}
+
+/* Extracts what d decodes; its first entry is the archive root unless
+ * a path was looked up. */
+static int extract_entries(struct extractor *x, struct cn_pxar_decoder *d)
+{
+	const struct cn_pxar_entry *e;
+	int rc, first = 1;
+	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
+		rc = handle_entry(x, d, e, first && !x->looked_up);
+		first = 0;
+		if (rc >= 0)
+			rc = reap_files(x, MAX_OPEN_FILES);
+		if (rc < 0)
+			break;
+	}
+	return rc;
+}
+
+/* Fails with -ENOENT, naming the path, unless every path sel looks up is
+ * in the archive: checked before anything is written. */
+static int check_lookups(struct cn_pxar_accessor *acc, const struct cn_pxar_select *sel)
+{
+	for (size_t i = 0; i < cn_pxar_select_lookups(sel); i++) {
+		struct cn_pxar_range r;
+		const char *p = cn_pxar_select_lookup(sel, i);
+		int rc = cn_pxar_lookup(acc, p, &r);
+		if (rc == 0)
+			rc = cn_error_set(-ENOENT, "'%s' not found in archive", p);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Extracts the looked-up entry p and what is selected below it, keeping
+ * the directories it shares with the path before. */
+static int extract_lookup(struct extractor *x, const char *p)
+{
+	struct cn_pxar_range r;
+	struct cn_pxar_decoder *d;
+	int rc = pop_to_parents_of(x, p);
+	if (rc == 0)
+		rc = push_parents(x, p, &r);
+	if (rc == 0)
+		rc = cn_pxar_accessor_decoder(x->acc, &r, p, &d);
+	if (rc < 0)
+		return rc;
+	rc = extract_entries(x, d);
+	cn_pxar_decoder_free(d);
+	return rc;
 }
 
 int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
@@ -1143,42 +1224,27 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		goto out;
 	}
 	x.sel = x.o->select;
-	const char *lit = cn_pxar_select_lookup(x.sel);
 	int top = cn_pxar_select_initial(x.sel);
 	rc = push_dir(&x, NULL, top, NULL);
 	if (rc < 0)
 		goto out;
 	x.stack[0].fd = x.root_fd;
 
-	if (lit) {
-		/* the looked-up entry and what is selected below it */
-		struct cn_pxar_range r;
-		rc = push_parents(&x, lit, &r);
-		if (rc < 0)
-			goto out;
-		rc = cn_pxar_accessor_decoder(x.acc, &r, lit, &d);
-		if (rc < 0)
-			goto out;
+	size_t lookups = cn_pxar_select_lookups(x.sel);
+	if (lookups) {
 		x.looked_up = 1;
+		rc = check_lookups(x.acc, x.sel);
+		for (size_t i = 0; rc >= 0 && i < lookups; i++)
+			rc = extract_lookup(&x, cn_pxar_select_lookup(x.sel, i));
 	} else {
 		x.apply_root_meta = top;
 		rc = cn_pxar_decoder_new(in, x.o->payload, &d);
-		if (rc < 0)
-			goto out;
-	}
-	const struct cn_pxar_entry *e;
-	int first = 1;
-	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
-		rc = handle_entry(&x, d, e, first && !x.looked_up);
-		first = 0;
-		if (rc >= 0)
-			rc = reap_files(&x, MAX_OPEN_FILES);
-		if (rc < 0)
-			break;
+		if (rc == 0)
+			rc = extract_entries(&x, d);
 	}
 	if (rc >= 0)
 		rc = reap_files(&x, 0);
-	/* Directories still open: the parents of a looked-up path, and the
+	/* Directories still open: the parents of the looked-up paths, and the
 	 * target itself. */
 	while (rc >= 0 && x.depth > 0) {
 		char *p = join_stack(&x);
@@ -1232,35 +1298,15 @@ static int read_content(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e
 	return 0;
 }
 
-/* cn_pxar_list, and with buf (cap bytes) cn_pxar_verify. */
-static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-			const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx,
-			uint8_t *buf, size_t cap)
+/* Lists (and with buf reads) what d decodes that sel takes. */
+static int walk_decoder(struct cn_pxar_decoder *d, const struct cn_pxar_select *sel,
+			cn_pxar_list_fn fn, void *ctx, uint8_t *buf, size_t cap)
 {
-	struct cn_pxar_decoder *d = NULL;
-	struct cn_pxar_accessor *acc = NULL;
-	const char *lit = cn_pxar_select_lookup(sel);
-	int rc;
-	if (lit) {
-		struct cn_pxar_range r;
-		rc = cn_pxar_accessor_open(in, payload, &acc);
-		if (rc < 0)
-			goto out;
-		rc = cn_pxar_lookup(acc, lit, &r);
-		if (rc == 0)
-			rc = cn_error_set(-ENOENT, "'%s' not found in archive", lit);
-		if (rc < 0)
-			goto out;
-		rc = cn_pxar_accessor_decoder(acc, &r, lit, &d);
-	} else {
-		rc = cn_pxar_decoder_new(in, payload, &d);
-	}
-	if (rc < 0)
-		goto out;
 	/* each open directory's decision, inherited by what no argument matches */
 	struct cn_buf taken = {0};
 	uint8_t top = (uint8_t)cn_pxar_select_initial(sel);
 	const struct cn_pxar_entry *e;
+	int rc;
 	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
 		if (e->kind == CN_PXAR_KIND_DIR_END) {
 			if (taken.len > 0)
@@ -1283,8 +1329,41 @@ static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_inp
 			break;
 	}
 	cn_buf_free(&taken);
-out:
-	cn_pxar_decoder_free(d);
+	return rc;
+}
+
+/* cn_pxar_list, and with buf (cap bytes) cn_pxar_verify. */
+static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+			const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx,
+			uint8_t *buf, size_t cap)
+{
+	struct cn_pxar_decoder *d = NULL;
+	size_t lookups = cn_pxar_select_lookups(sel);
+	int rc;
+	if (!lookups) {
+		rc = cn_pxar_decoder_new(in, payload, &d);
+		if (rc == 0)
+			rc = walk_decoder(d, sel, fn, ctx, buf, cap);
+		cn_pxar_decoder_free(d);
+		return rc < 0 ? rc : 0;
+	}
+	struct cn_pxar_accessor *acc = NULL;
+	rc = cn_pxar_accessor_open(in, payload, &acc);
+	if (rc == 0)
+		rc = check_lookups(acc, sel);
+	for (size_t i = 0; rc >= 0 && i < lookups; i++) {
+		const char *p = cn_pxar_select_lookup(sel, i);
+		struct cn_pxar_range r;
+		rc = cn_pxar_lookup(acc, p, &r);
+		if (rc == 0)
+			rc = cn_error_set(-ENOENT, "'%s' not found in archive", p);
+		if (rc > 0)
+			rc = cn_pxar_accessor_decoder(acc, &r, p, &d);
+		if (rc == 0) {
+			rc = walk_decoder(d, sel, fn, ctx, buf, cap);
+			cn_pxar_decoder_free(d);
+		}
+	}
 	cn_pxar_accessor_free(acc);
 	return rc < 0 ? rc : 0;
 }

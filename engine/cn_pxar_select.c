@@ -17,9 +17,12 @@ struct cn_pxar_select {
 	size_t n, cap;
 	size_t includes;          /* includes added (the root's too) */
 	int root_included;        /* an include of the root itself ("/", ".") */
-	/* the first include when it is a path and every later include a path
-	 * inside it: the subtree decoded alone (NULL: the whole archive) */
-	char *lookup;
+	/* when every include is a path: the outermost of them (none inside
+	 * another), in archive order, each subtree decoded alone; none: the
+	 * whole archive */
+	char **lookups;
+	size_t nlookups;
+	int decode_all;           /* an include that is a glob or the root */
 };
 
 int cn_pxar_select_new(struct cn_pxar_select **out)
@@ -37,7 +40,9 @@ void cn_pxar_select_free(struct cn_pxar_select *s)
 	for (size_t i = 0; i < s->n; i++)
 		cn_pattern_free(s->list[i]);
 	free(s->list);
-	free(s->lookup);
+	for (size_t i = 0; i < s->nlookups; i++)
+		free(s->lookups[i]);
+	free(s->lookups);
 	free(s);
 }
 
@@ -112,19 +117,62 @@ static int push(struct cn_pxar_select *s, struct cn_pattern *p)
 	return 0;
 }
 
-/* Records one more include: path[0..len) (normalised) or, for a glob,
- * NULL. The first include, a path, is the lookup while later includes are
- * paths inside it. */
+/* A path character's rank in archive order: the end, then '/', then the
+ * bytes a name can hold. */
+static int path_rank(char c)
+{
+	return c == 0 ? 0 : c == '/' ? 1 : (unsigned char)c + 1;
+}
+
+/* Orders paths as the archive holds them: by components, each compared
+ * bytewise as pxar sorts a directory's entries. */
+static int archive_order(const char *a, const char *b)
+{
+	for (;; a++, b++) {
+		int ra = path_rank(*a), rb = path_rank(*b);
+		if (ra != rb || ra == 0)
+			return ra - rb;
+	}
+}
+
+/* Records one more include: path[0..len) (normalised) or, for a glob or
+ * the root, NULL. Paths are looked up unless one is inside another
+ * (then only the outer one) or there is any other include. */
 static int note_include(struct cn_pxar_select *s, const char *path, size_t len)
 {
-	if (s->includes++ == 0 && path) {
-		s->lookup = strndup(path, len);
-		return s->lookup ? 0 : cn_error_set(-ENOMEM, "out of memory");
+	s->includes++;
+	if (s->decode_all)
+		return 0;
+	if (!path) {
+		s->decode_all = 1;
+		for (size_t i = 0; i < s->nlookups; i++)
+			free(s->lookups[i]);
+		s->nlookups = 0;
+		return 0;
 	}
-	if (s->lookup && (!path || !inside(s->lookup, path, len))) {
-		free(s->lookup);
-		s->lookup = NULL;
+	for (size_t i = 0; i < s->nlookups; i++)
+		if (inside(s->lookups[i], path, len))
+			return 0;
+	char *p = strndup(path, len);
+	char **l = p ? realloc(s->lookups, (s->nlookups + 1) * sizeof(*l)) : NULL;
+	if (!l) {
+		free(p);
+		return cn_error_set(-ENOMEM, "out of memory");
 	}
+	s->lookups = l;
+	size_t kept = 0, at = 0;
+	for (size_t i = 0; i < s->nlookups; i++) {
+		if (inside(p, l[i], strlen(l[i]))) {
+			free(l[i]);
+			continue;
+		}
+		l[kept++] = l[i];
+		if (archive_order(l[i], p) < 0)
+			at = kept;
+	}
+	memmove(l + at + 1, l + at, (kept - at) * sizeof(*l));
+	l[at] = p;
+	s->nlookups = kept + 1;
 	return 0;
 }
 
@@ -213,9 +261,14 @@ int cn_pxar_select_everything(const struct cn_pxar_select *s)
 	return !s || s->n == 0;
 }
 
-const char *cn_pxar_select_lookup(const struct cn_pxar_select *s)
+size_t cn_pxar_select_lookups(const struct cn_pxar_select *s)
 {
-	return s ? s->lookup : NULL;
+	return s ? s->nlookups : 0;
+}
+
+const char *cn_pxar_select_lookup(const struct cn_pxar_select *s, size_t i)
+{
+	return i < cn_pxar_select_lookups(s) ? s->lookups[i] : NULL;
 }
 
 int cn_pxar_select_initial(const struct cn_pxar_select *s)

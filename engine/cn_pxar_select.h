@@ -18,10 +18,11 @@
  *    all, or only excludes: "everything but"), else nothing. (Upstream
  *    `pxar extract` with only excludes takes nothing; "everything but" is
  *    what such a command line asks for.)
- *  - One include that is a path, with any excludes, is looked up through
- *    the goodbye tables: only that subtree is decoded
- *    (cn_pxar_select_lookup). Anything else decodes the whole archive
- *    (for split archives: the metadata stream, no file content).
+ *  - Includes that are all paths, with any excludes, are looked up
+ *    through the goodbye tables: only their subtrees are decoded
+ *    (cn_pxar_select_lookup; of two paths one inside the other, the outer
+ *    one). Anything else decodes the whole archive (for split archives:
+ *    the metadata stream, no file content).
  *
  * A selection is immutable once built; matching is thread-safe. */
 #ifndef CN_PXAR_SELECT_H
@@ -55,9 +56,13 @@ int cn_pxar_select_from_path(const char *arg, struct cn_pxar_select **out);
 /* Whether s takes every entry (NULL, no arguments, or only the root). */
 int cn_pxar_select_everything(const struct cn_pxar_select *s);
 
-/* The path (normalised, no leading '/', owned by s) to look up and decode
- * alone, or NULL when the whole archive is decoded. s may be NULL. */
-const char *cn_pxar_select_lookup(const struct cn_pxar_select *s);
+/* The number of paths to look up and decode alone; 0 when the whole
+ * archive is decoded. s may be NULL. */
+size_t cn_pxar_select_lookups(const struct cn_pxar_select *s);
+
+/* The i-th of them in archive order (normalised, no leading '/', owned
+ * by s; none inside another), or NULL past the last. */
+const char *cn_pxar_select_lookup(const struct cn_pxar_select *s, size_t i);
 
 /* Whether the top of the walk (the archive root, or the parents of the
  * looked-up path) passes "taken" down to entries no argument matches.

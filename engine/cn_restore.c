@@ -360,8 +360,8 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 	 * on; the result is still a damaged snapshot, reported as such. */
 	if (ti.read_err && (r == 0 || r == -EIO))
 		r = cn_error_set(ti.read_err, "%s", ti.read_msg);
-	if (r == -ENOENT && cn_pxar_select_lookup(o->select))
-		r = cn_error_prefix(r, "path %s", cn_pxar_select_lookup(o->select));
+	if (r == -ENOENT && cn_pxar_select_lookups(o->select) == 1)
+		r = cn_error_prefix(r, "path %s", cn_pxar_select_lookup(o->select, 0));
 out:
 	if (cr) {
 		struct cn_chunk_reader_stats cs;

@@ -746,7 +746,13 @@ START_TEST(test_select_include_exclude)
 	static const struct { const char *args[4]; const char *want, *lookup; } cases[] = {
 		{{"docs", "!*.txt"}, "docs docs/a.jpg", "docs"},
 		{{"!*.mov"}, "/ a.jpg docs docs/a.jpg docs/notes.txt pics pics/x.txt", NULL},
-		{{"docs", "pics/x.txt"}, "docs docs/a.jpg docs/notes.txt pics/x.txt", NULL},
+		{{"docs", "pics/x.txt"}, "docs docs/a.jpg docs/notes.txt pics/x.txt",
+		 "docs pics/x.txt"},
+		{{"pics", "docs"}, "docs docs/a.jpg docs/notes.txt pics pics/x.txt pics/w[1].mov pics/w1.mov",
+		 "docs pics"},
+		{{"docs/a.jpg", "docs"}, "docs docs/a.jpg docs/notes.txt", "docs"},
+		{{"pics/x.txt", "*.jpg"}, "a.jpg docs/a.jpg pics/x.txt", NULL},
+		{{"pics/x.txt", "pics/w1.mov", "!pics/x.txt"}, "pics/w1.mov", "pics/w1.mov pics/x.txt"},
 		{{"!docs", "docs/notes.txt"}, "docs/notes.txt", "docs/notes.txt"},
 		{{"pics", "!*.mov", "pics/w1.mov"}, "pics pics/x.txt pics/w1.mov", "pics"},
 		{{"*.jpg", "!/a.jpg"}, "docs/a.jpg", NULL},
@@ -759,9 +765,12 @@ START_TEST(test_select_include_exclude)
 		ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
 		for (size_t j = 0; j < 4 && cases[i].args[j]; j++)
 			ck_assert_int_eq(cn_pxar_select_add(sel, cases[i].args[j], 0), 0);
-		const char *lk = cn_pxar_select_lookup(sel);
-		ck_assert_msg(cases[i].lookup ? lk && strcmp(lk, cases[i].lookup) == 0 : !lk,
-			      "case %zu: lookup %s", i, lk ? lk : "(none)");
+		char lk[256] = "";
+		for (size_t j = 0; j < cn_pxar_select_lookups(sel); j++)
+			snprintf(lk + strlen(lk), sizeof(lk) - strlen(lk), "%s%s", j ? " " : "",
+				 cn_pxar_select_lookup(sel, j));
+		ck_assert_msg(strcmp(lk, cases[i].lookup ? cases[i].lookup : "") == 0,
+			      "case %zu: lookups '%s'", i, lk);
 		char got[1024] = "";
 		ck_assert_int_eq(cn_pxar_list(&in, NULL, sel, collect, got), 0);
 		ck_assert_msg(strcmp(got, cases[i].want) == 0, "case %zu: %s", i, got);
@@ -800,6 +809,34 @@ START_TEST(test_select_include_exclude)
 	struct stat sb;
 	ck_assert_int_eq(stat(P("px/pics"), &sb), 0);
 	ck_assert_uint_eq(sb.st_mode & 07777, 0700);
+	cn_pxar_select_free(sel);
+	/* two paths in one directory: it is made once, with its metadata */
+	ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "pics/x.txt", 0), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "/pics/w1.mov", 0), 0);
+	ck_assert_uint_eq(cn_pxar_select_lookups(sel), 2);
+	o.select = sel;
+	ck_assert_int_eq(extract(&t, P("two"), &o, &st), 0);
+	ck_assert_str_eq(read_file(P("two/pics/x.txt")), "xx");
+	ck_assert_str_eq(read_file(P("two/pics/w1.mov")), "v");
+	ck_assert_ptr_null(read_file(P("two/pics/w[1].mov")));
+	ck_assert_uint_eq(st.files, 2);
+	ck_assert_uint_eq(st.dirs, 1);
+	ck_assert_int_eq(stat(P("two/pics"), &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 07777, 0700);
+	ck_assert_int_eq(sb.st_mtime, 1700000000);
+	cn_pxar_select_free(sel);
+	/* a path that is not there: nothing written at all */
+	ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "docs", 0), 0);
+	ck_assert_int_eq(cn_pxar_select_add(sel, "pics/nope", 0), 0);
+	o.select = sel;
+	ck_assert_int_eq(extract(&t, P("miss"), &o, &st), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(cn_error_message(), "'pics/nope' not found"));
+	ck_assert_int_lt(stat(P("miss/docs"), &sb), 0);
+	char got2[256] = "";
+	ck_assert_int_eq(cn_pxar_list(&in, NULL, sel, collect, got2), -ENOENT);
+	ck_assert_str_eq(got2, "");
 	cn_pxar_select_free(sel);
 	/* only excludes: everything else, from one pass over the archive */
 	ck_assert_int_eq(cn_pxar_select_new(&sel), 0);
