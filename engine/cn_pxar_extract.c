@@ -10,7 +10,7 @@
  */
 #include "engine/cn_pxar_extract.h"
 #include "engine/cn_pxar_format.h"
-#include "engine/cn_workqueue.h"
+#include "engine/cn_write_pool.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
@@ -19,8 +19,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +31,6 @@
 #include <unistd.h>
 
 #define NO_OFFSET UINT64_MAX
-#define SPARSE_BLOCK 4096u
 #define COPY_BUF (1u << 20)
 
 struct xdir {
@@ -58,7 +55,7 @@ struct extractor {
 	const struct cn_pxar_select *sel;
 	int looked_up;            /* decoding the selection's lookup paths alone */
 	uint8_t *buf;
-	struct writers *w;        /* NULL: file content is written inline */
+	struct cn_write_pool *w;  /* NULL: file content is written inline */
 };
 
 /* Records a non-fatal error: logged and counted, fatal when strict. rc is
@@ -443,55 +440,6 @@ static int pop_dir(struct extractor *x, const char *path)
 
 /* ---- file content ---------------------------------------------------------------- */
 
-static int all_zero(const uint8_t *p, size_t n)
-{
-	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
-/* Regular files are written sparse: zero 4 KiB blocks become holes, as
- * upstream's sparse_copy. Runs of data blocks are written together, up to
- * RUN_MAX: one write per block cost 0.9-1.0 s of system time restoring
- * the 1 GiB bench corpus, 64 KiB runs 0.45-0.58 s (wall 1.03 -> 0.70 s,
- * old and new binary alternating); 1 MiB writes were slower still than
- * 4 KiB ones (2.3 s: the page cache then allocates large folios, slow to
- * fill on the virtual test machine). */
-#define RUN_MAX (64u << 10)
-
-/* Writes the n bytes of content that belong at file offset at, in runs
- * of data blocks, leaving zero blocks as holes. Blocks lie on the file's
- * 4 KiB grid; a piece that starts or ends off it has a partial block
- * there, left out too when zero (it reads back as zeros). Adds the bytes
- * left out to *holes; *tail_hole: the piece's last block was left out
- * (so the file's size must be set). 0 or -errno, no message. Any thread. */
-static int write_sparse(int fd, const uint8_t *data, size_t n, uint64_t at, uint64_t *holes,
-			int *tail_hole)
-{
-	size_t run = 0; /* data blocks waiting to be written, up to RUN_MAX */
-	for (size_t b = 0;;) {
-		size_t bl = SPARSE_BLOCK - (size_t)((at + b) % SPARSE_BLOCK);
-		if (bl > n - b)
-			bl = n - b;
-		int zero = bl && all_zero(data + b, bl);
-		if (run && (bl == 0 || zero || run + bl > RUN_MAX)) {
-			/* the run ends where block b starts */
-			int rc = cn_pwrite_full(fd, data + b - run, run, at + b - run);
-			if (rc < 0)
-				return rc;
-			run = 0;
-		}
-		if (bl == 0)
-			return 0;
-		if (zero) {
-			*holes += bl;
-			*tail_hole = 1;
-		} else {
-			run += bl;
-			*tail_hole = 0;
-		}
-		b += bl;
-	}
-}
-
 /* The next piece of the current FILE entry's content, at off: lent by
  * the input (returns 1; released through the input when done) or read
  * into buf of cap bytes (returns 0). *data, *n: the piece. Or a negative
@@ -519,187 +467,53 @@ static int content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *
  * with the writes on writer threads (on the 2-core test machine the
  * restore as a whole was CPU-bound and took as long either way; machines
  * with more cores gain). So where the input lends its bytes (a restore's
- * chunk reader), the
- * extractor thread creates each large file, applies the metadata a write
- * does not disturb, and queues the file's pieces to writer threads, which
- * pwrite them and release the lent chunk. Files whose writes are done are
- * finished (permissions, mtime, chattr flags, close) by the extractor
- * thread, in the order they were started, so that every message and
- * counter stays on one thread. Each file goes to one writer, the files in
- * turn: two threads writing one file wait for each other on its inode
- * lock (parallel writes of pieces in any order gained nothing). Bounded:
- * at most WRITE_QUEUE_PER_WRITER queued pieces per writer (each pins one
- * cached chunk) and MAX_OPEN_FILES files waiting to be finished. */
-#define ASYNC_MIN RUN_MAX
-#define WRITE_QUEUE_PER_WRITER (CN_PXAR_EXTRACT_VIEWS_PER_WRITER - 1)
+ * chunk reader), the extractor thread creates each large file, applies
+ * the metadata a write does not disturb, and queues the file's pieces to
+ * a cn_write_pool, whose threads write them and release the lent chunks.
+ * Files whose writes are done are finished (permissions, mtime, chattr
+ * flags, close) by the extractor thread, in the order they were started,
+ * so that every message and counter stays on one thread; at most
+ * MAX_OPEN_FILES wait for that. */
+#define ASYNC_MIN (64u << 10)
 #define MAX_OPEN_FILES 64
 
-/* A file whose content writer threads are writing. */
+/* What finishing a file on the writer threads takes (its pool ctx). */
 struct xfile {
-	struct xfile *next;       /* started after this one */
-	struct cn_workqueue *q;   /* of the writer writing it */
-	int fd;
 	char *path;
 	uint64_t size;
 	struct late_meta meta;    /* applied when its writes are done */
 	int failed;               /* queuing stopped at an error already reported */
-	atomic_int err;           /* first failed write (-errno), 0 if none */
-	/* under the writers' lock: */
-	size_t pending;           /* pieces queued or being written */
-	uint64_t holes;           /* bytes left as holes */
-	int tail_hole;            /* the file's last block is a hole */
 };
 
-struct write_job {
-	struct xfile *f;
-	const struct cn_pxar_input *src; /* lent the bytes, takes them back */
-	void *token;
-	const uint8_t *data;
-	size_t n;
-	uint64_t at;
-};
-
-struct writers {
-	size_t n;
-	struct cn_workqueue **q;  /* one per writer */
-	size_t turn;              /* the writer of the next file */
-	struct cn_workers *threads;
-	pthread_mutex_t lock;
-	pthread_cond_t done;      /* some file's last pending piece was written */
-	struct xfile *head, *tail; /* started, not finished (extractor thread only) */
-	size_t open;
-};
-
-/* Records a written (or failed: rc < 0) piece of f; last: the piece ends
- * the file. */
-static void piece_done(struct writers *w, struct xfile *f, int rc, uint64_t holes, int tail_hole,
-		       int last)
+static void free_xfile(void *ctx)
 {
-	pthread_mutex_lock(&w->lock);
-	int none = 0;
-	if (rc < 0)
-		atomic_compare_exchange_strong(&f->err, &none, rc);
-	f->holes += holes;
-	if (last)
-		f->tail_hole = tail_hole;
-	if (--f->pending == 0)
-		pthread_cond_broadcast(&w->done);
-	pthread_mutex_unlock(&w->lock);
-}
-
-static void *writer_main(void *ctx, size_t i)
-{
-	struct writers *w = ctx;
-	void *item;
-	while (cn_workqueue_pop(w->q[i], &item)) {
-		struct write_job *j = item;
-		uint64_t holes = 0;
-		int tail = 0, rc = 0;
-		if (!atomic_load(&j->f->err)) /* the rest of a failed file is not tried */
-			rc = write_sparse(j->f->fd, j->data, j->n, j->at, &holes, &tail);
-		j->src->release(j->src->ctx, j->token);
-		piece_done(w, j->f, rc, holes, tail, j->at + j->n == j->f->size);
-		free(j);
-	}
-	return NULL;
-}
-
-static void free_xfile(struct xfile *f)
-{
-	close(f->fd);
+	struct xfile *f = ctx;
 	free(f->path);
 	free(f);
 }
 
-/* Starts n writer threads (n = 0: none, everything is written inline). */
-static int writers_start(struct extractor *x, size_t n)
+/* Finishes f, whose writes (res) are done: its size, late metadata,
+ * close. Failures are soft errors (as an inline write's). */
+static int finish_file(struct extractor *x, struct xfile *f, int fd,
+		       const struct cn_write_result *res)
 {
-	if (n == 0)
-		return 0;
-	struct writers *w = calloc(1, sizeof(*w));
-	if (!w)
-		return cn_error_set(-ENOMEM, "out of memory");
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->done, NULL);
-	x->w = w;
-	w->q = calloc(n, sizeof(*w->q));
-	if (!w->q)
-		return cn_error_set(-ENOMEM, "out of memory");
-	for (; w->n < n; w->n++) {
-		int rc = cn_workqueue_new(WRITE_QUEUE_PER_WRITER, &w->q[w->n]);
-		if (rc < 0)
-			return rc;
-	}
-	return cn_workers_start(n, writer_main, w, &w->threads);
-}
-
-/* Lets the writers write what is queued, stops them and closes the files
- * not finished (on an error: left without their late metadata). */
-static void writers_stop(struct extractor *x)
-{
-	struct writers *w = x->w;
-	if (!w)
-		return;
-	for (size_t i = 0; i < w->n; i++)
-		cn_workqueue_close(w->q[i]);
-	cn_workers_join(w->threads);
-	for (size_t i = 0; i < w->n; i++)
-		cn_workqueue_free(w->q[i]);
-	free(w->q);
-	while (w->head) {
-		struct xfile *f = w->head;
-		w->head = f->next;
-		free_xfile(f);
-	}
-	pthread_mutex_destroy(&w->lock);
-	pthread_cond_destroy(&w->done);
-	free(w);
-	x->w = NULL;
-}
-
-/* Queues the lent piece data[0..n) at file offset at of f; the token goes
- * back to src when written (or now, on failure). */
-static int queue_piece(struct writers *w, struct xfile *f, const struct cn_pxar_input *src,
-		       const uint8_t *data, size_t n, uint64_t at, void *token)
-{
-	struct write_job *j = malloc(sizeof(*j));
-	if (!j) {
-		src->release(src->ctx, token);
-		return cn_error_set(-ENOMEM, "out of memory");
-	}
-	*j = (struct write_job){ f, src, token, data, n, at };
-	pthread_mutex_lock(&w->lock);
-	f->pending++;
-	pthread_mutex_unlock(&w->lock);
-	if (cn_workqueue_push(f->q, j) < 0) { /* only once stopping */
-		src->release(src->ctx, token);
-		free(j);
-		piece_done(w, f, -EPIPE, 0, 0, 0);
-		return cn_error_set(-EPIPE, "writer threads stopped");
-	}
-	return 0;
-}
-
-/* Finishes f, whose writes are done: its size, late metadata, close.
- * Failures are soft errors (as an inline write's). */
-static int finish_file(struct extractor *x, struct xfile *f)
-{
-	int rc = 0, err = atomic_load(&f->err);
+	int rc = 0;
 	if (f->failed) {
 		/* reported when queuing stopped */
-	} else if (err) {
-		rc = soft_error(x, cn_error_sys(err, "failed to write '%s'", f->path));
-	} else if (f->tail_hole && ftruncate(f->fd, (off_t)f->size) < 0) {
+	} else if (res->err) {
+		rc = soft_error(x, cn_error_sys(res->err, "failed to write '%s'", f->path));
+	} else if (res->tail_hole && ftruncate(fd, (off_t)f->size) < 0) {
 		rc = soft_error(x, cn_error_sys(-errno, "error setting size of '%s'", f->path));
 	} else {
 		char proc[64];
-		proc_path(proc, sizeof(proc), f->fd);
-		rc = apply_meta_late(x, &f->meta, f->path, f->fd, proc, -1, NULL);
+		proc_path(proc, sizeof(proc), fd);
+		rc = apply_meta_late(x, &f->meta, f->path, fd, proc, -1, NULL);
 		x->st->bytes += f->size;
-		x->st->sparse_bytes += f->holes;
+		x->st->sparse_bytes += res->holes;
 		if (rc == 0)
 			x->st->files++;
 	}
+	close(fd);
 	free_xfile(f);
 	return rc;
 }
@@ -708,23 +522,11 @@ static int finish_file(struct extractor *x, struct xfile *f)
  * waiting for them while more than keep files are open. */
 static int reap_files(struct extractor *x, size_t keep)
 {
-	struct writers *w = x->w;
-	int rc = 0;
-	while (w && w->head && rc >= 0) {
-		struct xfile *f = w->head;
-		pthread_mutex_lock(&w->lock);
-		while (f->pending && w->open > keep)
-			pthread_cond_wait(&w->done, &w->lock);
-		size_t pending = f->pending;
-		pthread_mutex_unlock(&w->lock);
-		if (pending)
-			break;
-		w->head = f->next;
-		if (!w->head)
-			w->tail = NULL;
-		w->open--;
-		rc = finish_file(x, f);
-	}
+	void *ctx;
+	int fd, rc = 0;
+	struct cn_write_result res;
+	while (x->w && rc >= 0 && cn_write_pool_take(x->w, keep, &ctx, &fd, &res))
+		rc = finish_file(x, ctx, fd, &res);
 	return rc;
 }
 
@@ -745,13 +547,14 @@ static int goes_to_writers(const struct extractor *x, const struct cn_pxar_entry
 
 /* ---- entries --------------------------------------------------------------------- */
 
-/* Writes the content of the current FILE entry to fd: inline, or (f set)
+/* Writes the content of the current FILE entry to fd: inline, or (wf set)
  * queued to the writer threads where the input lends the bytes. Lent
  * bytes are written straight from the cached chunk: copying each piece
  * into a buffer first cost the extractor thread 6 % of a restore's CPU
  * time. */
 static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
-			const struct cn_pxar_entry *e, int fd, const char *path, struct xfile *f)
+			const struct cn_pxar_entry *e, int fd, const char *path,
+			struct cn_write_file *wf)
 {
 	const struct cn_pxar_input *src = e->content_in_payload ? x->o->payload : x->in;
 	uint64_t off = 0, holes = 0;
@@ -764,14 +567,14 @@ static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 		if (viewed < 0)
 			return viewed;
 		int rc;
-		if (f && !viewed) {
+		if (wf && !viewed) {
 			/* goes_to_writers saw the input lend: it lends every piece */
 			return cn_error_set(-EINVAL, "'%s': the input stopped lending its content",
 					    path);
-		} else if (f) {
-			rc = queue_piece(x->w, f, src, data, n, off, token);
+		} else if (wf) {
+			rc = cn_write_pool_queue(x->w, wf, data, n, off, src->release, src->ctx, token);
 		} else {
-			rc = write_sparse(fd, data, n, off, &holes, &tail_hole);
+			rc = cn_write_sparse(fd, data, n, off, &holes, &tail_hole);
 			if (viewed)
 				cn_pxar_decoder_release(d, token);
 			if (rc < 0)
@@ -780,10 +583,10 @@ static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 		if (rc < 0)
 			return rc;
 		off += n;
-		if (f && atomic_load(&f->err))
+		if (wf && cn_write_pool_error(wf))
 			return 0; /* reported when the file is finished */
 	}
-	if (f)
+	if (wf)
 		return 0;
 	if (tail_hole && ftruncate(fd, (off_t)e->file_size) < 0)
 		return cn_error_sys(-errno, "error setting size of '%s'", path);
@@ -817,19 +620,17 @@ static int start_file(struct extractor *x, struct cn_pxar_decoder *d,
 		close(fd);
 		return rc < 0 ? rc : cn_error_set(-ENOMEM, "out of memory");
 	}
-	f->fd = fd;
 	f->path = p;
 	f->size = e->file_size;
 	f->meta = late_of(e);
-	struct writers *w = x->w;
-	f->q = w->q[w->turn++ % w->n];
-	if (w->tail)
-		w->tail->next = f;
-	else
-		w->head = f;
-	w->tail = f;
-	w->open++;
-	rc = copy_content(x, d, e, fd, path, f);
+	struct cn_write_file *wf;
+	rc = cn_write_pool_start(x->w, fd, e->file_size, f, &wf);
+	if (rc < 0) {
+		free_xfile(f);
+		close(fd);
+		return rc;
+	}
+	rc = copy_content(x, d, e, fd, path, wf);
 	if (rc < 0)
 		f->failed = 1;
 	return rc;
@@ -1211,8 +1012,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		rc = cn_error_set(-ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = writers_start(&x, x.o->writers);
-	if (rc < 0)
+	if (x.o->writers && (rc = cn_write_pool_new(x.o->writers, &x.w)) < 0)
 		goto out;
 	if (mkdir(target_dir, 0700) < 0 && errno != EEXIST) {
 		rc = cn_error_sys(-errno, "failed to create target directory '%s'", target_dir);
@@ -1260,7 +1060,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 				  (unsigned long long)x.st->errors);
 	}
 out:
-	writers_stop(&x);
+	cn_write_pool_free(x.w, free_xfile);
 	cn_pxar_decoder_free(d);
 	while (x.depth > 0) {
 		struct xdir *s = &x.stack[--x.depth];

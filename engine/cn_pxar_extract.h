@@ -37,6 +37,7 @@
 
 #include "engine/cn_pxar_decoder.h"
 #include "engine/cn_pxar_select.h"
+#include "engine/cn_write_pool.h"
 
 #include <stdint.h>
 
@@ -64,7 +65,7 @@ struct cn_pxar_extract_opts {
 
 /* Lent views a writer thread holds at most: queued pieces and the one
  * being written. */
-#define CN_PXAR_EXTRACT_VIEWS_PER_WRITER 3
+#define CN_PXAR_EXTRACT_VIEWS_PER_WRITER (CN_WRITE_POOL_QUEUE + 1)
 
 struct cn_pxar_extract_stats {
 	uint64_t dirs, files, symlinks, hardlinks, devices, fifos, sockets;
