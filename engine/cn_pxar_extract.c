@@ -530,12 +530,20 @@ static int reap_files(struct extractor *x, size_t keep)
 	return rc;
 }
 
+/* The input holding e's content (the one its lent pieces go back to): the
+ * decoder's copies of it for any decoder the accessor opens. */
+static const struct cn_pxar_input *content_input(const struct extractor *x,
+						 const struct cn_pxar_entry *e)
+{
+	return e->content_in_payload ? x->o->payload : x->in;
+}
+
 /* Whether e's content goes to the writer threads: a large file from an
  * input that lends its bytes, without file capabilities (which a write
  * would remove again). */
 static int goes_to_writers(const struct extractor *x, const struct cn_pxar_entry *e)
 {
-	const struct cn_pxar_input *src = e->content_in_payload ? x->o->payload : x->in;
+	const struct cn_pxar_input *src = content_input(x, e);
 	if (!x->w || e->file_size < ASYNC_MIN || !src || !src->view_at || e->fcaps)
 		return 0;
 	for (size_t i = 0; i < e->xattr_count; i++)
@@ -556,7 +564,7 @@ static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 			const struct cn_pxar_entry *e, int fd, const char *path,
 			struct cn_write_file *wf)
 {
-	const struct cn_pxar_input *src = e->content_in_payload ? x->o->payload : x->in;
+	const struct cn_pxar_input *src = content_input(x, e);
 	uint64_t off = 0, holes = 0;
 	int tail_hole = 0;
 	while (off < e->file_size) {
@@ -877,6 +885,16 @@ static char *join_stack(const struct extractor *x)
 	return p;
 }
 
+/* Finds the literal path p through the goodbye tables: 0 with *r, or
+ * -ENOENT naming it, or the accessor's error. */
+static int find_path(struct cn_pxar_accessor *acc, const char *p, struct cn_pxar_range *r)
+{
+	int rc = cn_pxar_lookup(acc, p, r);
+	if (rc == 0)
+		return cn_error_set(-ENOENT, "'%s' not found in archive", p);
+	return rc < 0 ? rc : 0;
+}
+
 /* Pops the directories on the stack above the target that do not lead
  * to the literal path p (applying their metadata). */
 static int pop_to_parents_of(struct extractor *x, const char *p)
@@ -918,9 +936,7 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 		}
 		*s = 0;
 		struct cn_pxar_range r;
-		rc = cn_pxar_lookup(x->acc, buf, &r);
-		if (rc == 0)
-			rc = cn_error_set(-ENOENT, "'%s' not found in archive", buf);
+		rc = find_path(x->acc, buf, &r);
 		if (rc < 0)
 			break;
 		const char *nm = strrchr(buf, '/');
@@ -929,13 +945,10 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 		if (rc < 0)
 			break;
 	}
-	if (rc >= 0) {
-		rc = cn_pxar_lookup(x->acc, buf, out);
-		if (rc == 0)
-			rc = cn_error_set(-ENOENT, "'%s' not found in archive", buf);
-	}
+	if (rc >= 0)
+		rc = find_path(x->acc, buf, out);
 	free(buf);
-	return rc < 0 ? rc : 0;
+	return rc;
 }
 
 /* Extracts what d decodes; its first entry is the archive root unless
@@ -961,10 +974,7 @@ static int check_lookups(struct cn_pxar_accessor *acc, const struct cn_pxar_sele
 {
 	for (size_t i = 0; i < cn_pxar_select_lookups(sel); i++) {
 		struct cn_pxar_range r;
-		const char *p = cn_pxar_select_lookup(sel, i);
-		int rc = cn_pxar_lookup(acc, p, &r);
-		if (rc == 0)
-			rc = cn_error_set(-ENOENT, "'%s' not found in archive", p);
+		int rc = find_path(acc, cn_pxar_select_lookup(sel, i), &r);
 		if (rc < 0)
 			return rc;
 	}
@@ -1154,10 +1164,8 @@ static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_inp
 	for (size_t i = 0; rc >= 0 && i < lookups; i++) {
 		const char *p = cn_pxar_select_lookup(sel, i);
 		struct cn_pxar_range r;
-		rc = cn_pxar_lookup(acc, p, &r);
+		rc = find_path(acc, p, &r);
 		if (rc == 0)
-			rc = cn_error_set(-ENOENT, "'%s' not found in archive", p);
-		if (rc > 0)
 			rc = cn_pxar_accessor_decoder(acc, &r, p, &d);
 		if (rc == 0) {
 			rc = walk_decoder(d, sel, fn, ctx, buf, cap);
