@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "common/cn_error.h"
-#include "engine/cn_catalog_writer.h"
+#include "pxar/cn_catalog_writer.h"
 #include "engine/cn_walker.h"
 
 static int count_out(void *ctx, const uint8_t *data, size_t len)

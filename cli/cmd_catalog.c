@@ -6,7 +6,7 @@
 #include "cli/cli.h"
 #include "common/cn_error.h"
 #include "common/cn_util.h"
-#include "engine/cn_catalog_reader.h"
+#include "pxar/cn_catalog_reader.h"
 
 #include <getopt.h>
 #include <inttypes.h>

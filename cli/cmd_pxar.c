@@ -7,8 +7,8 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
-#include "engine/cn_pxar_decoder.h"
-#include "engine/cn_catalog_writer.h"
+#include "pxar/cn_pxar_decoder.h"
+#include "pxar/cn_catalog_writer.h"
 #include "engine/cn_pxar_extract.h"
 #include "engine/cn_walker.h"
 

@@ -9,7 +9,7 @@
 #include "cli/cli_common.h"
 #include "common/cn_error.h"
 #include "engine/cn_backup.h"
-#include "engine/cn_catalog_reader.h"
+#include "pxar/cn_catalog_reader.h"
 #include "engine/cn_restore.h"
 
 static void help(FILE *f)

@@ -19,7 +19,7 @@
 #include "common/cn_error.h"
 #include "common/cn_snapshot.h"
 #include "engine/cn_backup.h"
-#include "engine/cn_pattern.h"
+#include "pxar/cn_pattern.h"
 #include "net/cn_pbs_repo.h"
 
 const char *const cn_config_syncthing_excludes[] = {

@@ -12,7 +12,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "engine/cn_backup.h"
-#include "engine/cn_catalog_reader.h"
+#include "pxar/cn_catalog_reader.h"
 #include "engine/cn_restore.h"
 
 struct candidate {

@@ -9,7 +9,7 @@
 #include "chunker/cn_chunker.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
-#include "engine/cn_catalog_writer.h"
+#include "pxar/cn_catalog_writer.h"
 #include "engine/cn_pipeline.h"
 #include "engine/cn_restore.h"
 #include "engine/cn_reuse.h"

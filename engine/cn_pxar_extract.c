@@ -9,7 +9,7 @@
  * every object is created relative to one of them.
  */
 #include "engine/cn_pxar_extract.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_format.h"
 #include "engine/cn_write_pool.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"

@@ -35,8 +35,8 @@
 #ifndef CN_PXAR_EXTRACT_H
 #define CN_PXAR_EXTRACT_H
 
-#include "engine/cn_pxar_decoder.h"
-#include "engine/cn_pxar_select.h"
+#include "pxar/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_select.h"
 #include "engine/cn_write_pool.h"
 
 #include <stdint.h>

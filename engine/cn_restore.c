@@ -9,7 +9,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "engine/cn_chunk_reader.h"
-#include "engine/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_decoder.h"
 #include "engine/cn_workqueue.h"
 #include "engine/cn_pxar_extract.h"
 #include "store/cn_blob.h"

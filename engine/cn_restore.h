@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/cn_pxar_select.h"
+#include "pxar/cn_pxar_select.h"
 #include "engine/cn_target.h"
 #include "store/cn_crypt.h"
 #include "store/cn_index.h"

@@ -11,7 +11,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
-#include "engine/cn_pxar_encoder.h"
+#include "pxar/cn_pxar_encoder.h"
 #include "store/cn_crypt.h"
 
 struct cn_reuse {

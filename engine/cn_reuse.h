@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #include "common/cn_util.h"
-#include "engine/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_decoder.h"
 #include "engine/cn_walker.h"
 #include "store/cn_filecache.h"
 

@@ -29,8 +29,8 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
-#include "engine/cn_pattern.h"
-#include "engine/cn_pxar_encoder.h"
+#include "pxar/cn_pattern.h"
+#include "pxar/cn_pxar_encoder.h"
 #include "store/cn_index.h"
 
 /* File data is read in pieces that stay in the CPU's L2 cache for the

@@ -43,8 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/cn_catalog_writer.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_catalog_writer.h"
+#include "pxar/cn_pxar_format.h"
 
 /* Upstream ENCODER_MAX_ENTRIES (pbs-client/src/pxar/mod.rs). */
 #define CN_PXAR_ENCODER_MAX_ENTRIES (1024u * 1024u)

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/cn_catalog_reader.h"
+#include "pxar/cn_catalog_reader.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

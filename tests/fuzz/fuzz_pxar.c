@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_decoder.h"
 #include "engine/cn_pxar_extract.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -11,7 +11,7 @@
 
 #include "common/cn_error.h"
 #include "common/cn_util.h"
-#include "engine/cn_catalog_writer.h"
+#include "pxar/cn_catalog_writer.h"
 #include "engine/cn_walker.h"
 
 static int fd_out(void *ctx, const uint8_t *data, size_t len)

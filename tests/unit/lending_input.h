@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "engine/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_decoder.h"
 
 struct lending {
 	const uint8_t *data;

@@ -7,7 +7,7 @@
 #define PXAR_TESTBUILD_H
 
 #include "common/cn_util.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_format.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,9 +10,9 @@
 
 #include "common/cn_error.h"
 #include "common/cn_util.h"
-#include "engine/cn_catalog_reader.h"
-#include "engine/cn_catalog_writer.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_catalog_reader.h"
+#include "pxar/cn_catalog_writer.h"
+#include "pxar/cn_pxar_format.h"
 
 START_TEST(test_varints)
 {

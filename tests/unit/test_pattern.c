@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "engine/cn_pattern.h"
+#include "pxar/cn_pattern.h"
 
 static int gm(const char *pat, const char *text)
 {

@@ -9,8 +9,8 @@
 
 #include "common/cn_error.h"
 #include "common/cn_util.h"
-#include "engine/cn_pxar_decoder.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_format.h"
 #include "pxar_testbuild.h"
 
 /* Decodes a whole archive; returns the final code (0 = fully decoded) and

@@ -25,9 +25,9 @@
 
 #include "common/cn_error.h"
 #include "common/cn_util.h"
-#include "engine/cn_catalog_writer.h"
-#include "engine/cn_pxar_encoder.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_catalog_writer.h"
+#include "pxar/cn_pxar_encoder.h"
+#include "pxar/cn_pxar_format.h"
 #include "engine/cn_walker.h"
 
 /* ---------- helpers ---------- */

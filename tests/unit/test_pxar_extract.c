@@ -20,7 +20,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
-#include "engine/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_decoder.h"
 #include "engine/cn_pxar_extract.h"
 #include "lending_input.h"
 #include "pxar_testbuild.h"

@@ -8,10 +8,10 @@
 
 #include "common/cn_error.h"
 #include "common/cn_util.h"
-#include "engine/cn_pxar_decoder.h"
-#include "engine/cn_pxar_encoder.h"
+#include "pxar/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_encoder.h"
 #include "engine/cn_pxar_extract.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_format.h"
 #include "engine/cn_walker.h"
 
 #include <fcntl.h>

@@ -17,7 +17,7 @@
  * unusable except for free().
  *
  * The tree walk that drives this encoder like proxmox-backup-client does,
- * cn_pxar_create(), is declared in engine/cn_walker.h.
+ * cn_pxar_create(), lives in the engine layer (engine/cn_walker.h).
  */
 #ifndef CN_PXAR_ENCODER_H
 #define CN_PXAR_ENCODER_H
@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #include "common/cn_util.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_format.h"
 
 /* struct cn_pxar_xattr and struct cn_pxar_acl_entry are in cn_pxar_format.h
  * (shared with the decoder). */

@@ -2,7 +2,7 @@
  * cn_pxar_select.h). Every argument becomes a cn_pattern matched against
  * the entry's path from the root without its leading '/': paths and
  * '/'-led globs anchored, other globs with pathpatterns' suffix rule. */
-#include "engine/cn_pxar_select.h"
+#include "pxar/cn_pxar_select.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 
 #include "common/cn_error.h"
 #include "common/cn_util.h"
-#include "engine/cn_pattern.h"
+#include "pxar/cn_pattern.h"
 
 struct cn_pxar_select {
 	struct cn_pattern **list;

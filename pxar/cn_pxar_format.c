@@ -2,7 +2,7 @@
  * SipHash-2-4 (goodbye hashes), the goodbye BST permutation, catalog
  * varints. Written from the SipHash paper (Aumasson, Bernstein 2012) and
  * pxar's binary_tree_array.rs; no I/O, no allocation. */
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_format.h"
 
 #include <string.h>
 

@@ -5,7 +5,7 @@
  * child table) is only known when this table is written; they are kept as
  * (absolute child start, name) and encoded at close time in their
  * original position. */
-#include "engine/cn_catalog_writer.h"
+#include "pxar/cn_catalog_writer.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* cn_catalog_reader — see cn_catalog_reader.h. Upstream: proxmox-backup
  * pbs-datastore/src/catalog.rs (DirInfo::parse, CatalogReader,
  * catalog_decode_u64/i64). */
-#include "engine/cn_catalog_reader.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_catalog_reader.h"
+#include "pxar/cn_pxar_format.h"
 #include "common/cn_error.h"
 #include "common/cn_util.h"
 

@@ -13,8 +13,8 @@
  *  - the path buffer holds the path of the last returned entry; it is cut
  *    back to the innermost open directory at the start of the next call.
  */
-#include "engine/cn_pxar_decoder.h"
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_format.h"
 #include "common/cn_error.h"
 #include "common/cn_util.h"
 

@@ -9,7 +9,7 @@
  *  - a child's item size runs from its FILENAME header to its last byte;
  *    for a directory that includes its own goodbye table.
  */
-#include "engine/cn_pxar_encoder.h"
+#include "pxar/cn_pxar_encoder.h"
 
 #include <errno.h>
 #include <stdlib.h>

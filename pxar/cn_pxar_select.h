@@ -28,7 +28,7 @@
 #ifndef CN_PXAR_SELECT_H
 #define CN_PXAR_SELECT_H
 
-#include "engine/cn_pxar_decoder.h"
+#include "pxar/cn_pxar_decoder.h"
 
 struct cn_pxar_select;
 

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_format.h"
 
 struct cn_catalog_writer;  /* opaque */
 

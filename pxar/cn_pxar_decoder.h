@@ -46,7 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/cn_pxar_format.h"
+#include "pxar/cn_pxar_format.h"
 
 #define CN_PXAR_MAX_DEPTH 4096
 #define CN_PXAR_MAX_OPEN_CHILDREN (4u << 20)

@@ -3,7 +3,7 @@
  * pathpatterns uses: a pattern is compiled into components (literal, '?',
  * '*', '**', class) and matched recursively with the NoMatch / AbortAll /
  * AbortToStarStar results that bound the backtracking. */
-#include "engine/cn_pattern.h"
+#include "pxar/cn_pattern.h"
 
 #include <errno.h>
 #include <stdlib.h>
