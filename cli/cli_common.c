@@ -1,4 +1,5 @@
 #include "cli/cli_common.h"
+#include "cli/cli_trust.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +53,16 @@ int cli_common_option(struct cli_common *c, int opt, const char *arg)
 						CLI_MAX_ENDPOINTS);
 		c->repos[c->nrepos++] = arg;
 		return 1;
+	case OPT_FINGERPRINT: {
+		uint8_t fp[32];
+		if (c->nfps == CLI_MAX_ENDPOINTS)
+			return -cli_usage_error(c->cmd, "at most %d --fingerprint options",
+						CLI_MAX_ENDPOINTS);
+		if (*arg && cn_pbs_fingerprint_parse(arg, fp) < 0)
+			return -cli_usage_error(c->cmd, "--fingerprint: %s", cn_error_message());
+		c->fps[c->nfps++] = arg;
+		return 1;
+	}
 	case OPT_KEYFILE:
 		c->keyfile = arg;
 		return 1;
@@ -86,6 +97,16 @@ void cli_default_store(char *out, size_t len)
 		snprintf(out, len, "%s/cairn", xdg);
 	else
 		snprintf(out, len, "%s/.local/share/cairn", home ? home : ".");
+}
+
+void cli_config_file(const char *name, char *out, size_t len)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+	if (xdg && *xdg)
+		snprintf(out, len, "%s/cairn/%s", xdg, name);
+	else
+		snprintf(out, len, "%s/.config/cairn/%s", home ? home : ".", name);
 }
 
 static int open_store(const char *path, int create, struct cli_endpoint *e)
@@ -124,11 +145,11 @@ static int open_store(const char *path, int create, struct cli_endpoint *e)
 	return 0;
 }
 
-static int open_repo(const char *repo, struct cli_endpoint *e)
+static int open_repo(const struct cli_common *c, const char *repo, const char *pin,
+		     int env_pin, struct cli_endpoint *e)
 {
-	struct cn_pbs_opts po = {.repository = repo};
 	struct cn_pbs *pbs;
-	int r = cn_pbs_connect(&po, &pbs);
+	int r = cli_trust_connect(c->cmd, repo, pin, env_pin, &pbs);
 	if (r < 0) {
 		fprintf(stderr, "cairn: repository %s: %s\n", repo ? repo : "$PBS_REPOSITORY",
 			cn_error_message());
@@ -152,23 +173,62 @@ int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 					"--repository");
 		return CLI_EXIT_USAGE;
 	}
-	int r = 0;
-	for (size_t i = 0; i < c->nstores && !r; i++)
-		r = open_store(c->stores[i], create, &eps->e[eps->n++]);
-	for (size_t i = 0; i < c->nrepos && !r; i++)
-		r = open_repo(c->repos[i], &eps->e[eps->n++]);
-	if (!r && c->nstores + c->nrepos == 0) {
-		if (env_repo && *env_repo) {
-			r = open_repo(NULL, &eps->e[eps->n++]);
+	/* Pins pair with repositories in order; PBS_FINGERPRINT names one
+	 * server, so it stands in only where one repository is selected. */
+	size_t nrepos = c->nrepos ? c->nrepos : (size_t)(c->nstores == 0 && env_repo && *env_repo);
+	if (c->nfps && c->nfps != nrepos) {
+		cli_usage_error(c->cmd, "%zu --fingerprint option(s) for %zu repository(ies): give "
+					"one per --repository, in the same order ('' for none)",
+				c->nfps, nrepos);
+		return CLI_EXIT_USAGE;
+	}
+	int env_pin = c->nfps == 0 && nrepos == 1;
+	int partial = (create & CLI_OPEN_PARTIAL) != 0;
+	int r = 0, first = 0;
+	char path[4096];
+	cli_default_store(path, sizeof(path));
+	size_t nplaces = want ? want : 1; /* nothing selected: the default store */
+	for (size_t i = 0; i < nplaces && (!r || partial); i++) {
+		struct cli_endpoint *e = &eps->e[eps->n];
+		const char *what;
+		if (i < c->nstores) {
+			what = c->stores[i];
+			r = open_store(what, create, e);
+		} else if (i - c->nstores < c->nrepos) {
+			size_t k = i - c->nstores;
+			what = c->repos[k];
+			r = open_repo(c, what, c->nfps ? c->fps[k] : NULL, env_pin, e);
+		} else if (env_repo && *env_repo) {
+			what = env_repo;
+			r = open_repo(c, NULL, c->nfps ? c->fps[0] : NULL, env_pin, e);
 		} else {
-			char path[4096];
-			cli_default_store(path, sizeof(path));
-			r = open_store(path, create, &eps->e[eps->n++]);
+			what = path;
+			r = open_store(path, create, e);
+		}
+		if (r == 0) {
+			eps->n++;
+			continue;
+		}
+		if (!first)
+			first = r;
+		if (partial) {
+			memset(e, 0, sizeof(*e));
+			snprintf(eps->failed[eps->nfailed++], sizeof(eps->failed[0]), "%.255s", what);
 		}
 	}
-	if (r)
+	if (partial && eps->n > 0 && eps->nfailed > 0) {
+		for (size_t i = 0; i < eps->nfailed; i++)
+			fprintf(stderr, "cairn %s: %s could not be opened (see above); going on without "
+					"it\n", c->cmd, eps->failed[i]);
+		return 0;
+	}
+	if (first) {
+		if (partial && eps->nfailed > 1)
+			fprintf(stderr, "cairn %s: none of the %zu targets could be opened\n", c->cmd,
+				eps->nfailed);
 		cli_close_endpoints(eps);
-	return r;
+	}
+	return first;
 }
 
 void cli_close_endpoints(struct cli_endpoints *eps)

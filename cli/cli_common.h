@@ -24,6 +24,7 @@ enum {
 	OPT_KEYFILE,
 	OPT_OUTPUT_FORMAT,
 	OPT_NS,
+	OPT_FINGERPRINT,
 	OPT_FIRST_COMMAND_OPTION, /* commands number their own options from here */
 };
 
@@ -34,14 +35,21 @@ enum {
 	{"keyfile", required_argument, NULL, OPT_KEYFILE},                     \
 	{"output-format", required_argument, NULL, OPT_OUTPUT_FORMAT},         \
 	{"ns", required_argument, NULL, OPT_NS},                               \
+	{"fingerprint", required_argument, NULL, OPT_FINGERPRINT},             \
 	{"help", no_argument, NULL, 'h'}
 
 #define CLI_COMMON_HELP                                                                      \
 	"  --store DIR            local datastore (default: $XDG_DATA_HOME/cairn, or\n"       \
 	"                         /var/lib/cairn for root; created by the first backup)\n"  \
 	"  --repository REPO      a Proxmox Backup Server, [[USER@REALM[!TOKEN]@]HOST[:PORT]:]STORE\n" \
-	"                         (default: $PBS_REPOSITORY; secret from PBS_PASSWORD,\n"     \
-	"                         fingerprint from PBS_FINGERPRINT)\n"                          \
+	"                         (default: $PBS_REPOSITORY; secret from PBS_PASSWORD)\n"     \
+	"  --fingerprint FP       certificate pin (SHA-256) of a --repository: one per\n"   \
+	"                         --repository, matched in order ('' = no pin for that\n"   \
+	"                         one); without it, $PBS_FINGERPRINT for a single\n"         \
+	"                         repository, else the fingerprint remembered for its\n"     \
+	"                         host:port, else the system CAs. On a terminal an\n"        \
+	"                         untrusted certificate is shown and, if accepted,\n"        \
+	"                         remembered in $XDG_CONFIG_HOME/cairn/fingerprints\n"       \
 	"  --keyfile FILE         encryption key (cairn key create); password from\n"          \
 	"                         $PBS_ENCRYPTION_PASSWORD or asked on the terminal\n"        \
 	"  --ns NS                namespace (a/b), default the root\n"                          \
@@ -54,6 +62,8 @@ struct cli_common {
 	size_t nstores;
 	const char *repos[CLI_MAX_ENDPOINTS];
 	size_t nrepos;
+	const char *fps[CLI_MAX_ENDPOINTS]; /* --fingerprint, in --repository order */
+	size_t nfps;
 	const char *keyfile;
 	const char *ns;
 	int json;
@@ -74,6 +84,10 @@ int cli_parse_common_only(struct cli_common *c, int argc, char **argv, int first
  * root, else $XDG_DATA_HOME/cairn or ~/.local/share/cairn) into out. */
 void cli_default_store(char *out, size_t len);
 
+/* The path of cairn's per-user config file name ($XDG_CONFIG_HOME/cairn/
+ * NAME, else ~/.config/cairn/NAME) into out. */
+void cli_config_file(const char *name, char *out, size_t len);
+
 /* One selected place: a local datastore or a PBS repository. */
 struct cli_endpoint {
 	char name[256];
@@ -84,6 +98,9 @@ struct cli_endpoint {
 struct cli_endpoints {
 	struct cli_endpoint e[2 * CLI_MAX_ENDPOINTS];
 	size_t n;
+	/* with CLI_OPEN_PARTIAL: the places that could not be opened */
+	char failed[2 * CLI_MAX_ENDPOINTS][256];
+	size_t nfailed;
 };
 
 /* Flags of cli_open_endpoints. */
@@ -91,12 +108,19 @@ struct cli_endpoints {
 #define CLI_OPEN_NO_INDEX 2    /* skip the chunk-index check at open: for
 				* commands that never ask the index (restore
 				* reads chunk files by name) */
+#define CLI_OPEN_PARTIAL 4     /* writing to several places: one that cannot be
+				* opened is dropped with a message naming it
+				* (listed in eps->failed); fails only when
+				* none opens */
 
 /* Opens what the options select (every --store and --repository, or
- * $PBS_REPOSITORY, or the default store). create: CLI_OPEN_* flags (0 or 1
- * as before: make a missing local datastore). max: at most this many
- * endpoints (1 for reading commands). Prints the problem and returns an
- * exit code != 0 on failure. */
+ * $PBS_REPOSITORY, or the default store); repositories with the
+ * certificate trust of cli/cli_trust.h and the --fingerprint options
+ * (none, or one per repository: else a usage error). create: CLI_OPEN_*
+ * flags (0 or 1 as before: make a missing local datastore). max: at most
+ * this many endpoints (1 for reading commands). Prints the problem and
+ * returns an exit code != 0 on failure (with CLI_OPEN_PARTIAL: when
+ * nothing could be opened). */
 int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 		       struct cli_endpoints *eps);
 void cli_close_endpoints(struct cli_endpoints *eps);

@@ -44,7 +44,8 @@ static void help(FILE *f)
 		"\nProgress goes to stderr when it is a terminal. The summary (files, bytes\n"
 		"read, new chunks, new bytes stored, dedup ratio, duration) goes to stdout.\n"
 		"Exit codes: 0 ok, 1 failure (nothing published), 3 published but files were\n"
-		"skipped (unreadable/vanished) or a target failed, 5 no space, 6 locked.\n");
+		"skipped (unreadable/vanished) or a target failed or could not be reached (the\n"
+		"others got the snapshot), 5 no space, 6 locked.\n");
 }
 
 enum { OPT_BACKUP_ID = OPT_FIRST_COMMAND_OPTION, OPT_BACKUP_TYPE, OPT_EXCLUDE, OPT_ALLFS,
@@ -233,7 +234,8 @@ static int cmd_backup(int argc, char **argv)
 		goto out;
 	bo.crypt = crypt;
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, 1, 2 * CLI_MAX_ENDPOINTS, &eps))) {
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_CREATE | CLI_OPEN_PARTIAL,
+					    2 * CLI_MAX_ENDPOINTS, &eps))) {
 		cn_crypt_config_free(crypt);
 		goto out;
 	}
@@ -264,11 +266,14 @@ static int cmd_backup(int argc, char **argv)
 		double dedup = st.bytes_new ? (double)st.stream_bytes / (double)st.bytes_new : 0;
 		if (c.json) {
 			json_t *tl = json_array();
+			json_t *fl = json_array();
 			for (size_t i = 0; i < eps.n; i++)
 				json_array_append_new(tl, json_string(eps.e[i].name));
+			for (size_t i = 0; i < eps.nfailed; i++)
+				json_array_append_new(fl, json_string(eps.failed[i]));
 			cli_json_print(json_pack(
-				"{s:s, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-				"snapshot", snap, "targets", tl, "files", (json_int_t)st.files,
+				"{s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+				"snapshot", snap, "targets", tl, "targets-unreachable", fl, "files", (json_int_t)st.files,
 				"dirs", (json_int_t)st.dirs, "bytes-read", (json_int_t)st.bytes_read,
 				"archive-bytes", (json_int_t)st.stream_bytes,
 				"chunks", (json_int_t)st.chunks, "new-chunks", (json_int_t)st.chunks_new,
@@ -277,7 +282,7 @@ static int cmd_backup(int argc, char **argv)
 				"skipped", (json_int_t)st.skipped, "changed", (json_int_t)st.changed,
 				"dedup-ratio", dedup, "duration", st.duration,
 				"targets-ok", (json_int_t)st.targets_ok, "targets-total",
-				(json_int_t)st.targets, "files-reused", (json_int_t)st.files_reused,
+				(json_int_t)(st.targets + eps.nfailed), "files-reused", (json_int_t)st.files_reused,
 				"files-compared", (json_int_t)st.files_compared,
 				"reused-bytes", (json_int_t)st.reused_bytes,
 				"chunks-reused", (json_int_t)st.chunks_reused,
@@ -311,13 +316,13 @@ static int cmd_backup(int argc, char **argv)
 			else
 				printf("  dedup ratio: everything was already stored\n");
 			printf("  duration %.2fs, on %zu of %zu target(s)\n", st.duration, st.targets_ok,
-			       st.targets);
+			       st.targets + eps.nfailed);
 		}
 		if (st.skipped)
 			fprintf(stderr, "cairn backup: warning: %llu entries could not be read and were "
 					"skipped (see the warnings above)\n",
 				(unsigned long long)st.skipped);
-		if (st.skipped || st.targets_ok < st.targets)
+		if (st.skipped || st.targets_ok < st.targets || eps.nfailed)
 			exit_code = CLI_EXIT_PARTIAL;
 	}
 	for (size_t i = 0; i < nt; i++) {

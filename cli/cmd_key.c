@@ -27,12 +27,7 @@ static void help(FILE *f)
 
 static void default_path(char *out, size_t len)
 {
-	const char *xdg = getenv("XDG_CONFIG_HOME");
-	const char *home = getenv("HOME");
-	if (xdg && *xdg)
-		snprintf(out, len, "%s/cairn/encryption-key.json", xdg);
-	else
-		snprintf(out, len, "%s/.config/cairn/encryption-key.json", home ? home : ".");
+	cli_config_file("encryption-key.json", out, len);
 }
 
 enum { OPT_KDF = OPT_FIRST_COMMAND_OPTION, OPT_HINT };

@@ -349,6 +349,8 @@ int cn_pbs_connect(const struct cn_pbs_opts *opts, struct cn_pbs **out)
 	if (!p)
 		return cn_error_set(-ENOMEM, "out of memory");
 	pthread_mutex_init(&p->mu, NULL);
+	if (opts->presented_fp)
+		opts->presented_fp[0] = '\0';
 	p->copts.timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 10000;
 	p->copts.attempts = opts->connect_attempts > 0 ? opts->connect_attempts : 3;
 	p->io_timeout_ms = opts->io_timeout_ms > 0 ? opts->io_timeout_ms : 120000;
@@ -392,6 +394,11 @@ int cn_pbs_connect(const struct cn_pbs_opts *opts, struct cn_pbs **out)
 	return 0;
 fail:
 	cn_pbs_secret_free(secret);
+	/* a trust failure (not a transport one): the verify callback saw a
+	 * leaf that neither the CAs nor the pin accept */
+	if (r == -CN_E_TLS && opts->presented_fp && p->pin.checked && !p->pin.chain_ok &&
+	    (p->pin.fp_mismatch || !p->pin.have_fp) && p->pin.seen[0])
+		snprintf(opts->presented_fp, 96, "%s", p->pin.seen);
 	cn_error_prefix(r, "repository %s:%s", p->repo.host[0] ? p->repo.host : "?", p->repo.store);
 	cn_pbs_free(p);
 	return r;

@@ -22,17 +22,23 @@ struct cn_pbs;
 
 struct cn_pbs_opts {
 	const char *repository;   /* NULL: $PBS_REPOSITORY */
-	const char *fingerprint;  /* NULL: $PBS_FINGERPRINT (may be unset: CA validation only) */
+	const char *fingerprint;  /* NULL: $PBS_FINGERPRINT (may be unset: CA validation only);
+				   * "": no pin, the environment is not read */
 	const char *secret;       /* password or token secret; NULL: PBS_PASSWORD, _FD, _FILE */
 	int connect_timeout_ms;   /* per attempt (0 = 10000) */
 	int connect_attempts;     /* (0 = 3), exponential backoff from 250 ms */
 	int io_timeout_ms;        /* HTTP/2 sessions and REST calls (0 = 120000) */
+	char *presented_fp;       /* optional, 96 bytes, caller's: when the connection
+				   * fails because the certificate is neither valid for
+				   * the system CAs nor matches the pin, the server's
+				   * fingerprint ("aa:bb:..."), else "" */
 };
 
 /* Parses the repository, reads the secret, sets up TLS trust and logs in
  * (user: POST access/ticket; token: header only), then checks the server
  * with GET version so that a wrong fingerprint or refused credentials
- * fail here with a clear message. Returns 0 and *out (freed with
+ * fail here with a clear message (and, for a certificate nobody trusts,
+ * opts->presented_fp lets the caller ask its user). Returns 0 and *out (freed with
  * cn_pbs_free), or a negative code: -EINVAL (bad repository/fingerprint),
  * -ENOENT (no secret), -CN_E_TLS, -CN_E_AUTH, network errors. */
 int cn_pbs_connect(const struct cn_pbs_opts *opts, struct cn_pbs **out);
