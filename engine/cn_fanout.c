@@ -189,7 +189,7 @@ static void stalled(struct lane *l)
 	char msg[160];
 	if (l->t->ops->cancel)
 		l->t->ops->cancel(l->t);
-	snprintf(msg, sizeof(msg), "no progress for %u s (stalled); dropped",
+	snprintf(msg, sizeof(msg), "no progress for %u s (stalled)",
 		 (f->o.stall_ms + 999) / 1000);
 	f->ops->dropped(f->ctx, l->i, -ETIMEDOUT, msg);
 }
