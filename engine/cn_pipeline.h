@@ -67,8 +67,10 @@ struct cn_pipeline_opts {
 	unsigned stall_timeout_ms;           /* drop a target stalled this long; 0 = 30 s */
 };
 
-/* Counters (totals over all streams). "new" counts what was sent with
- * put_chunk to at least one target because a target did not have it. */
+/* Counters (totals over all streams). "new" counts what was stored with
+ * put_chunk because the target did not have it, for the target that
+ * stored the most (each target takes what it lacks at its own pace;
+ * with targets of the same history that is every chunk put anywhere). */
 struct cn_pipeline_stats {
 	uint64_t stream_bytes;   /* bytes written into all streams */
 	uint64_t chunks;         /* chunks delivered */
