@@ -31,6 +31,10 @@ static void help(FILE *f)
 		"  --all-file-systems     descend into other mounted file systems\n"
 		"  --skip-lost-found      leave out lost+found directories\n"
 		"  --threads N            encoding threads (default: number of CPUs)\n"
+		"  --stall-timeout SECONDS\n"
+		"                         a store or repository that makes no progress this\n"
+		"                         long is given up (its snapshot not published), the\n"
+		"                         others go on (default 30)\n"
 		"  --change-detection-mode MODE\n"
 		"                         legacy (default): one NAME.pxar archive; data: split\n"
 		"                         archive NAME.mpxar + NAME.ppxar (pxar v2), every file\n"
@@ -49,7 +53,7 @@ static void help(FILE *f)
 }
 
 enum { OPT_BACKUP_ID = OPT_FIRST_COMMAND_OPTION, OPT_BACKUP_TYPE, OPT_EXCLUDE, OPT_ALLFS,
-       OPT_LOSTFOUND, OPT_THREADS, OPT_CDM, OPT_FCDIR };
+       OPT_LOSTFOUND, OPT_THREADS, OPT_CDM, OPT_FCDIR, OPT_STALL };
 
 /* rchar of /proc/self/io: every byte this process got from read()-like
  * calls (source files, cache files, ...), -1 when unavailable. */
@@ -105,6 +109,7 @@ static int cmd_backup(int argc, char **argv)
 		{"all-file-systems", no_argument, NULL, OPT_ALLFS},
 		{"skip-lost-found", no_argument, NULL, OPT_LOSTFOUND},
 		{"threads", required_argument, NULL, OPT_THREADS},
+		{"stall-timeout", required_argument, NULL, OPT_STALL},
 		{"change-detection-mode", required_argument, NULL, OPT_CDM},
 		{"file-cache-dir", required_argument, NULL, OPT_FCDIR},
 		{0},
@@ -147,6 +152,14 @@ static int cmd_backup(int argc, char **argv)
 			if (bo.threads == 0 || bo.threads > 256)
 				return cli_usage_error(c.cmd, "--threads takes 1..256");
 			break;
+		case OPT_STALL: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (end == optarg || *end || v == 0 || v > 86400)
+				return cli_usage_error(c.cmd, "--stall-timeout takes 1..86400 seconds");
+			bo.stall_timeout_ms = (unsigned)v * 1000;
+			break;
+		}
 		case OPT_CDM:
 			if (!strcmp(optarg, "legacy"))
 				bo.change_detection = CN_CDM_LEGACY;

@@ -175,6 +175,7 @@ static void backup_source(struct worker *w, size_t si)
 	bo.archives = &arch;
 	bo.n_archives = 1;
 	bo.threads = c->threads;
+	bo.stall_timeout_ms = c->stall_timeout * 1000;
 	bo.excludes = (const char *const *)s->excludes;
 	bo.n_excludes = s->n_excludes;
 	bo.all_file_systems = s->all_file_systems;

@@ -295,6 +295,12 @@ static int cairn_key(struct parse_ctx *p, const char *name, const char *value)
 		return set_uint(p, name, value, 86400, &c->hook_timeout);
 	if (!strcmp(name, "threads"))
 		return set_uint(p, name, value, 256, &c->threads);
+	if (!strcmp(name, "stall-timeout")) {
+		int r = set_uint(p, name, value, 86400, &c->stall_timeout);
+		if (r > 0 && c->stall_timeout == 0)
+			return fail(p, p->line, "stall-timeout must be at least 1 (seconds)");
+		return r;
+	}
 	if (!strcmp(name, "restore-test-sample"))
 		return set_uint(p, name, value, 100000, &c->restore_test_sample);
 	if (!strcmp(name, "restore-test-every-days"))
@@ -510,6 +516,8 @@ static int validate(struct parse_ctx *p)
 		return fail(p, 1, "keyfile-password-file is given but no keyfile");
 	if (!c->hook_timeout)
 		c->hook_timeout = 300;
+	if (!c->stall_timeout)
+		c->stall_timeout = 30;
 	if (!c->restore_test_every)
 		c->restore_test_every = 7;
 	if (!c->history_keep)

@@ -81,6 +81,7 @@ struct cn_config {
 	char *on_success, *on_failure; /* hook commands (run with /bin/sh -c) or NULL */
 	unsigned hook_timeout; /* seconds, default 300 */
 	unsigned threads;      /* 0 = number of CPUs */
+	unsigned stall_timeout; /* seconds without progress before a target is given up (default 30) */
 	unsigned restore_test_sample; /* files per target and source; 0 = off in runs */
 	unsigned restore_test_every;  /* days between restore tests in runs (default 7) */
 	unsigned history_keep; /* run records kept (default 500) */

@@ -494,7 +494,7 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 	enum cn_crypt_mode mode = o->crypt ? CN_CRYPT_MODE_ENCRYPT : CN_CRYPT_MODE_NONE;
 
 	struct cn_pipeline_opts po = {.crypt = o->crypt, .compress = CN_BLOB_COMPRESS,
-				      .threads = o->threads};
+				      .threads = o->threads, .stall_timeout_ms = o->stall_timeout_ms};
 	int r = cn_pipeline_new(targets, n, &po, &run.p);
 	if (r < 0)
 		return r;

@@ -10,7 +10,8 @@
  * crypt mode for that archive matches this run's, as upstream does.
  *
  * The walker and encoder run in the calling thread; chunk encoding runs on
- * opts->threads workers; a sink thread feeds the targets.
+ * opts->threads workers; a sink thread restores stream order and each
+ * target has its own sender thread (cn_pipeline.h).
  */
 #ifndef CN_BACKUP_H
 #define CN_BACKUP_H
@@ -57,6 +58,8 @@ struct cn_backup_opts {
 	size_t n_archives;
 	const struct cn_crypt_config *crypt; /* NULL = not encrypted (crypt mode none) */
 	size_t threads;                  /* 0 = number of CPUs */
+	unsigned stall_timeout_ms;       /* a target with no progress this long is
+					  * dropped, the others go on (0 = 30 s) */
 	const char *const *excludes;     /* --exclude patterns */
 	size_t n_excludes;
 	int all_file_systems;

@@ -11,12 +11,20 @@
 #include "common/cn_bufpool.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
+#include "engine/cn_fanout.h"
 #include "engine/cn_workqueue.h"
 #include "store/cn_blob.h"
 #include "store/cn_index.h"
 
 /* Index entries are sent to the targets in batches of this many. */
 #define APPEND_BATCH 64
+
+/* Messages queued per target (cn_fanout.h): how far a target may fall
+ * behind the fastest before it holds the others up. */
+#define TARGET_QUEUE_DEPTH 8
+
+/* A target making no progress for this long is dropped (default). */
+#define STALL_TIMEOUT_MS 30000
 
 /* One unit of work: a chunk's plain bytes, then its encoded form. A job
  * is in exactly one place at a time: the free queue, a stream's current
@@ -52,18 +60,44 @@ struct stream {
 	/* sink side (main thread after the sink has stopped) */
 	struct cn_index_csum_ctx *csum;
 	uint64_t count, size;
-	struct cn_index_entry pending[APPEND_BATCH];
-	size_t npending;
 	uint8_t final_csum[32];
 	struct cn_source *chunk_src; /* injected chunks a target lacks */
 };
 
 struct tgt {
 	struct cn_target *t;
-	int live;
+	atomic_int live;
 	int *handles;         /* index handle per stream */
 	struct cn_buf prev;
 	int64_t prev_time;
+	/* the target's sender thread only (cn_fanout lane) */
+	struct cn_index_entry *pending; /* APPEND_BATCH entries per stream */
+	size_t *npending;               /* per stream */
+	/* written by the sender, read by anyone */
+	atomic_int finished;
+	atomic_uint_fast64_t chunks_new, bytes_new, bytes_new_encoded, copied;
+};
+
+/* What the sink and the caller queue for each target's sender, in the
+ * order the target must see the calls. */
+enum msg_kind { M_CHUNK, M_KNOWN, M_CLOSE, M_BLOB, M_FINISH };
+
+/* A blob stored on every target: shared, freed by the last sender. */
+struct shared_blob {
+	atomic_int refs;
+	char name[256];
+	size_t len;
+	uint8_t data[];
+};
+
+struct msg {
+	enum msg_kind kind;
+	int stream;
+	uint64_t end;          /* CHUNK, KNOWN: chunk end in the stream; CLOSE: stream size */
+	uint64_t n;            /* KNOWN: the chunk's plain size; CLOSE: chunk count */
+	uint8_t digest[32];    /* CHUNK, KNOWN: the chunk's digest; CLOSE: index checksum */
+	struct cn_chunk *chunk;   /* CHUNK: a reference */
+	struct shared_blob *blob; /* BLOB: a reference */
 };
 
 enum state { ST_NEW, ST_BEGUN, ST_RUNNING, ST_ENDED, ST_DONE };
@@ -75,6 +109,8 @@ struct cn_pipeline {
 	const struct cn_crypt_config *crypt;
 	int compress;
 	size_t threads;
+	unsigned stall_ms;
+	struct cn_fanout *fan;   /* one sender per target, from start on */
 
 	struct stream *streams;
 	size_t nstreams;
@@ -95,8 +131,8 @@ struct cn_pipeline {
 	atomic_int err;       /* first failure; written under err_lock */
 	char errmsg[1024];
 
-	atomic_uint_fast64_t stream_bytes, chunks, chunks_new, bytes_new, bytes_new_encoded;
-	atomic_uint_fast64_t chunks_reused;
+	atomic_uint_fast64_t stream_bytes, chunks;
+	atomic_uint_fast64_t chunks_known; /* injected chunks delivered */
 };
 
 /* Records the first failure (code and the calling thread's message) and
@@ -141,7 +177,7 @@ int cn_pipeline_new(struct cn_target *const *targets, size_t n,
 	}
 	for (size_t i = 0; i < n; i++) {
 		p->targets[i].t = targets[i];
-		p->targets[i].live = 1;
+		atomic_init(&p->targets[i].live, 1);
 		p->targets[i].prev_time = -1;
 	}
 	p->ntargets = n;
@@ -149,6 +185,7 @@ int cn_pipeline_new(struct cn_target *const *targets, size_t n,
 	p->crypt = opts ? opts->crypt : NULL;
 	p->compress = opts ? opts->compress : CN_BLOB_COMPRESS;
 	p->threads = opts && opts->threads ? opts->threads : cn_cpu_count();
+	p->stall_ms = opts && opts->stall_timeout_ms ? opts->stall_timeout_ms : STALL_TIMEOUT_MS;
 	pthread_mutex_init(&p->err_lock, NULL);
 	*out = p;
 	return 0;
@@ -161,7 +198,7 @@ size_t cn_pipeline_target_count(const struct cn_pipeline *p)
 
 struct cn_target *cn_pipeline_target(const struct cn_pipeline *p, size_t i)
 {
-	return i < p->ntargets && p->targets[i].live ? p->targets[i].t : NULL;
+	return i < p->ntargets && atomic_load(&p->targets[i].live) ? p->targets[i].t : NULL;
 }
 
 const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size_t i,
@@ -177,8 +214,7 @@ int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code)
 	struct tgt *t = &p->targets[i];
 	char msg[1024];
 	snprintf(msg, sizeof(msg), "%s", *cn_error_message() ? cn_error_message() : cn_strerror(code));
-	if (t->live) {
-		t->live = 0;
+	if (atomic_exchange(&t->live, 0)) {
 		t->t->ops->abort(t->t);
 		if (atomic_fetch_sub(&p->nlive, 1) > 1)
 			cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
@@ -317,66 +353,40 @@ static void *worker_main(void *ctx, size_t i)
 	return NULL;
 }
 
-/* ---- sink: reorder and fan-out ----------------------------------------- */
+/* ---- senders: one per target (cn_fanout), calls in stream order -------- */
 
-/* Sends a stream's pending entries to every live target. */
-static int flush_entries(struct cn_pipeline *p, int sidx)
+/* Sends target t's pending entries of stream sidx (sender thread). */
+static int flush_entries(struct cn_pipeline *p, struct tgt *t, int sidx)
 {
-	struct stream *s = &p->streams[sidx];
-	if (!s->npending)
+	size_t *n = &t->npending[sidx];
+	if (!*n)
 		return 0;
-	for (size_t i = 0; i < p->ntargets; i++) {
-		struct tgt *t = &p->targets[i];
-		if (!t->live)
-			continue;
-		int r = t->t->ops->index_append(t->t, t->handles[sidx], s->pending, s->npending);
-		if (r < 0) {
-			r = cn_error_prefix(r, "appending to index %s", s->name);
-			if ((r = cn_pipeline_drop(p, i, r)) < 0)
-				return r;
-		}
-	}
-	s->npending = 0;
-	return 0;
+	int r = t->t->ops->index_append(t->t, t->handles[sidx], t->pending + (size_t)sidx * APPEND_BATCH, *n);
+	*n = 0;
+	return r < 0 ? cn_error_prefix(r, "appending to index %s", p->streams[sidx].name) : 0;
 }
 
-/* Drops target i after a failed call about the chunk with this digest.
- * 0 while other targets are live, else the error. */
-static int drop_for_chunk(struct cn_pipeline *p, size_t i, int r, const uint8_t digest[32])
+/* Queues the chunk's index entry for target t, sending a full batch. */
+static int append_entry(struct cn_pipeline *p, struct tgt *t, const struct msg *m)
 {
-	char hex[65];
-	cn_hex_encode(digest, 32, hex);
-	return cn_pipeline_drop(p, i, cn_error_prefix(r, "chunk %s", hex));
+	struct cn_index_entry *e = &t->pending[(size_t)m->stream * APPEND_BATCH + t->npending[m->stream]++];
+	e->end_offset = m->end;
+	memcpy(e->digest, m->digest, 32);
+	return t->npending[m->stream] == APPEND_BATCH ? flush_entries(p, t, m->stream) : 0;
 }
 
-/* Records a delivered chunk in its stream's index (checksum, count, size)
- * and appends it to the targets in batches of APPEND_BATCH. */
-static int append_entry(struct cn_pipeline *p, struct job *j, const uint8_t digest[32])
+/* The injected chunk of m from its stream's chunk source, checked
+ * (digest, size) before it is copied to a target. Sources may be read
+ * from several threads at once. */
+static int fetch_known(struct cn_pipeline *p, const struct msg *m, struct cn_chunk **out)
 {
-	atomic_fetch_add(&p->chunks, 1);
-	struct stream *s = &p->streams[j->stream];
-	cn_index_csum_update(s->csum, j->end_offset, digest);
-	s->count++;
-	s->size = j->end_offset;
-	struct cn_index_entry *e = &s->pending[s->npending++];
-	e->end_offset = j->end_offset;
-	memcpy(e->digest, digest, 32);
-	if (s->npending == APPEND_BATCH)
-		return flush_entries(p, j->stream);
-	return 0;
-}
-
-/* The injected chunk of job j from its stream's chunk source, checked
- * (digest, size) before it is copied to a target. */
-static int fetch_known(struct cn_pipeline *p, struct job *j, struct cn_chunk **out)
-{
-	struct stream *s = &p->streams[j->stream];
+	struct stream *s = &p->streams[m->stream];
 	struct cn_buf blob = {0};
-	int r = s->chunk_src->ops->get_chunk(s->chunk_src, j->known_digest, &blob);
+	int r = s->chunk_src->ops->get_chunk(s->chunk_src, m->digest, &blob);
 	/* the container, digest and plain size; an encrypted chunk in a run
 	 * without a key cannot be checked, so it is refused */
-	if (r == 0 && (r = cn_blob_verify_chunk(NULL, blob.data, blob.len, p->crypt, j->known_digest,
-						j->end_offset - s->size)) >= 0) {
+	if (r == 0 && (r = cn_blob_verify_chunk(NULL, blob.data, blob.len, p->crypt, m->digest,
+						m->n)) >= 0) {
 		r = !p->crypt && r >= CN_BLOB_ENCRYPTED
 			? cn_error_set(-CN_E_FORMAT, "reused chunk is encrypted, this run is not") : 0;
 	}
@@ -386,71 +396,160 @@ static int fetch_known(struct cn_pipeline *p, struct job *j, struct cn_chunk **o
 	if (r == 0) {
 		memcpy(c->data, blob.data, blob.len);
 		c->len = blob.len;
-		c->plain_size = j->end_offset - s->size;
-		memcpy(c->digest, j->known_digest, 32);
+		c->plain_size = m->n;
+		memcpy(c->digest, m->digest, 32);
 		*out = c;
 	}
 	cn_buf_free(&blob);
 	return r < 0 ? cn_error_prefix(r, "copying a reused chunk from %s", s->chunk_src->name) : 0;
 }
 
-/* An injected chunk of a previous snapshot: targets registered it with
- * add_known; one whose previous snapshot differs gets it copied from the
+/* A chunk to target t: stored unless it has it already. An injected one
+ * (M_KNOWN, of a previous snapshot) was registered with add_known; a
+ * target whose previous snapshot differs gets it copied from the
  * stream's chunk source, if there is one. */
-static int deliver_known(struct cn_pipeline *p, struct job *j)
+static int send_chunk(struct cn_pipeline *p, struct tgt *t, const struct msg *m)
 {
-	struct cn_chunk *copy = NULL;
-	for (size_t i = 0; i < p->ntargets; i++) {
-		struct tgt *t = &p->targets[i];
-		if (!t->live)
-			continue;
-		int r = t->t->ops->has_chunk(t->t, j->known_digest);
-		if (r == 0 && p->streams[j->stream].chunk_src) {
-			if (copy || (r = fetch_known(p, j, &copy)) == 0)
-				r = t->t->ops->put_chunk(t->t, copy);
-		} else if (r == 0) {
-			r = cn_error_set(-CN_E_FORMAT, "reused chunk is not on the target");
+	int r = t->t->ops->has_chunk(t->t, m->digest);
+	if (r == 0 && m->kind == M_CHUNK) {
+		if ((r = t->t->ops->put_chunk(t->t, m->chunk)) == 0) {
+			atomic_fetch_add(&t->chunks_new, 1);
+			atomic_fetch_add(&t->bytes_new, m->chunk->plain_size);
+			atomic_fetch_add(&t->bytes_new_encoded, m->chunk->len);
 		}
-		if (r < 0 && (r = drop_for_chunk(p, i, r, j->known_digest)) < 0) {
-			cn_chunk_unref(copy);
-			return r;
+	} else if (r == 0 && p->streams[m->stream].chunk_src) {
+		struct cn_chunk *copy = NULL;
+		if ((r = fetch_known(p, m, &copy)) == 0 && (r = t->t->ops->put_chunk(t->t, copy)) == 0) {
+			atomic_fetch_add(&t->copied, 1);
+			atomic_fetch_add(&t->bytes_new, copy->plain_size);
+			atomic_fetch_add(&t->bytes_new_encoded, copy->len);
 		}
-	}
-	if (copy) {
-		atomic_fetch_add(&p->chunks_new, 1);
-		atomic_fetch_add(&p->bytes_new, copy->plain_size);
-		atomic_fetch_add(&p->bytes_new_encoded, copy->len);
 		cn_chunk_unref(copy);
-	} else {
-		atomic_fetch_add(&p->chunks_reused, 1);
+	} else if (r == 0) {
+		r = cn_error_set(-CN_E_FORMAT, "reused chunk is not on the target");
 	}
-	return append_entry(p, j, j->known_digest);
+	if (r < 0) {
+		char hex[65];
+		cn_hex_encode(m->digest, 32, hex);
+		return cn_error_prefix(r, "chunk %s", hex);
+	}
+	return append_entry(p, t, m);
 }
+
+static void blob_unref(struct shared_blob *b)
+{
+	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+		free(b);
+}
+
+/* cn_fanout_ops.discard: releases what a message holds. */
+static void discard_msg(void *ctx, size_t lane, void *msgp)
+{
+	struct msg *m = msgp;
+	(void)ctx;
+	(void)lane;
+	cn_chunk_unref(m->chunk);
+	blob_unref(m->blob);
+	m->chunk = NULL;
+	m->blob = NULL;
+}
+
+/* cn_fanout_ops.handle: carries out one message on target `lane`. */
+static int send_msg(void *ctx, size_t lane, void *msgp)
+{
+	struct cn_pipeline *p = ctx;
+	struct tgt *t = &p->targets[lane];
+	struct msg *m = msgp;
+	int r = 0;
+	switch (m->kind) {
+	case M_CHUNK:
+	case M_KNOWN:
+		r = send_chunk(p, t, m);
+		break;
+	case M_CLOSE:
+		if ((r = flush_entries(p, t, m->stream)) == 0 &&
+		    (r = t->t->ops->index_close(t->t, t->handles[m->stream], m->n, m->end, m->digest)) < 0)
+			r = cn_error_prefix(r, "closing index %s", p->streams[m->stream].name);
+		break;
+	case M_BLOB:
+		if ((r = t->t->ops->put_blob(t->t, m->blob->name, m->blob->data, m->blob->len)) < 0)
+			r = cn_error_prefix(r, "storing %s", m->blob->name);
+		break;
+	case M_FINISH:
+		if ((r = t->t->ops->finish(t->t)) < 0)
+			r = cn_error_prefix(r, "finishing the snapshot");
+		else
+			atomic_store(&t->finished, 1);
+		break;
+	}
+	discard_msg(p, lane, m);
+	return r;
+}
+
+/* cn_fanout_ops.dropped: target `lane` failed or stalled (its sender
+ * aborts it). A warning names it while others are live; dropping the last
+ * one fails the pipeline with its message. Any thread. */
+static void target_dropped(void *ctx, size_t lane, int code, const char *msg)
+{
+	struct cn_pipeline *p = ctx;
+	struct tgt *t = &p->targets[lane];
+	if (!atomic_exchange(&t->live, 0))
+		return;
+	if (atomic_fetch_sub(&p->nlive, 1) > 1) {
+		cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
+		return;
+	}
+	if (p->ntargets == 1)
+		cn_error_set(code, "%s", msg);
+	else
+		cn_error_set(code, "no target left; the last, %s, failed: %s", t->t->name, msg);
+	fail(p, code);
+}
+
+static const struct cn_fanout_ops sender_ops = {
+	.handle = send_msg,
+	.discard = discard_msg,
+	.dropped = target_dropped,
+};
+
+/* Queues m for every live target (a chunk or blob reference each). 0, or
+ * the pipeline's error once no target is left. */
+static int queue_all(struct cn_pipeline *p, struct msg *m)
+{
+	for (size_t i = 0; i < p->ntargets; i++) {
+		if (!atomic_load(&p->targets[i].live))
+			continue;
+		struct msg copy = *m;
+		if (copy.chunk)
+			cn_chunk_ref(copy.chunk);
+		if (copy.blob)
+			atomic_fetch_add(&copy.blob->refs, 1);
+		if (cn_fanout_push(p->fan, i, &copy) != 0)
+			discard_msg(p, i, &copy);
+	}
+	return atomic_load(&p->nlive) ? 0 : error_of(p);
+}
+
+/* ---- sink: reorder, index checksums, hand-off to the senders ----------- */
 
 static int deliver(struct cn_pipeline *p, struct job *j)
 {
+	struct stream *s = &p->streams[j->stream];
+	struct msg m = {
+		.kind = j->known ? M_KNOWN : M_CHUNK,
+		.stream = j->stream,
+		.end = j->end_offset,
+		.n = j->end_offset - s->size,
+		.chunk = j->known ? NULL : j->chunk,
+	};
+	memcpy(m.digest, j->known ? j->known_digest : j->chunk->digest, 32);
 	if (j->known)
-		return deliver_known(p, j);
-	struct cn_chunk *c = j->chunk;
-	int is_new = 0;
-	for (size_t i = 0; i < p->ntargets; i++) {
-		struct tgt *t = &p->targets[i];
-		if (!t->live)
-			continue;
-		int r = t->t->ops->has_chunk(t->t, c->digest);
-		if (r == 0) {
-			r = t->t->ops->put_chunk(t->t, c);
-			is_new = 1;
-		}
-		if (r < 0 && (r = drop_for_chunk(p, i, r, c->digest)) < 0)
-			return r;
-	}
-	if (is_new) {
-		atomic_fetch_add(&p->chunks_new, 1);
-		atomic_fetch_add(&p->bytes_new, c->plain_size);
-		atomic_fetch_add(&p->bytes_new_encoded, c->len);
-	}
-	return append_entry(p, j, c->digest);
+		atomic_fetch_add(&p->chunks_known, 1);
+	atomic_fetch_add(&p->chunks, 1);
+	cn_index_csum_update(s->csum, j->end_offset, m.digest);
+	s->count++;
+	s->size = j->end_offset;
+	return queue_all(p, &m);
 }
 
 static void *sink_main(void *ctx)
@@ -510,9 +609,29 @@ int cn_pipeline_start(struct cn_pipeline *p)
 			max_avg = p->streams[i].avg;
 	}
 	p->hdr = p->crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE;
-	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + 2 * max_avg, p->njobs + 2, &p->pool);
+	/* the senders hold chunks of the last TARGET_QUEUE_DEPTH + 1 (see
+	 * the header): their buffers are kept for reuse too */
+	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + 2 * max_avg,
+			       p->njobs + 2 + TARGET_QUEUE_DEPTH + 1, &p->pool);
 	if (r < 0)
 		return r;
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		t->pending = calloc(p->nstreams ? p->nstreams * APPEND_BATCH : 1, sizeof(*t->pending));
+		t->npending = calloc(p->nstreams ? p->nstreams : 1, sizeof(*t->npending));
+		if (!t->pending || !t->npending)
+			return cn_error_set(-ENOMEM, "out of memory for index entries");
+	}
+	struct cn_target *targets[p->ntargets];
+	for (size_t i = 0; i < p->ntargets; i++)
+		targets[i] = p->targets[i].t;
+	struct cn_fanout_opts fo = {.msg_size = sizeof(struct msg), .depth = TARGET_QUEUE_DEPTH,
+				    .stall_ms = p->stall_ms};
+	if ((r = cn_fanout_new(targets, p->ntargets, &fo, &sender_ops, p, &p->fan)) < 0)
+		return r;
+	for (size_t i = 0; i < p->ntargets; i++)
+		if (!atomic_load(&p->targets[i].live))
+			cn_fanout_retire(p->fan, i); /* dropped (and aborted) before start */
 	if ((r = cn_workqueue_new(p->njobs, &p->free_q)) < 0 ||
 	    (r = cn_workqueue_new(p->njobs, &p->work_q)) < 0 ||
 	    (r = cn_workqueue_new(p->njobs, &p->done_q)) < 0)
@@ -718,24 +837,16 @@ int cn_pipeline_end(struct cn_pipeline *p)
 		return error_of(p);
 	for (size_t sidx = 0; sidx < p->nstreams; sidx++) {
 		struct stream *s = &p->streams[sidx];
-		int r = flush_entries(p, (int)sidx);
-		if (r < 0)
-			return fail(p, r);
 		cn_index_csum_final(s->csum, s->final_csum);
-		for (size_t i = 0; i < p->ntargets; i++) {
-			struct tgt *t = &p->targets[i];
-			if (!t->live)
-				continue;
-			r = t->t->ops->index_close(t->t, t->handles[sidx], s->count, s->size,
-						   s->final_csum);
-			if (r < 0) {
-				r = cn_error_prefix(r, "closing index %s", s->name);
-				if ((r = cn_pipeline_drop(p, i, r)) < 0)
-					return fail(p, r);
-			}
-		}
+		struct msg m = {.kind = M_CLOSE, .stream = (int)sidx, .end = s->size, .n = s->count};
+		memcpy(m.digest, s->final_csum, 32);
+		int r = queue_all(p, &m);
+		if (r < 0)
+			return r;
 	}
-	return 0;
+	/* every target has closed its indexes, failed, or stalled */
+	cn_fanout_sync(p->fan);
+	return p->err ? error_of(p) : 0;
 }
 
 void cn_pipeline_stream_result(const struct cn_pipeline *p, int s, uint64_t *count,
@@ -753,50 +864,63 @@ void cn_pipeline_stream_result(const struct cn_pipeline *p, int s, uint64_t *cou
 int cn_pipeline_put_blob(struct cn_pipeline *p, const char *name, const uint8_t *data,
 			 size_t len)
 {
-	int r = 0;
-	for (size_t i = 0; i < p->ntargets && r == 0; i++) {
-		struct tgt *t = &p->targets[i];
-		if (!t->live)
-			continue;
-		int rc = t->t->ops->put_blob(t->t, name, data, len);
-		if (rc < 0)
-			r = cn_pipeline_drop(p, i, cn_error_prefix(rc, "storing %s", name));
+	if (p->state != ST_ENDED || p->err)
+		return p->err ? error_of(p) : cn_error_set(-EINVAL, "put_blob before the pipeline ended");
+	/* a copy: a stalled sender may still be in put_blob after we return */
+	struct shared_blob *b = malloc(sizeof(*b) + (len ? len : 1));
+	if (!b)
+		return cn_error_set(-ENOMEM, "out of memory for %s", name);
+	if (strlen(name) >= sizeof(b->name)) {
+		free(b);
+		return cn_error_set(-ENAMETOOLONG, "blob name too long: %s", name);
 	}
-	return r;
+	atomic_init(&b->refs, 1);
+	snprintf(b->name, sizeof(b->name), "%s", name);
+	memcpy(b->data, data, len);
+	b->len = len;
+	struct msg m = {.kind = M_BLOB, .blob = b};
+	int r = queue_all(p, &m);
+	blob_unref(b);
+	if (r < 0)
+		return r;
+	cn_fanout_sync(p->fan);
+	return p->err ? error_of(p) : 0;
 }
 
 int cn_pipeline_finish(struct cn_pipeline *p)
 {
-	int done = 0, r = -EIO;
-	for (size_t i = 0; i < p->ntargets; i++) {
-		struct tgt *t = &p->targets[i];
-		if (!t->live)
-			continue;
-		int rc = t->t->ops->finish(t->t);
-		if (rc < 0) {
-			r = cn_error_prefix(rc, "finishing the snapshot");
-			cn_pipeline_drop(p, i, r);
-		} else {
-			done++;
-		}
-	}
+	if (p->state != ST_ENDED || p->err)
+		return p->err ? error_of(p) : cn_error_set(-EINVAL, "finish before the pipeline ended");
+	struct msg m = {.kind = M_FINISH};
+	int r = queue_all(p, &m);
+	if (r == 0)
+		cn_fanout_sync(p->fan);
+	/* Senders of targets that finished leave without touching them again;
+	 * those of dropped ones abort theirs (a stalled one once its
+	 * cancelled call returned). */
+	cn_fanout_stop(p->fan, 0);
 	p->state = ST_DONE;
+	int done = 0;
+	for (size_t i = 0; i < p->ntargets; i++)
+		done += atomic_load(&p->targets[i].live) && atomic_load(&p->targets[i].finished);
 	if (done)
 		return done;
-	return cn_error_code() ? cn_error_code() : cn_error_set(r, "no target finished");
+	return p->err ? error_of(p) : cn_error_set(-EIO, "no target finished");
 }
 
 void cn_pipeline_abort(struct cn_pipeline *p)
 {
-	if (p->state == ST_RUNNING) {
+	if (p->state == ST_RUNNING)
 		fail(p, -ECANCELED);
-		stop_threads(p);
-	}
+	/* the senders first: the sink may wait for room in a target's queue;
+	 * they abort every target not dropped yet */
+	if (p->fan)
+		cn_fanout_stop(p->fan, 1);
+	stop_threads(p);
 	for (size_t i = 0; i < p->ntargets; i++) {
 		struct tgt *t = &p->targets[i];
-		if (t->live && p->state != ST_NEW)
+		if (atomic_exchange(&t->live, 0) && !p->fan && p->state != ST_NEW)
 			t->t->ops->abort(t->t);
-		t->live = 0;
 	}
 	atomic_store(&p->nlive, 0);
 	p->state = ST_DONE;
@@ -806,10 +930,21 @@ void cn_pipeline_stats(struct cn_pipeline *p, struct cn_pipeline_stats *st)
 {
 	st->stream_bytes = atomic_load(&p->stream_bytes);
 	st->chunks = atomic_load(&p->chunks);
-	st->chunks_new = atomic_load(&p->chunks_new);
-	st->bytes_new = atomic_load(&p->bytes_new);
-	st->bytes_new_encoded = atomic_load(&p->bytes_new_encoded);
-	st->chunks_reused = atomic_load(&p->chunks_reused);
+	/* each target takes what it lacks at its own pace: "new" is what the
+	 * target that took the most has taken */
+	uint64_t copied = 0;
+	st->chunks_new = st->bytes_new = st->bytes_new_encoded = 0;
+	for (size_t i = 0; i < p->ntargets; i++) {
+		struct tgt *t = &p->targets[i];
+		uint64_t c = atomic_load(&t->copied), n = atomic_load(&t->chunks_new) + c;
+		uint64_t b = atomic_load(&t->bytes_new), e = atomic_load(&t->bytes_new_encoded);
+		copied = c > copied ? c : copied;
+		st->chunks_new = n > st->chunks_new ? n : st->chunks_new;
+		st->bytes_new = b > st->bytes_new ? b : st->bytes_new;
+		st->bytes_new_encoded = e > st->bytes_new_encoded ? e : st->bytes_new_encoded;
+	}
+	uint64_t known = atomic_load(&p->chunks_known);
+	st->chunks_reused = known > copied ? known - copied : 0;
 	st->targets = p->ntargets;
 	st->targets_live = atomic_load(&p->nlive);
 }
@@ -820,6 +955,7 @@ void cn_pipeline_free(struct cn_pipeline *p)
 		return;
 	if (p->state != ST_DONE && p->state != ST_NEW)
 		cn_pipeline_abort(p);
+	cn_fanout_free(p->fan); /* stopped: every sender has let go of its chunks */
 	for (size_t i = 0; i < p->njobs; i++) {
 		cn_chunk_unref(p->jobs[i].chunk);
 		cn_bufpool_put(p->pool, p->jobs[i].buf, 0);
@@ -836,6 +972,8 @@ void cn_pipeline_free(struct cn_pipeline *p)
 	free(p->streams);
 	for (size_t i = 0; i < p->ntargets; i++) {
 		free(p->targets[i].handles);
+		free(p->targets[i].pending);
+		free(p->targets[i].npending);
 		cn_buf_free(&p->targets[i].prev);
 	}
 	free(p->targets);

@@ -1,12 +1,13 @@
 /* cn_pipeline — the data path of a backup, independent of where the bytes
  * come from: byte streams -> chunker -> worker pool -> reorder -> fan-out
- * to N targets (engine/cn_target.h).
+ * to N targets (engine/cn_target.h), each through its own sender.
  *
- *   producer thread                 workers (threads)           sink thread
- *   cn_pipeline_write(stream, ...)  cn_blob_encode_chunk_ctx    stream order restored,
- *   chunker per stream, copies      (digest, probe + zstd,      has_chunk / put_chunk /
- *   into reusable job buffers       encryption, CRC)            index_append on every
- *                                                               live target, index csum
+ *   producer thread          workers (threads)       sink thread          sender per target
+ *   cn_pipeline_write(...)   cn_blob_encode_chunk    stream order         (engine/cn_fanout.h)
+ *   chunker per stream,      (digest, probe + zstd,  restored, index      has_chunk / put_chunk /
+ *   copies into reusable     encryption, CRC)        csum; queues each    index_append, later
+ *   job buffers                                      chunk per target     index_close, put_blob,
+ *                                                                         finish, in order
  *
  * Memory is bounded by a fixed set of jobs (threads + 2 + streams), each
  * holding one plain chunk buffer (reused; released again after a chunk
@@ -14,8 +15,22 @@
  * encoded chunk: with 2 threads, one archive plus the catalog and 4 MiB
  * average chunks, about 6 x 2 x 4.5 MiB (measured: ~90 MiB peak RSS for the
  * whole process, the same for 200 MiB and 2 GiB of data). The producer
- * blocks when every job is in flight, so the slowest live target sets the
- * pace.
+ * blocks when every job is in flight.
+ *
+ * Each target has a queue of TARGET_QUEUE_DEPTH (8) messages and its own
+ * sender thread, so a slow target slows only itself until its queue is
+ * full; then it sets the pace. Queued chunks are shared references
+ * (cn_chunk), and all queues are fed the same sequence, so what they hold
+ * lies within the last depth + 1 chunks delivered, whatever the number of
+ * targets: at most (8 + 1) x (blob header + maximum chunk size) on top of
+ * the jobs (typically 9 x 4 MiB), plus one chunk per dropped target whose
+ * call has not returned yet. (A target's own buffering, e.g. PBS uploads
+ * in flight, comes on top as before.)
+ *
+ * A target that makes no progress (no call returning, no movement of its
+ * progress counter) for the stall timeout while it has work is dropped:
+ * its queue discarded, its call cancelled (cancel op) and the target
+ * aborted by its sender; the others go on at full speed.
  *
  * Streams (one per index: each archive, the catalog) are declared before
  * cn_pipeline_start() and may be written interleaved; each has its own
@@ -26,7 +41,9 @@
  * Targets: a call that fails on one target aborts and drops that target
  * (a warning names it and the error); the others go on. When no target is
  * left, the pipeline fails. Targets are borrowed: the caller destroys them
- * after cn_pipeline_free().
+ * after cn_pipeline_free(). A stalled target whose call cannot be
+ * cancelled (no cancel op) is dropped all the same, but cn_pipeline_finish
+ * and cn_pipeline_free wait for that call to return.
  *
  * Threading: every cn_pipeline_* call is made from one thread (the
  * producer); the pipeline's own threads exist between cn_pipeline_start()
@@ -47,10 +64,13 @@ struct cn_pipeline_opts {
 	const struct cn_crypt_config *crypt; /* NULL = not encrypted; borrowed */
 	int compress;                        /* CN_BLOB_COMPRESS_* (store/cn_blob.h) */
 	size_t threads;                      /* encoding workers; 0 = number of CPUs */
+	unsigned stall_timeout_ms;           /* drop a target stalled this long; 0 = 30 s */
 };
 
-/* Counters (totals over all streams). "new" counts what was sent with
- * put_chunk to at least one target because a target did not have it. */
+/* Counters (totals over all streams). "new" counts what was stored with
+ * put_chunk because the target did not have it, for the target that
+ * stored the most (each target takes what it lacks at its own pace;
+ * with targets of the same history that is every chunk put anywhere). */
 struct cn_pipeline_stats {
 	uint64_t stream_bytes;   /* bytes written into all streams */
 	uint64_t chunks;         /* chunks delivered */
@@ -74,9 +94,9 @@ int cn_pipeline_begin(struct cn_pipeline *p, const struct cn_snapshot_id *id);
 
 /* The number of targets given, and target i if it is still live (NULL
  * once dropped). The caller may drive a live target directly (e.g.
- * load_previous_index) only while the pipeline's threads are not running
- * (before cn_pipeline_start or after cn_pipeline_end), and reports a
- * failure with cn_pipeline_drop(). */
+ * load_previous_index) only before cn_pipeline_start (from then on each
+ * target belongs to its sender thread), and reports a failure with
+ * cn_pipeline_drop(). */
 size_t cn_pipeline_target_count(const struct cn_pipeline *p);
 struct cn_target *cn_pipeline_target(const struct cn_pipeline *p, size_t i);
 
@@ -85,9 +105,9 @@ struct cn_target *cn_pipeline_target(const struct cn_pipeline *p, size_t i);
 const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size_t i,
 					       int64_t *prev_time);
 
-/* Aborts and drops target i after the error code (its cn_error message
- * is the calling thread's current one), with a warning. Returns 0 while
- * some target is live, else code. */
+/* Before cn_pipeline_start: aborts and drops target i after the error
+ * code (its cn_error message is the calling thread's current one), with a
+ * warning. Returns 0 while some target is live, else code. */
 int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code);
 
 /* Declares a stream whose chunks form the dynamic index index_name
@@ -147,9 +167,10 @@ struct cn_pipeline_writer {
 };
 int cn_pipeline_writer_fn(void *ctx, const uint8_t *data, size_t len);
 
-/* Waits until every chunk has been delivered, stops the threads, then
- * closes every stream's index on every live target (count, size,
- * checksum). Call once, after every stream ended (streams not ended are
+/* Waits until every chunk has been delivered, stops the producing
+ * threads, then closes every stream's index on every live target (count,
+ * size, checksum) and waits for the targets' senders (dropping stalled
+ * targets). Call once, after every stream ended (streams not ended are
  * ended here). On failure (or when called after a failure) the threads
  * are stopped too and the pipeline's error is returned. */
 int cn_pipeline_end(struct cn_pipeline *p);
@@ -159,13 +180,15 @@ int cn_pipeline_end(struct cn_pipeline *p);
 void cn_pipeline_stream_result(const struct cn_pipeline *p, int s, uint64_t *count,
 			       uint64_t *size, uint8_t csum[32]);
 
-/* put_blob on every live target (dropping those that fail). 0, or the
- * error when no target is left. */
+/* After cn_pipeline_end: put_blob on every live target (dropping those
+ * that fail or stall; data is copied). 0, or the error when no target is
+ * left. */
 int cn_pipeline_put_blob(struct cn_pipeline *p, const char *name, const uint8_t *data,
 			 size_t len);
 
-/* finish() on every live target (dropping those that fail). Returns the
- * number of targets that finished (>= 1), or the error when none did. */
+/* finish() on every live target (dropping those that fail or stall), then
+ * stops the senders. Returns the number of targets that finished (>= 1),
+ * or the error when none did. */
 int cn_pipeline_finish(struct cn_pipeline *p);
 
 /* Aborts every live target (after a failure of the caller's own work).

@@ -12,9 +12,10 @@
  * error code with a cn_error message. After any error the engine calls
  * abort(); after abort() or finish() only destroy() follows.
  *
- * Threading: a target is driven by one engine thread at a time; an
- * implementation may run its own threads (e.g. concurrent uploads) behind
- * the calls. Source calls must be safe from several threads at once
+ * Threading: a target is driven by one engine thread at a time (during a
+ * backup, its own sender thread: engine/cn_fanout.h); only cancel and
+ * progress may be called from other threads. An implementation may run
+ * its own threads (e.g. concurrent uploads) behind the calls. Source calls must be safe from several threads at once
  * (restore prefetch workers call get_chunk concurrently).
  */
 #ifndef CN_TARGET_H
@@ -94,6 +95,19 @@ struct cn_target_ops {
 
 	/* Frees the target (after finish or abort). */
 	void (*destroy)(struct cn_target *t);
+
+	/* Optional (NULL: the target's calls cannot hang). Makes a call that
+	 * another thread is blocked in, and every later call, fail promptly
+	 * (e.g. kills the network session). Thread-safe: may be called from
+	 * any thread between begin and destroy, also while another thread is
+	 * in a call; that thread then calls abort(). */
+	void (*cancel)(struct cn_target *t);
+
+	/* Optional (NULL: only calls returning count as progress). A counter
+	 * that moves while the target gets on with work it accepted (e.g.
+	 * bytes sent or received), so that a long call on a slow link is not
+	 * taken for a stall. Thread-safe as cancel. */
+	uint64_t (*progress)(struct cn_target *t);
 };
 
 /* A target is an implementation's struct that begins with this header. */

@@ -4,6 +4,7 @@
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ struct cn_h2 {
 	struct cn_buf out;         /* I/O thread only */
 	size_t out_off;
 	int64_t last_progress_ms;  /* I/O thread only */
+	atomic_uint_fast64_t moved; /* bytes sent and received (cn_h2_progress) */
 };
 
 static int64_t now_ms(void)
@@ -332,6 +334,7 @@ static void *io_thread(void *arg)
 			if (w > 0) {
 				h->out_off += (size_t)w;
 				h->last_progress_ms = now_ms();
+				atomic_fetch_add(&h->moved, (uint64_t)w);
 			} else if (w != -EAGAIN) {
 				pthread_mutex_lock(&h->mu);
 				cn_error_prefix((int)w, "connection to server lost");
@@ -361,6 +364,7 @@ static void *io_thread(void *arg)
 				break;
 			}
 			h->last_progress_ms = now_ms();
+			atomic_fetch_add(&h->moved, (uint64_t)got);
 			ssize_t used = nghttp2_session_mem_recv(h->ng, rbuf, (size_t)got);
 			if (used < 0) {
 				cn_error_set(-CN_E_PROTOCOL, "server sent invalid HTTP/2 data: %s",
@@ -630,6 +634,24 @@ int cn_h2_error(struct cn_h2 *h)
 		cn_error_set(e, "%s", h->errmsg);
 	pthread_mutex_unlock(&h->mu);
 	return e;
+}
+
+void cn_h2_cancel(struct cn_h2 *h, const char *why)
+{
+	pthread_mutex_lock(&h->mu);
+	if (h->err == 0) {
+		/* set directly: the calling thread's own message stays */
+		h->err = -ECANCELED;
+		snprintf(h->errmsg, sizeof(h->errmsg), "%s", why);
+	}
+	die(h, h->err);
+	pthread_mutex_unlock(&h->mu);
+	wake(h);
+}
+
+uint64_t cn_h2_progress(struct cn_h2 *h)
+{
+	return atomic_load(&h->moved);
 }
 
 int cn_h2_close(struct cn_h2 *h)

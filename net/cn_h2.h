@@ -79,6 +79,16 @@ int cn_h2_download(struct cn_h2 *h, const char *path, struct cn_buf *out);
  * sets the calling thread's message to the session's error. */
 int cn_h2_error(struct cn_h2 *h);
 
+/* Kills the session from any thread (e.g. while another one waits in
+ * cn_h2_wait): every pending and later request fails with -ECANCELED and
+ * the message why, and the I/O thread stops. The session is still freed
+ * with cn_h2_free. */
+void cn_h2_cancel(struct cn_h2 *h, const char *why);
+
+/* Bytes sent and received on the session so far (any thread): moves
+ * while the connection makes progress. */
+uint64_t cn_h2_progress(struct cn_h2 *h);
+
 /* Ends the session gracefully: waits until everything submitted is sent
  * and answered, sends GOAWAY and closes. Returns 0 or the session error. */
 int cn_h2_close(struct cn_h2 *h);

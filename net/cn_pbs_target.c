@@ -1,6 +1,7 @@
 #include "net/cn_pbs_target.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,8 @@ struct pbs_target {
 	struct cn_target base;
 	struct cn_pbs *conn;
 	struct cn_pbs_target_opts opts;
-	struct cn_h2 *h2;
+	struct cn_h2 *h2;          /* set and cleared under h2_mu */
+	pthread_mutex_t h2_mu;     /* for cancel and progress from other threads */
 	struct cn_digest_set *known;
 	struct upload *ring;       /* FIFO of uploads in flight */
 	size_t head, count;
@@ -129,7 +131,11 @@ static int t_begin(struct cn_target *tt, const struct cn_snapshot_id *id, struct
 	    strlen(query) + 16 >= sizeof(query))
 		return cn_error_set(-ENAMETOOLONG, "%s: snapshot name too long", tt->name);
 	strcat(query, "&debug=false");
-	r = cn_pbs_open_session(t->conn, BACKUP_PROTOCOL, "backup", query, &t->h2);
+	struct cn_h2 *h2 = NULL;
+	r = cn_pbs_open_session(t->conn, BACKUP_PROTOCOL, "backup", query, &h2);
+	pthread_mutex_lock(&t->h2_mu);
+	t->h2 = h2;
+	pthread_mutex_unlock(&t->h2_mu);
 	if (r < 0)
 		return fail(t, cn_error_prefix(r, "%s", tt->name));
 	r = cn_h2_call(t->h2, "GET", "previous_backup_time", NULL, NULL, 0, &data);
@@ -418,6 +424,16 @@ static int t_put_blob(struct cn_target *tt, const char *name, const uint8_t *dat
 	return 0;
 }
 
+/* Takes the session away from cancel and progress, then frees it. */
+static void free_session(struct pbs_target *t)
+{
+	pthread_mutex_lock(&t->h2_mu);
+	struct cn_h2 *h2 = t->h2;
+	t->h2 = NULL;
+	pthread_mutex_unlock(&t->h2_mu);
+	cn_h2_free(h2);
+}
+
 static int t_finish(struct cn_target *tt)
 {
 	struct pbs_target *t = T(tt);
@@ -433,8 +449,7 @@ static int t_finish(struct cn_target *tt)
 	 * goodbye is only worth a warning. */
 	if (cn_h2_close(t->h2) < 0)
 		cn_log_warning("%s: closing the session: %s", tt->name, cn_error_message());
-	cn_h2_free(t->h2);
-	t->h2 = NULL;
+	free_session(t);
 	t->finished = 1;
 	return 0;
 }
@@ -450,8 +465,7 @@ static void drop_uploads(struct pbs_target *t)
 	}
 	/* The session (and with it any detached request) goes first: the
 	 * chunks are the request bodies. */
-	cn_h2_free(t->h2);
-	t->h2 = NULL;
+	free_session(t);
 	for (int i = 0; i < t->opts.max_inflight; i++) {
 		cn_chunk_unref(t->ring[i].chunk);
 		t->ring[i].chunk = NULL;
@@ -470,6 +484,29 @@ static void t_abort(struct cn_target *tt)
 	t->aborted = 1;
 }
 
+/* Kills the session, so that a call blocked on the server (another
+ * thread's) returns at once; abort follows from that thread. */
+static void t_cancel(struct cn_target *tt)
+{
+	struct pbs_target *t = T(tt);
+	char why[200];
+	snprintf(why, sizeof(why), "%s: session cancelled (server not responding)", tt->name);
+	pthread_mutex_lock(&t->h2_mu);
+	if (t->h2)
+		cn_h2_cancel(t->h2, why);
+	pthread_mutex_unlock(&t->h2_mu);
+}
+
+/* Bytes moved on the session: uploads progressing on a slow link. */
+static uint64_t t_progress(struct cn_target *tt)
+{
+	struct pbs_target *t = T(tt);
+	pthread_mutex_lock(&t->h2_mu);
+	uint64_t v = t->h2 ? cn_h2_progress(t->h2) : 0;
+	pthread_mutex_unlock(&t->h2_mu);
+	return v;
+}
+
 static void t_destroy(struct cn_target *tt)
 {
 	struct pbs_target *t = T(tt);
@@ -482,6 +519,7 @@ static void t_destroy(struct cn_target *tt)
 	}
 	cn_digest_set_free(t->known);
 	free(t->ring);
+	pthread_mutex_destroy(&t->h2_mu);
 	free(t);
 }
 
@@ -498,6 +536,8 @@ static const struct cn_target_ops pbs_target_ops = {
 	.finish = t_finish,
 	.abort = t_abort,
 	.destroy = t_destroy,
+	.cancel = t_cancel,
+	.progress = t_progress,
 };
 
 int cn_pbs_target_new(struct cn_pbs *conn, const struct cn_pbs_target_opts *opts, struct cn_target **out)
@@ -513,11 +553,13 @@ int cn_pbs_target_new(struct cn_pbs *conn, const struct cn_pbs_target_opts *opts
 		t->opts.max_inflight_bytes = 256u << 20;
 	t->conn = conn;
 	t->last_opened = -1;
+	pthread_mutex_init(&t->h2_mu, NULL);
 	t->base.ops = &pbs_target_ops;
 	cn_pbs_name(conn, t->base.name, sizeof(t->base.name));
 	t->ring = calloc((size_t)t->opts.max_inflight, sizeof(*t->ring));
 	if (!t->ring || cn_digest_set_new(0, &t->known) < 0) {
 		free(t->ring);
+		pthread_mutex_destroy(&t->h2_mu);
 		free(t);
 		return cn_error_set(-ENOMEM, "out of memory");
 	}

@@ -1,15 +1,17 @@
 /* An in-memory cn_target for unit tests: keeps chunks (by reference),
  * builds real index files with cn_index_writer, stores blobs, and can be
- * told to fail its Nth put_chunk. Header-only, test code. */
+ * told to fail its Nth put_chunk. Header-only, test code (Check). */
 #ifndef MEM_TARGET_H
 #define MEM_TARGET_H
 
+#include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cn_error.h"
 #include "engine/cn_target.h"
+#include "store/cn_blob.h"
 #include "store/cn_index.h"
 
 #define MEM_MAX_FILES 8
@@ -150,7 +152,7 @@ static void mem_destroy(struct cn_target *t)
 
 static const struct cn_target_ops mem_ops = {
 	mem_begin, mem_load_prev, mem_add_known, mem_has, mem_put, mem_index_open,
-	mem_index_append, mem_index_close, mem_put_blob, mem_finish, mem_abort, mem_destroy,
+	mem_index_append, mem_index_close, mem_put_blob, mem_finish, mem_abort, mem_destroy, NULL, NULL,
 };
 
 static struct mem_target *mem_target_new(const char *name)
@@ -168,6 +170,32 @@ static struct cn_buf *mem_file(struct mem_target *m, const char *name)
 		if (!strcmp(m->names[i], name))
 			return &m->files[i];
 	return NULL;
+}
+
+/* Reassembles the stream of index `name` from m's chunks and checks it
+ * against expect: every entry there, in order, with the right sizes. */
+static void mem_check_stream(struct mem_target *m, const char *name, const uint8_t *expect,
+			     size_t len)
+{
+	struct cn_buf *f = mem_file(m, name);
+	ck_assert_ptr_nonnull(f);
+	struct cn_index *idx;
+	ck_assert_int_eq(cn_index_parse(f->data, f->len, &idx), 0);
+	ck_assert_uint_eq(cn_index_size(idx), len);
+	struct cn_buf out = {0};
+	for (size_t i = 0; i < cn_index_count(idx); i++) {
+		uint8_t d[32];
+		uint64_t start, end;
+		cn_index_entry(idx, i, &start, &end, d);
+		struct cn_chunk *c = mem_find(m, d);
+		ck_assert_ptr_nonnull(c);
+		ck_assert_int_eq(cn_blob_decode(c->data, c->len, NULL, d, &out), 0);
+		ck_assert_uint_eq(out.len, end);
+	}
+	ck_assert_uint_eq(out.len, len);
+	ck_assert(memcmp(out.data, expect, len) == 0);
+	cn_buf_free(&out);
+	cn_index_free(idx);
 }
 
 #endif

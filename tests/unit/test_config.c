@@ -102,6 +102,7 @@ START_TEST(test_good)
 	ck_assert_str_eq(c->backup_id, "nas");
 	ck_assert_str_eq(c->on_failure, "mail -s 'x; y' root"); /* verbatim, ';' kept */
 	ck_assert_uint_eq(c->hook_timeout, 300);
+	ck_assert_uint_eq(c->stall_timeout, 30);
 	ck_assert_uint_eq(c->n_sources, 2);
 	const struct cn_config_source *m = &c->sources[0], *d = &c->sources[1];
 	ck_assert_str_eq(m->archive, "media.pxar");
@@ -162,6 +163,18 @@ START_TEST(test_errors_with_lines)
 }
 END_TEST
 
+START_TEST(test_stall_timeout)
+{
+	struct cn_config *c;
+	ck_assert_int_eq(load("[cairn]\nstall-timeout = 5\n[source m]\npath = /x\n"
+			      "[target t]\ntype = local\npath = /s\n", &c), 0);
+	ck_assert_uint_eq(c->stall_timeout, 5);
+	cn_config_free(c);
+	expect_error("[cairn]\nstall-timeout = 0\n", 2, "stall-timeout must be at least 1");
+	expect_error("[cairn]\nstall-timeout = soon\n", 2, "'stall-timeout' takes a number");
+}
+END_TEST
+
 START_TEST(test_token_files)
 {
 	const char *t = "[source m]\npath = /x\n[target p]\ntype = pbs\nrepository = host:store1\n"
@@ -191,6 +204,7 @@ int main(void)
 	tcase_add_test(tc, test_good);
 	tcase_add_test(tc, test_errors_with_lines);
 	tcase_add_test(tc, test_token_files);
+	tcase_add_test(tc, test_stall_timeout);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -101,31 +101,6 @@ static uint8_t *make_data(size_t len, uint32_t seed)
 	return d;
 }
 
-/* Reassembles the stream of index `name` from a memory target's chunks. */
-static void check_stream(struct mem_target *m, const char *name, const uint8_t *expect,
-			 size_t len)
-{
-	struct cn_buf *f = mem_file(m, name);
-	ck_assert_ptr_nonnull(f);
-	struct cn_index *idx;
-	ck_assert_int_eq(cn_index_parse(f->data, f->len, &idx), 0);
-	ck_assert_uint_eq(cn_index_size(idx), len);
-	struct cn_buf out = {0};
-	for (size_t i = 0; i < cn_index_count(idx); i++) {
-		uint8_t d[32];
-		uint64_t start, end;
-		cn_index_entry(idx, i, &start, &end, d);
-		struct cn_chunk *c = mem_find(m, d);
-		ck_assert_ptr_nonnull(c);
-		ck_assert_int_eq(cn_blob_decode(c->data, c->len, NULL, d, &out), 0);
-		ck_assert_uint_eq(out.len, end);
-	}
-	ck_assert_uint_eq(out.len, len);
-	ck_assert(memcmp(out.data, expect, len) == 0);
-	cn_buf_free(&out);
-	cn_index_free(idx);
-}
-
 static void run_pipeline(struct mem_target **mt, size_t n, const uint8_t *a, size_t alen,
 			 const uint8_t *b, size_t blen, size_t threads, int expect_ok,
 			 struct cn_pipeline_stats *st)
@@ -182,8 +157,8 @@ START_TEST(test_pipeline_roundtrip_and_dedup)
 	run_pipeline(&m, 1, a, alen, b, blen, 3, 1, &st);
 	ck_assert_int_eq(m->finished, 1);
 	ck_assert_int_eq(m->aborted, 0);
-	check_stream(m, "a.pxar.didx", a, alen);
-	check_stream(m, "catalog.pcat1.didx", b, blen);
+	mem_check_stream(m, "a.pxar.didx", a, alen);
+	mem_check_stream(m, "catalog.pcat1.didx", b, blen);
 	ck_assert_uint_eq(st.stream_bytes, alen + blen);
 	ck_assert_uint_gt(st.chunks, 20);
 	/* the repeated quarter deduplicates within the run */
@@ -199,7 +174,7 @@ START_TEST(test_pipeline_roundtrip_and_dedup)
 	run_pipeline(&m2, 1, a, alen, b, blen, 1, 1, &st);
 	ck_assert_uint_eq(st.chunks_new, 0);
 	ck_assert_uint_eq(st.bytes_new, 0);
-	check_stream(m2, "a.pxar.didx", a, alen);
+	mem_check_stream(m2, "a.pxar.didx", a, alen);
 	mem_destroy(&m->base);
 	mem_destroy(&m2->base);
 	free(a);
@@ -219,8 +194,8 @@ START_TEST(test_pipeline_failed_target_dropped)
 	ck_assert_int_eq(m[0]->finished, 0);
 	ck_assert_int_eq(m[1]->finished, 1);
 	ck_assert_uint_eq(st.targets_live, 1);
-	check_stream(m[1], "a.pxar.didx", a, alen);
-	check_stream(m[1], "catalog.pcat1.didx", b, blen);
+	mem_check_stream(m[1], "a.pxar.didx", a, alen);
+	mem_check_stream(m[1], "catalog.pcat1.didx", b, blen);
 	mem_destroy(&m[0]->base);
 	mem_destroy(&m[1]->base);
 	free(a);
