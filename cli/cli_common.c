@@ -330,16 +330,11 @@ int cli_load_key(const struct cli_common *c, struct cn_crypt_config **crypt)
 
 int cli_exit_code(int err)
 {
+	if (cn_error_is_corruption(err))
+		return CLI_EXIT_CORRUPT;
 	switch (err) {
 	case 0:
 		return CLI_EXIT_OK;
-	case -CN_E_MAGIC:
-	case -CN_E_CRC:
-	case -CN_E_DIGEST:
-	case -CN_E_TRUNCATED:
-	case -CN_E_FORMAT:
-	case -CN_E_CHECKSUM:
-		return CLI_EXIT_CORRUPT;
 	case -ENOSPC:
 	case -EDQUOT:
 		return CLI_EXIT_NOSPACE;

@@ -144,8 +144,9 @@ int cli_load_key_file(const char *keyfile, const char *password, struct cn_crypt
  * (NUL-terminated, newline removed). 0 or -errno when there is no terminal. */
 int cli_read_password(const char *prompt, char *buf, size_t len);
 
-/* Exit codes for errors (see main.c): integrity errors (digest, CRC,
- * checksum, format) map to CLI_EXIT_CORRUPT, -ENOSPC/-EDQUOT to
+/* Exit codes for errors (see main.c): damaged or inconsistent stored data
+ * (cn_error_is_corruption: digest, CRC, checksum, format, GCM tag,
+ * mismatch, missing chunk) maps to CLI_EXIT_CORRUPT, -ENOSPC/-EDQUOT to
  * CLI_EXIT_NOSPACE, -CN_E_LOCKED to CLI_EXIT_LOCKED, the rest to
  * CLI_EXIT_ERROR. */
 int cli_exit_code(int err);

@@ -186,7 +186,8 @@ json_t *cli_sched_restore_test(const struct cn_config *c, const char *tname,
 		cn_error_clear();
 		int r = cn_restore_test(src, &g, s->archive, live[si], sample, crypt, &rep);
 		if (!rep) {
-			rep = json_pack("{s:s}", "error", cn_error_message());
+			rep = json_pack("{s:s, s:b}", "error", cn_error_message(), "corrupt",
+					cn_error_is_corruption(r));
 			failed++;
 		} else {
 			failed += json_integer_value(json_object_get(rep, "failed"));

@@ -111,7 +111,11 @@ int cli_restore_test_command(int argc, char **argv)
 		json_t *srcs = json_object_get(rep, "sources"), *sr;
 		const char *sname;
 		json_object_foreach(srcs, sname, sr) {
-			if (json_object_get(sr, "error"))
+			/* damage found (e.g. another snapshot's manifest) is exit 4,
+			 * and stays so when another source fails otherwise */
+			if (json_is_true(json_object_get(sr, "corrupt")))
+				exit_code = CLI_EXIT_CORRUPT;
+			else if (json_object_get(sr, "error") && exit_code != CLI_EXIT_CORRUPT)
 				exit_code = CLI_EXIT_ERROR;
 			if (json)
 				continue;

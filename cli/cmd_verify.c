@@ -30,6 +30,24 @@ static void help(FILE *f)
 
 enum { OPT_THREADS = OPT_FIRST_COMMAND_OPTION };
 
+/* The downgrade check (cn_restore_check_downgrade) of a snapshot that the
+ * datastore's own verify found sound. 0 or a negative code. */
+static int check_downgrade(struct cn_source *src, const struct cn_snapshot_id *id)
+{
+	struct cn_manifest *m;
+	/* no key needed: what matters is whether it is signed or encrypted */
+	int r = src->ops->open(src, id);
+	struct cn_buf blob = {0};
+	if (r == 0)
+		r = src->ops->get_file(src, CN_MANIFEST_BLOB_NAME, &blob);
+	if (r == 0 && (r = cn_manifest_decode(blob.data, blob.len, NULL, &m)) == 0) {
+		r = cn_restore_check_downgrade(src, id, m);
+		cn_manifest_free(m);
+	}
+	cn_buf_free(&blob);
+	return r;
+}
+
 static int cmd_verify(int argc, char **argv)
 {
 	struct cli_common c = {.cmd = "verify"};
@@ -100,13 +118,20 @@ static int cmd_verify(int argc, char **argv)
 			r = cn_datastore_verify_snapshot(eps.e[0].ds, &list[i].id, crypt, 1, &vr);
 			st = (struct cn_verify_stats){vr.files, vr.chunks, vr.bytes,
 						      vr.bad_files + vr.bad_chunks + vr.missing_chunks};
-			if (r > 0)
-				r = cn_error_set(vr.bad_chunks || vr.bad_files ? -CN_E_CHECKSUM : -ENOENT,
+			/* every problem found is damage: exit 4 */
+			if (r > 0 && vr.bad_manifest)
+				r = cn_error_set(-CN_E_CHECKSUM, "the manifest is damaged or not this "
+								 "snapshot's (see the warning above)");
+			else if (r > 0)
+				r = cn_error_set(vr.bad_chunks || vr.bad_files ? -CN_E_CHECKSUM
+									       : -CN_E_MISSING,
 						 "%llu corrupt chunks, %llu missing chunks, %llu bad "
 						 "files (see the warnings above)",
 						 (unsigned long long)vr.bad_chunks,
 						 (unsigned long long)vr.missing_chunks,
 						 (unsigned long long)vr.bad_files);
+			if (r == 0)
+				r = check_downgrade(src, &list[i].id);
 		} else {
 			r = cn_verify_snapshot(src, &list[i].id, crypt, threads, &st);
 		}

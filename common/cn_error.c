@@ -16,7 +16,7 @@ static const char *const project_msgs[] = {
 	[CN_E_DIGEST - CN_E_BASE] = "digest mismatch",
 	[CN_E_TRUNCATED - CN_E_BASE] = "truncated data",
 	[CN_E_FORMAT - CN_E_BASE] = "invalid format",
-	[CN_E_CRYPT - CN_E_BASE] = "decryption failed (wrong key or corrupt data)",
+	[CN_E_CRYPT - CN_E_BASE] = "wrong key or password, or cryptography failed",
 	[CN_E_NOKEY - CN_E_BASE] = "data is encrypted but no key was given",
 	[CN_E_CHECKSUM - CN_E_BASE] = "checksum mismatch",
 	[CN_E_PROTOCOL - CN_E_BASE] = "protocol violation",
@@ -25,7 +25,28 @@ static const char *const project_msgs[] = {
 	[CN_E_TLS - CN_E_BASE] = "TLS error",
 	[CN_E_LOCKED - CN_E_BASE] = "locked by another process",
 	[CN_E_PATH - CN_E_BASE] = "invalid or unsafe path",
+	[CN_E_TAG - CN_E_BASE] = "authentication tag mismatch (data altered, or another key)",
+	[CN_E_MISMATCH - CN_E_BASE] = "stored data does not match what it should be",
+	[CN_E_MISSING - CN_E_BASE] = "referenced data is missing",
 };
+
+int cn_error_is_corruption(int code)
+{
+	switch (code < 0 ? -code : code) {
+	case CN_E_MAGIC:
+	case CN_E_CRC:
+	case CN_E_DIGEST:
+	case CN_E_TRUNCATED:
+	case CN_E_FORMAT:
+	case CN_E_CHECKSUM:
+	case CN_E_TAG:
+	case CN_E_MISMATCH:
+	case CN_E_MISSING:
+		return 1;
+	default:
+		return 0;
+	}
+}
 
 const char *cn_strerror(int code)
 {

@@ -25,7 +25,7 @@ enum {
 	CN_E_DIGEST,     /* content does not hash to the expected digest */
 	CN_E_TRUNCATED,  /* data ends before its header says it should */
 	CN_E_FORMAT,     /* structurally invalid data (bad sizes, ordering, ...) */
-	CN_E_CRYPT,      /* decryption/authentication failed (GCM tag, wrong key) */
+	CN_E_CRYPT,      /* wrong key or password, or the crypto library failed */
 	CN_E_NOKEY,      /* encrypted data but no key given */
 	CN_E_CHECKSUM,   /* index/manifest checksum mismatch */
 	CN_E_PROTOCOL,   /* peer violated the protocol */
@@ -34,6 +34,10 @@ enum {
 	CN_E_TLS,        /* TLS failure, including fingerprint mismatch */
 	CN_E_LOCKED,     /* a lock is held by someone else */
 	CN_E_PATH,       /* hostile or invalid path */
+	CN_E_TAG,        /* stored data fails its GCM authentication tag */
+	CN_E_MISMATCH,   /* stored data is not what it claims to be: another
+			  * snapshot's manifest, a signature gone, a downgrade */
+	CN_E_MISSING,    /* a chunk or file that stored data refers to is absent */
 	CN_E_MAX
 };
 
@@ -66,6 +70,12 @@ int cn_error_code(void);
 
 /* Clears the calling thread's message and code. */
 void cn_error_clear(void);
+
+/* 1 if code (negative or positive) says that stored data is damaged or
+ * inconsistent (magic, CRC, digest, truncation, format, checksum, GCM tag,
+ * mismatch, missing chunk), else 0: I/O, usage, key and network errors
+ * are not. The CLI maps these to its "corrupt data" exit code. */
+int cn_error_is_corruption(int code);
 
 /* Static description of a code (negative or positive; errno or project
  * code). Never NULL. */

@@ -68,6 +68,8 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 	s->raw.len = 0;
 	s->len = 0;
 	int rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
+	if (rc == -ENOENT) /* the index needs it: the snapshot is damaged */
+		rc = cn_error_set(-CN_E_MISSING, "missing from the store");
 	if (rc == 0) {
 		atomic_fetch_add(&r->bytes_fetched, s->raw.len);
 		/* (raw is the slot's: an encrypted blob is decrypted within it) */

@@ -45,7 +45,7 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 
 /* Reads exactly len bytes at off (off + len <= stream size) into buf.
  * Returns 0, or a negative code with a message naming the chunk (its
- * digest and index position): -ENOENT missing chunk, -CN_E_DIGEST /
+ * digest and index position): -CN_E_MISSING missing chunk, -CN_E_DIGEST /
  * -CN_E_CRC / ... corrupt chunk, -ERANGE beyond the end. The signature fits
  * struct cn_pxar_input.read_at (ctx = the reader). */
 int cn_chunk_reader_read_at(void *reader, uint64_t off, void *buf, size_t len);

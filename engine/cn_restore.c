@@ -49,7 +49,11 @@ int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
 	cn_buf_free(&blob);
 	if (r < 0)
 		return cn_error_prefix(r, "snapshot %s: manifest", snap_text(id, sp, sizeof(sp)));
-	r = cn_manifest_check_key(*m, crypt);
+	/* a valid manifest of another snapshot (its files copied here) is
+	 * checked first: signed or not, with or without the key */
+	r = cn_manifest_check_id(*m, id);
+	if (r == 0)
+		r = cn_manifest_check_key(*m, crypt);
 	if (r < 0) {
 		cn_manifest_free(*m);
 		*m = NULL;
@@ -59,6 +63,35 @@ int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
 		return cn_error_prefix(r, "snapshot %s", snap_text(id, sp, sizeof(sp)));
 	}
 	return 0;
+}
+
+int cn_restore_check_downgrade(struct cn_source *src, const struct cn_snapshot_id *id,
+			       const struct cn_manifest *m)
+{
+	if (cn_manifest_signed(m) || cn_manifest_encrypted(m))
+		return 0;
+	struct cn_snapshot_id group = *id;
+	struct cn_snapshot_info *list;
+	size_t n;
+	group.time = 0;
+	int r = src->ops->list_snapshots(src, &group, &list, &n);
+	if (r < 0)
+		return r;
+	int64_t enc_time = 0;
+	for (size_t i = 0; i < n; i++)
+		if (list[i].encrypted > 0 && list[i].id.time < id->time &&
+		    !strcmp(list[i].id.type, id->type) && !strcmp(list[i].id.id, id->id) &&
+		    list[i].id.time > enc_time)
+			enc_time = list[i].id.time;
+	free(list);
+	if (!enc_time)
+		return 0;
+	char sp[512], et[32] = "?";
+	cn_snapshot_format_time(enc_time, et, sizeof(et));
+	return cn_error_set(-CN_E_MISMATCH,
+			    "snapshot %s is neither encrypted nor signed, but the group's earlier "
+			    "snapshot %s is encrypted: a downgrade (planted or replaced snapshot?)",
+			    snap_text(id, sp, sizeof(sp)), et);
 }
 
 int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, const char *name,
@@ -83,6 +116,8 @@ int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, co
 	cn_manifest_file_at(m, (size_t)fi, NULL, &size, csum, &mode);
 	struct cn_buf raw = {0};
 	int r = src->ops->get_file(src, name, &raw);
+	if (r == -ENOENT) /* listed in the manifest, so the snapshot is damaged */
+		r = cn_error_set(-CN_E_MISSING, "the manifest lists it, but it is missing");
 	if (r == 0 && raw.len > INDEX_MAX_SIZE)
 		r = cn_error_set(-EFBIG, "index file of %zu bytes", raw.len);
 	if (r == 0)
@@ -289,6 +324,11 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 	struct cn_chunk_reader *cr = NULL, *pcr = NULL;
 	int split = 0;
 	int r = cn_restore_open(src, id, o->crypt, &m);
+	if (r == 0 && (r = cn_restore_check_downgrade(src, id, m)) == -CN_E_MISMATCH) {
+		/* the data may be what the user wants: restore it, but loudly */
+		cn_log_warning("WARNING: %s", cn_error_message());
+		r = 0;
+	}
 	if (r == 0) {
 		snprintf(name, sizeof(name), "%s.pxar.didx", base);
 		if (cn_manifest_find(m, name) < 0) {
@@ -391,6 +431,8 @@ static int verify_blob(struct cn_source *src, const char *name, uint64_t size,
 	struct cn_buf raw = {0}, plain = {0};
 	uint8_t mine[32];
 	int r = src->ops->get_file(src, name, &raw);
+	if (r == -ENOENT)
+		r = cn_error_set(-CN_E_MISSING, "the manifest lists it, but it is missing");
 	if (r == 0 && raw.len != size)
 		r = cn_error_set(-CN_E_CHECKSUM, "size %zu, the manifest says %llu", raw.len,
 				 (unsigned long long)size);
@@ -414,11 +456,13 @@ int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
 	memset(stats, 0, sizeof(*stats));
 	struct cn_manifest *m;
 	int r = cn_restore_open(src, id, crypt, &m);
+	if (r == 0 && (r = cn_restore_check_downgrade(src, id, m)) < 0)
+		cn_manifest_free(m);
 	if (r < 0)
 		return r;
 	char sp[512];
 	snap_text(id, sp, sizeof(sp));
-	int first_err = 0;
+	int first_err = 0, corrupt = 0;
 	for (size_t i = 0; i < cn_manifest_file_count(m); i++) {
 		const char *name;
 		uint64_t size;
@@ -450,11 +494,14 @@ int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
 			cn_log_error("verify %s: %s: %s", sp, name, cn_error_message());
 			if (!first_err)
 				first_err = r;
+			corrupt |= cn_error_is_corruption(r);
 		}
 	}
 	cn_manifest_free(m);
+	/* damage found anywhere makes the result "corrupt"; only a check
+	 * that failed for other reasons alone (network, key) keeps its code */
 	if (stats->failed)
-		return cn_error_set(first_err == -ENOENT ? -ENOENT : -CN_E_CHECKSUM,
+		return cn_error_set(corrupt ? -CN_E_CHECKSUM : first_err,
 				    "snapshot %s: %llu of %llu files failed verification", sp,
 				    (unsigned long long)stats->failed,
 				    (unsigned long long)stats->files);

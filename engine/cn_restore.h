@@ -45,15 +45,26 @@ struct cn_restore_stats {
 	double duration;
 };
 
-/* Opens snapshot id on src and reads its manifest (checked against crypt:
- * an encrypted or signed snapshot needs its key). *m freed with
+/* Opens snapshot id on src and reads its manifest, checked to be id's
+ * (-CN_E_MISMATCH otherwise: another snapshot's files copied here) and
+ * against crypt (an encrypted or signed snapshot needs its key; with the
+ * key, its signature must be there and fit). *m freed with
  * cn_manifest_free(). 0 or a negative code with a message. */
 int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
 		    const struct cn_crypt_config *crypt, struct cn_manifest **m);
 
+/* Downgrade check for snapshot id whose manifest m was read with
+ * cn_restore_open: a manifest neither signed nor listing an encrypted
+ * file, in a group where an earlier snapshot has encrypted files (as
+ * src's listing says), gives -CN_E_MISMATCH with a message naming both.
+ * 0 when that is not so; another negative code if the listing failed. */
+int cn_restore_check_downgrade(struct cn_source *src, const struct cn_snapshot_id *id,
+			       const struct cn_manifest *m);
+
 /* Reads index file name ("media.pxar.didx") of the open snapshot, parses
  * it and checks it against the manifest. *idx freed with cn_index_free().
- * -ENOENT when the snapshot has no such file (message lists what exists). */
+ * -ENOENT when the snapshot has no such file (message lists what exists),
+ * -CN_E_MISSING when the manifest lists it but the source lacks it. */
 int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, const char *name,
 			  struct cn_index **idx);
 
@@ -86,8 +97,9 @@ struct cn_verify_stats {
  * and every index (against the manifest; every chunk fetched, decoded and
  * digest-checked). Failures of single files are logged and counted, and
  * the check goes on. Returns 0 when everything is fine, -CN_E_CHECKSUM
- * (message: how many files failed) or another negative code for a failure
- * that stops the check (manifest unreadable). */
+ * when some file is damaged (message: how many files failed), or another
+ * negative code for a failure that stops the check (manifest unreadable or
+ * not this snapshot's, a downgrade: cn_restore_check_downgrade). */
 int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
 		       const struct cn_crypt_config *crypt, size_t threads,
 		       struct cn_verify_stats *stats);

@@ -123,6 +123,7 @@ struct cn_snapshot_info {
 	struct cn_snapshot_id id;
 	uint64_t size;        /* sum of the manifest's file sizes, 0 if unknown */
 	int protected_;       /* upstream's "protected" flag */
+	int encrypted;        /* 1: some file is encrypted or signed; 0: none; -1: unknown */
 };
 
 struct cn_source_ops {

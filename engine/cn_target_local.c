@@ -292,6 +292,7 @@ static int ls_append_group(struct local_source *l, const struct cn_snapshot_id *
 		x->id = si[i].id;
 		x->size = si[i].size > 0 ? (uint64_t)si[i].size : 0;
 		x->protected_ = si[i].protected_;
+		x->encrypted = si[i].encrypted;
 	}
 	free(si);
 	return 0;

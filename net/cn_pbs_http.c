@@ -216,6 +216,22 @@ static int cmp_info(const void *a, const void *b)
 	return cmp_id(&((const struct cn_snapshot_info *)a)->id, &((const struct cn_snapshot_info *)b)->id);
 }
 
+/* cn_snapshot_info.encrypted from a listing's "files" (upstream
+ * BackupContent: filename, crypt-mode, size): -1 when it is absent. */
+static int snapshot_encrypted(json_t *files)
+{
+	size_t i;
+	json_t *f;
+	if (!json_is_array(files))
+		return -1;
+	json_array_foreach(files, i, f) {
+		const char *mode = json_string_value(json_object_get(f, "crypt-mode"));
+		if (mode && (!strcmp(mode, "encrypt") || !strcmp(mode, "sign-only")))
+			return 1;
+	}
+	return 0;
+}
+
 int cn_pbs_parse_snapshots(json_t *data, const char *ns, struct cn_snapshot_info **out, size_t *n)
 {
 	*out = NULL;
@@ -238,6 +254,7 @@ int cn_pbs_parse_snapshots(json_t *data, const char *ns, struct cn_snapshot_info
 		if (json_is_integer(size) && json_integer_value(size) > 0)
 			v[i].size = (uint64_t)json_integer_value(size);
 		v[i].protected_ = json_is_true(json_object_get(item, "protected"));
+		v[i].encrypted = snapshot_encrypted(json_object_get(item, "files"));
 	}
 	qsort(v, count, sizeof(*v), cmp_info);
 	*out = v;

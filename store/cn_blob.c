@@ -447,7 +447,7 @@ static int check_digest(int type, const struct cn_crypt_config *crypt, const uin
 
 /* Decrypts the payload of an encrypted blob (of either encrypted type)
  * into dst, which may be the payload itself; the IV and tag are in the
- * header. 0, -CN_E_NOKEY without a key, or -CN_E_CRYPT. */
+ * header. 0, -CN_E_NOKEY without a key, or -CN_E_TAG. */
 static int open_payload(const struct cn_crypt_config *crypt, const uint8_t *blob, size_t len,
 			uint8_t *dst)
 {

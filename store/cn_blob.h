@@ -17,7 +17,7 @@
  * Decoding verifies, in this order, and returns a distinct code for each:
  * size (-CN_E_TRUNCATED: shorter than its header; -EFBIG: larger than
  * CN_BLOB_MAX_SIZE + 44), magic (-CN_E_MAGIC), CRC (-CN_E_CRC), key presence
- * (-CN_E_NOKEY), GCM tag (-CN_E_CRYPT), zstd payload (-CN_E_FORMAT, also for
+ * (-CN_E_NOKEY), GCM tag (-CN_E_TAG), zstd payload (-CN_E_FORMAT, also for
  * output beyond CN_BLOB_MAX_SIZE) and, when asked, the digest (-CN_E_DIGEST).
  *
  * Threading: the functions without a context allocate what they need per

@@ -152,7 +152,7 @@ out:
 	if (ok == 1)
 		return 0;
 	if (ok < 0)
-		return cn_error_set(-CN_E_CRYPT,
+		return cn_error_set(-CN_E_TAG,
 				    "AES-GCM authentication failed (wrong key or corrupted data)");
 	return cn_error_set(-CN_E_CRYPT, "AES-256-GCM %s failed", enc ? "encryption" : "decryption");
 }

@@ -63,8 +63,9 @@ int cn_crypt_encrypt(const struct cn_crypt_config *c, const uint8_t *in, size_t 
 		     uint8_t *out, uint8_t iv[CN_CRYPT_IV_SIZE], uint8_t tag[CN_CRYPT_TAG_SIZE]);
 
 /* AES-256-GCM decryption and tag verification with the config's enc_key.
- * out receives len bytes (undefined on failure). Returns 0 or -CN_E_CRYPT
- * (wrong key or tampered data). */
+ * out receives len bytes (undefined on failure). Returns 0, -CN_E_TAG
+ * (the tag does not fit: tampered data, or another key) or -CN_E_CRYPT
+ * (OpenSSL failure). */
 int cn_crypt_decrypt(const struct cn_crypt_config *c, const uint8_t *in, size_t len,
 		     uint8_t *out, const uint8_t iv[CN_CRYPT_IV_SIZE],
 		     const uint8_t tag[CN_CRYPT_TAG_SIZE]);

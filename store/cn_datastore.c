@@ -1307,7 +1307,8 @@ int cn_datastore_list_groups(struct cn_datastore *ds, const char *ns,
 	return 0;
 }
 
-static int64_t manifest_size(struct cn_datastore *ds, const struct cn_snapshot_id *id)
+static int64_t manifest_size(struct cn_datastore *ds, const struct cn_snapshot_id *id,
+			     int *encrypted)
 {
 	struct cn_buf b = {0};
 	struct cn_manifest *m;
@@ -1315,6 +1316,7 @@ static int64_t manifest_size(struct cn_datastore *ds, const struct cn_snapshot_i
 	if (cn_datastore_read_file(ds, id, CN_MANIFEST_BLOB_NAME, &b) == 0 &&
 	    cn_manifest_decode(b.data, b.len, NULL, &m) == 0) {
 		size = 0;
+		*encrypted = cn_manifest_encrypted(m) || cn_manifest_signed(m);
 		for (size_t i = 0; i < cn_manifest_file_count(m); i++) {
 			uint64_t s;
 			cn_manifest_file_at(m, i, NULL, &s, NULL, NULL);
@@ -1372,6 +1374,7 @@ int cn_datastore_list_snapshots(struct cn_datastore *ds, const struct cn_snapsho
 		snprintf(sub, sizeof(sub), "%s/.protected", e->d_name);
 		info->protected_ = faccessat(dirfd(d), sub, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 		info->size = -1;
+		info->encrypted = -1;
 	}
 	closedir(d);
 	cn_error_clear();
@@ -1379,7 +1382,7 @@ int cn_datastore_list_snapshots(struct cn_datastore *ds, const struct cn_snapsho
 		qsort(list, cnt, sizeof(*list), cmp_info);
 	for (size_t i = 0; with_sizes && i < cnt; i++)
 		if (list[i].finished)
-			list[i].size = manifest_size(ds, &list[i].id);
+			list[i].size = manifest_size(ds, &list[i].id, &list[i].encrypted);
 	*out = list;
 	*n = cnt;
 	return 0;

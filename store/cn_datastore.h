@@ -190,6 +190,8 @@ struct cn_ds_snapshot_info {
 	int finished;   /* has index.json.blob */
 	int protected_; /* has .protected */
 	int64_t size;   /* sum of file sizes listed in the manifest; -1 unknown */
+	int encrypted;  /* 1: the manifest lists an encrypted or signed file,
+			 * 0: it does not, -1: unknown (not read) */
 };
 
 /* Namespaces directly below ns ("" = root), as full names ("a", "a/b").
@@ -203,7 +205,7 @@ int cn_datastore_list_groups(struct cn_datastore *ds, const char *ns,
 			     struct cn_snapshot_id **out, size_t *n);
 
 /* Snapshots of the group given by group (ns, type, id), oldest first;
- * with_sizes: read each manifest for the size. *out is malloc'd, freed by
+ * with_sizes: read each manifest for the size and encryption. *out is malloc'd, freed by
  * the caller. A missing group gives 0 snapshots. */
 int cn_datastore_list_snapshots(struct cn_datastore *ds, const struct cn_snapshot_id *group,
 				int with_sizes, struct cn_ds_snapshot_info **out, size_t *n);

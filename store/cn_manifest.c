@@ -352,7 +352,8 @@ int cn_manifest_key_fingerprint(const struct cn_manifest *m, uint8_t fp[32])
 	return 1;
 }
 
-int cn_manifest_check_key(const struct cn_manifest *m, const struct cn_crypt_config *crypt)
+/* upstream check_fingerprint: a manifest naming a key needs that key */
+static int check_fingerprint(const struct cn_manifest *m, const struct cn_crypt_config *crypt)
 {
 	uint8_t fp[32], mine[32];
 	char a[CN_FINGERPRINT_TEXT_SIZE], b[CN_FINGERPRINT_TEXT_SIZE];
@@ -369,6 +370,51 @@ int cn_manifest_check_key(const struct cn_manifest *m, const struct cn_crypt_con
 				    "wrong key - manifest's key %s does not match provided key %s", a, b);
 	}
 	return 0;
+}
+
+int cn_manifest_check_key(const struct cn_manifest *m, const struct cn_crypt_config *crypt)
+{
+	uint8_t fp[32];
+	int r = check_fingerprint(m, crypt);
+	if (r < 0 || !crypt || cn_manifest_signed(m))
+		return r;
+	/* Upstream accepts an unsigned manifest with a key ("not signed:
+	 * warn/fail?"). One that names a key or lists encrypted files was
+	 * signed when written: without its signature nothing in it (files,
+	 * checksums, snapshot identity) can be trusted. */
+	if (cn_manifest_key_fingerprint(m, fp) > 0 || cn_manifest_encrypted(m))
+		return cn_error_set(-CN_E_MISMATCH, "the manifest of an encrypted snapshot carries "
+						    "no signature (removed?), so it cannot be checked "
+						    "against the key");
+	return 0;
+}
+
+int cn_manifest_encrypted(const struct cn_manifest *m)
+{
+	size_t n = cn_manifest_file_count(m);
+	for (size_t i = 0; i < n; i++) {
+		enum cn_crypt_mode mode;
+		cn_manifest_file_at(m, i, NULL, NULL, NULL, &mode);
+		if (mode != CN_CRYPT_MODE_NONE)
+			return 1;
+	}
+	return 0;
+}
+
+int cn_manifest_check_id(const struct cn_manifest *m, const struct cn_snapshot_id *id)
+{
+	const char *type = cn_manifest_backup_type(m), *bid = cn_manifest_backup_id(m);
+	int64_t time = cn_manifest_backup_time(m);
+	if (type && bid && !strcmp(type, id->type) && !strcmp(bid, id->id) && time == id->time)
+		return 0;
+	char want[32] = "?", got[32] = "?";
+	cn_snapshot_format_time(id->time, want, sizeof(want));
+	if (cn_snapshot_format_time(time, got, sizeof(got)) < 0)
+		snprintf(got, sizeof(got), "%lld", (long long)time);
+	return cn_error_set(-CN_E_MISMATCH,
+			    "manifest belongs to snapshot %s/%s/%s, not to %s/%s/%s that was asked "
+			    "for (files copied or swapped from another snapshot?)",
+			    type ? type : "?", bid ? bid : "?", got, id->type, id->id, want);
 }
 
 static int canonical(json_t *root, struct cn_buf *out)
@@ -501,7 +547,7 @@ int cn_manifest_parse_json(const uint8_t *json, size_t len, const struct cn_cryp
 	if (r == 0 && crypt && json_is_string(sig)) {
 		struct cn_manifest tmp = {root};
 		char hex[65];
-		r = cn_manifest_check_key(&tmp, crypt);
+		r = check_fingerprint(&tmp, crypt);
 		if (r == 0)
 			r = signature_hex(root, crypt, hex);
 		if (r == 0 && strcmp(hex, json_string_value(sig)) != 0)

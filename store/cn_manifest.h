@@ -91,8 +91,21 @@ int cn_manifest_key_fingerprint(const struct cn_manifest *m, uint8_t fp[32]);
 
 /* Checks that a manifest and a key fit (upstream check_fingerprint): a
  * manifest made with a key needs that key (-CN_E_NOKEY without a key,
- * -CN_E_CRYPT for another key); unsigned manifests fit anything. */
+ * -CN_E_CRYPT for another key). Stricter than upstream: with a key, a
+ * manifest that lists an encrypted or signed file, or names a key, must
+ * carry a signature (-CN_E_MISMATCH: removed, so nothing can be checked;
+ * cn_manifest_parse_json verified a present one). Other unsigned
+ * manifests fit anything. */
 int cn_manifest_check_key(const struct cn_manifest *m, const struct cn_crypt_config *crypt);
+
+/* 1 if some listed file has crypt-mode "encrypt" or "sign-only", else 0. */
+int cn_manifest_encrypted(const struct cn_manifest *m);
+
+/* Checks that the manifest's backup-type, backup-id and backup-time are
+ * id's (the namespace is not in a manifest): 0, or -CN_E_MISMATCH with a
+ * message naming the snapshot asked for and the one found, as when one
+ * snapshot's files were copied into another's directory. */
+int cn_manifest_check_id(const struct cn_manifest *m, const struct cn_snapshot_id *id);
 
 /* The manifest's JSON text as upstream writes it (pretty, sorted). With
  * crypt: sets signature and unprotected.key-fingerprint first (the

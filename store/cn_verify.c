@@ -221,19 +221,26 @@ int cn_datastore_verify_snapshot(struct cn_datastore *ds, const struct cn_snapsh
 	struct refs refs = {0};
 	int problems = 0;
 	r = cn_datastore_read_file(ds, id, CN_MANIFEST_BLOB_NAME, &b);
+	if (r == -ENOENT) /* listed as finished, so it had one */
+		r = cn_error_set(-CN_E_MISSING, "%s is missing", CN_MANIFEST_BLOB_NAME);
 	if (r == 0)
 		r = cn_manifest_decode(b.data, b.len, crypt, &m);
-	if (r < 0 && r != -ENOMEM) {
+	/* another snapshot's manifest (its files copied here), signed or not */
+	if (r == 0)
+		r = cn_manifest_check_id(m, id);
+	/* A wrong key would make every good encrypted chunk look corrupt and
+	 * get it quarantined: refuse to run with a key the manifest rejects
+	 * (-CN_E_NOKEY/-CN_E_CRYPT); a signature gone is damage. */
+	if (r == 0 && crypt)
+		r = cn_manifest_check_key(m, crypt);
+	if (r < 0 && cn_error_is_corruption(r)) {
 		cn_log_warning("verify: %s: manifest: %s", dir, cn_error_message());
+		vr->bad_manifest = 1;
 		problems = 1;
 		r = 0;
 		goto out;
 	}
 	if (r < 0)
-		goto out;
-	/* A wrong key would make every good encrypted chunk look corrupt and
-	 * get it quarantined: refuse to run with a key the manifest rejects. */
-	if (crypt && (r = cn_manifest_check_key(m, crypt)) < 0)
 		goto out;
 	vr->files = cn_manifest_file_count(m);
 	for (size_t i = 0; i < vr->files; i++) {

@@ -23,12 +23,16 @@ struct cn_verify_result {
 	uint64_t chunks;         /* distinct chunks checked */
 	uint64_t bad_chunks;     /* corrupt (renamed to .bad) */
 	uint64_t missing_chunks; /* referenced but absent */
+	uint64_t bad_manifest;   /* 1: the manifest is damaged, another snapshot's
+				  * or (with a key) unsigned; nothing else checked */
 	uint64_t bytes;          /* plain bytes decoded */
 };
 
-/* Verifies snapshot id. crypt (may be NULL) also checks the manifest
- * signature and decrypts encrypted chunks; it must be the backup's key (a
- * manifest made with another key: error, nothing is quarantined). update_manifest: record the
+/* Verifies snapshot id. The manifest must be id's (backup-type, -id and
+ * -time). crypt (may be NULL) also checks the manifest signature, which an
+ * encrypted snapshot's manifest must carry, and decrypts encrypted chunks;
+ * it must be the backup's key (a manifest made with another key: error,
+ * nothing is quarantined). update_manifest: record the
  * result in the manifest's unprotected "verify_state" ({"state":
  * "ok"|"failed", "upid": ...}) as upstream does. Holds the snapshot
  * directory's shared flock meanwhile (-CN_E_LOCKED if it is being removed).

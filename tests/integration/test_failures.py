@@ -3,7 +3,7 @@
 message and the documented exit code, and the store stays consistent.
   - missing source path                      -> 1, names the path
   - unreadable file (run as an unprivileged user) -> 3, snapshot published
-  - corrupt chunk in the store               -> restore/verify 4, names the chunk
+  - corrupt or missing chunk in the store    -> restore/verify 4, names the chunk
   - full disk (a small tmpfs when root)      -> 5, nothing that looks finished
   - SIGKILL in the middle of a backup        -> no snapshot, next backup ok
 """
@@ -105,9 +105,9 @@ assert digest in p.stderr and 'FAILED' in p.stdout, (p.stdout, p.stderr)
 # verify quarantined it: now it is missing
 assert not os.path.exists(victim) and os.path.exists(victim + '.0.bad')
 p = t.run('restore', out['snapshot'], 'data.pxar', os.path.join(work, 'r2'), '--store', store,
-          check=1)
+          check=4)
 assert digest in p.stderr, p.stderr
-print('missing chunk: restore exit 1:', p.stderr.strip()[:200])
+print('missing chunk: restore exit 4:', p.stderr.strip()[:200])
 # the next backup of the same data stores the chunk again: healed
 time.sleep(1.1)
 out = t.run_json('backup', 'data.pxar:' + csrc, '--store', store, '--backup-id', 'c')

@@ -151,7 +151,7 @@ START_TEST(test_missing_chunk)
 	struct cn_chunk_reader *r;
 	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 1, &r), 0);
 	uint8_t buf[16];
-	ck_assert_int_eq(cn_chunk_reader_read_at(r, 30 * (uint64_t)CHUNK + 5, buf, 16), -ENOENT);
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, 30 * (uint64_t)CHUNK + 5, buf, 16), -CN_E_MISSING);
 	ck_assert_ptr_nonnull(strstr(cn_error_message(), "missing"));
 	ck_assert_int_eq(cn_chunk_reader_read_at(r, (uint64_t)NCHUNKS * CHUNK, buf, 1), -ERANGE);
 	cn_chunk_reader_free(r);
@@ -196,7 +196,7 @@ START_TEST(test_view_pins_chunk)
 	src.missing = 7;
 	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 1, &r), 0);
 	ck_assert_int_eq(cn_chunk_reader_view_at(r, 7 * (uint64_t)CHUNK, 1, &v, &got, &tok),
-			 -ENOENT);
+			 -CN_E_MISSING);
 	cn_chunk_reader_free(r);
 	free(out);
 }
