@@ -566,6 +566,20 @@ int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32])
 	return errno == ENOENT ? 0 : cn_error_sys(-errno, "stat chunk %s", rel);
 }
 
+int cn_datastore_reuse_chunk(struct cn_datastore *ds, const uint8_t digest[32])
+{
+	int r = cn_datastore_has_chunk(ds, digest);
+	if (r != 1)
+		return r;
+	/* Under the prefix lock a GC sweep either removed the chunk already
+	 * (then it is gone from the index too, and the caller stores it
+	 * again) or sees the new atime, which is newer than its cutoff. */
+	r = cn_ds_touch(ds, digest, -1);
+	if (r == -ENOENT)
+		return 0;
+	return r < 0 ? r : 1;
+}
+
 static int touch_locked(struct cn_datastore *ds, const char *rel, int64_t when)
 {
 	struct timespec ts[2] = {{.tv_sec = when, .tv_nsec = 0}, {.tv_nsec = UTIME_OMIT}};

@@ -33,8 +33,10 @@
  *    .cairn/writers/ for GC.
  *  - GC never removes a chunk whose atime is newer than
  *    min(gc start - 24h, oldest writer start) - 5 min (upstream's rule).
- *    Writers refresh the atime of every chunk they insert again and, when an
- *    index file is written into a snapshot, of every chunk it references
+ *    Writers refresh the atime of every chunk they insert again or reuse
+ *    (cn_datastore_reuse_chunk, at the moment they decide not to store it)
+ *    and, when an index file is written into a snapshot, of every chunk it
+ *    references
  *    (failing cleanly if one has vanished), so a published snapshot never
  *    references a swept chunk.
  * A struct cn_datastore may be shared by threads for chunk calls; a
@@ -103,6 +105,14 @@ void cn_datastore_chunk_path(const struct cn_datastore *ds, const uint8_t digest
  * without touching the filesystem (falls back to stat(2) if the index
  * fails). Thread-safe, never blocks on writers. */
 int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
+
+/* has_chunk for a snapshot writer that will reference the chunk without
+ * storing it: 1 if the store holds it, and then its atime has been
+ * refreshed under its prefix lock (as upstream's insert_chunk does for a
+ * chunk it already has), so a GC running now or later keeps it while the
+ * writer runs; 0 if not held (also when a GC sweep took it just now);
+ * <0 on error. Thread-safe. */
+int cn_datastore_reuse_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
 
 /* Chunk data and the page cache. A chunk is written once and, if ever,
  * read much later: caching it on the way in only pushes out what the
