@@ -968,6 +968,11 @@ static void snapshot_free(struct cn_ds_snapshot *w)
 	free(w);
 }
 
+/* Seconds between fixing a backup's time and beginning its snapshot
+ * within which an equal or newer snapshot of the group means a concurrent
+ * backup (waiting for the group lock takes about a second). */
+#define CONCURRENT_BACKUP_WINDOW 300
+
 int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapshot_id *id,
 				struct cn_ds_snapshot **out)
 {
@@ -1013,8 +1018,20 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 	if (r == 1 && prev.time >= id->time) {
 		char pt[32];
 		cn_snapshot_format_time(prev.time, pt, sizeof(pt));
-		r = cn_error_set(-EEXIST, "backup time %s is not newer than the last snapshot %s of %s/%s",
-				 tstr, pt, id->type, id->id);
+		/* A backup's time is fixed just before it begins. A snapshot
+		 * made between then and now was made by a backup of the group
+		 * that ran at the same time and released the group lock just
+		 * before we took it: the group was busy. Otherwise the clock
+		 * went back, or the caller chose an old time. */
+		int64_t now = (int64_t)time(NULL);
+		if (prev.time <= now && now - id->time <= CONCURRENT_BACKUP_WINDOW)
+			r = cn_error_set(-CN_E_LOCKED, "another backup of %s/%s ran at the same time "
+					 "and just made snapshot %s (this backup's time is %s); "
+					 "not starting a second one", id->type, id->id, pt, tstr);
+		else
+			r = cn_error_set(-EEXIST, "backup time %s is not newer than the last snapshot "
+					 "%s of %s/%s", tstr, pt, id->type,
+					 id->id);
 		goto fail;
 	}
 	if (faccessat(w->group_fd, tstr, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {

@@ -168,8 +168,10 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds);
  * when another backup still holds it after about a second), takes the
  * shared lock on <root>/.lock (-CN_E_LOCKED while a PBS GC holds it),
  * checks that id->time is newer
- * than the group's last finished snapshot (-EEXIST otherwise) and creates
- * the temporary directory. *out is the caller's: finish with _publish or
+ * than the group's last finished snapshot (otherwise -CN_E_LOCKED when
+ * that snapshot was made after id->time, which is at most a few minutes
+ * old: a backup of the group that ran at the same time made it; -EEXIST
+ * else) and creates the temporary directory. *out is the caller's: finish with _publish or
  * _abort (both free it). */
 int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapshot_id *id,
 				struct cn_ds_snapshot **out);
