@@ -382,6 +382,8 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds)
 
 /* ---- open / create ---- */
 
+/* Starts a new store: the root and .chunks; complete_store() makes the
+ * rest. */
 static int create_store(const char *root)
 {
 	char p[PATH_MAX];
@@ -394,21 +396,56 @@ static int create_store(const char *root)
 			return cn_error_set(-EEXIST, "%s is already a datastore", root);
 		return cn_error_sys(-errno, "mkdir %s", p);
 	}
-	int cfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (cfd < 0)
-		return cn_error_sys(-errno, "open %s", p);
+	return 0;
+}
+
+/* Written into .cairn/ once every prefix directory and .lock exist. */
+#define COMPLETE_MARK ".cairn/layout-complete"
+
+/* Makes whatever of the layout is missing (prefix directories, .lock) and
+ * then the mark, unless the mark is there. So a creation that stopped
+ * half-way (no inodes or space left, killed) is completed by the next
+ * open instead of leaving a store whose missing directories fail every
+ * backup; an existing store (made by PBS or an older cairn) is checked
+ * once. */
+static int complete_store(struct cn_datastore *ds)
+{
+	if (faccessat(ds->root_fd, COMPLETE_MARK, F_OK, 0) == 0)
+		return 0;
+	unsigned made = 0;
 	for (unsigned i = 0; i < 0x10000; i++) {
 		char name[8];
+		struct stat st;
 		snprintf(name, sizeof(name), "%04x", i);
-		if (mkdirat(cfd, name, 0750) < 0 && errno != EEXIST) {
-			r = cn_error_sys(-errno, "mkdir %s/%s", p, name);
-			close(cfd);
-			return r;
+		if (mkdirat(ds->chunks_fd, name, 0750) == 0) {
+			made++;
+			continue;
 		}
+		int e = errno;
+		if (e == EEXIST && fstatat(ds->chunks_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode))
+			continue;
+		if (e == EEXIST)
+			e = ENOTDIR;
+		return cn_error_sys(-e, "datastore %s is incomplete: cannot make chunk directory "
+				    ".chunks/%s (%u of 65536 made now); free space or inodes and run "
+				    "again to complete it", ds->root, name, made);
 	}
-	close(cfd);
-	snprintf(p, sizeof(p), "%s/.lock", root);
-	return cn_write_file_atomic(p, "", 0, 0644, 0);
+	int r = 0;
+	if (faccessat(ds->root_fd, ".lock", F_OK, 0) < 0) {
+		char p[PATH_MAX];
+		snprintf(p, sizeof(p), "%s/.lock", ds->root);
+		r = cn_write_file_atomic(p, "", 0, 0644, 0);
+	}
+	if (r == 0) {
+		char p[PATH_MAX];
+		snprintf(p, sizeof(p), "%s/" COMPLETE_MARK, ds->root);
+		r = cn_write_file_atomic(p, "", 0, 0644, ds->opts.sync_level != CN_SYNC_NONE);
+	}
+	if (r == 0 && made > 0 && made < 0x10000)
+		cn_log_info("datastore %s: completed an interrupted creation (%u chunk directories "
+			    "made)", ds->root, made);
+	return r;
 }
 
 /* Records every prefix directory of a store just created as empty and in
@@ -476,6 +513,8 @@ int cn_datastore_open(const char *path, int create, const struct cn_datastore_op
 	}
 	snprintf(p, sizeof(p), "%s/.cairn/writers", ds->root);
 	if ((r = cn_mkdir_p(p, 0750)) < 0)
+		goto fail;
+	if ((r = complete_store(ds)) < 0)
 		goto fail;
 	snprintf(p, sizeof(p), "%s/.cairn/chunks.lock", ds->root);
 	ds->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -19,6 +19,9 @@
  *   .cairn/chunks.lock      one byte-range lock per prefix directory
  *   .cairn/writers/         one flock-held file per running snapshot writer
  *   .cairn/gc.lock          held by a running GC
+ *   .cairn/layout-complete  every prefix directory and .lock exist; until it
+ *                           does, open makes what is missing (a creation
+ *                           interrupted by a full disk resumes)
  * Snapshots are built in <group>/.tmp-<time>-XXXXXX/ and renamed into place.
  *
  * Concurrency (threads and processes):
@@ -81,7 +84,9 @@ void cn_datastore_opts_init(struct cn_datastore_opts *opts);
 
 /* Opens the datastore at path (absolute or relative). create: make it
  * first if it does not exist (root, .lock, .chunks/0000..ffff, .cairn/);
- * creating over an existing datastore is -EEXIST as upstream. opts may be
+ * creating over an existing datastore is -EEXIST as upstream. A store
+ * whose creation stopped part-way (e.g. -ENOSPC: no inodes left) is
+ * completed by the next open, without create. opts may be
  * NULL (defaults). Opening checks the LMDB chunk index against .chunks/
  * (one stat per prefix directory) and rescans stale prefixes. *out is the
  * caller's, closed with cn_datastore_close(). */
