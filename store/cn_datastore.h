@@ -18,6 +18,9 @@
  *   .cairn/chunkindex.mdb   LMDB digest index (cn_chunkindex.h; a cache)
  *   .cairn/chunks.lock      one byte-range lock per prefix directory
  *   .cairn/writers/         one flock-held file per running snapshot writer
+ *                           (host, pid, temp directory): the next snapshot
+ *                           writer removes what a dead one (lock free, pid
+ *                           gone on this host) left, at once
  *   .cairn/gc.lock          held by a running GC
  *   .cairn/layout-complete  every prefix directory and .lock exist; until it
  *                           does, open makes what is missing (a creation
@@ -136,7 +139,7 @@ int cn_datastore_reuse_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
 #define CN_DS_DIRECT_ALIGN 4096u
 
 /* Inserts an encoded chunk (DataBlob bytes, borrowed). New chunks are
- * written to "<digest>.tmp_XXXXXX" in the prefix directory and renamed into
+ * written to "<digest>.tmp_<pid>_XXXXXX" in the prefix directory and renamed into
  * place (fsync of file and directory at CN_SYNC_FILE), so a crash never
  * leaves a partial file under the digest's name. An existing chunk is kept
  * (upstream rules: same size, or the smaller one wins; an existing empty
@@ -176,7 +179,9 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds);
  * than the group's last finished snapshot (otherwise -CN_E_LOCKED when
  * that snapshot was made after id->time, which is at most a few minutes
  * old: a backup of the group that ran at the same time made it; -EEXIST
- * else) and creates the temporary directory. *out is the caller's: finish with _publish or
+ * else) and creates the temporary directory. It also removes the debris
+ * of killed backups: temp directories in its group, and everything a
+ * provably dead writer registered in .cairn/writers/ left (see above).  *out is the caller's: finish with _publish or
  * _abort (both free it). */
 int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapshot_id *id,
 				struct cn_ds_snapshot **out);
