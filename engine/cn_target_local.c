@@ -73,7 +73,9 @@ static int lt_add_known(struct cn_target *t, const uint8_t (*digests)[32], size_
 
 static int lt_has_chunk(struct cn_target *t, const uint8_t digest[32])
 {
-	return cn_datastore_has_chunk(((struct local_target *)t)->ds, digest);
+	/* a yes means the chunk is referenced without being stored: protect
+	 * it from a GC from now on, not only when the index is written */
+	return cn_datastore_reuse_chunk(((struct local_target *)t)->ds, digest);
 }
 
 static int lt_put_chunk(struct cn_target *t, struct cn_chunk *c)

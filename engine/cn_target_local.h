@@ -8,7 +8,9 @@
  * the temp directory when closed, after its count, size and checksum were
  * checked against the engine's; finish() publishes (sync, rename), abort()
  * removes the temp directory. has_chunk() asks the datastore's digest
- * index, so add_known() has nothing to do.
+ * index, so add_known() has nothing to do; a chunk it answers yes for is
+ * touched at once (cn_datastore_reuse_chunk), so a GC running during the
+ * backup keeps it even when no snapshot references it.
  *
  * Source: lists, opens and reads snapshots and chunks of the datastore;
  * get_chunk is thread-safe as the datastore's chunk reads are.

@@ -7,6 +7,7 @@
 #include "store/cn_manifest.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -382,6 +383,8 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds)
 
 /* ---- open / create ---- */
 
+/* Starts a new store: the root and .chunks; complete_store() makes the
+ * rest. */
 static int create_store(const char *root)
 {
 	char p[PATH_MAX];
@@ -394,21 +397,56 @@ static int create_store(const char *root)
 			return cn_error_set(-EEXIST, "%s is already a datastore", root);
 		return cn_error_sys(-errno, "mkdir %s", p);
 	}
-	int cfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (cfd < 0)
-		return cn_error_sys(-errno, "open %s", p);
+	return 0;
+}
+
+/* Written into .cairn/ once every prefix directory and .lock exist. */
+#define COMPLETE_MARK ".cairn/layout-complete"
+
+/* Makes whatever of the layout is missing (prefix directories, .lock) and
+ * then the mark, unless the mark is there. So a creation that stopped
+ * half-way (no inodes or space left, killed) is completed by the next
+ * open instead of leaving a store whose missing directories fail every
+ * backup; an existing store (made by PBS or an older cairn) is checked
+ * once. */
+static int complete_store(struct cn_datastore *ds)
+{
+	if (faccessat(ds->root_fd, COMPLETE_MARK, F_OK, 0) == 0)
+		return 0;
+	unsigned made = 0;
 	for (unsigned i = 0; i < 0x10000; i++) {
 		char name[8];
+		struct stat st;
 		snprintf(name, sizeof(name), "%04x", i);
-		if (mkdirat(cfd, name, 0750) < 0 && errno != EEXIST) {
-			r = cn_error_sys(-errno, "mkdir %s/%s", p, name);
-			close(cfd);
-			return r;
+		if (mkdirat(ds->chunks_fd, name, 0750) == 0) {
+			made++;
+			continue;
 		}
+		int e = errno;
+		if (e == EEXIST && fstatat(ds->chunks_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode))
+			continue;
+		if (e == EEXIST)
+			e = ENOTDIR;
+		return cn_error_sys(-e, "datastore %s is incomplete: cannot make chunk directory "
+				    ".chunks/%s (%u of 65536 made now); free space or inodes and run "
+				    "again to complete it", ds->root, name, made);
 	}
-	close(cfd);
-	snprintf(p, sizeof(p), "%s/.lock", root);
-	return cn_write_file_atomic(p, "", 0, 0644, 0);
+	int r = 0;
+	if (faccessat(ds->root_fd, ".lock", F_OK, 0) < 0) {
+		char p[PATH_MAX];
+		snprintf(p, sizeof(p), "%s/.lock", ds->root);
+		r = cn_write_file_atomic(p, "", 0, 0644, 0);
+	}
+	if (r == 0) {
+		char p[PATH_MAX];
+		snprintf(p, sizeof(p), "%s/" COMPLETE_MARK, ds->root);
+		r = cn_write_file_atomic(p, "", 0, 0644, ds->opts.sync_level != CN_SYNC_NONE);
+	}
+	if (r == 0 && made > 0 && made < 0x10000)
+		cn_log_info("datastore %s: completed an interrupted creation (%u chunk directories "
+			    "made)", ds->root, made);
+	return r;
 }
 
 /* Records every prefix directory of a store just created as empty and in
@@ -476,6 +514,8 @@ int cn_datastore_open(const char *path, int create, const struct cn_datastore_op
 	}
 	snprintf(p, sizeof(p), "%s/.cairn/writers", ds->root);
 	if ((r = cn_mkdir_p(p, 0750)) < 0)
+		goto fail;
+	if ((r = complete_store(ds)) < 0)
 		goto fail;
 	snprintf(p, sizeof(p), "%s/.cairn/chunks.lock", ds->root);
 	ds->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -564,6 +604,20 @@ int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32])
 	if (fstatat(ds->chunks_fd, rel, &st, 0) == 0)
 		return S_ISREG(st.st_mode) && st.st_size > 0;
 	return errno == ENOENT ? 0 : cn_error_sys(-errno, "stat chunk %s", rel);
+}
+
+int cn_datastore_reuse_chunk(struct cn_datastore *ds, const uint8_t digest[32])
+{
+	int r = cn_datastore_has_chunk(ds, digest);
+	if (r != 1)
+		return r;
+	/* Under the prefix lock a GC sweep either removed the chunk already
+	 * (then it is gone from the index too, and the caller stores it
+	 * again) or sees the new atime, which is newer than its cutoff. */
+	r = cn_ds_touch(ds, digest, -1);
+	if (r == -ENOENT)
+		return 0;
+	return r < 0 ? r : 1;
 }
 
 static int touch_locked(struct cn_datastore *ds, const char *rel, int64_t when)
@@ -668,7 +722,8 @@ int cn_datastore_insert_chunk(struct cn_datastore *ds, const uint8_t digest[32],
 	/* Whether the index was in step with the directory before we change
 	 * it: only then may our change's mtime be recorded as in step. */
 	int in_step = cn_ds_prefix_in_step(ds, prefix);
-	snprintf(tmp, sizeof(tmp), "%s.tmp_XXXXXX", path);
+	/* the pid tells the next backup whose leftover it is after a crash */
+	snprintf(tmp, sizeof(tmp), "%s.tmp_%d_XXXXXX", path, (int)getpid());
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		r = cn_error_sys(-errno, "create temporary chunk file %s", tmp);
@@ -805,8 +860,10 @@ struct writer_reg {
 
 /* Registers a running writer: a file named "<start>-<pid>-XXXXXX", created
  * under a dot name and flocked before it gets its visible name, so GC never
- * mistakes a new registration for a stale one. */
-static int writer_register(struct cn_datastore *ds, struct writer_reg *reg)
+ * mistakes a new registration for a stale one. It holds three lines: host
+ * name, pid and the snapshot's temp directory, for the cleanup after a
+ * crash (cleanup_dead_writers). */
+static int writer_register(struct cn_datastore *ds, struct writer_reg *reg, const char *tmp_dir)
 {
 	char tmp[PATH_MAX];
 	snprintf(tmp, sizeof(tmp), "%s/.cairn/writers/.new-%lld-%d-XXXXXX", ds->root,
@@ -816,6 +873,17 @@ static int writer_register(struct cn_datastore *ds, struct writer_reg *reg)
 		return cn_error_sys(-errno, "register writer in %s/.cairn/writers", ds->root);
 	if (flock(reg->fd, LOCK_EX) < 0) {
 		int r = cn_error_sys(-errno, "lock %s", tmp);
+		close(reg->fd);
+		unlink(tmp);
+		return r;
+	}
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	char info[PATH_MAX + 300];
+	int n = snprintf(info, sizeof(info), "%s\n%d\n%s\n", host, (int)getpid(), tmp_dir);
+	int wr = cn_write_full(reg->fd, info, (size_t)n);
+	if (wr < 0) {
+		int r = cn_error_sys(wr, "write %s", tmp);
 		close(reg->fd);
 		unlink(tmp);
 		return r;
@@ -954,6 +1022,152 @@ static void snapshot_free(struct cn_ds_snapshot *w)
 	free(w);
 }
 
+/* A dead writer's registration, read while we hold its flock. */
+struct dead_writer {
+	int pid;
+	char tmp_dir[PATH_MAX];
+};
+
+/* Whether the registration open as fd (flocked by us) is provably of a
+ * dead process: written on this host by a pid that no longer exists. */
+static int read_dead_writer(int fd, const char *host, struct dead_writer *dw)
+{
+	char buf[PATH_MAX + 300];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	char *pid_line = strchr(buf, '\n');
+	char *dir_line = pid_line ? strchr(pid_line + 1, '\n') : NULL;
+	char *end = dir_line ? strchr(dir_line + 1, '\n') : NULL;
+	if (!end)
+		return 0;
+	*pid_line++ = *dir_line++ = *end = '\0';
+	dw->pid = atoi(pid_line);
+	if (strcmp(buf, host) || dw->pid <= 0 || !(kill(dw->pid, 0) < 0 && errno == ESRCH))
+		return 0;
+	snprintf(dw->tmp_dir, sizeof(dw->tmp_dir), "%s", dir_line);
+	return 1;
+}
+
+/* Removes a dead writer's temp snapshot directory, if no backup holds its
+ * group (that one's own begin removes it then). */
+static void remove_dead_tmp_dir(struct cn_datastore *ds, const struct dead_writer *dw)
+{
+	char group[PATH_MAX];
+	snprintf(group, sizeof(group), "%s", dw->tmp_dir);
+	char *slash = strrchr(group, '/');
+	size_t rl = strlen(ds->root);
+	if (!slash || strncmp(slash + 1, ".tmp-", 5) || strncmp(group, ds->root, rl) ||
+	    group[rl] != '/')
+		return; /* not one of ours */
+	*slash = '\0';
+	int gfd;
+	if (lock_dir(group, LOCK_EX, &gfd, "backup group") < 0) {
+		cn_error_clear();
+		return;
+	}
+	if (remove_flat_dir(gfd, slash + 1) < 0 && faccessat(gfd, slash + 1, F_OK, 0) == 0)
+		cn_log_warning("%s", cn_error_message());
+	close(gfd);
+}
+
+/* Removes the chunk temp files ("<digest>.tmp_<pid>_XXXXXX") of the dead
+ * pids, in every prefix directory, under its lock. */
+static void remove_dead_tmp_chunks(struct cn_datastore *ds, const int *pids, size_t npids)
+{
+	for (unsigned p = 0; p < 0x10000; p++) {
+		char name[8];
+		snprintf(name, sizeof(name), "%04x", p);
+		if (cn_ds_lock_prefix(ds, (uint16_t)p) < 0)
+			break;
+		int fd = openat(ds->chunks_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+		if (!d && fd >= 0)
+			close(fd);
+		struct dirent *e;
+		while (d && (e = readdir(d))) {
+			const char *t = strlen(e->d_name) > 64 + 5 ? e->d_name + 64 : "";
+			if (strncmp(t, ".tmp_", 5))
+				continue;
+			int pid = atoi(t + 5);
+			for (size_t i = 0; i < npids; i++)
+				if (pid == pids[i] && unlinkat(dirfd(d), e->d_name, 0) == 0)
+					break;
+		}
+		if (d)
+			closedir(d);
+		cn_ds_unlock_prefix(ds, (uint16_t)p);
+	}
+}
+
+/* What killed backups left behind: for each registration in
+ * .cairn/writers/ whose lock is free and whose process is provably dead
+ * (same host, pid gone), its temp snapshot directory, its chunk temp files
+ * and the registration itself. A live writer's lock is held, so it is
+ * never touched; a registration of another host is left to GC. */
+static void cleanup_dead_writers(struct cn_datastore *ds)
+{
+	char dir[PATH_MAX], host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(dir, sizeof(dir), "%s/.cairn/writers", ds->root);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	int locked[64], pids[64];
+	char names[64][256];
+	size_t n = 0;
+	struct dirent *e;
+	while (n < 64 && (e = readdir(d))) {
+		struct dead_writer dw;
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(names[0]))
+			continue;
+		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0 || !read_dead_writer(fd, host, &dw)) {
+			close(fd);
+			continue;
+		}
+		cn_log_info("datastore %s: removing what the killed backup (pid %d) left", ds->root,
+			    dw.pid);
+		remove_dead_tmp_dir(ds, &dw);
+		locked[n] = fd; /* held until its chunk temp files are gone */
+		pids[n] = dw.pid;
+		snprintf(names[n++], sizeof(names[0]), "%s", e->d_name);
+	}
+	if (n)
+		remove_dead_tmp_chunks(ds, pids, n);
+	for (size_t i = 0; i < n; i++) {
+		unlinkat(dirfd(d), names[i], 0);
+		close(locked[i]);
+	}
+	closedir(d);
+}
+
+/* Removes the temp directories of killed backups of w's group: w holds
+ * the group lock, so no other backup of the group runs. */
+static void remove_group_tmp_dirs(struct cn_ds_snapshot *w)
+{
+	int fd = dup(w->group_fd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, ".tmp-", 5) && remove_flat_dir(w->group_fd, e->d_name) < 0)
+			cn_log_warning("%s", cn_error_message());
+	closedir(d);
+}
+
+/* Seconds between fixing a backup's time and beginning its snapshot
+ * within which an equal or newer snapshot of the group means a concurrent
+ * backup (waiting for the group lock takes about a second). */
+#define CONCURRENT_BACKUP_WINDOW 300
+
 int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapshot_id *id,
 				struct cn_ds_snapshot **out)
 {
@@ -999,8 +1213,20 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 	if (r == 1 && prev.time >= id->time) {
 		char pt[32];
 		cn_snapshot_format_time(prev.time, pt, sizeof(pt));
-		r = cn_error_set(-EEXIST, "backup time %s is not newer than the last snapshot %s of %s/%s",
-				 tstr, pt, id->type, id->id);
+		/* A backup's time is fixed just before it begins. A snapshot
+		 * made between then and now was made by a backup of the group
+		 * that ran at the same time and released the group lock just
+		 * before we took it: the group was busy. Otherwise the clock
+		 * went back, or the caller chose an old time. */
+		int64_t now = (int64_t)time(NULL);
+		if (prev.time <= now && now - id->time <= CONCURRENT_BACKUP_WINDOW)
+			r = cn_error_set(-CN_E_LOCKED, "another backup of %s/%s ran at the same time "
+					 "and just made snapshot %s (this backup's time is %s); "
+					 "not starting a second one", id->type, id->id, pt, tstr);
+		else
+			r = cn_error_set(-EEXIST, "backup time %s is not newer than the last snapshot "
+					 "%s of %s/%s", tstr, pt, id->type,
+					 id->id);
 		goto fail;
 	}
 	if (faccessat(w->group_fd, tstr, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -1008,6 +1234,7 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 				 id->id, tstr);
 		goto fail;
 	}
+	remove_group_tmp_dirs(w);
 	snprintf(p, sizeof(p), "%s/.tmp-%s-XXXXXX", w->group, tstr);
 	if (!mkdtemp(p)) {
 		r = cn_error_sys(-errno, "create temporary snapshot directory in %s", w->group);
@@ -1019,8 +1246,9 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 		r = cn_error_sys(-errno, "open %s", p);
 		goto fail_rm;
 	}
-	if ((r = writer_register(ds, &w->reg)) < 0)
+	if ((r = writer_register(ds, &w->reg, p)) < 0)
 		goto fail_rm;
+	cleanup_dead_writers(ds);
 	*out = w;
 	return 0;
 fail_rm:

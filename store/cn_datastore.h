@@ -18,7 +18,13 @@
  *   .cairn/chunkindex.mdb   LMDB digest index (cn_chunkindex.h; a cache)
  *   .cairn/chunks.lock      one byte-range lock per prefix directory
  *   .cairn/writers/         one flock-held file per running snapshot writer
+ *                           (host, pid, temp directory): the next snapshot
+ *                           writer removes what a dead one (lock free, pid
+ *                           gone on this host) left, at once
  *   .cairn/gc.lock          held by a running GC
+ *   .cairn/layout-complete  every prefix directory and .lock exist; until it
+ *                           does, open makes what is missing (a creation
+ *                           interrupted by a full disk resumes)
  * Snapshots are built in <group>/.tmp-<time>-XXXXXX/ and renamed into place.
  *
  * Concurrency (threads and processes):
@@ -33,8 +39,10 @@
  *    .cairn/writers/ for GC.
  *  - GC never removes a chunk whose atime is newer than
  *    min(gc start - 24h, oldest writer start) - 5 min (upstream's rule).
- *    Writers refresh the atime of every chunk they insert again and, when an
- *    index file is written into a snapshot, of every chunk it references
+ *    Writers refresh the atime of every chunk they insert again or reuse
+ *    (cn_datastore_reuse_chunk, at the moment they decide not to store it)
+ *    and, when an index file is written into a snapshot, of every chunk it
+ *    references
  *    (failing cleanly if one has vanished), so a published snapshot never
  *    references a swept chunk.
  * A struct cn_datastore may be shared by threads for chunk calls; a
@@ -79,7 +87,9 @@ void cn_datastore_opts_init(struct cn_datastore_opts *opts);
 
 /* Opens the datastore at path (absolute or relative). create: make it
  * first if it does not exist (root, .lock, .chunks/0000..ffff, .cairn/);
- * creating over an existing datastore is -EEXIST as upstream. opts may be
+ * creating over an existing datastore is -EEXIST as upstream. A store
+ * whose creation stopped part-way (e.g. -ENOSPC: no inodes left) is
+ * completed by the next open, without create. opts may be
  * NULL (defaults). Opening checks the LMDB chunk index against .chunks/
  * (one stat per prefix directory) and rescans stale prefixes. *out is the
  * caller's, closed with cn_datastore_close(). */
@@ -104,6 +114,14 @@ void cn_datastore_chunk_path(const struct cn_datastore *ds, const uint8_t digest
  * fails). Thread-safe, never blocks on writers. */
 int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
 
+/* has_chunk for a snapshot writer that will reference the chunk without
+ * storing it: 1 if the store holds it, and then its atime has been
+ * refreshed under its prefix lock (as upstream's insert_chunk does for a
+ * chunk it already has), so a GC running now or later keeps it while the
+ * writer runs; 0 if not held (also when a GC sweep took it just now);
+ * <0 on error. Thread-safe. */
+int cn_datastore_reuse_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
+
 /* Chunk data and the page cache. A chunk is written once and, if ever,
  * read much later: caching it on the way in only pushes out what the
  * machine is using, and copying it through the page cache costs more CPU
@@ -121,7 +139,7 @@ int cn_datastore_has_chunk(struct cn_datastore *ds, const uint8_t digest[32]);
 #define CN_DS_DIRECT_ALIGN 4096u
 
 /* Inserts an encoded chunk (DataBlob bytes, borrowed). New chunks are
- * written to "<digest>.tmp_XXXXXX" in the prefix directory and renamed into
+ * written to "<digest>.tmp_<pid>_XXXXXX" in the prefix directory and renamed into
  * place (fsync of file and directory at CN_SYNC_FILE), so a crash never
  * leaves a partial file under the digest's name. An existing chunk is kept
  * (upstream rules: same size, or the smaller one wins; an existing empty
@@ -158,8 +176,12 @@ int64_t cn_datastore_index_count(struct cn_datastore *ds);
  * when another backup still holds it after about a second), takes the
  * shared lock on <root>/.lock (-CN_E_LOCKED while a PBS GC holds it),
  * checks that id->time is newer
- * than the group's last finished snapshot (-EEXIST otherwise) and creates
- * the temporary directory. *out is the caller's: finish with _publish or
+ * than the group's last finished snapshot (otherwise -CN_E_LOCKED when
+ * that snapshot was made after id->time, which is at most a few minutes
+ * old: a backup of the group that ran at the same time made it; -EEXIST
+ * else) and creates the temporary directory. It also removes the debris
+ * of killed backups: temp directories in its group, and everything a
+ * provably dead writer registered in .cairn/writers/ left (see above).  *out is the caller's: finish with _publish or
  * _abort (both free it). */
 int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapshot_id *id,
 				struct cn_ds_snapshot **out);

@@ -14,7 +14,8 @@
  *
  * Why no referenced chunk is lost: a chunk referenced by a finished
  * snapshot was touched in phase 1 (after gc start, so newer than the
- * cutoff). A running backup inserted or touched its chunks after it started
+ * cutoff). A running backup inserted or touched its chunks (also those it
+ * reuses without storing them: touched when it finds them) after it started
  * (registered in .cairn/writers/), which is after the cutoff. A backup that
  * starts during GC touches everything its index files reference when it
  * writes them, under the prefix locks the sweep holds; if the sweep took a
