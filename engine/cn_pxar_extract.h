@@ -10,7 +10,10 @@
  * never followed and never truncated in place, so neither a symlink nor a
  * hard link planted in the target is written through), hardlink targets
  * are resolved by the same component walk and linked without following
- * symlinks, and metadata goes to descriptors of the created objects (or,
+ * symlinks (a target outside the selection is restored as a copy once,
+ * further links to it link that copy; a stored target path that does not
+ * name the entry the hardlink's offset points to is an archive error),
+ * and metadata goes to descriptors of the created objects (or,
  * for symlinks, to the name with AT_SYMLINK_NOFOLLOW).
  *
  * Metadata restored (in upstream's order): owner (always attempted, as
