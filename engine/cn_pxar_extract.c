@@ -90,6 +90,13 @@ static int valid_xattr_name(const uint8_t *n, size_t len)
 	       (len == 19 && memcmp(n, "security.capability", 19) == 0);
 }
 
+/* Whether xa holds file capabilities: governed by no_fcaps (as well as
+ * no_xattrs) however the archive stores them. */
+static int is_fcaps_xattr(const struct cn_pxar_xattr *xa)
+{
+	return xa->name_len == 19 && memcmp(xa->name, "security.capability", 19) == 0;
+}
+
 static int acl_add(acl_t *acl, acl_tag_t tag, const uint64_t *qual, uint64_t perms)
 {
 	acl_entry_t ent;
@@ -264,6 +271,8 @@ static int apply_meta_early(struct extractor *x, const struct cn_pxar_entry *e, 
 	if (!is_link && !x->o->no_xattrs) {
 		for (size_t i = 0; i < e->xattr_count; i++) {
 			const struct cn_pxar_xattr *xa = &e->xattrs[i];
+			if (x->o->no_fcaps && is_fcaps_xattr(xa))
+				continue;
 			if (!valid_xattr_name(xa->name, xa->name_len)) {
 				cn_log_info("skipping invalid xattr named '%.*s' on '%s'",
 					    (int)xa->name_len, xa->name, path);
@@ -556,8 +565,7 @@ static int goes_to_writers(const struct extractor *x, const struct cn_pxar_entry
 	if (!x->w || e->file_size < ASYNC_MIN || !src || !src->view_at || e->fcaps)
 		return 0;
 	for (size_t i = 0; i < e->xattr_count; i++)
-		if (e->xattrs[i].name_len == 19 &&
-		    !memcmp(e->xattrs[i].name, "security.capability", 19))
+		if (is_fcaps_xattr(&e->xattrs[i]))
 			return 0;
 	return 1;
 }

@@ -55,7 +55,9 @@ struct cn_pxar_extract_opts {
 	int overwrite;            /* replace existing non-directories */
 	int allow_existing_dirs;  /* use directories that already exist */
 	int strict;               /* stop at the first error */
-	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata (no chown, ...) */
+	/* skip these metadata (no chown, ...); no_fcaps and no_xattrs both
+	 * skip file capabilities stored as a security.capability xattr item */
+	int no_owner, no_xattrs, no_acls, no_fcaps;
 	int no_devices, no_fifos, no_sockets;        /* skip these entries */
 	/* Threads writing the content of large files where the input lends
 	 * its bytes (view_at; its release is then called from them too, and

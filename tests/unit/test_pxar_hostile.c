@@ -1,6 +1,7 @@
 /* Hostile archives against the extractor: output amplification through
  * hardlinks and shared payload references (what is written must stay
- * bounded by the archive's content). Archives are built item
+ * bounded by the archive's content), and file capabilities smuggled in as
+ * a security.capability xattr item past no_fcaps. Archives are built item
  * by item with pxar_testbuild.h. */
 #include <check.h>
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "common/cn_error.h"
@@ -248,6 +250,68 @@ START_TEST(test_ordered_payload_refs_accepted)
 }
 END_TEST
 
+/* vfs_cap_data revision 2 granting CAP_NET_BIND_SERVICE (permitted). */
+static void cap_value(uint8_t v[20])
+{
+	memset(v, 0, 20);
+	cn_put_le32(v, 0x02000000u);
+	cn_put_le32(v + 4, 1u << 10);
+}
+
+static ssize_t get_cap(const char *path)
+{
+	uint8_t buf[64];
+	return getxattr(path, "security.capability", buf, sizeof(buf));
+}
+
+/* Capabilities stored as an xattr item are file capabilities too:
+ * no_fcaps (and no_xattrs) keep them off the restored file. */
+START_TEST(test_no_fcaps_covers_xattr_item)
+{
+	uint8_t cap[20];
+	cap_value(cap);
+	uint8_t item[20 + 20];
+	memcpy(item, "security.capability", 20);
+	memcpy(item + 20, cap, 20);
+	struct tb t;
+	tb_init(&t);
+	tb_root_begin(&t, 0755);
+	tb_name(&t, "as-xattr");
+	tb_entry(&t, CN_PXAR_IFREG | 0755, 0, 0, 1700000000, 0);
+	tb_item(&t, CN_PXAR_XATTR, item, sizeof(item));
+	tb_item(&t, CN_PXAR_PAYLOAD, "#!", 2);
+	tb_child_done(&t);
+	tb_name(&t, "as-fcaps");
+	tb_entry(&t, CN_PXAR_IFREG | 0755, 0, 0, 1700000000, 0);
+	tb_item(&t, CN_PXAR_FCAPS, cap, sizeof(cap));
+	tb_item(&t, CN_PXAR_PAYLOAD, "#!", 2);
+	tb_child_done(&t);
+	tb_dir_end(&t);
+	ck_assert(!t.fail);
+	struct cn_pxar_extract_stats st;
+
+	/* by default both are restored (as root, where the test runs) */
+	if (geteuid() == 0) {
+		ck_assert_int_eq(extract(&t, P("all"), NULL, &st), 0);
+		ck_assert_int_eq(get_cap(P("all/as-xattr")), 20);
+		ck_assert_int_eq(get_cap(P("all/as-fcaps")), 20);
+	}
+
+	struct cn_pxar_extract_opts o = { .no_fcaps = 1 };
+	ck_assert_int_eq(extract(&t, P("nofcaps"), &o, &st), 0);
+	ck_assert_int_lt(get_cap(P("nofcaps/as-xattr")), 0);
+	ck_assert_int_eq(errno, ENODATA);
+	ck_assert_int_lt(get_cap(P("nofcaps/as-fcaps")), 0);
+	ck_assert_int_eq(errno, ENODATA);
+
+	struct cn_pxar_extract_opts ox = { .no_xattrs = 1 };
+	ck_assert_int_eq(extract(&t, P("noxattrs"), &ox, &st), 0);
+	ck_assert_int_lt(get_cap(P("noxattrs/as-xattr")), 0);
+	ck_assert_int_eq(errno, ENODATA);
+	tb_free(&t);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pxar_hostile");
@@ -258,6 +322,7 @@ int main(void)
 	tcase_add_test(tc, test_hardlinks_outside_selection_copied_once);
 	tcase_add_test(tc, test_shared_payload_refs);
 	tcase_add_test(tc, test_ordered_payload_refs_accepted);
+	tcase_add_test(tc, test_no_fcaps_covers_xattr_item);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
