@@ -1329,6 +1329,14 @@ int cn_pxar_format_entry(const struct cn_pxar_entry *e, char *buf, size_t len)
 	else
 		snprintf(mt, sizeof(mt), "%" PRId64 ".%u", e->mtime_sec, e->mtime_nsec);
 	int link = e->kind == CN_PXAR_KIND_SYMLINK || e->kind == CN_PXAR_KIND_HARDLINK;
-	return snprintf(buf, len, "%s %-13s %s %8s \"/%s\"%s%s%s", mode, owner, mt, size, e->path,
-			link ? " -> \"" : "", link ? e->link : "", link ? "\"" : "");
+	/* names are escaped as by cn_escape: an archive cannot send terminal
+	 * escapes through a listing */
+	size_t n = (size_t)snprintf(buf, len, "%s %-13s %s %8s \"/", mode, owner, mt, size);
+	n += cn_escape(e->path, e->path_len, 1, buf + (n < len ? n : len), n < len ? len - n : 0);
+	if (link) {
+		n += (size_t)snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "\" -> \"");
+		n += cn_escape(e->link, e->link_len, 1, buf + (n < len ? n : len), n < len ? len - n : 0);
+	}
+	n += (size_t)snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "\"");
+	return (int)n;
 }

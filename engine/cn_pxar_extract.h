@@ -114,7 +114,8 @@ int cn_pxar_verify(const struct cn_pxar_input *in, const struct cn_pxar_input *p
  * "drwxr-xr-x++ 0/0  2024-06-05 10:00:00        0 "/path" -> target"
  * (mode with type letter, 'L' for hardlinks, '+' for ACLs, '+' for xattrs;
  * uid/gid; local mtime; size or major,minor; quoted path with '/' in
- * front). Writes at most len bytes including the NUL; returns what
+ * front; path and target escaped by cn_escape, so that no control byte
+ * of an archive reaches a terminal). Writes at most len bytes including the NUL; returns what
  * snprintf returns. */
 int cn_pxar_format_entry(const struct cn_pxar_entry *e, char *buf, size_t len);
 
