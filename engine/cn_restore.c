@@ -15,7 +15,6 @@
 #include "store/cn_blob.h"
 
 /* Largest index file accepted (40 bytes per chunk: ~100 TiB of 4 MiB chunks). */
-#define INDEX_MAX_SIZE (1024u << 20)
 
 static double now_sec(void)
 {
@@ -83,7 +82,7 @@ int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, co
 	cn_manifest_file_at(m, (size_t)fi, NULL, &size, csum, &mode);
 	struct cn_buf raw = {0};
 	int r = src->ops->get_file(src, name, &raw);
-	if (r == 0 && raw.len > INDEX_MAX_SIZE)
+	if (r == 0 && raw.len > CN_INDEX_MAX_FILE_SIZE)
 		r = cn_error_set(-EFBIG, "index file of %zu bytes", raw.len);
 	if (r == 0)
 		r = cn_index_parse(raw.data, raw.len, idx);

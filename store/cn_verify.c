@@ -225,6 +225,8 @@ int cn_datastore_verify_snapshot(struct cn_datastore *ds, const struct cn_snapsh
 		r = cn_manifest_decode(b.data, b.len, crypt, &m);
 	if (r < 0 && r != -ENOMEM) {
 		cn_log_warning("verify: %s: manifest: %s", dir, cn_error_message());
+		if (r != -ENOENT)
+			vr->bad_files++; /* damaged, not missing: corrupt data */
 		problems = 1;
 		r = 0;
 		goto out;
