@@ -35,8 +35,9 @@ int cli_error(const char *context);
  * CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Prints s in double quotes, escaping '"', '\\' and control bytes (like
- * Rust's {:?} for paths, which upstream's listings use). */
+/* Prints s in double quotes, escaped by cn_escape (control bytes, C1
+ * controls and invalid UTF-8 as \xNN, '"' and '\\' with a backslash),
+ * like Rust's {:?} for paths, which upstream's listings use. */
 void cli_print_quoted(FILE *f, const char *s);
 
 #endif

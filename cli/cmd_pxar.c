@@ -66,6 +66,8 @@ static void help_extract(FILE *f)
 		   "                         do not restore owners (needed to restore files of\n"
 		   "                         other users without errors when not root)\n"
 		   "  --no-xattrs, --no-acls, --no-fcaps\n"
+		   "                         do not restore these (file capabilities are\n"
+		   "                         skipped also when stored as an xattr)\n"
 		   "  --no-device-nodes, --no-fifos, --no-sockets\n"
 		   "  --payload-input FILE   payload stream (.ppxar) of a split archive\n"
 		   "  -h, --help\n\n"

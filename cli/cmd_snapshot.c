@@ -75,9 +75,13 @@ static int print_entry(void *ctx, const char *path, const struct cn_catalog_entr
 	} else if (e->type == 'f') {
 		char t[32] = "";
 		cn_snapshot_format_time(e->mtime, t, sizeof(t));
-		printf("%c %12llu %s %s\n", e->type, (unsigned long long)e->size, t, *rel ? rel : "/");
+		printf("%c %12llu %s ", e->type, (unsigned long long)e->size, t);
+		cli_print_quoted(stdout, *rel ? rel : "/");
+		putchar('\n');
 	} else {
-		printf("%c %12s %20s %s\n", e->type, "", "", *rel ? rel : "/");
+		printf("%c %12s %20s ", e->type, "", "");
+		cli_print_quoted(stdout, *rel ? rel : "/");
+		putchar('\n');
 	}
 	return 0;
 }

@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
+#include "common/cn_util.h"
 
 #include <malloc.h>
 #include <signal.h>
@@ -65,20 +66,18 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 
 void cli_print_quoted(FILE *f, const char *s)
 {
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p == '\n')
-			fputs("\\n", f);
-		else if (*p == '\t')
-			fputs("\\t", f);
-		else if (*p < 0x20 || *p == 0x7f)
-			fprintf(f, "\\x%02x", *p);
-		else
-			fputc(*p, f);
+	size_t len = strlen(s);
+	char small[1024];
+	size_t need = cn_escape(s, len, 1, NULL, 0) + 1;
+	char *buf = need <= sizeof(small) ? small : malloc(need);
+	if (!buf) {
+		fputs("\"(out of memory)\"", f);
+		return;
 	}
-	fputc('"', f);
+	cn_escape(s, len, 1, buf, need);
+	fprintf(f, "\"%s\"", buf);
+	if (buf != small)
+		free(buf);
 }
 
 /* Whether stderr is connected to the systemd journal: JOURNAL_STREAM holds

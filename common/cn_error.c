@@ -1,4 +1,5 @@
 #include "common/cn_error.h"
+#include "common/cn_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,8 +65,13 @@ const char *cn_strerror(int code)
 
 int cn_error_setv(int code, const char *fmt, va_list ap)
 {
+	/* Messages name paths from archives and servers: control bytes and
+	 * invalid UTF-8 are escaped here, so that no printer of a message
+	 * can be made to send terminal escapes. */
+	char raw[CN_ERROR_MSG_MAX];
 	tl_code = code;
-	vsnprintf(tl_msg, sizeof(tl_msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	cn_escape(raw, strlen(raw), 0, tl_msg, sizeof(tl_msg));
 	return code;
 }
 
@@ -104,8 +110,7 @@ int cn_error_prefix(int code, const char *fmt, ...)
 	/* Compose in a buffer large enough for both, then truncate. */
 	char joined[2 * CN_ERROR_MSG_MAX + 2];
 	snprintf(joined, sizeof(joined), "%s: %s", ctx, old);
-	memcpy(tl_msg, joined, sizeof(tl_msg) - 1);
-	tl_msg[sizeof(tl_msg) - 1] = '\0';
+	cn_escape(joined, strlen(joined), 0, tl_msg, sizeof(tl_msg));
 	tl_code = code;
 	return code;
 }

@@ -1,7 +1,9 @@
 #include "common/cn_log.h"
+#include "common/cn_util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Written once by cn_log_setup() before threads exist, read-only after. */
@@ -28,7 +30,7 @@ void cn_log(enum cn_log_level level, const char *fmt, ...)
 		[CN_LOG_INFO] = "",
 		[CN_LOG_DEBUG] = "debug: ",
 	};
-	char line[2048];
+	char line[2048], msg[2048];
 	int n;
 	va_list ap;
 
@@ -39,10 +41,11 @@ void cn_log(enum cn_log_level level, const char *fmt, ...)
 	else
 		n = snprintf(line, sizeof(line), "%s", names[level]);
 	va_start(ap, fmt);
-	n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (n > (int)sizeof(line) - 2)
-		n = (int)sizeof(line) - 2;
+	/* paths from archives may hold terminal escapes: printed escaped */
+	cn_escape(msg, strlen(msg), 0, line + n, sizeof(line) - (size_t)n - 1);
+	n += (int)strlen(line + n);
 	line[n++] = '\n';
 	/* One write per line: lines of concurrent threads stay whole. */
 	ssize_t r = write(STDERR_FILENO, line, (size_t)n);

@@ -252,6 +252,82 @@ void cn_buf_free(struct cn_buf *b)
 	b->len = b->cap = 0;
 }
 
+/* Length of the valid UTF-8 sequence of two or more bytes at p (n bytes
+ * left), 0 when there is none. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+	size_t len;
+	unsigned char lo = 0x80, hi = 0xbf;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (p[0] == 0xe0)
+		lo = 0xa0; /* overlong */
+	else if (p[0] == 0xed)
+		hi = 0x9f; /* surrogates */
+	else if (p[0] == 0xf0)
+		lo = 0x90; /* overlong */
+	else if (p[0] == 0xf4)
+		hi = 0x8f; /* above U+10FFFF */
+	if (n < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+size_t cn_escape(const char *s, size_t len, int quote, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	size_t total = 0, pos = 0;
+	int full = outlen == 0;
+	for (size_t i = 0; i < len;) {
+		char unit[4];
+		const char *u = unit;
+		size_t ul, adv = 1;
+		size_t seq = p[i] >= 0x80 ? utf8_seq(p + i, len - i) : 0;
+		if (seq && !(p[i] == 0xc2 && p[i + 1] < 0xa0)) {
+			u = s + i;
+			ul = adv = seq;
+		} else if (p[i] == '\n' || p[i] == '\t') {
+			unit[0] = '\\';
+			unit[1] = p[i] == '\n' ? 'n' : 't';
+			ul = 2;
+		} else if (p[i] < 0x20 || p[i] >= 0x7f) {
+			unit[0] = '\\';
+			unit[1] = 'x';
+			unit[2] = hex[p[i] >> 4];
+			unit[3] = hex[p[i] & 15];
+			ul = 4;
+		} else if (quote && (p[i] == '"' || p[i] == '\\')) {
+			unit[0] = '\\';
+			unit[1] = (char)p[i];
+			ul = 2;
+		} else {
+			u = s + i;
+			ul = 1;
+		}
+		if (!full && pos + ul < outlen) {
+			memcpy(out + pos, u, ul);
+			pos += ul;
+		} else {
+			full = 1;
+		}
+		total += ul;
+		i += adv;
+	}
+	if (outlen)
+		out[pos] = 0;
+	return total;
+}
+
 /* cachestat(2)'s arguments (linux/mman.h from 6.5 on; Debian 12's
  * headers predate it). */
 struct cn_cachestat_range {

@@ -80,6 +80,17 @@ int cn_buf_append(struct cn_buf *b, const void *data, size_t len);
 /* Releases the storage and zeroes the struct. */
 void cn_buf_free(struct cn_buf *b);
 
+/* Escapes the len bytes of s for a terminal or a log: control bytes
+ * (below 0x20, 0x7f), C1 controls (U+0080..U+009F, which some terminals
+ * obey as escape sequences) and bytes that are not part of valid UTF-8
+ * become \xNN (newline and tab \n and \t); valid UTF-8 text is kept.
+ * With quote set, '"' and '\\' are backslash-escaped too (for a name
+ * shown between double quotes, as upstream's listings print paths).
+ * Writes at most outlen bytes including the NUL to out (never a partial
+ * escape or character; out may be NULL when outlen is 0) and returns the
+ * length of the whole escaped text, as snprintf does. */
+size_t cn_escape(const char *s, size_t len, int quote, char *out, size_t outlen);
+
 /* Little-endian loads and stores (the on-disk byte order of PBS formats). */
 static inline uint64_t cn_le64(const uint8_t *p)
 {

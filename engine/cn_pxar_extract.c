@@ -56,6 +56,15 @@ struct extractor {
 	int looked_up;            /* decoding the selection's lookup paths alone */
 	uint8_t *buf;
 	struct cn_write_pool *w;  /* NULL: file content is written inline */
+	/* Hardlink targets restored as copies (their own entry was not
+	 * extracted), sorted by the target's FILENAME offset: each is copied
+	 * once and later links to it point to that copy, so what extraction
+	 * writes stays bounded by the archive's content. */
+	struct link_copy {
+		uint64_t target_fo;
+		char *path;       /* the copy, relative to the target root */
+	} *copies;
+	size_t ncopies, copies_cap;
 };
 
 /* Records a non-fatal error: logged and counted, fatal when strict. rc is
@@ -79,6 +88,13 @@ static int valid_xattr_name(const uint8_t *n, size_t len)
 		return 1;
 	return (len == 14 && memcmp(n, "security.NTACL", 14) == 0) ||
 	       (len == 19 && memcmp(n, "security.capability", 19) == 0);
+}
+
+/* Whether xa holds file capabilities: governed by no_fcaps (as well as
+ * no_xattrs) however the archive stores them. */
+static int is_fcaps_xattr(const struct cn_pxar_xattr *xa)
+{
+	return xa->name_len == 19 && memcmp(xa->name, "security.capability", 19) == 0;
 }
 
 static int acl_add(acl_t *acl, acl_tag_t tag, const uint64_t *qual, uint64_t perms)
@@ -255,6 +271,8 @@ static int apply_meta_early(struct extractor *x, const struct cn_pxar_entry *e, 
 	if (!is_link && !x->o->no_xattrs) {
 		for (size_t i = 0; i < e->xattr_count; i++) {
 			const struct cn_pxar_xattr *xa = &e->xattrs[i];
+			if (x->o->no_fcaps && is_fcaps_xattr(xa))
+				continue;
 			if (!valid_xattr_name(xa->name, xa->name_len)) {
 				cn_log_info("skipping invalid xattr named '%.*s' on '%s'",
 					    (int)xa->name_len, xa->name, path);
@@ -547,8 +565,7 @@ static int goes_to_writers(const struct extractor *x, const struct cn_pxar_entry
 	if (!x->w || e->file_size < ASYNC_MIN || !src || !src->view_at || e->fcaps)
 		return 0;
 	for (size_t i = 0; i < e->xattr_count; i++)
-		if (e->xattrs[i].name_len == 19 &&
-		    !memcmp(e->xattrs[i].name, "security.capability", 19))
+		if (is_fcaps_xattr(&e->xattrs[i]))
 			return 0;
 	return 1;
 }
@@ -702,45 +719,114 @@ static int walk_parent(struct extractor *x, const char *rel, const char **last)
 	return fd;
 }
 
-static int extract_hardlink(struct extractor *x, const struct cn_pxar_entry *e, int parent,
-			    const char *name, const char *path)
+/* Links parent/name to the regular file at rel (relative to the target
+ * root, reached without following symlinks). */
+static int link_to(struct extractor *x, const char *rel, int parent, const char *name,
+		   const char *path)
 {
 	const char *last;
-	int tfd = walk_parent(x, e->link, &last);
+	int tfd = walk_parent(x, rel, &last);
 	int rc = tfd;
 	if (tfd >= 0) {
 		struct stat st;
 		if (fstatat(tfd, last, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			rc = cn_error_sys(-errno, "hardlink target '%s'", e->link);
+			rc = cn_error_sys(-errno, "hardlink target '%s'", rel);
 		else if (!S_ISREG(st.st_mode))
-			rc = cn_error_set(-CN_E_PATH, "hardlink target '%s' is not a regular file", e->link);
+			rc = cn_error_set(-CN_E_PATH, "hardlink target '%s' is not a regular file", rel);
 		else {
 			rc = linkat(tfd, last, parent, name, 0);
 			if (rc < 0 && errno == EEXIST && make_room(x, parent, name))
 				rc = linkat(tfd, last, parent, name, 0);
-			rc = rc < 0 ? cn_error_sys(-errno, "failed to link '%s' to '%s'", path, e->link) : 0;
+			rc = rc < 0 ? cn_error_sys(-errno, "failed to link '%s' to '%s'", path, rel) : 0;
 		}
 		close(tfd);
 	}
-	if (rc == -ENOENT) {
-		/* The target was not extracted (outside the selection): restore
-		 * the data it points to as a file, as a single-file restore of a
-		 * hardlink does upstream. */
-		struct cn_pxar_range r;
-		struct cn_pxar_decoder *d;
-		const struct cn_pxar_entry *te;
-		rc = cn_pxar_follow_hardlink(x->acc, e, &r);
-		if (rc < 0)
-			return rc;
-		rc = cn_pxar_accessor_decoder(x->acc, &r, e->link, &d);
-		if (rc < 0)
-			return rc;
-		rc = cn_pxar_decoder_next(d, &te);
-		if (rc > 0)
-			rc = extract_file(x, d, te, parent, name, path);
-		cn_pxar_decoder_free(d);
+	return rc;
+}
+
+/* Index in x->copies of target_fo, or where it would go (*found = 0). */
+static size_t find_copy(const struct extractor *x, uint64_t target_fo, int *found)
+{
+	size_t lo = 0, hi = x->ncopies;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (x->copies[mid].target_fo < target_fo)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < x->ncopies && x->copies[lo].target_fo == target_fo;
+	return lo;
+}
+
+/* Remembers path as the copy of the file at target_fo, at index i. */
+static int add_copy(struct extractor *x, size_t i, uint64_t target_fo, const char *path)
+{
+	if (x->ncopies == x->copies_cap) {
+		size_t cap = x->copies_cap ? 2 * x->copies_cap : 16;
+		void *n = realloc(x->copies, cap * sizeof(*x->copies));
+		if (!n)
+			return cn_error_set(-ENOMEM, "out of memory");
+		x->copies = n;
+		x->copies_cap = cap;
+	}
+	char *p = strdup(path);
+	if (!p)
+		return cn_error_set(-ENOMEM, "out of memory");
+	memmove(&x->copies[i + 1], &x->copies[i], (x->ncopies - i) * sizeof(*x->copies));
+	x->copies[i].target_fo = target_fo;
+	x->copies[i].path = p;
+	x->ncopies++;
+	return 0;
+}
+
+/* A hardlink whose target path does not exist in the target directory:
+ * its target was not extracted (outside the selection). The stored path
+ * must name the earlier entry the stored offset points to (anything else
+ * is a hostile or corrupt archive); that file's data is restored once, as
+ * a single-file restore of a hardlink does upstream, and every further
+ * link to it becomes a link to that copy. */
+static int extract_hardlink_copy(struct extractor *x, const struct cn_pxar_entry *e, int parent,
+				 const char *name, const char *path)
+{
+	struct cn_pxar_range r, named;
+	struct cn_pxar_decoder *d;
+	const struct cn_pxar_entry *te;
+	int rc = cn_pxar_follow_hardlink(x->acc, e, &r);
+	if (rc < 0)
+		return rc;
+	rc = cn_pxar_lookup(x->acc, e->link, &named);
+	if (rc < 0)
+		return rc;
+	if (rc == 0 || named.filename_offset != r.filename_offset)
+		return cn_error_set(-CN_E_FORMAT, "hardlink '%s' at offset %llu: its target '%s' is not the earlier entry it points to",
+				    path, (unsigned long long)e->filename_offset, e->link);
+	int found;
+	size_t i = find_copy(x, r.filename_offset, &found);
+	if (found) {
+		rc = link_to(x, x->copies[i].path, parent, name, path);
+		if (rc == 0)
+			x->st->hardlinks++;
 		return rc;
 	}
+	rc = cn_pxar_accessor_decoder(x->acc, &r, e->link, &d);
+	if (rc < 0)
+		return rc;
+	rc = cn_pxar_decoder_next(d, &te);
+	if (rc > 0)
+		rc = extract_file(x, d, te, parent, name, path);
+	cn_pxar_decoder_free(d);
+	if (rc == 0)
+		rc = add_copy(x, i, r.filename_offset, path);
+	return rc;
+}
+
+static int extract_hardlink(struct extractor *x, const struct cn_pxar_entry *e, int parent,
+			    const char *name, const char *path)
+{
+	int rc = link_to(x, e->link, parent, name, path);
+	if (rc == -ENOENT)
+		return extract_hardlink_copy(x, e, parent, name, path);
 	if (rc == 0)
 		x->st->hardlinks++;
 	return rc;
@@ -1079,6 +1165,9 @@ out:
 		free(s->name);
 	}
 	free(x.stack);
+	for (size_t i = 0; i < x.ncopies; i++)
+		free(x.copies[i].path);
+	free(x.copies);
 	if (x.root_fd >= 0)
 		close(x.root_fd);
 	free(x.buf);
@@ -1240,6 +1329,14 @@ int cn_pxar_format_entry(const struct cn_pxar_entry *e, char *buf, size_t len)
 	else
 		snprintf(mt, sizeof(mt), "%" PRId64 ".%u", e->mtime_sec, e->mtime_nsec);
 	int link = e->kind == CN_PXAR_KIND_SYMLINK || e->kind == CN_PXAR_KIND_HARDLINK;
-	return snprintf(buf, len, "%s %-13s %s %8s \"/%s\"%s%s%s", mode, owner, mt, size, e->path,
-			link ? " -> \"" : "", link ? e->link : "", link ? "\"" : "");
+	/* names are escaped as by cn_escape: an archive cannot send terminal
+	 * escapes through a listing */
+	size_t n = (size_t)snprintf(buf, len, "%s %-13s %s %8s \"/", mode, owner, mt, size);
+	n += cn_escape(e->path, e->path_len, 1, buf + (n < len ? n : len), n < len ? len - n : 0);
+	if (link) {
+		n += (size_t)snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "\" -> \"");
+		n += cn_escape(e->link, e->link_len, 1, buf + (n < len ? n : len), n < len ? len - n : 0);
+	}
+	n += (size_t)snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "\"");
+	return (int)n;
 }

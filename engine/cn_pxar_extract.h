@@ -10,7 +10,10 @@
  * never followed and never truncated in place, so neither a symlink nor a
  * hard link planted in the target is written through), hardlink targets
  * are resolved by the same component walk and linked without following
- * symlinks, and metadata goes to descriptors of the created objects (or,
+ * symlinks (a target outside the selection is restored as a copy once,
+ * further links to it link that copy; a stored target path that does not
+ * name the entry the hardlink's offset points to is an archive error),
+ * and metadata goes to descriptors of the created objects (or,
  * for symlinks, to the name with AT_SYMLINK_NOFOLLOW).
  *
  * Metadata restored (in upstream's order): owner (always attempted, as
@@ -52,7 +55,9 @@ struct cn_pxar_extract_opts {
 	int overwrite;            /* replace existing non-directories */
 	int allow_existing_dirs;  /* use directories that already exist */
 	int strict;               /* stop at the first error */
-	int no_owner, no_xattrs, no_acls, no_fcaps; /* skip these metadata (no chown, ...) */
+	/* skip these metadata (no chown, ...); no_fcaps and no_xattrs both
+	 * skip file capabilities stored as a security.capability xattr item */
+	int no_owner, no_xattrs, no_acls, no_fcaps;
 	int no_devices, no_fifos, no_sockets;        /* skip these entries */
 	/* Threads writing the content of large files where the input lends
 	 * its bytes (view_at; its release is then called from them too, and
@@ -109,7 +114,8 @@ int cn_pxar_verify(const struct cn_pxar_input *in, const struct cn_pxar_input *p
  * "drwxr-xr-x++ 0/0  2024-06-05 10:00:00        0 "/path" -> target"
  * (mode with type letter, 'L' for hardlinks, '+' for ACLs, '+' for xattrs;
  * uid/gid; local mtime; size or major,minor; quoted path with '/' in
- * front). Writes at most len bytes including the NUL; returns what
+ * front; path and target escaped by cn_escape, so that no control byte
+ * of an archive reaches a terminal). Writes at most len bytes including the NUL; returns what
  * snprintf returns. */
 int cn_pxar_format_entry(const struct cn_pxar_entry *e, char *buf, size_t len);
 

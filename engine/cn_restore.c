@@ -15,7 +15,6 @@
 #include "store/cn_blob.h"
 
 /* Largest index file accepted (40 bytes per chunk: ~100 TiB of 4 MiB chunks). */
-#define INDEX_MAX_SIZE (1024u << 20)
 
 static double now_sec(void)
 {
@@ -118,7 +117,7 @@ int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, co
 	int r = src->ops->get_file(src, name, &raw);
 	if (r == -ENOENT) /* listed in the manifest, so the snapshot is damaged */
 		r = cn_error_set(-CN_E_MISSING, "the manifest lists it, but it is missing");
-	if (r == 0 && raw.len > INDEX_MAX_SIZE)
+	if (r == 0 && raw.len > CN_INDEX_MAX_FILE_SIZE)
 		r = cn_error_set(-EFBIG, "index file of %zu bytes", raw.len);
 	if (r == 0)
 		r = cn_index_parse(raw.data, raw.len, idx);

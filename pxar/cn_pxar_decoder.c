@@ -131,6 +131,10 @@ struct cn_pxar_decoder {
 	struct cn_pxar_input payload;
 	int has_payload;
 	int metadata_only;  /* v2 without payload input: PAYLOAD_REF not followed */
+	uint64_t payload_next;  /* a PAYLOAD_REF points at or after this: every
+				 * payload is referenced once and in stream order
+				 * (upstream's payload_consumed), so what a decode
+				 * yields is bounded by the payload stream's size */
 	int version;
 	uint64_t range_start, range_end;
 	uint64_t root_filename_off;
@@ -601,11 +605,16 @@ static int parse_entry(struct cn_pxar_decoder *d, uint64_t pos, uint64_t filenam
 			rc = read_u64s(d, p, full, 2, v, "payload reference");
 			if (rc < 0)
 				return rc;
+			if (v[0] > UINT64_MAX - CN_PXAR_HEADER_SIZE - v[1])
+				return cn_error_set(-CN_E_FORMAT, "payload reference at offset %llu out of range",
+						    (unsigned long long)p);
+			if (v[0] < d->payload_next)
+				return cn_error_set(-CN_E_FORMAT, "payload reference at offset %llu: payload offset %llu is before the end of the previous payload (%llu); a payload may be referenced once",
+						    (unsigned long long)p, (unsigned long long)v[0],
+						    (unsigned long long)d->payload_next);
+			d->payload_next = v[0] + CN_PXAR_HEADER_SIZE + v[1];
 			if (!d->has_payload) {
 				/* metadata only: the reference is reported, not followed */
-				if (v[0] > UINT64_MAX - CN_PXAR_HEADER_SIZE - v[1])
-					return cn_error_set(-CN_E_FORMAT, "payload reference at offset %llu out of range",
-							    (unsigned long long)p);
 				pt = CN_PXAR_PAYLOAD;
 				pf = v[1] + CN_PXAR_HEADER_SIZE;
 			} else {
@@ -926,6 +935,7 @@ int cn_pxar_decoder_new(const struct cn_pxar_input *in, const struct cn_pxar_inp
 	if (rc < 0)
 		return rc;
 	(*out)->range_end = in->size;
+	(*out)->payload_next = CN_PXAR_HEADER_SIZE; /* after the start marker */
 	(*out)->root_filename_off = NO_OFFSET;
 	(*out)->exact_end = 1;
 	return 0;

@@ -26,6 +26,10 @@
  *    1.0 encoder writes it;
  *  - hardlinks: offset > 0, pointing back to a FILENAME followed by a
  *    regular file's ENTRY; target path relative without '.'/'..' parts;
+ *  - v2 PAYLOAD_REFs in payload stream order, none before the end of the
+ *    previous one (upstream's payload_consumed): each payload is
+ *    referenced once, so a decode never yields more content than the
+ *    payload stream holds;
  *  - nothing after the root goodbye table.
  * Hard limits against hostile sizes: nesting depth CN_PXAR_MAX_DEPTH,
  * children remembered for goodbye checks CN_PXAR_MAX_OPEN_CHILDREN,

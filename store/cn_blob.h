@@ -39,6 +39,10 @@
 #define CN_BLOB_ENC_HEADER_SIZE 44
 /* upstream MAX_BLOB_SIZE: largest plaintext DataBlob::encode accepts */
 #define CN_BLOB_MAX_SIZE (128u << 20)
+/* the largest encoded blob file: the largest plaintext behind the longest
+ * header (an incompressible blob is stored uncompressed); a reader refuses
+ * a larger file before reading it */
+#define CN_BLOB_MAX_ENCODED_SIZE (CN_BLOB_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE)
 /* the backup protocol's limit for one chunk's plaintext */
 #define CN_CHUNK_MAX_SIZE (16u << 20)
 

@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #define DEFAULT_OWNER "root@pam"
-#define FILE_MAX_SIZE ((size_t)1 << 34) /* snapshot files read whole: 16 GiB */
 
 void cn_datastore_opts_init(struct cn_datastore_opts *opts)
 {
@@ -1636,22 +1635,60 @@ int cn_datastore_previous_snapshot(struct cn_datastore *ds, const struct cn_snap
 	return r;
 }
 
+/* Refuses, before reading it, a snapshot file larger than its kind
+ * allows: a blob beyond the largest DataBlob, an index beyond
+ * CN_INDEX_MAX_FILE_SIZE or whose size disagrees with its header. A
+ * damaged or hostile file (a sparse gigabyte) then costs no memory. */
+static int check_file_size(int fd, const char *name, const char *path, uint64_t size)
+{
+	size_t n = strlen(name);
+	if (!strcmp(name + n - 5, ".blob")) {
+		if (size > CN_BLOB_MAX_ENCODED_SIZE)
+			return cn_error_set(-CN_E_FORMAT, "%s: %llu bytes, larger than any blob (%u)",
+					    path, (unsigned long long)size, CN_BLOB_MAX_ENCODED_SIZE);
+		return 0;
+	}
+	if (size > CN_INDEX_MAX_FILE_SIZE)
+		return cn_error_set(-CN_E_FORMAT, "%s: index file of %llu bytes (limit %llu)", path,
+				    (unsigned long long)size,
+				    (unsigned long long)CN_INDEX_MAX_FILE_SIZE);
+	uint8_t hdr[CN_INDEX_HEADER_SIZE];
+	size_t hl = size < sizeof(hdr) ? (size_t)size : sizeof(hdr);
+	int r = cn_read_full(fd, hdr, hl);
+	if (r < 0)
+		return cn_error_sys(r, "read %s", path);
+	r = cn_index_check_size(hdr, hl, size, NULL, NULL);
+	return r < 0 ? cn_error_prefix(r, "%s", path) : 0;
+}
+
 int cn_datastore_read_file(struct cn_datastore *ds, const struct cn_snapshot_id *id,
 			   const char *name, struct cn_buf *out)
 {
 	char path[PATH_MAX];
+	struct stat st;
 	int r = check_file_name(name);
 	if (r < 0)
 		return r;
 	if ((r = cn_ds_snapshot_dir(ds, id, name, path, sizeof(path))) < 0)
 		return r;
-	uint8_t *data;
-	size_t len;
-	if ((r = cn_read_file(path, FILE_MAX_SIZE, &data, &len)) < 0)
-		return r;
-	r = cn_buf_append(out, data, len);
-	free(data);
-	return r < 0 ? cn_error_set(r, "out of memory reading %s", path) : 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cn_error_sys(-errno, "open %s", path);
+	if (fstat(fd, &st) < 0)
+		r = cn_error_sys(-errno, "stat %s", path);
+	if (r == 0)
+		r = check_file_size(fd, name, path, (uint64_t)st.st_size);
+	/* read straight into out: one copy of the file in memory */
+	if (r == 0 && cn_buf_reserve(out, (size_t)st.st_size) < 0)
+		r = cn_error_set(-ENOMEM, "out of memory reading %s", path);
+	if (r == 0 && lseek(fd, 0, SEEK_SET) < 0)
+		r = cn_error_sys(-errno, "seek %s", path);
+	if (r == 0 && (r = cn_read_full(fd, out->data + out->len, (size_t)st.st_size)) < 0)
+		r = cn_error_sys(r, "read %s", path);
+	if (r == 0)
+		out->len += (size_t)st.st_size;
+	close(fd);
+	return r;
 }
 
 int cn_datastore_set_protected(struct cn_datastore *ds, const struct cn_snapshot_id *id, int on)

@@ -94,24 +94,60 @@ void cn_index_free(struct cn_index *idx)
 	free(idx);
 }
 
+int cn_index_check_size(const uint8_t *hdr, size_t hdr_len, uint64_t file_size,
+			enum cn_index_kind *kind_out, size_t *count_out)
+{
+	enum cn_index_kind kind;
+	uint64_t count;
+	if (file_size < 8 || hdr_len < 8)
+		return cn_error_set(-CN_E_TRUNCATED, "index file too small (%llu bytes)",
+				    (unsigned long long)file_size);
+	if (memcmp(hdr, didx_magic, 8) == 0)
+		kind = CN_INDEX_DYNAMIC;
+	else if (memcmp(hdr, fidx_magic, 8) == 0)
+		kind = CN_INDEX_FIXED;
+	else
+		return cn_error_set(-CN_E_MAGIC, "not an index file (unknown magic number)");
+	if (file_size < CN_INDEX_HEADER_SIZE || hdr_len < CN_INDEX_HEADER_SIZE)
+		return cn_error_set(-CN_E_TRUNCATED, "index file too small (%llu bytes)",
+				    (unsigned long long)file_size);
+	uint64_t body = file_size - CN_INDEX_HEADER_SIZE;
+	if (kind == CN_INDEX_DYNAMIC) {
+		if (body % CN_DIDX_ENTRY_SIZE)
+			return cn_error_set(-CN_E_TRUNCATED,
+					    "dynamic index entry area of %llu bytes is not a multiple of 40",
+					    (unsigned long long)body);
+		count = body / CN_DIDX_ENTRY_SIZE;
+	} else {
+		uint64_t size = cn_le64(hdr + OFF_SIZE), chunk_size = cn_le64(hdr + OFF_CHUNK_SIZE);
+		if (!is_pow2(chunk_size))
+			return cn_error_set(-CN_E_FORMAT, "fixed index chunk size %llu is not a power of two",
+					    (unsigned long long)chunk_size);
+		count = size / chunk_size + (size % chunk_size != 0);
+		if (body % CN_FIDX_ENTRY_SIZE || body / CN_FIDX_ENTRY_SIZE != count)
+			return cn_error_set(-CN_E_TRUNCATED,
+					    "fixed index has %llu bytes of digests, size %llu needs %llu",
+					    (unsigned long long)body, (unsigned long long)size,
+					    (unsigned long long)count * CN_FIDX_ENTRY_SIZE);
+	}
+	if (count > SIZE_MAX / 40)
+		return cn_error_set(-CN_E_FORMAT, "index of %llu entries", (unsigned long long)count);
+	if (kind_out)
+		*kind_out = kind;
+	if (count_out)
+		*count_out = (size_t)count;
+	return 0;
+}
+
 int cn_index_parse(const uint8_t *data, size_t len, struct cn_index **out)
 {
 	struct cn_index *idx;
 	enum cn_index_kind kind;
 	size_t count, body;
 	uint8_t csum[32];
-	int r;
-
-	if (len < 8)
-		return cn_error_set(-CN_E_TRUNCATED, "index file too small (%zu bytes)", len);
-	if (memcmp(data, didx_magic, 8) == 0)
-		kind = CN_INDEX_DYNAMIC;
-	else if (memcmp(data, fidx_magic, 8) == 0)
-		kind = CN_INDEX_FIXED;
-	else
-		return cn_error_set(-CN_E_MAGIC, "not an index file (unknown magic number)");
-	if (len < CN_INDEX_HEADER_SIZE)
-		return cn_error_set(-CN_E_TRUNCATED, "index file too small (%zu bytes)", len);
+	int r = cn_index_check_size(data, len, len, &kind, &count);
+	if (r < 0)
+		return r;
 	body = len - CN_INDEX_HEADER_SIZE;
 
 	idx = calloc(1, sizeof(*idx));
@@ -122,33 +158,9 @@ int cn_index_parse(const uint8_t *data, size_t len, struct cn_index **out)
 	idx->ctime = (int64_t)cn_le64(data + OFF_CTIME);
 	memcpy(idx->csum, data + OFF_CSUM, 32);
 	const uint8_t *e = data + CN_INDEX_HEADER_SIZE;
-
-	if (kind == CN_INDEX_DYNAMIC) {
-		if (body % CN_DIDX_ENTRY_SIZE) {
-			r = cn_error_set(-CN_E_TRUNCATED,
-					 "dynamic index entry area of %zu bytes is not a multiple of 40",
-					 body);
-			goto fail;
-		}
-		count = body / CN_DIDX_ENTRY_SIZE;
-	} else {
+	if (kind == CN_INDEX_FIXED) {
 		idx->size = cn_le64(data + OFF_SIZE);
 		idx->chunk_size = cn_le64(data + OFF_CHUNK_SIZE);
-		if (!is_pow2(idx->chunk_size)) {
-			r = cn_error_set(-CN_E_FORMAT,
-					 "fixed index chunk size %llu is not a power of two",
-					 (unsigned long long)idx->chunk_size);
-			goto fail;
-		}
-		uint64_t want = idx->size / idx->chunk_size + (idx->size % idx->chunk_size != 0);
-		if (body % CN_FIDX_ENTRY_SIZE || body / CN_FIDX_ENTRY_SIZE != want) {
-			r = cn_error_set(-CN_E_TRUNCATED,
-					 "fixed index has %zu bytes of digests, size %llu needs %llu",
-					 body, (unsigned long long)idx->size,
-					 (unsigned long long)want * CN_FIDX_ENTRY_SIZE);
-			goto fail;
-		}
-		count = (size_t)want;
 	}
 	idx->count = count;
 	idx->digests = malloc(count ? count * 32 : 1);

@@ -26,6 +26,9 @@
 #define CN_INDEX_HEADER_SIZE 4096
 #define CN_DIDX_ENTRY_SIZE 40
 #define CN_FIDX_ENTRY_SIZE 32
+/* Largest index file read (26 million dynamic entries: a 100 TiB stream
+ * at the 4 MiB average chunk size). */
+#define CN_INDEX_MAX_FILE_SIZE ((uint64_t)1 << 30)
 
 struct cn_index; /* opaque parsed index */
 
@@ -38,6 +41,15 @@ struct cn_index; /* opaque parsed index */
  * the entries (-CN_E_CHECKSUM; upstream writers always store it).
  * On success *out is the caller's, freed with cn_index_free(). */
 int cn_index_parse(const uint8_t *data, size_t len, struct cn_index **out);
+
+/* Checks an index file's size against its header before the rest is
+ * read: hdr holds the file's first hdr_len bytes (all of the 4096-byte
+ * header unless the file is shorter), file_size its size. The same
+ * checks and codes as cn_index_parse for magic and entry area; on
+ * success *kind and *count (each may be NULL) tell what the file holds.
+ * Lets a reader refuse a huge or inconsistent file without reading it. */
+int cn_index_check_size(const uint8_t *hdr, size_t hdr_len, uint64_t file_size,
+			enum cn_index_kind *kind, size_t *count);
 
 /* Frees an index. NULL is ok. */
 void cn_index_free(struct cn_index *idx);

@@ -178,6 +178,21 @@ static inline void tb_hardlink(struct tb *t, const char *name, uint64_t target_f
 	tb_child_done(t);
 }
 
+/* v2 split archive: a regular file whose metadata goes to m with a
+ * PAYLOAD_REF to the PAYLOAD appended to the payload stream p. */
+static inline void tb_split_file(struct tb *m, struct tb *p, const char *name, const void *data,
+				 size_t len)
+{
+	uint8_t v[16];
+	tb_name(m, name);
+	tb_entry(m, CN_PXAR_IFREG | 0644, 0, 0, 1700000000, 0);
+	cn_put_le64(v, tb_pos(p));
+	cn_put_le64(v + 8, len);
+	tb_item(p, CN_PXAR_PAYLOAD, data, len);
+	tb_item(m, CN_PXAR_PAYLOAD_REF, v, 16);
+	tb_child_done(m);
+}
+
 static inline void tb_root_begin(struct tb *t, uint64_t mode)
 {
 	tb_dir_begin(t);
