@@ -4,7 +4,6 @@ import atexit
 import hashlib
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -131,11 +130,14 @@ def compare_trees(a, b):
 
 
 def chunk_files(store):
+    """Every chunk file of a local store. One scandir per prefix directory,
+    not os.walk, which also lstats each of the 65536."""
     out = []
-    for dirpath, _, filenames in os.walk(os.path.join(store, '.chunks')):
-        for n in filenames:
-            if len(n) == 64:
-                out.append(os.path.join(dirpath, n))
+    with os.scandir(os.path.join(store, '.chunks')) as prefixes:
+        for d in prefixes:
+            if d.is_dir(follow_symlinks=False):
+                with os.scandir(d.path) as names:
+                    out.extend(c.path for c in names if len(c.name) == 64)
     return sorted(out)
 
 
@@ -148,6 +150,12 @@ def manifest(store, snap):
         return json.loads(pbsformat.blob_decode_plain(f.read()))
 
 
+def sanitized():
+    """Whether cairn is an ASan/UBSan build (set by tests/meson.build):
+    inputs whose size is not what a test checks may then be smaller."""
+    return os.environ.get('CAIRN_TEST_SANITIZED') == '1'
+
+
 def tmpdir():
     return tempfile.mkdtemp(prefix='cairn_it_')
 
@@ -156,8 +164,9 @@ _stores = None
 
 
 def _remove_stores():
+    # rm -rf: half the time of shutil.rmtree for 65536 directories
     if _stores and not os.environ.get('CAIRN_TEST_KEEP'):
-        shutil.rmtree(_stores, ignore_errors=True)
+        subprocess.run(['rm', '-rf', '--', _stores])
 
 
 def store_path(name):

@@ -189,12 +189,13 @@ for c in t.chunk_files(store3):
         assert needle not in f.read()
 print('encrypted backup and restore ok')
 
-# 9. the photo-vault corpus (if the generator was given)
+# 9. the photo-vault corpus (if the generator was given); 40 MB, 8 MB
+# under ASan: its variety of files is what counts here, not its size
 if gen_corpus:
     corpus = os.path.join(work, 'corpus')
     import subprocess
-    subprocess.run(['/usr/bin/python3', gen_corpus, corpus, '--size-mb', '40'], check=True,
-                   capture_output=True)
+    subprocess.run(['/usr/bin/python3', gen_corpus, corpus, '--size-mb',
+                    '8' if t.sanitized() else '40'], check=True, capture_output=True)
     out = t.run_json('backup', 'media.pxar:' + corpus, '--store', store, '--backup-id', 'media')
     d = os.path.join(work, 'corpus_restore')
     t.run('restore', out['snapshot'], 'media.pxar', d, '--store', store, check=0)
