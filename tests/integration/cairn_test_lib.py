@@ -1,8 +1,10 @@
 """Helpers for the end-to-end tests of the cairn command: running it,
 making source trees, comparing trees with their metadata."""
+import atexit
 import hashlib
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -128,11 +130,14 @@ def compare_trees(a, b):
 
 
 def chunk_files(store):
+    """Every chunk file of a local store. One scandir per prefix directory,
+    not os.walk, which also lstats each of the 65536."""
     out = []
-    for dirpath, _, filenames in os.walk(os.path.join(store, '.chunks')):
-        for n in filenames:
-            if len(n) == 64:
-                out.append(os.path.join(dirpath, n))
+    with os.scandir(os.path.join(store, '.chunks')) as prefixes:
+        for d in prefixes:
+            if d.is_dir(follow_symlinks=False):
+                with os.scandir(d.path) as names:
+                    out.extend(c.path for c in names if len(c.name) == 64)
     return sorted(out)
 
 
@@ -145,8 +150,45 @@ def manifest(store, snap):
         return json.loads(pbsformat.blob_decode_plain(f.read()))
 
 
+def sanitized():
+    """Whether cairn is an ASan/UBSan build (set by tests/meson.build):
+    inputs whose size is not what a test checks may then be smaller."""
+    return os.environ.get('CAIRN_TEST_SANITIZED') == '1'
+
+
 def tmpdir():
     return tempfile.mkdtemp(prefix='cairn_it_')
+
+
+_stores = None
+
+
+def _remove_stores():
+    # rm -rf: half the time of shutil.rmtree for 65536 directories
+    if _stores and not os.environ.get('CAIRN_TEST_KEEP'):
+        subprocess.run(['rm', '-rf', '--', _stores])
+
+
+def store_path(name):
+    """Path (not yet made) for a local datastore called name. A datastore
+    has 65536 prefix directories: making, walking and removing them on a
+    busy ext4 disk took minutes per store (rmtree alone 200 s), on a tmpfs
+    a second. So the stores of a test process live in one directory on
+    /dev/shm when that is a writable directory (else in the temporary
+    directory), removed when the process exits, also on SIGTERM (a meson
+    timeout); CAIRN_TEST_KEEP=1 keeps them. Source trees and restores stay
+    in tmpdir(): the user xattrs they compare need a disk file system on
+    kernels before 6.6. The directory is 0755 for runs as another user."""
+    global _stores
+    if _stores is None:
+        shm = '/dev/shm'
+        base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+        _stores = tempfile.mkdtemp(prefix='cairn_it_stores_', dir=base)
+        os.chmod(_stores, 0o755)
+        atexit.register(_remove_stores)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    return os.path.join(_stores, name)
 
 
 def start_emulator(emulator, ds):

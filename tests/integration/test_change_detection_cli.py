@@ -42,7 +42,7 @@ ds = os.path.join(work, 'pbs-ds')
 proc, repo, env = t.start_emulator(emulator, ds)
 try:
     env['XDG_CACHE_HOME'] = os.path.join(work, 'cache')
-    local = os.path.join(work, 'local')
+    local = t.store_path('local')
     both = ['--store', local, '--repository', repo]
     n = [0]
 

@@ -21,7 +21,7 @@ t.setup(sys.argv)
 work = t.tmpdir()
 os.chmod(work, 0o755)
 src = os.path.join(work, 'src')
-store = os.path.join(work, 'store')
+store = t.store_path('store')
 t.make_tree(src)
 
 # missing source
@@ -50,7 +50,7 @@ if os.geteuid() == 0 and user and shutil.which('setpriv'):
         with open(os.path.join(usrc, n), 'w') as f:
             f.write(n * 100)
     os.chmod(os.path.join(usrc, 'secret'), 0)
-    ustore = os.path.join(work, 'ustore')
+    ustore = t.store_path('ustore')
     os.makedirs(ustore)
     for d in (usrc, ustore):
         os.chown(d, user.pw_uid, user.pw_gid)
@@ -153,7 +153,7 @@ os.makedirs(big)
 for i in range(24):
     with open(os.path.join(big, 'f%02d' % i), 'wb') as f:
         f.write(os.urandom(8 << 20))
-kstore = os.path.join(work, 'kstore')
+kstore = t.store_path('kstore')
 t.run('backup', 'small.pxar:' + src, '--store', kstore, '--backup-id', 'k', check=0)
 before = t.run_json('snapshot', 'list', '--store', kstore)
 group = os.path.join(kstore, 'host', 'k')

@@ -23,7 +23,7 @@ ds = os.path.join(work, 'pbs-ds')
 proc, repo, env = t.start_emulator(emulator, ds)
 try:
     port = repo.split(':')[1]
-    local = os.path.join(work, 'local')
+    local = t.store_path('local')
 
     def cairn(*args, check=0):
         return t.run(*args, env=env, check=check)
