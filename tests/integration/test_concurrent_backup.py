@@ -13,7 +13,7 @@ import cairn_test_lib as t
 t.setup(sys.argv)
 work = t.tmpdir()
 src = os.path.join(work, 'src')
-store = os.path.join(work, 'store')
+store = t.store_path('store')
 os.makedirs(src)
 with open(os.path.join(src, 'photo.jpg'), 'wb') as f:
     f.write(os.urandom(64 << 10))

@@ -59,7 +59,7 @@ clean(p.stderr, 'extract stderr')
 assert b'evil\\x1b[2J' in p.stderr, p.stderr
 
 # snapshot files: the catalog's names
-store = os.path.join(work, 'store')
+store = t.store_path('store')
 out = t.run_json('backup', 'data.pxar:' + src.decode('utf-8', 'surrogateescape'),
                  '--store', store, '--backup-id', 'esc')
 out = cairn('snapshot', 'files', out['snapshot'], 'data.pxar', '--store', store).stdout
