@@ -43,6 +43,10 @@
  *
  * Formats: v1 (unified) and v2 split archives (FORMAT_VERSION 2, PRELUDE,
  * PAYLOAD_REF into a separate payload input; spec pxar.md §8).
+ *
+ * Implemented in cn_pxar_input.c (inputs), cn_pxar_item.c (items of one
+ * entry), cn_pxar_decoder.c (sequential decoder, goodbye checks, content)
+ * and cn_pxar_accessor.c (random access).
  */
 #ifndef CN_PXAR_DECODER_H
 #define CN_PXAR_DECODER_H
