@@ -9,11 +9,16 @@
  * open() on a FIFO), return 0, count the changed entry as skipped, leave it
  * out, and store the entries around it intact. An entry replaced by one of
  * the same type (rename over it) is stored as it was opened: size and
- * content of the new file, not the listed size. */
+ * content of the new file, not the listed size.
+ *
+ * A file under a write lease (Samba, NFS delegations) refuses the walker's
+ * O_NONBLOCK open: it must still be read, once the holder lets go. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +101,16 @@ static void rm_tree(const char *dir)
 	ck_assert_int_eq(system(cmd), 0);
 }
 
+/* Makes src a new temporary directory holding file name (path in p). */
+static void put_in_new_src(const char *name, const char *content, char *p, size_t len)
+{
+	const char *base = getenv("TMPDIR");
+	snprintf(src, sizeof(src), "%s/cn_wrace_XXXXXX", base ? base : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(src));
+	snprintf(p, len, "%s/%s", src, name);
+	put(p, content);
+}
+
 /* payload_ctx of the walker: the payload stream, and the swap to do once */
 struct hook {
 	struct cn_buf payload;
@@ -151,13 +166,8 @@ static int has_line_prefix(const char *text, const char *prefix)
 START_TEST(test_entry_changes_between_listing_and_open)
 {
 	const struct race_case *c = &cases[_i];
-	const char *base = getenv("TMPDIR");
-	snprintf(src, sizeof(src), "%s/cn_wrace_XXXXXX", base ? base : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(src));
-
 	char p[PATH_MAX + 64];
-	snprintf(p, sizeof(p), "%s/a", src);
-	put(p, "first");
+	put_in_new_src("a", "first", p, sizeof(p));
 	snprintf(p, sizeof(p), "%s/z", src);
 	put(p, "last file");
 	struct hook h = { .c = c };
@@ -219,6 +229,56 @@ START_TEST(test_entry_changes_between_listing_and_open)
 }
 END_TEST
 
+/* The lease holder: lets go once a break is under way (bounded wait). */
+struct lease_holder {
+	int fd;
+	int broke;
+};
+
+static void *hold_lease(void *arg)
+{
+	struct lease_holder *h = arg;
+	for (int i = 0; i < 60000 && !h->broke; i++) {
+		if (fcntl(h->fd, F_GETLEASE) != F_WRLCK)
+			h->broke = 1;
+		else
+			usleep(1000);
+	}
+	fcntl(h->fd, F_SETLEASE, F_UNLCK);
+	return NULL;
+}
+
+START_TEST(test_leased_file_is_read_after_the_break)
+{
+	char p[PATH_MAX + 64];
+	put_in_new_src("leased", "leased content", p, sizeof(p));
+	/* the break notifies the holder (this process) with SIGIO */
+	signal(SIGIO, SIG_IGN);
+	struct lease_holder h = { .fd = open(p, O_RDONLY) };
+	ck_assert_int_ge(h.fd, 0);
+	if (fcntl(h.fd, F_SETLEASE, F_WRLCK) < 0) {
+		fprintf(stderr, "no write lease on %s (%s): lease case not run\n", src, strerror(errno));
+		close(h.fd);
+		rm_tree(src);
+		return;
+	}
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, hold_lease, &h), 0);
+	struct cn_pxar_create_stats st;
+	struct cn_buf out = { 0 };
+	int rc = cn_pxar_create(src, NULL, sink, &out, NULL, &st);
+	pthread_join(th, NULL);
+	close(h.fd);
+	ck_assert_msg(rc == 0, "cn_pxar_create %d: %s", rc, cn_error_message());
+	ck_assert_int_eq(h.broke, 1);
+	ck_assert_uint_eq(st.skipped, 0);
+	ck_assert_uint_eq(st.files, 1);
+	ck_assert_ptr_nonnull(memmem(out.data, out.len, "leased content", 14));
+	cn_buf_free(&out);
+	rm_tree(src);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("walker_race");
@@ -227,6 +287,7 @@ int main(void)
 	 * gets near it */
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_entry_changes_between_listing_and_open, 0, (int)CN_ARRAY_SIZE(cases));
+	tcase_add_test(tc, test_leased_file_is_read_after_the_break);
 	suite_add_tcase(s, tc);
 	return cn_test_run_suite(s);
 }
