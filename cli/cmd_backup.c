@@ -48,8 +48,8 @@ static void help(FILE *f)
 		"\nProgress goes to stderr when it is a terminal. The summary (files, bytes\n"
 		"read, new chunks, new bytes stored, dedup ratio, duration) goes to stdout.\n"
 		"Exit codes: 0 ok, 1 failure (nothing published), 3 published but files were\n"
-		"skipped (unreadable/vanished) or a target failed or could not be reached (the\n"
-		"others got the snapshot), 5 no space, 6 locked.\n");
+		"skipped (unreadable, vanished or changed type while read) or a target failed\n"
+		"or could not be reached (the others got the snapshot), 5 no space, 6 locked.\n");
 }
 
 enum { OPT_BACKUP_ID = OPT_FIRST_COMMAND_OPTION, OPT_BACKUP_TYPE, OPT_EXCLUDE, OPT_ALLFS,

@@ -95,16 +95,16 @@ struct archive {
 static int archive_open(struct archive *a, const char *path, const char *payload)
 {
 	a->fd = a->pfd = -1;
-	a->fd = open(path, O_RDONLY | O_CLOEXEC);
+	a->fd = cn_open_regular(path, 0, NULL);
 	if (a->fd < 0)
-		return cn_error_sys(-errno, "cannot open '%s'", path);
+		return cn_error_prefix(a->fd, "cannot open archive");
 	int rc = cn_pxar_input_fd(&a->in, a->fd);
 	if (rc < 0)
 		return cn_error_prefix(rc, "'%s'", path);
 	if (payload) {
-		a->pfd = open(payload, O_RDONLY | O_CLOEXEC);
+		a->pfd = cn_open_regular(payload, 0, NULL);
 		if (a->pfd < 0)
-			return cn_error_sys(-errno, "cannot open '%s'", payload);
+			return cn_error_prefix(a->pfd, "cannot open payload");
 		rc = cn_pxar_input_fd(&a->payload, a->pfd);
 		if (rc < 0)
 			return cn_error_prefix(rc, "'%s'", payload);
@@ -362,7 +362,7 @@ static int cmd_create(int argc, char **argv)
 		fprintf(stderr, "cairn: warning: %llu files changed while being read\n",
 			(unsigned long long)st.changed);
 	if (st.skipped) {
-		fprintf(stderr, "cairn: %llu entries skipped (vanished or unreadable)\n",
+		fprintf(stderr, "cairn: %llu entries skipped (vanished, unreadable or changed type)\n",
 			(unsigned long long)st.skipped);
 		status = CLI_EXIT_PARTIAL;
 	}

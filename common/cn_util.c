@@ -96,17 +96,35 @@ int cn_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len)
+int cn_open_regular(const char *path, int extra_flags, struct stat *st)
 {
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat own;
+	if (!st)
+		st = &own;
+	int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | extra_flags;
+	int fd = open(path, flags);
 	if (fd < 0)
 		return cn_error_sys(-errno, "open %s", path);
-	if (fstat(fd, &st) < 0) {
-		int r = cn_error_sys(-errno, "stat %s", path);
+	int r = 0;
+	if (fstat(fd, st) < 0)
+		r = cn_error_sys(-errno, "stat %s", path);
+	else if (!S_ISREG(st->st_mode))
+		r = cn_error_set(-EINVAL, "%s: not a regular file", path);
+	else if (!(extra_flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+		r = cn_error_sys(-errno, "fcntl %s", path);
+	if (r < 0) {
 		close(fd);
 		return r;
 	}
+	return fd;
+}
+
+int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len)
+{
+	struct stat st;
+	int fd = cn_open_regular(path, 0, &st);
+	if (fd < 0)
+		return fd;
 	if ((uint64_t)st.st_size > max_size) {
 		close(fd);
 		return cn_error_set(-EFBIG, "%s: file too large (%lld bytes, limit %zu)",

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct stat;
+
 #define CN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Writes 2*len lowercase hex digits plus a NUL into out (2*len+1 bytes). */
@@ -28,7 +30,16 @@ int cn_write_full(int fd, const void *buf, size_t len);
  * and short writes). Returns 0 or -errno. Sets no message. */
 int cn_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
-/* Reads a whole file (at most max_size bytes) into a malloc'd buffer that
+/* Opens path read-only (O_CLOEXEC | O_NOCTTY | extra_flags, e.g.
+ * O_NOFOLLOW) as a regular file to read: the open never blocks (it uses
+ * O_NONBLOCK, taken off once the file is known to be regular), and a FIFO,
+ * device, socket or directory is refused with -EINVAL ("not a regular
+ * file"). st (may be NULL) receives the fstat of the open file. Returns
+ * the fd, which the caller closes, or a negative code with a message. */
+int cn_open_regular(const char *path, int extra_flags, struct stat *st);
+
+/* Reads a whole regular file (at most max_size bytes; anything else is
+ * refused without blocking, see cn_open_regular) into a malloc'd buffer that
  * the caller frees. Returns 0 and sets *out and *out_len, or a negative code
  * with a message (-EFBIG when the file is larger than max_size). */
 int cn_read_file(const char *path, size_t max_size, uint8_t **out, size_t *out_len);

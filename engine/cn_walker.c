@@ -272,16 +272,84 @@ static int hl_insert(struct walker *w, uint64_t dev, uint64_t ino, const char *p
 
 /* ---- opening ---- */
 
+/* An entry that is no longer what was listed (or what open_entry needs)
+ * is left out with a warning, counted like an unreadable one. */
+static void warn_changed(struct walker *w, const char *name, int existed)
+{
+	if (existed)
+		cn_log_warning("file changed type while reading, skipped: \"%s\"", cur_path(w));
+	else
+		cn_log_warning("ignoring %s in \"%s\": not a regular file", name, cur_path(w));
+	w->stats->skipped++;
+}
+
+/* The lease-break fallback of open_entry: a file under a write lease
+ * (Samba, NFS delegations) refuses an O_NONBLOCK open with EWOULDBLOCK.
+ * The entry is pinned with O_PATH and checked to be a regular file, then
+ * reopened through its /proc magic link, which names that inode and no
+ * other, without O_NONBLOCK, so the open waits for the lease break as a
+ * plain open would. Returns an fd, -ENOTSUP when it is no longer a
+ * regular file, or -errno. */
+static int reopen_regular(int parent, const char *name, int flags)
+{
+	int pfd = openat(parent, name, O_PATH | O_CLOEXEC | (flags & O_NOFOLLOW));
+	if (pfd < 0)
+		return -errno;
+	struct stat st;
+	char proc_path[64];
+	int r = -ENOTSUP;
+	if (fstat(pfd, &st) < 0) {
+		r = -errno;
+	} else if (S_ISREG(st.st_mode)) {
+		snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", pfd);
+		r = open(proc_path, flags & ~(O_NONBLOCK | O_NOFOLLOW));
+		if (r < 0)
+			r = -errno;
+	}
+	close(pfd);
+	return r;
+}
+
 /* openat() as upstream's open_file: O_NOATIME when permitted; ENOENT
- * (vanished) and EACCES are warned about and give *fd = -1. */
-static int open_entry(struct walker *w, int parent, const char *name, int flags, int existed,
-		      int *fd)
+ * (vanished) and EACCES are warned about and give *fd = -1. The open does
+ * not follow a symlink where flags say O_NOFOLLOW and never blocks (on a
+ * FIFO put where a file was listed, say): O_NONBLOCK unless O_PATH, taken
+ * off again for a regular file. What was opened must be of type (S_IFMT
+ * bits): fstat tells, and *st gets that fstat, the metadata of the object
+ * that will be read. An entry of another type (or one that can no longer
+ * be opened because of its new type) gives a warning, a skipped entry and
+ * *fd = -1. existed: the entry was listed (0 for .pxarexclude, which may
+ * be absent). Returns 0 or a negative code with a message. */
+static int open_entry(struct walker *w, int parent, const char *name, int flags, mode_t type,
+		      int existed, int *fd, struct stat *st)
 {
 	int noatime = O_NOATIME;
-	flags |= O_CLOEXEC | O_NOCTTY;
+	flags |= O_CLOEXEC | O_NOCTTY | (flags & O_PATH ? 0 : O_NONBLOCK);
+	*fd = -1;
 	for (;;) {
 		int r = openat(parent, name, flags | noatime);
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && type == S_IFREG) {
+			r = reopen_regular(parent, name, flags | noatime);
+			if (r < 0)
+				errno = r == -ENOTSUP ? ENXIO : -r;
+		}
 		if (r >= 0) {
+			if (fstat(r, st) < 0) {
+				int err = errno;
+				close(r);
+				return cn_error_sys(-err, "stat \"%s\"", cur_path(w));
+			}
+			if ((st->st_mode & S_IFMT) != type) {
+				close(r);
+				warn_changed(w, name, existed);
+				return 0;
+			}
+			if ((flags & O_NONBLOCK) && type == S_IFREG &&
+			    fcntl(r, F_SETFL, (flags | noatime) & ~O_NONBLOCK) < 0) {
+				int err = errno;
+				close(r);
+				return cn_error_sys(-err, "fcntl \"%s\"", cur_path(w));
+			}
 			*fd = r;
 			return 0;
 		}
@@ -289,7 +357,6 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 			noatime = 0;
 			continue;
 		}
-		*fd = -1;
 		if (errno == ENOENT) {
 			if (existed) {
 				cn_log_warning("file vanished while reading: \"%s\"", cur_path(w));
@@ -301,6 +368,12 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 			cn_log_warning("failed to open file: \"%s\": access denied", name);
 			if (existed)
 				w->stats->skipped++;
+			return 0;
+		}
+		/* now a symlink (O_NOFOLLOW, or a loop), a socket, or no
+		 * longer a directory */
+		if (errno == ELOOP || errno == ENXIO || errno == ENOTDIR || errno == EISDIR) {
+			warn_changed(w, name, existed);
 			return 0;
 		}
 		return cn_error_sys(-errno, "open \"%s\"", cur_path(w));
@@ -718,7 +791,8 @@ static int pxarexclude_line(struct walker *w, char *line, size_t len)
 static int read_pxar_excludes(struct walker *w, int dirfd)
 {
 	int fd;
-	int rc = open_entry(w, dirfd, ".pxarexclude", O_RDONLY, 0, &fd);
+	struct stat st;
+	int rc = open_entry(w, dirfd, ".pxarexclude", O_RDONLY, S_IFREG, 0, &fd, &st);
 	if (rc < 0 || fd < 0)
 		return rc;
 	FILE *f = fdopen(fd, "r");
@@ -1475,13 +1549,17 @@ out:
 	return rc;
 }
 
-static int add_entry(struct walker *w, int parent, const struct list_entry *ent)
+static int add_entry(struct walker *w, int parent, const struct list_entry *listed)
 {
-	uint32_t t = ent->st.st_mode & S_IFMT;
+	uint32_t t = listed->st.st_mode & S_IFMT;
 	int fd, rc;
 	int oflags = O_RDONLY | O_NOFOLLOW | ((t == S_IFREG || t == S_IFDIR) ? 0 : O_PATH);
+	/* archived as opened: the metadata of the object whose content is
+	 * read (a file replaced by rename since the listing is the new one) */
+	struct list_entry cur = *listed;
+	const struct list_entry *ent = &cur;
 
-	if ((rc = open_entry(w, parent, ent->name, oflags, 1, &fd)) < 0 || fd < 0)
+	if ((rc = open_entry(w, parent, ent->name, oflags, t, 1, &fd, &cur.st)) < 0 || fd < 0)
 		return rc;
 
 	struct cn_pxar_metadata m;

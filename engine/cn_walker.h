@@ -34,8 +34,15 @@
  * stat'ed (EACCES) is skipped with a warning and counted; a file whose
  * size or mtime changes while it is read is still stored as upstream does
  * (truncated to / zero-padded to the size seen when listing) and counted
- * in stats->changed. The source tree is never written: files are opened
- * read-only with O_NOATIME when the kernel permits it.
+ * in stats->changed. An entry is archived as it was opened: the fstat of
+ * the open file gives its metadata, so a file replaced by rename since the
+ * listing is stored whole as the new file; one whose type changed (a file
+ * now a directory, symlink or FIFO, and so on), and a .pxarexclude that is
+ * not a regular file, is ignored with a warning and counted. No open
+ * blocks (O_NONBLOCK: a FIFO put in place of a file) or follows a symlink
+ * (O_NOFOLLOW; .pxarexclude excepted, as upstream). The source tree is
+ * never written: files are opened read-only with O_NOATIME when the kernel
+ * permits it.
  */
 #ifndef CN_WALKER_H
 #define CN_WALKER_H
@@ -149,7 +156,8 @@ struct cn_pxar_create_stats {
 	uint64_t archive_size;   /* bytes of pxar output (split: metadata stream) */
 	uint64_t payload_size;   /* split archives: bytes of the payload stream */
 	uint64_t excluded;       /* entries left out by patterns */
-	uint64_t skipped;        /* vanished or unreadable entries (warned) */
+	uint64_t skipped;        /* vanished, unreadable or changed-type entries
+				  * and unreadable .pxarexclude files (warned) */
 	uint64_t changed;        /* files whose size/mtime changed while read */
 	uint64_t mountpoints;    /* directories not descended into */
 	/* metadata change detection (upstream's change detection summary) */
