@@ -1,6 +1,8 @@
 /* cn_datastore_internal — what the datastore's modules (cn_datastore.c,
- * cn_gc.c, cn_prune.c) share and nobody else uses: the handle, prefix
- * locks, the writer registry and a walk over every snapshot. */
+ * cn_ds_chunks.c, cn_ds_snapshot.c, cn_ds_list.c, cn_gc.c, cn_prune.c,
+ * cn_verify.c) share and nobody else uses: the handle, prefix locks, the
+ * writer registry, a walk over every snapshot, and the helpers the files
+ * of the handle itself share. */
 #ifndef CN_DATASTORE_INTERNAL_H
 #define CN_DATASTORE_INTERNAL_H
 
@@ -55,7 +57,7 @@ int cn_ds_rescan_prefix(struct cn_datastore *ds, uint16_t prefix);
 int64_t cn_ds_oldest_writer(struct cn_datastore *ds);
 
 /* Takes a shared lock on <root>/.lock that a Proxmox Backup Server on the
- * same datastore respects (see cn_datastore.c), for a snapshot writer or
+ * same datastore respects (see cn_ds_list.c), for a snapshot writer or
  * a GC: PBS then refuses to start a GC of its own. *fd_out is the
  * caller's to close (which releases it). -CN_E_LOCKED with a message
  * while PBS's GC holds the lock exclusively. */
@@ -89,5 +91,40 @@ int cn_ds_cleanup_group(struct cn_datastore *ds, const struct cn_snapshot_id *gr
 /* Full path of a snapshot directory (or of a file in it when name != NULL). */
 int cn_ds_snapshot_dir(const struct cn_datastore *ds, const struct cn_snapshot_id *id,
 		       const char *name, char *out, size_t out_size);
+
+/* ---- shared by the files of the handle (cn_datastore.c, cn_ds_*.c) ---- */
+
+/* Writes all len bytes at p to fd, through opts.write_fn when one is set;
+ * retries on EINTR. 0, or -errno (-EIO for a write of nothing) without a
+ * message. (cn_datastore.c) */
+int cn_ds_write_all(struct cn_datastore *ds, int fd, const uint8_t *p, size_t len);
+
+/* Checks a snapshot file name: plain, no path, PBS's BACKUP_FILE_REGEX
+ * suffixes. 0 or -CN_E_PATH with a message. (cn_datastore.c) */
+int cn_ds_check_file_name(const char *name);
+
+/* Removes the directory name below parent_fd, which holds only files
+ * (snapshot and temp dirs); one already gone is no error. 0 or -errno with
+ * a message. (cn_datastore.c) */
+int cn_ds_remove_flat_dir(int parent_fd, const char *name);
+
+/* Full path of a snapshot's group directory into out. 0 or -ENAMETOOLONG
+ * with a message. (cn_datastore.c) */
+int cn_ds_group_dir(const struct cn_datastore *ds, const struct cn_snapshot_id *id, char *out,
+		    size_t out_size);
+
+/* "XXXX/<hex>" of a chunk, relative to .chunks. (cn_datastore.c) */
+void cn_ds_chunk_rel(const uint8_t digest[32], char out[70]);
+
+/* Sets the atime of chunk rel (relative to .chunks) to when (UTIME_NOW
+ * when when < 0), keeping mtime; the caller holds the prefix lock. 0,
+ * -ENOENT (no message) or -errno with a message. (cn_ds_chunks.c) */
+int cn_ds_touch_locked(struct cn_datastore *ds, const char *rel, int64_t when);
+
+/* Opens directory path and flocks it (how: LOCK_EX or LOCK_SH) without
+ * waiting; *fd_out is the caller's to close (which releases it).
+ * -CN_E_LOCKED with a message naming what when another holds it, or
+ * -errno with a message. (cn_ds_list.c) */
+int cn_ds_lock_dir(const char *path, int how, int *fd_out, const char *what);
 
 #endif
