@@ -2,27 +2,28 @@
  * (pbs-client/src/pxar/create.rs, 3.2.4), driving cn_pxar_encoder and
  * cn_catalog_writer. See cn_walker.h for what is reproduced.
  *
+ * This file answers "what is in the tree and how is each entry encoded":
+ * paths, opening entries (type checks), patterns and .pxarexclude,
+ * directory listings, encoding entries, and the entry point. Metadata
+ * reading is in cn_walker_meta.c, the hardlink table in
+ * cn_walker_hardlink.c, the look-ahead cache of metadata change detection
+ * in cn_walker_lookahead.c; cn_walker_impl.h holds what they share.
+ *
  * Memory: the sorted listing (name + struct stat) of each directory on
  * the current path, the goodbye items of the open directories, the
  * hardlink table (dev, ino, path, offset of multiply-linked files), the
  * patterns in force and one copy buffer. */
-#include "engine/cn_walker.h"
+#include "engine/cn_walker_impl.h"
 #include "store/cn_manifest.h"
 
-#include <acl/libacl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <linux/msdos_fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/acl.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -31,7 +32,6 @@
 #include "common/cn_util.h"
 #include "pxar/cn_pattern.h"
 #include "pxar/cn_pxar_encoder.h"
-#include "store/cn_index.h"
 
 /* File data is read in pieces that stay in the CPU's L2 cache for the
  * chunker and the copy into the chunk that follow. Measured (2 GiB bench
@@ -41,150 +41,9 @@
  * 2.46-2.72 s; 64 KiB 2.63-2.73 s. */
 #define COPY_BUF_SIZE (256u << 10)
 
-/* statfs f_type values (linux/magic.h; proxmox_sys::linux::magic). */
-#define MAGIC_MSDOS 0x4d44
-#define MAGIC_EXT4 0xEF53
-#define MAGIC_XFS 0x58465342
-#define MAGIC_ZFS 0x2fc12fc1
-#define MAGIC_BTRFS 0x9123683E
-#define MAGIC_TMPFS 0x01021994
-#define MAGIC_FUSE 0x65735546
-
-struct hl_slot {
-	uint64_t dev, ino;   /* ino == 0 && dev == 0: empty */
-	char *path;
-	uint64_t offset;
-	int used;
-};
-
-/* Look-ahead cache (upstream PxarLookaheadCache): entries whose encoding
- * waits for the decision to reuse the previous payload of [start, end). */
-enum { CE_ENTRY, CE_DIR, CE_DIR_END };
-
-struct cache_ent {
-	int kind;               /* CE_ENTRY: any non-directory; CE_DIR: its begin */
-	int fd;                 /* CE_ENTRY: open file (-1 otherwise) */
-	char *path;             /* relative path (owned) */
-	size_t path_len, name_off;
-	struct stat st;
-	struct cn_pxar_metadata m;
-	int reusable;           /* regular file found unchanged */
-	uint64_t rel;           /* its PAYLOAD header offset - start */
-	struct cn_pxar_reuse_match match; /* what lookup found (reusable) */
-};
-
-struct lookahead {
-	struct cache_ent *e;
-	size_t n, cap, max;
-	int active;             /* a range is being collected (caching enabled) */
-	uint64_t start, end;    /* previous payload stream range */
-	int has_last;           /* a chunk kept back from the last injection */
-	struct cn_pxar_reused_chunk last;
-	uint64_t last_padding;
-};
-
-struct list_entry {
-	char *name;
-	size_t name_len;
-	struct stat st;
-};
-
-struct walker {
-	const struct cn_pxar_create_opts *opts;
-	struct cn_pxar_encoder *enc;
-	struct cn_catalog_writer *cat;
-	struct cn_pxar_create_stats *stats;
-	uint64_t feature_flags;
-	uint64_t fs_flags;
-	int64_t fs_magic;
-	dev_t cur_dev;
-	int use_devset;
-	dev_t root_dev;
-	struct cn_pattern **patterns;
-	size_t n_patterns, cap_patterns;
-	char *path;            /* current entry's path relative to the root */
-	size_t path_len, path_cap;
-	size_t entry_counter, entry_limit;
-	struct hl_slot *hl;
-	size_t hl_cap, hl_used;
-	uint8_t *buf;
-	const struct cn_pxar_reuse *reuse;  /* metadata change detection */
-	struct lookahead la;
-	XXH3_state_t *xxh;     /* metadata mode: content hash of the file read */
-	uint8_t content_hash[16];
-};
-
-/* ---- file system types (flags.rs from_magic, create.rs) ---- */
-
-uint64_t cn_pxar_flags_from_magic(int64_t magic)
-{
-	const uint64_t base = CN_PXAR_WITH_2SEC_TIME | CN_PXAR_WITH_READ_ONLY | CN_PXAR_WITH_PERMISSIONS |
-		CN_PXAR_WITH_SYMLINKS | CN_PXAR_WITH_DEVICE_NODES | CN_PXAR_WITH_FIFOS | CN_PXAR_WITH_SOCKETS;
-	switch (magic) {
-	case MAGIC_MSDOS:
-		return CN_PXAR_WITH_2SEC_TIME | CN_PXAR_WITH_READ_ONLY | CN_PXAR_WITH_FAT_ATTRS;
-	case MAGIC_EXT4:
-	case MAGIC_ZFS:
-		return base | CN_PXAR_FLAG_APPEND | CN_PXAR_FLAG_NOATIME | CN_PXAR_FLAG_NODUMP |
-			CN_PXAR_FLAG_DIRSYNC | CN_PXAR_FLAG_IMMUTABLE | CN_PXAR_FLAG_SYNC | CN_PXAR_WITH_XATTRS |
-			CN_PXAR_WITH_ACL | CN_PXAR_WITH_SELINUX | CN_PXAR_WITH_FCAPS | CN_PXAR_WITH_QUOTA_PROJID;
-	case MAGIC_XFS:
-		return base | CN_PXAR_FLAG_APPEND | CN_PXAR_FLAG_NOATIME | CN_PXAR_FLAG_NODUMP |
-			CN_PXAR_FLAG_IMMUTABLE | CN_PXAR_FLAG_SYNC | CN_PXAR_WITH_XATTRS | CN_PXAR_WITH_ACL |
-			CN_PXAR_WITH_SELINUX | CN_PXAR_WITH_FCAPS | CN_PXAR_WITH_QUOTA_PROJID;
-	case MAGIC_BTRFS:
-		return base | CN_PXAR_FLAG_APPEND | CN_PXAR_FLAG_NOATIME | CN_PXAR_FLAG_COMPR |
-			CN_PXAR_FLAG_NOCOW | CN_PXAR_FLAG_NODUMP | CN_PXAR_FLAG_DIRSYNC | CN_PXAR_FLAG_IMMUTABLE |
-			CN_PXAR_FLAG_SYNC | CN_PXAR_FLAG_NOCOMP | CN_PXAR_WITH_XATTRS | CN_PXAR_WITH_ACL |
-			CN_PXAR_WITH_SELINUX | CN_PXAR_WITH_SUBVOLUME | CN_PXAR_WITH_SUBVOLUME_RO |
-			CN_PXAR_WITH_FCAPS;
-	case MAGIC_TMPFS:
-		return base | CN_PXAR_WITH_ACL | CN_PXAR_WITH_SELINUX;
-	case MAGIC_FUSE:
-		return CN_PXAR_WITH_2SEC_TIME | CN_PXAR_WITH_READ_ONLY | CN_PXAR_WITH_PERMISSIONS |
-			CN_PXAR_WITH_OWNER | CN_PXAR_WITH_SYMLINKS | CN_PXAR_WITH_DEVICE_NODES |
-			CN_PXAR_WITH_FIFOS | CN_PXAR_WITH_SOCKETS | CN_PXAR_WITH_FAT_ATTRS |
-			CN_PXAR_WITH_CHATTR | CN_PXAR_WITH_XATTRS;
-	default:
-		return base | CN_PXAR_WITH_XATTRS | CN_PXAR_WITH_ACL | CN_PXAR_WITH_FCAPS;
-	}
-}
-
-int cn_pxar_is_virtual_fs(int64_t magic)
-{
-	switch ((uint32_t)magic) {
-	case 0x42494e4d: /* binfmt_misc */
-	case 0x63677270: /* cgroup2 */
-	case 0x0027e0eb: /* cgroup */
-	case 0x62656570: /* configfs */
-	case 0x64626720: /* debugfs */
-	case 0x00001cd1: /* devpts */
-	case 0xde5e81e4: /* efivarfs */
-	case 0x65735543: /* fusectl */
-	case 0x958458f6: /* hugetlbfs */
-	case 0x19800202: /* mqueue */
-	case 0x6e667364: /* nfsd */
-	case 0x00009fa0: /* proc */
-	case 0x6165676c: /* pstore */
-	case 0x67596969: /* rpc_pipefs */
-	case 0x73636673: /* securityfs */
-	case 0xf97cff8c: /* selinuxfs */
-	case 0x43415d53: /* smackfs */
-	case 0x62656572: /* sysfs */
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-static int errno_is_unsupported(int err)
-{
-	return err == ENOTTY || err == ENOSYS || err == EBADF || err == EOPNOTSUPP || err == EINVAL;
-}
-
 /* ---- path ---- */
 
-static int path_set(struct walker *w, size_t base_len, const char *name, size_t name_len)
+int cn_wk_path_set(struct walker *w, size_t base_len, const char *name, size_t name_len)
 {
 	size_t need = base_len + 1 + name_len + 1;
 	if (need > w->path_cap) {
@@ -214,60 +73,9 @@ static void path_truncate(struct walker *w, size_t len)
 		w->path[len] = 0;
 }
 
-static const char *cur_path(const struct walker *w)
+const char *cn_wk_cur_path(const struct walker *w)
 {
 	return w->path && w->path_len ? w->path : ".";
-}
-
-/* ---- hardlink table: open addressing on (dev, ino) ---- */
-
-static size_t hl_hash(uint64_t dev, uint64_t ino, size_t cap)
-{
-	uint64_t h = (ino * 0x9E3779B97F4A7C15ULL) ^ (dev * 0xC2B2AE3D27D4EB4FULL);
-	return (size_t)(h ^ (h >> 29)) & (cap - 1);
-}
-
-static struct hl_slot *hl_find(struct walker *w, uint64_t dev, uint64_t ino)
-{
-	if (!w->hl_cap)
-		return NULL;
-	for (size_t i = hl_hash(dev, ino, w->hl_cap);; i = (i + 1) & (w->hl_cap - 1)) {
-		struct hl_slot *s = &w->hl[i];
-		if (!s->used)
-			return NULL;
-		if (s->dev == dev && s->ino == ino)
-			return s;
-	}
-}
-
-static int hl_insert(struct walker *w, uint64_t dev, uint64_t ino, const char *path, uint64_t off)
-{
-	if ((w->hl_used + 1) * 2 > w->hl_cap) {
-		size_t nc = w->hl_cap ? w->hl_cap * 2 : 64;
-		struct hl_slot *n = calloc(nc, sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		for (size_t i = 0; i < w->hl_cap; i++) {
-			if (!w->hl[i].used)
-				continue;
-			size_t j = hl_hash(w->hl[i].dev, w->hl[i].ino, nc);
-			while (n[j].used)
-				j = (j + 1) & (nc - 1);
-			n[j] = w->hl[i];
-		}
-		free(w->hl);
-		w->hl = n;
-		w->hl_cap = nc;
-	}
-	size_t i = hl_hash(dev, ino, w->hl_cap);
-	while (w->hl[i].used)
-		i = (i + 1) & (w->hl_cap - 1);
-	char *p = strdup(path);
-	if (!p)
-		return -ENOMEM;
-	w->hl[i] = (struct hl_slot){ dev, ino, p, off, 1 };
-	w->hl_used++;
-	return 0;
 }
 
 /* ---- opening ---- */
@@ -277,9 +85,9 @@ static int hl_insert(struct walker *w, uint64_t dev, uint64_t ino, const char *p
 static void warn_changed(struct walker *w, const char *name, int existed)
 {
 	if (existed)
-		cn_log_warning("file changed type while reading, skipped: \"%s\"", cur_path(w));
+		cn_log_warning("file changed type while reading, skipped: \"%s\"", cn_wk_cur_path(w));
 	else
-		cn_log_warning("ignoring %s in \"%s\": not a regular file", name, cur_path(w));
+		cn_log_warning("ignoring %s in \"%s\": not a regular file", name, cn_wk_cur_path(w));
 	w->stats->skipped++;
 }
 
@@ -337,7 +145,7 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 			if (fstat(r, st) < 0) {
 				int err = errno;
 				close(r);
-				return cn_error_sys(-err, "stat \"%s\"", cur_path(w));
+				return cn_error_sys(-err, "stat \"%s\"", cn_wk_cur_path(w));
 			}
 			if ((st->st_mode & S_IFMT) != type) {
 				close(r);
@@ -348,7 +156,7 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 			    fcntl(r, F_SETFL, (flags | noatime) & ~O_NONBLOCK) < 0) {
 				int err = errno;
 				close(r);
-				return cn_error_sys(-err, "fcntl \"%s\"", cur_path(w));
+				return cn_error_sys(-err, "fcntl \"%s\"", cn_wk_cur_path(w));
 			}
 			*fd = r;
 			return 0;
@@ -359,7 +167,7 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 		}
 		if (errno == ENOENT) {
 			if (existed) {
-				cn_log_warning("file vanished while reading: \"%s\"", cur_path(w));
+				cn_log_warning("file vanished while reading: \"%s\"", cn_wk_cur_path(w));
 				w->stats->skipped++;
 			}
 			return 0;
@@ -376,337 +184,8 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 			warn_changed(w, name, existed);
 			return 0;
 		}
-		return cn_error_sys(-errno, "open \"%s\"", cur_path(w));
+		return cn_error_sys(-errno, "open \"%s\"", cn_wk_cur_path(w));
 	}
-}
-
-/* ---- metadata (create.rs get_metadata and helpers) ---- */
-
-static int acl_perms(acl_entry_t e, uint64_t *perms)
-{
-	acl_permset_t ps;
-	if (acl_get_permset(e, &ps) < 0)
-		return -errno;
-	uint64_t p = 0;
-	int r;
-	if ((r = acl_get_perm(ps, ACL_READ)) < 0)
-		return -errno;
-	p |= r ? CN_PXAR_ACL_READ : 0;
-	if ((r = acl_get_perm(ps, ACL_WRITE)) < 0)
-		return -errno;
-	p |= r ? CN_PXAR_ACL_WRITE : 0;
-	if ((r = acl_get_perm(ps, ACL_EXECUTE)) < 0)
-		return -errno;
-	p |= r ? CN_PXAR_ACL_EXECUTE : 0;
-	*perms = p;
-	return 0;
-}
-
-/* qsort that accepts an empty (NULL) array */
-static void sort_n(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
-{
-	if (n > 1)
-		qsort(base, n, size, cmp);
-}
-
-static int cmp_acl(const void *a, const void *b)
-{
-	const struct cn_pxar_acl_entry *x = a, *y = b;
-	if (x->id != y->id)
-		return x->id < y->id ? -1 : 1;
-	return x->permissions < y->permissions ? -1 : x->permissions > y->permissions;
-}
-
-/* get_acl_do + process_acl: one ACL type, replacing what m held for it. */
-static int get_acl_do(struct walker *w, struct cn_pxar_metadata *m, const char *proc_path,
-		      acl_type_t type)
-{
-	acl_t acl = acl_get_file(proc_path, type);
-	if (!acl) {
-		if (errno == EOPNOTSUPP) {
-			w->fs_flags &= ~CN_PXAR_WITH_ACL;
-			return 0;
-		}
-		if (errno == EBADF || errno == ENODATA)
-			return 0;
-		return cn_error_sys(-errno, "error while reading ACL of \"%s\"", cur_path(w));
-	}
-	int uw = type == ACL_TYPE_ACCESS ? 0 : 2;  /* cn_pxar_metadata_add_acl lists */
-	size_t *nu = uw ? &m->n_acl_default_users : &m->n_acl_users;
-	size_t *ng = uw ? &m->n_acl_default_groups : &m->n_acl_groups;
-	int have_user_obj = 0, have_group_obj = 0, have_other = 0, have_mask = 0;
-	uint64_t user_obj = 0, group_obj = 0, other = 0, mask = 0;
-	int rc = 0;
-	acl_entry_t e;
-
-	*nu = 0;
-	*ng = 0;
-	for (int r = acl_get_entry(acl, ACL_FIRST_ENTRY, &e); r == 1;
-	     r = acl_get_entry(acl, ACL_NEXT_ENTRY, &e)) {
-		acl_tag_t tag;
-		uint64_t perms = 0;
-		if (acl_get_tag_type(e, &tag) < 0 || (rc = acl_perms(e, &perms)) < 0) {
-			rc = cn_error_sys(rc ? rc : -errno, "reading ACL entry of \"%s\"", cur_path(w));
-			goto out;
-		}
-		switch (tag) {
-		case ACL_USER_OBJ: have_user_obj = 1; user_obj = perms; break;
-		case ACL_GROUP_OBJ: have_group_obj = 1; group_obj = perms; break;
-		case ACL_OTHER: have_other = 1; other = perms; break;
-		case ACL_MASK: have_mask = 1; mask = perms; break;
-		case ACL_USER:
-		case ACL_GROUP: {
-			id_t *q = acl_get_qualifier(e);
-			if (!q) {
-				rc = cn_error_sys(-errno, "reading ACL qualifier of \"%s\"", cur_path(w));
-				goto out;
-			}
-			uint64_t id = *q;
-			acl_free(q);
-			if ((rc = cn_pxar_metadata_add_acl(m, uw + (tag == ACL_GROUP), id, perms)) < 0)
-				goto out;
-			break;
-		}
-		default:
-			rc = cn_error_set(-CN_E_FORMAT, "unexpected ACL tag in \"%s\"", cur_path(w));
-			goto out;
-		}
-	}
-	if (uw == 0) {
-		sort_n(m->acl_users, m->n_acl_users, sizeof(*m->acl_users), cmp_acl);
-		sort_n(m->acl_groups, m->n_acl_groups, sizeof(*m->acl_groups), cmp_acl);
-		/* the group permissions of stat are the mask; keep the group_obj
-		 * permissions only when a mask exists */
-		m->has_acl_group_obj = have_group_obj && have_mask;
-		m->acl_group_obj = group_obj;
-	} else {
-		sort_n(m->acl_default_users, m->n_acl_default_users, sizeof(*m->acl_default_users), cmp_acl);
-		sort_n(m->acl_default_groups, m->n_acl_default_groups, sizeof(*m->acl_default_groups), cmp_acl);
-		m->has_acl_default = have_user_obj || have_group_obj || have_other || have_mask;
-		m->acl_default.user_obj_permissions = have_user_obj ? user_obj : CN_PXAR_ACL_NO_MASK;
-		m->acl_default.group_obj_permissions = have_group_obj ? group_obj : CN_PXAR_ACL_NO_MASK;
-		m->acl_default.other_permissions = have_other ? other : CN_PXAR_ACL_NO_MASK;
-		m->acl_default.mask_permissions = have_mask ? mask : CN_PXAR_ACL_NO_MASK;
-	}
-out:
-	acl_free(acl);
-	return rc;
-}
-
-static int get_acl(struct walker *w, struct cn_pxar_metadata *m, const char *proc_path,
-		   uint64_t flags)
-{
-	if (!(flags & CN_PXAR_WITH_ACL))
-		return 0;
-	uint32_t t = (uint32_t)(m->stat.mode & CN_PXAR_IFMT);
-	if (t == CN_PXAR_IFLNK)
-		return 0;
-	int rc = get_acl_do(w, m, proc_path, ACL_TYPE_ACCESS);
-	if (rc == 0 && t == CN_PXAR_IFDIR)
-		rc = get_acl_do(w, m, proc_path, ACL_TYPE_DEFAULT);
-	return rc;
-}
-
-static int read_xattr(int fd, const char *name, uint8_t **val, size_t *len);
-
-static int get_fcaps(struct walker *w, struct cn_pxar_metadata *m, int fd, uint64_t flags)
-{
-	if (!(flags & CN_PXAR_WITH_FCAPS))
-		return 0;
-	uint8_t *v = NULL;
-	size_t n = 0;
-	int rc = read_xattr(fd, "security.capability", &v, &n);
-	if (rc == -ENODATA || rc == -EBADF)
-		return 0;
-	if (rc == -EOPNOTSUPP) {
-		w->fs_flags &= ~CN_PXAR_WITH_FCAPS;
-		return 0;
-	}
-	if (rc < 0)
-		return cn_error_sys(rc, "failed to read file capabilities of \"%s\"", cur_path(w));
-	rc = cn_pxar_metadata_set_fcaps(m, v, n);
-	free(v);
-	return rc;
-}
-
-static int valid_xattr_name(const char *name)
-{
-	size_t l = strlen(name);
-	if (l == 0 || l > 255)
-		return 0;
-	return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8) ||
-	       !strcmp(name, "security.NTACL") || !strcmp(name, "security.capability");
-}
-
-/* Reads xattr name (or, with name NULL, the name list) into a malloc'd
- * buffer (*val, *len), retrying when it grows between the size query and
- * the read. Returns 0 or -errno. */
-static ssize_t xattr_call(int fd, const char *name, void *buf, size_t size)
-{
-	return name ? fgetxattr(fd, name, buf, size) : flistxattr(fd, buf, size);
-}
-
-static int read_xattr(int fd, const char *name, uint8_t **val, size_t *len)
-{
-	for (;;) {
-		ssize_t n = xattr_call(fd, name, NULL, 0);
-		if (n < 0)
-			return -errno;
-		uint8_t *b = malloc((size_t)n + 1);
-		if (!b)
-			return -ENOMEM;
-		ssize_t r = xattr_call(fd, name, b, (size_t)n + 1);
-		if (r >= 0) {
-			b[r] = 0;
-			*val = b;
-			*len = (size_t)r;
-			return 0;
-		}
-		int err = errno;
-		free(b);
-		if (err != ERANGE)
-			return -err;
-	}
-}
-
-static int get_xattr_fcaps_acl(struct walker *w, struct cn_pxar_metadata *m, int fd,
-			       const char *proc_path, uint64_t flags)
-{
-	if (!(flags & CN_PXAR_WITH_XATTRS))
-		return 0;
-	char *list = NULL;
-	size_t len = 0;
-	int rc = read_xattr(fd, NULL, (uint8_t **)&list, &len);
-	if (rc == -EOPNOTSUPP) {
-		w->fs_flags &= ~CN_PXAR_WITH_XATTRS;
-		return 0;
-	}
-	if (rc == -E2BIG) {
-		if (w->opts->skip_e2big_xattr)
-			return 0;
-		return cn_error_set(rc, "listing xattrs of \"%s\": %s (try --skip-e2big-xattr)",
-				    cur_path(w), strerror(E2BIG));
-	}
-	if (rc == -EBADF)
-		return 0;
-	if (rc < 0)
-		return cn_error_sys(rc, "failed to read xattrs of \"%s\"", cur_path(w));
-
-	for (size_t off = 0; rc == 0 && off < len; off += strlen(list + off) + 1) {
-		const char *name = list + off;
-		if (!strcmp(name, "security.capability")) {
-			rc = get_fcaps(w, m, fd, flags);
-			continue;
-		}
-		if (!strcmp(name, "system.posix_acl_access") || !strcmp(name, "system.posix_acl_default")) {
-			rc = get_acl(w, m, proc_path, flags);
-			continue;
-		}
-		if (!valid_xattr_name(name))
-			continue;
-		uint8_t *val = NULL;
-		size_t vlen = 0;
-		int r = read_xattr(fd, name, &val, &vlen);
-		if (r == -ENODATA || r == -EOPNOTSUPP || r == -EBADF)
-			continue;
-		if (r == -E2BIG) {
-			if (w->opts->skip_e2big_xattr)
-				break;  /* upstream drops the remaining xattrs too */
-			rc = cn_error_set(r, "reading xattr %s of \"%s\": %s (try --skip-e2big-xattr)",
-					  name, cur_path(w), strerror(E2BIG));
-			break;
-		}
-		if (r < 0) {
-			rc = cn_error_sys(r, "error reading extended attribute %s of \"%s\"", name, cur_path(w));
-			break;
-		}
-		rc = cn_pxar_metadata_add_xattr(m, name, strlen(name), val, vlen);
-		free(val);
-	}
-	free(list);
-	return rc;
-}
-
-static uint64_t flags_from_chattr(unsigned long a)
-{
-	static const struct { uint64_t pxar; unsigned long fs; } map[] = {
-		{ CN_PXAR_FLAG_APPEND, 0x20 }, { CN_PXAR_FLAG_NOATIME, 0x80 },
-		{ CN_PXAR_FLAG_COMPR, 0x4 }, { CN_PXAR_FLAG_NOCOW, 0x800000 },
-		{ CN_PXAR_FLAG_NODUMP, 0x40 }, { CN_PXAR_FLAG_DIRSYNC, 0x10000 },
-		{ CN_PXAR_FLAG_IMMUTABLE, 0x10 }, { CN_PXAR_FLAG_SYNC, 0x8 },
-		{ CN_PXAR_FLAG_NOCOMP, 0x400 }, { CN_PXAR_FLAG_PROJINHERIT, 0x20000000 },
-	};
-	uint64_t f = 0;
-	for (size_t i = 0; i < CN_ARRAY_SIZE(map); i++)
-		if (a & map[i].fs)
-			f |= map[i].pxar;
-	return f;
-}
-
-static int get_metadata(struct walker *w, int fd, const struct stat *st, uint64_t flags,
-			struct cn_pxar_metadata *m)
-{
-	char proc_path[64];
-	int rc;
-
-	memset(m, 0, sizeof(*m));
-	m->stat.mode = st->st_mode;
-	m->stat.uid = st->st_uid;
-	m->stat.gid = st->st_gid;
-	m->stat.mtime_secs = st->st_mtim.tv_sec;
-	m->stat.mtime_nanos = (uint32_t)st->st_mtim.tv_nsec;
-	snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
-
-	if ((rc = get_xattr_fcaps_acl(w, m, fd, proc_path, flags)) < 0)
-		goto fail;
-
-	/* chattr: the kernel writes an int although the ioctl is declared
-	 * with long; not masked by the feature flags, as upstream */
-	int attr = 0;
-	if (ioctl(fd, FS_IOC_GETFLAGS, &attr) < 0) {
-		if (!errno_is_unsupported(errno)) {
-			rc = cn_error_sys(-errno, "failed to read file attributes of \"%s\"", cur_path(w));
-			goto fail;
-		}
-	} else {
-		m->stat.flags |= flags_from_chattr((unsigned int)attr);
-	}
-
-	if (w->fs_magic == MAGIC_MSDOS || w->fs_magic == MAGIC_FUSE) {
-		uint32_t fat = 0;
-		if (ioctl(fd, FAT_IOCTL_GET_ATTRIBUTES, &fat) < 0) {
-			if (!errno_is_unsupported(errno)) {
-				rc = cn_error_sys(-errno, "failed to read fat attributes of \"%s\"", cur_path(w));
-				goto fail;
-			}
-		} else {
-			m->stat.flags |= (fat & ATTR_HIDDEN ? CN_PXAR_FLAG_HIDDEN : 0) |
-				(fat & ATTR_SYS ? CN_PXAR_FLAG_SYSTEM : 0) |
-				(fat & ATTR_ARCH ? CN_PXAR_FLAG_ARCHIVE : 0);
-		}
-	}
-
-	uint32_t t = st->st_mode & S_IFMT;
-	if ((t == S_IFDIR || t == S_IFREG) && (flags & CN_PXAR_WITH_QUOTA_PROJID) &&
-	    (w->fs_magic == MAGIC_EXT4 || w->fs_magic == MAGIC_XFS || w->fs_magic == MAGIC_FUSE ||
-	     w->fs_magic == MAGIC_ZFS)) {
-		struct fsxattr fsx;
-		memset(&fsx, 0, sizeof(fsx));
-		if (ioctl(fd, FS_IOC_FSGETXATTR, &fsx) < 0) {
-			if (!errno_is_unsupported(errno)) {
-				rc = cn_error_sys(-errno, "error while reading quota project id of \"%s\"",
-						  cur_path(w));
-				goto fail;
-			}
-		} else if (fsx.fsx_projid != 0) {
-			m->has_quota_projid = 1;
-			m->quota_projid = fsx.fsx_projid;
-		}
-	}
-	return 0;
-fail:
-	cn_pxar_metadata_clear(m);
-	return rc;
 }
 
 /* ---- patterns ---- */
@@ -780,7 +259,7 @@ static int pxarexclude_line(struct walker *w, char *line, size_t len)
 	if (rc < 0) {
 		if (rc == -ENOMEM)
 			return rc;
-		cn_log_error("bad pattern in \"%s\": %s", cur_path(w), cn_error_message());
+		cn_log_error("bad pattern in \"%s\": %s", cn_wk_cur_path(w), cn_error_message());
 		return 0;
 	}
 	if (anchored)
@@ -813,7 +292,7 @@ static int read_pxar_excludes(struct walker *w, int dirfd)
 			break;
 	}
 	if (rc == 0 && ferror(f)) {
-		cn_log_warning("ignoring .pxarexclude after read error in \"%s\"", cur_path(w));
+		cn_log_warning("ignoring .pxarexclude after read error in \"%s\"", cn_wk_cur_path(w));
 		truncate_patterns(w, old);
 	}
 	free(line);
@@ -900,7 +379,7 @@ static int list_directory(struct walker *w, int dirfd, int is_root, struct list_
 	DIR *d = fdopendir(dfd);
 	if (!d) {
 		close(dfd);
-		return cn_error_sys(-errno, "opendir \"%s\"", cur_path(w));
+		return cn_error_sys(-errno, "opendir \"%s\"", cn_wk_cur_path(w));
 	}
 	rewinddir(d);
 
@@ -914,7 +393,7 @@ static int list_directory(struct walker *w, int dirfd, int is_root, struct list_
 		errno = 0;
 		if (!(de = readdir(d))) {
 			if (errno)
-				rc = cn_error_sys(-errno, "readdir \"%s\"", cur_path(w));
+				rc = cn_error_sys(-errno, "readdir \"%s\"", cn_wk_cur_path(w));
 			break;
 		}
 		const char *name = de->d_name;
@@ -927,15 +406,15 @@ static int list_directory(struct walker *w, int dirfd, int is_root, struct list_
 		struct stat st;
 		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno == ENOENT) {
-				if ((rc = path_set(w, base, name, nl)) < 0)
+				if ((rc = cn_wk_path_set(w, base, name, nl)) < 0)
 					break;
-				cn_log_warning("file vanished while reading: \"%s\"", cur_path(w));
+				cn_log_warning("file vanished while reading: \"%s\"", cn_wk_cur_path(w));
 				path_truncate(w, base);
 				w->stats->skipped++;
 				continue;
 			}
-			if ((rc = path_set(w, base, name, nl)) == 0)
-				rc = cn_error_sys(-errno, "stat failed on \"%s\"", cur_path(w));
+			if ((rc = cn_wk_path_set(w, base, name, nl)) == 0)
+				rc = cn_error_sys(-errno, "stat failed on \"%s\"", cn_wk_cur_path(w));
 			break;
 		}
 
@@ -982,7 +461,7 @@ static int list_directory(struct walker *w, int dirfd, int is_root, struct list_
 		free_list(l, n);
 		return rc;
 	}
-	sort_n(l, n, sizeof(*l), cmp_entry);
+	cn_wk_sort_n(l, n, sizeof(*l), cmp_entry);
 	*out = l;
 	*out_n = n;
 	return 0;
@@ -1009,12 +488,12 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 		if (got < 0) {
 			if (errno == EINTR)
 				continue;
-			return cn_error_sys(-errno, "read \"%s\"", cur_path(w));
+			return cn_error_sys(-errno, "read \"%s\"", cn_wk_cur_path(w));
 		}
 		w->stats->bytes_read += (uint64_t)got;
 		if ((uint64_t)got > remaining) {
 			cn_log_warning("file size increased while reading: \"%s\", file will be truncated!",
-				       cur_path(w));
+				       cn_wk_cur_path(w));
 			changed = 1;
 			got = (ssize_t)remaining;
 		}
@@ -1026,7 +505,7 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 	}
 	if (remaining > 0) {
 		cn_log_warning("file size shrunk while reading: \"%s\", file will be padded with zeros!",
-			       cur_path(w));
+			       cn_wk_cur_path(w));
 		changed = 1;
 		memset(w->buf, 0, remaining < COPY_BUF_SIZE ? remaining : COPY_BUF_SIZE);
 		while (remaining) {
@@ -1044,7 +523,7 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 	if (!changed && fstat(fd, &after) == 0 &&
 	    (after.st_size != ent->st.st_size || after.st_mtim.tv_sec != ent->st.st_mtim.tv_sec ||
 	     after.st_mtim.tv_nsec != ent->st.st_mtim.tv_nsec)) {
-		cn_log_warning("file changed while reading: \"%s\"", cur_path(w));
+		cn_log_warning("file changed while reading: \"%s\"", cn_wk_cur_path(w));
 		changed = 1;
 	}
 	if (w->xxh)
@@ -1054,17 +533,14 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 	return 0;
 }
 
-static int la_push(struct walker *w, int kind, int fd, const struct list_entry *ent,
-		   struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *match, uint64_t rel);
-
 /* Begin (or, while the look-ahead cache collects, queue the begin of) a
  * directory, walk its contents, and end (or queue the end of) it. */
-static int add_directory(struct walker *w, int fd, const struct list_entry *ent,
-			 struct cn_pxar_metadata *m)
+int cn_wk_add_directory(struct walker *w, int fd, const struct list_entry *ent,
+			struct cn_pxar_metadata *m)
 {
 	int rc;
 	if (w->la.active)
-		rc = la_push(w, CE_DIR, -1, ent, m, NULL, 0);
+		rc = cn_wk_la_push(w, CE_DIR, -1, ent, m, NULL, 0);
 	else if ((rc = !w->cat ? 0 : cn_catalog_writer_start_directory(w->cat, ent->name, ent->name_len)) == 0)
 		rc = cn_pxar_encoder_begin_dir(w->enc, m, ent->name, ent->name_len);
 	if (rc < 0)
@@ -1077,7 +553,7 @@ static int add_directory(struct walker *w, int fd, const struct list_entry *ent,
 	if (old_dev != ent->st.st_dev) {
 		struct statfs sfs;
 		if (fstatfs(fd, &sfs) < 0)
-			return cn_error_sys(-errno, "statfs \"%s\"", cur_path(w));
+			return cn_error_sys(-errno, "statfs \"%s\"", cn_wk_cur_path(w));
 		w->fs_magic = (int64_t)sfs.f_type;
 		w->fs_flags = cn_pxar_flags_from_magic(w->fs_magic);
 		w->cur_dev = ent->st.st_dev;
@@ -1087,7 +563,7 @@ static int add_directory(struct walker *w, int fd, const struct list_entry *ent,
 			skip = ent->st.st_dev != w->root_dev;
 	}
 	if (skip) {
-		cn_log_info("skipping mount point: \"%s\"", cur_path(w));
+		cn_log_info("skipping mount point: \"%s\"", cn_wk_cur_path(w));
 		w->stats->mountpoints++;
 	} else {
 		rc = archive_dir_contents(w, fd, 0);
@@ -1098,7 +574,7 @@ static int add_directory(struct walker *w, int fd, const struct list_entry *ent,
 	if (rc < 0)
 		return rc;
 	if (w->la.active)
-		return la_push(w, CE_DIR_END, -1, NULL, NULL, 0, 0);
+		return cn_wk_la_push(w, CE_DIR_END, -1, NULL, NULL, 0, 0);
 	w->stats->dirs++;
 	if ((rc = cn_pxar_encoder_end_dir(w->enc)) == 0 && w->cat)
 		rc = cn_catalog_writer_end_directory(w->cat);
@@ -1116,7 +592,7 @@ static int add_symlink(struct walker *w, int fd, const struct list_entry *ent,
 		ssize_t n = readlinkat(fd, "", b, cap);
 		if (n < 0) {
 			free(b);
-			return cn_error_sys(-errno, "readlink \"%s\"", cur_path(w));
+			return cn_error_sys(-errno, "readlink \"%s\"", cn_wk_cur_path(w));
 		}
 		if ((size_t)n < cap) {
 			int rc = cn_pxar_encoder_add_symlink(w->enc, m, ent->name, ent->name_len, b, (size_t)n);
@@ -1133,9 +609,9 @@ static int add_symlink(struct walker *w, int fd, const struct list_entry *ent,
 /* Encodes one entry now (create.rs add_entry_to_archive); a regular file
  * with a reuse match references the previous payload at payload_offset
  * instead of being read. Takes neither fd nor m. */
-static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
-			struct cn_pxar_metadata *mp, const struct cn_pxar_reuse_match *reuse,
-			uint64_t payload_offset)
+int cn_wk_encode_entry(struct walker *w, int fd, const struct list_entry *ent,
+		       struct cn_pxar_metadata *mp, const struct cn_pxar_reuse_match *reuse,
+		       uint64_t payload_offset)
 {
 	uint32_t t = ent->st.st_mode & S_IFMT;
 	int rc = 0;
@@ -1145,7 +621,7 @@ static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
 	case S_IFREG: {
 		uint64_t dev = ent->st.st_dev, ino = ent->st.st_ino, off;
 		if (ent->st.st_nlink > 1) {
-			struct hl_slot *s = hl_find(w, dev, ino);
+			struct hl_slot *s = cn_wk_hl_find(w, dev, ino);
 			if (s) {
 				if (cat)
 					rc = cn_catalog_writer_add_entry(cat, CN_CATALOG_HARDLINK, ent->name,
@@ -1182,14 +658,14 @@ static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
 			}
 		}
 		if (rc == 0 && ent->st.st_nlink > 1)
-			rc = hl_insert(w, dev, ino, w->path, off);
+			rc = cn_wk_hl_insert(w, dev, ino, w->path, off);
 		if (rc == 0 && w->reuse && w->reuse->record)
 			rc = w->reuse->record(w->reuse->ctx, w->path, w->path_len, &ent->st, &m, ppos, reuse,
 					      reuse ? NULL : w->content_hash, w->stats->changed != changed);
 		break;
 	}
 	case S_IFDIR:
-		rc = add_directory(w, fd, ent, &m);
+		rc = cn_wk_add_directory(w, fd, ent, &m);
 		break;
 	case S_IFSOCK:
 	case S_IFIFO:
@@ -1224,330 +700,13 @@ static int encode_entry(struct walker *w, int fd, const struct list_entry *ent,
 	}
 	default:
 		rc = cn_error_set(-CN_E_FORMAT, "encountered unknown file type: 0x%x (0o%o) at \"%s\"", t, t,
-				  cur_path(w));
+				  cn_wk_cur_path(w));
 	}
 #undef m
 	return rc;
 }
 
 
-/* ---- look-ahead cache (create.rs, metadata change detection) ---- */
-
-static int la_push(struct walker *w, int kind, int fd, const struct list_entry *ent,
-		   struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *match, uint64_t rel)
-{
-	struct lookahead *la = &w->la;
-	if (la->n == la->cap) {
-		size_t nc = la->cap ? la->cap * 2 : 64;
-		struct cache_ent *p = realloc(la->e, nc * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		la->e = p;
-		la->cap = nc;
-	}
-	struct cache_ent *c = &la->e[la->n];
-	memset(c, 0, sizeof(*c));
-	c->kind = kind;
-	c->fd = -1;
-	if (kind != CE_DIR_END) {
-		if (!(c->path = malloc(w->path_len + 1)))
-			return -ENOMEM;
-		memcpy(c->path, w->path, w->path_len + 1);
-		c->path_len = w->path_len;
-		c->name_off = w->path_len - ent->name_len;
-		c->st = ent->st;
-		c->m = *m;              /* moved: the caller's copy is cleared */
-		memset(m, 0, sizeof(*m));
-		c->fd = fd;
-		c->reusable = match != NULL;
-		if (match)
-			c->match = *match;
-		c->rel = rel;
-	}
-	la->n++;
-	return 0;
-}
-
-static void la_free_entries(struct cache_ent *e, size_t from, size_t n)
-{
-	for (size_t i = from; i < n; i++) {
-		if (e[i].fd >= 0)
-			close(e[i].fd);
-		cn_pxar_metadata_clear(&e[i].m);
-		free(e[i].path);
-	}
-}
-
-static int inject(struct walker *w, const struct cn_pxar_reused_chunk *c, size_t n)
-{
-	/* upstream sends at most 128 chunks per injection; the sizes are the
-	 * same either way */
-	uint64_t size = 0;
-	int rc;
-	if (n == 0)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		size += c[i].size;
-	if ((rc = cn_pxar_encoder_flush_payload(w->enc)) < 0 ||
-	    (rc = w->reuse->inject(w->reuse->ctx, c, n)) < 0 ||
-	    (rc = cn_pxar_encoder_advance(w->enc, size)) < 0)
-		return rc;
-	w->stats->injected_chunks += n;
-	w->stats->injected_bytes += size;
-	return 0;
-}
-
-/* encode_entries_to_archive: injects a kept-back chunk, then encodes the
- * cached entries, regular files referencing base + rel when reuse. */
-static int la_encode(struct walker *w, int reuse, uint64_t base)
-{
-	struct lookahead *la = &w->la;
-	int rc = 0;
-	if (la->has_last) {
-		la->has_last = 0;
-		if (la->last_padding)
-			w->stats->partial_chunks++;
-		if ((rc = inject(w, &la->last, 1)) < 0)
-			return rc;
-	}
-	struct cache_ent *e = la->e;
-	size_t n = la->n;
-	la->e = NULL;
-	la->n = la->cap = 0;
-	la->active = 0;
-	la->start = la->end = 0;
-	if (n == 0) {
-		free(e);
-		return 0;
-	}
-	/* the walk's own path is restored afterwards */
-	char *saved = w->path ? strndup(w->path, w->path_len) : strdup("");
-	size_t saved_len = w->path_len, i;
-	if (!saved)
-		rc = -ENOMEM;
-	for (i = 0; i < n && rc == 0; i++) {
-		struct cache_ent *c = &e[i];
-		if (c->kind == CE_DIR_END) {
-			w->stats->dirs++;
-			if ((rc = cn_pxar_encoder_end_dir(w->enc)) == 0 && w->cat)
-				rc = cn_catalog_writer_end_directory(w->cat);
-			continue;
-		}
-		if ((rc = path_set(w, 0, c->path, c->path_len)) < 0)
-			break;
-		struct list_entry le = { .name = c->path + c->name_off, .name_len = c->path_len - c->name_off,
-					 .st = c->st };
-		if (c->kind == CE_DIR) {
-			if (w->cat)
-				rc = cn_catalog_writer_start_directory(w->cat, le.name, le.name_len);
-			if (rc == 0)
-				rc = cn_pxar_encoder_begin_dir(w->enc, &c->m, le.name, le.name_len);
-		} else {
-			rc = encode_entry(w, c->fd, &le, &c->m, reuse && c->reusable ? &c->match : NULL,
-					  base + c->rel);
-		}
-		if (rc < 0)
-			cn_error_prefix(rc, "error at \"%s\"", cur_path(w));
-		if (c->fd >= 0)
-			close(c->fd);
-		c->fd = -1;
-		cn_pxar_metadata_clear(&c->m);
-		free(c->path);
-		c->path = NULL;
-	}
-	la_free_entries(e, i, n);
-	free(e);
-	if (saved) {
-		int r2 = path_set(w, 0, saved, saved_len);
-		free(saved);
-		if (rc == 0)
-			rc = r2;
-	}
-	return rc;
-}
-
-/* lookup_dynamic_entries: the chunks of the previous payload index that
- * hold [start, end), with the padding before start and after end. */
-static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn_pxar_reused_chunk **out,
-		       size_t *n, uint64_t *pad_start, uint64_t *pad_end)
-{
-	const struct cn_index *idx = w->reuse->prev_payload_index;
-	size_t i, cnt = idx ? cn_index_count(idx) : 0, cap = 16, k = 0;
-	uint64_t cs, ce;
-	if (!idx || cn_index_find(idx, start, &i) < 0)
-		return cn_error_set(-CN_E_FORMAT, "previous payload index does not cover offset %llu",
-				    (unsigned long long)start);
-	struct cn_pxar_reused_chunk *c = malloc(cap * sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	cn_index_entry(idx, i, &cs, NULL, NULL);
-	uint64_t prev_end = cs;
-	*pad_start = start - cs;
-	*pad_end = 0;
-	for (; i < cnt; i++) {
-		cn_index_entry(idx, i, NULL, &ce, NULL);
-		if (k == cap) {
-			struct cn_pxar_reused_chunk *p = realloc(c, 2 * cap * sizeof(*c));
-			if (!p) {
-				free(c);
-				return -ENOMEM;
-			}
-			c = p;
-			cap *= 2;
-		}
-		c[k].size = ce - prev_end;
-		memcpy(c[k].digest, cn_index_digest(idx, i), 32);
-		k++;
-		/* as upstream: a range ending exactly at a chunk end takes the
-		 * next chunk too (as padding) */
-		if (end < ce) {
-			*pad_end = ce - end;
-			break;
-		}
-		prev_end = ce;
-	}
-	if (i == cnt) {
-		free(c);
-		return cn_error_set(-CN_E_FORMAT, "previous payload index ends before offset %llu",
-				    (unsigned long long)end);
-	}
-	*out = c;
-	*n = k;
-	return 0;
-}
-
-/* flush_cached_reusing_if_below_threshold */
-static int la_flush(struct walker *w, int keep_last)
-{
-	struct lookahead *la = &w->la;
-	if (!la->active)
-		return la_encode(w, 0, 0);
-	struct cn_pxar_reused_chunk *c = NULL, prev = la->last;
-	uint64_t prev_padding = la->last_padding;
-	int had_prev = la->has_last;
-	size_t n = 0;
-	uint64_t ps = 0, pe = 0;
-	int rc = prev_chunks(w, la->start, la->end, &c, &n, &ps, &pe);
-	if (rc < 0)
-		return rc;
-	la->has_last = 0;
-	int64_t padding = (int64_t)(ps + pe);
-	uint64_t total = (la->end - la->start) + ps + pe;
-	uint64_t first_padding = ps + (n == 1 ? pe : 0);
-	int same_first = had_prev && !memcmp(prev.digest, c[0].digest, 32);
-	if (same_first)
-		padding -= (int64_t)(prev.size - prev_padding); /* its used part is no padding */
-	if (padding < 0)
-		padding = 0;
-	if ((double)padding / (double)total > CN_PXAR_CHUNK_PADDING_THRESHOLD) {
-		la->has_last = had_prev;
-		rc = la_encode(w, 0, 0);
-	} else {
-		if (had_prev && !same_first) {
-			if (prev_padding)
-				w->stats->partial_chunks++;
-			rc = inject(w, &prev, 1);
-		} else if (same_first) {
-			first_padding = first_padding > prev.size - prev_padding ?
-				first_padding - (prev.size - prev_padding) : 0;
-		}
-		uint64_t base = cn_pxar_encoder_payload_position(w->enc) + ps;
-		if (rc == 0)
-			rc = la_encode(w, 1, base);
-		if (rc == 0 && keep_last) {
-			la->last = c[n - 1];
-			la->last_padding = n == 1 ? first_padding : pe;
-			la->has_last = 1;
-			n--;
-		}
-		for (size_t i = 0; rc == 0 && i < n; i++)
-			if (i == 0 ? first_padding : (i == n - 1 && !keep_last && pe))
-				w->stats->partial_chunks++;
-		if (rc == 0)
-			rc = inject(w, c, n);
-	}
-	free(c);
-	return rc;
-}
-
-/* A later link of a file already encoded or waiting in the look-ahead
- * cache: it becomes a hardlink entry (no payload of its own). */
-static int is_later_link(struct walker *w, const struct stat *st)
-{
-	if (st->st_nlink <= 1)
-		return 0;
-	if (hl_find(w, st->st_dev, st->st_ino))
-		return 1;
-	for (size_t i = 0; i < w->la.n; i++) {
-		const struct cache_ent *c = &w->la.e[i];
-		if (c->kind == CE_ENTRY && S_ISREG(c->st.st_mode) && c->st.st_dev == st->st_dev &&
-		    c->st.st_ino == st->st_ino)
-			return 1;
-	}
-	return 0;
-}
-
-/* create.rs add_entry in metadata mode: takes fd and *m. */
-static int add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent,
-			   struct cn_pxar_metadata *m)
-{
-	struct lookahead *la = &w->la;
-	uint32_t t = ent->st.st_mode & S_IFMT;
-	int rc = 0;
-	if (la->n >= la->max && (rc = la_flush(w, 1)) < 0)
-		goto out;
-	if (t == S_IFREG && !is_later_link(w, &ent->st)) {
-		struct cn_pxar_reuse_match match;
-		uint64_t compared = 0;
-		memset(&match, 0, sizeof(match));
-		int r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, fd, &ent->st, m, &match,
-					 &compared);
-		w->stats->bytes_read += compared;
-		w->stats->files_compared += r == 1 && compared > 0;
-		if (r < 0) {
-			rc = r;
-			goto out;
-		}
-		if (r == 1) {
-			uint64_t rs = match.payload_offset;
-			uint64_t re = rs + (uint64_t)ent->st.st_size + CN_PXAR_HEADER_SIZE;
-			if (!la->active) {
-				la->active = 1;
-				la->start = la->end = rs;
-			}
-			if (la->end == rs) {
-				la->end = re;
-			} else {
-				/* hole in the previous range: decide on what we have */
-				if ((rc = la_flush(w, 1)) < 0)
-					goto out;
-				la->active = 1;
-				la->start = rs;
-				la->end = re;
-			}
-			rc = la_push(w, CE_ENTRY, fd, ent, m, &match, rs - la->start);
-			if (rc == 0)
-				fd = -1;
-			goto out;
-		}
-		if ((rc = la_flush(w, 0)) < 0)
-			goto out;
-	} else if (la->active) {
-		if (t == S_IFDIR) {
-			rc = add_directory(w, fd, ent, m);
-		} else if ((rc = la_push(w, CE_ENTRY, fd, ent, m, NULL, 0)) == 0) {
-			fd = -1;
-		}
-		goto out;
-	}
-	if ((rc = la_encode(w, 0, 0)) == 0)
-		rc = encode_entry(w, fd, ent, m, NULL, 0);
-out:
-	cn_pxar_metadata_clear(m);
-	if (fd >= 0)
-		close(fd);
-	return rc;
-}
 
 static int add_entry(struct walker *w, int parent, const struct list_entry *listed)
 {
@@ -1563,13 +722,13 @@ static int add_entry(struct walker *w, int parent, const struct list_entry *list
 		return rc;
 
 	struct cn_pxar_metadata m;
-	if ((rc = get_metadata(w, fd, &ent->st, w->feature_flags & w->fs_flags, &m)) < 0) {
+	if ((rc = cn_wk_get_metadata(w, fd, &ent->st, w->feature_flags & w->fs_flags, &m)) < 0) {
 		close(fd);
 		return rc;
 	}
 	if (w->reuse)
-		return add_entry_reuse(w, fd, ent, &m);
-	rc = encode_entry(w, fd, ent, &m, NULL, 0);
+		return cn_wk_add_entry_reuse(w, fd, ent, &m);
+	rc = cn_wk_encode_entry(w, fd, ent, &m, NULL, 0);
 	cn_pxar_metadata_clear(&m);
 	close(fd);
 	return rc;
@@ -1587,11 +746,11 @@ static int archive_dir_contents(struct walker *w, int dirfd, int is_root)
 	if ((rc = read_pxar_excludes(w, dirfd)) < 0 || (rc = list_directory(w, dirfd, is_root, &l, &n)) < 0)
 		goto out;
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		if ((rc = path_set(w, base, l[i].name, l[i].name_len)) < 0)
+		if ((rc = cn_wk_path_set(w, base, l[i].name, l[i].name_len)) < 0)
 			break;
 		rc = add_entry(w, dirfd, &l[i]);
 		if (rc < 0)
-			cn_error_prefix(rc, "error at \"%s\"", cur_path(w));
+			cn_error_prefix(rc, "error at \"%s\"", cn_wk_cur_path(w));
 		path_truncate(w, base);
 		free(l[i].name);
 		l[i].name = NULL;
@@ -1686,7 +845,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	w.use_devset = !opts->all_file_systems;
 
 	struct cn_pxar_metadata m;
-	if ((rc = get_metadata(&w, fd, &st, w.feature_flags & w.fs_flags, &m)) < 0) {
+	if ((rc = cn_wk_get_metadata(&w, fd, &st, w.feature_flags & w.fs_flags, &m)) < 0) {
 		cn_error_prefix(rc, "failed to get metadata for source directory");
 		goto out;
 	}
@@ -1727,7 +886,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 		goto out;
 	if ((rc = archive_dir_contents(&w, fd, 1)) < 0)
 		goto out;
-	if (w.reuse && (rc = la_flush(&w, 0)) < 0)
+	if (w.reuse && (rc = cn_wk_la_flush(&w, 0)) < 0)
 		goto out;
 	if ((rc = cn_pxar_encoder_finish(w.enc)) < 0)
 		goto out;
@@ -1742,7 +901,7 @@ out:
 	for (size_t i = 0; i < w.hl_cap; i++)
 		free(w.hl[i].path);
 	free(w.hl);
-	la_free_entries(w.la.e, 0, w.la.n);
+	cn_wk_la_free_entries(w.la.e, 0, w.la.n);
 	free(w.la.e);
 	free(w.path);
 	XXH3_freeState(w.xxh);

@@ -1,0 +1,160 @@
+/* cn_walker_impl — what the walker's files (cn_walker.c,
+ * cn_walker_meta.c, cn_walker_hardlink.c, cn_walker_lookahead.c) share and
+ * nobody else uses: the walk's state and the functions that cross between
+ * them, prefixed cn_wk_ so that no short names become global symbols of
+ * libcairn.
+ *
+ * Invariants of the walk (struct walker):
+ *  - path[0..path_len) is the current entry's path relative to the root,
+ *    NUL-terminated once allocated (NULL or "" at the root); each
+ *    directory level cuts it back to its own length when it returns;
+ *  - patterns[0..n_patterns) are the patterns in force: the CLI ones first,
+ *    then those of the .pxarexclude files of the directories on the current
+ *    path, outermost first; each level drops its own on return;
+ *  - fs_magic, fs_flags and cur_dev describe the file system of the
+ *    directory being walked, restored when the directory that changed
+ *    them returns;
+ *  - the look-ahead cache (la) is used only with reuse (metadata change
+ *    detection); see cn_walker_lookahead.c.
+ */
+#ifndef CN_WALKER_IMPL_H
+#define CN_WALKER_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <xxhash.h>
+
+#include "engine/cn_walker.h"
+#include "pxar/cn_pxar_encoder.h"
+
+struct cn_pattern;
+
+struct hl_slot {
+	uint64_t dev, ino;   /* ino == 0 && dev == 0: empty */
+	char *path;
+	uint64_t offset;
+	int used;
+};
+
+/* Look-ahead cache (upstream PxarLookaheadCache): entries whose encoding
+ * waits for the decision to reuse the previous payload of [start, end). */
+enum { CE_ENTRY, CE_DIR, CE_DIR_END };
+
+struct cache_ent {
+	int kind;               /* CE_ENTRY: any non-directory; CE_DIR: its begin */
+	int fd;                 /* CE_ENTRY: open file (-1 otherwise) */
+	char *path;             /* relative path (owned) */
+	size_t path_len, name_off;
+	struct stat st;
+	struct cn_pxar_metadata m;
+	int reusable;           /* regular file found unchanged */
+	uint64_t rel;           /* its PAYLOAD header offset - start */
+	struct cn_pxar_reuse_match match; /* what lookup found (reusable) */
+};
+
+struct lookahead {
+	struct cache_ent *e;
+	size_t n, cap, max;
+	int active;             /* a range is being collected (caching enabled) */
+	uint64_t start, end;    /* previous payload stream range */
+	int has_last;           /* a chunk kept back from the last injection */
+	struct cn_pxar_reused_chunk last;
+	uint64_t last_padding;
+};
+
+struct list_entry {
+	char *name;
+	size_t name_len;
+	struct stat st;
+};
+
+struct walker {
+	const struct cn_pxar_create_opts *opts;
+	struct cn_pxar_encoder *enc;
+	struct cn_catalog_writer *cat;
+	struct cn_pxar_create_stats *stats;
+	uint64_t feature_flags;
+	uint64_t fs_flags;
+	int64_t fs_magic;
+	dev_t cur_dev;
+	int use_devset;
+	dev_t root_dev;
+	struct cn_pattern **patterns;
+	size_t n_patterns, cap_patterns;
+	char *path;            /* current entry's path relative to the root */
+	size_t path_len, path_cap;
+	size_t entry_counter, entry_limit;
+	struct hl_slot *hl;
+	size_t hl_cap, hl_used;
+	uint8_t *buf;
+	const struct cn_pxar_reuse *reuse;  /* metadata change detection */
+	struct lookahead la;
+	XXH3_state_t *xxh;     /* metadata mode: content hash of the file read */
+	uint8_t content_hash[16];
+};
+
+/* ---- cn_walker.c ---- */
+
+/* Sets the path to its first base_len bytes + "/" + name (no "/" when
+ * base_len is 0). Returns 0 or -ENOMEM (the path is then unchanged). */
+int cn_wk_path_set(struct walker *w, size_t base_len, const char *name, size_t name_len);
+
+/* The current path for messages: "." at the root. Borrowed from w. */
+const char *cn_wk_cur_path(const struct walker *w);
+
+/* Encodes one entry now; see its definition. Takes neither fd nor *mp. */
+int cn_wk_encode_entry(struct walker *w, int fd, const struct list_entry *ent,
+		       struct cn_pxar_metadata *mp, const struct cn_pxar_reuse_match *reuse,
+		       uint64_t payload_offset);
+
+/* Begins (or queues in the look-ahead cache) a directory, walks its
+ * contents from fd (borrowed) and ends it. *m stays the caller's, but is
+ * moved into the cache (and cleared) when queued. */
+int cn_wk_add_directory(struct walker *w, int fd, const struct list_entry *ent,
+			struct cn_pxar_metadata *m);
+
+/* ---- cn_walker_meta.c ---- */
+
+/* qsort that accepts an empty (NULL) array. */
+void cn_wk_sort_n(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
+
+/* Reads the metadata of the open entry fd (borrowed), whose fstat is *st,
+ * into *m, as far as flags allow. Returns 0 (the caller then owns *m and
+ * clears it) or a negative code with a message (*m holds nothing). */
+int cn_wk_get_metadata(struct walker *w, int fd, const struct stat *st, uint64_t flags,
+		       struct cn_pxar_metadata *m);
+
+/* ---- cn_walker_hardlink.c ---- */
+
+/* The slot of (dev, ino), or NULL when that file was not archived yet. */
+struct hl_slot *cn_wk_hl_find(struct walker *w, uint64_t dev, uint64_t ino);
+
+/* Records that (dev, ino) was archived at path (copied) with its entry at
+ * off. Returns 0 or -ENOMEM. */
+int cn_wk_hl_insert(struct walker *w, uint64_t dev, uint64_t ino, const char *path, uint64_t off);
+
+/* ---- cn_walker_lookahead.c ---- */
+
+/* Queues an entry of kind CE_* at the current path: fd and *m (cleared)
+ * move into the cache; match (may be NULL) and rel, the offset of its
+ * previous payload from la.start, say how it may be reused. ent and m are
+ * unused for CE_DIR_END. Returns 0 or -ENOMEM. */
+int cn_wk_la_push(struct walker *w, int kind, int fd, const struct list_entry *ent,
+		  struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *match, uint64_t rel);
+
+/* Closes and frees what cache entries e[from..n) own (not e itself). */
+void cn_wk_la_free_entries(struct cache_ent *e, size_t from, size_t n);
+
+/* Decides on the collected range (reuse or re-read) and encodes the
+ * cache; keep_last keeps the last chunk back for a range that may follow.
+ * Returns 0 or a negative code with a message. */
+int cn_wk_la_flush(struct walker *w, int keep_last);
+
+/* Adds one entry in metadata change detection mode, through the
+ * look-ahead cache. Takes fd and *m. Returns 0 or a negative code. */
+int cn_wk_add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent,
+			  struct cn_pxar_metadata *m);
+
+#endif
