@@ -52,19 +52,24 @@ try:
                              '--key', os.path.join(certs, 'key.pem'))
     procs.append(pb)
     assert fp == fp_b, (fp, fp_b)
-    env = dict(os.environ, PBS_PASSWORD='SECRET', PBS_FINGERPRINT=fp)
+    # one pin per repository (PBS_FINGERPRINT serves a single repository)
+    env = dict(os.environ, PBS_PASSWORD='SECRET')
     env.pop('PBS_REPOSITORY', None)
+    env.pop('PBS_FINGERPRINT', None)
 
     start_time = time.monotonic()
     run = subprocess.Popen([t.CAIRN, 'backup', 'photos.pxar:' + src, '--repository', repo_a,
-                            '--repository', repo_b, '--backup-id', 'family',
+                            '--repository', repo_b, '--fingerprint', fp, '--fingerprint', fp,
+                            '--backup-id', 'family',
                             '--stall-timeout', '3', '--output-format', 'json'],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     # stop B once its first chunks arrived (bounded wait)
     deadline = time.monotonic() + 120
     while not has_chunks(ds_b) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert run.poll() is None, 'the backup ended before the server could be stopped'
+    if run.poll() is not None:
+        raise AssertionError('the backup ended (%s) before the server could be stopped: %s'
+                             % (run.returncode, run.communicate()[1]))
     assert has_chunks(ds_b), 'no chunk reached server B'
     pb.send_signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
@@ -84,7 +89,7 @@ try:
 
     snap = res['snapshot']
     d = os.path.join(work, 'restored')
-    t.run('restore', snap, 'photos.pxar', d, '--repository', repo_a, env=env, check=0)
+    t.run('restore', snap, 'photos.pxar', d, '--repository', repo_a, '--fingerprint', fp, env=env, check=0)
     t.compare_trees(src, d)
     assert not os.path.exists(os.path.join(ds_b, snap, 'index.json.blob'))
     print('the other repository has the complete snapshot; none published on the stopped one')
