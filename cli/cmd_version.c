@@ -45,6 +45,13 @@ static void kernels(char *out, size_t len, int n, const char *(*name)(int),
 	}
 }
 
+/* Whether the build knew its git revision: meson's vcs_tag puts the project
+ * version in its place outside a git checkout. */
+static int have_git_revision(void)
+{
+	return *CN_GIT_REVISION && strcmp(CN_GIT_REVISION, CN_VERSION) != 0;
+}
+
 /* Prints the text form on f; shared by `cairn version` and `cairn --version`. */
 void cli_version_print(FILE *f)
 {
@@ -53,8 +60,8 @@ void cli_version_print(FILE *f)
 		cn_chunker_impl_supported, cn_chunker_impl_best());
 	kernels(crc, sizeof(crc), cn_crc32_impl_count(), cn_crc32_impl_name,
 		cn_crc32_impl_supported, cn_crc32_impl_best());
-	fprintf(f, "cairn %s%s%s%s\n", CN_VERSION, *CN_GIT_REVISION ? " (git " : "",
-		CN_GIT_REVISION, *CN_GIT_REVISION ? ")" : "");
+	fprintf(f, "cairn %s%s%s%s\n", CN_VERSION, have_git_revision() ? " (git " : "",
+		have_git_revision() ? CN_GIT_REVISION : "", have_git_revision() ? ")" : "");
 	fprintf(f, "chunker kernels: %s\ncrc32 kernels: %s\n", chunker, crc);
 	fprintf(f, "libraries: %s, zstd %s, curl %s, nghttp2 %s, jansson %s, %s\n",
 		OpenSSL_version(OPENSSL_VERSION), ZSTD_versionString(),
@@ -99,7 +106,8 @@ static int cmd_version(int argc, char **argv)
 		if (cn_crc32_impl_supported(i))
 			json_array_append_new(crc, json_string(cn_crc32_impl_name(i)));
 	json_t *out = json_pack("{s:s, s:s, s:o, s:s, s:o, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s}}",
-				"version", CN_VERSION, "git-revision", CN_GIT_REVISION,
+				"version", CN_VERSION, "git-revision",
+				have_git_revision() ? CN_GIT_REVISION : "",
 				"chunker-kernels", chunker,
 				"chunker-kernel", cn_chunker_impl_name(cn_chunker_impl_best()),
 				"crc32-kernels", crc,
