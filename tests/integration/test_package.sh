@@ -62,6 +62,7 @@ lintian --fail-on error --suppress-tags bad-distribution-in-changes-file "$deb" 
   cat "$tmp/lintian.log"; echo "FAIL: lintian errors"; exit 1; }
 grep -E '^E: ' "$tmp/lintian.log" && { echo "FAIL: lintian errors"; exit 1; }
 echo "lintian: $(grep -c '^W: ' "$tmp/lintian.log" || true) warnings, no errors"
+grep '^W: ' "$tmp/lintian.log" || true
 
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
 for want in ./usr/bin/cairn ./usr/share/man/man1/cairn.1.gz ./usr/share/man/man5/cairn.conf.5.gz \
