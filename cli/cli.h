@@ -40,4 +40,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
  * like Rust's {:?} for paths, which upstream's listings use. */
 void cli_print_quoted(FILE *f, const char *s);
 
+/* Prints the version, git revision, kernels and library versions on f
+ * (cairn --version and cairn version; cli/cmd_version.c). */
+void cli_version_print(FILE *f);
+
 #endif

@@ -34,13 +34,13 @@
 extern const struct cli_command cli_cmd_backup, cli_cmd_restore, cli_cmd_list,
 	cli_cmd_snapshot, cli_cmd_verify, cli_cmd_prune, cli_cmd_gc, cli_cmd_key,
 	cli_cmd_benchmark, cli_cmd_pxar, cli_cmd_catalog, cli_cmd_run, cli_cmd_config,
-	cli_cmd_status;
+	cli_cmd_status, cli_cmd_version;
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_backup, &cli_cmd_restore, &cli_cmd_list, &cli_cmd_snapshot,
 	&cli_cmd_verify, &cli_cmd_prune, &cli_cmd_gc, &cli_cmd_key,
 	&cli_cmd_benchmark, &cli_cmd_pxar, &cli_cmd_catalog, &cli_cmd_run, &cli_cmd_config,
-	&cli_cmd_status,
+	&cli_cmd_status, &cli_cmd_version,
 };
 
 int cli_error(const char *context)
@@ -96,7 +96,8 @@ static int stderr_is_journal(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: cairn [-v|--verbose] [-q|--quiet] COMMAND [ARGS...]\n\n"
+	fprintf(f, "Usage: cairn [-v|--verbose] [-q|--quiet] COMMAND [ARGS...]\n"
+		   "       cairn --version\n\n"
 		   "A backup engine speaking the Proxmox Backup Server formats.\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
@@ -114,6 +115,9 @@ int main(int argc, char **argv)
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			usage(stdout);
+			return CLI_EXIT_OK;
+		} else if (!strcmp(argv[i], "--version")) {
+			cli_version_print(stdout);
 			return CLI_EXIT_OK;
 		} else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
 			level = level < CN_LOG_DEBUG ? level + 1 : level;

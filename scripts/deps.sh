@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs every build and test dependency of cairn on Debian 12 (as root),
-# skipping apt entirely when everything is already there.
+# Installs every build dependency of cairn on Debian 12 (as root), and with
+# --tests also what only the tests need (the Debian package build and
+# lintian, promtool for the alert rules, bash-completion), skipping apt
+# entirely when everything is already there.
+# Usage: deps.sh [--tests]
 set -euo pipefail
 PKGS=(
   build-essential meson ninja-build pkg-config clang
@@ -8,8 +11,12 @@ PKGS=(
   libnghttp2-dev libjansson-dev libacl1-dev libinih-dev check libsubunit-dev
   python3 python3-h2 python3-cryptography python3-zstandard
   attr acl lmdb-utils openssl ca-certificates util-linux
-  systemd
+  systemd scdoc
 )
+if [ "${1:-}" = --tests ]; then
+  # prometheus brings promtool; its own service is not needed by the tests
+  PKGS+=(debhelper dpkg-dev lintian man-db bash-completion prometheus)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

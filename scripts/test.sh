@@ -5,7 +5,7 @@
 # last line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh || exit 1
+bash scripts/deps.sh --tests || exit 1
 
 status=0
 for kind in release asan; do

@@ -241,8 +241,8 @@ def test_full_run(emu):
     assert [t.get('pruned') for t in last['targets']] == [1, 1, 1], last['targets']
     assert 'restore-test' not in last['targets'][0], 'restore test ran again within 7 days'
     st = json.loads(run(['status', '--config', conf, '--output-format', 'json'], check=0).stdout)
-    assert set(st) == {'primary', 'replica', 'usb'} and len(st['usb']) == 2, st
-    assert st['primary'][0]['result'] == 'ok' and st['primary'][0]['snapshots'], st
+    assert set(st) == {'primary', 'replica', 'usb'} and len(st['usb']['runs']) == 2, st
+    assert st['primary']['runs'][0]['result'] == 'ok' and st['primary']['runs'][0]['snapshots'], st
     text = run(['status', '--config', conf], check=0).stdout
     assert 'target replica:' in text and 'host/nas/' in text, text
     m = open(metrics).read()
