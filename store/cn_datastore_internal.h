@@ -127,4 +127,12 @@ int cn_ds_touch_locked(struct cn_datastore *ds, const char *rel, int64_t when);
  * -errno with a message. (cn_ds_list.c) */
 int cn_ds_lock_dir(const char *path, int how, int *fd_out, const char *what);
 
+/* Reads the snapshot file at path (its base name is name: .blob or an
+ * index) whole into out (appended), refusing without blocking or reading
+ * it what is not a regular file, and before reading more than its header
+ * a file larger than its kind allows or an index whose size disagrees
+ * with its header (-CN_E_FORMAT, -CN_E_TRUNCATED, ...). 0 or a negative
+ * code with a message naming path. */
+int cn_ds_read_snapshot_file(const char *path, const char *name, struct cn_buf *out);
+
 #endif

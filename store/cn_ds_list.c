@@ -351,23 +351,14 @@ static int check_file_size(int fd, const char *name, const char *path, uint64_t 
 	return r < 0 ? cn_error_prefix(r, "%s", path) : 0;
 }
 
-int cn_datastore_read_file(struct cn_datastore *ds, const struct cn_snapshot_id *id,
-			   const char *name, struct cn_buf *out)
+int cn_ds_read_snapshot_file(const char *path, const char *name, struct cn_buf *out)
 {
-	char path[PATH_MAX];
 	struct stat st;
-	int r = cn_ds_check_file_name(name);
-	if (r < 0)
-		return r;
-	if ((r = cn_ds_snapshot_dir(ds, id, name, path, sizeof(path))) < 0)
-		return r;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* not a FIFO planted in the snapshot dir: no open may block */
+	int fd = cn_open_regular(path, 0, &st), r = 0;
 	if (fd < 0)
-		return cn_error_sys(-errno, "open %s", path);
-	if (fstat(fd, &st) < 0)
-		r = cn_error_sys(-errno, "stat %s", path);
-	if (r == 0)
-		r = check_file_size(fd, name, path, (uint64_t)st.st_size);
+		return fd;
+	r = check_file_size(fd, name, path, (uint64_t)st.st_size);
 	/* read straight into out: one copy of the file in memory */
 	if (r == 0 && cn_buf_reserve(out, (size_t)st.st_size) < 0)
 		r = cn_error_set(-ENOMEM, "out of memory reading %s", path);
@@ -379,6 +370,18 @@ int cn_datastore_read_file(struct cn_datastore *ds, const struct cn_snapshot_id 
 		out->len += (size_t)st.st_size;
 	close(fd);
 	return r;
+}
+
+int cn_datastore_read_file(struct cn_datastore *ds, const struct cn_snapshot_id *id,
+			   const char *name, struct cn_buf *out)
+{
+	char path[PATH_MAX];
+	int r = cn_ds_check_file_name(name);
+	if (r < 0)
+		return r;
+	if ((r = cn_ds_snapshot_dir(ds, id, name, path, sizeof(path))) < 0)
+		return r;
+	return cn_ds_read_snapshot_file(path, name, out);
 }
 
 int cn_datastore_set_protected(struct cn_datastore *ds, const struct cn_snapshot_id *id, int on)

@@ -15,7 +15,6 @@
 
 #define GC_MIN_AGE (24 * 3600) /* upstream: at least 24h (relatime) */
 #define GC_SAFETY_GAP 300      /* upstream: 5 minutes */
-#define INDEX_MAX_SIZE ((size_t)1 << 32)
 
 struct mark_ctx {
 	struct cn_gc_stats *st;
@@ -37,20 +36,24 @@ static int ends_with(const char *s, const char *suffix)
 	return n > m && !strcmp(s + n - m, suffix);
 }
 
-static int mark_index(struct cn_datastore *ds, const char *path, struct mark_ctx *mc)
+static int mark_index(struct cn_datastore *ds, const char *path, const char *name,
+		      struct mark_ctx *mc)
 {
-	uint8_t *data;
-	size_t len;
-	int r = cn_read_file(path, INDEX_MAX_SIZE, &data, &len);
+	struct cn_buf raw = {0};
+	/* size checked against the header before the index is read */
+	int r = cn_ds_read_snapshot_file(path, name, &raw);
 	if (r == -ENOENT) { /* removed by a concurrent prune */
+		cn_buf_free(&raw);
 		cn_error_clear();
 		return 0;
 	}
-	if (r < 0)
+	if (r < 0) {
+		cn_buf_free(&raw);
 		return r;
+	}
 	struct cn_index *idx;
-	r = cn_index_parse(data, len, &idx);
-	free(data);
+	r = cn_index_parse(raw.data, raw.len, &idx);
+	cn_buf_free(&raw);
 	if (r < 0)
 		return cn_error_prefix(r, "garbage collection: index %s", path);
 	mc->st->index_files++;
@@ -93,7 +96,7 @@ static int mark_snapshot(struct cn_datastore *ds, const struct cn_snapshot_id *i
 			continue;
 		char path[PATH_MAX + 256];
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		r = mark_index(ds, path, ctx);
+		r = mark_index(ds, path, e->d_name, ctx);
 	}
 	closedir(d);
 	return r;

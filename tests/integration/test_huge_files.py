@@ -66,6 +66,13 @@ def restore_and_verify(name, what):
     assert name in p.stdout + p.stderr, (p.stdout, p.stderr)
 
 
+def gc_refuses(name):
+    """gc cannot mark through a damaged index, so it stops (sweeping
+    nothing) without reading the index whole."""
+    p = cairn('gc', '--store', store, check=4)
+    assert name in p.stdout + p.stderr, (p.stdout, p.stderr)
+
+
 # 1. a sparse 1 GiB manifest
 undo = damaged('index.json.blob', 1 << 30)
 cairn('list', '--store', store, check=0)
@@ -76,11 +83,13 @@ undo()
 # 2. a sparse 1.5 GiB dynamic index (its header intact)
 undo = damaged('data.pxar.didx', 3 << 29)
 restore_and_verify('data.pxar.didx', 'big-index')
+gc_refuses('data.pxar.didx')
 undo()
 
 # 3. under the size limit, but not what its header allows (not 4096 + n*40)
 undo = damaged('data.pxar.didx', (900 << 20) + 1)
 restore_and_verify('data.pxar.didx', 'odd-index')
+gc_refuses('data.pxar.didx')
 undo()
 
 # the undamaged snapshot still restores
