@@ -18,9 +18,7 @@ RSS_LIMIT_KIB = 200 * 1024
 t.setup(sys.argv)
 work = t.tmpdir()
 src = os.path.join(work, 'src')
-# on disk, not /dev/shm: chunk pages of a tmpfs store would count in the
-# RSS this test bounds
-store = os.path.join(work, 'store')
+store = t.store_path('store')
 os.makedirs(src)
 with open(os.path.join(src, 'photo.jpg'), 'wb') as f:
     f.write(os.urandom(200000))
