@@ -7,367 +7,22 @@
  * target directory's descriptor by openat(name, O_DIRECTORY|O_NOFOLLOW)
  * with decoder-checked single-component names, so it is inside the target;
  * every object is created relative to one of them.
+ *
+ * Applying metadata is in cn_extract_meta.c, listing and verifying in
+ * cn_pxar_list.c; what they share with this file is in
+ * cn_pxar_extract_impl.h.
  */
-#include "engine/cn_pxar_extract.h"
-#include "pxar/cn_pxar_format.h"
-#include "engine/cn_write_pool.h"
-#include "common/cn_error.h"
-#include "common/cn_log.h"
+#include "engine/cn_pxar_extract_impl.h"
 #include "common/cn_util.h"
 
-#include <acl/libacl.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/acl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/xattr.h>
-#include <time.h>
 #include <unistd.h>
 
 #define NO_OFFSET UINT64_MAX
-#define COPY_BUF (1u << 20)
-
-struct xdir {
-	char *name;               /* component (NULL for the target itself) */
-	int fd;                   /* -1 until created */
-	int taken;                /* selected: what entries below inherit */
-	int failed;               /* creation failed: skip its subtree */
-	struct cn_pxar_range r;   /* where its metadata is (for the end) */
-	int have_range;
-};
-
-struct extractor {
-	const struct cn_pxar_input *in;
-	const struct cn_pxar_extract_opts *o;
-	struct cn_pxar_extract_opts defaults;
-	struct cn_pxar_extract_stats *st;
-	struct cn_pxar_accessor *acc;
-	struct xdir *stack;
-	size_t depth, cap;
-	int root_fd;
-	int apply_root_meta;
-	const struct cn_pxar_select *sel;
-	int looked_up;            /* decoding the selection's lookup paths alone */
-	uint8_t *buf;
-	struct cn_write_pool *w;  /* NULL: file content is written inline */
-	/* Hardlink targets restored as copies (their own entry was not
-	 * extracted), sorted by the target's FILENAME offset: each is copied
-	 * once and later links to it point to that copy, so what extraction
-	 * writes stays bounded by the archive's content. */
-	struct link_copy {
-		uint64_t target_fo;
-		char *path;       /* the copy, relative to the target root */
-	} *copies;
-	size_t ncopies, copies_cap;
-};
-
-/* Records a non-fatal error: logged and counted, fatal when strict. rc is
- * the code with its message already set. */
-static int soft_error(struct extractor *x, int rc)
-{
-	if (x->o->strict)
-		return rc;
-	cn_log_error("%s", cn_error_message());
-	x->st->errors++;
-	return 0;
-}
-
-/* ---- metadata ------------------------------------------------------------------ */
-
-static int valid_xattr_name(const uint8_t *n, size_t len)
-{
-	if (len == 0 || len > 255)
-		return 0;
-	if ((len > 5 && memcmp(n, "user.", 5) == 0) || (len > 8 && memcmp(n, "trusted.", 8) == 0))
-		return 1;
-	return (len == 14 && memcmp(n, "security.NTACL", 14) == 0) ||
-	       (len == 19 && memcmp(n, "security.capability", 19) == 0);
-}
-
-/* Whether xa holds file capabilities: governed by no_fcaps (as well as
- * no_xattrs) however the archive stores them. */
-static int is_fcaps_xattr(const struct cn_pxar_xattr *xa)
-{
-	return xa->name_len == 19 && memcmp(xa->name, "security.capability", 19) == 0;
-}
-
-static int acl_add(acl_t *acl, acl_tag_t tag, const uint64_t *qual, uint64_t perms)
-{
-	acl_entry_t ent;
-	acl_permset_t ps;
-	if (acl_create_entry(acl, &ent) < 0 || acl_set_tag_type(ent, tag) < 0)
-		return -errno;
-	if (qual) {
-		if (*qual > UINT32_MAX)
-			return -EINVAL;
-		id_t id = (id_t)*qual;
-		if (acl_set_qualifier(ent, &id) < 0)
-			return -errno;
-	}
-	if (acl_get_permset(ent, &ps) < 0 || acl_clear_perms(ps) < 0)
-		return -errno;
-	if ((perms & CN_PXAR_ACL_READ) && acl_add_perm(ps, ACL_READ) < 0)
-		return -errno;
-	if ((perms & CN_PXAR_ACL_WRITE) && acl_add_perm(ps, ACL_WRITE) < 0)
-		return -errno;
-	if ((perms & CN_PXAR_ACL_EXECUTE) && acl_add_perm(ps, ACL_EXECUTE) < 0)
-		return -errno;
-	return acl_set_permset(ent, ps) < 0 ? -errno : 0;
-}
-
-static int acl_empty(const struct cn_pxar_entry *e)
-{
-	return !e->acl_user_count && !e->acl_group_count && !e->has_acl_group_obj &&
-	       !e->has_acl_default && !e->acl_default_user_count && !e->acl_default_group_count;
-}
-
-/* apply_acls of metadata.rs: the access ACL from mode + entries, then the
- * default ACL. */
-static int apply_acls(const struct cn_pxar_entry *e, const char *proc_path)
-{
-	uint64_t m = e->mode;
-	acl_t acl = acl_init(5);
-	int rc = 0;
-	if (!acl)
-		return cn_error_sys(-errno, "acl_init");
-	rc = acl_add(&acl, ACL_USER_OBJ, NULL, (m >> 6) & 7);
-	if (!rc)
-		rc = acl_add(&acl, ACL_OTHER, NULL, m & 7);
-	if (!rc && e->has_acl_group_obj) {
-		rc = acl_add(&acl, ACL_MASK, NULL, (m >> 3) & 7);
-		if (!rc)
-			rc = acl_add(&acl, ACL_GROUP_OBJ, NULL, e->acl_group_obj);
-	} else if (!rc) {
-		rc = acl_add(&acl, ACL_GROUP_OBJ, NULL, (m >> 3) & 7);
-		if (!rc && (e->acl_user_count || e->acl_group_count))
-			rc = acl_add(&acl, ACL_MASK, NULL, (m >> 3) & 7);
-	}
-	for (size_t i = 0; !rc && i < e->acl_user_count; i++)
-		rc = acl_add(&acl, ACL_USER, &e->acl_users[i].id, e->acl_users[i].permissions);
-	for (size_t i = 0; !rc && i < e->acl_group_count; i++)
-		rc = acl_add(&acl, ACL_GROUP, &e->acl_groups[i].id, e->acl_groups[i].permissions);
-	if (!rc && acl_valid(acl) != 0)
-		rc = -EINVAL;
-	if (!rc && acl_set_file(proc_path, ACL_TYPE_ACCESS, acl) < 0)
-		rc = -errno;
-	acl_free(acl);
-	if (rc < 0)
-		return cn_error_sys(rc, "restoring access ACL");
-	if (!e->has_acl_default)
-		return 0;
-
-	acl = acl_init(5);
-	if (!acl)
-		return cn_error_sys(-errno, "acl_init");
-	rc = acl_add(&acl, ACL_USER_OBJ, NULL, e->acl_default[0]);
-	if (!rc)
-		rc = acl_add(&acl, ACL_GROUP_OBJ, NULL, e->acl_default[1]);
-	if (!rc)
-		rc = acl_add(&acl, ACL_OTHER, NULL, e->acl_default[2]);
-	if (!rc && e->acl_default[3] != CN_PXAR_ACL_NO_MASK)
-		rc = acl_add(&acl, ACL_MASK, NULL, e->acl_default[3]);
-	for (size_t i = 0; !rc && i < e->acl_default_user_count; i++)
-		rc = acl_add(&acl, ACL_USER, &e->acl_default_users[i].id,
-			     e->acl_default_users[i].permissions);
-	for (size_t i = 0; !rc && i < e->acl_default_group_count; i++)
-		rc = acl_add(&acl, ACL_GROUP, &e->acl_default_groups[i].id,
-			     e->acl_default_groups[i].permissions);
-	if (!rc && acl_valid(acl) != 0)
-		rc = -EINVAL;
-	if (!rc && acl_set_file(proc_path, ACL_TYPE_DEFAULT, acl) < 0)
-		rc = -errno;
-	acl_free(acl);
-	if (rc < 0)
-		return cn_error_sys(rc, "restoring default ACL");
-	return 0;
-}
-
-/* pxar Stat.flags -> chattr bits (flags.rs CHATTR_MAP). */
-static const struct { uint64_t pxar; int fs; } chattr_map[] = {
-	{ CN_PXAR_FLAG_APPEND, FS_APPEND_FL },       { CN_PXAR_FLAG_NOATIME, FS_NOATIME_FL },
-	{ CN_PXAR_FLAG_COMPR, FS_COMPR_FL },         { CN_PXAR_FLAG_NOCOW, FS_NOCOW_FL },
-	{ CN_PXAR_FLAG_NODUMP, FS_NODUMP_FL },       { CN_PXAR_FLAG_DIRSYNC, FS_DIRSYNC_FL },
-	{ CN_PXAR_FLAG_IMMUTABLE, FS_IMMUTABLE_FL }, { CN_PXAR_FLAG_SYNC, FS_SYNC_FL },
-	{ CN_PXAR_FLAG_NOCOMP, FS_NOCOMP_FL },      { CN_PXAR_FLAG_PROJINHERIT, FS_PROJINHERIT_FL },
-};
-/* flags.rs INITIAL_FS_FLAGS: set on a file before its data is written. */
-#define INITIAL_CHATTR (FS_NOATIME_FL | FS_COMPR_FL | FS_NOCOW_FL | FS_NOCOMP_FL | FS_PROJINHERIT_FL)
-
-static int to_chattr(uint64_t flags)
-{
-	int r = 0;
-	for (size_t i = 0; i < sizeof(chattr_map) / sizeof(chattr_map[0]); i++)
-		if (flags & chattr_map[i].pxar)
-			r |= chattr_map[i].fs;
-	return r;
-}
-
-static int chattr_unsupported(int err)
-{
-	return err == ENOTTY || err == ENOSYS || err == EBADF || err == EOPNOTSUPP || err == EINVAL;
-}
-
-/* metadata.rs apply_chattr: sets the bits of chattr within mask, keeping
- * the others; unsupported file systems are ignored. mask: the chattr bits
- * the default feature flags restore (all but NODUMP). */
-static int apply_chattr(int fd, int chattr, int mask)
-{
-	int cur = 0;
-	if (chattr == 0)
-		return 0;
-	if (ioctl(fd, FS_IOC_GETFLAGS, &cur) < 0)
-		return chattr_unsupported(errno) ? 0 : -errno;
-	int attr = (chattr & mask) | (cur & ~mask);
-	if (attr == cur)
-		return 0;
-	if (ioctl(fd, FS_IOC_SETFLAGS, &attr) < 0)
-		return chattr_unsupported(errno) ? 0 : -errno;
-	return 0;
-}
-
-#define CHATTR_MASK (to_chattr(CN_PXAR_FLAGS_DEFAULT))
-
-/* The metadata a write to a file would undo or that would block one:
- * permission bits (a write clears set-uid/gid for the unprivileged),
- * mtime, chattr flags (immutable, append-only). */
-struct late_meta {
-	uint64_t mode, flags;
-	int64_t mtime_sec;
-	uint32_t mtime_nsec;
-};
-
-static struct late_meta late_of(const struct cn_pxar_entry *e)
-{
-	struct late_meta m = { e->mode, e->flags, e->mtime_sec, e->mtime_nsec };
-	return m;
-}
-
-/* The first part of apply_meta: owner, xattrs, file capabilities, ACLs
- * (for a file written on writer threads, before its data: none of them
- * blocks a write or is undone by one, file capabilities aside, and such
- * files have none). proc: /proc/self/fd/<fd>. */
-static int apply_meta_early(struct extractor *x, const struct cn_pxar_entry *e, const char *path,
-			    int fd, const char *proc, int parent, const char *name)
-{
-	int rc;
-	int is_link = (e->mode & CN_PXAR_IFMT) == CN_PXAR_IFLNK;
-	if (!x->o->no_owner) {
-		int r = is_link ? fchownat(parent, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW)
-				: fchownat(fd, "", e->uid, e->gid, AT_EMPTY_PATH);
-		if (r < 0 && errno != EOPNOTSUPP) {
-			/* as upstream: an unprivileged restore of files owned by
-			 * others reports each failed chown (use no_owner) */
-			rc = soft_error(x, cn_error_sys(-errno, "failed to set ownership of '%s'", path));
-			if (rc < 0)
-				return rc;
-		}
-	}
-	if (!is_link && !x->o->no_xattrs) {
-		for (size_t i = 0; i < e->xattr_count; i++) {
-			const struct cn_pxar_xattr *xa = &e->xattrs[i];
-			if (x->o->no_fcaps && is_fcaps_xattr(xa))
-				continue;
-			if (!valid_xattr_name(xa->name, xa->name_len)) {
-				cn_log_info("skipping invalid xattr named '%.*s' on '%s'",
-					    (int)xa->name_len, xa->name, path);
-				continue;
-			}
-			char nm[256];
-			memcpy(nm, xa->name, xa->name_len);
-			nm[xa->name_len] = 0;
-			if (setxattr(proc, nm, xa->value, xa->value_len, 0) < 0) {
-				if (errno == EOPNOTSUPP)
-					break;
-				rc = soft_error(x, cn_error_sys(-errno, "failed to apply extended attribute %s to '%s'",
-								nm, path));
-				if (rc < 0)
-					return rc;
-			}
-		}
-	}
-	if (!is_link && !x->o->no_fcaps && e->fcaps) {
-		if (setxattr(proc, "security.capability", e->fcaps, e->fcaps_len, 0) < 0 &&
-		    errno != EOPNOTSUPP) {
-			rc = soft_error(x, cn_error_sys(-errno, "failed to apply file capabilities to '%s'", path));
-			if (rc < 0)
-				return rc;
-		}
-	}
-	if (!is_link && !x->o->no_acls && !acl_empty(e)) {
-		rc = apply_acls(e, proc);
-		if (rc < 0 && rc != -EOPNOTSUPP) {
-			cn_error_prefix(rc, "'%s'", path);
-			rc = soft_error(x, rc);
-			if (rc < 0)
-				return rc;
-		}
-	}
-	return 0;
-}
-
-/* The rest of apply_meta: permission bits, mtime, chattr flags. */
-static int apply_meta_late(struct extractor *x, const struct late_meta *m, const char *path,
-			   int fd, const char *proc, int parent, const char *name)
-{
-	int rc;
-	int is_link = (m->mode & CN_PXAR_IFMT) == CN_PXAR_IFLNK;
-	if (!is_link) {
-		if (chmod(proc, (mode_t)(m->mode & 07777)) < 0 && errno != EOPNOTSUPP) {
-			rc = soft_error(x, cn_error_sys(-errno, "failed to change file mode of '%s'", path));
-			if (rc < 0)
-				return rc;
-		}
-	}
-	struct timespec ts[2] = { { 0, UTIME_OMIT }, { m->mtime_sec, (long)m->mtime_nsec } };
-	int r = is_link ? utimensat(parent, name, ts, AT_SYMLINK_NOFOLLOW)
-			: utimensat(AT_FDCWD, proc, ts, 0);
-	if (r < 0 && errno != EOPNOTSUPP) {
-		rc = soft_error(x, cn_error_sys(-errno, "failed to restore mtime of '%s'", path));
-		if (rc < 0)
-			return rc;
-	}
-	/* chattr flags last (immutable/append would block the steps above);
-	 * only through a real descriptor (files and directories) */
-	if (!is_link && m->flags) {
-		r = apply_chattr(fd, to_chattr(m->flags), CHATTR_MASK);
-		if (r < 0) {
-			rc = soft_error(x, cn_error_sys(r, "failed to set file attributes of '%s'", path));
-			if (rc < 0)
-				return rc;
-		}
-	}
-	return 0;
-}
-
-static void proc_path(char *buf, size_t len, int fd)
-{
-	if (fd >= 0)
-		snprintf(buf, len, "/proc/self/fd/%d", fd);
-	else
-		buf[0] = 0;
-}
-
-/* Applies e's metadata to the object: fd is a descriptor of it (O_PATH is
- * enough), or -1 for a symlink, which is addressed as (parent, name)
- * without following. Order as upstream metadata::apply. Returns 0 or the
- * first failure (already counted as soft error unless strict). */
-static int apply_meta(struct extractor *x, const struct cn_pxar_entry *e, const char *path,
-		      int fd, int parent, const char *name)
-{
-	char proc[64];
-	proc_path(proc, sizeof(proc), fd);
-	int rc = apply_meta_early(x, e, path, fd, proc, parent, name);
-	if (rc < 0)
-		return rc;
-	struct late_meta m = late_of(e);
-	return apply_meta_late(x, &m, path, fd, proc, parent, name);
-}
 
 /* ---- directories ------------------------------------------------------------------ */
 
@@ -447,7 +102,7 @@ static int pop_dir(struct extractor *x, const char *path)
 		const struct cn_pxar_entry *e;
 		rc = cn_pxar_accessor_entry(x->acc, &d->r, path, &e);
 		if (rc == 0)
-			rc = apply_meta(x, e, *path ? path : ".", d->fd, -1, NULL);
+			rc = cn_xt_apply_meta(x, e, *path ? path : ".", d->fd, -1, NULL);
 	}
 	if (x->depth > 1 && d->fd >= 0)
 		close(d->fd);
@@ -462,8 +117,8 @@ static int pop_dir(struct extractor *x, const char *path)
  * the input (returns 1; released through the input when done) or read
  * into buf of cap bytes (returns 0). *data, *n: the piece. Or a negative
  * code. */
-static int content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e, uint64_t off,
-			 uint8_t *buf, size_t cap, const uint8_t **data, size_t *n, void **token)
+int cn_xt_content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e, uint64_t off,
+			uint8_t *buf, size_t cap, const uint8_t **data, size_t *n, void **token)
 {
 	uint64_t left = e->file_size - off;
 	int rc = cn_pxar_decoder_view(d, off, left < SIZE_MAX ? (size_t)left : SIZE_MAX, data, n,
@@ -524,8 +179,8 @@ static int finish_file(struct extractor *x, struct xfile *f, int fd,
 		rc = soft_error(x, cn_error_sys(-errno, "error setting size of '%s'", f->path));
 	} else {
 		char proc[64];
-		proc_path(proc, sizeof(proc), fd);
-		rc = apply_meta_late(x, &f->meta, f->path, fd, proc, -1, NULL);
+		cn_xt_proc_path(proc, sizeof(proc), fd);
+		rc = cn_xt_apply_meta_late(x, &f->meta, f->path, fd, proc, -1, NULL);
 		x->st->bytes += f->size;
 		x->st->sparse_bytes += res->holes;
 		if (rc == 0)
@@ -565,7 +220,7 @@ static int goes_to_writers(const struct extractor *x, const struct cn_pxar_entry
 	if (!x->w || e->file_size < ASYNC_MIN || !src || !src->view_at || e->fcaps)
 		return 0;
 	for (size_t i = 0; i < e->xattr_count; i++)
-		if (is_fcaps_xattr(&e->xattrs[i]))
+		if (cn_xt_is_fcaps_xattr(&e->xattrs[i]))
 			return 0;
 	return 1;
 }
@@ -588,7 +243,7 @@ static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
 		const uint8_t *data;
 		size_t n;
 		void *token;
-		int viewed = content_piece(d, e, off, x->buf, COPY_BUF, &data, &n, &token);
+		int viewed = cn_xt_content_piece(d, e, off, x->buf, COPY_BUF, &data, &n, &token);
 		if (viewed < 0)
 			return viewed;
 		int rc;
@@ -636,8 +291,8 @@ static int start_file(struct extractor *x, struct cn_pxar_decoder *d,
 		      const struct cn_pxar_entry *e, int fd, const char *path)
 {
 	char proc[64];
-	proc_path(proc, sizeof(proc), fd);
-	int rc = apply_meta_early(x, e, path, fd, proc, -1, NULL);
+	cn_xt_proc_path(proc, sizeof(proc), fd);
+	int rc = cn_xt_apply_meta_early(x, e, path, fd, proc, -1, NULL);
 	struct xfile *f = rc < 0 ? NULL : calloc(1, sizeof(*f));
 	char *p = f ? strdup(path) : NULL;
 	if (!p) {
@@ -671,7 +326,7 @@ static int extract_file(struct extractor *x, struct cn_pxar_decoder *d,
 		fd = openat(parent, name, flags, 0600);
 	if (fd < 0)
 		return cn_error_sys(-errno, "failed to create file '%s'", path);
-	int rc = apply_chattr(fd, to_chattr(e->flags) & INITIAL_CHATTR, CHATTR_MASK);
+	int rc = cn_xt_apply_chattr(fd, cn_xt_to_chattr(e->flags) & INITIAL_CHATTR, CHATTR_MASK);
 	if (rc < 0)
 		rc = soft_error(x, cn_error_sys(rc, "failed to apply initial flags to '%s'", path));
 	if (rc == 0 && goes_to_writers(x, e))
@@ -679,7 +334,7 @@ static int extract_file(struct extractor *x, struct cn_pxar_decoder *d,
 	if (rc == 0)
 		rc = copy_content(x, d, e, fd, path, NULL);
 	if (rc == 0)
-		rc = apply_meta(x, e, path, fd, parent, name);
+		rc = cn_xt_apply_meta(x, e, path, fd, parent, name);
 	close(fd);
 	if (rc == 0)
 		x->st->files++;
@@ -841,7 +496,7 @@ static int extract_symlink(struct extractor *x, const struct cn_pxar_entry *e, i
 	if (r < 0)
 		return cn_error_sys(-errno, "failed to create symlink '%s'", path);
 	x->st->symlinks++;
-	return apply_meta(x, e, path, -1, parent, name);
+	return cn_xt_apply_meta(x, e, path, -1, parent, name);
 }
 
 static int extract_special(struct extractor *x, const struct cn_pxar_entry *e, int parent,
@@ -863,7 +518,7 @@ static int extract_special(struct extractor *x, const struct cn_pxar_entry *e, i
 	int fd = openat(parent, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return cn_error_sys(-errno, "failed to open '%s'", path);
-	int rc = apply_meta(x, e, path, fd, parent, name);
+	int rc = cn_xt_apply_meta(x, e, path, fd, parent, name);
 	close(fd);
 	if (e->kind == CN_PXAR_KIND_DEVICE)
 		x->st->devices++;
@@ -973,7 +628,7 @@ static char *join_stack(const struct extractor *x)
 
 /* Finds the literal path p through the goodbye tables: 0 with *r, or
  * -ENOENT naming it, or the accessor's error. */
-static int find_path(struct cn_pxar_accessor *acc, const char *p, struct cn_pxar_range *r)
+int cn_xt_find_path(struct cn_pxar_accessor *acc, const char *p, struct cn_pxar_range *r)
 {
 	int rc = cn_pxar_lookup(acc, p, r);
 	if (rc == 0)
@@ -1022,7 +677,7 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 		}
 		*s = 0;
 		struct cn_pxar_range r;
-		rc = find_path(x->acc, buf, &r);
+		rc = cn_xt_find_path(x->acc, buf, &r);
 		if (rc < 0)
 			break;
 		const char *nm = strrchr(buf, '/');
@@ -1032,7 +687,7 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 			break;
 	}
 	if (rc >= 0)
-		rc = find_path(x->acc, buf, out);
+		rc = cn_xt_find_path(x->acc, buf, out);
 	free(buf);
 	return rc;
 }
@@ -1056,11 +711,11 @@ static int extract_entries(struct extractor *x, struct cn_pxar_decoder *d)
 
 /* Fails with -ENOENT, naming the path, unless every path sel looks up is
  * in the archive: checked before anything is written. */
-static int check_lookups(struct cn_pxar_accessor *acc, const struct cn_pxar_select *sel)
+int cn_xt_check_lookups(struct cn_pxar_accessor *acc, const struct cn_pxar_select *sel)
 {
 	for (size_t i = 0; i < cn_pxar_select_lookups(sel); i++) {
 		struct cn_pxar_range r;
-		int rc = find_path(acc, cn_pxar_select_lookup(sel, i), &r);
+		int rc = cn_xt_find_path(acc, cn_pxar_select_lookup(sel, i), &r);
 		if (rc < 0)
 			return rc;
 	}
@@ -1129,7 +784,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 	size_t lookups = cn_pxar_select_lookups(x.sel);
 	if (lookups) {
 		x.looked_up = 1;
-		rc = check_lookups(x.acc, x.sel);
+		rc = cn_xt_check_lookups(x.acc, x.sel);
 		for (size_t i = 0; rc >= 0 && i < lookups; i++)
 			rc = extract_lookup(&x, cn_pxar_select_lookup(x.sel, i));
 	} else {
@@ -1173,170 +828,4 @@ out:
 	free(x.buf);
 	cn_pxar_accessor_free(x.acc);
 	return rc < 0 ? rc : 0;
-}
-
-/* ---- listing ----------------------------------------------------------------------- */
-
-/* Reads all of the current FILE entry's content, checking nothing itself
- * (the input checks what it serves): lent where the input lends it, else
- * into buf (cap bytes). */
-static int read_content(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e, uint8_t *buf,
-			size_t cap)
-{
-	for (uint64_t off = 0; off < e->file_size;) {
-		const uint8_t *data;
-		size_t n;
-		void *token;
-		int rc = content_piece(d, e, off, buf, cap, &data, &n, &token);
-		if (rc < 0)
-			return rc;
-		if (rc)
-			cn_pxar_decoder_release(d, token);
-		off += n;
-	}
-	return 0;
-}
-
-/* Lists (and with buf reads) what d decodes that sel takes. */
-static int walk_decoder(struct cn_pxar_decoder *d, const struct cn_pxar_select *sel,
-			cn_pxar_list_fn fn, void *ctx, uint8_t *buf, size_t cap)
-{
-	/* each open directory's decision, inherited by what no argument matches */
-	struct cn_buf taken = {0};
-	uint8_t top = (uint8_t)cn_pxar_select_initial(sel);
-	const struct cn_pxar_entry *e;
-	int rc;
-	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
-		if (e->kind == CN_PXAR_KIND_DIR_END) {
-			if (taken.len > 0)
-				taken.len--;
-			continue;
-		}
-		uint8_t inherited = taken.len ? taken.data[taken.len - 1] : top;
-		uint8_t listed = e->path_len == 0 ? top
-				 : (uint8_t)cn_pxar_select_entry(sel, inherited, e);
-		if (e->kind == CN_PXAR_KIND_DIR && cn_buf_append(&taken, &listed, 1) < 0) {
-			rc = cn_error_set(-ENOMEM, "out of memory");
-			break;
-		}
-		if (!listed)
-			continue;
-		rc = fn(ctx, e);
-		if (rc == 0 && buf && e->kind == CN_PXAR_KIND_FILE)
-			rc = read_content(d, e, buf, cap);
-		if (rc < 0)
-			break;
-	}
-	cn_buf_free(&taken);
-	return rc;
-}
-
-/* cn_pxar_list, and with buf (cap bytes) cn_pxar_verify. */
-static int walk_entries(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-			const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx,
-			uint8_t *buf, size_t cap)
-{
-	struct cn_pxar_decoder *d = NULL;
-	size_t lookups = cn_pxar_select_lookups(sel);
-	int rc;
-	if (!lookups) {
-		rc = cn_pxar_decoder_new(in, payload, &d);
-		if (rc == 0)
-			rc = walk_decoder(d, sel, fn, ctx, buf, cap);
-		cn_pxar_decoder_free(d);
-		return rc < 0 ? rc : 0;
-	}
-	struct cn_pxar_accessor *acc = NULL;
-	rc = cn_pxar_accessor_open(in, payload, &acc);
-	if (rc == 0)
-		rc = check_lookups(acc, sel);
-	for (size_t i = 0; rc >= 0 && i < lookups; i++) {
-		const char *p = cn_pxar_select_lookup(sel, i);
-		struct cn_pxar_range r;
-		rc = find_path(acc, p, &r);
-		if (rc == 0)
-			rc = cn_pxar_accessor_decoder(acc, &r, p, &d);
-		if (rc == 0) {
-			rc = walk_decoder(d, sel, fn, ctx, buf, cap);
-			cn_pxar_decoder_free(d);
-		}
-	}
-	cn_pxar_accessor_free(acc);
-	return rc < 0 ? rc : 0;
-}
-
-int cn_pxar_list(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		 const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx)
-{
-	return walk_entries(in, payload, sel, fn, ctx, NULL, 0);
-}
-
-int cn_pxar_verify(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		   const struct cn_pxar_select *sel, cn_pxar_list_fn fn, void *ctx)
-{
-	uint8_t *buf = malloc(COPY_BUF);
-	if (!buf)
-		return cn_error_set(-ENOMEM, "out of memory");
-	int rc = walk_entries(in, payload, sel, fn, ctx, buf, COPY_BUF);
-	free(buf);
-	return rc;
-}
-
-static void symbolic(char *o, uint64_t bits, int special, char set, char unset)
-{
-	o[0] = bits & 4 ? 'r' : '-';
-	o[1] = bits & 2 ? 'w' : '-';
-	o[2] = special ? (bits & 1 ? set : unset) : (bits & 1 ? 'x' : '-');
-}
-
-int cn_pxar_format_entry(const struct cn_pxar_entry *e, char *buf, size_t len)
-{
-	char mode[13], size[48], mt[64], owner[32];
-	uint64_t m = e->mode;
-	char t;
-	if (e->kind == CN_PXAR_KIND_HARDLINK) {
-		t = 'L';
-	} else {
-		switch (m & CN_PXAR_IFMT) {
-		case CN_PXAR_IFREG: t = '-'; break;
-		case CN_PXAR_IFBLK: t = 'b'; break;
-		case CN_PXAR_IFCHR: t = 'c'; break;
-		case CN_PXAR_IFDIR: t = 'd'; break;
-		case CN_PXAR_IFLNK: t = 'l'; break;
-		case CN_PXAR_IFIFO: t = 'p'; break;
-		case CN_PXAR_IFSOCK: t = 's'; break;
-		default: t = '?'; break;
-		}
-	}
-	mode[0] = t;
-	symbolic(mode + 1, (m >> 6) & 7, !!(m & CN_PXAR_ISUID), 's', 'S');
-	symbolic(mode + 4, (m >> 3) & 7, !!(m & CN_PXAR_ISGID), 's', 'S');
-	symbolic(mode + 7, m & 7, !!(m & CN_PXAR_ISVTX), 't', 'T');
-	mode[10] = acl_empty(e) ? ' ' : '+';
-	mode[11] = e->xattr_count ? '+' : ' ';
-	mode[12] = 0;
-	if (e->kind == CN_PXAR_KIND_FILE)
-		snprintf(size, sizeof(size), "%" PRIu64, e->file_size);
-	else if (e->kind == CN_PXAR_KIND_DEVICE)
-		snprintf(size, sizeof(size), "%" PRIu64 ",%" PRIu64, e->dev_major, e->dev_minor);
-	else
-		snprintf(size, sizeof(size), "0");
-	snprintf(owner, sizeof(owner), "%u/%u", e->uid, e->gid);
-	time_t secs = (time_t)e->mtime_sec;
-	struct tm tm;
-	if (localtime_r(&secs, &tm))
-		strftime(mt, sizeof(mt), "%Y-%m-%d %H:%M:%S", &tm);
-	else
-		snprintf(mt, sizeof(mt), "%" PRId64 ".%u", e->mtime_sec, e->mtime_nsec);
-	int link = e->kind == CN_PXAR_KIND_SYMLINK || e->kind == CN_PXAR_KIND_HARDLINK;
-	/* names are escaped as by cn_escape: an archive cannot send terminal
-	 * escapes through a listing */
-	size_t n = (size_t)snprintf(buf, len, "%s %-13s %s %8s \"/", mode, owner, mt, size);
-	n += cn_escape(e->path, e->path_len, 1, buf + (n < len ? n : len), n < len ? len - n : 0);
-	if (link) {
-		n += (size_t)snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "\" -> \"");
-		n += cn_escape(e->link, e->link_len, 1, buf + (n < len ? n : len), n < len ? len - n : 0);
-	}
-	n += (size_t)snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "\"");
-	return (int)n;
 }

@@ -1,0 +1,133 @@
+/* cn_pxar_extract_impl.h — private to the extractor's files
+ * (cn_pxar_extract.c, cn_extract_meta.c, cn_pxar_list.c): the state one
+ * extraction shares between them and the functions one of them lends the
+ * others (prefix cn_xt_). Nothing else includes it; the public interface
+ * is cn_pxar_extract.h.
+ */
+#ifndef CN_PXAR_EXTRACT_IMPL_H
+#define CN_PXAR_EXTRACT_IMPL_H
+
+#include "engine/cn_pxar_extract.h"
+#include "pxar/cn_pxar_format.h"
+#include "engine/cn_write_pool.h"
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+
+#include <linux/fs.h>
+#include <stdint.h>
+
+#define COPY_BUF (1u << 20)
+
+struct xdir {
+	char *name;               /* component (NULL for the target itself) */
+	int fd;                   /* -1 until created */
+	int taken;                /* selected: what entries below inherit */
+	int failed;               /* creation failed: skip its subtree */
+	struct cn_pxar_range r;   /* where its metadata is (for the end) */
+	int have_range;
+};
+
+struct extractor {
+	const struct cn_pxar_input *in;
+	const struct cn_pxar_extract_opts *o;
+	struct cn_pxar_extract_opts defaults;
+	struct cn_pxar_extract_stats *st;
+	struct cn_pxar_accessor *acc;
+	struct xdir *stack;
+	size_t depth, cap;
+	int root_fd;
+	int apply_root_meta;
+	const struct cn_pxar_select *sel;
+	int looked_up;            /* decoding the selection's lookup paths alone */
+	uint8_t *buf;
+	struct cn_write_pool *w;  /* NULL: file content is written inline */
+	/* Hardlink targets restored as copies (their own entry was not
+	 * extracted), sorted by the target's FILENAME offset: each is copied
+	 * once and later links to it point to that copy, so what extraction
+	 * writes stays bounded by the archive's content. */
+	struct link_copy {
+		uint64_t target_fo;
+		char *path;       /* the copy, relative to the target root */
+	} *copies;
+	size_t ncopies, copies_cap;
+};
+
+/* Records a non-fatal error: logged and counted, fatal when strict. rc is
+ * the code with its message already set. */
+static inline int soft_error(struct extractor *x, int rc)
+{
+	if (x->o->strict)
+		return rc;
+	cn_log_error("%s", cn_error_message());
+	x->st->errors++;
+	return 0;
+}
+
+/* ---- metadata (cn_extract_meta.c) ---------------------------------------------- */
+
+/* flags.rs INITIAL_FS_FLAGS: set on a file before its data is written. */
+#define INITIAL_CHATTR (FS_NOATIME_FL | FS_COMPR_FL | FS_NOCOW_FL | FS_NOCOMP_FL | FS_PROJINHERIT_FL)
+
+/* The chattr bits (FS_*_FL) of pxar Stat.flags. */
+int cn_xt_to_chattr(uint64_t flags);
+
+#define CHATTR_MASK (cn_xt_to_chattr(CN_PXAR_FLAGS_DEFAULT))
+
+/* The metadata a write to a file would undo or that would block one:
+ * permission bits (a write clears set-uid/gid for the unprivileged),
+ * mtime, chattr flags (immutable, append-only). */
+struct late_meta {
+	uint64_t mode, flags;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+};
+
+static inline struct late_meta late_of(const struct cn_pxar_entry *e)
+{
+	struct late_meta m = { e->mode, e->flags, e->mtime_sec, e->mtime_nsec };
+	return m;
+}
+
+/* Whether xa holds file capabilities (security.capability). */
+int cn_xt_is_fcaps_xattr(const struct cn_pxar_xattr *xa);
+
+/* Whether e has no ACL entries beyond its permission bits. */
+int cn_xt_acl_empty(const struct cn_pxar_entry *e);
+
+/* Sets the chattr bits within mask on fd; unsupported file systems are
+ * ignored. Returns 0 or a negative errno (no message set). */
+int cn_xt_apply_chattr(int fd, int chattr, int mask);
+
+/* Writes "/proc/self/fd/<fd>" to buf (len bytes), or "" when fd < 0. */
+void cn_xt_proc_path(char *buf, size_t len, int fd);
+
+/* Applies owner, xattrs, file capabilities and ACLs of e (proc: the
+ * cn_xt_proc_path of fd). Failures are soft errors; returns 0 or a fatal
+ * code. */
+int cn_xt_apply_meta_early(struct extractor *x, const struct cn_pxar_entry *e, const char *path,
+			   int fd, const char *proc, int parent, const char *name);
+
+/* Applies permission bits, mtime and chattr flags of m. Same returns. */
+int cn_xt_apply_meta_late(struct extractor *x, const struct late_meta *m, const char *path,
+			  int fd, const char *proc, int parent, const char *name);
+
+/* Applies all of e's metadata to fd, or to (parent, name) for a symlink
+ * (fd -1). Same returns. */
+int cn_xt_apply_meta(struct extractor *x, const struct cn_pxar_entry *e, const char *path,
+		     int fd, int parent, const char *name);
+
+/* ---- shared by extraction and listing (cn_pxar_extract.c) ------------------------ */
+
+/* The next piece of the current FILE entry's content at off: lent
+ * (returns 1) or read into buf (returns 0), or a negative code. */
+int cn_xt_content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e, uint64_t off,
+			uint8_t *buf, size_t cap, const uint8_t **data, size_t *n, void **token);
+
+/* Finds the literal path p: 0 with *r, -ENOENT naming it, or an error. */
+int cn_xt_find_path(struct cn_pxar_accessor *acc, const char *p, struct cn_pxar_range *r);
+
+/* -ENOENT naming the first path sel looks up that is not in the archive,
+ * else 0 (or the accessor's error). */
+int cn_xt_check_lookups(struct cn_pxar_accessor *acc, const struct cn_pxar_select *sel);
+
+#endif
