@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,7 +30,9 @@ static void help(FILE *f)
 		"The command stays in the foreground until the mount is left with\n"
 		"'fusermount3 -u MOUNTPOINT' or 'umount MOUNTPOINT', or until it gets\n"
 		"SIGINT (Ctrl-C) or SIGTERM, which unmount it cleanly. With --daemon it\n"
-		"detaches once the mount is in place; leave the mount the same way.\n\n"
+		"detaches once the mount is in place; leave the mount the same way. A\n"
+		"detached mount keeps its messages only when stderr is a file or the\n"
+		"journal (e.g. 2>>/var/log/cairn-mount.log).\n\n"
 		"Files show owner, group, permissions, mtime, xattrs and ACLs as archived,\n"
 		"and the kernel checks access against them (default_permissions). Only the\n"
 		"user who mounted can enter the mount unless -o allow_other is given (for\n"
@@ -74,10 +77,15 @@ static void on_mounted(void *ctx)
 	struct daemon_ctl *d = ctx;
 	if (d->fd < 0)
 		return;
+	/* detached: no terminal or pipe is held open; stderr stays where it
+	 * goes when that is a file or the journal (a socket) */
 	int null = open("/dev/null", O_RDWR);
+	struct stat st;
 	if (null >= 0) {
 		dup2(null, STDIN_FILENO);
 		dup2(null, STDOUT_FILENO);
+		if (fstat(STDERR_FILENO, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISSOCK(st.st_mode)))
+			dup2(null, STDERR_FILENO);
 		if (null > STDERR_FILENO)
 			close(null);
 	}
