@@ -25,6 +25,9 @@
 /* Views lent to one read reply at most (each pins a chunk cache slot). */
 #define MAX_VIEWS 4
 #define NODE_BUCKETS_MIN 1024u
+/* After a transport error the snapshot is reopened on the source (a new
+ * PBS reader session) at most this often; in between requests fail fast. */
+#define REOPEN_INTERVAL 5.0
 
 /* An inode the kernel knows (or a readdirplus made). */
 struct node {
@@ -39,6 +42,10 @@ struct node {
 };
 
 struct cn_mount {
+	struct cn_source *src;
+	struct cn_snapshot_id id;
+	double last_reopen;
+	struct cn_archive_files files;
 	struct cn_manifest *manifest;
 	struct cn_index *idx, *pidx;
 	struct cn_chunk_reader *cr, *pcr;
@@ -143,8 +150,8 @@ static void fill_stat(struct stat *st, uint64_t ino, const struct cn_pxar_entry 
 
 /* The node of the entry at r (a child of parent called name), made and
  * entered in the table if new. Hardlinks resolve to their target. */
-static int node_at(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t parent,
-		   const char *name, struct node **out)
+static int node_make(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t parent,
+		     const char *name, struct node **out)
 {
 	struct node *n = node_get(m, r->entry_offset + 1);
 	if (n) {
@@ -184,6 +191,18 @@ static int node_at(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t p
 	return 0;
 }
 
+static int reopen(struct cn_mount *m, int rc);
+
+/* node_make, tried again after a reopen (see reopen). */
+static int node_at(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t parent,
+		   const char *name, struct node **out)
+{
+	int rc = node_make(m, r, parent, name, out);
+	if (rc < 0 && reopen(m, rc))
+		rc = node_make(m, r, parent, name, out);
+	return rc;
+}
+
 /* A negative code as the errno a request fails with: format and data
  * errors are EIO. */
 static int to_errno(int rc)
@@ -191,6 +210,48 @@ static int to_errno(int rc)
 	if (rc == -ENOENT || rc == -ENOMEM || rc == -ENOTDIR || rc == -ERANGE || rc == -ENODATA)
 		return -rc;
 	return EIO;
+}
+
+static double now_sec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* After a request failed with rc: when that is not damaged data (a
+ * dropped connection, a timeout), reopens the snapshot on the source -
+ * for a PBS a new reader session - at most every REOPEN_INTERVAL seconds.
+ * 1 when the request should be tried once more. */
+static int reopen(struct cn_mount *m, int rc)
+{
+	if (rc >= 0 || cn_error_is_corruption(rc) || rc == -ENOENT || rc == -ENOMEM ||
+	    rc == -ENOTDIR || rc == -E2BIG || rc == -CN_E_PATH)
+		return 0;
+	double now = now_sec();
+	if (m->last_reopen > 0 && now - m->last_reopen < REOPEN_INTERVAL)
+		return 0;
+	m->last_reopen = now;
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", cn_error_message());
+	/* a PBS reader session serves the chunks of the indexes it has sent */
+	struct cn_index *idx = NULL;
+	int r = m->src->ops->open(m->src, &m->id);
+	if (r == 0)
+		r = cn_restore_load_index(m->src, m->manifest, m->files.name, &idx);
+	cn_index_free(idx);
+	idx = NULL;
+	if (r == 0 && m->split)
+		r = cn_restore_load_index(m->src, m->manifest, m->files.pname, &idx);
+	cn_index_free(idx);
+	if (r < 0) {
+		cn_log_error("cairn mount: reopening the snapshot on %s failed: %s", m->src->name,
+			     cn_error_message());
+		cn_error_set(rc, "%s", msg);
+		return 0;
+	}
+	cn_log_warning("cairn mount: reopened the snapshot on %s after: %s", m->src->name, msg);
+	return 1;
 }
 
 static int fail(struct cn_mount *m, fuse_req_t req, int rc, const char *what,
@@ -208,7 +269,10 @@ static int children(struct cn_mount *m, struct node *dir)
 		return 0;
 	if (!S_ISDIR(dir->st.st_mode))
 		return cn_error_set(-ENOTDIR, "not a directory");
-	return cn_pxar_dir_read(&m->in, m->split, &dir->range, &dir->children);
+	int rc = cn_pxar_dir_read(&m->in, m->split, &dir->range, &dir->children);
+	if (rc < 0 && reopen(m, rc))
+		rc = cn_pxar_dir_read(&m->in, m->split, &dir->range, &dir->children);
+	return rc;
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -289,7 +353,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * until the accessor's next call. */
 static int entry_again(struct cn_mount *m, const struct node *n, const struct cn_pxar_entry **e)
 {
-	return cn_pxar_accessor_entry(m->acc, &n->range, n->name, e);
+	int rc = cn_pxar_accessor_entry(m->acc, &n->range, n->name, e);
+	if (rc < 0 && reopen(m, rc))
+		rc = cn_pxar_accessor_entry(m->acc, &n->range, n->name, e);
+	return rc;
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -379,6 +446,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t len = (uint64_t)off + size > fsize ? (size_t)(fsize - (uint64_t)off) : size;
 	const struct cn_pxar_input *in = n->in_payload ? &m->pin : &m->in;
 	int rc = reply_data(m, req, in, n->content + (uint64_t)off, len);
+	if (rc < 0 && reopen(m, rc))
+		rc = reply_data(m, req, in, n->content + (uint64_t)off, len);
 	if (rc < 0)
 		fail(m, req, rc, "reading", n);
 }
@@ -663,6 +732,8 @@ int cn_mount_open(struct cn_source *src, const struct cn_snapshot_id *id, const 
 	struct cn_mount *m = calloc(1, sizeof(*m));
 	if (!m)
 		return cn_error_set(-ENOMEM, "out of memory");
+	m->src = src;
+	m->id = *id;
 	m->allow_other = o->allow_other;
 	m->debug = o->debug;
 	r = cn_restore_open(src, id, o->crypt, &m->manifest);
@@ -673,6 +744,7 @@ int cn_mount_open(struct cn_source *src, const struct cn_snapshot_id *id, const 
 	if (r == 0 && (r = cn_restore_archive_files(m->manifest, archive, &af)) == 0)
 		r = cn_restore_load_index(src, m->manifest, af.name, &m->idx);
 	m->split = af.split;
+	m->files = af;
 	if (r == 0 && m->split)
 		r = cn_restore_load_index(src, m->manifest, af.pname, &m->pidx);
 	if (r == 0)

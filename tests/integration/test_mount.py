@@ -9,6 +9,9 @@ and root, as in CI; without /dev/fuse the test is skipped, exit 77):
   - --daemon returns once mounted
   - a corrupt chunk: EIO for the file it belongs to, a message on stderr,
     and the rest of the mount keeps working
+  - through the PBS emulator: the same tree; the server going away gives
+    EIO (no hang), and once it is back the mount reads again (a new reader
+    session)
 Every mount is undone in a finally (fusermount3 -u -z), waits are bounded.
 """
 import errno
@@ -46,12 +49,16 @@ def wait_for(cond, what, limit=60):
     raise AssertionError('timed out waiting for ' + what)
 
 
-def mount(snap, mnt, *extra, store_dir=store):
+def mount(snap, mnt, *extra, env=None):
     os.makedirs(mnt, exist_ok=True)
     mounts.append(mnt)
     log = open(mnt + '.log', 'w+')
-    p = subprocess.Popen([t.CAIRN, 'mount', snap, 'media.pxar', mnt, '--store', store_dir]
-                         + list(extra), stdout=log, stderr=log)
+    where = list(extra) if extra else ['--store', store]
+    e = dict(os.environ)
+    e.pop('PBS_REPOSITORY', None)
+    e.update(env or {})
+    p = subprocess.Popen([t.CAIRN, 'mount', snap, 'media.pxar', mnt] + where,
+                         stdout=log, stderr=log, env=e)
 
     def up():
         if p.poll() is not None:
@@ -250,6 +257,80 @@ try:
         if p.poll() is None:
             p.kill()
             p.wait(timeout=60)
+
+    # ---- through a PBS (the emulator serving the same store) ----
+    emulator = sys.argv[2]
+    certs = os.path.join(work, 'certs')
+    os.makedirs(certs)
+
+    def start_emulator(port, cert):
+        args = ['/usr/bin/python3', emulator, '--datastore', 'store1=' + store, '--port',
+                str(port), '--token', 'root@pam!t1:SECRET']
+        args += ['--cert', os.path.join(certs, 'cert.pem'), '--key',
+                 os.path.join(certs, 'key.pem')] if cert else ['--cert-out', certs]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+        line = proc.stdout.readline().split()
+        if not line or line[0] != 'READY':
+            proc.kill()
+            raise AssertionError('emulator did not start: %r' % line)
+        return proc, int(line[1]), line[2]
+
+    def read_in_child(path, off, ln):
+        """(errno or 0, bytes) of a pread in another process, which must
+        not take long (a hang fails the test instead of stalling it)."""
+        code = ('import os,sys\ntry:\n fd=os.open(sys.argv[1],os.O_RDONLY)\n'
+                ' sys.stdout.buffer.write(os.pread(fd,int(sys.argv[3]),int(sys.argv[2])))\n'
+                'except OSError as e:\n sys.exit(100+e.errno)\n')
+        r = subprocess.run(['/usr/bin/python3', '-c', code, path, str(off), str(ln)],
+                           capture_output=True, timeout=120)
+        return (r.returncode - 100 if r.returncode else 0), r.stdout
+
+    emu, port, fp = start_emulator(0, False)
+    try:
+        repo = 'root@pam!t1@127.0.0.1:%d:store1' % port
+        env = {'PBS_PASSWORD': 'SECRET', 'PBS_FINGERPRINT': fp}
+        pmnt = os.path.join(work, 'pmnt')
+        p, log = mount(snap, pmnt, '--repository', repo, env=env)
+        try:
+            assert open(os.path.join(pmnt, 'a.txt'), 'rb').read() == b'hello cairn\n'
+            st = os.stat(os.path.join(pmnt, 'dir', 'large.bin'))
+            assert st.st_size == len(data)
+            emu.kill()
+            emu.wait(timeout=60)
+            # not read yet: needs the server, which is gone
+            off = len(data) // 2
+            err, _ = read_in_child(os.path.join(pmnt, 'dir', 'large.bin'), off, 4096)
+            log.seek(0)
+            assert err == errno.EIO, 'read with the server gone: errno %d, not EIO\n%s' % (
+                err, log.read())
+            assert p.poll() is None, 'cairn mount ended when the server went away'
+            emu, port2, fp2 = start_emulator(port, True)
+            assert (port2, fp2) == (port, fp)
+            end = time.monotonic() + 90
+            while True:
+                err, got = read_in_child(os.path.join(pmnt, 'dir', 'large.bin'), off, 4096)
+                if err == 0 or time.monotonic() > end:
+                    break
+                time.sleep(0.5)
+            assert err == 0, 'no read after the server came back: errno %d' % err
+            assert got == data[off:off + 4096]
+            n = compare(src, pmnt)
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+            log.seek(0)
+            msg = log.read()
+            assert p.returncode == 0, 'exit %d: %s' % (p.returncode, msg)
+            assert 'reopened' in msg, msg
+            print('ok: mount through PBS (%d entries); server gone -> EIO, back -> reads '
+                  'again' % n)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=60)
+    finally:
+        emu.kill()
+        emu.wait(timeout=60)
 finally:
     unmount_all()
     if not any(os.path.ismount(m) for m in mounts):
