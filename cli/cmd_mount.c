@@ -43,9 +43,10 @@ static void help(FILE *f)
 		"  -o allow_other         let other users in (access as archived)\n"
 		"  --threads N            read-ahead threads per archive stream (default 2).\n"
 		"                         Memory: the chunk cache holds 2*N+5 chunks per\n"
-		"                         stream (a split archive has two), each at most\n"
-		"                         16 MiB, 4 MiB on average: about 40 MiB typical and\n"
-		"                         at most 144 MiB per stream with the default\n"
+		"                         stream (a split archive has two), each with its\n"
+		"                         stored form (chunks are 4 MiB on average, at most\n"
+		"                         16 MiB): with the default 9 slots, typically\n"
+		"                         40-80 MiB per stream, at most about 300 MiB\n"
 		"  --debug                libfuse's request trace on stderr\n"
 		CLI_COMMON_HELP
 		"\nExit codes: 0 unmounted cleanly, 1 failure (could not mount), 2 usage,\n"

@@ -60,11 +60,6 @@ struct cn_mount {
 	struct fuse_session *se;
 };
 
-size_t cn_mount_cache_slots(size_t threads)
-{
-	return 2 * (threads ? threads : 2) + 5;
-}
-
 /* ---- inode table ------------------------------------------------------- */
 
 static size_t bucket_of(const struct cn_mount *m, uint64_t ino)
@@ -825,6 +820,7 @@ int cn_mount_run(struct cn_mount *m, const char *mountpoint, void (*mounted)(voi
 	char *argv[] = {"cairn", "-o", opts, m->debug ? "-d" : NULL, NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(m->debug ? 4 : 3, argv);
 	m->se = fuse_session_new(&args, &ops, sizeof(ops), m);
+	fuse_opt_free_args(&args); /* (the session may have added to them) */
 	if (!m->se)
 		return cn_error_set(-EINVAL, "cannot start a FUSE session (see above)");
 	if (fuse_session_mount(m->se, mountpoint) != 0) {

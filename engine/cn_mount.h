@@ -40,11 +40,6 @@ struct cn_mount_opts {
 	int debug;          /* libfuse debug output on stderr */
 };
 
-/* Chunk cache slots per stream for a number of read-ahead workers (the
- * chunk reader's 2 x threads + 5): each slot holds one chunk, at most
- * 16 MiB (4 MiB on average with the default chunker). */
-size_t cn_mount_cache_slots(size_t threads);
-
 /* Opens archive ("media.pxar", split or not) of snapshot id on src
  * (borrowed; must outlive the mount): manifest (checked as by
  * cn_restore_open), index, chunk readers, accessor. Nothing is mounted

@@ -3,7 +3,7 @@
 and root, as in CI; without /dev/fuse the test is skipped, exit 77):
   - the mounted snapshot equals its source tree: names, content, mode,
     owner, mtime (files and directories), xattrs, ACLs, symlinks,
-    hardlinks (one inode), a fifo
+    hardlinks (one inode), a fifo; also for a split archive
   - random ranges of a large file read through the mount equal the source
   - SIGTERM unmounts cleanly (exit 0), and so does fusermount3 -u
   - --daemon returns once mounted
@@ -165,6 +165,26 @@ try:
         assert p.returncode == 0, 'exit %d after SIGTERM: %s' % (p.returncode, log.read())
         assert not os.path.ismount(mnt), 'still mounted after SIGTERM'
         print('ok: SIGTERM unmounts, exit 0')
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=60)
+
+    # ---- a split archive (media.mpxar + media.ppxar) ----
+    ssnap = t.run_json('backup', 'media.pxar:' + src, '--store', store, '--backup-id', 'split',
+                       '--change-detection-mode', 'metadata')['snapshot']
+    assert os.path.exists(os.path.join(store, ssnap, 'media.ppxar.didx'))
+    smnt = os.path.join(work, 'smnt')
+    p, log = mount(ssnap, smnt)
+    try:
+        n = compare(src, smnt)
+        with open(os.path.join(smnt, 'dir', 'large.bin'), 'rb') as f:
+            f.seek(5 << 20)
+            assert f.read(1 << 20) == data[5 << 20:6 << 20]
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+        assert p.returncode == 0, p.returncode
+        print('ok: a split archive mounts as media.pxar and equals its source (%d entries)' % n)
     finally:
         if p.poll() is None:
             p.kill()
