@@ -156,6 +156,42 @@ int cn_restore_read_stream(struct cn_source *src, const struct cn_index *idx,
 
 /* Reads every byte of the stream through the reader (which verifies each
  * chunk), in large sequential pieces so that read-ahead runs. */
+int cn_restore_archive_files(const struct cn_manifest *m, const char *archive,
+			     struct cn_archive_files *f)
+{
+	/* NAME.pxar, NAME.mpxar or NAME.ppxar (with or without .didx): a
+	 * unified archive NAME.pxar.didx or a split one (format v2,
+	 * NAME.mpxar.didx + NAME.ppxar.didx), whichever the snapshot has */
+	char base[256];
+	size_t alen = strlen(archive);
+	if (alen >= sizeof(base))
+		return cn_error_set(-EINVAL, "archive name too long");
+	memcpy(base, archive, alen + 1);
+	if (alen > 5 && !strcmp(base + alen - 5, ".didx"))
+		base[alen -= 5] = 0;
+	const char *ext = alen > 5 ? base + alen - 5 : "";
+	if (!strcmp(ext, ".pxar"))
+		base[alen -= 5] = 0;
+	else if (alen > 6 && (!strcmp(base + alen - 6, ".mpxar") || !strcmp(base + alen - 6, ".ppxar")))
+		base[alen -= 6] = 0;
+	else
+		return cn_error_set(-EINVAL, "%s is not a pxar archive name (e.g. media.pxar)", archive);
+	snprintf(f->name, sizeof(f->name), "%s.pxar.didx", base);
+	f->pname[0] = 0;
+	f->split = 0;
+	if (m && cn_manifest_find(m, f->name) < 0) {
+		snprintf(f->pname, sizeof(f->pname), "%s.mpxar.didx", base);
+		if (cn_manifest_find(m, f->pname) >= 0) {
+			f->split = 1;
+			snprintf(f->name, sizeof(f->name), "%s", f->pname);
+			snprintf(f->pname, sizeof(f->pname), "%s.ppxar.didx", base);
+		} else {
+			f->pname[0] = 0;
+		}
+	}
+	return 0;
+}
+
 static int read_all(struct cn_chunk_reader *cr, const struct cn_index *idx)
 {
 	size_t piece = 1u << 20;
@@ -300,48 +336,27 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		o = &dflt;
 	memset(stats, 0, sizeof(*stats));
 	double t0 = now_sec();
-	/* NAME.pxar, NAME.mpxar or NAME.ppxar (with or without .didx): a
-	 * unified archive NAME.pxar.didx or a split one (format v2,
-	 * NAME.mpxar.didx + NAME.ppxar.didx), whichever the snapshot has */
-	char base[256], name[300], pname[300];
-	size_t alen = strlen(archive);
-	if (alen >= sizeof(base))
-		return cn_error_set(-EINVAL, "archive name too long");
-	memcpy(base, archive, alen + 1);
-	if (alen > 5 && !strcmp(base + alen - 5, ".didx"))
-		base[alen -= 5] = 0;
-	const char *ext = alen > 5 ? base + alen - 5 : "";
-	if (!strcmp(ext, ".pxar"))
-		base[alen -= 5] = 0;
-	else if (alen > 6 && (!strcmp(base + alen - 6, ".mpxar") || !strcmp(base + alen - 6, ".ppxar")))
-		base[alen -= 6] = 0;
-	else
-		return cn_error_set(-EINVAL, "%s is not a pxar archive name (e.g. media.pxar)", archive);
+	struct cn_archive_files af;
+	int r = cn_restore_archive_files(NULL, archive, &af);
+	if (r < 0)
+		return r;
 
 	struct cn_manifest *m = NULL;
 	struct cn_index *idx = NULL, *pidx = NULL;
 	struct cn_chunk_reader *cr = NULL, *pcr = NULL;
 	int split = 0;
-	int r = cn_restore_open(src, id, o->crypt, &m);
+	r = cn_restore_open(src, id, o->crypt, &m);
 	if (r == 0 && (r = cn_restore_check_downgrade(src, id, m)) == -CN_E_MISMATCH) {
 		/* the data may be what the user wants: restore it, but loudly */
 		cn_log_warning("WARNING: %s", cn_error_message());
 		r = 0;
 	}
-	if (r == 0) {
-		snprintf(name, sizeof(name), "%s.pxar.didx", base);
-		if (cn_manifest_find(m, name) < 0) {
-			snprintf(pname, sizeof(pname), "%s.mpxar.didx", base);
-			split = cn_manifest_find(m, pname) >= 0;
-			if (split) {
-				snprintf(name, sizeof(name), "%s", pname);
-				snprintf(pname, sizeof(pname), "%s.ppxar.didx", base);
-			}
-		}
-		r = cn_restore_load_index(src, m, name, &idx);
+	if (r == 0 && (r = cn_restore_archive_files(m, archive, &af)) == 0) {
+		split = af.split;
+		r = cn_restore_load_index(src, m, af.name, &idx);
 	}
 	if (r == 0 && split)
-		r = cn_restore_load_index(src, m, pname, &pidx);
+		r = cn_restore_load_index(src, m, af.pname, &pidx);
 	if (r == 0)
 		r = cn_chunk_reader_new(src, idx, o->crypt, o->threads, &cr);
 	if (r == 0 && split)

@@ -68,6 +68,18 @@ int cn_restore_check_downgrade(struct cn_source *src, const struct cn_snapshot_i
 int cn_restore_load_index(struct cn_source *src, const struct cn_manifest *m, const char *name,
 			  struct cn_index **idx);
 
+/* The index files of archive ("media.pxar", "media.mpxar", with or
+ * without ".didx") in a snapshot whose manifest is m: name is
+ * "media.pxar.didx", or for a split archive (split = 1) "media.mpxar.didx"
+ * with pname "media.ppxar.didx". m NULL only checks the archive name.
+ * 0, or -EINVAL with a message for a name that is not a pxar archive's. */
+struct cn_archive_files {
+	char name[300], pname[300];
+	int split;
+};
+int cn_restore_archive_files(const struct cn_manifest *m, const char *archive,
+			     struct cn_archive_files *f);
+
 /* Reads the whole stream of an index into out (for the catalog).
  * 0 or a negative code. */
 int cn_restore_read_stream(struct cn_source *src, const struct cn_index *idx,

@@ -16,6 +16,10 @@ struct pbs_source {
 	pthread_mutex_t mu;   /* guards h2 (replaced by open) */
 	struct cn_h2 *h2;
 	struct cn_snapshot_id id;
+	/* sessions replaced by a later open: another thread may still be in
+	 * a download on one, so they are cancelled and freed at destroy */
+	struct cn_h2 **retired;
+	size_t nretired;
 };
 
 static struct pbs_source *S(struct cn_source *s)
@@ -42,13 +46,26 @@ static int s_open(struct cn_source *ss, const struct cn_snapshot_id *id)
 		return cn_error_prefix(r, "%s", ss->name);
 	pthread_mutex_lock(&s->mu);
 	struct cn_h2 *old = s->h2;
+	struct cn_h2 **rl = old ? realloc(s->retired, (s->nretired + 1) * sizeof(*rl)) : NULL;
+	if (old && !rl) {
+		pthread_mutex_unlock(&s->mu);
+		cn_h2_cancel(h2, "out of memory");
+		cn_h2_free(h2);
+		return cn_error_set(-ENOMEM, "out of memory");
+	}
+	if (old) {
+		s->retired = rl;
+		rl[s->nretired++] = old;
+	}
 	s->h2 = h2;
 	s->id = *id;
 	pthread_mutex_unlock(&s->mu);
-	if (old) {
+	/* a live one ends gracefully as before; a dead one (the reason for
+	 * this open, from a mount) may still have waiters: cancel wakes them */
+	if (old && cn_h2_error(old) == 0)
 		cn_h2_close(old);
-		cn_h2_free(old);
-	}
+	else if (old)
+		cn_h2_cancel(old, "reader session replaced by a new one");
 	return 0;
 }
 
@@ -96,6 +113,9 @@ static void s_destroy(struct cn_source *ss)
 		cn_h2_close(s->h2);
 		cn_h2_free(s->h2);
 	}
+	for (size_t i = 0; i < s->nretired; i++)
+		cn_h2_free(s->retired[i]);
+	free(s->retired);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }

@@ -9,6 +9,7 @@ PKGS=(
   build-essential meson ninja-build pkg-config clang
   libzstd-dev libssl-dev libxxhash-dev libcurl4-openssl-dev liblmdb-dev
   libnghttp2-dev libjansson-dev libacl1-dev libinih-dev check libsubunit-dev
+  libfuse3-dev fuse3
   python3 python3-h2 python3-cryptography python3-zstandard
   attr acl lmdb-utils openssl ca-certificates util-linux
   systemd scdoc

@@ -3,8 +3,10 @@
 
 A Check program counts as its individual checks (from Check's own
 "Checks: N, Failures: F, Errors: E" line); any other test counts as one.
-Prints the total as the last line, "N passed, N failed", and exits
-non-zero when anything failed or nothing ran.
+Prints the total as the last line, "N passed, N failed", followed by
+"; skipped: NAME (reason)" for each skipped test (its reason is the text
+after "SKIP:" in its output), and exits non-zero when anything failed or
+nothing ran.
 """
 import json
 import re
@@ -15,6 +17,7 @@ CHECK_RE = re.compile(r"(\d+)%: Checks: (\d+), Failures: (\d+), Errors: (\d+)")
 
 def main(dirs):
     passed = failed = 0
+    skips = []
     for d in dirs:
         try:
             f = open(f"{d}/meson-logs/testlog.json")
@@ -37,12 +40,16 @@ def main(dirs):
                     passed += n - bad
                     failed += max(bad, 1)
                 elif skipped:
-                    continue
+                    out = t.get("stdout") or ""
+                    why = [ln.split("SKIP:", 1)[1].strip() for ln in out.splitlines()
+                           if "SKIP:" in ln]
+                    skips.append(f"{t['name']} ({why[0] if why else 'no reason given'})")
                 elif ok:
                     passed += 1
                 else:
                     failed += 1
-    print(f"{passed} passed, {failed} failed")
+    print(f"{passed} passed, {failed} failed" +
+          (f"; skipped: {', '.join(skips)}" if skips else ""))
     return 0 if failed == 0 and passed > 0 else 1
 
 
