@@ -20,8 +20,9 @@
 #define APPEND_BATCH 64
 
 /* Messages queued per target (cn_fanout.h): how far a target may fall
- * behind the fastest before it holds the others up. */
-#define TARGET_QUEUE_DEPTH 8
+ * behind the fastest before it holds the others up. Each queued message
+ * can hold an encoded chunk; see cn_pipeline.h for the measured cost. */
+#define TARGET_QUEUE_DEPTH 2
 
 /* A target making no progress for this long is dropped (default). */
 #define STALL_TIMEOUT_MS 30000
