@@ -102,14 +102,13 @@ static void on_snapshot(void *ctx, const struct cn_snapshot_id *id, enum cn_sync
 	const char *what = cn_sync_action_name(a);
 	if (rc->progress)
 		cli_progress_done();
+	if (err < 0)
+		fprintf(stderr, "cairn sync: %s: %s\n", snap, cn_error_message());
 	if (rc->arr) {
 		json_t *o = json_pack("{s:s, s:s}", "snapshot", snap, "action", what);
 		if (err < 0)
 			json_object_set_new(o, "error", json_string(cn_error_message()));
 		json_array_append_new(rc->arr, o);
-	} else if (err < 0) {
-		fprintf(stderr, "cairn sync: %s: %s\n", snap, cn_error_message());
-		printf("%-15s %s\n", what, snap);
 	} else {
 		printf("%-15s %s\n", what, snap);
 	}
