@@ -176,3 +176,26 @@ int cli_endpoint_set_notes(struct cli_endpoint *e, const struct cn_snapshot_id *
 		return cn_pbs_set_notes(e->pbs, id, text);
 	return local_set_notes(e->ds, id, text);
 }
+
+int cli_endpoint_sync(struct cli_endpoint *from, struct cli_endpoint *to, const char *ns,
+		      const struct cn_snapshot_id *sel, size_t nsel, struct cn_sync_opts *opts,
+		      struct cn_sync_stats *st)
+{
+	struct cn_source *src = NULL, *dlist = NULL;
+	struct cn_target *dst = NULL;
+	cli_endpoint_admin(to, &opts->admin);
+	int r = cli_endpoint_source(from, &src);
+	if (r == 0)
+		r = cli_endpoint_source(to, &dlist);
+	if (r == 0)
+		r = cli_endpoint_target(to, &dst);
+	if (r == 0)
+		r = cn_sync_run(src, dlist, dst, ns, sel, nsel, opts, st);
+	if (dst)
+		dst->ops->destroy(dst);
+	if (dlist)
+		dlist->ops->destroy(dlist);
+	if (src)
+		src->ops->destroy(src);
+	return r;
+}

@@ -23,4 +23,10 @@ int cli_endpoint_get_notes(struct cli_endpoint *e, const struct cn_snapshot_id *
 int cli_endpoint_set_notes(struct cli_endpoint *e, const struct cn_snapshot_id *id,
 			   const char *text);
 
+/* cn_sync_run from endpoint `from` to endpoint `to` (sources and target
+ * made and freed here; opts->admin set to to's). */
+int cli_endpoint_sync(struct cli_endpoint *from, struct cli_endpoint *to, const char *ns,
+		      const struct cn_snapshot_id *sel, size_t nsel, struct cn_sync_opts *opts,
+		      struct cn_sync_stats *st);
+
 #endif

@@ -127,28 +127,6 @@ static void on_progress(void *ctx, const struct cn_sync_stats *st)
 			  (unsigned long long)st->chunks_reused);
 }
 
-static int run_sync(const char *ns, struct cli_endpoint *from, struct cli_endpoint *to,
-		    const struct cn_snapshot_id *sel, size_t nsel, struct cn_sync_opts *o,
-		    struct cn_sync_stats *st)
-{
-	struct cn_source *src = NULL, *dlist = NULL;
-	struct cn_target *dst = NULL;
-	int r = cli_endpoint_source(from, &src);
-	if (r == 0)
-		r = cli_endpoint_source(to, &dlist);
-	if (r == 0)
-		r = cli_endpoint_target(to, &dst);
-	if (r == 0)
-		r = cn_sync_run(src, dlist, dst, ns, sel, nsel, o, st);
-	if (dst)
-		dst->ops->destroy(dst);
-	if (dlist)
-		dlist->ops->destroy(dlist);
-	if (src)
-		src->ops->destroy(src);
-	return r;
-}
-
 static int cmd_sync(int argc, char **argv)
 {
 	struct cli_common c = {.cmd = "sync"};
@@ -218,12 +196,11 @@ static int cmd_sync(int argc, char **argv)
 	}
 	struct report_ctx rctx = {.arr = c.json ? json_array() : NULL,
 				  .progress = !c.json && cli_progress_enabled()};
-	cli_endpoint_admin(&dst_eps.e[0], &so.admin);
 	so.on_snapshot = on_snapshot;
 	so.on_progress = on_progress;
 	so.ctx = &rctx;
 	struct cn_sync_stats st = {0};
-	int r = run_sync(c.ns, &src_eps.e[0], &dst_eps.e[0], sel, nsel, &so, &st);
+	int r = cli_endpoint_sync(&src_eps.e[0], &dst_eps.e[0], c.ns, sel, nsel, &so, &st);
 	if (rctx.progress)
 		cli_progress_done();
 	char sent[32];
