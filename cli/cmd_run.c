@@ -41,12 +41,14 @@
 #include "cli/cli.h"
 #include "cli/cli_common.h"
 #include "cli/cli_sched.h"
+#include "cli/cli_snapadmin.h"
 #include "cli/cn_history.h"
 #include "cli/cn_proc.h"
 #include "cli/cn_zfs.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "engine/cn_backup.h"
+#include "engine/cn_sync.h"
 #include "net/cn_pbs.h"
 #include "net/cn_pbs_target.h"
 #include "store/cn_datastore.h"
@@ -134,6 +136,52 @@ static int snapshot_present(struct worker *w, size_t i, const struct cn_snapshot
 	free(list);
 	src->ops->destroy(src);
 	return r < 0 ? r : found;
+}
+
+/* catch-up: copies what target i lacks of the configured sources' groups
+ * from the first other target that opened (engine/cn_sync.h), before the
+ * backups, so both hold the same history after a night one was down. */
+static void catch_up_target(struct worker *w, size_t i)
+{
+	const struct cn_config *c = w->cfg;
+	const struct cn_config_target *t = &c->targets[i];
+	size_t from = c->n_targets;
+	for (size_t k = 0; k < c->n_targets && from == c->n_targets; k++)
+		if (k != i && w->open_ok[k])
+			from = k;
+	if (from == c->n_targets) {
+		cn_log_warning("target %s: catch-up: no other target could be opened", t->name);
+		return;
+	}
+	struct cn_snapshot_id *groups = calloc(c->n_sources ? c->n_sources : 1, sizeof(*groups));
+	struct cn_sync_stats st = {0};
+	struct cn_sync_opts so = {.dry_run = w->dry_run};
+	int r = groups ? 0 : cn_error_set(-ENOMEM, "out of memory");
+	for (size_t si = 0; r == 0 && si < c->n_sources; si++)
+		cli_sched_group(c, &c->sources[si], &groups[si]);
+	/* one call per group: each carries its own namespace */
+	for (size_t si = 0; r == 0 && si < c->n_sources; si++) {
+		int e = cli_endpoint_sync(&w->eps[from], &w->eps[i], groups[si].ns, &groups[si], 1,
+					  &so, &st);
+		if (e < 0 && st.copied + st.present + st.failed == 0)
+			r = e;
+		else if (e < 0)
+			cn_log_error("target %s: catch-up from %s: %s", t->name, c->targets[from].name,
+				     cn_error_message());
+	}
+	json_object_set_new(w->tj[i], "caught-up", json_integer((json_int_t)st.copied));
+	json_object_set_new(w->tj[i], "caught-up-from", json_string(c->targets[from].name));
+	if (r < 0 || st.failed) {
+		char m[1200];
+		snprintf(m, sizeof(m), "catch-up from %s: %s", c->targets[from].name,
+			 r < 0 ? cn_error_message() : "some snapshots could not be copied (see the log)");
+		mark_failed(w->tj[i], m);
+		cn_log_error("target %s: %s", t->name, m);
+	}
+	cn_log_notice("target %s: %s %zu snapshot(s) from %s (%zu already there, %zu older than "
+		      "its newest)", t->name, w->dry_run ? "catch-up would copy" : "caught up",
+		      st.copied, c->targets[from].name, st.present, st.skipped_older);
+	free(groups);
 }
 
 static void backup_source(struct worker *w, size_t si)
@@ -380,6 +428,9 @@ static json_t *worker_run(struct worker *w)
 		}
 		w->open_ok[i] = 1;
 	}
+	for (size_t i = 0; i < c->n_targets; i++)
+		if (w->open_ok[i] && c->targets[i].catch_up)
+			catch_up_target(w, i);
 	for (size_t si = 0; si < c->n_sources; si++) {
 		if (!w->read_from[si]) {
 			mark_failed(w->sj[si], w->skip_why[si] ? w->skip_why[si] : "skipped");
@@ -616,6 +667,8 @@ static int cmd_run(int argc, char **argv)
 		tj[i] = json_pack("{s:s, s:s, s:s, s:[], s:I, s:I}", "name", t->name, "kind",
 				  t->kind == CN_CONFIG_LOCAL ? "local" : "pbs", "result", "ok",
 				  "backups", "bytes-uploaded", (json_int_t)0, "pruned", (json_int_t)0);
+		if (t->catch_up)
+			json_object_set_new(tj[i], "caught-up", json_integer(0));
 	}
 
 	/* the worker */

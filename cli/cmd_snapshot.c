@@ -1,12 +1,16 @@
 /* cairn snapshot — snapshots of a store or repository:
  *   cairn snapshot list [GROUP]
  *   cairn snapshot files SNAPSHOT [ARCHIVE [PATH]]   (manifest, or the catalog)
+ *   cairn snapshot forget SNAPSHOT
+ *   cairn snapshot protected SNAPSHOT on|off|show
+ *   cairn snapshot notes SNAPSHOT show|update TEXT
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli_common.h"
+#include "cli/cli_snapadmin.h"
 #include "common/cn_error.h"
 #include "engine/cn_backup.h"
 #include "pxar/cn_catalog_reader.h"
@@ -15,11 +19,20 @@
 static void help(FILE *f)
 {
 	fprintf(f, "Usage: cairn snapshot list [OPTIONS] [GROUP]\n"
-		   "       cairn snapshot files [OPTIONS] SNAPSHOT [ARCHIVE [PATH]]\n\n"
+		   "       cairn snapshot files [OPTIONS] SNAPSHOT [ARCHIVE [PATH]]\n"
+		   "       cairn snapshot forget [OPTIONS] SNAPSHOT\n"
+		   "       cairn snapshot protected [OPTIONS] SNAPSHOT on|off|show\n"
+		   "       cairn snapshot notes [OPTIONS] SNAPSHOT show|update TEXT\n\n"
 		   "list:  the snapshots (of GROUP, TYPE/ID, or of all groups) with their size.\n"
 		   "files: without ARCHIVE, the files of SNAPSHOT (archives, catalog, manifest)\n"
 		   "       with sizes; with ARCHIVE (media.pxar), its entries from the catalog,\n"
-		   "       below PATH if given (no archive data is read).\n\n"
+		   "       below PATH if given (no archive data is read).\n"
+		   "forget: removes SNAPSHOT (its chunks go at the next gc); a protected\n"
+		   "       snapshot is refused.\n"
+		   "protected: marks SNAPSHOT protected (prune and forget keep it), unmarks it,\n"
+		   "       or shows the flag (a .protected file in a local store, as PBS).\n"
+		   "notes: shows or replaces the notes of SNAPSHOT (kept in the manifest's\n"
+		   "       unprotected part, as PBS keeps them; the signature is unaffected).\n\n"
 		   "Options:\n" CLI_COMMON_HELP);
 }
 
@@ -165,6 +178,64 @@ out:;
 	return code;
 }
 
+/* forget / protected / notes: args are what follows SNAPSHOT. */
+static int do_manage(struct cli_common *c, struct cli_endpoint *e, const char *sub,
+		     const char *snap_arg, char **args)
+{
+	struct cn_snapshot_id id;
+	int code = cli_parse_snapshot(c, snap_arg, 0, &id);
+	if (code)
+		return code;
+	char snap[512];
+	cli_snapshot_text(&id, snap, sizeof(snap));
+	struct cn_sync_admin a;
+	cli_endpoint_admin(e, &a);
+	int r = 0;
+	json_t *out = NULL;
+	if (!strcmp(sub, "forget")) {
+		r = a.forget(a.ctx, &id);
+		if (r == -EPERM)
+			r = cn_error_set(-EPERM, "snapshot is protected: unprotect it first "
+						 "(cairn snapshot protected %s off)", snap);
+		if (r == 0)
+			out = json_pack("{s:s, s:b}", "snapshot", snap, "removed", 1);
+	} else if (!strcmp(sub, "protected")) {
+		const char *what = args[0];
+		if (!strcmp(what, "on") || !strcmp(what, "off"))
+			r = a.set_protected(a.ctx, &id, !strcmp(what, "on"));
+		if (r == 0)
+			r = cli_endpoint_get_protected(e, &id);
+		if (r >= 0) {
+			out = json_pack("{s:s, s:b}", "snapshot", snap, "protected", r);
+			r = 0;
+		}
+	} else {
+		char *notes = NULL;
+		if (!strcmp(args[0], "update"))
+			r = cli_endpoint_set_notes(e, &id, args[1]);
+		if (r == 0)
+			r = cli_endpoint_get_notes(e, &id, &notes);
+		if (r == 0)
+			out = json_pack("{s:s, s:s}", "snapshot", snap, "notes", notes);
+		free(notes);
+	}
+	if (r < 0)
+		return cli_fail(c, r, snap);
+	if (c->json) {
+		cli_json_print(out);
+		return CLI_EXIT_OK;
+	}
+	json_t *v;
+	if ((v = json_object_get(out, "notes")))
+		fputs(json_string_value(v), stdout), putchar('\n');
+	else if ((v = json_object_get(out, "protected")))
+		printf("%s %s\n", snap, json_is_true(v) ? "protected" : "not protected");
+	else
+		printf("removed %s\n", snap);
+	json_decref(out);
+	return CLI_EXIT_OK;
+}
+
 static int cmd_snapshot(int argc, char **argv)
 {
 	struct cli_common c = {.cmd = "snapshot"};
@@ -174,8 +245,10 @@ static int cmd_snapshot(int argc, char **argv)
 	}
 	const char *sub = argv[1];
 	int is_list = !strcmp(sub, "list"), is_files = !strcmp(sub, "files");
-	if (!is_list && !is_files)
-		return cli_usage_error(c.cmd, "unknown subcommand '%s' (list, files)", sub);
+	int is_manage = !strcmp(sub, "forget") || !strcmp(sub, "protected") || !strcmp(sub, "notes");
+	if (!is_list && !is_files && !is_manage)
+		return cli_usage_error(c.cmd, "unknown subcommand '%s' (list, files, forget, protected, "
+					      "notes)", sub);
 	int parsed = cli_parse_common_only(&c, argc, argv, 2, help);
 	if (parsed >= 0)
 		return parsed;
@@ -184,10 +257,25 @@ static int cmd_snapshot(int argc, char **argv)
 		return cli_usage_error(c.cmd, "snapshot list takes at most a GROUP");
 	if (is_files && (nargs < 1 || nargs > 3))
 		return cli_usage_error(c.cmd, "snapshot files takes SNAPSHOT [ARCHIVE [PATH]]");
+	if (!strcmp(sub, "forget") && nargs != 1)
+		return cli_usage_error(c.cmd, "snapshot forget takes SNAPSHOT");
+	if (!strcmp(sub, "protected") &&
+	    (nargs != 2 || (strcmp(argv[optind + 1], "on") && strcmp(argv[optind + 1], "off") &&
+			    strcmp(argv[optind + 1], "show"))))
+		return cli_usage_error(c.cmd, "snapshot protected takes SNAPSHOT on|off|show");
+	if (!strcmp(sub, "notes") &&
+	    !((nargs == 2 && !strcmp(argv[optind + 1], "show")) ||
+	      (nargs == 3 && !strcmp(argv[optind + 1], "update"))))
+		return cli_usage_error(c.cmd, "snapshot notes takes SNAPSHOT show|update TEXT");
 	struct cli_endpoints eps;
 	int exit_code = cli_open_endpoints(&c, 0, 1, &eps);
 	if (exit_code)
 		return exit_code;
+	if (is_manage) {
+		exit_code = do_manage(&c, &eps.e[0], sub, argv[optind], argv + optind + 1);
+		cli_close_endpoints(&eps);
+		return exit_code;
+	}
 	struct cn_source *src;
 	int r = cli_endpoint_source(&eps.e[0], &src);
 	if (r < 0) {
@@ -206,6 +294,6 @@ static int cmd_snapshot(int argc, char **argv)
 
 const struct cli_command cli_cmd_snapshot = {
 	.name = "snapshot",
-	.summary = "list snapshots, or the files/catalog of one (list, files)",
+	.summary = "list, inspect, forget, protect or annotate snapshots",
 	.run = cmd_snapshot,
 };

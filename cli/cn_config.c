@@ -417,6 +417,8 @@ static int target_key(struct parse_ctx *p, const char *name, const char *value)
 	}
 	if (!strcmp(name, "gc"))
 		return set_bool(p, name, value, &t->gc);
+	if (!strcmp(name, "catch-up"))
+		return set_bool(p, name, value, &t->catch_up);
 	return fail(p, p->line, "unknown key '%s' in [target %s]", name, t->name);
 }
 

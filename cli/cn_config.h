@@ -69,6 +69,8 @@ struct cn_config_target {
 	char *token_file;      /* pbs: file holding the token secret (or password) */
 	struct cn_config_keep keep; /* all 0 = no pruning */
 	int gc;                /* local: garbage collection after prune (default yes) */
+	int catch_up;          /* before the backups, sync what this target lacks
+				* of the sources' groups from another target */
 };
 
 struct cn_config {

@@ -132,6 +132,7 @@ static const struct metric M[] = {
 	{"cairn_target_last_pruned_snapshots", "Snapshots removed by the last run's prune.", "gauge"},
 	{"cairn_target_last_restore_test_failures", "Files that failed the last restore test on this target.", "gauge"},
 	{"cairn_target_last_restore_test_timestamp_seconds", "End of the last run that did a restore test on this target.", "gauge"},
+	{"cairn_target_last_caught_up_snapshots", "Snapshots the last run's catch-up copied to this target from another.", "gauge"},
 };
 
 /* Last time (record "end") in runs of config at which test(entry) held for
@@ -225,7 +226,7 @@ int cn_metrics_write(const char *path, json_t *runs, const char *config)
 				put(&b, "%s{config=\"%s\",source=\"%s\"} %.3f\n", M[5 + m].name, cfg, nl, val);
 			}
 		}
-		for (size_t m = 0; m < 6; m++) {
+		for (size_t m = 0; m < 7; m++) {
 			header(&b, 13 + m);
 			json_t *t;
 			size_t k;
@@ -239,7 +240,8 @@ int cn_metrics_write(const char *path, json_t *runs, const char *config)
 					   : m == 2 ? num(t, "bytes-uploaded")
 					   : m == 3 ? num(t, "pruned")
 					   : m == 4 ? (rt ? num(rt, "failed") : 0)
-						    : last_when(runs, config, "targets", n, restore_tested);
+					   : m == 5 ? last_when(runs, config, "targets", n, restore_tested)
+						    : num(t, "caught-up");
 				put(&b, "%s{config=\"%s\",target=\"%s\"} %.3f\n", M[13 + m].name, cfg, nl,
 				    val);
 			}

@@ -34,13 +34,13 @@
 extern const struct cli_command cli_cmd_backup, cli_cmd_restore, cli_cmd_list,
 	cli_cmd_snapshot, cli_cmd_verify, cli_cmd_prune, cli_cmd_gc, cli_cmd_key,
 	cli_cmd_benchmark, cli_cmd_pxar, cli_cmd_catalog, cli_cmd_run, cli_cmd_config,
-	cli_cmd_status, cli_cmd_version, cli_cmd_mount;
+	cli_cmd_status, cli_cmd_version, cli_cmd_mount, cli_cmd_sync;
 
 static const struct cli_command *const commands[] = {
 	&cli_cmd_backup, &cli_cmd_restore, &cli_cmd_list, &cli_cmd_snapshot,
 	&cli_cmd_verify, &cli_cmd_prune, &cli_cmd_gc, &cli_cmd_key,
 	&cli_cmd_benchmark, &cli_cmd_pxar, &cli_cmd_catalog, &cli_cmd_run, &cli_cmd_config,
-	&cli_cmd_status, &cli_cmd_version, &cli_cmd_mount,
+	&cli_cmd_status, &cli_cmd_version, &cli_cmd_mount, &cli_cmd_sync,
 };
 
 int cli_error(const char *context)

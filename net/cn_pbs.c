@@ -544,6 +544,87 @@ int cn_pbs_forget(struct cn_pbs *p, const struct cn_snapshot_id *id)
 	return r;
 }
 
+/* The snapshot's parameters as a JSON object (for PUT bodies). */
+static json_t *snapshot_params(const struct cn_snapshot_id *id)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I}", "backup-type", id->type, "backup-id", id->id,
+			      "backup-time", (json_int_t)id->time);
+	if (o && id->ns[0])
+		json_object_set_new(o, "ns", json_string(id->ns));
+	return o;
+}
+
+/* GET admin/datastore/{store}/{what}?<snapshot> into *data. */
+static int snapshot_get(struct cn_pbs *p, const char *what, const struct cn_snapshot_id *id,
+			json_t **data)
+{
+	char q[1600] = "", path[2000];
+	if (qadd(q, sizeof(q), "backup-type", id->type) < 0 || qadd(q, sizeof(q), "backup-id", id->id) < 0 ||
+	    qadd_int(q, sizeof(q), "backup-time", id->time) < 0 ||
+	    (id->ns[0] && qadd(q, sizeof(q), "ns", id->ns) < 0))
+		return cn_error_set(-ENAMETOOLONG, "query too long");
+	int r = store_path(p, what, q, path, sizeof(path));
+	if (r == 0)
+		r = cn_pbs_enoent(rest(p, "GET", path, NULL, 1, data));
+	return r;
+}
+
+/* PUT admin/datastore/{store}/{what} with the snapshot and key = value. */
+static int snapshot_put(struct cn_pbs *p, const char *what, const struct cn_snapshot_id *id,
+			const char *key, json_t *value)
+{
+	char path[512];
+	json_t *req = snapshot_params(id);
+	if (!req || !value || json_object_set_new(req, key, value) < 0) {
+		json_decref(req);
+		return cn_error_set(-ENOMEM, "out of memory");
+	}
+	char *body = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	int r = store_path(p, what, NULL, path, sizeof(path));
+	if (!body)
+		r = cn_error_set(-ENOMEM, "out of memory");
+	if (r == 0)
+		r = cn_pbs_enoent(rest(p, "PUT", path, body, 1, NULL));
+	free(body);
+	return r;
+}
+
+int cn_pbs_get_protected(struct cn_pbs *p, const struct cn_snapshot_id *id)
+{
+	json_t *data = NULL;
+	int r = snapshot_get(p, "protected", id, &data);
+	if (r == 0 && !json_is_boolean(data))
+		r = cn_error_set(-CN_E_PROTOCOL, "protected: the server's answer is not a boolean");
+	if (r == 0)
+		r = json_is_true(data);
+	json_decref(data);
+	return r;
+}
+
+int cn_pbs_set_protected(struct cn_pbs *p, const struct cn_snapshot_id *id, int on)
+{
+	return snapshot_put(p, "protected", id, "protected", json_boolean(on));
+}
+
+int cn_pbs_get_notes(struct cn_pbs *p, const struct cn_snapshot_id *id, char **out)
+{
+	json_t *data = NULL;
+	*out = NULL;
+	int r = snapshot_get(p, "notes", id, &data);
+	if (r == 0 && !json_is_string(data))
+		r = cn_error_set(-CN_E_PROTOCOL, "notes: the server's answer is not a string");
+	if (r == 0 && !(*out = strdup(json_string_value(data))))
+		r = cn_error_set(-ENOMEM, "out of memory");
+	json_decref(data);
+	return r;
+}
+
+int cn_pbs_set_notes(struct cn_pbs *p, const struct cn_snapshot_id *id, const char *notes)
+{
+	return snapshot_put(p, "notes", id, "notes", json_string(notes));
+}
+
 /* Writes all of buf on the (blocking) TLS connection. */
 static int write_all(struct cn_tls *t, const char *buf, size_t len)
 {

@@ -91,6 +91,20 @@ int cn_pbs_prune(struct cn_pbs *p, const struct cn_snapshot_id *group, const str
 /* Deletes ("forgets") one snapshot. -ENOENT if it does not exist. */
 int cn_pbs_forget(struct cn_pbs *p, const struct cn_snapshot_id *id);
 
+/* The protected flag of a snapshot (GET …/protected): 1, 0, or a
+ * negative code (-ENOENT: no such snapshot). */
+int cn_pbs_get_protected(struct cn_pbs *p, const struct cn_snapshot_id *id);
+
+/* Sets or clears it (PUT …/protected). 0 or a negative code. */
+int cn_pbs_set_protected(struct cn_pbs *p, const struct cn_snapshot_id *id, int on);
+
+/* A snapshot's notes (GET …/notes) into *out (malloc'd, the caller
+ * frees; "" when none). 0 or a negative code. */
+int cn_pbs_get_notes(struct cn_pbs *p, const struct cn_snapshot_id *id, char **out);
+
+/* Replaces them (PUT …/notes). 0 or a negative code. */
+int cn_pbs_set_notes(struct cn_pbs *p, const struct cn_snapshot_id *id, const char *notes);
+
 /* Opens an upgraded HTTP/2 session: protocol is
  * "proxmox-backup-protocol-v1" (path "backup") or
  * "proxmox-backup-reader-protocol-v1" (path "reader"); query is the

@@ -1539,6 +1539,8 @@ class Emulator:
         handlers = {("GET", "groups"): self.list_groups, ("DELETE", "groups"): self.delete_group,
                     ("GET", "snapshots"): self.list_snapshots, ("DELETE", "snapshots"): self.delete_snapshot,
                     ("GET", "files"): self.list_files, ("POST", "prune"): self.prune,
+                    ("GET", "protected"): self.get_protection, ("PUT", "protected"): self.update_protection,
+                    ("GET", "notes"): self.get_notes, ("PUT", "notes"): self.update_notes,
                     ("GET", "status"): self.status}
         fn = handlers.get((req.method, what))
         if fn is None:
@@ -1687,6 +1689,64 @@ class Emulator:
             raise ApiError("removing backup snapshot %s failed - %s" % (rust_path(path), io_error_text(
                 FileNotFoundError(2, os.strerror(2)))))
         self._destroy_snapshot(path)
+        return json_data(None)
+
+    # protected / notes (src/api2/admin/datastore.rs get_protection,
+    # update_protection, get_notes, update_notes): read with Datastore.Audit
+    # or as the group's owner with Datastore.Backup; change with
+    # Datastore.Modify or as the owner with Datastore.Backup.
+    def _snapshot_arg(self, store, authid, params, full, extra=None):
+        schema = {"ns": NS, "backup-type": BTYPE, "backup-id": BID, "backup-time": BTIME}
+        schema.update(extra or {})
+        p = check_params(params, schema)
+        ns = p.get("ns", "")
+        self._group_access(store, authid, ns, p["backup-type"], p["backup-id"], full,
+                           {"Datastore.Backup"})
+        return p, store.snapshot_path(ns, p["backup-type"], p["backup-id"], p["backup-time"])
+
+    def _lock_snapshot(self, path, shared=False):
+        if not os.path.isdir(path):
+            raise ApiError("unable to acquire lock on snapshot directory %s - %s" % (
+                rust_path(path), io_error_text(FileNotFoundError(2, os.strerror(2)))))
+        return DirLock(path, "snapshot", "possibly running or in use", shared=shared)
+
+    def get_protection(self, store, authid, params):
+        # upstream only looks for the file: a missing snapshot is "false"
+        _, path = self._snapshot_arg(store, authid, params, {"Datastore.Audit"})
+        return json_data(os.path.exists(os.path.join(path, ".protected")))
+
+    def update_protection(self, store, authid, params):
+        p, path = self._snapshot_arg(store, authid, params, {"Datastore.Modify"},
+                                     {"protected": _bool(False)})
+        lock = self._lock_snapshot(path)
+        try:
+            marker = os.path.join(path, ".protected")
+            if p["protected"]:
+                open(marker, "a").close()
+            elif os.path.exists(marker):
+                os.unlink(marker)
+        finally:
+            lock.release()
+        return json_data(None)
+
+    def get_notes(self, store, authid, params):
+        _, path = self._snapshot_arg(store, authid, params, {"Datastore.Audit"})
+        manifest, _ = load_manifest(path)
+        notes = (manifest.get("unprotected") or {}).get("notes")
+        return json_data(notes if isinstance(notes, str) else "")
+
+    def update_notes(self, store, authid, params):
+        _, path = self._snapshot_arg(store, authid, params, {"Datastore.Modify"},
+                                     {"notes": _str(False)})
+        lock = self._lock_snapshot(path, shared=True)
+        try:
+            manifest, _ = load_manifest(path)
+            manifest = normalize_manifest(manifest)
+            manifest["unprotected"]["notes"] = params["notes"]
+            atomic_write(os.path.join(path, MANIFEST),
+                         blob_encode(manifest_canonical_dump(manifest).encode(), True))
+        finally:
+            lock.release()
         return json_data(None)
 
     def delete_group(self, store, authid, params):
