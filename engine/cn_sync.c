@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cn_error.h"
 #include "store/cn_blob.h"
@@ -184,6 +185,25 @@ static int copy_blob(struct cn_source *src, struct cn_target *dst, const char *n
 	return r < 0 ? cn_error_prefix(r, "%s", name) : 0;
 }
 
+/* Marks the just-copied snapshot protected. A PBS keeps the snapshot's
+ * lock until it has seen the backup session's connection end, which can
+ * come a moment after finish was answered and the client closed; the flag
+ * needs that lock, so a refusal is retried for a few seconds. */
+static int set_protected_retrying(const struct cn_sync_admin *a, const struct cn_snapshot_id *id)
+{
+	unsigned delay_ms = 50;
+	int r = a->set_protected(a->ctx, id, 1);
+	for (int i = 0; r < 0 && i < 7; i++) {
+		struct timespec ts = {.tv_sec = delay_ms / 1000,
+				      .tv_nsec = (long)(delay_ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		delay_ms = delay_ms * 2 > 1000 ? 1000 : delay_ms * 2;
+		cn_error_clear();
+		r = a->set_protected(a->ctx, id, 1);
+	}
+	return r;
+}
+
 int cn_sync_snapshot(struct cn_source *src, struct cn_target *dst,
 		     const struct cn_snapshot_id *id, int protected_,
 		     const struct cn_sync_opts *opts, struct cn_sync_stats *st)
@@ -233,7 +253,7 @@ int cn_sync_snapshot(struct cn_source *src, struct cn_target *dst,
 		if (!a->set_protected)
 			r = cn_error_set(-ENOTSUP, "%s cannot mark snapshots protected", dst->name);
 		else
-			r = a->set_protected(a->ctx, id, 1);
+			r = set_protected_retrying(a, id);
 		if (r < 0)
 			r = cn_error_prefix(r, "copied, but not marked protected");
 	}

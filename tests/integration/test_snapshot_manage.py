@@ -16,7 +16,7 @@ src = os.path.join(work, 'src')
 os.makedirs(src)
 with open(os.path.join(src, 'photo.jpg'), 'wb') as f:
     f.write(os.urandom(200000))
-store = os.path.join(work, 'store')
+store = t.store_path('store')
 key = os.path.join(work, 'key.json')
 t.run('key', 'create', key, '--kdf', 'none', check=0)
 snap = t.run_json('backup', 'data.pxar:' + src, '--store', store, '--backup-id', 'fam',
