@@ -28,6 +28,12 @@
 /* After a transport error the snapshot is reopened on the source (a new
  * PBS reader session) at most this often; in between requests fail fast. */
 #define REOPEN_INTERVAL 5.0
+/* The kernel's read-ahead for the mount (its bdi's read_ahead_kb), set
+ * when the kernel proposes less: FUSE caps its READ requests at the
+ * read-ahead window, 128 KiB by default, and each request is a round
+ * trip through this process. 1 MiB is the largest request FUSE sends
+ * (max_pages 256). Memory: the kernel's page cache, not ours. */
+#define READAHEAD_KB 1024u
 
 /* An inode the kernel knows (or a readdirplus made). */
 struct node {
@@ -58,6 +64,9 @@ struct cn_mount {
 	size_t buf_cap;
 	int allow_other, debug;
 	struct fuse_session *se;
+	char *where;                  /* the mountpoint's real path */
+	int no_open, no_opendir;      /* the kernel opens without asking us */
+	int ra_pending;               /* INIT done, read-ahead not yet set */
 };
 
 /* ---- inode table ------------------------------------------------------- */
@@ -270,6 +279,97 @@ static int children(struct cn_mount *m, struct node *dir)
 	return rc;
 }
 
+/* ---- session setup ------------------------------------------------------ */
+
+/* Undoes mountinfo's octal escapes (\040 for a space ...) in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
+/* The device ("MAJ:MIN") of the newest cairn mount at where, from
+ * /proc/self/mountinfo (a stat of the mountpoint would ask this very
+ * process). 0, or -ENOENT. */
+static int mount_dev(const char *where, char *dev, size_t cap)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -ENOENT;
+	char *line = NULL;
+	size_t lcap = 0;
+	int found = -ENOENT;
+	while (getline(&line, &lcap, f) > 0) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE ... */
+		char *save = NULL, *tok[5], *t;
+		int n = 0;
+		while (n < 5 && (t = strtok_r(n ? NULL : line, " ", &save)))
+			tok[n++] = t;
+		char *sep = n == 5 ? strstr(save, " - ") : NULL;
+		if (!sep || strncmp(sep + 3, "fuse.cairn ", 11))
+			continue;
+		unescape(tok[4]);
+		if (strcmp(tok[4], where) == 0 && strlen(tok[2]) < cap) {
+			strcpy(dev, tok[2]);
+			found = 0;
+		}
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* Raises the kernel's read-ahead for the mount to READAHEAD_KB, so that
+ * a sequential read comes in 1 MiB requests instead of 128 KiB ones.
+ * Best effort: it takes root (sysfs), and a mount without it works,
+ * only slower. Called once the kernel has taken INIT's reply (which
+ * would lower it again). */
+static void tune_readahead(struct cn_mount *m)
+{
+	char dev[64], path[128];
+	m->ra_pending = 0;
+	if (!m->where || mount_dev(m->where, dev, sizeof(dev)) < 0) {
+		cn_log_debug("cairn mount: %s not found in /proc/self/mountinfo", m->where);
+		return;
+	}
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	FILE *f = fopen(path, "r+e");
+	unsigned kb = 0;
+	if (f && fscanf(f, "%u", &kb) == 1 && kb < READAHEAD_KB) {
+		rewind(f);
+		fprintf(f, "%u\n", READAHEAD_KB);
+	}
+	if (!f || fclose(f) != 0)
+		cn_log_debug("cairn mount: cannot raise the read-ahead in %s: %s", path,
+			     strerror(errno));
+}
+
+/* The kernel's INIT: asks for what suits an immutable tree. Opens and
+ * opendirs without a round trip where the kernel can (it then keeps
+ * file and directory caches, which are never stale here), symlink
+ * targets kept in the page cache, no cache invalidation on mtime
+ * checks, and more read-ahead requests in flight. */
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct cn_mount *m = userdata;
+	m->no_open = !!(conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	m->no_opendir = !!(conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	conn->max_background = 64;
+	m->ra_pending = 1;
+}
+
 /* ---- requests ----------------------------------------------------------- */
 
 static void entry_of(const struct node *n, struct fuse_entry_param *ep)
@@ -285,6 +385,8 @@ static void entry_of(const struct node *n, struct fuse_entry_param *ep)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct cn_mount *m = fuse_req_userdata(req);
+	if (m->ra_pending)
+		tune_readahead(m);
 	struct node *dir = node_get(m, parent), *n;
 	if (!dir) {
 		fuse_reply_err(req, ESTALE);
@@ -337,7 +439,10 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)fi;
-	struct node *n = node_get(fuse_req_userdata(req), ino);
+	struct cn_mount *m = fuse_req_userdata(req);
+	if (m->ra_pending)
+		tune_readahead(m);
+	struct node *n = node_get(m, ino);
 	if (!n)
 		fuse_reply_err(req, ESTALE);
 	else
@@ -372,7 +477,14 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct node *n = node_get(fuse_req_userdata(req), ino);
+	struct cn_mount *m = fuse_req_userdata(req);
+	struct node *n = node_get(m, ino);
+	if (n && m->no_open && (fi->flags & O_ACCMODE) == O_RDONLY) {
+		/* from now on the kernel opens files itself, keeping their
+		 * cached pages (writes are refused by the read-only mount) */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -458,6 +570,12 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int rc = children(m, n);
 	if (rc < 0) {
 		fail(m, req, rc, "listing", n);
+		return;
+	}
+	if (m->no_opendir) {
+		/* the kernel opens directories itself from now on, caching
+		 * their listings: two round trips less per directory */
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
 	fi->keep_cache = 1;
@@ -698,6 +816,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
 	.lookup = op_lookup,
 	.forget = op_forget,
 	.forget_multi = op_forget_multi,
@@ -815,6 +934,8 @@ int cn_mount_run(struct cn_mount *m, const char *mountpoint, void (*mounted)(voi
 		 void *ctx)
 {
 	char opts[256];
+	free(m->where);
+	m->where = realpath(mountpoint, NULL); /* NULL: the read-ahead stays */
 	snprintf(opts, sizeof(opts), "ro,default_permissions,fsname=cairn,subtype=cairn%s",
 		 m->allow_other ? ",allow_other" : "");
 	char *argv[] = {"cairn", "-o", opts, m->debug ? "-d" : NULL, NULL};
@@ -884,5 +1005,6 @@ void cn_mount_free(struct cn_mount *m)
 	cn_index_free(m->pidx);
 	cn_manifest_free(m->manifest);
 	free(m->buf);
+	free(m->where);
 	free(m);
 }

@@ -15,6 +15,12 @@
  * system.posix_acl_* xattrs) and file capabilities are shown as archived;
  * the kernel checks permissions against them (default_permissions).
  *
+ * The kernel is asked to cache what it can (names, attributes, listings
+ * and pages never go stale), to open files and directories without a
+ * request (FUSE_CAP_NO_OPEN(DIR)_SUPPORT), and its read-ahead on the
+ * mount is raised to 1 MiB (sysfs, root only) so that a sequential read
+ * comes in 1 MiB requests.
+ *
  * Errors while serving (a corrupt or missing chunk, a dropped connection)
  * fail that one request with EIO and are logged (cn_log) with the chunk
  * reader's message; the mount goes on serving the rest.

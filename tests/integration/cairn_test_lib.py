@@ -204,3 +204,26 @@ def start_emulator(emulator, ds):
         raise AssertionError('emulator did not start: %r' % line)
     repo = 'root@pam!t1@127.0.0.1:%s:store1' % line[1]
     return proc, repo, {'PBS_PASSWORD': 'SECRET', 'PBS_FINGERPRINT': line[2]}
+
+
+def require_fuse():
+    """Exits 77 (meson's skip) with the reason when cairn mount cannot be
+    tested here: no /dev/fuse, or no fusermount3."""
+    import shutil
+    if not os.path.exists('/dev/fuse'):
+        print('SKIP: /dev/fuse is absent, cannot test cairn mount')
+        sys.exit(77)
+    if not shutil.which('fusermount3'):
+        print('SKIP: fusermount3 (fuse3) is not installed, cannot test cairn mount')
+        sys.exit(77)
+
+
+def wait_for(cond, what, limit=60):
+    """Polls cond() until it is true; AssertionError after limit seconds."""
+    import time
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError('timed out waiting for ' + what)

@@ -27,12 +27,7 @@ import time
 
 import cairn_test_lib as t
 
-if not os.path.exists('/dev/fuse'):
-    print('SKIP: /dev/fuse is absent, cannot test cairn mount')
-    sys.exit(77)
-if not shutil.which('fusermount3'):
-    print('SKIP: fusermount3 (fuse3) is not installed, cannot test cairn mount')
-    sys.exit(77)
+t.require_fuse()
 
 t.setup(sys.argv)
 work = t.tmpdir()
@@ -40,13 +35,7 @@ store = os.path.join(work, 'store')
 mounts = []
 
 
-def wait_for(cond, what, limit=60):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError('timed out waiting for ' + what)
+wait_for = t.wait_for
 
 
 def mount(snap, mnt, *extra, env=None):
