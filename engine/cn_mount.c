@@ -35,16 +35,21 @@
  * (max_pages 256). Memory: the kernel's page cache, not ours. */
 #define READAHEAD_KB 1024u
 
-/* An inode the kernel knows (or a readdirplus made). */
+/* An inode the kernel knows (or a readdirplus made): one allocation
+ * with its name, attributes kept compact (node_stat makes the struct
+ * stat), as a find over a large tree makes one per entry. */
 struct node {
 	struct node *next;            /* hash chain */
 	uint64_t ino, nlookup, parent;
 	struct cn_pxar_range range;   /* the entry's (a hardlink's: its target's) */
-	struct stat st;
 	uint64_t content;             /* FILE: offset of the data in its stream */
-	int in_payload;               /* FILE: data in the .ppxar stream */
 	struct cn_pxar_dirlist *children; /* DIR: once listed or looked in */
-	char *name;                   /* for messages */
+	uint64_t size;                /* FILE: its size, SYMLINK: the target's length */
+	int64_t mtime_sec;
+	uint32_t mtime_nsec, mode, uid, gid;
+	uint32_t dev_major, dev_minor;
+	uint8_t in_payload;           /* FILE: data in the .ppxar stream */
+	char name[];                  /* for messages */
 };
 
 struct cn_mount {
@@ -87,7 +92,6 @@ static struct node *node_get(struct cn_mount *m, uint64_t ino)
 static void node_free(struct node *n)
 {
 	cn_pxar_dirlist_free(n->children);
-	free(n->name);
 	free(n);
 }
 
@@ -131,24 +135,40 @@ static void node_remove(struct cn_mount *m, struct node *n)
 
 /* ---- entries ------------------------------------------------------------ */
 
-static void fill_stat(struct stat *st, uint64_t ino, const struct cn_pxar_entry *e)
+/* Keeps the attributes of entry e in n. */
+static void set_attrs(struct node *n, const struct cn_pxar_entry *e)
+{
+	n->mode = (uint32_t)e->mode;
+	n->uid = e->uid;
+	n->gid = e->gid;
+	if (e->kind == CN_PXAR_KIND_FILE)
+		n->size = e->file_size;
+	else if (e->kind == CN_PXAR_KIND_SYMLINK)
+		n->size = e->link_len;
+	else if (e->kind == CN_PXAR_KIND_DEVICE) {
+		n->dev_major = (uint32_t)e->dev_major;
+		n->dev_minor = (uint32_t)e->dev_minor;
+	}
+	n->mtime_sec = e->mtime_sec;
+	n->mtime_nsec = (uint32_t)e->mtime_nsec;
+}
+
+/* The attributes of n as the kernel gets them. */
+static void node_stat(const struct node *n, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_mode = (mode_t)e->mode;
+	st->st_ino = n->ino;
+	st->st_mode = (mode_t)n->mode;
 	st->st_nlink = 1;
-	st->st_uid = e->uid;
-	st->st_gid = e->gid;
-	if (e->kind == CN_PXAR_KIND_FILE)
-		st->st_size = (off_t)e->file_size;
-	else if (e->kind == CN_PXAR_KIND_SYMLINK)
-		st->st_size = (off_t)e->link_len;
-	else if (e->kind == CN_PXAR_KIND_DEVICE)
-		st->st_rdev = makedev((unsigned)e->dev_major, (unsigned)e->dev_minor);
+	st->st_uid = n->uid;
+	st->st_gid = n->gid;
+	st->st_size = (off_t)n->size;
+	if (S_ISCHR(n->mode) || S_ISBLK(n->mode))
+		st->st_rdev = makedev(n->dev_major, n->dev_minor);
 	st->st_blksize = 128 * 1024;
 	st->st_blocks = (st->st_size + 511) / 512;
-	st->st_mtim.tv_sec = e->mtime_sec;
-	st->st_mtim.tv_nsec = e->mtime_nsec;
+	st->st_mtim.tv_sec = n->mtime_sec;
+	st->st_mtim.tv_nsec = n->mtime_nsec;
 	st->st_atim = st->st_ctim = st->st_mtim;
 }
 
@@ -176,15 +196,15 @@ static int node_make(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t
 	}
 	if (rc < 0)
 		return rc;
-	n = calloc(1, sizeof(*n));
-	if (!n || !(n->name = strdup(name))) {
-		free(n);
+	size_t nl = strlen(name);
+	n = calloc(1, sizeof(*n) + nl + 1);
+	if (!n)
 		return cn_error_set(-ENOMEM, "out of memory");
-	}
+	memcpy(n->name, name, nl + 1);
 	n->ino = rr.entry_offset + 1;
 	n->parent = parent;
 	n->range = rr;
-	fill_stat(&n->st, n->ino, e);
+	set_attrs(n, e);
 	n->content = e->content_offset;
 	n->in_payload = e->content_in_payload;
 	if ((rc = node_insert(m, n)) < 0) {
@@ -262,7 +282,7 @@ static int fail(struct cn_mount *m, fuse_req_t req, int rc, const char *what,
 		const struct node *n)
 {
 	(void)m;
-	cn_log_error("cairn mount: %s '%s': %s", what, n && n->name ? n->name : "?",
+	cn_log_error("cairn mount: %s '%s': %s", what, n ? n->name : "?",
 		     *cn_error_message() ? cn_error_message() : cn_strerror(rc));
 	return fuse_reply_err(req, to_errno(rc));
 }
@@ -271,7 +291,7 @@ static int children(struct cn_mount *m, struct node *dir)
 {
 	if (dir->children)
 		return 0;
-	if (!S_ISDIR(dir->st.st_mode))
+	if (!S_ISDIR(dir->mode))
 		return cn_error_set(-ENOTDIR, "not a directory");
 	int rc = cn_pxar_dir_read(&m->in, m->split, &dir->range, &dir->children);
 	if (rc < 0 && reopen(m, rc))
@@ -377,7 +397,7 @@ static void entry_of(const struct node *n, struct fuse_entry_param *ep)
 	memset(ep, 0, sizeof(*ep));
 	ep->ino = n->ino;
 	ep->generation = 1;
-	ep->attr = n->st;
+	node_stat(n, &ep->attr);
 	ep->attr_timeout = CACHE_TIMEOUT;
 	ep->entry_timeout = CACHE_TIMEOUT;
 }
@@ -443,10 +463,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (m->ra_pending)
 		tune_readahead(m);
 	struct node *n = node_get(m, ino);
-	if (!n)
+	struct stat st;
+	if (!n) {
 		fuse_reply_err(req, ESTALE);
-	else
-		fuse_reply_attr(req, &n->st, CACHE_TIMEOUT);
+	} else {
+		node_stat(n, &st);
+		fuse_reply_attr(req, &st, CACHE_TIMEOUT);
+	}
 }
 
 /* The entry of n decoded again (for its link target or xattrs); valid
@@ -464,7 +487,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct cn_mount *m = fuse_req_userdata(req);
 	struct node *n = node_get(m, ino);
 	const struct cn_pxar_entry *e;
-	if (!n || !S_ISLNK(n->st.st_mode)) {
+	if (!n || !S_ISLNK(n->mode)) {
 		fuse_reply_err(req, n ? EINVAL : ESTALE);
 		return;
 	}
@@ -541,11 +564,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	(void)fi;
 	struct cn_mount *m = fuse_req_userdata(req);
 	struct node *n = node_get(m, ino);
-	if (!n || !S_ISREG(n->st.st_mode)) {
+	if (!n || !S_ISREG(n->mode)) {
 		fuse_reply_err(req, n ? EISDIR : ESTALE);
 		return;
 	}
-	uint64_t fsize = (uint64_t)n->st.st_size;
+	uint64_t fsize = n->size;
 	if (off < 0 || (uint64_t)off >= fsize || size == 0) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -887,7 +910,7 @@ int cn_mount_open(struct cn_source *src, const struct cn_snapshot_id *id, const 
 	struct node *n;
 	if ((r = node_at(m, &root, FUSE_ROOT_ID, "/", &n)) < 0)
 		goto fail;
-	if (!S_ISDIR(n->st.st_mode)) {
+	if (!S_ISDIR(n->mode)) {
 		r = cn_error_set(-CN_E_FORMAT, "the archive's root is not a directory");
 		goto fail;
 	}
