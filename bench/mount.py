@@ -24,6 +24,7 @@ script works.
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,6 +60,12 @@ class Mount:
         wait_mounted(mnt, self.proc)
         self.open_seconds = time.monotonic() - self.t0
 
+    def cpu(self):
+        """CPU seconds cairn mount has used so far (all its threads)."""
+        with open('/proc/%d/stat' % self.proc.pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
     def close(self):
         subprocess.run(['fusermount3', '-u', self.mnt], capture_output=True)
         try:
@@ -72,6 +79,12 @@ def backup(cairn, store, src, bid):
     out = run(cairn, 'backup', 'media.pxar:' + src, '--store', store, '--backup-id', bid,
               '--output-format', 'json')
     return json.loads(out.stdout)['snapshot']
+
+
+def child_cpu():
+    """CPU seconds of the waited-for children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def read_all(path):
@@ -137,16 +150,19 @@ def main():
         snap = backup(cairn, store, many, 'manyfiles')
         fmt = '%p %s %m %U %G %T@\n'
         run('find', many, '-printf', fmt)  # warm
-        srcs, mnts, opens = [], [], []
+        srcs, mnts, opens, cpu_srcs, cpu_mnts = [], [], [], [], []
         for _ in range(a.runs):
-            t0 = time.monotonic()
+            c0, t0 = child_cpu(), time.monotonic()
             run('find', many, '-printf', fmt)
             srcs.append(time.monotonic() - t0)
+            cpu_srcs.append(child_cpu() - c0)
             m = Mount(cairn, store, snap, os.path.join(work, 'mnt2'))
             try:
-                t0 = time.monotonic()
+                m0, c0, t0 = m.cpu(), child_cpu(), time.monotonic()
                 run('find', m.mnt, '-printf', fmt)
                 mnts.append(time.monotonic() - t0)
+                # find's CPU (with the kernel's FUSE work) plus cairn's
+                cpu_mnts.append(child_cpu() - c0 + m.cpu() - m0)
                 opens.append(m.open_seconds)
             finally:
                 m.close()
@@ -156,6 +172,10 @@ def main():
         res['find_source_s'] = t_src
         res['find_mount_s'] = t_mnt
         res['find_ratio'] = t_mnt / t_src
+        # CPU seconds are what the machine's load does not inflate
+        res['find_cpu_source_s'] = statistics.median(cpu_srcs)
+        res['find_cpu_mount_s'] = statistics.median(cpu_mnts)
+        res['find_cpu_ratio'] = res['find_cpu_mount_s'] / res['find_cpu_source_s']
     finally:
         for d in ('mnt1', 'mnt2'):
             p = os.path.join(work, d)
@@ -172,6 +192,8 @@ def main():
                                         res['mount_read_mib_s'], res['read_ratio']))
     print('find + stat of %d files: source %.2fs, mount %.2fs, ratio %.2f (goal <= 2)' % (
         a.files, res['find_source_s'], res['find_mount_s'], res['find_ratio']))
+    print('  CPU (find, plus cairn for the mount): source %.2fs, mount %.2fs, ratio %.2f' % (
+        res['find_cpu_source_s'], res['find_cpu_mount_s'], res['find_cpu_ratio']))
     print('mount ready after %.2fs / %.2fs (large file / many files)' % (
         res['open_seconds_bigfile'], res['open_seconds_manyfiles']))
 
