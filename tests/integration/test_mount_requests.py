@@ -123,7 +123,8 @@ try:
         sizes = [int(x) - 16 for x in re.findall(r'success, outsize: (\d+)', txt)]
         reads = c.get('READ', 0)
         if os.geteuid() == 0:
-            assert reads <= 10, '%d READ requests for 8 MiB (sizes %s)' % (reads,
+            # 8 at 1 MiB; 64 at the kernel's default 128 KiB
+            assert reads <= 16, '%d READ requests for 8 MiB (sizes %s)' % (reads,
                                                                          sorted(set(sizes)))
         with open(os.path.join(mnt, 'b.bin'), 'rb') as f:
             assert f.read() == data
