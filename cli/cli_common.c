@@ -168,17 +168,13 @@ int cli_is_s3(const char *store)
 	return strncmp(store, "s3://", 5) == 0;
 }
 
-int cli_open_s3(const char *url, struct cli_endpoint *e)
+int cli_open_s3(struct cn_s3_config *cfg, struct cli_endpoint *e)
 {
-	struct cn_s3_config cfg;
-	memset(&cfg, 0, sizeof(cfg));
 	struct cn_s3 *s3 = NULL;
-	int r = cn_s3_parse_url(url, &cfg);
+	int r = cn_s3_config_resolve(cfg);
 	if (r == 0)
-		r = cn_s3_config_resolve(&cfg);
-	if (r == 0)
-		r = cn_s3_new(&cfg, &s3);
-	explicit_bzero(&cfg, sizeof(cfg));
+		r = cn_s3_new(cfg, &s3);
+	explicit_bzero(cfg, sizeof(*cfg));
 	if (r == 0)
 		r = cn_s3_check_bucket(s3);
 	if (r < 0) {
@@ -188,6 +184,14 @@ int cli_open_s3(const char *url, struct cli_endpoint *e)
 	e->s3 = s3;
 	snprintf(e->name, sizeof(e->name), "%s", cn_s3_name(s3));
 	return 0;
+}
+
+static int open_s3_url(const char *url, struct cli_endpoint *e)
+{
+	struct cn_s3_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	int r = cn_s3_parse_url(url, &cfg);
+	return r < 0 ? r : cli_open_s3(&cfg, e);
 }
 
 int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
@@ -228,7 +232,7 @@ int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 			r = CLI_EXIT_USAGE;
 		} else if (i < c->nstores && cli_is_s3(c->stores[i])) {
 			what = c->stores[i];
-			r = cli_open_s3(what, e);
+			r = open_s3_url(what, e);
 			if (r < 0) {
 				fprintf(stderr, "cairn: %s: %s\n", what, cn_error_message());
 				r = cli_exit_code(r);

@@ -131,10 +131,13 @@ int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 		       struct cli_endpoints *eps);
 void cli_close_endpoints(struct cli_endpoints *eps);
 
-/* Opens the S3 bucket of an s3://BUCKET[/PREFIX] store as an endpoint:
- * endpoint, region and credentials from the environment (net/cn_s3.h);
- * checks that the bucket answers. 0 or a negative code with a message. */
-int cli_open_s3(const char *url, struct cli_endpoint *e);
+struct cn_s3_config;
+
+/* Opens the S3 bucket of cfg (bucket and prefix set; what it leaves empty
+ * comes from the environment: cn_s3_config_resolve) as an endpoint and
+ * checks that the bucket answers. cfg is wiped (it may hold the secret).
+ * 0 or a negative code with a message. */
+int cli_open_s3(struct cn_s3_config *cfg, struct cli_endpoint *e);
 
 /* 1 if store names an S3 bucket ("s3://..."). */
 int cli_is_s3(const char *store);
