@@ -16,6 +16,9 @@
 #include "net/cn_pbs.h"
 #include "net/cn_pbs_source.h"
 #include "net/cn_pbs_target.h"
+#include "net/cn_s3.h"
+#include "net/cn_s3_source.h"
+#include "net/cn_s3_target.h"
 #include "store/cn_datastore.h"
 #include "store/cn_keyfile.h"
 
@@ -160,6 +163,38 @@ static int open_repo(const struct cli_common *c, const char *repo, const char *p
 	return 0;
 }
 
+int cli_is_s3(const char *store)
+{
+	return strncmp(store, "s3://", 5) == 0;
+}
+
+int cli_open_s3(struct cn_s3_config *cfg, struct cli_endpoint *e)
+{
+	struct cn_s3 *s3 = NULL;
+	int r = cn_s3_config_resolve(cfg);
+	if (r == 0)
+		r = cn_s3_new(cfg, &s3);
+	explicit_bzero(cfg->secret_key, sizeof(cfg->secret_key));
+	explicit_bzero(cfg->session_token, sizeof(cfg->session_token));
+	if (r == 0)
+		r = cn_s3_check_bucket(s3);
+	if (r < 0) {
+		cn_s3_free(s3);
+		return r;
+	}
+	e->s3 = s3;
+	snprintf(e->name, sizeof(e->name), "%s", cn_s3_name(s3));
+	return 0;
+}
+
+static int open_s3_url(const char *url, struct cli_endpoint *e)
+{
+	struct cn_s3_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	int r = cn_s3_parse_url(url, &cfg);
+	return r < 0 ? r : cli_open_s3(&cfg, e);
+}
+
 int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 		       struct cli_endpoints *eps)
 {
@@ -191,7 +226,19 @@ int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 	for (size_t i = 0; i < nplaces && (!r || partial); i++) {
 		struct cli_endpoint *e = &eps->e[eps->n];
 		const char *what;
-		if (i < c->nstores) {
+		if (i < c->nstores && cli_is_s3(c->stores[i]) && !(create & CLI_OPEN_S3)) {
+			what = c->stores[i];
+			fprintf(stderr, "cairn %s: s3:// stores are not supported by '%s' yet (%s)\n",
+				c->cmd, c->cmd, what);
+			r = CLI_EXIT_USAGE;
+		} else if (i < c->nstores && cli_is_s3(c->stores[i])) {
+			what = c->stores[i];
+			r = open_s3_url(what, e);
+			if (r < 0) {
+				fprintf(stderr, "cairn: %s: %s\n", what, cn_error_message());
+				r = cli_exit_code(r);
+			}
+		} else if (i < c->nstores) {
 			what = c->stores[i];
 			r = open_store(what, create, e);
 		} else if (i - c->nstores < c->nrepos) {
@@ -236,6 +283,7 @@ void cli_close_endpoints(struct cli_endpoints *eps)
 	for (size_t i = 0; i < eps->n; i++) {
 		cn_datastore_close(eps->e[i].ds);
 		cn_pbs_free(eps->e[i].pbs);
+		cn_s3_free(eps->e[i].s3);
 	}
 	eps->n = 0;
 }
@@ -244,6 +292,8 @@ int cli_endpoint_target(struct cli_endpoint *e, struct cn_target **out)
 {
 	if (e->ds)
 		return cn_target_local_new(e->ds, out);
+	if (e->s3)
+		return cn_s3_target_new(e->s3, NULL, out);
 	return cn_pbs_target_new(e->pbs, NULL, out);
 }
 
@@ -251,6 +301,8 @@ int cli_endpoint_source(struct cli_endpoint *e, struct cn_source **out)
 {
 	if (e->ds)
 		return cn_source_local_new(e->ds, out);
+	if (e->s3)
+		return cn_s3_source_new(e->s3, out);
 	return cn_pbs_source_new(e->pbs, out);
 }
 

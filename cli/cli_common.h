@@ -40,7 +40,10 @@ enum {
 
 #define CLI_COMMON_HELP                                                                      \
 	"  --store DIR            local datastore (default: $XDG_DATA_HOME/cairn, or\n"       \
-	"                         /var/lib/cairn for root; created by the first backup)\n"  \
+	"                         /var/lib/cairn for root; created by the first backup),\n" \
+	"                         or an S3 bucket s3://BUCKET[/PREFIX] for backup, restore,\n" \
+	"                         list, snapshot list|files (endpoint and credentials from\n" \
+	"                         $AWS_ENDPOINT_URL, $AWS_ACCESS_KEY_ID, ...: docs/s3.md)\n" \
 	"  --repository REPO      a Proxmox Backup Server, [[USER@REALM[!TOKEN]@]HOST[:PORT]:]STORE\n" \
 	"                         (default: $PBS_REPOSITORY; secret from PBS_PASSWORD)\n"     \
 	"  --fingerprint FP       certificate pin (SHA-256) of a --repository: one per\n"   \
@@ -88,11 +91,13 @@ void cli_default_store(char *out, size_t len);
  * NAME, else ~/.config/cairn/NAME) into out. */
 void cli_config_file(const char *name, char *out, size_t len);
 
-/* One selected place: a local datastore or a PBS repository. */
+/* One selected place: a local datastore, a PBS repository or an S3
+ * bucket (exactly one of ds, pbs, s3 is set). */
 struct cli_endpoint {
 	char name[256];
 	struct cn_datastore *ds;  /* local, or NULL */
 	void *pbs;                /* struct cn_pbs *, or NULL */
+	void *s3;                 /* struct cn_s3 *, or NULL */
 };
 
 struct cli_endpoints {
@@ -112,6 +117,8 @@ struct cli_endpoints {
 				* opened is dropped with a message naming it
 				* (listed in eps->failed); fails only when
 				* none opens */
+#define CLI_OPEN_S3 8          /* the command handles s3:// stores; without
+				* it one is refused with a clear message */
 
 /* Opens what the options select (every --store and --repository, or
  * $PBS_REPOSITORY, or the default store); repositories with the
@@ -124,6 +131,17 @@ struct cli_endpoints {
 int cli_open_endpoints(const struct cli_common *c, int create, size_t max,
 		       struct cli_endpoints *eps);
 void cli_close_endpoints(struct cli_endpoints *eps);
+
+struct cn_s3_config;
+
+/* Opens the S3 bucket of cfg (bucket and prefix set; what it leaves empty
+ * comes from the environment: cn_s3_config_resolve) as an endpoint and
+ * checks that the bucket answers. cfg's secrets are wiped.
+ * 0 or a negative code with a message. */
+int cli_open_s3(struct cn_s3_config *cfg, struct cli_endpoint *e);
+
+/* 1 if store names an S3 bucket ("s3://..."). */
+int cli_is_s3(const char *store);
 
 /* A target / source on an open endpoint (destroy with ops->destroy). */
 int cli_endpoint_target(struct cli_endpoint *e, struct cn_target **out);

@@ -12,6 +12,7 @@
 #include "common/cn_log.h"
 #include "common/cn_error.h"
 #include "net/cn_pbs.h"
+#include "net/cn_s3.h"
 #include "store/cn_datastore.h"
 
 int cli_sched_load(const char *cmd, const char *path, struct cn_config **cfg)
@@ -73,6 +74,13 @@ void cli_sched_print_plan(FILE *f, const struct cn_config *c)
 		const struct cn_config_target *t = &c->targets[i];
 		if (t->kind == CN_CONFIG_LOCAL)
 			fprintf(f, "  target %s: local datastore %s\n", t->name, t->path);
+		else if (t->kind == CN_CONFIG_S3)
+			fprintf(f, "  target %s: S3 bucket %s%s%s at %s (credentials from %s%s)\n",
+				t->name, t->bucket, t->prefix && t->prefix[0] ? "/" : "",
+				t->prefix ? t->prefix : "",
+				t->endpoint ? t->endpoint : "$AWS_ENDPOINT_URL or AWS",
+				t->credentials_file ? t->credentials_file : "the environment",
+				c->keyfile ? "" : ", not encrypted");
 		else
 			fprintf(f, "  target %s: PBS %s (%s, token file %s)\n", t->name, t->repository,
 				t->fingerprint ? "pinned fingerprint" : "system CA trust", t->token_file);
@@ -123,6 +131,19 @@ int cli_sched_open_target(const struct cn_config_target *t, int create, struct c
 			return cn_error_prefix(r, "datastore %s", t->path);
 		snprintf(e->name, sizeof(e->name), "local:%s", t->path);
 		return 0;
+	}
+	if (t->kind == CN_CONFIG_S3) {
+		struct cn_s3_config sc;
+		memset(&sc, 0, sizeof(sc));
+		snprintf(sc.bucket, sizeof(sc.bucket), "%s", t->bucket);
+		snprintf(sc.prefix, sizeof(sc.prefix), "%s", t->prefix ? t->prefix : "");
+		snprintf(sc.endpoint, sizeof(sc.endpoint), "%s", t->endpoint ? t->endpoint : "");
+		snprintf(sc.region, sizeof(sc.region), "%s", t->region ? t->region : "");
+		snprintf(sc.credentials_file, sizeof(sc.credentials_file), "%s",
+			 t->credentials_file ? t->credentials_file : "");
+		snprintf(sc.profile, sizeof(sc.profile), "%s", t->profile ? t->profile : "");
+		sc.addressing = (enum cn_s3_addressing)t->addressing;
+		return cli_open_s3(&sc, e);
 	}
 	char secret[4096];
 	int r = cn_config_read_token(t, secret, sizeof(secret));

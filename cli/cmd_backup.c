@@ -247,11 +247,16 @@ static int cmd_backup(int argc, char **argv)
 		goto out;
 	bo.crypt = crypt;
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_CREATE | CLI_OPEN_PARTIAL,
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_CREATE | CLI_OPEN_PARTIAL | CLI_OPEN_S3,
 					    2 * CLI_MAX_ENDPOINTS, &eps))) {
 		cn_crypt_config_free(crypt);
 		goto out;
 	}
+	for (size_t i = 0; i < eps.n && !crypt; i++)
+		if (eps.e[i].s3)
+			fprintf(stderr, "cairn backup: warning: %s gets this backup unencrypted; "
+					"an offsite copy should be encrypted (--keyfile)\n",
+				eps.e[i].name);
 	struct cn_target *targets[2 * CLI_MAX_ENDPOINTS];
 	struct cn_source *sources[2 * CLI_MAX_ENDPOINTS] = {0};
 	size_t nt = 0;

@@ -56,6 +56,11 @@ static int cmd_config(int argc, char **argv)
 	if (rc)
 		return rc;
 	cli_sched_print_plan(stdout, cfg);
+	for (size_t i = 0; i < cfg->n_targets && !cfg->keyfile; i++)
+		if (cfg->targets[i].kind == CN_CONFIG_S3)
+			fprintf(stderr, "cairn config check: warning: s3 target '%s' gets backups "
+					"unencrypted; an offsite copy should be encrypted (keyfile)\n",
+				cfg->targets[i].name);
 	cn_config_free(cfg);
 	return CLI_EXIT_OK;
 }

@@ -113,7 +113,7 @@ static int restore_selected(int argc, char **argv, struct cn_pxar_select *sel)
 	if (cli_progress_enabled() && !c.json)
 		ro.progress = on_progress;
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX, 1, &eps))) {
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX | CLI_OPEN_S3, 1, &eps))) {
 		cn_crypt_config_free(crypt);
 		return exit_code;
 	}

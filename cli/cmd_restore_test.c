@@ -14,6 +14,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "net/cn_pbs.h"
+#include "net/cn_s3.h"
 #include "store/cn_datastore.h"
 
 static void help(FILE *f)
@@ -105,6 +106,7 @@ int cli_restore_test_command(int argc, char **argv)
 						     err, sizeof(err));
 		cn_datastore_close(e.ds);
 		cn_pbs_free(e.pbs);
+		cn_s3_free(e.s3);
 		json_int_t failed = json_integer_value(json_object_get(rep, "failed"));
 		if (failed && exit_code == CLI_EXIT_OK)
 			exit_code = CLI_EXIT_CORRUPT;

@@ -51,6 +51,8 @@
 #include "engine/cn_sync.h"
 #include "net/cn_pbs.h"
 #include "net/cn_pbs_target.h"
+#include "net/cn_s3.h"
+#include "net/cn_s3_target.h"
 #include "store/cn_datastore.h"
 #include "store/cn_gc.h"
 #include "store/cn_prune.h"
@@ -268,6 +270,10 @@ static void backup_source(struct worker *w, size_t si)
 			struct cn_pbs_target_stats ps;
 			cn_pbs_target_stats(targets[k], &ps);
 			uploaded = ps.bytes_uploaded;
+		} else if (c->targets[i].kind == CN_CONFIG_S3) {
+			struct cn_s3_target_stats ss;
+			cn_s3_target_stats(targets[k], &ss);
+			uploaded = ss.bytes_uploaded;
 		}
 		int present = r == 0 ? snapshot_present(w, i, &st.id) : 0;
 		if (present == 1) {
@@ -418,7 +424,9 @@ static json_t *worker_run(struct worker *w)
 		int r = cli_sched_open_target(t, !w->dry_run, &w->eps[i]);
 		json_object_set_new(w->tj[i], "endpoint",
 				    json_string(r == 0 ? w->eps[i].name
-						       : t->kind == CN_CONFIG_LOCAL ? t->path : t->repository));
+						       : t->kind == CN_CONFIG_LOCAL ? t->path
+						       : t->kind == CN_CONFIG_S3    ? t->bucket
+										    : t->repository));
 		if (r < 0) {
 			char m[1200];
 			snprintf(m, sizeof(m), "cannot open target: %s", cn_error_message());
@@ -458,6 +466,7 @@ static json_t *worker_run(struct worker *w)
 		if (w->open_ok[i]) {
 			cn_datastore_close(w->eps[i].ds);
 			cn_pbs_free(w->eps[i].pbs);
+			cn_s3_free(w->eps[i].s3);
 		}
 	return out;
 }
@@ -665,7 +674,8 @@ static int cmd_run(int argc, char **argv)
 	for (size_t i = 0; i < ntg; i++) {
 		const struct cn_config_target *t = &cfg->targets[i];
 		tj[i] = json_pack("{s:s, s:s, s:s, s:[], s:I, s:I}", "name", t->name, "kind",
-				  t->kind == CN_CONFIG_LOCAL ? "local" : "pbs", "result", "ok",
+				  t->kind == CN_CONFIG_LOCAL ? "local" : t->kind == CN_CONFIG_S3 ? "s3" : "pbs",
+				  "result", "ok",
 				  "backups", "bytes-uploaded", (json_int_t)0, "pruned", (json_int_t)0);
 		if (t->catch_up)
 			json_object_set_new(tj[i], "caught-up", json_integer(0));

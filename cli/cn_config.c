@@ -21,6 +21,7 @@
 #include "engine/cn_backup.h"
 #include "pxar/cn_pattern.h"
 #include "net/cn_pbs_repo.h"
+#include "net/cn_s3.h"
 
 const char *const cn_config_syncthing_excludes[] = {
 	".stfolder", ".stversions", ".syncthing.*.tmp", "~syncthing~*.tmp",
@@ -387,8 +388,10 @@ static int target_key(struct parse_ctx *p, const char *name, const char *value)
 			t->kind = CN_CONFIG_LOCAL;
 		else if (!strcmp(value, "pbs"))
 			t->kind = CN_CONFIG_PBS;
+		else if (!strcmp(value, "s3"))
+			t->kind = CN_CONFIG_S3;
 		else
-			return fail(p, p->line, "type is local or pbs, not '%s'", value);
+			return fail(p, p->line, "type is local, pbs or s3, not '%s'", value);
 		return 1;
 	}
 	if (!strcmp(name, "path")) {
@@ -414,6 +417,48 @@ static int target_key(struct parse_ctx *p, const char *name, const char *value)
 		if (cn_config_check_token_file(value) < 0)
 			return fail(p, p->line, "%s", cn_error_message());
 		return set_str(p, name, value, &t->token_file);
+	}
+	if (!strcmp(name, "bucket") || !strcmp(name, "prefix")) {
+		/* checked as the s3:// URL of --store checks them */
+		int is_bucket = name[0] == 'b';
+		struct cn_s3_config sc;
+		char url[1200];
+		snprintf(url, sizeof(url), "s3://%s%s", is_bucket ? "" : "b/", value);
+		if (is_bucket && strchr(value, '/'))
+			return fail(p, p->line, "bucket: a bucket name has no '/'");
+		if (cn_s3_parse_url(url, &sc) < 0)
+			return fail(p, p->line, "%s: %s", name, cn_error_message());
+		return set_str(p, name, is_bucket ? sc.bucket : sc.prefix,
+			       is_bucket ? &t->bucket : &t->prefix);
+	}
+	if (!strcmp(name, "endpoint")) {
+		if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0)
+			return fail(p, p->line, "endpoint must begin with http:// or https://, not '%s'",
+				    value);
+		return set_str(p, name, value, &t->endpoint);
+	}
+	if (!strcmp(name, "region"))
+		return set_str(p, name, value, &t->region);
+	if (!strcmp(name, "profile"))
+		return set_str(p, name, value, &t->profile);
+	if (!strcmp(name, "credentials-file")) {
+		if (value[0] != '/')
+			return fail(p, p->line, "credentials-file must be an absolute path, not '%s'",
+				    value);
+		if (cn_config_check_token_file(value) < 0)
+			return fail(p, p->line, "%s", cn_error_message());
+		return set_str(p, name, value, &t->credentials_file);
+	}
+	if (!strcmp(name, "addressing")) {
+		if (!once(p, name))
+			return 0;
+		if (!strcmp(value, "path"))
+			t->addressing = CN_S3_ADDR_PATH;
+		else if (!strcmp(value, "virtual"))
+			t->addressing = CN_S3_ADDR_VIRTUAL;
+		else
+			return fail(p, p->line, "addressing is path or virtual, not '%s'", value);
+		return 1;
 	}
 	if (!strcmp(name, "gc"))
 		return set_bool(p, name, value, &t->gc);
@@ -496,9 +541,24 @@ static int validate(struct parse_ctx *p)
 	for (size_t i = 0; i < c->n_targets; i++) {
 		struct cn_config_target *t = &c->targets[i];
 		if ((int)t->kind == -1)
-			return fail(p, t->line, "target '%s' needs 'type = local' or 'type = pbs'",
-				    t->name);
-		if (t->kind == CN_CONFIG_LOCAL) {
+			return fail(p, t->line, "target '%s' needs 'type = local', 'type = pbs' or "
+						"'type = s3'", t->name);
+		int s3_keys = t->bucket || t->prefix || t->endpoint || t->region ||
+			      t->credentials_file || t->profile || t->addressing;
+		if (t->kind != CN_CONFIG_S3 && s3_keys)
+			return fail(p, t->line, "target '%s' is no s3 target: bucket, prefix, endpoint, "
+						"region, credentials-file, profile and addressing "
+						"belong to 'type = s3'", t->name);
+		if (t->kind == CN_CONFIG_S3) {
+			if (!t->bucket)
+				return fail(p, t->line, "s3 target '%s' needs a bucket", t->name);
+			if (t->path || t->repository || t->fingerprint || t->token_file)
+				return fail(p, t->line, "s3 target '%s' takes no path, repository, "
+							"fingerprint or token-file", t->name);
+			if (cn_config_keeps_something(&t->keep) || t->catch_up)
+				return fail(p, t->line, "s3 target '%s': keep-* (prune) and catch-up are "
+							"not supported for s3 targets yet", t->name);
+		} else if (t->kind == CN_CONFIG_LOCAL) {
 			if (!t->path)
 				return fail(p, t->line, "local target '%s' needs a path", t->name);
 			if (t->repository || t->fingerprint || t->token_file)
@@ -601,6 +661,12 @@ void cn_config_free(struct cn_config *c)
 		free(t->repository);
 		free(t->fingerprint);
 		free(t->token_file);
+		free(t->bucket);
+		free(t->prefix);
+		free(t->endpoint);
+		free(t->region);
+		free(t->credentials_file);
+		free(t->profile);
 	}
 	free(c->sources);
 	free(c->targets);

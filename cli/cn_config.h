@@ -57,7 +57,7 @@ struct cn_config_source {
 	int change_detection;  /* enum cn_change_detection (default legacy) */
 };
 
-enum cn_config_target_kind { CN_CONFIG_LOCAL, CN_CONFIG_PBS };
+enum cn_config_target_kind { CN_CONFIG_LOCAL, CN_CONFIG_PBS, CN_CONFIG_S3 };
 
 struct cn_config_target {
 	char *name;            /* section name, "primary" */
@@ -67,6 +67,13 @@ struct cn_config_target {
 	char *repository;      /* pbs: [[user@realm[!token]@]host[:port]:]store */
 	char *fingerprint;     /* pbs: server certificate SHA-256, or NULL */
 	char *token_file;      /* pbs: file holding the token secret (or password) */
+	char *bucket;          /* s3: bucket name */
+	char *prefix;          /* s3: key prefix in the bucket, or NULL */
+	char *endpoint;        /* s3: http(s)://host[:port], or NULL ($AWS_ENDPOINT_URL / AWS) */
+	char *region;          /* s3: or NULL ($AWS_REGION, us-east-1) */
+	char *credentials_file; /* s3: AWS-format credentials file, or NULL (environment) */
+	char *profile;         /* s3: its section, or NULL ($AWS_PROFILE, default) */
+	int addressing;        /* s3: enum cn_s3_addressing (auto, path, virtual) */
 	struct cn_config_keep keep; /* all 0 = no pruning */
 	int gc;                /* local: garbage collection after prune (default yes) */
 	int catch_up;          /* before the backups, sync what this target lacks

@@ -7,7 +7,7 @@
 set -euo pipefail
 PKGS=(
   build-essential meson ninja-build pkg-config clang
-  libzstd-dev libssl-dev libxxhash-dev libcurl4-openssl-dev liblmdb-dev
+  libzstd-dev libssl-dev libxxhash-dev libcurl4-openssl-dev libxml2-dev liblmdb-dev
   libnghttp2-dev libjansson-dev libacl1-dev libinih-dev check libsubunit-dev
   libfuse3-dev fuse3
   python3 python3-h2 python3-cryptography python3-zstandard
@@ -17,6 +17,8 @@ PKGS=(
 if [ "${1:-}" = --tests ]; then
   # prometheus brings promtool; its own service is not needed by the tests
   PKGS+=(debhelper dpkg-dev lintian man-db bash-completion prometheus)
+  # a one-node Ceph cluster with radosgw for the S3 tests, and boto3 to look into buckets
+  PKGS+=(ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3-boto3)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,120 @@
+/* cn_s3 — a small S3 client over libcurl: GET (whole and ranged), PUT,
+ * HEAD, DELETE and ListObjectsV2 on one bucket, signed with AWS Signature
+ * V4 (CURLOPT_AWS_SIGV4). XML bodies (listings, <Error> answers) are parsed
+ * with libxml2.
+ *
+ * Keys given to the calls are relative to the configured prefix: with
+ * prefix "cairn", key ".chunks/0001/…" is the object "cairn/.chunks/0001/…".
+ *
+ * Every request carries x-amz-content-sha256 (the payload's SHA-256; curl
+ * 7.88 needs the header explicitly for radosgw). Failures that may pass
+ * (HTTP 500/502/503/504, SlowDown, refused or dropped connections) are
+ * retried with exponential backoff; connect and low-speed timeouts bound
+ * how long a stalled endpoint can hold a call. Error messages name the
+ * endpoint, bucket, key and access key id, never the secret key.
+ *
+ * Threading: every call may be made from several threads at once; the
+ * client keeps a pool of curl handles (one per concurrent call, reused, so
+ * are their connections). cn_s3_cancel and cn_s3_progress may be called
+ * from any thread.
+ */
+#ifndef CN_S3_H
+#define CN_S3_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cn_util.h"
+
+enum cn_s3_addressing {
+	CN_S3_ADDR_AUTO,    /* path-style with an endpoint, virtual-hosted without */
+	CN_S3_ADDR_PATH,    /* http://host/bucket/key */
+	CN_S3_ADDR_VIRTUAL, /* http://bucket.host/key */
+};
+
+struct cn_s3_config {
+	char endpoint[512];        /* "http://127.0.0.1:7480"; "" = AWS for region */
+	char region[64];           /* "" = us-east-1 */
+	char bucket[256];
+	char prefix[512];          /* no leading or trailing '/'; "" = bucket root */
+	enum cn_s3_addressing addressing;
+	char access_key[256];
+	char secret_key[256];      /* never printed */
+	char session_token[2048];  /* AWS_SESSION_TOKEN, optional */
+	char ca_bundle[1024];      /* PEM file; "" = system default */
+	char credentials_file[1024]; /* AWS format; "" = env or ~/.aws/credentials */
+	char profile[128];         /* section; "" = AWS_PROFILE or "default" */
+	long connect_timeout;      /* seconds; 0 = 10 */
+	long low_speed_time;       /* seconds under 1 byte/s before a call fails; 0 = 30 */
+	int max_attempts;          /* per request; 0 = 5 */
+};
+
+/* Splits "s3://BUCKET[/PREFIX]" into cfg->bucket and cfg->prefix (other
+ * fields untouched). 0, or -EINVAL with a message. */
+int cn_s3_parse_url(const char *url, struct cn_s3_config *cfg);
+
+/* Fills what cfg leaves empty from the environment as the AWS tools do:
+ * AWS_ENDPOINT_URL, AWS_REGION / AWS_DEFAULT_REGION (else us-east-1),
+ * AWS_CA_BUNDLE, and the credentials: AWS_ACCESS_KEY_ID +
+ * AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), else the credentials file
+ * (cfg->credentials_file, AWS_SHARED_CREDENTIALS_FILE or
+ * ~/.aws/credentials), section cfg->profile, AWS_PROFILE or "default".
+ * 0, or -EINVAL (no credentials, unreadable file, bad endpoint) with a
+ * message. */
+int cn_s3_config_resolve(struct cn_s3_config *cfg);
+
+struct cn_s3;
+
+/* Creates a client for cfg (copied; call cn_s3_config_resolve first).
+ * Makes no request. 0, -EINVAL or -ENOMEM. Freed with cn_s3_free. */
+int cn_s3_new(const struct cn_s3_config *cfg, struct cn_s3 **out);
+
+/* Frees the client and its handles. */
+void cn_s3_free(struct cn_s3 *s);
+
+/* "s3://bucket/prefix (http://endpoint)" for messages. Borrowed. */
+const char *cn_s3_name(const struct cn_s3 *s);
+
+/* The configuration (prefix, bucket, ...). Borrowed. */
+const struct cn_s3_config *cn_s3_config(const struct cn_s3 *s);
+
+/* Checks that the bucket exists and the credentials are accepted (HEAD on
+ * the bucket). 0, -ENOENT (no such bucket), -EACCES (refused), -EIO. */
+int cn_s3_check_bucket(struct cn_s3 *s);
+
+/* Reads the whole object into out (appended; out is the caller's).
+ * 0, -ENOENT if there is no such object, else <0. */
+int cn_s3_get(struct cn_s3 *s, const char *key, struct cn_buf *out);
+
+/* Reads len bytes at offset off of the object into out (appended). */
+int cn_s3_get_range(struct cn_s3 *s, const char *key, uint64_t off, uint64_t len,
+		    struct cn_buf *out);
+
+/* Stores data (borrowed for the call) as the object key, replacing it. */
+int cn_s3_put(struct cn_s3 *s, const char *key, const void *data, size_t len);
+
+/* 0 if the object exists (its size in *size if size is not NULL),
+ * -ENOENT if not, else <0. */
+int cn_s3_head(struct cn_s3 *s, const char *key, uint64_t *size);
+
+/* Deletes the object; a missing object is not an error. */
+int cn_s3_delete(struct cn_s3 *s, const char *key);
+
+/* Called by cn_s3_list once per object (is_prefix 0: key and size) or
+ * common prefix (is_prefix 1, with a delimiter). Keys are relative to the
+ * client's prefix. A non-zero return stops the listing and is returned. */
+typedef int (*cn_s3_list_fn)(void *ctx, const char *key, uint64_t size, int is_prefix);
+
+/* Lists keys beginning with prefix (relative), all pages; with delimiter
+ * (e.g. "/"; NULL for none) keys past the next delimiter are rolled up
+ * into common prefixes. Keys come in S3's (byte) order. */
+int cn_s3_list(struct cn_s3 *s, const char *prefix, const char *delimiter, cn_s3_list_fn fn,
+	       void *ctx);
+
+/* Makes running and later calls fail promptly with -ECANCELED. */
+void cn_s3_cancel(struct cn_s3 *s);
+
+/* Bytes sent and received so far (moves while a transfer makes progress). */
+uint64_t cn_s3_progress(const struct cn_s3 *s);
+
+#endif

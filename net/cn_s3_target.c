@@ -1,0 +1,594 @@
+/* S3 backup target: the datastore layout as objects, snapshot published by
+ * its manifest. */
+#include "net/cn_s3_target.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cn_digest_set.h"
+#include "common/cn_error.h"
+#include "common/cn_log.h"
+#include "net/cn_s3_layout.h"
+
+#define MAX_UPLOADERS 16
+#define INDEX_HEADER 4096
+
+/* upstream pbs-datastore/src/{dynamic,fixed}_index.rs magics */
+static const uint8_t didx_magic[8] = {28, 145, 78, 165, 25, 186, 179, 205};
+static const uint8_t fidx_magic[8] = {47, 127, 65, 237, 145, 253, 15, 205};
+
+enum { KNOWN_STORED = 1, KNOWN_QUEUED = 2 };
+
+struct s3_index {
+	char name[128];
+	enum cn_index_kind kind;
+	struct cn_buf file;   /* header, then entries as they come */
+	uint64_t count, size; /* entries, stream size so far */
+	int closed;
+};
+
+struct s3_target {
+	struct cn_target base;
+	struct cn_s3 *s3;
+	char owner[128];
+	struct cn_snapshot_id id, prev;
+	int has_prev, begun;
+	char marker[700];
+	int marker_put;
+
+	pthread_mutex_t mu;      /* guards everything below */
+	pthread_cond_t cv_work;  /* queue got a chunk, or stopping */
+	pthread_cond_t cv_space; /* queue has room, or an error */
+	pthread_cond_t cv_idle;  /* an upload finished */
+	struct cn_chunk **queue;
+	size_t qhead, qlen, qcap;
+	size_t busy;
+	int stopping;
+	pthread_t workers[MAX_UPLOADERS];
+	int nworkers, nuploaders;
+	struct cn_digest_set *known;
+	int err;                 /* first asynchronous error */
+	char errmsg[1024];
+	int cancelled;
+	struct cn_s3_target_stats st;
+
+	/* engine thread only */
+	struct s3_index *idx;
+	size_t nidx;
+	char (*written)[128];    /* snapshot objects stored so far (for abort) */
+	size_t nwritten;
+	struct cn_buf manifest;
+	int have_manifest, manifest_sent;
+};
+
+static struct s3_target *T(struct cn_target *t)
+{
+	return (struct s3_target *)t;
+}
+
+/* ---- upload threads ------------------------------------------------------ */
+
+static int upload_chunk(struct s3_target *t, struct cn_chunk *c, int *present)
+{
+	char key[96];
+	cn_s3_chunk_key(c->digest, key);
+	int r = cn_s3_head(t->s3, key, NULL);
+	*present = r == 0;
+	if (r != -ENOENT)
+		return r;
+	cn_error_clear();
+	return cn_s3_put(t->s3, key, c->data, c->len);
+}
+
+static void *uploader(void *arg)
+{
+	struct s3_target *t = arg;
+	pthread_mutex_lock(&t->mu);
+	for (;;) {
+		while (t->qlen == 0 && !t->stopping)
+			pthread_cond_wait(&t->cv_work, &t->mu);
+		if (t->qlen == 0)
+			break;
+		struct cn_chunk *c = t->queue[t->qhead];
+		t->qhead = (t->qhead + 1) % t->qcap;
+		t->qlen--;
+		t->busy++;
+		pthread_cond_signal(&t->cv_space);
+		int skip = t->err != 0 || t->cancelled;
+		pthread_mutex_unlock(&t->mu);
+		int present = 0, r = skip ? 0 : upload_chunk(t, c, &present);
+		pthread_mutex_lock(&t->mu);
+		t->busy--;
+		if (r < 0 && !t->err) {
+			t->err = r;
+			snprintf(t->errmsg, sizeof(t->errmsg), "%s", cn_error_message());
+		} else if (r == 0 && !skip) {
+			cn_digest_set_update(t->known, c->digest, KNOWN_STORED);
+			if (present) {
+				t->st.chunks_present++;
+			} else {
+				t->st.chunks_uploaded++;
+				t->st.bytes_uploaded += c->len;
+			}
+		}
+		pthread_cond_broadcast(&t->cv_idle);
+		pthread_cond_broadcast(&t->cv_space);
+		pthread_mutex_unlock(&t->mu);
+		cn_chunk_unref(c);
+		pthread_mutex_lock(&t->mu);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+/* Reports the first upload error in this thread (mu held). */
+static int pending_error(struct s3_target *t)
+{
+	if (t->err)
+		return cn_error_set(t->err, "%s", t->errmsg);
+	if (t->cancelled)
+		return cn_error_set(-ECANCELED, "%s: cancelled", t->base.name);
+	return 0;
+}
+
+static int start_uploaders(struct s3_target *t)
+{
+	t->stopping = 0;
+	while (t->nworkers < t->nuploaders) {
+		int e = pthread_create(&t->workers[t->nworkers], NULL, uploader, t);
+		if (e)
+			return cn_error_set(-e, "%s: cannot start an upload thread", t->base.name);
+		t->nworkers++;
+	}
+	return 0;
+}
+
+/* Ends the upload threads after the queue is done (drained or skipped). */
+static void stop_uploaders(struct s3_target *t)
+{
+	pthread_mutex_lock(&t->mu);
+	t->stopping = 1;
+	pthread_cond_broadcast(&t->cv_work);
+	pthread_mutex_unlock(&t->mu);
+	for (int i = 0; i < t->nworkers; i++)
+		pthread_join(t->workers[i], NULL);
+	t->nworkers = 0;
+}
+
+/* Waits until every queued chunk is stored; the first error otherwise. */
+static int drain(struct s3_target *t)
+{
+	pthread_mutex_lock(&t->mu);
+	while ((t->qlen > 0 || t->busy > 0) && !t->cancelled)
+		pthread_cond_wait(&t->cv_idle, &t->mu);
+	int r = pending_error(t);
+	pthread_mutex_unlock(&t->mu);
+	return r;
+}
+
+/* ---- snapshot objects ---------------------------------------------------- */
+
+static int put_snapshot_object(struct s3_target *t, const char *name, const void *data,
+			       size_t len)
+{
+	char key[800];
+	int r = cn_s3_snapshot_key(&t->id, name, key, sizeof(key));
+	if (r < 0)
+		return r;
+	if (strlen(name) >= sizeof(t->written[0]))
+		return cn_error_set(-ENAMETOOLONG, "file name too long: %s", name);
+	char(*nw)[128] = realloc(t->written, (t->nwritten + 1) * sizeof(*nw));
+	if (!nw)
+		return cn_error_set(-ENOMEM, "out of memory");
+	t->written = nw;
+	/* recorded before the PUT: a PUT that fails may still have landed */
+	snprintf(nw[t->nwritten++], sizeof(nw[0]), "%s", name);
+	return cn_s3_put(t->s3, key, data, len);
+}
+
+static int find_previous(struct s3_target *t, struct cn_buf *prev_manifest, int64_t *prev_time)
+{
+	struct cn_snapshot_info *v = NULL;
+	size_t n = 0;
+	int r = cn_s3_list_snapshots(t->s3, &t->id, &v, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = n; i-- > 0;) {
+		if (v[i].id.time >= t->id.time) {
+			char ts[32];
+			cn_snapshot_format_time(v[i].id.time, ts, sizeof(ts));
+			r = cn_error_set(-EEXIST, "%s: backup time is not newer than the last "
+					 "snapshot %s of %s/%s", t->base.name, ts, t->id.type,
+					 t->id.id);
+			break;
+		}
+		char key[800];
+		if ((r = cn_s3_snapshot_key(&v[i].id, CN_S3_MANIFEST, key, sizeof(key))) < 0)
+			break;
+		prev_manifest->len = 0;
+		r = cn_s3_get(t->s3, key, prev_manifest);
+		if (r == -ENOENT) { /* pruned meanwhile: take an older one */
+			cn_error_clear();
+			r = 0;
+			continue;
+		}
+		if (r == 0) {
+			t->prev = v[i].id;
+			t->has_prev = 1;
+			*prev_time = v[i].id.time;
+		}
+		break;
+	}
+	free(v);
+	return r;
+}
+
+static int t_begin(struct cn_target *tt, const struct cn_snapshot_id *id,
+		   struct cn_buf *prev_manifest, int64_t *prev_time)
+{
+	struct s3_target *t = T(tt);
+	*prev_time = -1;
+	t->id = *id;
+	t->has_prev = 0;
+	int r = cn_s3_check_bucket(t->s3);
+	if (r == 0)
+		r = find_previous(t, prev_manifest, prev_time);
+	if (r < 0)
+		return cn_error_prefix(r, "%s", tt->name);
+	char key[800], group[700];
+	if (cn_snapshot_group_path(id, group, sizeof(group)) < 0)
+		return cn_error_set(-ENAMETOOLONG, "group path too long");
+	snprintf(key, sizeof(key), "%s/owner", group);
+	r = cn_s3_head(t->s3, key, NULL);
+	if (r == -ENOENT) {
+		char line[160];
+		int l = snprintf(line, sizeof(line), "%s\n", t->owner);
+		r = cn_s3_put(t->s3, key, line, (size_t)l);
+	}
+	if (r == 0 && (r = cn_s3_writer_key(id, t->marker, sizeof(t->marker))) == 0) {
+		char host[256] = "", json[512];
+		gethostname(host, sizeof(host) - 1);
+		int l = snprintf(json, sizeof(json),
+				 "{\"started\":%lld,\"backup-time\":%lld,\"host\":\"%s\",\"pid\":%d}\n",
+				 (long long)time(NULL), (long long)id->time, host, (int)getpid());
+		t->marker_put = 1;
+		r = cn_s3_put(t->s3, t->marker, json, (size_t)l);
+	}
+	if (r < 0)
+		return cn_error_prefix(r, "%s", tt->name);
+	t->begun = 1;
+	pthread_mutex_lock(&t->mu);
+	r = start_uploaders(t);
+	pthread_mutex_unlock(&t->mu);
+	return r;
+}
+
+static int t_load_previous_index(struct cn_target *tt, const char *name, struct cn_buf *out)
+{
+	struct s3_target *t = T(tt);
+	if (!t->has_prev)
+		return -ENOENT;
+	char key[800];
+	int r = cn_s3_snapshot_key(&t->prev, name, key, sizeof(key));
+	if (r == 0)
+		r = cn_s3_get(t->s3, key, out);
+	return r;
+}
+
+static int t_add_known(struct cn_target *tt, const uint8_t (*d)[32], size_t n)
+{
+	struct s3_target *t = T(tt);
+	int r = 0;
+	pthread_mutex_lock(&t->mu);
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		uint8_t v;
+		if (cn_digest_set_get(t->known, d[i], &v) == 1)
+			continue;
+		r = cn_digest_set_add(t->known, d[i], KNOWN_STORED);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return r < 0 ? cn_error_set(-ENOMEM, "out of memory for known chunks") : 0;
+}
+
+static int t_has_chunk(struct cn_target *tt, const uint8_t digest[32])
+{
+	struct s3_target *t = T(tt);
+	uint8_t v = 0;
+	pthread_mutex_lock(&t->mu);
+	int r = pending_error(t);
+	if (r == 0)
+		r = cn_digest_set_get(t->known, digest, &v) == 1;
+	pthread_mutex_unlock(&t->mu);
+	return r; /* a queued chunk counts: finish waits for it */
+}
+
+static int t_put_chunk(struct cn_target *tt, struct cn_chunk *c)
+{
+	struct s3_target *t = T(tt);
+	uint8_t v;
+	pthread_mutex_lock(&t->mu);
+	int r = pending_error(t);
+	if (r == 0 && cn_digest_set_get(t->known, c->digest, &v) == 1) {
+		pthread_mutex_unlock(&t->mu);
+		return 0; /* stored or on its way */
+	}
+	while (r == 0 && t->qlen == t->qcap) {
+		pthread_cond_wait(&t->cv_space, &t->mu);
+		r = pending_error(t);
+	}
+	if (r == 0 && cn_digest_set_add(t->known, c->digest, KNOWN_QUEUED) < 0)
+		r = cn_error_set(-ENOMEM, "out of memory for known chunks");
+	if (r == 0) {
+		t->queue[(t->qhead + t->qlen) % t->qcap] = cn_chunk_ref(c);
+		t->qlen++;
+		pthread_cond_signal(&t->cv_work);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return r;
+}
+
+/* ---- indexes ------------------------------------------------------------- */
+
+static int t_index_open(struct cn_target *tt, const char *name, enum cn_index_kind kind,
+			uint64_t size, uint32_t chunk_size)
+{
+	struct s3_target *t = T(tt);
+	if (!t->begun)
+		return cn_error_set(-EINVAL, "index %s opened outside a snapshot", name);
+	if (strlen(name) >= sizeof(t->idx[0].name))
+		return cn_error_set(-ENAMETOOLONG, "index name too long: %s", name);
+	struct s3_index *ni = realloc(t->idx, (t->nidx + 1) * sizeof(*ni));
+	if (!ni)
+		return cn_error_set(-ENOMEM, "out of memory for index %s", name);
+	t->idx = ni;
+	struct s3_index *x = &ni[t->nidx];
+	memset(x, 0, sizeof(*x));
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	x->kind = kind;
+	if (cn_buf_reserve(&x->file, INDEX_HEADER) < 0)
+		return cn_error_set(-ENOMEM, "out of memory for index %s", name);
+	uint8_t *h = x->file.data;
+	memset(h, 0, INDEX_HEADER);
+	memcpy(h, kind == CN_INDEX_DYNAMIC ? didx_magic : fidx_magic, 8);
+	if (RAND_bytes(h + 8, 16) != 1)
+		return cn_error_set(-EIO, "no random bytes for the index uuid");
+	cn_put_le64(h + 24, (uint64_t)time(NULL));
+	if (kind == CN_INDEX_FIXED) {
+		cn_put_le64(h + 64, size);
+		cn_put_le64(h + 72, chunk_size);
+	}
+	x->file.len = INDEX_HEADER;
+	return (int)t->nidx++;
+}
+
+static struct s3_index *get_index(struct s3_target *t, int h)
+{
+	if (h < 0 || (size_t)h >= t->nidx || t->idx[h].closed) {
+		cn_error_set(-EINVAL, "bad index handle %d", h);
+		return NULL;
+	}
+	return &t->idx[h];
+}
+
+static int t_index_append(struct cn_target *tt, int h, const struct cn_index_entry *e, size_t n)
+{
+	struct s3_index *x = get_index(T(tt), h);
+	if (!x)
+		return -EINVAL;
+	size_t es = x->kind == CN_INDEX_DYNAMIC ? 40 : 32;
+	if (cn_buf_reserve(&x->file, n * es) < 0)
+		return cn_error_set(-ENOMEM, "out of memory for index %s", x->name);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *p = x->file.data + x->file.len;
+		if (x->kind == CN_INDEX_DYNAMIC) {
+			if (e[i].end_offset < x->size)
+				return cn_error_set(-EINVAL, "index %s: offsets go backwards", x->name);
+			cn_put_le64(p, e[i].end_offset);
+			memcpy(p + 8, e[i].digest, 32);
+		} else {
+			memcpy(p, e[i].digest, 32);
+		}
+		x->size = e[i].end_offset;
+		x->file.len += es;
+	}
+	x->count += n;
+	return 0;
+}
+
+static int t_index_close(struct cn_target *tt, int h, uint64_t count, uint64_t size,
+			 const uint8_t csum[32])
+{
+	struct s3_target *t = T(tt);
+	struct s3_index *x = get_index(t, h);
+	if (!x)
+		return -EINVAL;
+	x->closed = 1;
+	uint8_t *hd = x->file.data;
+	if (count != x->count || size != x->size ||
+	    (x->kind == CN_INDEX_FIXED && cn_le64(hd + 64) != size))
+		return cn_error_set(-CN_E_CHECKSUM,
+				    "index %s: closed with %llu chunks/%llu bytes, got %llu/%llu",
+				    x->name, (unsigned long long)count, (unsigned long long)size,
+				    (unsigned long long)x->count, (unsigned long long)x->size);
+	/* the index checksum: SHA-256 of the entry area (both kinds) */
+	if (EVP_Digest(hd + INDEX_HEADER, x->file.len - INDEX_HEADER, hd + 32, NULL, EVP_sha256(),
+		       NULL) != 1)
+		return cn_error_set(-EIO, "index %s: SHA-256 failed", x->name);
+	if (memcmp(hd + 32, csum, 32) != 0)
+		return cn_error_set(-CN_E_CHECKSUM, "index %s: checksum differs from the engine's",
+				    x->name);
+	int r = put_snapshot_object(t, x->name, x->file.data, x->file.len);
+	cn_buf_free(&x->file);
+	return r;
+}
+
+/* ---- blobs, finish, abort ------------------------------------------------ */
+
+static int t_put_blob(struct cn_target *tt, const char *name, const uint8_t *data, size_t len)
+{
+	struct s3_target *t = T(tt);
+	if (!t->begun)
+		return cn_error_set(-EINVAL, "blob %s stored outside a snapshot", name);
+	if (strcmp(name, CN_S3_MANIFEST) == 0) {
+		t->manifest.len = 0;
+		if (cn_buf_append(&t->manifest, data, len) < 0)
+			return cn_error_set(-ENOMEM, "out of memory for the manifest");
+		t->have_manifest = 1;
+		return 0;
+	}
+	return put_snapshot_object(t, name, data, len);
+}
+
+static int t_finish(struct cn_target *tt)
+{
+	struct s3_target *t = T(tt);
+	if (!t->have_manifest)
+		return cn_error_set(-EINVAL, "%s: finish without a manifest", tt->name);
+	for (size_t i = 0; i < t->nidx; i++)
+		if (!t->idx[i].closed)
+			return cn_error_set(-EINVAL, "%s: index %s not closed", tt->name,
+					    t->idx[i].name);
+	/* every chunk any index references is stored before the manifest */
+	int r = drain(t);
+	if (r < 0)
+		return r;
+	char key[800];
+	if ((r = cn_s3_snapshot_key(&t->id, CN_S3_MANIFEST, key, sizeof(key))) < 0)
+		return r;
+	t->manifest_sent = 1;
+	r = cn_s3_put(t->s3, key, t->manifest.data, t->manifest.len);
+	if (r < 0)
+		return cn_error_prefix(r, "%s", tt->name);
+	t->manifest_sent = 0; /* published: abort must not take it back */
+	t->nwritten = 0;
+	if (t->marker_put && cn_s3_delete(t->s3, t->marker) < 0) {
+		cn_log(CN_LOG_WARNING, "%s: writer marker %s stays: %s", tt->name, t->marker,
+		       cn_error_message());
+		cn_error_clear();
+	}
+	t->marker_put = 0;
+	return 0;
+}
+
+static void t_abort(struct cn_target *tt)
+{
+	struct s3_target *t = T(tt);
+	pthread_mutex_lock(&t->mu);
+	if (!t->err)
+		t->err = -ECANCELED, snprintf(t->errmsg, sizeof(t->errmsg), "%s: aborted", tt->name);
+	pthread_cond_broadcast(&t->cv_space);
+	pthread_mutex_unlock(&t->mu);
+	stop_uploaders(t);
+	int cancelled = __atomic_load_n(&t->cancelled, __ATOMIC_SEQ_CST);
+	if (!t->begun || cancelled)
+		return; /* leftovers have no manifest: invisible, for gc */
+	char key[800];
+	/* the manifest first: once it is gone nothing looks finished */
+	if (t->manifest_sent && cn_s3_snapshot_key(&t->id, CN_S3_MANIFEST, key, sizeof(key)) == 0 &&
+	    cn_s3_delete(t->s3, key) < 0)
+		cn_log(CN_LOG_WARNING, "%s: %s", tt->name, cn_error_message());
+	for (size_t i = 0; i < t->nwritten; i++)
+		if (cn_s3_snapshot_key(&t->id, t->written[i], key, sizeof(key)) == 0 &&
+		    cn_s3_delete(t->s3, key) < 0)
+			cn_log(CN_LOG_DEBUG, "%s: %s", tt->name, cn_error_message());
+	t->nwritten = 0;
+	if (t->marker_put && cn_s3_delete(t->s3, t->marker) == 0)
+		t->marker_put = 0;
+	cn_error_clear();
+}
+
+static void t_destroy(struct cn_target *tt)
+{
+	struct s3_target *t = T(tt);
+	stop_uploaders(t);
+	for (size_t i = 0; i < t->qlen; i++)
+		cn_chunk_unref(t->queue[(t->qhead + i) % t->qcap]);
+	for (size_t i = 0; i < t->nidx; i++)
+		cn_buf_free(&t->idx[i].file);
+	free(t->idx);
+	free(t->written);
+	free(t->queue);
+	cn_buf_free(&t->manifest);
+	cn_digest_set_free(t->known);
+	pthread_cond_destroy(&t->cv_work);
+	pthread_cond_destroy(&t->cv_space);
+	pthread_cond_destroy(&t->cv_idle);
+	pthread_mutex_destroy(&t->mu);
+	free(t);
+}
+
+static void t_cancel(struct cn_target *tt)
+{
+	struct s3_target *t = T(tt);
+	__atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
+	cn_s3_cancel(t->s3);
+	pthread_mutex_lock(&t->mu);
+	pthread_cond_broadcast(&t->cv_space);
+	pthread_cond_broadcast(&t->cv_idle);
+	pthread_mutex_unlock(&t->mu);
+}
+
+static uint64_t t_progress(struct cn_target *tt)
+{
+	return cn_s3_progress(T(tt)->s3);
+}
+
+static const struct cn_target_ops ops = {
+	.begin = t_begin,
+	.load_previous_index = t_load_previous_index,
+	.add_known = t_add_known,
+	.has_chunk = t_has_chunk,
+	.put_chunk = t_put_chunk,
+	.index_open = t_index_open,
+	.index_append = t_index_append,
+	.index_close = t_index_close,
+	.put_blob = t_put_blob,
+	.finish = t_finish,
+	.abort = t_abort,
+	.destroy = t_destroy,
+	.cancel = t_cancel,
+	.progress = t_progress,
+};
+
+int cn_s3_target_new(struct cn_s3 *s3, const struct cn_s3_target_opts *opts,
+		     struct cn_target **out)
+{
+	struct s3_target *t = calloc(1, sizeof(*t));
+	if (!t)
+		return cn_error_set(-ENOMEM, "out of memory");
+	t->base.ops = &ops;
+	snprintf(t->base.name, sizeof(t->base.name), "%s", cn_s3_name(s3));
+	t->s3 = s3;
+	snprintf(t->owner, sizeof(t->owner), "%s",
+		 opts && opts->owner ? opts->owner : "root@pam");
+	int up = opts && opts->uploaders > 0 ? opts->uploaders : 4;
+	t->nuploaders = up > MAX_UPLOADERS ? MAX_UPLOADERS : up;
+	t->qcap = opts && opts->queue > 0 ? (size_t)opts->queue : 2 * (size_t)t->nuploaders;
+	t->queue = calloc(t->qcap, sizeof(*t->queue));
+	if (!t->queue || cn_digest_set_new(4096, &t->known) < 0) {
+		free(t->queue);
+		free(t);
+		return cn_error_set(-ENOMEM, "out of memory");
+	}
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->cv_work, NULL);
+	pthread_cond_init(&t->cv_space, NULL);
+	pthread_cond_init(&t->cv_idle, NULL);
+	*out = &t->base;
+	return 0;
+}
+
+void cn_s3_target_stats(const struct cn_target *tt, struct cn_s3_target_stats *st)
+{
+	struct s3_target *t = (struct s3_target *)tt;
+	pthread_mutex_lock(&t->mu);
+	*st = t->st;
+	pthread_mutex_unlock(&t->mu);
+}

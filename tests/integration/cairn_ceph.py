@@ -1,0 +1,346 @@
+"""A single-node Ceph cluster with radosgw for the S3 tests.
+
+One monitor, one manager, one bluestore OSD on a sparse file and one radosgw
+on 127.0.0.1, every daemon started by hand (no systemd), all state under a
+temporary directory, ports chosen free at run time. One cluster per test
+program: start it once, give each test its own bucket, stop it in a
+finally. Missing ceph binaries are an error, not a skip: the tests need
+them (scripts/deps.sh --tests installs them).
+
+    with cairn_ceph.Cluster() as c:
+        c.create_bucket('b1')
+        c.env()          # AWS_* variables for cairn
+        c.stop_rgw(); c.start_rgw(); c.pause_rgw(); c.resume_rgw()
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ACCESS_KEY = 'CAIRNTESTACCESSKEY01'
+SECRET_KEY = 'cairnTestSecretKey0000000000000000000001'
+BINARIES = ('ceph-authtool', 'monmaptool', 'ceph-mon', 'ceph-mgr', 'ceph-osd',
+            'radosgw', 'radosgw-admin', 'ceph')
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+CONF = """[global]
+fsid = {fsid}
+mon initial members = a
+mon host = [v2:127.0.0.1:{mon2},v1:127.0.0.1:{mon1}]
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+public network = 127.0.0.0/8
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+auth allow insecure global id reclaim = false
+keyring = {base}/$cluster.$name.keyring
+run dir = {base}/run
+admin socket = {base}/run/$cluster-$name.asok
+pid file = {base}/run/$cluster-$name.pid
+log file = {base}/log/$cluster-$name.log
+crash dir = {base}/crash
+exporter sock dir = {base}/run
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon max pg per osd = 1000
+mon warn on pool no redundancy = false
+mon data avail warn = 2
+mon data avail crit = 1
+mgr initial modules = iostat
+ms bind port min = {msmin}
+ms bind port max = {msmax}
+
+[mon]
+keyring = {base}/mon/$cluster-$id/keyring
+mon data = {base}/mon/$cluster-$id
+mon cluster log file = {base}/log/$cluster.log
+
+[mgr]
+mgr data = {base}/mgr/$cluster-$id
+
+[osd]
+osd data = {base}/osd/$cluster-$id
+osd objectstore = bluestore
+osd memory target = 1073741824
+bluestore block create = true
+bluestore block size = 10737418240
+bluestore fsck on mkfs = false
+
+[client.rgw.a]
+rgw data = {base}/rgw/$cluster-$id
+rgw frontends = beast endpoint=127.0.0.1:{rgw}
+rgw dns name = localhost
+"""
+
+
+class Cluster:
+    """The cluster; every daemon is stopped by PID in stop()."""
+
+    def __init__(self, base=None):
+        missing = [b for b in BINARIES if not shutil.which(b)]
+        if missing:
+            raise RuntimeError('ceph binaries missing (%s): run scripts/deps.sh --tests'
+                               % ', '.join(missing))
+        self.own_base = base is None
+        self.base = base or tempfile.mkdtemp(prefix='cairn-ceph-')
+        self.conf = os.path.join(self.base, 'ceph.conf')
+        self.rgw_port = free_port()
+        self.endpoint = 'http://127.0.0.1:%d' % self.rgw_port
+        self.pids = {}
+        self.rgw_proc = None
+
+    # -- helpers -----------------------------------------------------------
+
+    def _env(self):
+        e = dict(os.environ)
+        e['CEPH_CONF'] = self.conf
+        return e
+
+    def _run(self, *args, timeout=120, check=True):
+        p = subprocess.run(list(args), env=self._env(), capture_output=True, text=True,
+                           timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError('%s: exit %d\n%s%s\n%s' % (' '.join(args), p.returncode,
+                                                         p.stdout, p.stderr, self.log_tails()))
+        return p
+
+    def _wait(self, what, ok, limit=180):
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if ok():
+                return
+            time.sleep(0.5)
+        raise RuntimeError('ceph: %s did not come up within %d s\n%s'
+                           % (what, limit, self.log_tails()))
+
+    def _pidfile(self, name):
+        return os.path.join(self.base, 'run', 'ceph-%s.pid' % name)
+
+    def _record_pid(self, name):
+        def ok():
+            try:
+                with open(self._pidfile(name)) as f:
+                    self.pids[name] = int(f.read().strip())
+                return True
+            except (OSError, ValueError):
+                return False
+        self._wait('pid file of ' + name, ok, 60)
+
+    def log_tails(self):
+        out = []
+        d = os.path.join(self.base, 'log')
+        for n in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            with open(os.path.join(d, n), errors='replace') as f:
+                out.append('== %s\n%s' % (n, ''.join(f.readlines()[-15:])))
+        return '\n'.join(out)
+
+    # -- bring-up ----------------------------------------------------------
+
+    def start(self):
+        # a SIGTERM (a test timeout) must still stop the daemons: as an
+        # exception it runs the caller's finally
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        b = self.base
+        for d in ('run', 'log', 'mon', 'mgr', 'osd', 'rgw', 'crash'):
+            os.makedirs(os.path.join(b, d), exist_ok=True)
+        msmin = 20000 + (os.getpid() * 7) % 30000
+        with open(self.conf, 'w') as f:
+            f.write(CONF.format(fsid=open('/proc/sys/kernel/random/uuid').read().strip(),
+                                base=b, mon1=free_port(), mon2=free_port(),
+                                rgw=self.rgw_port, msmin=msmin, msmax=msmin + 200))
+        monkr = os.path.join(b, 'mon.keyring')
+        admkr = os.path.join(b, 'ceph.client.admin.keyring')
+        self._run('ceph-authtool', '--create-keyring', monkr, '--gen-key', '-n', 'mon.',
+                  '--cap', 'mon', 'allow *')
+        self._run('ceph-authtool', '--create-keyring', admkr, '--gen-key', '-n',
+                  'client.admin', '--cap', 'mon', 'allow *', '--cap', 'osd', 'allow *',
+                  '--cap', 'mds', 'allow *', '--cap', 'mgr', 'allow *')
+        self._run('ceph-authtool', monkr, '--import-keyring', admkr)
+        with open(self.conf) as f:
+            host = [l for l in f if l.startswith('mon host')][0].split('=', 1)[1].strip()
+        fsid = [l for l in open(self.conf) if l.startswith('fsid')][0].split('=')[1].strip()
+        self._run('monmaptool', '--create', '--addv', 'a', host, '--fsid', fsid,
+                  os.path.join(b, 'monmap'))
+        self._run('ceph-mon', '--mkfs', '-i', 'a', '--monmap', os.path.join(b, 'monmap'),
+                  '--keyring', monkr)
+        self._run('ceph-mon', '-i', 'a')
+        self._record_pid('mon.a')
+        self._wait('monitor', lambda: self._run('ceph', '-s', '--connect-timeout', '5',
+                                                check=False).returncode == 0)
+        mgrdir = os.path.join(b, 'mgr', 'ceph-x')
+        os.makedirs(mgrdir, exist_ok=True)
+        self._run('ceph', 'auth', 'get-or-create', 'mgr.x', 'mon', 'allow profile mgr',
+                  'osd', 'allow *', 'mds', 'allow *', '-o', os.path.join(mgrdir, 'keyring'))
+        self._run('ceph-mgr', '-i', 'x', '--keyring', os.path.join(mgrdir, 'keyring'))
+        self._record_pid('mgr.x')
+        uuid = open('/proc/sys/kernel/random/uuid').read().strip()
+        osd = self._run('ceph', 'osd', 'new', uuid).stdout.strip()
+        osddir = os.path.join(b, 'osd', 'ceph-' + osd)
+        os.makedirs(osddir, exist_ok=True)
+        kr = os.path.join(osddir, 'keyring')
+        self._run('ceph', 'auth', 'get-or-create', 'osd.' + osd, 'mon', 'allow profile osd',
+                  'mgr', 'allow profile osd', 'osd', 'allow *', '-o', kr)
+        self._run('ceph-osd', '-i', osd, '--mkfs', '--osd-uuid', uuid, '--keyring', kr,
+                  timeout=300)
+        self._run('ceph-osd', '-i', osd, '--keyring', kr)
+        self._record_pid('osd.' + osd)
+
+        def osd_up():
+            p = self._run('ceph', 'osd', 'stat', '-f', 'json', check=False)
+            try:
+                return p.returncode == 0 and json.loads(p.stdout)['num_up_osds'] == 1
+            except (ValueError, KeyError):
+                return False
+        self._wait('osd', osd_up)
+        os.makedirs(os.path.join(b, 'rgw', 'ceph-rgw.a'), exist_ok=True)
+        self._run('ceph', 'auth', 'get-or-create', 'client.rgw.a', 'mon', 'allow rw', 'osd',
+                  'allow rwx', 'mgr', 'allow rw', '-o',
+                  os.path.join(b, 'ceph.client.rgw.a.keyring'))
+        self.start_rgw()
+        self._run('radosgw-admin', 'user', 'create', '--uid=tester',
+                  '--display-name=cairn tests', '--access-key=' + ACCESS_KEY,
+                  '--secret-key=' + SECRET_KEY)
+        # radosgw makes its data pools at the first write: do it here, so
+        # that the tests' first backup does not pay for it
+        cl = self.client()
+        cl.create_bucket(Bucket='cairn-warmup')
+        cl.put_object(Bucket='cairn-warmup', Key='x', Body=b'x')
+        cl.delete_object(Bucket='cairn-warmup', Key='x')
+        cl.delete_bucket(Bucket='cairn-warmup')
+        return self
+
+    def _rgw_answers(self):
+        try:
+            urllib.request.urlopen(self.endpoint + '/', timeout=5)
+            return True
+        except urllib.error.HTTPError:
+            return True       # any HTTP answer means it serves
+        except OSError:
+            return False
+
+    def start_rgw(self):
+        """Starts radosgw in the foreground of a child process (its PID is ours
+        to signal) and waits until it answers HTTP."""
+        log = open(os.path.join(self.base, 'log', 'rgw-stdout.log'), 'ab')
+        self.rgw_proc = subprocess.Popen(['radosgw', '-f', '-n', 'client.rgw.a'],
+                                         env=self._env(), stdout=log, stderr=log)
+        log.close()
+        self._wait('radosgw', self._rgw_answers)
+
+    def stop_rgw(self):
+        """Stops radosgw (SIGKILL: connections drop as on a crash)."""
+        p = self.rgw_proc
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait(timeout=60)
+        self.rgw_proc = None
+
+    def pause_rgw(self):
+        """SIGSTOP: the endpoint accepts TCP connections but never answers."""
+        self.rgw_proc.send_signal(signal.SIGSTOP)
+
+    def resume_rgw(self):
+        self.rgw_proc.send_signal(signal.SIGCONT)
+
+    def stop(self):
+        self.stop_rgw()
+        for name, pid in reversed(list(self.pids.items())):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.pids = {}
+        if self.own_base and not os.environ.get('CAIRN_KEEP_CEPH'):
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- S3 ----------------------------------------------------------------
+
+    def env(self, **extra):
+        """The environment cairn needs to reach the cluster's radosgw."""
+        e = {'AWS_ENDPOINT_URL': self.endpoint, 'AWS_ACCESS_KEY_ID': ACCESS_KEY,
+             'AWS_SECRET_ACCESS_KEY': SECRET_KEY, 'AWS_REGION': 'us-east-1'}
+        e.update(extra)
+        return e
+
+    def client(self):
+        """A boto3 S3 client (Debian's python3-boto3)."""
+        import boto3
+        from botocore.config import Config
+        return boto3.client('s3', endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
+                            aws_secret_access_key=SECRET_KEY, region_name='us-east-1',
+                            config=Config(s3={'addressing_style': 'path'}))
+
+    def create_bucket(self, name):
+        self.client().create_bucket(Bucket=name)
+
+    def keys(self, bucket, prefix=''):
+        """Every object key under prefix, sorted."""
+        out = []
+        for page in self.client().get_paginator('list_objects_v2').paginate(Bucket=bucket,
+                                                                             Prefix=prefix):
+            out += [o['Key'] for o in page.get('Contents', [])]
+        return sorted(out)
+
+    def download(self, bucket, prefix, dest):
+        """Copies every object under prefix into dest as files (the bucket
+        as a directory tree)."""
+        c = self.client()
+        for k in self.keys(bucket, prefix):
+            rel = k[len(prefix):].lstrip('/')
+            path = os.path.join(dest, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            c.download_file(bucket, k, path)
+
+
+if __name__ == '__main__':
+    # Manual use: bring a cluster up, print its endpoint, wait for Ctrl-C or
+    # SIGTERM (also when started in the background, where SIGINT is ignored).
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    with Cluster() as c:
+        print(c.endpoint, c.base, flush=True)
+        while True:
+            time.sleep(3600)
