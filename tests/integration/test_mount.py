@@ -31,7 +31,7 @@ t.require_fuse()
 
 t.setup(sys.argv)
 work = t.tmpdir()
-store = os.path.join(work, 'store')
+store = t.store_path('mount')
 mounts = []
 
 

@@ -23,7 +23,7 @@ t.require_fuse()
 
 t.setup(sys.argv)
 work = t.tmpdir()
-store = os.path.join(work, 'store')
+store = t.store_path('mount_requests')
 mnt = os.path.join(work, 'mnt')
 FMT = '%p %s %m %U %G %T@\n'
 
