@@ -207,6 +207,7 @@ START_TEST(test_layout_and_chunks)
 {
 	char dir[64], root[128], p[4096];
 	struct cn_datastore *ds = new_store(dir, root, CN_SYNC_FILE);
+	ck_assert_int_eq(cn_datastore_layout_wait(ds), 0);
 	snprintf(p, sizeof(p), "%s/.chunks/0000", root);
 	ck_assert(file_exists(p));
 	snprintf(p, sizeof(p), "%s/.chunks/ffff", root);
