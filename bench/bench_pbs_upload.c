@@ -163,7 +163,9 @@ int main(int argc, char **argv)
 		return fail("mkdtemp");
 	char path[64];
 	snprintf(path, sizeof(path), "%s/store", dir);
-	if (cn_datastore_open(path, 1, NULL, &ds) < 0 || cn_target_local_new(ds, &lt) < 0)
+	/* (the store's directories first: the figures are the upload's) */
+	if (cn_datastore_open(path, 1, NULL, &ds) < 0 || cn_datastore_layout_wait(ds) < 0 ||
+	    cn_target_local_new(ds, &lt) < 0)
 		return fail("local store");
 	{
 		char manifest[256];

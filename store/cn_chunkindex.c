@@ -294,6 +294,29 @@ int cn_chunkindex_sync_dirs(struct cn_chunkindex *ci, const struct cn_chunkindex
 	return rc ? lmdb_err(rc, "commit", ci) : 0;
 }
 
+int cn_chunkindex_add_dirs(struct cn_chunkindex *ci, const struct cn_chunkindex_dir *dirs,
+			   size_t n)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(ci->env, NULL, 0, &txn);
+	if (rc)
+		return lmdb_err(rc, "begin write", ci);
+	for (size_t i = 0; i < n && !rc; i++) {
+		uint8_t kb[3];
+		prefix_key(kb, dirs[i].prefix);
+		MDB_val k = {3, kb}, v;
+		rc = mdb_get(txn, ci->meta, &k, &v);
+		if (rc == MDB_NOTFOUND)
+			rc = sync_dir(txn, ci, &dirs[i]);
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return lmdb_err(rc, "add directories", ci);
+	}
+	rc = mdb_txn_commit(txn);
+	return rc ? lmdb_err(rc, "commit", ci) : 0;
+}
+
 int64_t cn_chunkindex_count(struct cn_chunkindex *ci)
 {
 	MDB_txn *txn;

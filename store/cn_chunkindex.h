@@ -80,6 +80,12 @@ struct cn_chunkindex_dir {
 int cn_chunkindex_sync_dirs(struct cn_chunkindex *ci, const struct cn_chunkindex_dir *dirs,
 			    size_t n);
 
+/* sync_dirs for the directories the index has no record of yet, in one
+ * transaction; a directory already recorded (a chunk was inserted into it
+ * meanwhile) is left as it is. */
+int cn_chunkindex_add_dirs(struct cn_chunkindex *ci, const struct cn_chunkindex_dir *dirs,
+			   size_t n);
+
 /* Number of digests listed (for tests and stats). */
 int64_t cn_chunkindex_count(struct cn_chunkindex *ci);
 

@@ -5,7 +5,10 @@
  *                                  writer holds a shared fcntl lock on it, as
  *                                  upstream's writers do, so a PBS GC (which
  *                                  needs it exclusively) never runs meanwhile
- *   <root>/.chunks/0000..ffff/     65536 dirs, all made at create time
+ *   <root>/.chunks/0000..ffff/     65536 dirs, made when the store is created
+ *                                  (by a helper thread while the first backup
+ *                                  runs, all of them before its snapshot is
+ *                                  published: cn_datastore_layout_wait)
  *          XXXX/<64 hex digest>    one DataBlob per chunk
  *          XXXX/<digest>.<n>.bad   quarantined by verify (as upstream)
  *   <root>/[ns/<a>/[ns/<b>/]]<type>/<id>/owner          "root@pam\n"
@@ -87,7 +90,13 @@ void cn_datastore_opts_init(struct cn_datastore_opts *opts);
 
 /* Opens the datastore at path (absolute or relative). create: make it
  * first if it does not exist (root, .lock, .chunks/0000..ffff, .cairn/);
- * creating over an existing datastore is -EEXIST as upstream. A store
+ * creating over an existing datastore is -EEXIST as upstream. The 65536
+ * prefix directories of a new store are made by a helper thread, so that
+ * its first backup need not wait for them (a chunk insert makes its own
+ * directory if it comes first); cn_datastore_layout_wait waits for them,
+ * and publishing a snapshot, GC, check_index and close do so first (a
+ * process that forks should wait first too: the child has no such thread,
+ * and may find a lock the thread held taken for good). A store
  * whose creation stopped part-way (e.g. -ENOSPC: no inodes left) is
  * completed by the next open, without create. opts may be
  * NULL (defaults). Opening checks the LMDB chunk index against .chunks/
@@ -95,6 +104,13 @@ void cn_datastore_opts_init(struct cn_datastore_opts *opts);
  * caller's, closed with cn_datastore_close(). */
 int cn_datastore_open(const char *path, int create, const struct cn_datastore_opts *opts,
 		      struct cn_datastore **out);
+/* Waits until every prefix directory of a store this handle created
+ * exists and .cairn/layout-complete is written. 0 (also at once for a
+ * store that was not created by this handle), or the creation's error
+ * (e.g. -ENOSPC: no inodes left; the next open completes the store) with
+ * its message, for this and every later call. Thread-safe. */
+int cn_datastore_layout_wait(struct cn_datastore *ds);
+
 /* Closes the datastore and frees ds (NULL is ok). Snapshot writers of ds
  * must be published or aborted first; no chunk call may be running. */
 void cn_datastore_close(struct cn_datastore *ds);

@@ -30,6 +30,15 @@ struct cn_datastore {
 	 * (bit per prefix, set atomically: has_chunk checks lazily) */
 	uint8_t checked[0x10000 / 8];
 	atomic_int direct_io;        /* chunk data with O_DIRECT: 0 once the fs refused it */
+	/* A new store's prefix directories are made by a helper thread while
+	 * the first backup runs (cn_datastore.c); cn_datastore_layout_wait
+	 * joins it. layout_running: the thread is to be joined; layout_err
+	 * and layout_msg: the outcome, kept for every later wait. */
+	pthread_mutex_t layout_lock;
+	pthread_t layout_thread;
+	int layout_running;
+	int layout_err;
+	char layout_msg[512];
 };
 
 /* The prefix directory number of a digest (its first two bytes). */
@@ -41,6 +50,12 @@ static inline uint16_t cn_ds_prefix(const uint8_t digest[32])
 /* Takes/releases the lock of one prefix directory (see cn_datastore.h). */
 int cn_ds_lock_prefix(struct cn_datastore *ds, uint16_t prefix);
 void cn_ds_unlock_prefix(struct cn_datastore *ds, uint16_t prefix);
+
+/* Makes .chunks/XXXX of prefix unless it exists as a directory: 1 made,
+ * 0 there already, -errno (-ENOTDIR: something else has its name; no
+ * message). A chunk insert calls it for a directory that a new store's
+ * helper thread has not made yet. */
+int cn_ds_make_prefix_dir(struct cn_datastore *ds, uint16_t prefix);
 
 /* mtime of .chunks/XXXX (caller holds the prefix lock). */
 int cn_ds_prefix_mtime(struct cn_datastore *ds, uint16_t prefix, struct timespec *mtime);

@@ -229,6 +229,16 @@ int cn_datastore_insert_chunk(struct cn_datastore *ds, const uint8_t digest[32],
 	/* the pid tells the next backup whose leftover it is after a crash */
 	snprintf(tmp, sizeof(tmp), "%s.tmp_%d_XXXXXX", path, (int)getpid());
 	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* a new store whose helper thread has not made this directory
+		 * yet (its fsync before the first publish covers this one too) */
+		if ((r = cn_ds_make_prefix_dir(ds, prefix)) < 0) {
+			cn_error_sys(r, "make chunk directory %s/.chunks/%04x", ds->root, prefix);
+			goto out;
+		}
+		snprintf(tmp, sizeof(tmp), "%s.tmp_%d_XXXXXX", path, (int)getpid());
+		fd = mkostemp(tmp, O_CLOEXEC);
+	}
 	if (fd < 0) {
 		r = cn_error_sys(-errno, "create temporary chunk file %s", tmp);
 		goto out;

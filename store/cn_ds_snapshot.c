@@ -496,6 +496,11 @@ int cn_datastore_snapshot_publish(struct cn_ds_snapshot *w)
 	}
 	if ((r = check_manifest_files(w)) < 0)
 		goto fail;
+	/* PBS needs every prefix directory of the store before it serves or
+	 * collects it: a new store's are all there before its first snapshot
+	 * is (and covered by the syncfs below). */
+	if ((r = cn_datastore_layout_wait(ds)) < 0)
+		goto fail;
 	cn_snapshot_format_time(w->id.time, tstr, sizeof(tstr));
 	if (ds->opts.sync_level == CN_SYNC_FILE && fsync(w->tmp_fd) < 0) {
 		r = cn_error_sys(-errno, "fsync snapshot directory");

@@ -213,6 +213,9 @@ int cn_datastore_gc(struct cn_datastore *ds, const struct cn_gc_opts *opts,
 	struct cn_gc_stats local;
 	struct cn_gc_stats *st = stats ? stats : &local;
 	memset(st, 0, sizeof(*st));
+	int lr = cn_datastore_layout_wait(ds); /* the sweep reads every prefix directory */
+	if (lr < 0)
+		return lr;
 	char lock[PATH_MAX];
 	snprintf(lock, sizeof(lock), "%s/.cairn/gc.lock", ds->root);
 	int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -182,12 +182,15 @@ static int count_strays(struct cn_datastore *ds, const uint8_t *digest)
 	return n;
 }
 
-/* A new store at <fresh tmpdir>/store; dir and root receive the paths. */
+/* A new store at <fresh tmpdir>/store, all its directories made (the
+ * tests look at them, and fork); dir and root receive the paths. */
 static struct cn_datastore *new_store(char dir[64], char root[128], enum cn_sync_level lvl)
 {
 	make_tmpdir(dir, 64);
 	snprintf(root, 128, "%s/store", dir);
-	return open_store(root, 1, lvl);
+	struct cn_datastore *ds = open_store(root, 1, lvl);
+	ck_assert_int_eq(cn_datastore_layout_wait(ds), 0);
+	return ds;
 }
 
 /* Opens the store in a forked child (no Check assertions there). */
