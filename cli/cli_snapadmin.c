@@ -208,12 +208,13 @@ int cli_endpoint_sync(struct cli_endpoint *from, struct cli_endpoint *to, const 
 {
 	struct cn_source *src = NULL, *dlist = NULL;
 	struct cn_target *dst = NULL;
-	cli_endpoint_admin(to, &opts->admin);
+	if (to)
+		cli_endpoint_admin(to, &opts->admin);
 	int r = cli_endpoint_source(from, &src);
-	if (r == 0)
+	if (r == 0 && to)
 		r = cli_endpoint_source(to, &dlist);
-	if (r == 0)
-		r = cli_endpoint_target(to, &dst);
+	if (r == 0 && !opts->dry_run)
+		r = to ? cli_endpoint_target(to, &dst) : cn_error_set(-EINVAL, "no destination");
 	if (r == 0)
 		r = cn_sync_run(src, dlist, dst, ns, sel, nsel, opts, st);
 	if (dst)
