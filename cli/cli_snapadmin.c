@@ -66,12 +66,37 @@ void cli_endpoint_admin(struct cli_endpoint *e, struct cn_sync_admin *out)
 	out->ctx = e;
 }
 
+/* -ENOENT with a message unless the PBS lists id. PBS answers "not
+ * protected" for a snapshot it does not have (get_protection only looks
+ * for the .protected file), so the flag alone cannot tell a typo. */
+static int pbs_exists(struct cli_endpoint *e, const struct cn_snapshot_id *id)
+{
+	struct cn_snapshot_info *list = NULL;
+	size_t n = 0;
+	int r = cn_pbs_list_snapshots(e->pbs, id, &list, &n);
+	if (r < 0)
+		return r;
+	int found = 0;
+	for (size_t i = 0; i < n && !found; i++)
+		found = list[i].id.time == id->time && !strcmp(list[i].id.type, id->type) &&
+			!strcmp(list[i].id.id, id->id);
+	free(list);
+	if (!found) {
+		char snap[512];
+		cn_snapshot_path(id, snap, sizeof(snap));
+		return cn_error_set(-ENOENT, "snapshot %s not found in %s", snap, e->name);
+	}
+	return 0;
+}
+
 int cli_endpoint_get_protected(struct cli_endpoint *e, const struct cn_snapshot_id *id)
 {
 	if (!e->pbs && !e->ds)
 		return cn_error_set(-EINVAL, "no store");
-	if (e->pbs)
-		return cn_pbs_get_protected(e->pbs, id);
+	if (e->pbs) {
+		int r = pbs_exists(e, id);
+		return r < 0 ? r : cn_pbs_get_protected(e->pbs, id);
+	}
 	char dir[4096], path[4200];
 	int r = local_exists(e->ds, id);
 	if (r == 0)
@@ -183,12 +208,13 @@ int cli_endpoint_sync(struct cli_endpoint *from, struct cli_endpoint *to, const 
 {
 	struct cn_source *src = NULL, *dlist = NULL;
 	struct cn_target *dst = NULL;
-	cli_endpoint_admin(to, &opts->admin);
+	if (to)
+		cli_endpoint_admin(to, &opts->admin);
 	int r = cli_endpoint_source(from, &src);
-	if (r == 0)
+	if (r == 0 && to)
 		r = cli_endpoint_source(to, &dlist);
-	if (r == 0)
-		r = cli_endpoint_target(to, &dst);
+	if (r == 0 && !opts->dry_run)
+		r = to ? cli_endpoint_target(to, &dst) : cn_error_set(-EINVAL, "no destination");
 	if (r == 0)
 		r = cn_sync_run(src, dlist, dst, ns, sel, nsel, opts, st);
 	if (dst)

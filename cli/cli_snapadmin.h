@@ -24,7 +24,9 @@ int cli_endpoint_set_notes(struct cli_endpoint *e, const struct cn_snapshot_id *
 			   const char *text);
 
 /* cn_sync_run from endpoint `from` to endpoint `to` (sources and target
- * made and freed here; opts->admin set to to's). */
+ * made and freed here; opts->admin set to to's). With opts->dry_run no
+ * target is made, and `to` may be NULL: a local store that does not exist
+ * yet, so everything would be copied. */
 int cli_endpoint_sync(struct cli_endpoint *from, struct cli_endpoint *to, const char *ns,
 		      const struct cn_snapshot_id *sel, size_t nsel, struct cn_sync_opts *opts,
 		      struct cn_sync_stats *st);

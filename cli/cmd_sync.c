@@ -1,9 +1,11 @@
 /* cairn sync — copies the snapshots one store or PBS lacks from another:
  *   cairn sync --from SRC --to DST [GROUP|SNAPSHOT]...
  * (engine/cn_sync.h does the work; this picks the places and reports). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli_common.h"
 #include "cli/cli_snapadmin.h"
@@ -44,9 +46,11 @@ static void help(FILE *f)
 		"  --from-password-file FILE  password/token secret of a PBS SRC\n"
 		"  --to-password-file FILE    the same for DST (both default to $PBS_PASSWORD,\n"
 		"                             $PBS_PASSWORD_FILE)\n"
-		"  --dry-run                  only report what would be copied or removed\n"
+		"  --dry-run                  only report what would be copied (would-copy) or\n"
+		"                             removed (would-remove); changes and creates nothing\n"
 		"  --remove-vanished          also remove DST snapshots of the selected groups\n"
-		"                             that SRC no longer has (never protected ones)\n"
+		"                             (all groups when none is named) that SRC no longer\n"
+		"                             has; protected ones are kept (kept-protected)\n"
 		"  --ns NS                    namespace on both sides (default the root)\n"
 		"  --output-format FMT        text (default) or json\n"
 		"  -h, --help                 this help\n\n"
@@ -91,6 +95,7 @@ static int open_side(const char *cmd, const char *where, const char *fp, const c
 struct report_ctx {
 	json_t *arr;
 	int progress;
+	int dry_run;
 };
 
 static void on_snapshot(void *ctx, const struct cn_snapshot_id *id, enum cn_sync_action a,
@@ -100,6 +105,10 @@ static void on_snapshot(void *ctx, const struct cn_snapshot_id *id, enum cn_sync
 	char snap[512];
 	cli_snapshot_text(id, snap, sizeof(snap));
 	const char *what = cn_sync_action_name(a);
+	if (rc->dry_run && a == CN_SYNC_COPIED) /* nothing happened: say so */
+		what = "would-copy";
+	else if (rc->dry_run && a == CN_SYNC_REMOVED)
+		what = "would-remove";
 	if (rc->progress)
 		cli_progress_done();
 	if (err < 0)
@@ -188,19 +197,28 @@ static int cmd_sync(int argc, char **argv)
 		free(sel);
 		return code;
 	}
-	code = open_side(c.cmd, to, to_fp, to_pw, so.dry_run ? 0 : CLI_OPEN_CREATE, &dst_eps);
+	/* a dry run creates nothing: a local DST that does not exist yet is
+	 * an empty one */
+	struct stat sb;
+	int dst_missing = so.dry_run && strchr(to, '/') && stat(to, &sb) < 0 && errno == ENOENT;
+	dst_eps.n = 0;
+	code = dst_missing ? 0
+			   : open_side(c.cmd, to, to_fp, to_pw, so.dry_run ? 0 : CLI_OPEN_CREATE,
+				       &dst_eps);
 	if (code) {
 		cli_close_endpoints(&src_eps);
 		free(sel);
 		return code;
 	}
 	struct report_ctx rctx = {.arr = c.json ? json_array() : NULL,
-				  .progress = !c.json && cli_progress_enabled()};
+				  .progress = !c.json && cli_progress_enabled(),
+				  .dry_run = so.dry_run};
 	so.on_snapshot = on_snapshot;
 	so.on_progress = on_progress;
 	so.ctx = &rctx;
 	struct cn_sync_stats st = {0};
-	int r = cli_endpoint_sync(&src_eps.e[0], &dst_eps.e[0], c.ns, sel, nsel, &so, &st);
+	int r = cli_endpoint_sync(&src_eps.e[0], dst_missing ? NULL : &dst_eps.e[0], c.ns, sel, nsel,
+				  &so, &st);
 	if (rctx.progress)
 		cli_progress_done();
 	char sent[32];
@@ -222,12 +240,19 @@ static int cmd_sync(int argc, char **argv)
 				"dry-run", so.dry_run);
 			cli_json_print(out);
 		} else {
-			printf("%s%zu copied, %zu already present, %zu skipped (older than the "
-			       "destination's newest), %zu removed, %zu failed; %llu chunks sent (%s), "
-			       "%llu already there\n",
-			       so.dry_run ? "dry run: " : "", st.copied, st.present, st.skipped_older,
-			       st.removed, st.failed, (unsigned long long)st.chunks_sent, sent,
-			       (unsigned long long)st.chunks_reused);
+			if (so.dry_run)
+				printf("dry run: %zu to copy, %zu already present, %zu skipped (older "
+				       "than the destination's newest), %zu to remove, %zu kept "
+				       "(protected); nothing changed\n",
+				       st.copied, st.present, st.skipped_older, st.removed,
+				       st.kept_protected);
+			else
+				printf("%zu copied, %zu already present, %zu skipped (older than the "
+				       "destination's newest), %zu removed, %zu kept (protected), %zu "
+				       "failed; %llu chunks sent (%s), %llu already there\n",
+				       st.copied, st.present, st.skipped_older, st.removed,
+				       st.kept_protected, st.failed, (unsigned long long)st.chunks_sent,
+				       sent, (unsigned long long)st.chunks_reused);
 		}
 		code = CLI_EXIT_OK;
 		if (r < 0) {
@@ -235,7 +260,9 @@ static int cmd_sync(int argc, char **argv)
 			/* corrupt source data and a full destination keep their own codes */
 			code = e == CLI_EXIT_CORRUPT || e == CLI_EXIT_NOSPACE ? e
 			       : st.copied ? CLI_EXIT_PARTIAL : CLI_EXIT_ERROR;
-		} else if (st.skipped_older || st.kept_protected) {
+		} else if (st.skipped_older) {
+			/* a vanished snapshot kept because it is protected is what
+			 * protection is for (upstream's sync jobs only log it) */
 			code = CLI_EXIT_PARTIAL;
 		}
 	}

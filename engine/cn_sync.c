@@ -185,21 +185,32 @@ static int copy_blob(struct cn_source *src, struct cn_target *dst, const char *n
 	return r < 0 ? cn_error_prefix(r, "%s", name) : 0;
 }
 
-/* Marks the just-copied snapshot protected. A PBS keeps the snapshot's
- * lock until it has seen the backup session's connection end, which can
- * come a moment after finish was answered and the client closed; the flag
- * needs that lock, so a refusal is retried for a few seconds. */
-static int set_protected_retrying(const struct cn_sync_admin *a, const struct cn_snapshot_id *id)
+/* One change at the destination outside a snapshot writer: marking id
+ * protected, or (forget) removing it. */
+static int admin_call(const struct cn_sync_admin *a, const struct cn_snapshot_id *id, int forget)
+{
+	return forget ? a->forget(a->ctx, id) : a->set_protected(a->ctx, id, 1);
+}
+
+/* admin_call, retried for a few seconds. A PBS keeps a backup session's
+ * locks until it has seen the session's connection end, which can come a
+ * moment after finish was answered and the client closed: the snapshot's
+ * own lock (which marking it protected needs) and a shared lock on the
+ * group's previous snapshot (so removing that one, as remove_vanished
+ * does right after copying a newer one, is refused meanwhile). A snapshot
+ * that is not there is not retried. */
+static int admin_retrying(const struct cn_sync_admin *a, const struct cn_snapshot_id *id,
+			  int forget)
 {
 	unsigned delay_ms = 50;
-	int r = a->set_protected(a->ctx, id, 1);
-	for (int i = 0; r < 0 && i < 7; i++) {
+	int r = admin_call(a, id, forget);
+	for (int i = 0; r < 0 && r != -ENOENT && i < 7; i++) {
 		struct timespec ts = {.tv_sec = delay_ms / 1000,
 				      .tv_nsec = (long)(delay_ms % 1000) * 1000000L};
 		nanosleep(&ts, NULL);
 		delay_ms = delay_ms * 2 > 1000 ? 1000 : delay_ms * 2;
 		cn_error_clear();
-		r = a->set_protected(a->ctx, id, 1);
+		r = admin_call(a, id, forget);
 	}
 	return r;
 }
@@ -253,7 +264,7 @@ int cn_sync_snapshot(struct cn_source *src, struct cn_target *dst,
 		if (!a->set_protected)
 			r = cn_error_set(-ENOTSUP, "%s cannot mark snapshots protected", dst->name);
 		else
-			r = set_protected_retrying(a, id);
+			r = admin_retrying(a, id, 0);
 		if (r < 0)
 			r = cn_error_prefix(r, "copied, but not marked protected");
 	}
@@ -344,7 +355,7 @@ static int remove_vanished(struct cn_target *dst, const struct cn_snapshot_info 
 		}
 		int r = 0;
 		if (!opts->dry_run)
-			r = opts->admin.forget ? opts->admin.forget(opts->admin.ctx, &d[i].id)
+			r = opts->admin.forget ? admin_retrying(&opts->admin, &d[i].id, 1)
 					       : cn_error_set(-ENOTSUP, "%s cannot remove snapshots",
 							      dst->name);
 		if (r < 0) {
@@ -377,7 +388,7 @@ int cn_sync_run(struct cn_source *src, struct cn_source *dst_list, struct cn_tar
 	int r = list_selected(src, ns, sel, nsel, &s, &ns_);
 	if (r < 0)
 		r = cn_error_prefix(r, "listing %s", src->name);
-	if (r == 0 && (r = list_selected(dst_list, ns, dsel, nsel, &d, &nd)) < 0)
+	if (r == 0 && dst_list && (r = list_selected(dst_list, ns, dsel, nsel, &d, &nd)) < 0)
 		r = cn_error_prefix(r, "listing %s", dst_list->name);
 	int first = 0;
 	const struct cn_snapshot_id *failed_group = NULL;

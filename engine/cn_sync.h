@@ -91,7 +91,9 @@ int cn_sync_snapshot(struct cn_source *src, struct cn_target *dst,
 /* Syncs a selection: sel[i] is a group (time 0: every snapshot of it) or
  * one snapshot; nsel 0 = every group of namespace ns on the source.
  * dst_list lists what the destination holds (a source on the same store
- * as dst). Snapshots are copied oldest first per group. A snapshot that
+ * as dst); NULL: the destination holds nothing yet. With opts->dry_run
+ * dst is not used and may be NULL. Snapshots are copied oldest first per
+ * group. A snapshot that
  * fails to copy is reported and the others go on; returns 0 when nothing
  * failed, the first failure's code otherwise (also for a listing that
  * failed, which stops everything). */

@@ -417,21 +417,34 @@ void cn_pbs_free(struct cn_pbs *p)
 	free(p);
 }
 
-int cn_pbs_version(struct cn_pbs *p, char *out, size_t out_size)
+int cn_pbs_server_version(struct cn_pbs *p, struct cn_pbs_server_version *out)
 {
 	json_t *data = NULL;
+	memset(out, 0, sizeof(*out));
 	int r = rest(p, "GET", "version", NULL, 1, &data);
 	if (r < 0)
 		return r;
 	const char *v = json_string_value(json_object_get(data, "version"));
 	const char *rel = json_string_value(json_object_get(data, "release"));
+	const char *repoid = json_string_value(json_object_get(data, "repoid"));
 	if (!v) {
 		json_decref(data);
 		return cn_error_set(-CN_E_PROTOCOL, "GET version: answer lacks \"version\"");
 	}
-	snprintf(out, out_size, "%s%s%s", v, rel ? "-" : "", rel ? rel : "");
+	snprintf(out->version, sizeof(out->version), "%s", v);
+	snprintf(out->release, sizeof(out->release), "%s", rel ? rel : "");
+	snprintf(out->repoid, sizeof(out->repoid), "%s", repoid ? repoid : "");
 	json_decref(data);
 	return 0;
+}
+
+int cn_pbs_version(struct cn_pbs *p, char *out, size_t out_size)
+{
+	struct cn_pbs_server_version v;
+	int r = cn_pbs_server_version(p, &v);
+	if (r == 0)
+		snprintf(out, out_size, "%s%s%s", v.version, v.release[0] ? "-" : "", v.release);
+	return r;
 }
 
 static int store_path(struct cn_pbs *p, const char *what, const char *query, char *out, size_t size)

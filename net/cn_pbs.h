@@ -61,6 +61,18 @@ void cn_pbs_name(const struct cn_pbs *p, char *out, size_t out_size);
 /* The server's version as "VERSION-RELEASE" (e.g. "3.2-4") into out. */
 int cn_pbs_version(struct cn_pbs *p, char *out, size_t out_size);
 
+/* The parts of GET version, as the server sent them ("" where absent;
+ * too long values are cut). */
+struct cn_pbs_server_version {
+	char version[64];  /* "3.2" */
+	char release[64];  /* "4" */
+	char repoid[128];  /* the git commit of the server's build */
+};
+
+/* GET version into *out. 0 or a negative code with a message
+ * (-CN_E_PROTOCOL: no "version" in the answer). */
+int cn_pbs_server_version(struct cn_pbs *p, struct cn_pbs_server_version *out);
+
 /* Datastore usage in bytes (GET …/status). */
 struct cn_pbs_status {
 	uint64_t total, used, avail;

@@ -12,6 +12,7 @@ pbs-datastore); see README.md for the list and the CLI.
 import argparse
 import atexit
 import base64
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -326,7 +327,13 @@ class DirLock:
     """flock(2) on a directory, as upstream's lock_dir_noblock{,_shared}."""
 
     def __init__(self, path, what, msg, shared=False):
-        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            self.fd = -1
+            raise ApiError("unable to open %s directory %s for locking - %s: %s" % (
+                what, rust_path(path), errno.errorcode.get(err.errno, "UnknownErrno"),
+                os.strerror(err.errno))) from None
         try:
             fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
@@ -337,6 +344,39 @@ class DirLock:
     def downgrade(self):
         """Exclusive to shared, keeping the lock all along."""
         fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def release(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ManifestLock:
+    """BackupDir::lock_manifest: an exclusive flock on the snapshot's manifest
+    lock file, waiting at most 5 s. Upstream keeps it under
+    /run/proxmox-backup/locks/<store>/; the emulator keeps it as
+    .index.json.lck in the snapshot directory (upstream's older place, and
+    where cairn's local store takes it). It is not the snapshot directory
+    lock: notes can change while a reader or verify holds that."""
+
+    def __init__(self, snap_path):
+        path = os.path.join(snap_path, ".index.json.lck")
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ApiError("unable to acquire manifest lock %s - %s" % (
+                rust_path(path), io_error_text(err))) from None
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    self.fd = -1
+                    raise ApiError("unable to acquire manifest lock %s - got timeout" % rust_path(path)) from None
+                time.sleep(0.05)
 
     def release(self):
         if self.fd >= 0:
@@ -1671,12 +1711,22 @@ class Emulator:
         return json_data(None)
 
     def _destroy_snapshot(self, path):
-        if os.path.exists(os.path.join(path, ".protected")):
-            raise ApiError("cannot remove protected snapshot")
+        """BackupDir::destroy(false): the snapshot lock, the manifest lock,
+        and only then the protected check."""
         lock = DirLock(path, "snapshot", "possibly running or in use")
+        mlock = None
         try:
-            shutil.rmtree(path)
+            mlock = ManifestLock(path)
+            if os.path.exists(os.path.join(path, ".protected")):
+                raise ApiError("cannot remove protected snapshot")
+            try:
+                shutil.rmtree(path)
+            except OSError as err:
+                raise ApiError("removing backup snapshot %s failed - %s" % (
+                    rust_path(path), io_error_text(err))) from None
         finally:
+            if mlock:
+                mlock.release()
             lock.release()
 
     def delete_snapshot(self, store, authid, params):
@@ -1685,10 +1735,7 @@ class Emulator:
         self._group_access(store, authid, ns, p["backup-type"], p["backup-id"],
                            {"Datastore.Modify"}, {"Datastore.Prune"})
         path = store.snapshot_path(ns, p["backup-type"], p["backup-id"], p["backup-time"])
-        if not os.path.isdir(path):
-            raise ApiError("removing backup snapshot %s failed - %s" % (rust_path(path), io_error_text(
-                FileNotFoundError(2, os.strerror(2)))))
-        self._destroy_snapshot(path)
+        self._destroy_snapshot(path)  # a missing one fails at its lock, as upstream
         return json_data(None)
 
     # protected / notes (src/api2/admin/datastore.rs get_protection,
@@ -1704,21 +1751,20 @@ class Emulator:
                            {"Datastore.Backup"})
         return p, store.snapshot_path(ns, p["backup-type"], p["backup-id"], p["backup-time"])
 
-    def _lock_snapshot(self, path, shared=False):
-        if not os.path.isdir(path):
-            raise ApiError("unable to acquire lock on snapshot directory %s - %s" % (
-                rust_path(path), io_error_text(FileNotFoundError(2, os.strerror(2)))))
-        return DirLock(path, "snapshot", "possibly running or in use", shared=shared)
-
     def get_protection(self, store, authid, params):
         # upstream only looks for the file: a missing snapshot is "false"
         _, path = self._snapshot_arg(store, authid, params, {"Datastore.Audit"})
         return json_data(os.path.exists(os.path.join(path, ".protected")))
 
     def update_protection(self, store, authid, params):
+        # DataStore::update_protection: the snapshot must exist, then its
+        # directory lock (refused while a backup or a reader holds it)
         p, path = self._snapshot_arg(store, authid, params, {"Datastore.Modify"},
                                      {"protected": _bool(False)})
-        lock = self._lock_snapshot(path)
+        if not os.path.exists(path):
+            raise ApiError("snapshot %s/%s/%s does not exist!" % (
+                p["backup-type"], p["backup-id"], time_string(p["backup-time"])))
+        lock = DirLock(path, "snapshot", "possibly running or in use")
         try:
             marker = os.path.join(path, ".protected")
             if p["protected"]:
@@ -1736,17 +1782,26 @@ class Emulator:
         return json_data(notes if isinstance(notes, str) else "")
 
     def update_notes(self, store, authid, params):
+        # BackupDir::update_manifest: only the manifest lock (upstream
+        # creates its lock directory, so a missing snapshot fails at
+        # load_manifest), every error prefixed as set_notes does
         _, path = self._snapshot_arg(store, authid, params, {"Datastore.Modify"},
                                      {"notes": _str(False)})
-        lock = self._lock_snapshot(path, shared=True)
+        lock = None
         try:
+            if not os.path.isdir(path):
+                load_manifest(path)  # raises upstream's "unable to load blob" error
+            lock = ManifestLock(path)
             manifest, _ = load_manifest(path)
             manifest = normalize_manifest(manifest)
             manifest["unprotected"]["notes"] = params["notes"]
             atomic_write(os.path.join(path, MANIFEST),
                          blob_encode(manifest_canonical_dump(manifest).encode(), True))
+        except ApiError as err:
+            raise ApiError("unable to update manifest blob - %s" % err.message) from None
         finally:
-            lock.release()
+            if lock:
+                lock.release()
         return json_data(None)
 
     def delete_group(self, store, authid, params):
