@@ -54,7 +54,14 @@ try:
         assert out['targets-ok'] == out['targets-total'], out
         return out
 
-    def restore_all(snap, places=(('--store', local), ('--repository', repo))):
+    def restore_all(snap, places=(('--store', local), ('--repository', repo)), asan=False):
+        """Restores snap from both targets and compares it with the source.
+        Under ASan only where asan is set (the first, the renamed folder,
+        data mode): the restore's C path is the same each time, and a
+        restore through the emulator takes seconds there; the release build
+        restores every snapshot."""
+        if t.sanitized() and not asan:
+            return
         for place in places:
             n[0] += 1
             d = os.path.join(work, 'r%d' % n[0])
@@ -67,7 +74,7 @@ try:
     snapdir = os.path.join(local, o1['snapshot'])
     assert sorted(os.listdir(snapdir)) == ['catalog.pcat1.didx', 'data.mpxar.didx',
                                            'data.ppxar.didx', 'index.json.blob'], os.listdir(snapdir)
-    restore_all(o1['snapshot'])
+    restore_all(o1['snapshot'], asan=True)
 
     # nothing changed: nothing read, every payload chunk re-referenced
     o2 = backup('metadata', both)
@@ -100,7 +107,7 @@ try:
     assert o4['files-reused'] >= o1['files'] - 2, o4
     assert o4['bytes-read'] < total // 4, o4
     assert o4['new-bytes'] < 64 * 1024, o4
-    restore_all(o4['snapshot'])
+    restore_all(o4['snapshot'], asan=True)
 
     def reused_all_but_padding(o, reused):
         """Nothing read, except that upstream's padding rule may re-read
@@ -145,7 +152,7 @@ try:
     # data mode: split archive, every file read, same chunks
     o8 = backup('data', both)
     assert o8['bytes-read'] == total and o8['files-reused'] == 0, o8
-    restore_all(o8['snapshot'])
+    restore_all(o8['snapshot'], asan=True)
     t.run('verify', '--store', local, env=env, check=0)
     print('ok')
 finally:

@@ -109,7 +109,9 @@ print('incremental: %d bytes sent for %d missing' % (out['bytes-sent'], missing)
 
 # a corrupt chunk at the source is caught on the way: exit 4, nothing published
 C = t.store_path('C')
-victim = sorted(chunk_sizes(A), key=lambda k: -chunk_sizes(A)[k])[0]
+# (one listing of A's chunks: each walks its 65,536 prefix directories)
+sizes_a = chunk_sizes(A)
+victim = max(sizes_a, key=sizes_a.get)
 vpath = [c for c in t.chunk_files(A) if c.endswith(victim)][0]
 with open(vpath, 'rb') as f:
     good = f.read()
@@ -122,9 +124,10 @@ assert all(victim not in s for s in chunk_sizes(C)), 'corrupt chunk stored'
 write(vpath, good)
 print('corrupt source chunk: exit 4:', p.stderr.strip().splitlines()[-1][:160])
 
-# kill -9 in the middle, then a sync that completes
-# on disk, not tmpfs: there the whole sync ends before it can be killed
-D = os.path.join(work, 'D')
+# kill -9 in the middle, then a sync that completes. D on /dev/shm as the
+# others: the kill comes before the first snapshot is whole there too, and
+# making and removing its 65,536 directories on a busy disk took minutes
+D = t.store_path('D')
 t.run('gc', '--store', C, check=None)
 e = dict(os.environ)
 e.pop('PBS_REPOSITORY', None)
@@ -184,7 +187,7 @@ try:
     lst = json.loads(t.run('snapshot', 'list', '--repository', repo, '--output-format', 'json',
                            env=env, check=0).stdout)
     assert [x['protected'] for x in lst if '/g1/' in x['snapshot']] == [True, False], lst
-    E = os.path.join(work, 'E')
+    E = t.store_path('E')
     out = sync('--from', repo, '--to', E, env=env)
     assert out['copied'] == 3, out
     t.run('verify', '--store', E, check=0)

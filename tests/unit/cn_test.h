@@ -7,6 +7,21 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+/* 1 in a build with AddressSanitizer (-Db_sanitize=address,...), else 0.
+ * ASan makes the library several times slower, so a test may then use
+ * fewer rounds or smaller inputs where their number or size is not what
+ * it checks; the release build runs the full ones (scripts/test.sh). */
+#if defined(__SANITIZE_ADDRESS__)
+#define CN_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CN_TEST_SANITIZED 1
+#endif
+#endif
+#ifndef CN_TEST_SANITIZED
+#define CN_TEST_SANITIZED 0
+#endif
+
 /* Runs every case of suite s (the runner takes it over and frees it) and
  * returns the exit status for main(): EXIT_SUCCESS when no test failed. */
 static inline int cn_test_run_suite(Suite *s)

@@ -183,8 +183,11 @@ START_TEST(test_mutations_stay_in_bounds)
 	uint8_t *m = malloc(t.b.len);
 	ck_assert_ptr_nonnull(m);
 	size_t ok = 0, bad = 0;
-	/* the root's goodbye table and the file names before it */
-	for (size_t i = t.b.len > 6000 ? t.b.len - 6000 : 0; i < t.b.len; i++) {
+	/* the root's goodbye table and the file names before it; under ASan
+	 * every third byte (3 is prime to the 8-byte fields: every position
+	 * in a field is still hit) */
+	for (size_t i = t.b.len > 6000 ? t.b.len - 6000 : 0; i < t.b.len;
+	     i += CN_TEST_SANITIZED ? 3 : 1) {
 		memcpy(m, t.b.data, t.b.len);
 		m[i] ^= 0x41;
 		struct cn_pxar_input in;

@@ -122,7 +122,7 @@ START_TEST(test_order_and_results)
 	int tags[3] = { 0, 1, 2 };
 	int pieces = 0;
 	for (int i = 0; i < 3; i++) {
-		char name[8];
+		char name[16];
 		snprintf(name, sizeof(name), "f%d", i);
 		fds[i] = open_new(name, O_RDWR);
 		struct cn_write_file *f;
