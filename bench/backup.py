@@ -1,6 +1,26 @@
 #!/usr/bin/python3
-"""bench/backup — the backup benchmark: on the same deterministic
-photo-vault corpus (bench/gen_corpus.py), in one run:
+"""bench/backup — the backup benchmark: cairn against borg and restic.
+
+Usage (full size: a 1 GiB corpus and 100,000 small files; several GiB of
+disk, tens of minutes on 2 cores):
+
+    bench/backup.py --cairn build/cli/cairn --rounds 3
+
+Quick check of the script itself (a few minutes):
+
+    bench/backup.py --cairn build/cli/cairn --size-mb 64 --small-mb 16 \
+                    --small-files 2000 --rounds 1
+
+The first table printed holds the figures of issue 21, per tool (cairn,
+borg, restic; medians of the rounds): initial backup into a new store
+(wall, CPU, peak RSS), of which creating cairn's store, the same backup
+into an existing store, the restore (wall, peak RSS) and a no-change run
+over the small-file tree (cairn: --change-detection-mode metadata), its
+time relative to restic's and the bytes cairn read. The detailed tables
+follow.
+
+What runs, on the same deterministic photo-vault corpus
+(bench/gen_corpus.py) and tree of small files, in one run:
 
   cairn:  initial backup, no-change re-run, full restore, and (as root)
           the restore again with the page cache emptied first, as after a
@@ -13,6 +33,9 @@ photo-vault corpus (bench/gen_corpus.py), in one run:
           bytes actually changed
   restic: the same backup and restore steps, if `restic` is installed
   borg:   the same backup and restore steps, if `borg` is installed
+  all three, in the rounds: the backup into a new repository (cairn's
+          store creation also timed alone: an empty backup into a new
+          store) and a no-change run over the small-file tree
 
 For each step: wall seconds, throughput (corpus MiB / s), CPU seconds
 (user + sys of the tool) and peak RSS; then cairn's ratios to the others.
@@ -20,10 +43,12 @@ Also the peak RSS of a cairn backup of a 10x smaller corpus, to show that
 memory does not grow with the data set.
 
     bench/backup.py --cairn build/cli/cairn [--size-mb 2048] [--small-mb 200]
-                    [--corpus DIR] [--workdir DIR] [--rounds N] [--json]
+                    [--small-files N] [--corpus DIR] [--workdir DIR]
+                    [--rounds N] [--json]
 Caches are warm (the corpus is read once, untimed, before each tool's
 first step); every tool gets the same conditions. Default sizes: 1024 MiB
-corpus, 100 MiB small corpus.
+corpus, 100 MiB small corpus, 100,000 small files (1-16 KiB each, 100 to
+a folder, generated).
 With --rounds N (default 1) the tools run N times in turn (cairn,
 cairn encrypted, restic, borg; then again, starting one tool later each
 round) and each step reports its median round, with every round's wall
@@ -45,6 +70,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def measure(cmd, env=None):
     """Runs cmd; returns (wall s, cpu s, peak RSS MiB). Fails loudly."""
+    return measure_out(cmd, env)[:3]
+
+
+def measure_out(cmd, env=None):
+    """Runs cmd; returns (wall s, cpu s, peak RSS MiB, its stdout)."""
     e = dict(os.environ)
     if env:
         e.update(env)
@@ -57,7 +87,23 @@ def measure(cmd, env=None):
     if code != 0:
         sys.exit('bench: %s failed (%d):\n%s\n%s' % (' '.join(cmd), code, out.decode(),
                                                    err.decode()))
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, out
+
+
+def make_small_files(root, count, seed=11):
+    """The many-small-files tree: count files of 1-16 KiB, 100 to a
+    folder; half of each file random, half text (compressible), as
+    sidecars and thumbnails are. The same seed gives the same bytes."""
+    import random
+    rng = random.Random(seed)
+    for i in range(count):
+        d = os.path.join(root, 'd%04d' % (i // 100))
+        if i % 100 == 0:
+            os.makedirs(d, exist_ok=True)
+        n = rng.randint(1 << 10, 16 << 10)
+        text = (b'file %d of the small-file tree\n' % i) * (n // 64 + 1)
+        with open(os.path.join(d, 'f%03d.dat' % (i % 100)), 'wb') as f:
+            f.write(rng.randbytes(n // 2) + text[:n - n // 2])
 
 
 def du(path):
@@ -120,18 +166,28 @@ def restore_cold(cmd, dest, env=None, pre=None):
     return measure(cmd, env)
 
 
-def run_cairn(cairn, corpus, work, tag, keyfile=None):
+def run_cairn(cairn, corpus, work, tag, keyfile=None, small=None):
     """cairn's backup, re-run and restores; with keyfile, encrypted (as
-    restic always is) and without the cold restore."""
+    restic always is) and without the cold restore. With small (the
+    small-file tree), also: the backup into a new store, the store's
+    creation alone, and a metadata-mode no-change run over small."""
     store = os.path.join(work, 'cairn-store-' + tag)
     dest = os.path.join(work, 'cairn-restore-' + tag)
     key = ['--keyfile', keyfile] if keyfile else []
-    # create the store first (as restic init / borg init, not timed): a
-    # PBS-layout store makes its 65536 chunk directories up front
+    res = {}
+    if small:
+        # what a new user sees first: the backup creates the store
+        fresh = os.path.join(work, 'cairn-store-new-' + tag)
+        res['backup-new'] = measure([cairn, 'backup', 'media.pxar:' + corpus, '--store', fresh,
+                                     '--backup-id', 'bench'] + key)
+        shutil.rmtree(fresh)
+    # create the store first (as restic init / borg init): a PBS-layout
+    # store makes its 65536 chunk directories up front; timed as
+    # "store creation"
     empty = os.path.join(work, 'empty-' + tag)
     os.makedirs(empty, exist_ok=True)
-    measure([cairn, 'backup', 'empty.pxar:' + empty, '--store', store, '--backup-id', 'init'])
-    res = {}
+    res['init'] = measure([cairn, 'backup', 'empty.pxar:' + empty, '--store', store,
+                           '--backup-id', 'init'])
     res['backup'] = measure([cairn, 'backup', 'media.pxar:' + corpus, '--store', store,
                              '--backup-id', 'bench'] + key)
     time.sleep(1.1)  # backup times have second resolution
@@ -142,6 +198,16 @@ def run_cairn(cairn, corpus, work, tag, keyfile=None):
     res['restore-cold'] = None if keyfile else restore_cold(cmd, dest)
     res['stored'] = du(store)
     shutil.rmtree(dest)
+    if small:
+        cache = os.path.join(work, 'cairn-filecache-' + tag)
+        md = [cairn, 'backup', 'small.pxar:' + small, '--store', store, '--backup-id',
+              'small', '--change-detection-mode', 'metadata', '--file-cache-dir', cache,
+              '--output-format', 'json']
+        measure(md)
+        time.sleep(1.1)
+        wall, cpu, rss, out = measure_out(md)
+        res['small-nochange'] = (wall, cpu, rss, json.loads(out)['bytes-read'])
+        shutil.rmtree(cache)
     shutil.rmtree(store)
     return res
 
@@ -226,20 +292,30 @@ def run_cairn_metadata(cairn, corpus, work):
     return res
 
 
-def run_restic(corpus, work):
+def new_store(init, backup):
+    """A backup into a new repository: init then backup, one step (wall
+    and CPU added, the larger peak RSS)."""
+    return (init[0] + backup[0], init[1] + backup[1], max(init[2], backup[2]))
+
+
+def run_restic(corpus, work, small=None):
     repo = os.path.join(work, 'restic-repo')
     dest = os.path.join(work, 'restic-restore')
     env = {'RESTIC_PASSWORD': 'bench', 'RESTIC_REPOSITORY': repo}
-    measure(['restic', 'init'], env)
     res = {}
+    res['init'] = measure(['restic', 'init'], env)
     res['backup'] = measure(['restic', 'backup', '--no-scan', corpus], env) \
         if restic_has_no_scan() else measure(['restic', 'backup', corpus], env)
+    res['backup-new'] = new_store(res['init'], res['backup'])
     res['rerun'] = measure(['restic', 'backup', corpus], env)
     cmd = ['restic', 'restore', 'latest', '--target', dest]
     res['restore'] = measure(cmd, env)
     res['restore-cold'] = restore_cold(cmd, dest, env)
     res['stored'] = du(repo)
     shutil.rmtree(dest)
+    if small:
+        measure(['restic', 'backup', small], env)
+        res['small-nochange'] = measure(['restic', 'backup', small], env)
     shutil.rmtree(repo)
     return res
 
@@ -262,13 +338,14 @@ def restic_has_no_scan():
     return '--no-scan' in p.stdout
 
 
-def run_borg(corpus, work):
+def run_borg(corpus, work, small=None):
     repo = os.path.join(work, 'borg-repo')
     dest = os.path.join(work, 'borg-restore')
     env = {'BORG_PASSPHRASE': 'bench', 'BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK': 'yes'}
-    measure(['borg', 'init', '--encryption=none', repo], env)
     res = {}
+    res['init'] = measure(['borg', 'init', '--encryption=none', repo], env)
     res['backup'] = measure(['borg', 'create', repo + '::a', corpus], env)
+    res['backup-new'] = new_store(res['init'], res['backup'])
     res['rerun'] = measure(['borg', 'create', repo + '::b', corpus], env)
     os.makedirs(dest)
     cmd = ['sh', '-c', 'cd "$0" && borg extract "$1"::b', dest, repo]
@@ -276,8 +353,46 @@ def run_borg(corpus, work):
     res['restore-cold'] = restore_cold(cmd, dest, env, lambda: os.makedirs(dest))
     res['stored'] = du(repo)
     shutil.rmtree(dest)
+    if small:
+        measure(['borg', 'create', repo + '::s1', small], env)
+        res['small-nochange'] = measure(['borg', 'create', repo + '::s2', small], env)
     shutil.rmtree(repo)
     return res
+
+
+def issue_table(results, mib, tree_files):
+    """The figures of issue 21 in one table, a column per tool, and the
+    same as a dict for --json."""
+    tools = [t for t in ('cairn', 'borg', 'restic') if t in results]
+    rows, table = [], {}
+
+    def cell(tool, step, fmt):
+        m = results[tool].get(step)
+        return fmt(m) if m else ''
+
+    def row(label, step, fmt):
+        rows.append([label] + [cell(t, step, fmt) for t in tools])
+        table[step] = {t: list(results[t][step]) for t in tools if results[t].get(step)}
+
+    row('initial backup into a new store: wall, CPU, peak RSS', 'backup-new',
+        lambda m: '%.2f s, %.2f CPU-s, %.0f MiB' % m[:3])
+    row('  of which creating the store (cairn), init (others)', 'init',
+        lambda m: '%.2f s (%.2f CPU-s)' % m[:2])
+    row('backup into an existing store: wall, CPU, peak RSS', 'backup',
+        lambda m: '%.2f s, %.2f CPU-s, %.0f MiB' % m[:3])
+    row('  CPU-s per GB of data', 'backup', lambda m: '%.2f' % (m[1] / (mib * 1.048576 / 1000)))
+    row('restore: wall, peak RSS', 'restore', lambda m: '%.2f s, %.0f MiB' % (m[0], m[2]))
+    rs = results.get('restic', {}).get('small-nochange')
+    row('no-change run, %d small files (cairn: metadata mode)' % tree_files, 'small-nochange',
+        lambda m: '%.2f s%s' % (m[0], ' (%.2fx restic)' % (m[0] / rs[0]) if rs else ''))
+    cn = results['cairn'].get('small-nochange')
+    if cn:
+        rows.append(['  bytes read by cairn', '%d' % cn[3]] + [''] * (len(tools) - 1))
+    widths = [max(len(r[i]) for r in rows + [['step'] + tools]) for i in range(len(tools) + 1)]
+    lines = ['| ' + ' | '.join(c.ljust(w) for c, w in zip(['step'] + tools, widths)) + ' |',
+             '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
+    lines += ['| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths)) + ' |' for r in rows]
+    return '\n'.join(lines), table
 
 
 def main():
@@ -285,6 +400,8 @@ def main():
     ap.add_argument('--cairn', required=True)
     ap.add_argument('--size-mb', type=int, default=1024)
     ap.add_argument('--small-mb', type=int, default=100)
+    ap.add_argument('--small-files', type=int, default=100000,
+                    help='files in the many-small-files tree (default 100000)')
     ap.add_argument('--corpus')
     ap.add_argument('--workdir')
     ap.add_argument('--json', action='store_true')
@@ -292,6 +409,8 @@ def main():
     a = ap.parse_args()
     if a.rounds < 1:
         ap.error('--rounds takes 1 or more')
+    if a.small_files < 1:
+        ap.error('--small-files takes 1 or more')
     work = tempfile.mkdtemp(prefix='cairn-bench-', dir=a.workdir)
     try:
         corpus = a.corpus
@@ -303,6 +422,8 @@ def main():
         subprocess.run([sys.executable, os.path.join(HERE, 'gen_corpus.py'), small,
                         '--size-mb', str(a.small_mb), '--seed', '2'], check=True,
                        stdout=subprocess.DEVNULL)
+        tree = os.path.join(work, 'small-files')
+        make_small_files(tree, a.small_files)
         size = corpus_bytes(corpus)
         mib = size / (1 << 20)
         # encrypted, as restic always is (AES-256-GCM; a key without a
@@ -310,13 +431,14 @@ def main():
         keyfile = os.path.join(work, 'bench-key.json')
         subprocess.run([os.path.abspath(a.cairn), 'key', 'create', '--kdf', 'none', keyfile],
                        check=True, stdout=subprocess.DEVNULL)
-        runners = [('cairn', lambda: run_cairn(os.path.abspath(a.cairn), corpus, work, 'big')),
+        runners = [('cairn', lambda: run_cairn(os.path.abspath(a.cairn), corpus, work, 'big',
+                                               small=tree)),
                    ('cairn-enc', lambda: run_cairn(os.path.abspath(a.cairn), corpus, work, 'enc',
                                                    keyfile))]
         if shutil.which('restic'):
-            runners.append(('restic', lambda: run_restic(corpus, work)))
+            runners.append(('restic', lambda: run_restic(corpus, work, tree)))
         if shutil.which('borg'):
-            runners.append(('borg', lambda: run_borg(corpus, work)))
+            runners.append(('borg', lambda: run_borg(corpus, work, tree)))
         # Rounds take the tools in turn, so that a machine that drifts
         # (shared, virtual) treats them alike; each step's median counts.
         # Each round starts with the next tool: whoever goes first after a
@@ -326,6 +448,7 @@ def main():
             first = k % len(runners)
             for tool, run in runners[first:] + runners[:first]:
                 warm(corpus)  # (a cold restore emptied the page cache)
+                warm(tree)
                 rounds[tool].append(run())
         results = {tool: median_result(rs) for tool, rs in rounds.items()}
         encrypted = results.pop('cairn-enc')
@@ -334,9 +457,14 @@ def main():
         if all(r['restore-cold'] for r in results.values()):
             steps.append('restore-cold')
         results['cairn-enc'] = encrypted
-        report = {'corpus_mib': mib, 'cpus': os.cpu_count(), 'tools': {}}
+        report = {'corpus_mib': mib, 'cpus': os.cpu_count(), 'tools': {},
+                  'small_files': a.small_files, 'rounds_run': a.rounds}
+        text, report['issue21'] = issue_table(results, mib, a.small_files)
         if not a.json:
-            print('corpus: %.0f MiB (%s), %d CPUs' % (mib, corpus, os.cpu_count()))
+            print('corpus: %.0f MiB (%s), %d small files, %d CPUs, median of %d round(s)'
+                  % (mib, corpus, a.small_files, os.cpu_count(), a.rounds))
+            print(text)
+            print()
             print('%-9s %-12s %8s %9s %8s %9s' % ('tool', 'step', 'wall s', 'MiB/s', 'CPU s',
                                                  'RSS MiB'))
         for tool, r in results.items():

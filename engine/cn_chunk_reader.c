@@ -8,13 +8,18 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "chunker/cn_chunker.h"
 #include "common/cn_error.h"
 #include "engine/cn_workqueue.h"
 #include "store/cn_blob.h"
 
 /* Decoded-content buffers above this size are released when the slot is
- * reused; of the raw buffer, what a blob used beyond it is given back. */
-#define SLOT_KEEP_CAP (8u << 20)
+ * reused; of the raw buffer, what a blob used beyond it is given back
+ * (and mapped again in one call before a larger blob is read into it):
+ * the average pxar chunk and its header stay resident, the tail of the
+ * rare chunk up to four times as large does not. */
+#define SLOT_KEEP_CAP (((size_t)CN_CHUNKER_DEFAULT_AVG + CN_BLOB_ENC_HEADER_SIZE + 4095) & \
+		       ~(size_t)4095)
 /* Each slot reads its blobs into one buffer that holds the largest chunk,
  * page-aligned so that the local datastore can read into it directly
  * (cn_datastore.h); kept for the reader's life. */
@@ -67,6 +72,18 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 	cn_index_entry(r->idx, s->chunk, &start, &end, digest);
 	s->raw.len = 0;
 	s->len = 0;
+#ifdef MADV_POPULATE_WRITE
+	/* a blob is about as large as its plain chunk (compressed ones are
+	 * smaller): the pages beyond what the slot keeps resident are mapped
+	 * in one call rather than one fault each (only a hint) */
+	size_t want = (size_t)(end - start) + CN_BLOB_ENC_HEADER_SIZE;
+	if (want > s->raw.cap)
+		want = s->raw.cap;
+	if (want > SLOT_KEEP_CAP)
+		(void)madvise(s->raw.data + SLOT_KEEP_CAP,
+			      ((want + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1)) - SLOT_KEEP_CAP,
+			      MADV_POPULATE_WRITE);
+#endif
 	int rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
 	if (rc == -ENOENT) /* the index needs it: the snapshot is damaged */
 		rc = cn_error_set(-CN_E_MISSING, "missing from the store");
@@ -137,8 +154,13 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 	r->src = src;
 	r->idx = idx;
 	r->crypt = crypt;
-	r->window = 2 * threads + 2;
-	r->nslots = r->window + 3;
+	/* Read-ahead keeps every worker fetching one chunk (window =
+	 * threads); as many slots again hold the chunk the caller reads and
+	 * what its consumers still pin (restore_writers() in cn_restore.c
+	 * gives them that half), plus one. Each slot holds about one average
+	 * chunk (SLOT_KEEP_CAP): 2 x threads + 1 of them in all. */
+	r->window = threads;
+	r->nslots = 2 * r->window + 1;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	int rc = -ENOMEM;

@@ -3,12 +3,12 @@
  * decoded, decrypted and checked against its digest before a byte of it
  * is handed out.
  *
- * A small cache of decoded chunks (2 x threads + 5 slots, least recently
+ * A small cache of decoded chunks (2 x threads + 1 slots, least recently
  * used replaced; chunks still ahead of the reader are kept over consumed
  * ones) serves repeated reads. Read-ahead: once reads have moved
- * forward chunk by chunk twice in a row, the next 2 x threads + 2 chunks
- * are fetched and decoded on worker threads while the caller consumes the
- * current one. Reads that jump (a single-file restore following goodbye
+ * forward chunk by chunk twice in a row, the next `threads` chunks are
+ * fetched and decoded on worker threads (one each) while the caller
+ * consumes the current one. Reads that jump (a single-file restore following goodbye
  * tables) fetch only the chunks they touch, so a file restore reads only
  * the chunks it needs plus, for files spanning more than two chunks, at
  * most one read-ahead window past their end.

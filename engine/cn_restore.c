@@ -310,7 +310,11 @@ static int list_nothing(void *ctx, const struct cn_pxar_entry *e)
 
 /* Threads writing restored file content (cn_pxar_extract_opts.writers):
  * one per CPU, at most MAX_WRITERS, and few enough that the cached
- * chunks their views pin leave half of the cache to read-ahead. */
+ * chunks their views pin leave half of the cache to read-ahead. With
+ * 2 CPUs: 4 read-ahead workers (2 x CPUs), 9 slots, 2 writers pinning
+ * up to 2 chunks each: restore peak RSS 40-64 MiB, against 100-233 MiB
+ * with a read-ahead of 2 x threads + 2 chunks, 8 MiB kept per slot and
+ * 2 pieces queued per writer. */
 #define MAX_WRITERS 4
 
 static size_t restore_writers(const struct cn_chunk_reader *cr)

@@ -19,7 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CN_WRITE_POOL_QUEUE 2
+/* One queued piece keeps a writer busy (the next is there when a write
+ * returns); each piece pins a cached chunk of the reader that lent it,
+ * so more only hold memory. */
+#define CN_WRITE_POOL_QUEUE 1
 
 /* Writes the n bytes of content that belong at file offset at, in runs
  * of data blocks, leaving zero 4 KiB blocks (of the file's grid) as holes,
