@@ -79,22 +79,6 @@ uint8_t *cn_bufpool_get(struct cn_bufpool *p)
 	return NULL;
 }
 
-void cn_bufpool_prepare(struct cn_bufpool *p, uint8_t *buf, size_t from, size_t to)
-{
-#ifdef MADV_POPULATE_WRITE
-	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-	if (to > p->size)
-		to = p->size;
-	if (from < p->keep)
-		from = p->keep;
-	from = from / pg * pg;
-	if (to > from)
-		(void)madvise(buf + from, page_round_up(to) - from, MADV_POPULATE_WRITE);
-#else
-	(void)p, (void)buf, (void)from, (void)to;
-#endif
-}
-
 void cn_bufpool_put(struct cn_bufpool *p, uint8_t *buf, size_t used)
 {
 	if (!buf)

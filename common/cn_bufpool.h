@@ -38,12 +38,6 @@ size_t cn_bufpool_size(const struct cn_bufpool *p);
  * reused when one is free. NULL when out of memory (message set). */
 uint8_t *cn_bufpool_get(struct cn_bufpool *p);
 
-/* Maps the pages of buf[from, to) beyond the resident part (keep) in
- * one call before they are written, instead of one fault per page: the
- * tail of a chunk larger than keep is released at every put and comes
- * back here. Only a hint; any thread holding buf. */
-void cn_bufpool_prepare(struct cn_bufpool *p, uint8_t *buf, size_t from, size_t to);
-
 /* Gives back a buffer from cn_bufpool_get. used: how many bytes from its
  * start were written (at most the size), so that what lies beyond keep can
  * be released. The buffer is kept for reuse or unmapped. */

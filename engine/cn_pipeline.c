@@ -21,11 +21,8 @@
 
 /* Messages queued per target (cn_fanout.h): how far a target may fall
  * behind the fastest before it holds the others up. Each queued message
- * can hold an encoded chunk. One keeps a target's disk or link busy: the
- * next chunk is waiting when put_chunk returns; more only hold memory
- * (1 GiB, local store: a depth of 2 cost 9 MiB more peak RSS than 1 and
- * was no faster). */
-#define TARGET_QUEUE_DEPTH 1
+ * can hold an encoded chunk; see cn_pipeline.h for the measured cost. */
+#define TARGET_QUEUE_DEPTH 2
 
 /* A target making no progress for this long is dropped (default). */
 #define STALL_TIMEOUT_MS 30000
@@ -593,30 +590,18 @@ int cn_pipeline_start(struct cn_pipeline *p)
 		return cn_error_set(-EINVAL, "pipeline not begun or already started");
 	if (atomic_load(&p->nlive) == 0)
 		return cn_error_set(-EINVAL, "no live target");
-	/* Jobs = threads + streams: every worker has a chunk to encode and
-	 * each stream one being filled by the producer, which is what keeps
-	 * the cores busy; a job finished early waits for its turn in the
-	 * sink as one of the workers'. More jobs only let the producer run
-	 * further ahead of the workers, at one chunk buffer each. */
-	p->njobs = p->threads + p->nstreams;
+	/* Each stream may hold one job while it fills it; the rest keep the
+	 * workers busy and the sink fed. */
+	p->njobs = p->threads + 2 + p->nstreams;
 	p->jobs = calloc(p->njobs, sizeof(*p->jobs));
 	if (!p->jobs)
 		return cn_error_set(-ENOMEM, "out of memory for pipeline jobs");
 	/* Buffers hold the largest chunk of any stream; of a buffer given
-	 * back, the largest average chunk stays resident: chunks spread from a
-	 * quarter to four times the average, and what a larger one touched
-	 * beyond that is released, then mapped again in one call
-	 * (cn_bufpool_prepare) when the next large one comes. Buffers in use
-	 * at once, the memory of a backup:
-	 *     jobs (threads + streams)     a plain chunk each
-	 *   + threads                      a compressed copy while encoding
-	 *   + TARGET_QUEUE_DEPTH + 1       encoded chunks queued or being
-	 *                                  stored, shared by all targets
-	 * With 2 threads, one archive and the catalog: 4 + 2 + 2, the
-	 * compressed copies only for compressible data, so about 6 x 4 MiB
-	 * for photos (peak RSS 61-63 MiB for 1 GiB, 64 MiB with two local
-	 * targets, against 102-110 and 114 MiB with 2 + threads + streams
-	 * jobs, a depth of 2 and twice the average kept). */
+	 * back, the largest average's size class stays resident (as the jobs'
+	 * buffers did before they were pooled): an occasional maximum-size
+	 * chunk must not pin 4x the memory in every buffer for the rest of
+	 * the run. Every job may hold one, and a few are in the encoded
+	 * chunks being stored. */
 	size_t max_chunk = 0, max_avg = 0;
 	for (size_t i = 0; i < p->nstreams; i++) {
 		if (cn_chunker_max_size(p->streams[i].chunker) > max_chunk)
@@ -625,8 +610,10 @@ int cn_pipeline_start(struct cn_pipeline *p)
 			max_avg = p->streams[i].avg;
 	}
 	p->hdr = p->crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE;
-	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + max_avg,
-			       p->njobs + p->threads + TARGET_QUEUE_DEPTH + 1, &p->pool);
+	/* the senders hold chunks of the last TARGET_QUEUE_DEPTH + 1 (see
+	 * the header): their buffers are kept for reuse too */
+	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + 2 * max_avg,
+			       p->njobs + 2 + TARGET_QUEUE_DEPTH + 1, &p->pool);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < p->ntargets; i++) {
@@ -712,7 +699,6 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
 		if (j->len + n > cn_bufpool_size(p->pool) - p->hdr)
 			return fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes",
 						    s->name, cn_bufpool_size(p->pool) - p->hdr));
-		cn_bufpool_prepare(p->pool, j->buf, p->hdr + j->len, p->hdr + j->len + n);
 		memcpy(j->data + j->len, data, n);
 		j->len += n;
 		s->offset += n;

@@ -9,29 +9,26 @@
  *   job buffers                                      chunk per target     index_close, put_blob,
  *                                                                         finish, in order
  *
- * Memory is bounded by a fixed set of jobs (threads + streams: a chunk
- * per worker and one being filled per stream), each holding one plain
- * chunk buffer from a pool (of a buffer given back, the average chunk
- * size stays resident), plus a compressed copy per worker while it
- * encodes, plus the encoded chunks queued for the targets; the formula
- * is in cn_pipeline_start(). With 2 threads, one archive plus the
- * catalog and 4 MiB average chunks, the whole process peaks at about
- * 50-64 MiB for 300 MiB to 1 GiB of photos, one target or two. The
- * producer blocks when every job is in flight.
+ * Memory is bounded by a fixed set of jobs (threads + 2 + streams), each
+ * holding one plain chunk buffer (reused; released again after a chunk
+ * larger than twice the average) and, between encoding and delivery, one
+ * encoded chunk: with 2 threads, one archive plus the catalog and 4 MiB
+ * average chunks, about 6 x 2 x 4.5 MiB (measured: ~90 MiB peak RSS for the
+ * whole process, the same for 200 MiB and 2 GiB of data). The producer
+ * blocks when every job is in flight.
  *
- * Each target has a queue of TARGET_QUEUE_DEPTH (1) message and its own
+ * Each target has a queue of TARGET_QUEUE_DEPTH (2) messages and its own
  * sender thread, so a slow target slows only itself until its queue is
  * full; then it sets the pace. Queued chunks are shared references
  * (cn_chunk), and all queues are fed the same sequence, so what they hold
  * lies within the last depth + 1 chunks delivered, whatever the number of
- * targets: at most (1 + 1) x (blob header + maximum chunk size) on top of
- * the jobs (typically 2 x 4 MiB), plus one chunk per dropped target whose
+ * targets: at most (2 + 1) x (blob header + maximum chunk size) on top of
+ * the jobs (typically 3 x 4 MiB), plus one chunk per dropped target whose
  * call has not returned yet. (A target's own buffering, e.g. PBS uploads
  * in flight, comes on top as before: that is where a PBS target absorbs
  * a slow link.) The depth is small on purpose: with a local store the
  * backup took as long with 1, 2 or 8, and its peak RSS was 107, 116 and
- * 157 MiB (1 GiB corpus, 2 threads, before the jobs were cut to
- * threads + streams).
+ * 157 MiB (1 GiB corpus, 2 threads).
  *
  * A target that makes no progress (no call returning, no movement of its
  * progress counter) for the stall timeout while it has work is dropped:
