@@ -79,6 +79,11 @@ struct lookahead {
 	} recent[CN_WK_RECENT_CHUNKS];
 	size_t n_recent, recent_next;
 	uint64_t tail_start;
+	/* the unused end of the last placed range's last chunk, not counted
+	 * for the next range unless it starts in that chunk */
+	int has_pending;
+	uint8_t pending_digest[32];
+	uint64_t pending;
 };
 
 struct list_entry {

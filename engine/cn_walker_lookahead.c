@@ -248,7 +248,8 @@ static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn
  *    the store keeps it once; at most CN_WK_MAX_CHUNK_COPIES times;
  *  - the unused end of the range's last chunk is not counted when it is
  *    kept back for the next range (keep_last), which mostly continues in
- *    it; if it does not, the archive's sum counts it from then on;
+ *    it, nor for the range after that (a changed file's new data may
+ *    come between); if neither does, the archive's sum counts it;
  *  - over the threshold, only the files in the range's first chunk are
  *    read again, and the rest (starting at a chunk start) decided anew,
  *    so one costly chunk does not make every later range start mid-chunk.
@@ -306,6 +307,11 @@ again:;
 	uint64_t unused = placed > used ? placed - used : 0;
 	if (keep_last)
 		unused = unused > pe ? unused - pe : 0;
+	/* nor, for one more range, that of the previous range's last chunk:
+	 * after a changed file's new data, the range after it (the files
+	 * behind it in the previous snapshot) may use it yet */
+	if (la->has_pending && memcmp(la->pending_digest, c[0].digest, 32))
+		unused = unused > la->pending ? unused - la->pending : 0;
 	if ((double)unused > CN_PXAR_CHUNK_PADDING_THRESHOLD * (double)placed) {
 		/* too much unused: the files in the range's first chunk are
 		 * read again, and the rest, starting at (or just after) a chunk
@@ -330,6 +336,9 @@ again:;
 	}
 	la->placed_bytes = placed;
 	la->used_bytes = used;
+	la->has_pending = 1;
+	la->pending = pe;
+	memcpy(la->pending_digest, c[n - 1].digest, 32);
 	if (had_prev && !shared) {
 		if (la->last_padding)
 			w->stats->partial_chunks++;
