@@ -114,7 +114,9 @@ struct cn_pxar_reuse {
 
 /* Upstream CHUNK_PADDING_THRESHOLD: reused chunks are not injected (the
  * files are read and re-encoded instead) when more than this fraction of
- * the injected bytes would be padding (data of no current file). */
+ * the injected bytes would be padding (data of no current file). cairn
+ * applies it to the whole archive, not per look-ahead batch
+ * (cn_walker_lookahead.c). */
 #define CN_PXAR_CHUNK_PADDING_THRESHOLD 0.1
 
 struct cn_pxar_create_opts {

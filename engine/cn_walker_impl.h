@@ -42,6 +42,9 @@ struct hl_slot {
  * waits for the decision to reuse the previous payload of [start, end). */
 enum { CE_ENTRY, CE_DIR, CE_DIR_END };
 
+/* How many of the last placed chunks the padding rule remembers. */
+#define CN_WK_RECENT_CHUNKS 64
+
 struct cache_ent {
 	int kind;               /* CE_ENTRY: any non-directory; CE_DIR: its begin */
 	int fd;                 /* CE_ENTRY: open file (-1 otherwise) */
@@ -62,6 +65,25 @@ struct lookahead {
 	int has_last;           /* a chunk kept back from the last injection */
 	struct cn_pxar_reused_chunk last;
 	uint64_t last_padding;
+	/* cairn's padding rule (cn_walker_lookahead.c): over the archive so
+	 * far, the bytes of the distinct previous chunks placed and of the
+	 * files that use them; the chunks placed last (a ring: a changed
+	 * file's neighbours re-reference its chunk soon after) with how
+	 * often each was placed, and where the chunk of the last range's end
+	 * starts in the previous stream (tail_start, for sharing the kept
+	 * chunk). */
+	uint64_t placed_bytes, used_bytes;
+	struct recent_chunk {
+		uint8_t digest[32];
+		unsigned copies;
+	} recent[CN_WK_RECENT_CHUNKS];
+	size_t n_recent, recent_next;
+	uint64_t tail_start;
+	/* the unused end of the last placed range's last chunk, not counted
+	 * for the next range unless it starts in that chunk */
+	int has_pending;
+	uint8_t pending_digest[32];
+	uint64_t pending;
 };
 
 struct list_entry {

@@ -5,7 +5,8 @@
  * regular files whose previous payload is contiguous, with the entries
  * between them, then encodes them either as references plus injected
  * chunks or, when the padding of the chunks would exceed
- * CN_PXAR_CHUNK_PADDING_THRESHOLD, as re-read files.
+ * CN_PXAR_CHUNK_PADDING_THRESHOLD (counted over the archive, see
+ * cn_wk_la_flush), as re-read files.
  *
  * Invariants: while la.active, [la.start, la.end) is the previous payload
  * range of the cached files, and every entry (directory begins and ends
@@ -92,8 +93,9 @@ static int inject(struct walker *w, const struct cn_pxar_reused_chunk *c, size_t
 }
 
 /* encode_entries_to_archive: injects a kept-back chunk, then encodes the
- * cached entries, regular files referencing base + rel when reuse. */
-static int la_encode(struct walker *w, int reuse, uint64_t base)
+ * first count cached entries (all: la->n), regular files referencing
+ * base + rel when reuse. Entries left stay cached, the cache active. */
+static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 {
 	struct lookahead *la = &w->la;
 	int rc = 0;
@@ -105,11 +107,19 @@ static int la_encode(struct walker *w, int reuse, uint64_t base)
 			return rc;
 	}
 	struct cache_ent *e = la->e;
-	size_t n = la->n;
-	la->e = NULL;
-	la->n = la->cap = 0;
-	la->active = 0;
-	la->start = la->end = 0;
+	size_t n = count;
+	if (count < la->n) {
+		if (!(e = malloc(count * sizeof(*e) + 1)))
+			return -ENOMEM;
+		memcpy(e, la->e, count * sizeof(*e));
+		memmove(la->e, la->e + count, (la->n - count) * sizeof(*e));
+		la->n -= count;
+	} else {
+		la->e = NULL;
+		la->n = la->cap = 0;
+		la->active = 0;
+		la->start = la->end = 0;
+	}
 	if (n == 0) {
 		free(e);
 		return 0;
@@ -160,10 +170,19 @@ static int la_encode(struct walker *w, int reuse, uint64_t base)
 	return rc;
 }
 
+static int la_encode(struct walker *w, int reuse, uint64_t base)
+{
+	return la_encode_n(w, w->la.n, reuse, base);
+}
+
 /* lookup_dynamic_entries: the chunks of the previous payload index that
- * hold [start, end), with the padding before start and after end. */
+ * hold [start, end), with the padding before start and after end, and
+ * where the last of them starts in the previous payload stream. Unlike
+ * upstream, a range ending exactly at a chunk end does not take the next
+ * chunk too: that chunk would be all padding. */
 static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn_pxar_reused_chunk **out,
-		       size_t *n, uint64_t *pad_start, uint64_t *pad_end)
+		       size_t *n, uint64_t *pad_start, uint64_t *pad_end, uint64_t *first_start,
+		       uint64_t *last_start)
 {
 	const struct cn_index *idx = w->reuse->prev_payload_index;
 	size_t i, cnt = idx ? cn_index_count(idx) : 0, cap = 16, k = 0;
@@ -176,6 +195,7 @@ static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn
 		return -ENOMEM;
 	cn_index_entry(idx, i, &cs, NULL, NULL);
 	uint64_t prev_end = cs;
+	*first_start = cs;
 	*pad_start = start - cs;
 	*pad_end = 0;
 	for (; i < cnt; i++) {
@@ -192,10 +212,9 @@ static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn
 		c[k].size = ce - prev_end;
 		memcpy(c[k].digest, cn_index_digest(idx, i), 32);
 		k++;
-		/* as upstream: a range ending exactly at a chunk end takes the
-		 * next chunk too (as padding) */
-		if (end < ce) {
+		if (end <= ce) {
 			*pad_end = ce - end;
+			*last_start = prev_end;
 			break;
 		}
 		prev_end = ce;
@@ -210,56 +229,139 @@ static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn
 	return 0;
 }
 
-/* flush_cached_reusing_if_below_threshold */
+/* flush_cached_reusing_if_below_threshold, with cairn's padding rule.
+ *
+ * Upstream counts the bytes of a range's first and last chunk outside the
+ * range as padding and re-reads the whole range when that is over
+ * CN_PXAR_CHUNK_PADDING_THRESHOLD of it. Flushed every 512 entries, a
+ * tree of small files (hundreds per chunk) never passes: each flush
+ * starts and ends mid-chunk, and the files of a range re-read leave the
+ * next range mid-chunk too. Padding that costs storage is what no file
+ * of this run uses in the distinct chunks it places; so here:
+ *  - the threshold holds for the archive so far, not per range:
+ *    (placed - used) <= threshold * placed, placed counting each distinct
+ *    chunk once, used the bytes of the files referencing them;
+ *  - a chunk placed a moment ago (one of the last CN_WK_RECENT_CHUNKS)
+ *    costs nothing to place again: the files after a changed one
+ *    re-reference the chunk the files before it used (its new data must
+ *    come between them). The payload index then lists that chunk twice,
+ *    the store keeps it once; at most CN_WK_MAX_CHUNK_COPIES times;
+ *  - the unused end of the range's last chunk is not counted when it is
+ *    kept back for the next range (keep_last), which mostly continues in
+ *    it, nor for the range after that (a changed file's new data may
+ *    come between); if neither does, the archive's sum counts it;
+ *  - over the threshold, only the files in the range's first chunk are
+ *    read again, and the rest (starting at a chunk start) decided anew,
+ *    so one costly chunk does not make every later range start mid-chunk.
+ * So a no-change run reads nothing, and a file changed among small files
+ * costs its own bytes, not a re-read of its neighbours. */
+#define CN_WK_MAX_CHUNK_COPIES 4
+
+static struct recent_chunk *recent_find(struct lookahead *la, const uint8_t *digest)
+{
+	for (size_t i = 0; i < la->n_recent; i++)
+		if (!memcmp(la->recent[i].digest, digest, 32))
+			return &la->recent[i];
+	return NULL;
+}
+
+static void recent_add(struct lookahead *la, const uint8_t *digest)
+{
+	struct recent_chunk *r = recent_find(la, digest);
+	if (r) {
+		r->copies++;
+		return;
+	}
+	r = &la->recent[la->recent_next];
+	la->recent_next = (la->recent_next + 1) % CN_WK_RECENT_CHUNKS;
+	if (la->n_recent < CN_WK_RECENT_CHUNKS)
+		la->n_recent++;
+	memcpy(r->digest, digest, 32);
+	r->copies = 1;
+}
+
 int cn_wk_la_flush(struct walker *w, int keep_last)
 {
 	struct lookahead *la = &w->la;
 	if (!la->active)
 		return la_encode(w, 0, 0);
+again:;
 	struct cn_pxar_reused_chunk *c = NULL, prev = la->last;
-	uint64_t prev_padding = la->last_padding;
 	int had_prev = la->has_last;
 	size_t n = 0;
-	uint64_t ps = 0, pe = 0;
-	int rc = prev_chunks(w, la->start, la->end, &c, &n, &ps, &pe);
+	uint64_t ps = 0, pe = 0, first_start = 0, last_start = 0;
+	uint64_t start = la->start, end = la->end;
+	int rc = prev_chunks(w, start, end, &c, &n, &ps, &pe, &first_start, &last_start);
 	if (rc < 0)
 		return rc;
 	la->has_last = 0;
-	int64_t padding = (int64_t)(ps + pe);
-	uint64_t total = (la->end - la->start) + ps + pe;
-	uint64_t first_padding = ps + (n == 1 ? pe : 0);
-	int same_first = had_prev && !memcmp(prev.digest, c[0].digest, 32);
-	if (same_first)
-		padding -= (int64_t)(prev.size - prev_padding); /* its used part is no padding */
-	if (padding < 0)
-		padding = 0;
-	if ((double)padding / (double)total > CN_PXAR_CHUNK_PADDING_THRESHOLD) {
-		la->has_last = had_prev;
-		rc = la_encode(w, 0, 0);
-	} else {
-		if (had_prev && !same_first) {
-			if (prev_padding)
-				w->stats->partial_chunks++;
-			rc = inject(w, &prev, 1);
-		} else if (same_first) {
-			first_padding = first_padding > prev.size - prev_padding ?
-				first_padding - (prev.size - prev_padding) : 0;
-		}
-		uint64_t base = cn_pxar_encoder_payload_position(w->enc) + ps;
-		if (rc == 0)
-			rc = la_encode(w, 1, base);
-		if (rc == 0 && keep_last) {
-			la->last = c[n - 1];
-			la->last_padding = n == 1 ? first_padding : pe;
-			la->has_last = 1;
-			n--;
-		}
-		for (size_t i = 0; rc == 0 && i < n; i++)
-			if (i == 0 ? first_padding : (i == n - 1 && !keep_last && pe))
-				w->stats->partial_chunks++;
-		if (rc == 0)
-			rc = inject(w, c, n);
+	/* the kept-back chunk is this range's first: placed once for both */
+	int shared = had_prev && la->tail_start == first_start && !memcmp(prev.digest, c[0].digest, 32);
+	uint64_t new_placed = 0;
+	for (size_t i = shared ? 1 : 0; i < n; i++) {
+		const struct recent_chunk *r = recent_find(la, c[i].digest);
+		if (!r || r->copies >= CN_WK_MAX_CHUNK_COPIES)
+			new_placed += c[i].size;
 	}
+	uint64_t placed = la->placed_bytes + new_placed, used = la->used_bytes + (end - start);
+	uint64_t unused = placed > used ? placed - used : 0;
+	if (keep_last)
+		unused = unused > pe ? unused - pe : 0;
+	/* nor, for one more range, that of the previous range's last chunk:
+	 * after a changed file's new data, the range after it (the files
+	 * behind it in the previous snapshot) may use it yet */
+	if (la->has_pending && memcmp(la->pending_digest, c[0].digest, 32))
+		unused = unused > la->pending ? unused - la->pending : 0;
+	if ((double)unused > CN_PXAR_CHUNK_PADDING_THRESHOLD * (double)placed) {
+		/* too much unused: the files in the range's first chunk are
+		 * read again, and the rest, starting at (or just after) a chunk
+		 * start, decided anew; a range within one chunk is read whole */
+		uint64_t boundary = first_start + c[0].size - start;
+		size_t k = 0;
+		free(c);
+		la->has_last = had_prev;
+		for (size_t i = 1; n > 1 && i < la->n && !k; i++)
+			if (la->e[i].reusable && la->e[i].rel >= boundary)
+				k = i;
+		if (!k)
+			return la_encode(w, 0, 0);
+		uint64_t shift = la->e[k].rel;
+		if ((rc = la_encode_n(w, k, 0, 0)) < 0)
+			return rc;
+		for (size_t i = 0; i < la->n; i++)
+			if (la->e[i].reusable)
+				la->e[i].rel -= shift;
+		la->start += shift;
+		goto again;
+	}
+	la->placed_bytes = placed;
+	la->used_bytes = used;
+	la->has_pending = 1;
+	la->pending = pe;
+	memcpy(la->pending_digest, c[n - 1].digest, 32);
+	if (had_prev && !shared) {
+		if (la->last_padding)
+			w->stats->partial_chunks++;
+		rc = inject(w, &prev, 1);
+	}
+	uint64_t base = cn_pxar_encoder_payload_position(w->enc) + ps;
+	if (rc == 0)
+		rc = la_encode(w, 1, base);
+	for (size_t i = shared ? 1 : 0; rc == 0 && i < n; i++)
+		recent_add(la, c[i].digest);
+	if (rc == 0 && ps && !shared)
+		w->stats->partial_chunks++;
+	la->tail_start = last_start;
+	if (rc == 0 && keep_last) {
+		la->last = c[n - 1];
+		la->last_padding = pe;
+		la->has_last = 1;
+		n--;
+	} else if (rc == 0 && pe) {
+		w->stats->partial_chunks++;
+	}
+	if (rc == 0)
+		rc = inject(w, c, n);
 	free(c);
 	return rc;
 }
@@ -324,7 +426,9 @@ int cn_wk_add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent
 				fd = -1;
 			goto out;
 		}
-		if ((rc = cn_wk_la_flush(w, 0)) < 0)
+		/* the last chunk is kept back (and injected before this file's
+		 * data): the range after this file may start in it again */
+		if ((rc = cn_wk_la_flush(w, 1)) < 0)
 			goto out;
 	} else if (la->active) {
 		if (t == S_IFDIR) {
