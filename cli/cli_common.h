@@ -41,7 +41,8 @@ enum {
 #define CLI_COMMON_HELP                                                                      \
 	"  --store DIR            local datastore (default: $XDG_DATA_HOME/cairn, or\n"       \
 	"                         /var/lib/cairn for root; created by the first backup),\n" \
-	"                         or s3://BUCKET[/PREFIX] (endpoint and credentials from\n"  \
+	"                         or an S3 bucket s3://BUCKET[/PREFIX] for backup, restore,\n" \
+	"                         list, snapshot list|files (endpoint and credentials from\n" \
 	"                         $AWS_ENDPOINT_URL, $AWS_ACCESS_KEY_ID, ...: docs/s3.md)\n" \
 	"  --repository REPO      a Proxmox Backup Server, [[USER@REALM[!TOKEN]@]HOST[:PORT]:]STORE\n" \
 	"                         (default: $PBS_REPOSITORY; secret from PBS_PASSWORD)\n"     \

@@ -355,6 +355,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
 {
 	struct req *q = ud;
 	size_t n = size * nmemb;
+	/* answers without a body (HEAD, DELETE) are progress too */
+	__atomic_fetch_add(&q->s->progress, n, __ATOMIC_RELAXED);
 	if (n > 5 && memcmp(data, "HTTP/", 5) == 0) {
 		const char *sp = memchr(data, ' ', n);
 		q->status = sp ? strtol(sp + 1, NULL, 10) : 0;
