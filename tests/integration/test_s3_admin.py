@@ -6,6 +6,9 @@ for the whole program, one bucket per test.
 """
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import time
 
@@ -174,7 +177,204 @@ def test_gc():
     assert set(chunk_keys('gcbucket')) == after - {sorted(after)[0]}
 
 
-TESTS = [test_verify, test_prune, test_gc]
+def requests(stderr, method, what='/.chunks/'):
+    """How many METHOD requests for keys containing what curl's trace shows."""
+    return sum(1 for l in stderr.splitlines() if l.startswith('> %s ' % method) and what in l)
+
+
+def traced_backup(bucket, src, backup_id, check=0):
+    return cairn('backup', 'root.pxar:' + src, '--store', 's3://' + bucket, '--backup-id',
+                 backup_id, check=check, extra_env={'CAIRN_S3_TRACE': '1'})
+
+
+def remove_all(bucket, prefix=''):
+    cl = C.client()
+    for k in C.keys(bucket, prefix):
+        cl.delete_object(Bucket=bucket, Key=k)
+
+
+def test_cache():
+    """The chunk-listing cache answers has_chunk without a request; it is
+    rebuilt by a LIST when deleted, and when a gc ran or the bucket was
+    emptied since it was built, so that a stale hit never leaves a snapshot
+    referencing a chunk that is gone."""
+    C.create_bucket('cachebkt')
+    src = source_tree()
+    p = traced_backup('cachebkt', src, 'h1')
+    uploaded = requests(p.stderr, 'PUT')
+    assert uploaded >= 3, p.stderr[-2000:]
+    caches = os.listdir(os.path.join(XDG, 'cairn', 's3'))
+    assert caches, 'no cache directory'
+    # a new group: no previous snapshot, every chunk known from the cache
+    p = traced_backup('cachebkt', src, 'h2')
+    assert requests(p.stderr, 'HEAD') == 0 and requests(p.stderr, 'PUT') == 0, \
+        (requests(p.stderr, 'HEAD'), requests(p.stderr, 'PUT'))
+    # deleted: rebuilt from one listing of .chunks/, still no HEAD
+    shutil.rmtree(os.path.join(XDG, 'cairn', 's3'))
+    p = traced_backup('cachebkt', src, 'h3')
+    assert requests(p.stderr, 'GET', 'prefix=.chunks') >= 1, p.stderr[-2000:]
+    assert requests(p.stderr, 'HEAD') == 0 and requests(p.stderr, 'PUT') == 0
+    # someone else removes every snapshot and collects the garbage (another
+    # machine: its own cache); this machine's cache still lists the chunks
+    remove_all('cachebkt', 'host/')
+    time.sleep(1.5)
+    other = t.tmpdir()
+    st = json.loads(cairn('gc', '--store', 's3://cachebkt', '--grace', '0', '--output-format',
+                          'json', check=0, extra_env={'XDG_CACHE_HOME': other}).stdout)
+    assert st['removed-chunks'] == uploaded, (st, uploaded)
+    assert not chunk_keys('cachebkt')
+    p = traced_backup('cachebkt', src, 'h4')
+    assert requests(p.stderr, 'PUT') == uploaded, (requests(p.stderr, 'PUT'), uploaded)
+    cairn('verify', '--store', 's3://cachebkt', check=0)
+    restore_equal('cachebkt', snapshots('cachebkt')[0], src)
+    # the bucket emptied by hand, the gc state with it
+    remove_all('cachebkt')
+    p = traced_backup('cachebkt', src, 'h5')
+    assert requests(p.stderr, 'PUT') == uploaded, (requests(p.stderr, 'PUT'), uploaded)
+    cairn('verify', '--store', 's3://cachebkt', check=0)
+
+
+def start_paused_backup(bucket, src, backup_id, extra=()):
+    """Starts a backup, and stops it (SIGSTOP) once it has stored a chunk
+    the bucket lacked (so it has begun, and passed the chunks that come
+    before in stream order), before its manifest. Returns the process."""
+    def manifests():
+        return [k for k in C.keys(bucket, 'host/' + backup_id + '/')
+                if k.endswith('/index.json.blob')]
+    before = manifests()
+    chunks = len(chunk_keys(bucket))
+    e = dict(os.environ)
+    e.update(env())
+    proc = subprocess.Popen([t.CAIRN, 'backup', 'root.pxar:' + src, '--store', 's3://' + bucket,
+                             '--backup-id', backup_id] + list(extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    marker = '.cairn/writers/host/' + backup_id + '/'
+    end = time.monotonic() + 120
+    while time.monotonic() < end and proc.poll() is None:
+        if C.keys(bucket, marker) and len(chunk_keys(bucket)) > chunks:
+            proc.send_signal(signal.SIGSTOP)
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, 'the backup ended before it could be paused'
+    assert manifests() == before, 'paused too late'
+    return proc
+
+
+def resume(proc):
+    proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def big_source(shared, mib=64):
+    """shared's files under a_shared/, then mib MiB of random data after it in
+    walk order, so that a backup is still running when it is paused."""
+    d = os.path.join(t.tmpdir(), 'src2')
+    shutil.copytree(shared, os.path.join(d, 'a_shared'), symlinks=True)
+    with open(os.path.join(d, 'z_big'), 'wb') as f:
+        for _ in range(mib if not t.sanitized() else mib // 2):
+            f.write(os.urandom(1 << 20))
+    return d
+
+
+def test_gc_during_backup():
+    """gc while a backup runs: with the default grace nothing the backup
+    needs goes and its snapshot restores and verifies; with --grace 0 the
+    chunks it reused from a pruned snapshot may go, and then it withdraws its
+    snapshot instead of publishing one with holes; the next run is whole."""
+    C.create_bucket('gcrun')
+    shared = os.path.join(t.tmpdir(), 'shared')
+    os.makedirs(shared)
+    with open(os.path.join(shared, 'photos.bin'), 'wb') as f:
+        f.write(os.urandom(6 << 20))
+    backup('gcrun', shared, backup_id='g1')          # the shared chunks, in the cache too
+    time.sleep(1.1)
+    other = os.path.join(t.tmpdir(), 'other')
+    os.makedirs(other)
+    with open(os.path.join(other, 'x.txt'), 'w') as f:
+        f.write('other\n')
+    backup('gcrun', other, backup_id='g1')
+    cairn('prune', 'host/g1', '--keep-last', '1', '--store', 's3://gcrun', check=0)
+    src2 = big_source(shared)
+    time.sleep(1.5)                                  # shared chunks older than the next start
+    proc = start_paused_backup('gcrun', src2, 'g2')
+    try:
+        st = json.loads(cairn('gc', '--store', 's3://gcrun', '--output-format', 'json',
+                              check=0).stdout)
+        assert st['removed-chunks'] == 0, st
+        st = json.loads(cairn('gc', '--store', 's3://gcrun', '--grace', '0',
+                              '--output-format', 'json', check=0).stdout)
+        assert st['removed-chunks'] > 0, st
+    finally:
+        code, err = resume(proc)
+    assert code == 1 and 'withdrawn' in err, (code, err[-3000:])
+    assert not [s for s in snapshots('gcrun') if '/g2/' in s]
+    cairn('verify', '--store', 's3://gcrun', check=0)
+    backup('gcrun', src2, backup_id='g2')            # the next run is whole
+    cairn('verify', '--store', 's3://gcrun', check=0)
+    g2 = [s for s in snapshots('gcrun') if '/g2/' in s]
+    restore_equal('gcrun', g2[0], src2)
+    # default grace beside a running backup: it publishes, whole
+    time.sleep(1.1)
+    with open(os.path.join(src2, 'a_shared', 'new.txt'), 'w') as f:
+        f.write('new\n')
+    proc = start_paused_backup('gcrun', src2, 'g2')
+    try:
+        st = json.loads(cairn('gc', '--store', 's3://gcrun', '--output-format', 'json',
+                              check=0).stdout)
+        assert st['removed-chunks'] == 0 and st['missing-chunks'] == 0, st
+    finally:
+        code, err = resume(proc)
+    assert code == 0, (code, err[-3000:])
+    cairn('verify', '--store', 's3://gcrun', check=0)
+    g2 = [s for s in snapshots('gcrun') if '/g2/' in s]
+    assert len(g2) == 2, g2
+    restore_equal('gcrun', g2[1], src2)
+
+
+def test_stalled_endpoint():
+    """radosgw stopped (SIGSTOP) mid-backup to a local store and the bucket:
+    the bucket is given up after --stall-timeout (bounded), the local
+    snapshot is published, exit 3; resumed, the next run completes."""
+    C.create_bucket('stall')
+    shared = os.path.join(t.tmpdir(), 'shared')
+    os.makedirs(shared)
+    with open(os.path.join(shared, 'a.bin'), 'wb') as f:
+        f.write(os.urandom(1 << 20))
+    src = big_source(shared, 48)
+    local = t.store_path('stall-local')
+    e = dict(os.environ)
+    e.update(env())
+    proc = subprocess.Popen([t.CAIRN, 'backup', 'root.pxar:' + src, '--store', local,
+                             '--store', 's3://stall', '--backup-id', 'st',
+                             '--stall-timeout', '5'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not C.keys('stall', '.cairn/writers/'):
+        time.sleep(0.02)
+    C.pause_rgw()
+    t0 = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=240)
+        took = time.monotonic() - t0
+    finally:
+        C.resume_rgw()
+    assert proc.returncode == 3, (proc.returncode, err[-3000:])
+    # the bound in docs/s3.md: the stall timeout plus the abort of the calls
+    print('stalled bucket given up after %.1f s' % took, flush=True)
+    assert took < 5 + 60, took
+    assert 's3://stall' in err, err[-2000:]
+    assert len(json.loads(t.run('snapshot', 'list', '--store', local, '--output-format', 'json',
+                                check=0).stdout)) == 1
+    assert not snapshots('stall')
+    cairn('backup', 'root.pxar:' + src, '--store', local, '--store', 's3://stall',
+          '--backup-id', 'st', check=0)
+    assert len(snapshots('stall')) == 1
+    cairn('verify', '--store', 's3://stall', check=0)
+
+
+TESTS = [test_verify, test_prune, test_gc, test_cache, test_gc_during_backup,
+         test_stalled_endpoint]
 
 
 def main():
