@@ -152,7 +152,19 @@ struct gc {
 	struct writer *writers;
 	size_t nwriters;
 	int64_t now;
+	struct cn_s3_gc_state *gs; /* ours, rewritten as a sign of life */
 };
+
+/* Rewrites the state's "updated" time every CN_S3_GC_BEAT seconds, so that
+ * backups and other GCs see that this one still runs. */
+static int heartbeat(struct gc *g)
+{
+	int64_t now = (int64_t)time(NULL);
+	if (now - g->gs->updated < CN_S3_GC_BEAT)
+		return 0;
+	g->gs->updated = now;
+	return cn_s3_gc_state_put(g->s3, g->gs);
+}
 
 /* "type/id/TIME" path and file name of a snapshot object key; 0 if key is
  * no snapshot object. */
@@ -354,7 +366,8 @@ static int run_gc(struct gc *g, int64_t grace, struct cn_gc_stats *st)
 		if (!s->has_manifest && !(w && w->live) && s->newest < cutoff)
 			continue; /* a leftover: removed below */
 		for (size_t k = 0; r == 0 && k < s->nindex; k++)
-			r = mark_index(g, g->indexes.v[s->first_index + k], marked, &b, st);
+			if ((r = heartbeat(g)) == 0)
+				r = mark_index(g, g->indexes.v[s->first_index + k], marked, &b, st);
 	}
 	cn_buf_free(&b);
 	/* phase 2: sweep */
@@ -372,7 +385,7 @@ static int run_gc(struct gc *g, int64_t grace, struct cn_gc_stats *st)
 		} else if (c->mtime >= cutoff || c->mtime == 0) {
 			st->pending_chunks++;
 			st->pending_bytes += c->size;
-		} else {
+		} else if ((r = heartbeat(g)) == 0) {
 			cn_s3_chunk_key(c->digest, key);
 			if ((r = cn_s3_delete(g->s3, key)) == 0) {
 				st->removed_chunks++;
@@ -407,33 +420,35 @@ int cli_s3_gc(struct cn_s3 *s3, const struct cn_gc_opts *opts, struct cn_gc_stat
 	struct cn_gc_stats local;
 	struct cn_gc_stats *st = stats ? stats : &local;
 	memset(st, 0, sizeof(*st));
-	struct gc g = {.s3 = s3, .now = opts && opts->now ? opts->now : (int64_t)time(NULL)};
+	struct cn_s3_gc_state gs;
+	struct gc g = {.s3 = s3, .now = opts && opts->now ? opts->now : (int64_t)time(NULL),
+		       .gs = &gs};
 	int64_t grace = GC_MIN_AGE + GC_SAFETY_GAP;
 	if (opts && opts->grace == CN_GC_NO_GRACE)
 		grace = 0;
 	else if (opts && opts->grace > 0)
 		grace = opts->grace;
-	struct cn_s3_gc_state gs;
 	int r = cn_s3_gc_state_get(s3, &gs);
 	if (r < 0)
 		return r;
 	if (cn_s3_gc_state_active(&gs, (int64_t)time(NULL)))
 		return cn_error_set(-CN_E_LOCKED, "%s: another garbage collection runs (started %lld, "
-				    "%s); a dead one's state expires after %d h", cn_s3_name(s3),
-				    (long long)gs.started, CN_S3_GC_STATE, CN_S3_GC_STALE / 3600);
+				    "%s); a dead one's state expires %d min after its last update",
+				    cn_s3_name(s3), (long long)gs.started, CN_S3_GC_STATE,
+				    CN_S3_GC_STALE / 60);
 	uint8_t rnd[16];
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
 		return cn_error_set(-EIO, "no random bytes for the gc generation");
 	cn_hex_encode(rnd, sizeof(rnd), gs.generation);
 	gs.running = 1;
-	gs.started = (int64_t)time(NULL);
+	gs.started = gs.updated = (int64_t)time(NULL);
 	gs.finished = 0;
 	/* before anything is listed: see cn_s3_gcstate.h */
 	if ((r = cn_s3_gc_state_put(s3, &gs)) < 0)
 		return r;
 	r = run_gc(&g, grace, st);
 	gs.running = 0;
-	gs.finished = (int64_t)time(NULL);
+	gs.updated = gs.finished = (int64_t)time(NULL);
 	/* even after a failure: this GC is not running any more */
 	int r2 = cn_s3_gc_state_put(s3, &gs);
 	if (r == 0)

@@ -11,8 +11,9 @@
  * appears before the removal is kept.
  *
  * gc (phases as upstream's, on object times instead of atimes):
- *  0. writes a new generation with running = true (net/cn_s3_gcstate.h);
- *     refuses to run while another GC's state says running (-CN_E_LOCKED);
+ *  0. writes a new generation with running = true (net/cn_s3_gcstate.h),
+ *     and its "updated" time every minute while it runs; refuses to run
+ *     while another GC's state says running (-CN_E_LOCKED);
  *  1. reads the writer markers (.cairn/writers/…): a marker younger than
  *     CLI_S3_WRITER_STALE is a running backup;
  *  2. one LIST of the bucket: chunks with their LastModified, snapshot

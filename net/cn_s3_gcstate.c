@@ -27,6 +27,7 @@ int cn_s3_gc_state_get(struct cn_s3 *s3, struct cn_s3_gc_state *st)
 	snprintf(st->generation, sizeof(st->generation), "%s", gen ? gen : "damaged");
 	st->running = j && json_is_true(json_object_get(j, "running"));
 	st->started = j ? json_integer_value(json_object_get(j, "started")) : 0;
+	st->updated = j ? json_integer_value(json_object_get(j, "updated")) : 0;
 	st->finished = j ? json_integer_value(json_object_get(j, "finished")) : 0;
 	json_decref(j);
 	cn_buf_free(&b);
@@ -37,13 +38,15 @@ int cn_s3_gc_state_put(struct cn_s3 *s3, const struct cn_s3_gc_state *st)
 {
 	char body[256];
 	int l = snprintf(body, sizeof(body),
-			 "{\"generation\":\"%s\",\"running\":%s,\"started\":%lld,\"finished\":%lld}\n",
+			 "{\"generation\":\"%s\",\"running\":%s,\"started\":%lld,\"updated\":%lld,"
+			 "\"finished\":%lld}\n",
 			 st->generation, st->running ? "true" : "false", (long long)st->started,
-			 (long long)st->finished);
+			 (long long)st->updated, (long long)st->finished);
 	return cn_s3_put(s3, CN_S3_GC_STATE, body, (size_t)l);
 }
 
 int cn_s3_gc_state_active(const struct cn_s3_gc_state *st, int64_t now)
 {
-	return st->running && st->started > now - CN_S3_GC_STALE;
+	int64_t alive = st->updated > st->started ? st->updated : st->started;
+	return st->running && alive > now - CN_S3_GC_STALE;
 }

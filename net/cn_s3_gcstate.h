@@ -13,7 +13,9 @@
  *    removed a chunk it reused without uploading it: only if the
  *    generation changed or a GC was running (any GC that starts later sees
  *    the manifest and marks its chunks).
- * A "running" state older than CN_S3_GC_STALE is a GC that died. */
+ * A running GC rewrites the state (its "updated" time) at least every
+ * CN_S3_GC_BEAT seconds; a "running" state not updated for CN_S3_GC_STALE
+ * is a GC that died (killed, or its machine gone). */
 #ifndef CN_S3_GCSTATE_H
 #define CN_S3_GCSTATE_H
 
@@ -22,12 +24,13 @@
 #include "net/cn_s3.h"
 
 #define CN_S3_GC_STATE ".cairn/gc-state"
-#define CN_S3_GC_STALE (12 * 3600)
+#define CN_S3_GC_BEAT 60
+#define CN_S3_GC_STALE 600
 
 struct cn_s3_gc_state {
 	char generation[40]; /* "" = no GC ever ran */
 	int running;
-	int64_t started, finished;
+	int64_t started, updated, finished;
 };
 
 /* Reads the state (a bucket without one: generation "", not running).
@@ -38,7 +41,8 @@ int cn_s3_gc_state_get(struct cn_s3 *s3, struct cn_s3_gc_state *st);
 /* Writes the state. 0 or a negative code. */
 int cn_s3_gc_state_put(struct cn_s3 *s3, const struct cn_s3_gc_state *st);
 
-/* 1 if st is a GC running now (started less than CN_S3_GC_STALE before now). */
+/* 1 if st is a GC running now (updated, or started, less than
+ * CN_S3_GC_STALE before now). */
 int cn_s3_gc_state_active(const struct cn_s3_gc_state *st, int64_t now);
 
 #endif

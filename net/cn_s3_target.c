@@ -755,9 +755,13 @@ int cn_s3_target_new(struct cn_s3 *s3, const struct cn_s3_target_opts *opts,
 	t->no_cache = opts && opts->no_cache;
 	snprintf(t->cache_dir, sizeof(t->cache_dir), "%s",
 		 opts && opts->cache_dir ? opts->cache_dir : "");
-	int up = opts && opts->uploaders > 0 ? opts->uploaders : 4;
+	int up = opts && opts->uploaders > 0 ? opts->uploaders : 2;
 	t->nuploaders = up > MAX_UPLOADERS ? MAX_UPLOADERS : up;
-	t->qcap = opts && opts->queue > 0 ? (size_t)opts->queue : 2 * (size_t)t->nuploaders;
+	/* every chunk queued or in flight holds its buffer: 2 uploads and 1
+	 * queued chunk keep a backup's peak RSS within 1.2x of a local
+	 * store's (bench/s3.py) and still fill the loopback link; 4 + 8 cost
+	 * 1.9x for no gain */
+	t->qcap = opts && opts->queue > 0 ? (size_t)opts->queue : 1;
 	t->queue = calloc(t->qcap, sizeof(*t->queue));
 	if (!t->queue || cn_digest_set_new(4096, &t->known) < 0) {
 		free(t->queue);

@@ -38,8 +38,8 @@
 #include "net/cn_s3.h"
 
 struct cn_s3_target_opts {
-	int uploaders;         /* upload threads (0 = 4) */
-	int queue;             /* chunks queued for them at most (0 = 2 × uploaders) */
+	int uploaders;         /* upload threads (0 = 2) */
+	int queue;             /* chunks queued for them at most (0 = 1) */
 	const char *owner;     /* group owner written when absent (NULL = "root@pam") */
 	int no_cache;          /* 1: no chunk-listing cache (net/cn_s3_cache.h) */
 	const char *cache_dir; /* its base directory (NULL = $XDG_CACHE_HOME/cairn/s3) */

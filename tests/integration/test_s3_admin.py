@@ -175,6 +175,15 @@ def test_gc():
     p = cairn('gc', '--store', 's3://gcbucket', '--grace', '0', check=4)
     assert 'missing' in p.stderr, p.stderr
     assert set(chunk_keys('gcbucket')) == after - {sorted(after)[0]}
+    # another gc runs (its state renewed just now): refused, exit 6; one
+    # that died (no renewal for over 10 minutes) does not hold it up
+    now = int(time.time())
+    for updated, code in ((now, 6), (now - 700, 4)):
+        state = {'generation': 'x', 'running': True, 'started': now - 7200,
+                 'updated': updated, 'finished': 0}
+        cl.put_object(Bucket='gcbucket', Key='.cairn/gc-state', Body=json.dumps(state).encode())
+        p = cairn('gc', '--store', 's3://gcbucket', check=code)
+        assert code != 6 or 'another garbage collection' in p.stderr, p.stderr
 
 
 def requests(stderr, method, what='/.chunks/'):
@@ -286,7 +295,7 @@ def test_gc_during_backup():
     shared = os.path.join(t.tmpdir(), 'shared')
     os.makedirs(shared)
     with open(os.path.join(shared, 'photos.bin'), 'wb') as f:
-        f.write(os.urandom(6 << 20))
+        f.write(os.urandom(24 << 20))   # interior chunks shared whatever comes before
     backup('gcrun', shared, backup_id='g1')          # the shared chunks, in the cache too
     time.sleep(1.1)
     other = os.path.join(t.tmpdir(), 'other')
