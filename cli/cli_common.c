@@ -174,7 +174,8 @@ int cli_open_s3(struct cn_s3_config *cfg, struct cli_endpoint *e)
 	int r = cn_s3_config_resolve(cfg);
 	if (r == 0)
 		r = cn_s3_new(cfg, &s3);
-	explicit_bzero(cfg, sizeof(*cfg));
+	explicit_bzero(cfg->secret_key, sizeof(cfg->secret_key));
+	explicit_bzero(cfg->session_token, sizeof(cfg->session_token));
 	if (r == 0)
 		r = cn_s3_check_bucket(s3);
 	if (r < 0) {

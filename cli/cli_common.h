@@ -136,7 +136,7 @@ struct cn_s3_config;
 
 /* Opens the S3 bucket of cfg (bucket and prefix set; what it leaves empty
  * comes from the environment: cn_s3_config_resolve) as an endpoint and
- * checks that the bucket answers. cfg is wiped (it may hold the secret).
+ * checks that the bucket answers. cfg's secrets are wiped.
  * 0 or a negative code with a message. */
 int cli_open_s3(struct cn_s3_config *cfg, struct cli_endpoint *e);
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -156,6 +157,10 @@ class Cluster:
     # -- bring-up ----------------------------------------------------------
 
     def start(self):
+        # a SIGTERM (a test timeout) must still stop the daemons: as an
+        # exception it runs the caller's finally
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         b = self.base
         for d in ('run', 'log', 'mon', 'mgr', 'osd', 'rgw', 'crash'):
             os.makedirs(os.path.join(b, d), exist_ok=True)
@@ -332,11 +337,10 @@ class Cluster:
 
 
 if __name__ == '__main__':
-    # Manual use: bring a cluster up, print its endpoint, wait for Ctrl-C.
+    # Manual use: bring a cluster up, print its endpoint, wait for Ctrl-C or
+    # SIGTERM (also when started in the background, where SIGINT is ignored).
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     with Cluster() as c:
         print(c.endpoint, c.base, flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        while True:
+            time.sleep(3600)

@@ -247,9 +247,13 @@ def case_rgw_killed(c):
         while (run.poll() is None and time.monotonic() < deadline
                and not c.keys('drop', '.chunks/')):
             time.sleep(0.05)
+        keys = c.keys('drop')
         assert run.poll() is None, ('the backup ended before radosgw could be stopped',
                                     run.communicate())
-        assert c.keys('drop', '.chunks/'), 'no chunk reached the bucket'
+        assert any(k.startswith('.chunks/') for k in keys), 'no chunk reached the bucket'
+        # while it runs: its writer marker is there, its manifest is not
+        assert any(k.startswith('.cairn/writers/host/family/') for k in keys), keys
+        assert not any(k.endswith('/index.json.blob') for k in keys), keys
         c.stop_rgw()
         out, err = run.communicate(timeout=300)
     finally:
