@@ -166,35 +166,40 @@ static int heartbeat(struct gc *g)
 	return cn_s3_gc_state_put(g->s3, g->gs);
 }
 
-/* "type/id/TIME" path and file name of a snapshot object key; 0 if key is
- * no snapshot object. */
+/* The snapshot path ("[ns/A/…]type/id/TIME") and file name of a
+ * snapshot object key: 1, or 0 if key is no snapshot object of this
+ * datastore (e.g. one of another datastore under a longer prefix). */
 static int snapshot_of_key(const char *key, char *path, size_t n, const char **file)
 {
-	const char *slash = strrchr(key, '/');
-	if (!slash || (size_t)(slash - key) >= n)
+	const char *p = key;
+	/* namespaces: "ns/NAME/" pairs */
+	while (!strncmp(p, "ns/", 3) && p[3] && p[3] != '/' && strchr(p + 3, '/'))
+		p = strchr(p + 3, '/') + 1;
+	size_t tl = strcspn(p, "/");
+	if (!((tl == 2 && !strncmp(p, "ct", 2)) || (tl == 4 && !strncmp(p, "host", 4)) ||
+	      (tl == 2 && !strncmp(p, "vm", 2))) || !p[tl])
 		return 0;
-	size_t pl = (size_t)(slash - key);
-	memcpy(path, key, pl);
-	path[pl] = '\0';
-	*file = slash + 1;
-	char *t = strrchr(path, '/');
+	const char *id = p + tl + 1, *ts = id + strcspn(id, "/");
+	if (ts == id || !*ts)
+		return 0;
+	ts++;
+	const char *f = ts + strcspn(ts, "/");
+	if (f == ts || !*f || f - ts >= 32 || strchr(f + 1, '/') || !f[1])
+		return 0;
+	char tbuf[32];
+	memcpy(tbuf, ts, (size_t)(f - ts));
+	tbuf[f - ts] = '\0';
 	int64_t tm;
-	if (!t || t == path || cn_snapshot_parse_time(t + 1, &tm) < 0) {
+	if (cn_snapshot_parse_time(tbuf, &tm) < 0) {
 		cn_error_clear();
 		return 0;
 	}
-	*t = '\0';
-	char *idp = strrchr(path, '/');
-	int ok = 0;
-	if (idp) {
-		*idp = '\0';
-		const char *type = strrchr(path, '/');
-		type = type ? type + 1 : path;
-		ok = !strcmp(type, "ct") || !strcmp(type, "host") || !strcmp(type, "vm");
-		*idp = '/';
-	}
-	*t = '/';
-	return ok;
+	if ((size_t)(f - key) >= n)
+		return 0;
+	memcpy(path, key, (size_t)(f - key));
+	path[f - key] = '\0';
+	*file = f + 1;
+	return 1;
 }
 
 static int ends_with(const char *s, const char *suffix)
