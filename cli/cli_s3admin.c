@@ -122,6 +122,10 @@ int cli_s3_prune_group(struct cn_s3 *s3, const struct cn_snapshot_id *group,
 
 /* ---- gc ------------------------------------------------------------------ */
 
+/* A chunk of a finished snapshot must be in the bucket; one of an
+ * unfinished snapshot (a running backup's index) may still be on its way. */
+enum { MARK_FINISHED = 1, MARK_UNFINISHED = 2 };
+
 struct chunk_obj {
 	uint8_t digest[32];
 	uint64_t size;
@@ -310,10 +314,11 @@ static const struct writer *writer_of(const struct gc *g, const char *path)
 	return NULL;
 }
 
-/* Marks the chunks of one index object. -ENOENT (removed meanwhile by a
- * prune) is no error. */
-static int mark_index(struct gc *g, const char *key, struct cn_digest_set *marked,
-		      struct cn_buf *b, struct cn_gc_stats *st)
+/* Marks the chunks of one index object with value (MARK_*). -ENOENT
+ * (removed meanwhile by a prune) is no error. *finished counts the chunks
+ * marked MARK_FINISHED. */
+static int mark_index(struct gc *g, const char *key, uint8_t value, struct cn_digest_set *marked,
+		      struct cn_buf *b, struct cn_gc_stats *st, uint64_t *finished)
 {
 	b->len = 0;
 	int r = cn_s3_get(g->s3, key, b);
@@ -335,7 +340,8 @@ static int mark_index(struct gc *g, const char *key, struct cn_digest_set *marke
 		if (cn_digest_set_get(marked, d, &v) == 1)
 			continue;
 		st->marked_chunks++;
-		if (cn_digest_set_add(marked, d, 1) < 0)
+		*finished += value == MARK_FINISHED;
+		if (cn_digest_set_add(marked, d, value) < 0)
 			r = cn_error_set(-ENOMEM, "out of memory marking chunks");
 	}
 	cn_index_free(idx);
@@ -363,16 +369,23 @@ static int run_gc(struct gc *g, int64_t grace, struct cn_gc_stats *st)
 	struct cn_digest_set *marked = NULL;
 	if (cn_digest_set_new(g->nchunks + 1024, &marked) < 0)
 		return cn_error_set(-ENOMEM, "out of memory");
-	/* phase 1: mark from every snapshot that stays */
+	/* phase 1: mark from every snapshot that stays, finished ones first */
 	struct cn_buf b = {0};
-	for (size_t i = 0; r == 0 && i < g->nsnaps; i++) {
-		struct snap_obj *s = &g->snaps[i];
-		const struct writer *w = writer_of(g, s->path);
-		if (!s->has_manifest && !(w && w->live) && s->newest < cutoff)
-			continue; /* a leftover: removed below */
-		for (size_t k = 0; r == 0 && k < s->nindex; k++)
-			if ((r = heartbeat(g)) == 0)
-				r = mark_index(g, g->indexes.v[s->first_index + k], marked, &b, st);
+	uint64_t finished = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; r == 0 && i < g->nsnaps; i++) {
+			struct snap_obj *s = &g->snaps[i];
+			const struct writer *w = writer_of(g, s->path);
+			if (s->has_manifest != (pass == 0))
+				continue;
+			if (!s->has_manifest && !(w && w->live) && s->newest < cutoff)
+				continue; /* a leftover: removed below */
+			for (size_t k = 0; r == 0 && k < s->nindex; k++)
+				if ((r = heartbeat(g)) == 0)
+					r = mark_index(g, g->indexes.v[s->first_index + k],
+						       pass == 0 ? MARK_FINISHED : MARK_UNFINISHED,
+						       marked, &b, st, &finished);
+		}
 	}
 	cn_buf_free(&b);
 	/* phase 2: sweep */
@@ -384,7 +397,7 @@ static int run_gc(struct gc *g, int64_t grace, struct cn_gc_stats *st)
 		struct chunk_obj *c = &g->chunks[i];
 		uint8_t v;
 		if (cn_digest_set_get(marked, c->digest, &v) == 1) {
-			present++;
+			present += v == MARK_FINISHED;
 			st->disk_chunks++;
 			st->disk_bytes += c->size;
 		} else if (c->mtime >= cutoff || c->mtime == 0) {
@@ -398,7 +411,7 @@ static int run_gc(struct gc *g, int64_t grace, struct cn_gc_stats *st)
 			}
 		}
 	}
-	st->missing_chunks = st->marked_chunks - present;
+	st->missing_chunks = finished - present;
 	cn_digest_set_free(marked);
 	/* leftovers of backups that died, and their markers */
 	for (size_t i = 0; r == 0 && i < g->nsnaps; i++) {
