@@ -15,18 +15,19 @@
 static void help(FILE *f)
 {
 	fprintf(f, "Usage: cairn gc [OPTIONS]\n\n"
-		   "Removes the chunks of a local datastore that no snapshot references, by\n"
-		   "PBS's rule: phase 1 marks (touches) every chunk of every index, phase 2\n"
-		   "removes chunks not touched for 24h 5min and not needed by a running\n"
-		   "backup. So chunks freed by a prune go away one day later. Backups may run\n"
-		   "meanwhile. In an S3 bucket the chunks' LastModified times stand for the\n"
-		   "atimes, and snapshot prefixes without a manifest (left by killed backups)\n"
-		   "older than the grace are removed too. For a PBS repository, garbage\n"
-		   "collection is the server's job.\n\n"
+		   "Removes the chunks of a local datastore or an S3 bucket that no snapshot\n"
+		   "references, by PBS's rule: phase 1 marks (touches) every chunk of every\n"
+		   "index, phase 2 removes chunks not touched for 24h 5min and not needed by\n"
+		   "a running backup. So chunks freed by a prune go away one day later.\n"
+		   "Backups may run meanwhile. In an S3 bucket the chunks' LastModified times\n"
+		   "stand for the atimes, and snapshot prefixes without a manifest (left by\n"
+		   "killed backups) older than the grace are removed too. For a PBS\n"
+		   "repository, garbage collection is the server's job.\n\n"
 		   "Options:\n"
 		   "  --grace SECONDS        minimum age of an unreferenced chunk before it is\n"
-		   "                         removed (default 86700 = 24h 5min, as PBS; 0 = none:\n"
-		   "                         only safe while no backup into the store runs)\n"
+		   "                         removed (default 86700 = 24h 5min, as PBS; 0 = none;\n"
+		   "                         a backup into a bucket running meanwhile may then\n"
+		   "                         have to withdraw its snapshot and run again)\n"
 		   CLI_COMMON_HELP);
 }
 
