@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli_common.h"
+#include "cli/cli_s3admin.h"
 #include "common/cn_error.h"
 #include "net/cn_pbs.h"
 #include "store/cn_prune.h"
@@ -90,15 +91,16 @@ static int cmd_prune(int argc, char **argv)
 	if (group.time)
 		return cli_usage_error(c.cmd, "give a group (TYPE/ID), not a snapshot");
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, 0, 1, &eps)))
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_S3, 1, &eps)))
 		return exit_code;
 	json_t *arr = c.json ? json_array() : NULL;
 	int r;
 	size_t removed = 0;
-	if (eps.e[0].ds) {
+	if (eps.e[0].ds || eps.e[0].s3) {
 		struct cn_prune_entry *list = NULL;
 		size_t n = 0;
-		r = cn_datastore_prune_group(eps.e[0].ds, &group, &keep, dry, &list, &n);
+		r = eps.e[0].ds ? cn_datastore_prune_group(eps.e[0].ds, &group, &keep, dry, &list, &n)
+				: cli_s3_prune_group(eps.e[0].s3, &group, &keep, dry, &list, &n);
 		for (size_t i = 0; r >= 0 && i < n; i++)
 			row(arr, &list[i].id, list[i].mark == CN_PRUNE_REMOVE
 						      ? (dry ? "would remove" : (list[i].removed ? "removed" : "remove failed"))

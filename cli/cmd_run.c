@@ -40,6 +40,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_common.h"
+#include "cli/cli_s3admin.h"
 #include "cli/cli_sched.h"
 #include "cli/cli_snapadmin.h"
 #include "cli/cn_history.h"
@@ -338,12 +339,15 @@ static void prune_target(struct worker *w, size_t i)
 		struct cn_snapshot_id g;
 		cli_sched_group(w->cfg, &c->sources[si], &g);
 		int r;
-		if (w->eps[i].ds) {
+		if (w->eps[i].ds || w->eps[i].s3) {
 			struct cn_prune_keep k = {t->keep.last, t->keep.hourly, t->keep.daily,
 						  t->keep.weekly, t->keep.monthly, t->keep.yearly};
 			struct cn_prune_entry *list = NULL;
 			size_t n = 0;
-			r = cn_datastore_prune_group(w->eps[i].ds, &g, &k, w->dry_run, &list, &n);
+			r = w->eps[i].ds ? cn_datastore_prune_group(w->eps[i].ds, &g, &k, w->dry_run,
+								    &list, &n)
+					 : cli_s3_prune_group(w->eps[i].s3, &g, &k, w->dry_run, &list,
+							      &n);
 			for (size_t x = 0; r >= 0 && x < n; x++)
 				if (list[x].mark == CN_PRUNE_REMOVE) {
 					char s[512];
@@ -380,10 +384,11 @@ static void prune_target(struct worker *w, size_t i)
 	json_object_set_new(tj, w->dry_run ? "would-prune" : "pruned-snapshots", would);
 	cn_log_notice("target %s: %s %zu snapshot(s)", t->name,
 		      w->dry_run ? "prune would remove" : "pruned", removed);
-	if (w->eps[i].ds && t->gc && !w->dry_run) {
+	if ((w->eps[i].ds || w->eps[i].s3) && t->gc && !w->dry_run) {
 		struct cn_gc_stats gs;
 		memset(&gs, 0, sizeof(gs));
-		int r = cn_datastore_gc(w->eps[i].ds, NULL, &gs);
+		int r = w->eps[i].ds ? cn_datastore_gc(w->eps[i].ds, NULL, &gs)
+				     : cli_s3_gc(w->eps[i].s3, NULL, &gs);
 		if (r < 0) {
 			char m[1200];
 			snprintf(m, sizeof(m), "garbage collection: %s", cn_error_message());

@@ -711,10 +711,25 @@ static const char *child_text(xmlNodePtr n, const char *name, xmlChar **hold)
 	return NULL;
 }
 
+/* "2026-12-06T20:34:53.000Z" (S3's LastModified) as seconds since the
+ * epoch; 0 when absent or not in that form. */
+static int64_t parse_last_modified(const char *v)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof(tm));
+	if (!v || sscanf(v, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+			 &tm.tm_min, &tm.tm_sec) != 6)
+		return 0;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (int64_t)timegm(&tm);
+}
+
 /* Parses one ListObjectsV2 page: calls fn per entry, stores the next
  * continuation token in token ("" when the listing is complete). */
 static int parse_list_page(struct cn_s3 *s, const struct cn_buf *b, size_t strip,
-			   cn_s3_list_fn fn, void *ctx, char *token, size_t tn)
+			   cn_s3_list_fn fn, cn_s3_list_mtime_fn fnm, void *ctx, char *token,
+			   size_t tn)
 {
 	token[0] = '\0';
 	xmlDocPtr doc = xmlReadMemory((const char *)b->data, (int)b->len, NULL, NULL,
@@ -733,11 +748,18 @@ static int parse_list_page(struct cn_s3 *s, const struct cn_buf *b, size_t strip
 		if (xmlStrcmp(n->name, BAD_CAST "Contents") == 0) {
 			const char *k = child_text(n, "Key", &a);
 			const char *sz = child_text(n, "Size", &z);
-			if (k && strlen(k) >= strip)
-				r = fn(ctx, k + strip, sz ? strtoull(sz, NULL, 10) : 0, 0);
+			uint64_t size = sz ? strtoull(sz, NULL, 10) : 0;
+			if (k && strlen(k) >= strip && fnm) {
+				xmlChar *lm = NULL;
+				int64_t mt = parse_last_modified(child_text(n, "LastModified", &lm));
+				xmlFree(lm);
+				r = fnm(ctx, k + strip, size, mt);
+			} else if (k && strlen(k) >= strip) {
+				r = fn(ctx, k + strip, size, 0);
+			}
 		} else if (xmlStrcmp(n->name, BAD_CAST "CommonPrefixes") == 0) {
 			const char *p = child_text(n, "Prefix", &a);
-			if (p && strlen(p) >= strip)
+			if (p && strlen(p) >= strip && fn)
 				r = fn(ctx, p + strip, 0, 1);
 		} else if (xmlStrcmp(n->name, BAD_CAST "IsTruncated") == 0) {
 			a = xmlNodeGetContent(n);
@@ -758,8 +780,8 @@ static int parse_list_page(struct cn_s3 *s, const struct cn_buf *b, size_t strip
 	return r;
 }
 
-int cn_s3_list(struct cn_s3 *s, const char *prefix, const char *delimiter, cn_s3_list_fn fn,
-	       void *ctx)
+static int list_pages(struct cn_s3 *s, const char *prefix, const char *delimiter,
+		      cn_s3_list_fn fn, cn_s3_list_mtime_fn fnm, void *ctx)
 {
 	char fp[1200], ep[3700], ed[64], et[3100], query[8000], token[1024] = "";
 	if (full_key(s, prefix, fp, sizeof(fp)) < 0 || uri_encode(fp, 0, ep, sizeof(ep)) < 0)
@@ -783,8 +805,19 @@ int cn_s3_list(struct cn_s3 *s, const char *prefix, const char *delimiter, cn_s3
 		struct req q = {.s = s, .method = M_GET, .query = query, .out = &body};
 		r = run(&q);
 		if (r == 0)
-			r = parse_list_page(s, &body, strip, fn, ctx, token, sizeof(token));
+			r = parse_list_page(s, &body, strip, fn, fnm, ctx, token, sizeof(token));
 	} while (r == 0 && token[0]);
 	cn_buf_free(&body);
 	return r;
+}
+
+int cn_s3_list(struct cn_s3 *s, const char *prefix, const char *delimiter, cn_s3_list_fn fn,
+	       void *ctx)
+{
+	return list_pages(s, prefix, delimiter, fn, NULL, ctx);
+}
+
+int cn_s3_list_objects(struct cn_s3 *s, const char *prefix, cn_s3_list_mtime_fn fn, void *ctx)
+{
+	return list_pages(s, prefix, NULL, NULL, fn, ctx);
 }

@@ -111,6 +111,16 @@ typedef int (*cn_s3_list_fn)(void *ctx, const char *key, uint64_t size, int is_p
 int cn_s3_list(struct cn_s3 *s, const char *prefix, const char *delimiter, cn_s3_list_fn fn,
 	       void *ctx);
 
+/* Called by cn_s3_list_objects once per object: key (relative), size and
+ * LastModified (seconds since the epoch, 0 if the service sent none). A
+ * non-zero return stops the listing and is returned. */
+typedef int (*cn_s3_list_mtime_fn)(void *ctx, const char *key, uint64_t size, int64_t mtime);
+
+/* Lists every object below prefix (relative; no delimiter), all pages, in
+ * S3's order, with their modification times (what garbage collection ages
+ * chunks by). 0 or a negative code. */
+int cn_s3_list_objects(struct cn_s3 *s, const char *prefix, cn_s3_list_mtime_fn fn, void *ctx);
+
 /* Makes running and later calls fail promptly with -ECANCELED. */
 void cn_s3_cancel(struct cn_s3 *s);
 

@@ -7,7 +7,9 @@
  *    garbage collection must respect;
  *  - load_previous_index: GET of the previous snapshot's index;
  *  - add_known / has_chunk: a digest set of chunks known to be stored (from
- *    the previous indexes and this backup's uploads), no round trip;
+ *    the previous indexes and this backup's uploads), then the local
+ *    chunk-listing cache of the bucket (net/cn_s3_cache.h; not while a GC
+ *    runs), no round trip;
  *  - put_chunk: queued (bounded: put_chunk blocks while the queue is full)
  *    to a few upload threads that HEAD the chunk object and PUT it only if
  *    absent; an upload error is reported by the next call;
@@ -15,7 +17,13 @@
  *    per chunk), checked against the engine's count, size and checksum, and
  *    PUT; put_blob: PUT (the manifest is kept for finish);
  *  - finish: waits for every upload, then PUTs index.json.blob — the
- *    snapshot becomes visible only now — and deletes the writer marker;
+ *    snapshot becomes visible only now — and deletes the writer marker.
+ *    If the bucket's GC state (net/cn_s3_gcstate.h) shows that a GC ran or
+ *    started since begin, it first waits (at most an hour) for no GC to
+ *    run and HEADs every chunk the snapshot reuses without having uploaded
+ *    it (previous snapshot, cache, HEAD): one gone, the manifest is deleted
+ *    again and finish fails, so no snapshot references a chunk a GC took.
+ *    Then it records its uploads in the cache;
  *  - abort: stops the uploads, deletes the manifest (if finish had sent
  *    it), the snapshot's other objects and the marker; chunks stay (another
  *    snapshot may reference them). After a cancel nothing is deleted (the
@@ -30,9 +38,11 @@
 #include "net/cn_s3.h"
 
 struct cn_s3_target_opts {
-	int uploaders;         /* upload threads (0 = 4) */
-	int queue;             /* chunks queued for them at most (0 = 2 × uploaders) */
+	int uploaders;         /* upload threads (0 = 2) */
+	int queue;             /* chunks queued for them at most (0 = 1) */
 	const char *owner;     /* group owner written when absent (NULL = "root@pam") */
+	int no_cache;          /* 1: no chunk-listing cache (net/cn_s3_cache.h) */
+	const char *cache_dir; /* its base directory (NULL = $XDG_CACHE_HOME/cairn/s3) */
 };
 
 /* Creates a target writing to s3 (borrowed: must outlive the target; use
@@ -45,6 +55,7 @@ int cn_s3_target_new(struct cn_s3 *s3, const struct cn_s3_target_opts *opts,
 struct cn_s3_target_stats {
 	uint64_t chunks_uploaded, bytes_uploaded; /* PUT chunks, encoded bytes */
 	uint64_t chunks_present;                  /* put_chunk found by HEAD */
+	uint64_t chunks_cached;                   /* has_chunk found in the cache */
 };
 
 /* Fills *st for a target made by cn_s3_target_new. */

@@ -148,6 +148,73 @@ out:
 	return r;
 }
 
+int cn_prune_apply(size_t n, cn_prune_item_fn item, cn_prune_remove_fn remove, void *ctx,
+		   const struct cn_prune_keep *keep, int dry_run, struct cn_prune_entry **out,
+		   size_t *nout)
+{
+	struct cn_prune_item *items = calloc(n ? n : 1, sizeof(*items));
+	enum cn_prune_mark *marks = calloc(n ? n : 1, sizeof(*marks));
+	struct cn_prune_entry *res = calloc(n ? n : 1, sizeof(*res));
+	int r = 0;
+	if (!items || !marks || !res) {
+		r = cn_error_set(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		item(ctx, i, &items[i], &res[i].id);
+	if ((r = cn_prune_select(items, n, keep, marks)) < 0)
+		goto out;
+	int keep_all = !cn_prune_keeps_something(keep);
+	int removed = 0;
+	for (size_t i = 0; i < n; i++) {
+		res[i].mark = keep_all && marks[i] == CN_PRUNE_REMOVE ? CN_PRUNE_KEEP : marks[i];
+		if (res[i].mark != CN_PRUNE_REMOVE)
+			continue;
+		if (dry_run) {
+			removed++;
+			continue;
+		}
+		int rr = remove(ctx, i, &res[i].mark);
+		if (rr < 0) {
+			cn_log_warning("prune: %s", cn_error_message());
+			cn_error_clear();
+			continue;
+		}
+		if (rr > 0)
+			continue; /* kept after all (res[i].mark says why) */
+		res[i].removed = 1;
+		removed++;
+	}
+	*out = res;
+	*nout = n;
+	res = NULL;
+	r = removed;
+out:
+	free(items);
+	free(marks);
+	free(res);
+	return r;
+}
+
+struct local_prune {
+	struct cn_datastore *ds;
+	const struct cn_ds_snapshot_info *list;
+};
+
+static void item_local(void *ctx, size_t i, struct cn_prune_item *it, struct cn_snapshot_id *id)
+{
+	const struct cn_ds_snapshot_info *s = &((struct local_prune *)ctx)->list[i];
+	*it = (struct cn_prune_item){s->id.time, s->finished, s->protected_};
+	*id = s->id;
+}
+
+static int remove_local(void *ctx, size_t i, enum cn_prune_mark *mark)
+{
+	(void)mark;
+	struct local_prune *p = ctx;
+	return cn_datastore_remove_snapshot(p->ds, &p->list[i].id, 0);
+}
+
 int cn_datastore_prune_group(struct cn_datastore *ds, const struct cn_snapshot_id *group,
 			     const struct cn_prune_keep *keep, int dry_run,
 			     struct cn_prune_entry **out, size_t *n)
@@ -157,47 +224,8 @@ int cn_datastore_prune_group(struct cn_datastore *ds, const struct cn_snapshot_i
 	int r = cn_datastore_list_snapshots(ds, group, 0, &list, &cnt);
 	if (r < 0)
 		return r;
-	struct cn_prune_item *items = calloc(cnt ? cnt : 1, sizeof(*items));
-	enum cn_prune_mark *marks = calloc(cnt ? cnt : 1, sizeof(*marks));
-	struct cn_prune_entry *res = calloc(cnt ? cnt : 1, sizeof(*res));
-	if (!items || !marks || !res) {
-		r = cn_error_set(-ENOMEM, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < cnt; i++) {
-		items[i].time = list[i].id.time;
-		items[i].finished = list[i].finished;
-		items[i].protected_ = list[i].protected_;
-	}
-	if ((r = cn_prune_select(items, cnt, keep, marks)) < 0)
-		goto out;
-	int keep_all = !cn_prune_keeps_something(keep);
-	int removed = 0;
-	for (size_t i = 0; i < cnt; i++) {
-		res[i].id = list[i].id;
-		res[i].mark = keep_all && marks[i] == CN_PRUNE_REMOVE ? CN_PRUNE_KEEP : marks[i];
-		if (res[i].mark != CN_PRUNE_REMOVE)
-			continue;
-		if (dry_run) {
-			removed++;
-			continue;
-		}
-		int rr = cn_datastore_remove_snapshot(ds, &list[i].id, 0);
-		if (rr < 0) {
-			cn_log_warning("prune: %s", cn_error_message());
-			continue;
-		}
-		res[i].removed = 1;
-		removed++;
-	}
-	*out = res;
-	*n = cnt;
-	res = NULL;
-	r = removed;
-out:
+	struct local_prune p = {ds, list};
+	r = cn_prune_apply(cnt, item_local, remove_local, &p, keep, dry_run, out, n);
 	free(list);
-	free(items);
-	free(marks);
-	free(res);
 	return r;
 }

@@ -53,6 +53,25 @@ struct cn_prune_entry {
 	int removed; /* 1 if removed now; 0 for dry runs, kept ones and failures */
 };
 
+/* Gives the prune item and id of snapshot i of a listing. */
+typedef void (*cn_prune_item_fn)(void *ctx, size_t i, struct cn_prune_item *item,
+				 struct cn_snapshot_id *id);
+
+/* Removes snapshot i of a listing; sets *mark and returns 1 to keep it
+ * after all (e.g. protected since the listing), 0 when removed, <0 on
+ * failure (a warning; the prune goes on). */
+typedef int (*cn_prune_remove_fn)(void *ctx, size_t i, enum cn_prune_mark *mark);
+
+/* The prune of one group's listing of n snapshots, whatever holds it:
+ * marks them (item gives each; cn_prune_select; with no keep option set
+ * everything is kept, as upstream's prune API) and, unless dry_run, calls
+ * remove for each one marked remove. *out (n entries, freed by the caller)
+ * gets each snapshot's id and mark. Returns the number removed (or that
+ * would be) or a negative code. */
+int cn_prune_apply(size_t n, cn_prune_item_fn item, cn_prune_remove_fn remove, void *ctx,
+		   const struct cn_prune_keep *keep, int dry_run, struct cn_prune_entry **out,
+		   size_t *nout);
+
 /* Prunes one group (ns, type, id of group): selects as above, and unless
  * dry_run removes the snapshots marked remove (cn_datastore_remove_snapshot;
  * a snapshot in use is skipped with a warning). With no keep option set

@@ -225,7 +225,8 @@ def case_bad_credentials(c, src):
                                                   'AWS_SECRET_ACCESS_KEY': '',
                                                   'HOME': work}, check=1)
     assert 'no S3 credentials' in p.stderr, p.stderr
-    p = s3run(c, 'gc', '--store', 's3://trip', check=2)
+    p = s3run(c, 'snapshot', 'forget', 'host/h/2026-01-01T00:00:00Z', '--store', 's3://trip',
+              check=2)
     assert 'not supported' in p.stderr, p.stderr
     print('wrong secret, missing bucket, no credentials, unsupported command: clear errors')
 
