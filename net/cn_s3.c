@@ -378,6 +378,37 @@ static size_t on_read(char *buf, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
+/* CAIRN_S3_TRACE: request and answer headers on stderr, each line whole
+ * and prefixed ("> " sent, "< " received) under stderr's lock, so that the
+ * lines of concurrent uploads do not interleave (curl's own verbose output
+ * writes prefix and text in separate calls). */
+static int on_trace(CURL *h, curl_infotype type, char *data, size_t len, void *ud)
+{
+	(void)h, (void)ud;
+	const char *prefix = type == CURLINFO_HEADER_OUT ? "> " :
+			     type == CURLINFO_HEADER_IN ? "< " : NULL;
+	if (!prefix)
+		return 0;
+	flockfile(stderr);
+	size_t i = 0;
+	while (i < len) {
+		size_t j = i;
+		while (j < len && data[j] != '\n')
+			j++;
+		size_t n = j - i;
+		if (n && data[i + n - 1] == '\r')
+			n--;
+		if (n) {
+			fputs_unlocked(prefix, stderr);
+			fwrite_unlocked(data + i, 1, n, stderr);
+			fputc_unlocked('\n', stderr);
+		}
+		i = j + 1;
+	}
+	funlockfile(stderr);
+	return 0;
+}
+
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
 	(void)dt, (void)dn, (void)ut, (void)un;
@@ -489,8 +520,10 @@ static int set_options(struct req *q, CURL *h, const char *url, struct curl_slis
 	curl_easy_setopt(h, CURLOPT_USERNAME, s->cfg.access_key);
 	curl_easy_setopt(h, CURLOPT_PASSWORD, s->cfg.secret_key);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	if (getenv("CAIRN_S3_TRACE")) /* request and answer headers on stderr (no secret) */
+	if (getenv("CAIRN_S3_TRACE")) { /* request and answer headers on stderr (no secret) */
+		curl_easy_setopt(h, CURLOPT_DEBUGFUNCTION, on_trace);
 		curl_easy_setopt(h, CURLOPT_VERBOSE, 1L);
+	}
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, s->cfg.connect_timeout);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, s->cfg.low_speed_time);
