@@ -11,7 +11,8 @@
 #    documentation and the bash completion whose cairn runs, if any, are
 #    ones other integration tests make under the sanitizers (pbs_emulator,
 #    layers, systemd_units, docs_options, monitoring, bash_completion), and
-#    chunker_boundaries, whose C code the chunker unit test runs there.
+#    chunker_boundaries, whose C code the chunker unit test runs there,
+#    and memory, which measures peak RSS (no measure under the sanitizers).
 #    debian_package builds its own binary: not defined in a sanitized build.
 #    Sanitized tests use smaller inputs or fewer rounds where that is not
 #    what they check (CAIRN_TEST_SANITIZED=1 for the integration tests,
