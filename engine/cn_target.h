@@ -5,8 +5,9 @@
  *
  * All bytes crossing these interfaces are in PBS wire/disk form: encoded
  * DataBlobs for chunks and blobs, raw .didx/.fidx file bytes for previous
- * indexes. Parsing is the engine's job (with store/ code), so net/ never
- * needs store/.
+ * indexes. Parsing is the engine's job (with store/ code), so net/'s PBS
+ * side never needs store/ (the S3 target writes the index files it keeps
+ * with store/cn_index.h's writer).
  *
  * Every call returns 0 (or a documented non-negative value) or a negative
  * error code with a cn_error message. After any error the engine calls

@@ -3,8 +3,6 @@
 #include "net/cn_s3_target.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,14 +16,11 @@
 #include "net/cn_s3_cache.h"
 #include "net/cn_s3_gcstate.h"
 #include "net/cn_s3_layout.h"
+#include "store/cn_index.h"
 
 #define MAX_UPLOADERS 16
-#define INDEX_HEADER 4096
 #define GC_WAIT 3600 /* seconds a published backup waits for a running GC */
 
-/* upstream pbs-datastore/src/{dynamic,fixed}_index.rs magics */
-static const uint8_t didx_magic[8] = {28, 145, 78, 165, 25, 186, 179, 205};
-static const uint8_t fidx_magic[8] = {47, 127, 65, 237, 145, 253, 15, 205};
 
 /* KNOWN_STORED: of the previous snapshot (add_known), not used yet;
  * KNOWN_REUSED: referenced by this snapshot without an upload by it (in
@@ -39,10 +34,7 @@ struct digests {
 
 struct s3_index {
 	char name[128];
-	enum cn_index_kind kind;
-	struct cn_buf file;   /* header, then entries as they come */
-	uint64_t count, size; /* entries, stream size so far */
-	int closed;
+	struct cn_index_writer *w; /* NULL once closed */
 };
 
 struct s3_target {
@@ -435,26 +427,15 @@ static int t_index_open(struct cn_target *tt, const char *name, enum cn_index_ki
 	struct s3_index *x = &ni[t->nidx];
 	memset(x, 0, sizeof(*x));
 	snprintf(x->name, sizeof(x->name), "%s", name);
-	x->kind = kind;
-	if (cn_buf_reserve(&x->file, INDEX_HEADER) < 0)
-		return cn_error_set(-ENOMEM, "out of memory for index %s", name);
-	uint8_t *h = x->file.data;
-	memset(h, 0, INDEX_HEADER);
-	memcpy(h, kind == CN_INDEX_DYNAMIC ? didx_magic : fidx_magic, 8);
-	if (RAND_bytes(h + 8, 16) != 1)
-		return cn_error_set(-EIO, "no random bytes for the index uuid");
-	cn_put_le64(h + 24, (uint64_t)time(NULL));
-	if (kind == CN_INDEX_FIXED) {
-		cn_put_le64(h + 64, size);
-		cn_put_le64(h + 72, chunk_size);
-	}
-	x->file.len = INDEX_HEADER;
+	int r = cn_index_writer_new(kind, NULL, (int64_t)time(NULL), size, chunk_size, &x->w);
+	if (r < 0)
+		return r;
 	return (int)t->nidx++;
 }
 
 static struct s3_index *get_index(struct s3_target *t, int h)
 {
-	if (h < 0 || (size_t)h >= t->nidx || t->idx[h].closed) {
+	if (h < 0 || (size_t)h >= t->nidx || !t->idx[h].w) {
 		cn_error_set(-EINVAL, "bad index handle %d", h);
 		return NULL;
 	}
@@ -466,24 +447,7 @@ static int t_index_append(struct cn_target *tt, int h, const struct cn_index_ent
 	struct s3_index *x = get_index(T(tt), h);
 	if (!x)
 		return -EINVAL;
-	size_t es = x->kind == CN_INDEX_DYNAMIC ? 40 : 32;
-	if (cn_buf_reserve(&x->file, n * es) < 0)
-		return cn_error_set(-ENOMEM, "out of memory for index %s", x->name);
-	for (size_t i = 0; i < n; i++) {
-		uint8_t *p = x->file.data + x->file.len;
-		if (x->kind == CN_INDEX_DYNAMIC) {
-			if (e[i].end_offset < x->size)
-				return cn_error_set(-EINVAL, "index %s: offsets go backwards", x->name);
-			cn_put_le64(p, e[i].end_offset);
-			memcpy(p + 8, e[i].digest, 32);
-		} else {
-			memcpy(p, e[i].digest, 32);
-		}
-		x->size = e[i].end_offset;
-		x->file.len += es;
-	}
-	x->count += n;
-	return 0;
+	return cn_index_writer_append(x->w, e, n);
 }
 
 static int t_index_close(struct cn_target *tt, int h, uint64_t count, uint64_t size,
@@ -493,23 +457,25 @@ static int t_index_close(struct cn_target *tt, int h, uint64_t count, uint64_t s
 	struct s3_index *x = get_index(t, h);
 	if (!x)
 		return -EINVAL;
-	x->closed = 1;
-	uint8_t *hd = x->file.data;
-	if (count != x->count || size != x->size ||
-	    (x->kind == CN_INDEX_FIXED && cn_le64(hd + 64) != size))
-		return cn_error_set(-CN_E_CHECKSUM,
-				    "index %s: closed with %llu chunks/%llu bytes, got %llu/%llu",
-				    x->name, (unsigned long long)count, (unsigned long long)size,
-				    (unsigned long long)x->count, (unsigned long long)x->size);
-	/* the index checksum: SHA-256 of the entry area (both kinds) */
-	if (EVP_Digest(hd + INDEX_HEADER, x->file.len - INDEX_HEADER, hd + 32, NULL, EVP_sha256(),
-		       NULL) != 1)
-		return cn_error_set(-EIO, "index %s: SHA-256 failed", x->name);
-	if (memcmp(hd + 32, csum, 32) != 0)
-		return cn_error_set(-CN_E_CHECKSUM, "index %s: checksum differs from the engine's",
-				    x->name);
-	int r = put_snapshot_object(t, x->name, x->file.data, x->file.len);
-	cn_buf_free(&x->file);
+	struct cn_index_writer *w = x->w;
+	x->w = NULL;
+	int r = 0;
+	if (count != cn_index_writer_count(w) || size != cn_index_writer_size(w))
+		r = cn_error_set(-CN_E_CHECKSUM,
+				 "index %s: closed with %llu chunks/%llu bytes, got %zu/%llu", x->name,
+				 (unsigned long long)count, (unsigned long long)size,
+				 cn_index_writer_count(w), (unsigned long long)cn_index_writer_size(w));
+	struct cn_buf file = {0};
+	uint8_t mine[32];
+	if (r == 0)
+		r = cn_index_writer_finish(w, &file, mine);
+	cn_index_writer_free(w);
+	if (r == 0 && memcmp(mine, csum, 32) != 0)
+		r = cn_error_set(-CN_E_CHECKSUM, "index %s: checksum differs from the engine's",
+				 x->name);
+	if (r == 0)
+		r = put_snapshot_object(t, x->name, file.data, file.len);
+	cn_buf_free(&file);
 	return r;
 }
 
@@ -620,7 +586,7 @@ static int t_finish(struct cn_target *tt)
 	if (!t->have_manifest)
 		return cn_error_set(-EINVAL, "%s: finish without a manifest", tt->name);
 	for (size_t i = 0; i < t->nidx; i++)
-		if (!t->idx[i].closed)
+		if (t->idx[i].w)
 			return cn_error_set(-EINVAL, "%s: index %s not closed", tt->name,
 					    t->idx[i].name);
 	/* every chunk any index references is stored before the manifest */
@@ -692,7 +658,7 @@ static void t_destroy(struct cn_target *tt)
 	for (size_t i = 0; i < t->qlen; i++)
 		cn_chunk_unref(t->queue[(t->qhead + i) % t->qcap]);
 	for (size_t i = 0; i < t->nidx; i++)
-		cn_buf_free(&t->idx[i].file);
+		cn_index_writer_free(t->idx[i].w);
 	free(t->idx);
 	free(t->written);
 	free(t->queue);
