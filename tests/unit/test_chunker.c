@@ -296,13 +296,18 @@ static void compare_all(const uint8_t *d, size_t len, size_t avg, const char *wh
 
 static const size_t avgs[] = {64 * KiB, 128 * KiB, 512 * KiB, 4 * MiB};
 
+/* Sanitized runs check memory safety on half the data and a third of the
+ * rounds of the agreement tests below; release runs them in full. */
+#define SAN_LEN(n) (CN_TEST_SANITIZED ? (n) / 2 : (n))
+#define SAN_ROUNDS(n) (CN_TEST_SANITIZED ? ((n) + 2) / 3 : (n))
+
 /* Each fast path equals the reference on one kind of data, for every
  * average size; the 4 MiB average gets a bigger input. */
 static void compare_kind(uint8_t *(*gen)(size_t, uint64_t), size_t small, size_t big,
 			 uint64_t seed, const char *what)
 {
 	for (size_t a = 0; a < CN_ARRAY_SIZE(avgs); a++) {
-		size_t len = avgs[a] >= MiB ? big : small;
+		size_t len = SAN_LEN(avgs[a] >= MiB ? big : small);
 		uint8_t *d = gen(len, seed + a);
 		compare_all(d, len, avgs[a], what);
 		free(d);
@@ -332,7 +337,7 @@ END_TEST
 START_TEST(test_fast_edges)
 {
 	uint64_t seed = 4242;
-	for (int round = 0; round < 200; round++) {
+	for (int round = 0; round < SAN_ROUNDS(200); round++) {
 		size_t avg = avgs[round % 2];
 		size_t len = avg / 4 + (size_t)(splitmix(&seed) % (avg * 5));
 		uint8_t *d = gen_random(len, seed);
@@ -354,7 +359,7 @@ START_TEST(test_stream_splits)
 			continue;
 		for (size_t a = 0; a < 2; a++) {
 			struct cuts ref = cut(impl, avgs[a], d, len, NULL, 0);
-			for (int round = 0; round < 6; round++) {
+			for (int round = 0; round < SAN_ROUNDS(6); round++) {
 				size_t splits[64];
 				for (size_t i = 0; i < CN_ARRAY_SIZE(splits); i++) {
 					uint64_t r = splitmix(&seed);
@@ -382,6 +387,7 @@ START_TEST(test_stream_bytewise)
 	size_t len;
 	uint8_t *d = gen_a(&len);
 	static const size_t one = 1;
+	len = SAN_LEN(len); /* 512 KiB: still eight 64 KiB chunks on average */
 	for (int impl = 0; impl < cn_chunker_impl_count(); impl++) {
 		if (!cn_chunker_impl_supported(impl))
 			continue;
