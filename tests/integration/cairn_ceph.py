@@ -7,6 +7,17 @@ program: start it once, give each test its own bucket, stop it in a
 finally. Missing ceph binaries are an error, not a skip: the tests need
 them (scripts/deps.sh --tests installs them).
 
+Bringing a cluster up costs 45-60 s, mostly the OSD's mkfs. So that a whole
+test run pays it once, scripts/test.sh serves one cluster for every S3 test
+program of both builds (`cairn_ceph.py --serve DIR`, started beside the
+builds) and exports CAIRN_TEST_CEPH=DIR. A Cluster then attaches instead of
+starting its own: it waits until the served cluster is up, starts a radosgw
+of its own on a free port (so that stopping or pausing it touches no other
+program), and at stop stops that radosgw, leaving the monitor, the OSD and
+its buckets to the server. Programs that run at the same time must use
+distinct bucket names; a bucket left by an earlier attachment (the other
+build's run of the same program) is renamed aside when it is created again.
+
     with cairn_ceph.Cluster() as c:
         c.create_bucket('b1')
         c.env()          # AWS_* variables for cairn
@@ -22,9 +33,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 
 ACCESS_KEY = 'CAIRNTESTACCESSKEY01'
 SECRET_KEY = 'cairnTestSecretKey0000000000000000000001'
+SHARED_ENV = 'CAIRN_TEST_CEPH'
 BINARIES = ('ceph-authtool', 'monmaptool', 'ceph-mon', 'ceph-mgr', 'ceph-osd',
             'radosgw', 'radosgw-admin', 'ceph')
 
@@ -101,13 +114,18 @@ class Cluster:
         if missing:
             raise RuntimeError('ceph binaries missing (%s): run scripts/deps.sh --tests'
                                % ', '.join(missing))
-        self.own_base = base is None
-        self.base = base or tempfile.mkdtemp(prefix='cairn-ceph-')
+        # attached: a served cluster's directory (module docstring)
+        self.shared = None if base is not None else os.environ.get(SHARED_ENV) or None
+        self.own_base = base is None and not self.shared
+        self.base = base or self.shared or tempfile.mkdtemp(prefix='cairn-ceph-')
         self.conf = os.path.join(self.base, 'ceph.conf')
         self.rgw_port = free_port()
         self.endpoint = 'http://127.0.0.1:%d' % self.rgw_port
         self.pids = {}
         self.rgw_proc = None
+        # the radosgw this object starts and stops: its own when attached
+        self.rgw_name = 'rgw.a' if not self.shared else 'rgw.t%s' % uuid.uuid4().hex[:10]
+        self.cache_home = tempfile.mkdtemp(prefix='cairn-s3-cache-')
 
     # -- helpers -----------------------------------------------------------
 
@@ -161,6 +179,8 @@ class Cluster:
         # exception it runs the caller's finally
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        if self.shared:
+            return self._attach()
         b = self.base
         for d in ('run', 'log', 'mon', 'mgr', 'osd', 'rgw', 'crash'):
             os.makedirs(os.path.join(b, d), exist_ok=True)
@@ -230,6 +250,36 @@ class Cluster:
         cl.delete_bucket(Bucket='cairn-warmup')
         return self
 
+    def _attach(self):
+        """Uses the served cluster in self.base (CAIRN_TEST_CEPH): waits for
+        it to be up, then starts a radosgw of this object's own."""
+        ready = os.path.join(self.base, 'ready')
+        failed = os.path.join(self.base, 'failed')
+        end = time.monotonic() + 420
+        while not os.path.exists(ready):
+            if os.path.exists(failed):
+                with open(failed) as f:
+                    raise RuntimeError('the served ceph cluster (%s=%s) failed to come up:\n%s'
+                                       % (SHARED_ENV, self.base, f.read()))
+            if time.monotonic() > end:
+                raise RuntimeError('the served ceph cluster (%s=%s) was not up within 420 s'
+                                   % (SHARED_ENV, self.base))
+            time.sleep(0.5)
+        self._run('ceph', 'auth', 'get-or-create', 'client.' + self.rgw_name, 'mon', 'allow rw',
+                  'osd', 'allow rwx', 'mgr', 'allow rw', '-o',
+                  os.path.join(self.base, 'ceph.client.%s.keyring' % self.rgw_name))
+        self.start_rgw()
+        return self
+
+    def _detach(self):
+        """Removes this object's radosgw's key; its buckets stay until the
+        served cluster goes, or until an attachment creates one again."""
+        self._run('ceph', 'auth', 'del', 'client.' + self.rgw_name, check=False)
+        try:
+            os.unlink(os.path.join(self.base, 'ceph.client.%s.keyring' % self.rgw_name))
+        except OSError:
+            pass
+
     def _rgw_answers(self):
         try:
             urllib.request.urlopen(self.endpoint + '/', timeout=5)
@@ -242,9 +292,14 @@ class Cluster:
     def start_rgw(self):
         """Starts radosgw in the foreground of a child process (its PID is ours
         to signal) and waits until it answers HTTP."""
-        log = open(os.path.join(self.base, 'log', 'rgw-stdout.log'), 'ab')
-        self.rgw_proc = subprocess.Popen(['radosgw', '-f', '-n', 'client.rgw.a'],
-                                         env=self._env(), stdout=log, stderr=log)
+        log = open(os.path.join(self.base, 'log', '%s-stdout.log' % self.rgw_name), 'ab')
+        cmd = ['radosgw', '-f', '-n', 'client.' + self.rgw_name]
+        if self.rgw_name != 'rgw.a':
+            data = os.path.join(self.base, 'rgw', 'ceph-' + self.rgw_name)
+            os.makedirs(data, exist_ok=True)
+            cmd += ['--rgw-data', data, '--rgw-dns-name', 'localhost',
+                    '--rgw-frontends', 'beast endpoint=127.0.0.1:%d' % self.rgw_port]
+        self.rgw_proc = subprocess.Popen(cmd, env=self._env(), stdout=log, stderr=log)
         log.close()
         self._wait('radosgw', self._rgw_answers)
 
@@ -266,6 +321,10 @@ class Cluster:
 
     def stop(self):
         self.stop_rgw()
+        shutil.rmtree(self.cache_home, ignore_errors=True)
+        if self.shared:
+            self._detach()
+            return
         for name, pid in reversed(list(self.pids.items())):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -302,7 +361,9 @@ class Cluster:
     def env(self, **extra):
         """The environment cairn needs to reach the cluster's radosgw."""
         e = {'AWS_ENDPOINT_URL': self.endpoint, 'AWS_ACCESS_KEY_ID': ACCESS_KEY,
-             'AWS_SECRET_ACCESS_KEY': SECRET_KEY, 'AWS_REGION': 'us-east-1'}
+             'AWS_SECRET_ACCESS_KEY': SECRET_KEY, 'AWS_REGION': 'us-east-1',
+             # the chunk-listing cache: this cluster's, not the user's
+             'XDG_CACHE_HOME': self.cache_home}
         e.update(extra)
         return e
 
@@ -315,7 +376,14 @@ class Cluster:
                             config=Config(s3={'addressing_style': 'path'}))
 
     def create_bucket(self, name):
-        self.client().create_bucket(Bucket=name)
+        cl = self.client()
+        if self.shared and name in [b['Name'] for b in cl.list_buckets()['Buckets']]:
+            # an earlier attachment's (the other build's run): renamed
+            # aside, which is instant, where emptying it takes seconds
+            self._run('radosgw-admin', 'bucket', 'link', '--bucket=' + name,
+                      '--bucket-new-name=%s-old-%s' % (name, uuid.uuid4().hex[:8]),
+                      '--uid=tester')
+        cl.create_bucket(Bucket=name)
 
     def keys(self, bucket, prefix=''):
         """Every object key under prefix, sorted."""
@@ -336,7 +404,35 @@ class Cluster:
             c.download_file(bucket, k, path)
 
 
+def serve(base):
+    """Serves a cluster in base for CAIRN_TEST_CEPH until SIGTERM or SIGINT:
+    writes base/ready once it is up, base/failed with the reason if it
+    cannot come up. The radosgw of the bring-up is stopped again: each
+    attached Cluster starts its own."""
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    c = Cluster(base=base)
+    try:
+        try:
+            c.start()
+            c.stop_rgw()
+        except Exception as e:   # noqa: BLE001  (reported to the attachers)
+            with open(os.path.join(base, 'failed.tmp'), 'w') as f:
+                f.write('%s\n' % e)
+            os.rename(os.path.join(base, 'failed.tmp'), os.path.join(base, 'failed'))
+            raise
+        with open(os.path.join(base, 'ready'), 'w') as f:
+            f.write('%d\n' % os.getpid())
+        while True:
+            time.sleep(3600)
+    finally:
+        c.stop()
+
+
 if __name__ == '__main__':
+    if len(sys.argv) == 3 and sys.argv[1] == '--serve':
+        serve(sys.argv[2])
+        sys.exit(0)
     # Manual use: bring a cluster up, print its endpoint, wait for Ctrl-C or
     # SIGTERM (also when started in the background, where SIGINT is ignored).
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
