@@ -854,3 +854,24 @@ int cn_s3_list_objects(struct cn_s3 *s, const char *prefix, cn_s3_list_mtime_fn 
 {
 	return list_pages(s, prefix, NULL, NULL, fn, ctx);
 }
+
+/* ---- deleting many objects ---------------------------------------------- */
+
+int cn_s3_delete_keys(struct cn_s3 *s, const char *const *keys, size_t n, int *status)
+{
+	int first = 0;
+	size_t failed = 0;
+	char msg[1024] = "";
+	for (size_t i = 0; i < n; i++) {
+		int r = cn_s3_delete(s, keys[i]);
+		if (status)
+			status[i] = r;
+		if (r < 0 && !failed++) {
+			first = r;
+			snprintf(msg, sizeof(msg), "%s", cn_error_message());
+		}
+	}
+	if (!failed)
+		return 0;
+	return cn_error_set(first, "%zu of %zu deletes failed; first: %s", failed, n, msg);
+}
