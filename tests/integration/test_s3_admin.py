@@ -235,6 +235,28 @@ def test_gc_batches():
     restore_equal('gcbatch', snapshots('gcbatch')[0], src)
 
 
+def test_list_sizes():
+    """list and snapshot list show an S3 snapshot's size as a local store
+    shows the same snapshot's (the sum of its manifest's file sizes), not
+    0 B."""
+    C.create_bucket('sizes')
+    src = source_tree()
+    local = os.path.join(t.tmpdir(), 'store')
+    cairn('backup', 'root.pxar:' + src, '--store', local, '--store', 's3://sizes',
+          '--backup-id', 'h1', check=0)
+
+    def listed(cmd, store):
+        out = json.loads(cairn(*cmd, '--store', store, '--output-format', 'json',
+                               check=0).stdout)
+        return [(r.get('group') or r.get('snapshot'), r['size']) for r in out]
+    for cmd in (('list',), ('snapshot', 'list')):
+        want = listed(cmd, local)
+        assert len(want) == 1 and want[0][1] > 0, want
+        assert listed(cmd, 's3://sizes') == want, (cmd, listed(cmd, 's3://sizes'), want)
+    text = cairn('list', '--store', 's3://sizes', check=0).stdout
+    assert ' 0 B' not in text, text
+
+
 def test_cache():
     """The chunk-listing cache answers has_chunk without a request; it is
     rebuilt by a LIST when deleted, and when a gc ran or the bucket was
@@ -415,7 +437,7 @@ def test_stalled_endpoint():
     cairn('verify', '--store', 's3://stall', check=0)
 
 
-TESTS = [test_verify, test_prune, test_gc, test_gc_batches, test_cache, test_gc_during_backup,
+TESTS = [test_verify, test_prune, test_gc, test_gc_batches, test_list_sizes, test_cache, test_gc_during_backup,
          test_stalled_endpoint]
 
 
