@@ -8,6 +8,7 @@
 
 #include "cli/cli_common.h"
 #include "common/cn_error.h"
+#include "engine/cn_restore.h"
 
 static void help(FILE *f)
 {
@@ -50,8 +51,9 @@ static int cmd_list(int argc, char **argv)
 		while (j < n && !strcmp(list[j].id.type, list[i].id.type) &&
 		       !strcmp(list[j].id.id, list[i].id.id))
 			j++;
-		const struct cn_snapshot_info *last = &list[j - 1];
+		struct cn_snapshot_info *last = &list[j - 1];
 		char group[300], t[32], sz[32];
+		cn_restore_list_sizes(src, last, 1); /* where the listing did not tell */
 		snprintf(group, sizeof(group), "%s/%s", last->id.type, last->id.id);
 		cn_snapshot_format_time(last->id.time, t, sizeof(t));
 		cli_human_bytes(last->size, sz, sizeof(sz));

@@ -51,6 +51,7 @@ static int do_list(struct cli_common *c, struct cn_source *src, const char *grou
 	int r = src->ops->list_snapshots(src, &group, &list, &n);
 	if (r < 0)
 		return cli_fail(c, r, src->name);
+	cn_restore_list_sizes(src, list, n);
 	json_t *arr = c->json ? json_array() : NULL;
 	for (size_t i = 0; i < n; i++) {
 		char snap[512], sz[32];

@@ -525,3 +525,30 @@ int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
 				    (unsigned long long)stats->files);
 	return 0;
 }
+
+int cn_restore_list_sizes(struct cn_source *src, struct cn_snapshot_info *list, size_t n)
+{
+	struct cn_buf b = {0};
+	for (size_t i = 0; i < n; i++) {
+		struct cn_snapshot_info *s = &list[i];
+		struct cn_manifest *m;
+		if (s->size != 0 || s->encrypted != -1)
+			continue;
+		b.len = 0;
+		if (src->ops->open(src, &s->id) < 0 ||
+		    src->ops->get_file(src, CN_MANIFEST_BLOB_NAME, &b) < 0 ||
+		    cn_manifest_decode(b.data, b.len, NULL, &m) < 0) {
+			cn_error_clear();
+			continue;
+		}
+		s->encrypted = cn_manifest_encrypted(m) || cn_manifest_signed(m);
+		for (size_t k = 0; k < cn_manifest_file_count(m); k++) {
+			uint64_t size;
+			cn_manifest_file_at(m, k, NULL, &size, NULL, NULL);
+			s->size += size;
+		}
+		cn_manifest_free(m);
+	}
+	cn_buf_free(&b);
+	return 0;
+}

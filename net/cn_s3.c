@@ -31,6 +31,7 @@ struct cn_s3 {
 	size_t nidle, capidle;
 	int cancelled;        /* atomic */
 	uint64_t progress;    /* atomic: bytes moved */
+	int single_deletes;   /* atomic: the service lacks multi-object delete */
 };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -316,15 +317,16 @@ static int full_key(const struct cn_s3 *s, const char *key, char *out, size_t n)
 	return (w < 0 || (size_t)w >= n) ? -ENAMETOOLONG : 0;
 }
 
-enum method { M_GET, M_HEAD, M_PUT, M_DELETE };
+enum method { M_GET, M_HEAD, M_PUT, M_DELETE, M_POST };
 
 struct req {
 	struct cn_s3 *s;
 	enum method method;
 	const char *key;       /* relative key for messages; NULL: the bucket */
 	const char *query;     /* canonical query string or NULL */
-	const uint8_t *body;
+	const uint8_t *body;   /* PUT and POST */
 	size_t body_len, body_off;
+	const char *content_md5; /* base64, or NULL for no Content-MD5 header */
 	struct cn_buf *out;    /* 2xx response body, or NULL */
 	size_t out_start;
 	int has_range;
@@ -469,7 +471,7 @@ static void backoff_sleep(const struct cn_s3 *s, long ms)
 
 static const char *method_name(enum method m)
 {
-	static const char *const names[] = {"GET", "HEAD", "PUT", "DELETE"};
+	static const char *const names[] = {"GET", "HEAD", "PUT", "DELETE", "POST"};
 	return names[m];
 }
 
@@ -490,7 +492,7 @@ static int set_options(struct req *q, CURL *h, const char *url, struct curl_slis
 	const struct cn_s3 *s = q->s;
 	char line[2200];
 	char sha[65];
-	if (q->method == M_PUT) {
+	if (q->method == M_PUT || q->method == M_POST) {
 		uint8_t d[32];
 		unsigned int dl = 0;
 		if (EVP_Digest(q->body, q->body_len, d, &dl, EVP_sha256(), NULL) != 1)
@@ -505,6 +507,12 @@ static int set_options(struct req *q, CURL *h, const char *url, struct curl_slis
 		snprintf(line, sizeof(line), "x-amz-security-token: %s", s->cfg.session_token);
 		*hdrs = curl_slist_append(*hdrs, line);
 	}
+	if (q->content_md5) {
+		snprintf(line, sizeof(line), "Content-MD5: %s", q->content_md5);
+		*hdrs = curl_slist_append(*hdrs, line);
+	}
+	if (q->method == M_POST) /* else curl adds a form type */
+		*hdrs = curl_slist_append(*hdrs, "Content-Type: application/xml");
 	if (q->has_range) {
 		snprintf(line, sizeof(line), "Range: bytes=%llu-%llu",
 			 (unsigned long long)q->range_off,
@@ -551,6 +559,11 @@ static int set_options(struct req *q, CURL *h, const char *url, struct curl_slis
 		break;
 	case M_DELETE:
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
+		break;
+	case M_POST:
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, (const char *)q->body);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
 		break;
 	}
 	return 0;
@@ -853,4 +866,182 @@ int cn_s3_list(struct cn_s3 *s, const char *prefix, const char *delimiter, cn_s3
 int cn_s3_list_objects(struct cn_s3 *s, const char *prefix, cn_s3_list_mtime_fn fn, void *ctx)
 {
 	return list_pages(s, prefix, NULL, NULL, fn, ctx);
+}
+
+/* ---- deleting many objects ---------------------------------------------- */
+
+/* The failures of a delete of many keys: per key (status), the first
+ * code, how many, and the first keys for the message. */
+struct delete_failures {
+	int *status;
+	int first;
+	size_t failed;
+	char msg[1024];
+	size_t used;
+};
+
+/* Records the failure of key i (SIZE_MAX: one the answer names and the
+ * request did not hold). */
+static void note_failure(struct delete_failures *f, size_t i, int code, const char *key,
+			 const char *why)
+{
+	if (f->status && i != SIZE_MAX)
+		f->status[i] = code;
+	if (!f->first)
+		f->first = code;
+	if (f->failed++ < 3 && f->used < sizeof(f->msg)) {
+		int w = snprintf(f->msg + f->used, sizeof(f->msg) - f->used, "%s%s (%s)",
+				 f->used ? ", " : "", key, why);
+		if (w > 0)
+			f->used += (size_t)w;
+	}
+}
+
+/* Appends s to b with XML's five special characters escaped. */
+static int xml_append_escaped(struct cn_buf *b, const char *s)
+{
+	int r = 0;
+	for (; *s && r == 0; s++) {
+		const char *e = *s == '&' ? "&amp;" : *s == '<' ? "&lt;" : *s == '>' ? "&gt;"
+			      : *s == '"' ? "&quot;" : *s == '\'' ? "&apos;" : NULL;
+		r = e ? cn_buf_append(b, e, strlen(e)) : cn_buf_append(b, s, 1);
+	}
+	return r;
+}
+
+/* The <Delete> body of a multi-object delete of keys (quiet: the answer
+ * lists failures only). */
+static int delete_body(const struct cn_s3 *s, const char *const *keys, size_t n,
+		       struct cn_buf *b)
+{
+	static const char head[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+				   "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+				   "<Quiet>true</Quiet>";
+	int r = cn_buf_append(b, head, sizeof(head) - 1);
+	char fk[1200];
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		if (full_key(s, keys[i], fk, sizeof(fk)) < 0)
+			return cn_error_set(-ENAMETOOLONG, "S3 key too long: %s", keys[i]);
+		if ((r = cn_buf_append(b, "<Object><Key>", 13)) == 0 &&
+		    (r = xml_append_escaped(b, fk)) == 0)
+			r = cn_buf_append(b, "</Key></Object>", 15);
+	}
+	if (r == 0)
+		r = cn_buf_append(b, "</Delete>", 9);
+	return r < 0 ? cn_error_set(-ENOMEM, "out of memory") : 0;
+}
+
+/* Reads the <Error> entries of a DeleteResult into f (the others went).
+ * -EIO if the answer is no DeleteResult. */
+static int parse_delete_result(const struct cn_s3 *s, const struct cn_buf *b,
+			       const char *const *keys, size_t n, struct delete_failures *f)
+{
+	xmlDocPtr doc = xmlReadMemory((const char *)b->data, (int)b->len, NULL, NULL,
+				      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	xmlNodePtr root = doc ? xmlDocGetRootElement(doc) : NULL;
+	if (!root || xmlStrcmp(root->name, BAD_CAST "DeleteResult") != 0) {
+		xmlFreeDoc(doc);
+		return cn_error_set(-EIO, "S3 POST %s bucket %s (delete of %zu objects): the answer "
+				    "is not a DeleteResult", s->endpoint, s->cfg.bucket, n);
+	}
+	size_t strip = s->cfg.prefix[0] ? strlen(s->cfg.prefix) + 1 : 0;
+	for (xmlNodePtr e = root->children; e; e = e->next) {
+		if (e->type != XML_ELEMENT_NODE || xmlStrcmp(e->name, BAD_CAST "Error") != 0)
+			continue;
+		xmlChar *k = NULL, *c = NULL, *m = NULL;
+		const char *key = child_text(e, "Key", &k);
+		const char *code = child_text(e, "Code", &c);
+		const char *msg = child_text(e, "Message", &m);
+		code = code ? code : "";
+		if (key && strlen(key) >= strip && strcmp(code, "NoSuchKey") != 0) {
+			/* failures are few: a linear search is enough */
+			size_t i = 0;
+			while (i < n && strcmp(keys[i], key + strip) != 0)
+				i++;
+			char why[600];
+			snprintf(why, sizeof(why), "%s%s%s", code, msg && *msg ? ": " : "",
+				 msg ? msg : "");
+			int err = !strcmp(code, "AccessDenied") ? -EACCES : -EIO;
+			note_failure(f, i < n ? i : SIZE_MAX, err, key + strip, why);
+		}
+		xmlFree(k);
+		xmlFree(c);
+		xmlFree(m);
+	}
+	xmlFreeDoc(doc);
+	return 0;
+}
+
+/* One multi-object delete (POST /?delete) of at most 1000 keys. Returns 0
+ * (failed keys in f), -EOPNOTSUPP when the service has no such request
+ * (501 or NotImplemented), or another negative code for the request. */
+static int delete_batch(struct cn_s3 *s, const char *const *keys, size_t n,
+			struct delete_failures *f)
+{
+	struct cn_buf body = {0}, answer = {0};
+	int r = delete_body(s, keys, n, &body);
+	uint8_t md5[16];
+	unsigned int ml = 0;
+	char md5_b64[32];
+	if (r == 0 && EVP_Digest(body.data, body.len, md5, &ml, EVP_md5(), NULL) != 1)
+		r = cn_error_set(-EIO, "MD5 of a delete request failed");
+	if (r == 0) {
+		EVP_EncodeBlock((unsigned char *)md5_b64, md5, 16);
+		struct req q = {.s = s, .method = M_POST, .query = "delete=", .body = body.data,
+				.body_len = body.len, .content_md5 = md5_b64, .out = &answer};
+		r = perform(&q);
+		if (r == 0 && q.status >= 200 && q.status < 300) {
+			r = parse_delete_result(s, &answer, keys, n, f);
+		} else if (r == 0) {
+			char code[128], msg[512];
+			parse_error_body(&q.err, code, sizeof(code), msg, sizeof(msg));
+			if (q.status == 501 || !strcmp(code, "NotImplemented"))
+				r = -EOPNOTSUPP;
+			else
+				r = status_error(&q);
+		}
+		cn_buf_free(&q.err);
+	}
+	cn_buf_free(&body);
+	cn_buf_free(&answer);
+	return r;
+}
+
+int cn_s3_delete_keys(struct cn_s3 *s, const char *const *keys, size_t n, int *status)
+{
+	struct delete_failures f = {.status = status};
+	if (status)
+		memset(status, 0, n * sizeof(*status));
+	int r = 0;
+	size_t i;
+	for (i = 0; i < n; i += 1000) {
+		size_t k = n - i < 1000 ? n - i : 1000;
+		if (__atomic_load_n(&s->single_deletes, __ATOMIC_RELAXED))
+			r = -EOPNOTSUPP;
+		else if ((r = delete_batch(s, keys + i, k, &f)) < 0 && r != -EOPNOTSUPP)
+			break;
+		if (r == 0)
+			continue;
+		/* the service lacks multi-object delete: one DELETE a key */
+		if (!__atomic_exchange_n(&s->single_deletes, 1, __ATOMIC_RELAXED))
+			cn_log_info("%s: no multi-object delete (501): one DELETE per object",
+				    s->name);
+		cn_error_clear();
+		r = 0;
+		for (size_t j = i; j < i + k; j++)
+			if (cn_s3_delete(s, keys[j]) < 0)
+				note_failure(&f, j, cn_error_code() ? cn_error_code() : -EIO, keys[j],
+					     cn_error_message());
+	}
+	if (r < 0) {
+		/* the request itself failed: none of its keys is known to be gone */
+		for (size_t j = i; status && j < n; j++)
+			status[j] = r;
+		return r;
+	}
+	if (!f.failed)
+		return 0;
+	return cn_error_set(f.first, "S3 %s bucket %s: %zu of %zu deletes failed: %s%s",
+			    s->endpoint, s->cfg.bucket, f.failed, n, f.msg,
+			    f.failed > 3 ? ", ..." : "");
 }

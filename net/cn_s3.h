@@ -100,6 +100,12 @@ int cn_s3_head(struct cn_s3 *s, const char *key, uint64_t *size);
 /* Deletes the object; a missing object is not an error. */
 int cn_s3_delete(struct cn_s3 *s, const char *key);
 
+/* Deletes n objects (keys relative); a missing object is not an error.
+ * status (n entries, may be NULL) gets 0 or a negative code per key.
+ * Returns 0 when every key is gone, else the first failure's code with a
+ * message naming the keys that failed. */
+int cn_s3_delete_keys(struct cn_s3 *s, const char *const *keys, size_t n, int *status);
+
 /* Called by cn_s3_list once per object (is_prefix 0: key and size) or
  * common prefix (is_prefix 1, with a delimiter). Keys are relative to the
  * client's prefix. A non-zero return stops the listing and is returned. */

@@ -207,6 +207,56 @@ def remove_all(bucket, prefix=''):
         cl.delete_object(Bucket=bucket, Key=k)
 
 
+def test_gc_batches():
+    """gc deletes unreferenced chunks with multi-object deletes (POST
+    /?delete, up to 1000 keys each), not one DELETE per chunk; the chunks
+    the snapshot references stay and it restores."""
+    C.create_bucket('gcbatch')
+    src = source_tree()
+    backup('gcbatch', src)
+    kept = set(chunk_keys('gcbatch'))
+    cl = C.client()
+    garbage = []
+    for i in range(1200):
+        digest = os.urandom(32).hex()
+        garbage.append('.chunks/%s/%s' % (digest[:4], digest))
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda k: cl.put_object(Bucket='gcbatch', Key=k, Body=b'x'), garbage))
+    time.sleep(1.5)                                  # LastModified has seconds
+    p = cairn('gc', '--store', 's3://gcbatch', '--grace', '0', '--output-format', 'json',
+              check=0, extra_env={'CAIRN_S3_TRACE': '1'})
+    st = json.loads(p.stdout)
+    assert st['removed-chunks'] == len(garbage) and st['missing-chunks'] == 0, st
+    posts = requests(p.stderr, 'POST', '?delete')
+    assert posts == 2, posts                         # 1000 + 200 keys
+    assert requests(p.stderr, 'DELETE') == 0, requests(p.stderr, 'DELETE')
+    assert set(chunk_keys('gcbatch')) == kept
+    restore_equal('gcbatch', snapshots('gcbatch')[0], src)
+
+
+def test_list_sizes():
+    """list and snapshot list show an S3 snapshot's size as a local store
+    shows the same snapshot's (the sum of its manifest's file sizes), not
+    0 B."""
+    C.create_bucket('sizes')
+    src = source_tree()
+    local = os.path.join(t.tmpdir(), 'store')
+    cairn('backup', 'root.pxar:' + src, '--store', local, '--store', 's3://sizes',
+          '--backup-id', 'h1', check=0)
+
+    def listed(cmd, store):
+        out = json.loads(cairn(*cmd, '--store', store, '--output-format', 'json',
+                               check=0).stdout)
+        return [(r.get('group') or r.get('snapshot'), r['size']) for r in out]
+    for cmd in (('list',), ('snapshot', 'list')):
+        want = listed(cmd, local)
+        assert len(want) == 1 and want[0][1] > 0, want
+        assert listed(cmd, 's3://sizes') == want, (cmd, listed(cmd, 's3://sizes'), want)
+    text = cairn('list', '--store', 's3://sizes', check=0).stdout
+    assert ' 0 B' not in text, text
+
+
 def test_cache():
     """The chunk-listing cache answers has_chunk without a request; it is
     rebuilt by a LIST when deleted, and when a gc ran or the bucket was
@@ -387,7 +437,7 @@ def test_stalled_endpoint():
     cairn('verify', '--store', 's3://stall', check=0)
 
 
-TESTS = [test_verify, test_prune, test_gc, test_cache, test_gc_during_backup,
+TESTS = [test_verify, test_prune, test_gc, test_gc_batches, test_list_sizes, test_cache, test_gc_during_backup,
          test_stalled_endpoint]
 
 
