@@ -10,6 +10,7 @@
 
 #include "common/cn_error.h"
 #include "net/cn_pbs.h"
+#include "net/cn_s3_layout.h"
 #include "store/cn_datastore.h"
 #include "store/cn_manifest.h"
 
@@ -44,6 +45,8 @@ static int local_exists(struct cn_datastore *ds, const struct cn_snapshot_id *id
 static int admin_set_protected(void *ctx, const struct cn_snapshot_id *id, int on)
 {
 	struct cli_endpoint *e = ctx;
+	if (e->s3)
+		return cn_s3_set_protected(e->s3, id, on);
 	if (!e->ds)
 		return cn_pbs_set_protected(e->pbs, id, on);
 	int r = local_exists(e->ds, id);
@@ -53,6 +56,8 @@ static int admin_set_protected(void *ctx, const struct cn_snapshot_id *id, int o
 static int admin_forget(void *ctx, const struct cn_snapshot_id *id)
 {
 	struct cli_endpoint *e = ctx;
+	if (e->s3)
+		return cn_s3_forget(e->s3, id);
 	if (!e->ds)
 		return cn_pbs_forget(e->pbs, id);
 	int r = local_exists(e->ds, id);

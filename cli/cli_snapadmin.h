@@ -2,7 +2,9 @@
  * snapshot forget|protected|notes` and `cairn sync`: a local datastore in
  * the PBS on-disk form (the .protected file; notes in the manifest's
  * "unprotected" section, as upstream keeps them) or a PBS server through
- * its REST endpoints (admin/datastore/{store}/snapshots, protected, notes). */
+ * its REST endpoints (admin/datastore/{store}/snapshots, protected, notes).
+ * An S3 bucket (net/cn_s3_layout.h: the .protected object, forget with the
+ * manifest first) has set_protected and forget, for `cairn sync`. */
 #ifndef CAIRN_CLI_SNAPADMIN_H
 #define CAIRN_CLI_SNAPADMIN_H
 

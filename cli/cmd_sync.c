@@ -29,7 +29,9 @@ static void help(FILE *f)
 		"Usage: cairn sync --from SRC --to DST [OPTIONS] [GROUP|SNAPSHOT]...\n\n"
 		"Copies every snapshot that DST lacks from SRC (of the groups or snapshots\n"
 		"given, else of every group), oldest first. SRC and DST are each a local\n"
-		"datastore (a path: anything containing a '/') or a Proxmox Backup Server\n"
+		"datastore (a path: anything containing a '/'), an S3 bucket\n"
+		"s3://BUCKET[/PREFIX] (endpoint and credentials from $AWS_ENDPOINT_URL,\n"
+		"$AWS_ACCESS_KEY_ID, ...: docs/s3.md) or a Proxmox Backup Server\n"
 		"repository [[USER@REALM[!TOKEN]@]HOST[:PORT]:]STORE.\n\n"
 		"A snapshot appears at DST only once all of it is there (its manifest goes\n"
 		"last), so an interrupted sync leaves no half snapshot: run it again. Only\n"
@@ -40,7 +42,8 @@ static void help(FILE *f)
 		"(PBS refuses it) and is reported as skipped (exit code 3).\n\n"
 		"Options:\n"
 		"  --from SRC                 where the snapshots come from\n"
-		"  --to DST                   where they go (a missing local datastore is created)\n"
+		"  --to DST                   where they go (a missing local datastore is created;\n"
+		"                             a bucket must exist)\n"
 		"  --from-fingerprint FP      certificate pin of a PBS SRC\n"
 		"  --to-fingerprint FP        certificate pin of a PBS DST\n"
 		"  --from-password-file FILE  password/token secret of a PBS SRC\n"
@@ -58,13 +61,14 @@ static void help(FILE *f)
 		"copied, 1 nothing could be copied, 4 corrupt data found at SRC, 5 DST is full.\n");
 }
 
-/* Opens one side: a path (contains '/') as a local datastore, else a PBS
- * repository, with its own pin and password file. */
+/* Opens one side: an s3:// URL as a bucket (endpoint and credentials from
+ * the environment), a path (contains '/') as a local datastore, else a
+ * PBS repository, with its own pin and password file. */
 static int open_side(const char *cmd, const char *where, const char *fp, const char *pwfile,
 		     int create, struct cli_endpoints *eps)
 {
 	struct cli_common c = {.cmd = cmd};
-	if (strchr(where, '/')) {
+	if (cli_is_s3(where) || strchr(where, '/')) {
 		c.stores[c.nstores++] = where;
 	} else {
 		c.repos[c.nrepos++] = where;
@@ -80,7 +84,7 @@ static int open_side(const char *cmd, const char *where, const char *fp, const c
 		unsetenv("PBS_PASSWORD");
 		setenv("PBS_PASSWORD_FILE", pwfile, 1);
 	}
-	int code = cli_open_endpoints(&c, create, 1, eps);
+	int code = cli_open_endpoints(&c, create | CLI_OPEN_S3, 1, eps);
 	if (pwfile && c.nrepos) {
 		unsetenv("PBS_PASSWORD_FILE");
 		if (saved) {
@@ -200,7 +204,8 @@ static int cmd_sync(int argc, char **argv)
 	/* a dry run creates nothing: a local DST that does not exist yet is
 	 * an empty one */
 	struct stat sb;
-	int dst_missing = so.dry_run && strchr(to, '/') && stat(to, &sb) < 0 && errno == ENOENT;
+	int dst_missing = so.dry_run && !cli_is_s3(to) && strchr(to, '/') && stat(to, &sb) < 0 &&
+			  errno == ENOENT;
 	dst_eps.n = 0;
 	code = dst_missing ? 0
 			   : open_side(c.cmd, to, to_fp, to_pw, so.dry_run ? 0 : CLI_OPEN_CREATE,

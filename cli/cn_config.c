@@ -555,9 +555,6 @@ static int validate(struct parse_ctx *p)
 			if (t->path || t->repository || t->fingerprint || t->token_file)
 				return fail(p, t->line, "s3 target '%s' takes no path, repository, "
 							"fingerprint or token-file", t->name);
-			if (t->catch_up)
-				return fail(p, t->line, "s3 target '%s': catch-up is not supported for "
-							"s3 targets yet", t->name);
 		} else if (t->kind == CN_CONFIG_LOCAL) {
 			if (!t->path)
 				return fail(p, t->line, "local target '%s' needs a path", t->name);

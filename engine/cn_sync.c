@@ -257,8 +257,15 @@ int cn_sync_snapshot(struct cn_source *src, struct cn_target *dst,
 		r = dst->ops->finish(dst);
 		begun = 0;
 	}
-	if (r < 0 && begun)
+	if (r < 0 && begun) {
+		/* abort may clear or replace the message (the S3 target's
+		 * cleanup does): the reason the copy failed is what the caller
+		 * reports */
+		char why[1024];
+		snprintf(why, sizeof(why), "%s", cn_error_message());
 		dst->ops->abort(dst);
+		cn_error_set(r, "%s", why);
+	}
 	if (r == 0 && protected_) {
 		const struct cn_sync_admin *a = &opts->admin;
 		if (!a->set_protected)

@@ -175,3 +175,68 @@ int cn_s3_list_snapshots(struct cn_s3 *s3, const struct cn_snapshot_id *group,
 	*n = k;
 	return 0;
 }
+
+/* The key of file `name` of snapshot id into key (with the manifest
+ * checked: -ENOENT with a message when the snapshot is not finished). */
+static int finished_key(struct cn_s3 *s3, const struct cn_snapshot_id *id, const char *name,
+			char *key, size_t n)
+{
+	char man[800];
+	int r = cn_s3_snapshot_key(id, CN_S3_MANIFEST, man, sizeof(man));
+	if (r == 0)
+		r = cn_s3_head(s3, man, NULL);
+	if (r == -ENOENT) {
+		char path[600];
+		cn_snapshot_path(id, path, sizeof(path));
+		return cn_error_set(-ENOENT, "snapshot %s not found in %s", path, cn_s3_name(s3));
+	}
+	return r < 0 ? r : cn_s3_snapshot_key(id, name, key, n);
+}
+
+int cn_s3_set_protected(struct cn_s3 *s3, const struct cn_snapshot_id *id, int on)
+{
+	char key[800];
+	int r = finished_key(s3, id, ".protected", key, sizeof(key));
+	if (r < 0)
+		return r;
+	return on ? cn_s3_put(s3, key, "", 0) : cn_s3_delete(s3, key);
+}
+
+/* Collects the keys of a listing, NUL-terminated one after another. */
+static int on_snapshot_key(void *ctx, const char *key, uint64_t size, int is_prefix)
+{
+	(void)size;
+	if (is_prefix)
+		return 0;
+	return cn_buf_append(ctx, key, strlen(key) + 1) < 0
+		       ? cn_error_set(-ENOMEM, "out of memory listing a snapshot")
+		       : 0;
+}
+
+int cn_s3_forget(struct cn_s3 *s3, const struct cn_snapshot_id *id)
+{
+	char pkey[800], dir[800], path[600];
+	int r = finished_key(s3, id, ".protected", pkey, sizeof(pkey));
+	if (r < 0)
+		return r;
+	cn_snapshot_path(id, path, sizeof(path));
+	r = cn_s3_head(s3, pkey, NULL);
+	if (r == 0)
+		return cn_error_set(-EPERM, "snapshot %s in %s is protected", path, cn_s3_name(s3));
+	if (r != -ENOENT)
+		return r;
+	cn_error_clear();
+	/* the manifest first: once it is gone, nothing half-removed looks like
+	 * a snapshot (gc takes what a failure below leaves) */
+	char man[800];
+	if ((r = cn_s3_snapshot_key(id, CN_S3_MANIFEST, man, sizeof(man))) < 0 ||
+	    (r = cn_s3_delete(s3, man)) < 0 ||
+	    (r = cn_s3_snapshot_key(id, NULL, dir, sizeof(dir))) < 0)
+		return r;
+	struct cn_buf keys = {0};
+	r = cn_s3_list(s3, dir, NULL, on_snapshot_key, &keys);
+	for (size_t o = 0; r == 0 && o < keys.len; o += strlen((char *)keys.data + o) + 1)
+		r = cn_s3_delete(s3, (char *)keys.data + o);
+	cn_buf_free(&keys);
+	return r < 0 ? cn_error_prefix(r, "removing snapshot %s from %s", path, cn_s3_name(s3)) : 0;
+}

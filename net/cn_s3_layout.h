@@ -46,4 +46,18 @@ int cn_s3_writer_key(const struct cn_snapshot_id *id, char *out, size_t n);
 int cn_s3_list_snapshots(struct cn_s3 *s3, const struct cn_snapshot_id *group,
 			 struct cn_snapshot_info **out, size_t *n);
 
+/* Snapshot management outside a backup, as cn_pbs_set_protected and
+ * cn_pbs_forget do it on a PBS (what `cairn sync` needs of a destination).
+ * Both return -ENOENT with a message when id is not a finished snapshot
+ * (no manifest), else 0 or a negative code. */
+
+/* Marks snapshot id protected (on: an empty ".protected" object in its
+ * prefix, as a datastore has the file) or not (the object deleted). */
+int cn_s3_set_protected(struct cn_s3 *s3, const struct cn_snapshot_id *id, int on);
+
+/* Removes snapshot id as prune does: its manifest first (from then on it
+ * is no snapshot), then every other object under its prefix. Its chunks
+ * stay until a gc. -EPERM (nothing deleted) if it is protected. */
+int cn_s3_forget(struct cn_s3 *s3, const struct cn_snapshot_id *id);
+
 #endif

@@ -291,11 +291,43 @@ static void open_cache(struct s3_target *t)
 		       cn_s3_cache_path(t->cache));
 }
 
+/* One target may write several snapshots in turn (cairn sync copies the
+ * snapshots of a selection through one target): what the last one left
+ * (its error after an abort, its indexes and manifest, the chunks it
+ * reused or uploaded, the cache it opened) is dropped, so that each
+ * snapshot starts as the first did (also after a begin that failed). The
+ * upload threads are idle: finish drained them, abort stopped them. */
+static int reset_snapshot(struct s3_target *t)
+{
+	for (size_t i = 0; i < t->nidx; i++)
+		cn_index_writer_free(t->idx[i].w);
+	t->nidx = 0;
+	t->nwritten = 0;
+	t->manifest.len = 0;
+	t->have_manifest = t->manifest_sent = 0;
+	t->reused.n = t->uploaded.n = 0;
+	cn_s3_cache_close(t->cache);
+	t->cache = NULL;
+	t->begun = 0;
+	struct cn_digest_set *fresh = NULL;
+	if (cn_digest_set_new(4096, &fresh) < 0)
+		return cn_error_set(-ENOMEM, "out of memory");
+	pthread_mutex_lock(&t->mu);
+	cn_digest_set_free(t->known);
+	t->known = fresh;
+	t->err = 0;
+	t->errmsg[0] = '\0';
+	pthread_mutex_unlock(&t->mu);
+	return 0;
+}
+
 static int t_begin(struct cn_target *tt, const struct cn_snapshot_id *id,
 		   struct cn_buf *prev_manifest, int64_t *prev_time)
 {
 	struct s3_target *t = T(tt);
 	*prev_time = -1;
+	if (reset_snapshot(t) < 0)
+		return -ENOMEM;
 	t->id = *id;
 	t->has_prev = 0;
 	int r = cn_s3_check_bucket(t->s3);
