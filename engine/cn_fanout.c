@@ -20,6 +20,7 @@ struct lane {
 	pthread_cond_t work;   /* the lane's thread waits here for messages */
 	pthread_cond_t room;   /* pushers and sync wait here: room, idle, drop */
 	uint8_t *ring;         /* depth messages */
+	size_t depth;          /* messages queued at most: o.depth less what the target holds */
 	uint8_t *cur;          /* the thread's copy of the message it handles */
 	size_t head, len;
 	int busy;              /* a call on the target is running */
@@ -50,7 +51,7 @@ static int64_t now_ms(void)
 
 static uint8_t *slot(struct lane *l, size_t k)
 {
-	return l->ring + ((l->head + k) % l->f->o.depth) * l->f->o.msg_size;
+	return l->ring + ((l->head + k) % l->depth) * l->f->o.msg_size;
 }
 
 /* Discards every queued message (mu held). */
@@ -58,7 +59,7 @@ static void discard_queue(struct lane *l)
 {
 	while (l->len > 0) {
 		l->f->ops->discard(l->f->ctx, l->i, slot(l, 0));
-		l->head = (l->head + 1) % l->f->o.depth;
+		l->head = (l->head + 1) % l->depth;
 		l->len--;
 	}
 }
@@ -85,7 +86,7 @@ static void *lane_main(void *arg)
 		if (l->dropped || l->len == 0)
 			break;
 		memcpy(l->cur, slot(l, 0), f->o.msg_size);
-		l->head = (l->head + 1) % f->o.depth;
+		l->head = (l->head + 1) % l->depth;
 		l->len--;
 		l->busy = 1;
 		l->last_ms = now_ms();
@@ -135,6 +136,9 @@ int cn_fanout_new(struct cn_target *const *targets, size_t n, const struct cn_fa
 		l->f = f;
 		l->i = i;
 		l->t = targets[i];
+		/* chunks the target keeps after a call (its uploads in flight)
+		 * count against its queue, one message at least */
+		l->depth = o->depth > targets[i]->held ? o->depth - targets[i]->held : 1;
 		pthread_mutex_init(&l->mu, NULL);
 		pthread_cond_init(&l->work, NULL);
 		pthread_cond_init(&l->room, NULL);
@@ -217,7 +221,7 @@ int cn_fanout_push(struct cn_fanout *f, size_t i, const void *msg)
 	struct lane *l = &f->lanes[i];
 	int stall = 0;
 	pthread_mutex_lock(&l->mu);
-	while (!l->dropped && l->len == f->o.depth && !(stall = check_stall(l)))
+	while (!l->dropped && l->len == l->depth && !(stall = check_stall(l)))
 		wait_room(l);
 	if (l->dropped) {
 		pthread_mutex_unlock(&l->mu);

@@ -25,7 +25,10 @@
  * failure, with that thread's message.
  *
  * Memory: a lane holds at most depth queued messages plus the one being
- * carried out; a dropped lane's queue is discarded at once. When all lanes
+ * carried out; a dropped lane's queue is discarded at once. A target that
+ * keeps chunks after its calls return (cn_target.held, e.g. uploads in
+ * flight) gets a queue that many messages shorter (one at least), so that
+ * lane and target together hold no more than another lane. When all lanes
  * are fed the same sequence, what they hold at any time lies within the
  * last depth + 1 messages pushed (per live lane), whatever the number of
  * lanes.

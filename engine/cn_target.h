@@ -115,6 +115,12 @@ struct cn_target_ops {
 struct cn_target {
 	const struct cn_target_ops *ops;
 	char name[128];  /* for messages: "local:/srv/store", "pbs:host:store" */
+	/* Chunks the target may still hold after put_chunk has returned
+	 * (uploads running on its own threads); 0 (the default) for one done
+	 * with a chunk when the call returns. Its sender queues that many
+	 * messages fewer for it (engine/cn_fanout.h), so that such a target
+	 * holds no more chunks than the others. */
+	unsigned held;
 };
 
 struct cn_source;

@@ -48,11 +48,11 @@ struct s3_target {
 
 	pthread_mutex_t mu;      /* guards everything below */
 	pthread_cond_t cv_work;  /* queue got a chunk, or stopping */
-	pthread_cond_t cv_space; /* queue has room, or an error */
 	pthread_cond_t cv_idle;  /* an upload finished */
-	struct cn_chunk **queue;
+	struct cn_chunk **queue; /* hand-over to idle uploaders: qlen <= idle */
 	size_t qhead, qlen, qcap;
-	size_t busy;
+	size_t busy;             /* background uploads running */
+	size_t idle;             /* upload threads waiting for a chunk */
 	int stopping;
 	pthread_t workers[MAX_UPLOADERS];
 	int nworkers, nuploaders;
@@ -122,46 +122,60 @@ static int upload_chunk(struct s3_target *t, struct cn_chunk *c, int *present)
 	return cn_s3_put(t->s3, key, c->data, c->len);
 }
 
+/* Records how the upload of c ended (mu held): r as upload_chunk returned
+ * it, present whether the chunk was there already. The first error is
+ * kept for pending_error. */
+static void upload_done(struct s3_target *t, struct cn_chunk *c, int r, int present)
+{
+	if (r < 0 && !t->err) {
+		t->err = r;
+		snprintf(t->errmsg, sizeof(t->errmsg), "%s", cn_error_message());
+		return;
+	}
+	if (r < 0)
+		return;
+	if (present) {
+		t->st.chunks_present++;
+		cn_digest_set_update(t->known, c->digest, KNOWN_STORED);
+		r = note_reused(t, c->digest, KNOWN_STORED);
+	} else {
+		t->st.chunks_uploaded++;
+		t->st.bytes_uploaded += c->len;
+		cn_digest_set_update(t->known, c->digest, KNOWN_UPLOADED);
+		r = t->cache ? digests_add(&t->uploaded, c->digest) : 0;
+	}
+	if (r < 0 && !t->err) {
+		t->err = r;
+		snprintf(t->errmsg, sizeof(t->errmsg), "%s", cn_error_message());
+	}
+}
+
+/* A background upload thread: takes a chunk that put_chunk handed to it
+ * (only ever one per idle thread, see t_put_chunk), uploads it from the
+ * chunk's own buffer and drops its reference when the PUT is done. */
 static void *uploader(void *arg)
 {
 	struct s3_target *t = arg;
 	pthread_mutex_lock(&t->mu);
 	for (;;) {
+		t->idle++;
 		while (t->qlen == 0 && !t->stopping)
 			pthread_cond_wait(&t->cv_work, &t->mu);
+		t->idle--;
 		if (t->qlen == 0)
 			break;
 		struct cn_chunk *c = t->queue[t->qhead];
 		t->qhead = (t->qhead + 1) % t->qcap;
 		t->qlen--;
 		t->busy++;
-		pthread_cond_signal(&t->cv_space);
 		int skip = t->err != 0 || t->cancelled;
 		pthread_mutex_unlock(&t->mu);
 		int present = 0, r = skip ? 0 : upload_chunk(t, c, &present);
 		pthread_mutex_lock(&t->mu);
 		t->busy--;
-		if (r < 0 && !t->err) {
-			t->err = r;
-			snprintf(t->errmsg, sizeof(t->errmsg), "%s", cn_error_message());
-		} else if (r == 0 && !skip) {
-			if (present) {
-				t->st.chunks_present++;
-				cn_digest_set_update(t->known, c->digest, KNOWN_STORED);
-				r = note_reused(t, c->digest, KNOWN_STORED);
-			} else {
-				t->st.chunks_uploaded++;
-				t->st.bytes_uploaded += c->len;
-				cn_digest_set_update(t->known, c->digest, KNOWN_UPLOADED);
-				r = t->cache ? digests_add(&t->uploaded, c->digest) : 0;
-			}
-			if (r < 0 && !t->err) {
-				t->err = r;
-				snprintf(t->errmsg, sizeof(t->errmsg), "%s", cn_error_message());
-			}
-		}
+		if (!skip)
+			upload_done(t, c, r, present);
 		pthread_cond_broadcast(&t->cv_idle);
-		pthread_cond_broadcast(&t->cv_space);
 		pthread_mutex_unlock(&t->mu);
 		cn_chunk_unref(c);
 		pthread_mutex_lock(&t->mu);
@@ -183,7 +197,7 @@ static int pending_error(struct s3_target *t)
 static int start_uploaders(struct s3_target *t)
 {
 	t->stopping = 0;
-	while (t->nworkers < t->nuploaders) {
+	while (t->nworkers < t->nuploaders - 1) { /* the sender uploads too */
 		int e = pthread_create(&t->workers[t->nworkers], NULL, uploader, t);
 		if (e)
 			return cn_error_set(-e, "%s: cannot start an upload thread", t->base.name);
@@ -416,6 +430,11 @@ static int t_has_chunk(struct cn_target *tt, const uint8_t digest[32])
 	return r;
 }
 
+/* Uploads c: handed to an idle upload thread when there is one, else in
+ * the calling thread (the target's sender), which holds the chunk anyway
+ * until the call returns. So the target never holds a chunk of its own
+ * beyond those being uploaded, and never more than nuploaders - 1 besides
+ * the caller's (see cn_s3_target_new). */
 static int t_put_chunk(struct cn_target *tt, struct cn_chunk *c)
 {
 	struct s3_target *t = T(tt);
@@ -427,17 +446,23 @@ static int t_put_chunk(struct cn_target *tt, struct cn_chunk *c)
 		pthread_mutex_unlock(&t->mu);
 		return r; /* stored or on its way */
 	}
-	while (r == 0 && t->qlen == t->qcap) {
-		pthread_cond_wait(&t->cv_space, &t->mu);
-		r = pending_error(t);
-	}
 	if (r == 0 && cn_digest_set_add(t->known, c->digest, KNOWN_QUEUED) < 0)
 		r = cn_error_set(-ENOMEM, "out of memory for known chunks");
-	if (r == 0) {
+	if (r == 0 && t->qlen < t->idle) {
 		t->queue[(t->qhead + t->qlen) % t->qcap] = cn_chunk_ref(c);
 		t->qlen++;
 		pthread_cond_signal(&t->cv_work);
+		pthread_mutex_unlock(&t->mu);
+		return 0;
 	}
+	pthread_mutex_unlock(&t->mu);
+	if (r < 0)
+		return r;
+	int present = 0;
+	r = upload_chunk(t, c, &present);
+	pthread_mutex_lock(&t->mu);
+	upload_done(t, c, r, present);
+	r = pending_error(t);
 	pthread_mutex_unlock(&t->mu);
 	return r;
 }
@@ -662,7 +687,6 @@ static void t_abort(struct cn_target *tt)
 	pthread_mutex_lock(&t->mu);
 	if (!t->err)
 		t->err = -ECANCELED, snprintf(t->errmsg, sizeof(t->errmsg), "%s: aborted", tt->name);
-	pthread_cond_broadcast(&t->cv_space);
 	pthread_mutex_unlock(&t->mu);
 	stop_uploaders(t);
 	int cancelled = __atomic_load_n(&t->cancelled, __ATOMIC_SEQ_CST);
@@ -700,7 +724,6 @@ static void t_destroy(struct cn_target *tt)
 	free(t->uploaded.v);
 	cn_s3_cache_close(t->cache);
 	pthread_cond_destroy(&t->cv_work);
-	pthread_cond_destroy(&t->cv_space);
 	pthread_cond_destroy(&t->cv_idle);
 	pthread_mutex_destroy(&t->mu);
 	free(t);
@@ -712,7 +735,6 @@ static void t_cancel(struct cn_target *tt)
 	__atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
 	cn_s3_cancel(t->s3);
 	pthread_mutex_lock(&t->mu);
-	pthread_cond_broadcast(&t->cv_space);
 	pthread_cond_broadcast(&t->cv_idle);
 	pthread_mutex_unlock(&t->mu);
 }
@@ -753,13 +775,26 @@ int cn_s3_target_new(struct cn_s3 *s3, const struct cn_s3_target_opts *opts,
 	t->no_cache = opts && opts->no_cache;
 	snprintf(t->cache_dir, sizeof(t->cache_dir), "%s",
 		 opts && opts->cache_dir ? opts->cache_dir : "");
+	/* Uploads in flight, U: the link stays busy when, while one request
+	 * is in its dead time (the HEAD's round trip, the request's headers,
+	 * the server storing the object after its last byte: t_dead), the
+	 * others have bytes to send, i.e. U >= 1 + ceil(t_dead / t_send) with
+	 * t_send = chunk size / bandwidth. Against radosgw on loopback (4 MiB
+	 * chunks, t_dead about t_send) and on a WAN link (t_send of a 4 MiB
+	 * chunk at 100 Mbit/s is 0.34 s, t_dead two round trips) that is
+	 * U = 2; more do not help a server that is already the bottleneck
+	 * (4 uploads were no faster than 2 in bench/s3.py).
+	 * Memory: every upload reads from the chunk's shared buffer (no
+	 * copy) and holds it until its PUT is answered. One of the U runs in
+	 * the sender's own call, on the chunk its fan-out lane holds anyway
+	 * (engine/cn_fanout.h); the other U - 1 hold chunks after put_chunk
+	 * returned, which the lane's queue leaves room for (base.held): so an
+	 * S3 target holds no more chunks than a local store's, which is done
+	 * with a chunk when its call returns. */
 	int up = opts && opts->uploaders > 0 ? opts->uploaders : 2;
 	t->nuploaders = up > MAX_UPLOADERS ? MAX_UPLOADERS : up;
-	/* every chunk queued or in flight holds its buffer: 2 uploads and 1
-	 * queued chunk keep a backup's peak RSS within 1.2x of a local
-	 * store's (bench/s3.py) and still fill the loopback link; 4 + 8 cost
-	 * 1.9x for no gain */
-	t->qcap = opts && opts->queue > 0 ? (size_t)opts->queue : 1;
+	t->base.held = (unsigned)t->nuploaders - 1;
+	t->qcap = (size_t)t->nuploaders; /* qlen <= idle threads < U */
 	t->queue = calloc(t->qcap, sizeof(*t->queue));
 	if (!t->queue || cn_digest_set_new(4096, &t->known) < 0) {
 		free(t->queue);
@@ -768,7 +803,6 @@ int cn_s3_target_new(struct cn_s3 *s3, const struct cn_s3_target_opts *opts,
 	}
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_cond_init(&t->cv_work, NULL);
-	pthread_cond_init(&t->cv_space, NULL);
 	pthread_cond_init(&t->cv_idle, NULL);
 	*out = &t->base;
 	return 0;

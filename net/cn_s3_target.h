@@ -10,9 +10,11 @@
  *    the previous indexes and this backup's uploads), then the local
  *    chunk-listing cache of the bucket (net/cn_s3_cache.h; not while a GC
  *    runs), no round trip;
- *  - put_chunk: queued (bounded: put_chunk blocks while the queue is full)
- *    to a few upload threads that HEAD the chunk object and PUT it only if
- *    absent; an upload error is reported by the next call;
+ *  - put_chunk: HEADs the chunk object and PUTs it only if absent, from
+ *    the chunk's shared buffer (no copy), on an idle upload thread (the
+ *    chunk's reference is dropped when its PUT is answered) or, when
+ *    none is idle, in the calling thread; a background upload's error is
+ *    reported by the next call;
  *  - index_close: the .didx/.fidx file is built in memory (40 or 32 bytes
  *    per chunk), checked against the engine's count, size and checksum, and
  *    PUT; put_blob: PUT (the manifest is kept for finish);
@@ -38,8 +40,8 @@
 #include "net/cn_s3.h"
 
 struct cn_s3_target_opts {
-	int uploaders;         /* upload threads (0 = 2) */
-	int queue;             /* chunks queued for them at most (0 = 1) */
+	int uploaders;         /* uploads in flight at most, the caller's
+				* put_chunk included (0 = 2) */
 	const char *owner;     /* group owner written when absent (NULL = "root@pam") */
 	int no_cache;          /* 1: no chunk-listing cache (net/cn_s3_cache.h) */
 	const char *cache_dir; /* its base directory (NULL = $XDG_CACHE_HOME/cairn/s3) */
