@@ -377,7 +377,8 @@ static void tune_readahead(struct cn_mount *m)
  * opendirs without a round trip where the kernel can (it then keeps
  * file and directory caches, which are never stale here), symlink
  * targets kept in the page cache, no cache invalidation on mtime
- * checks, and more read-ahead requests in flight. */
+ * checks, every listing with attributes, and more read-ahead requests
+ * in flight. */
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct cn_mount *m = userdata;
@@ -386,6 +387,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	/* Every listing request a plus one (libfuse asks for _AUTO, where
+	 * the kernel sends plain READDIRs after a listing's first reply):
+	 * a directory too large for one reply would otherwise cost a LOOKUP
+	 * for each entry of its later replies. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want = (conn->want | FUSE_CAP_READDIRPLUS) & ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	conn->max_background = 64;
 	m->ra_pending = 1;
 }
