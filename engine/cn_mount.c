@@ -13,6 +13,15 @@
 #include <sys/sysmacros.h>
 #include <time.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POOL_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POOL_POISON(p, n) ((void)(p), (void)(n))
+#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "engine/cn_chunk_reader.h"
@@ -142,6 +151,7 @@ static struct node *pool_get(struct node_pool *p, size_t len)
 	size_t k = pool_class(len), sz = k * POOL_STEP;
 	if (p->free[k]) {
 		n = p->free[k];
+		POOL_UNPOISON(n, sz);
 		p->free[k] = *(void **)n;
 	} else {
 		if (p->left < sz) {
@@ -159,8 +169,10 @@ static struct node *pool_get(struct node_pool *p, size_t len)
 			p->blocks[p->nblocks++] = blk;
 			p->next = blk;
 			p->left = POOL_BLOCK;
+			POOL_POISON(blk, POOL_BLOCK);
 		}
 		n = (struct node *)p->next;
+		POOL_UNPOISON(n, sz);
 		p->next += sz;
 		p->left -= sz;
 	}
@@ -178,12 +190,16 @@ static void pool_put(struct node_pool *p, struct node *n)
 	size_t k = pool_class(sizeof(*n) + strlen(n->name) + 1);
 	*(void **)n = p->free[k];
 	p->free[k] = n;
+	/* (a use after FORGET is caught by ASan as with malloc) */
+	POOL_POISON((uint8_t *)n + sizeof(void *), k * POOL_STEP - sizeof(void *));
 }
 
 static void pool_free(struct node_pool *p)
 {
-	for (size_t i = 0; i < p->nblocks; i++)
+	for (size_t i = 0; i < p->nblocks; i++) {
+		POOL_UNPOISON(p->blocks[i], POOL_BLOCK);
 		big_free(p->blocks[i], POOL_BLOCK);
+	}
 	free(p->blocks);
 	memset(p, 0, sizeof(*p));
 }
