@@ -206,9 +206,17 @@ static void pool_free(struct node_pool *p)
 
 /* ---- inode table ------------------------------------------------------- */
 
+/* Inode numbers are archive offsets, and a listing makes the nodes of
+ * neighbouring entries one after the other: within a window of nbuckets
+ * 64-byte steps they get neighbouring buckets (a listing stays in a few
+ * cache lines of the table instead of one line per entry), and the
+ * windows are scattered (multiplicative hash of the window's number) so
+ * that no stride through the archive piles entries into one chain. */
 static size_t bucket_of(const struct cn_mount *m, uint64_t ino)
 {
-	return (size_t)((ino * 0x9e3779b97f4a7c15ULL) >> 20) & (m->nbuckets - 1);
+	uint64_t k = ino >> 6;
+	size_t bits = (size_t)__builtin_ctzll(m->nbuckets);
+	return (size_t)(k + (k >> bits) * 0x9e3779b97f4a7c15ULL) & (m->nbuckets - 1);
 }
 
 static struct node *node_get(struct cn_mount *m, uint64_t ino)

@@ -17,9 +17,15 @@
  *
  * The kernel is asked to cache what it can (names, attributes, listings
  * and pages never go stale), to open files and directories without a
- * request (FUSE_CAP_NO_OPEN(DIR)_SUPPORT), and its read-ahead on the
+ * request (FUSE_CAP_NO_OPEN(DIR)_SUPPORT), to send every listing request
+ * as a READDIRPLUS (each entry with its attributes, so a first find costs
+ * two requests per directory and no LOOKUP), and its read-ahead on the
  * mount is raised to 1 MiB (sysfs, root only) so that a sequential read
  * comes in 1 MiB requests.
+ *
+ * Memory: one node per inode the kernel knows, from blocks of 2 MiB
+ * (huge pages where the kernel has them); freed nodes are reused, the
+ * blocks are returned by cn_mount_free.
  *
  * Errors while serving (a corrupt or missing chunk, a dropped connection)
  * fail that one request with EIO and are logged (cn_log) with the chunk
