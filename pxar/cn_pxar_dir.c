@@ -41,10 +41,12 @@ static int cmp_offset(const void *a, const void *b)
 
 /* Sorts n elements of size bytes (at most 64) at base by cmp, in place:
  * a heapsort, as qsort takes a buffer from malloc for arrays of more than
- * 1 KiB, and a listing sorts two per directory. */
+ * 1 KiB, and a listing sorts two per directory. Inlined, so that each
+ * caller's element moves are of a known size. */
 _Static_assert(sizeof(struct cn_pxar_child) <= 64, "sort_in_place's element buffer");
 
-static void sort_in_place(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+static inline __attribute__((always_inline)) void
+sort_in_place(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
 {
 	uint8_t *a = base, t[64];
 	for (size_t end = n, i = n / 2;;) {
@@ -179,7 +181,11 @@ int cn_pxar_dir_read(const struct cn_pxar_input *in, int split, const struct cn_
 		items[2 * i + 1] = cn_le64(it + 16);
 	}
 	sort_in_place(items, n, 2 * sizeof(uint64_t), cmp_offset);
-	size_t cap = 0, used = 0;
+	size_t cap = 16 * n, used = 0;
+	if (n && !(l->names = malloc(cap))) {
+		rc = cn_error_set(-ENOMEM, "out of memory");
+		goto out;
+	}
 	for (uint64_t i = 0; i < n && rc == 0; i++) {
 		if (i && items[2 * i] < items[2 * i - 2] + 1)
 			rc = cn_error_set(-CN_E_FORMAT, "goodbye table at %llu: two items for one child",
@@ -192,13 +198,20 @@ int cn_pxar_dir_read(const struct cn_pxar_input *in, int split, const struct cn_
 		goto out;
 	for (size_t i = 0; i < l->n; i++)
 		l->v[i].name = l->names + (uintptr_t)l->v[i].name;
-	sort_in_place(l->v, l->n, sizeof(*l->v), cmp_child);
-	for (size_t i = 1; i < l->n; i++)
-		if (cmp_child(&l->v[i - 1], &l->v[i]) == 0) {
-			rc = cn_error_set(-CN_E_FORMAT, "directory at %llu: name '%s' twice",
-					  (unsigned long long)dir->entry_offset, l->v[i].name);
-			goto out;
-		}
+	/* archive order is name order as pxar encoders write directories:
+	 * sorted already, as a rule */
+	int sorted = 1;
+	for (size_t i = 1; i < l->n && sorted; i++)
+		sorted = cmp_child(&l->v[i - 1], &l->v[i]) < 0;
+	if (!sorted) {
+		sort_in_place(l->v, l->n, sizeof(*l->v), cmp_child);
+		for (size_t i = 1; i < l->n; i++)
+			if (cmp_child(&l->v[i - 1], &l->v[i]) == 0) {
+				rc = cn_error_set(-CN_E_FORMAT, "directory at %llu: name '%s' twice",
+						  (unsigned long long)dir->entry_offset, l->v[i].name);
+				goto out;
+			}
+	}
 out:
 	free(tab);
 	if (rc < 0) {

@@ -119,6 +119,43 @@ START_TEST(test_empty_directory)
 }
 END_TEST
 
+/* Children written out of name order (pxar encoders sort them, but an
+ * archive need not): listed sorted all the same, found by name, and a
+ * name twice refused. */
+START_TEST(test_unsorted_archive_order)
+{
+	static const char *order[] = {"m", "b", "zz", "a", "c", "b0", "z"};
+	for (int dup = 0; dup < 2; dup++) {
+		struct tb t;
+		tb_init(&t);
+		tb_root_begin(&t, 0755);
+		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+			tb_file(&t, dup && i == 5 ? "zz" : order[i], 0644, "x", 1);
+		tb_dir_end(&t);
+		ck_assert(!t.fail);
+		struct cn_pxar_input in;
+		cn_pxar_input_mem(&in, t.b.data, t.b.len);
+		struct cn_pxar_range root = cn_pxar_root_range(t.b.len);
+		struct cn_pxar_dirlist *l = NULL;
+		int rc = cn_pxar_dir_read(&in, 0, &root, &l);
+		if (dup) {
+			ck_assert_int_eq(rc, -CN_E_FORMAT);
+		} else {
+			ck_assert_int_eq(rc, 0);
+			static const char *want[] = {"a", "b", "b0", "c", "m", "z", "zz"};
+			ck_assert_uint_eq(cn_pxar_dirlist_count(l), 7);
+			for (size_t i = 0; i < 7; i++) {
+				ck_assert_str_eq(cn_pxar_dirlist_get(l, i)->name, want[i]);
+				ck_assert_ptr_eq(cn_pxar_dirlist_find(l, want[i], strlen(want[i])),
+						 cn_pxar_dirlist_get(l, i));
+			}
+		}
+		cn_pxar_dirlist_free(l);
+		tb_free(&t);
+	}
+}
+END_TEST
+
 /* The root of t.b with one u64 at off replaced by v: cn_pxar_dir_read's code. */
 static int read_patched(const struct tb *t, size_t off, uint64_t v)
 {
@@ -273,4 +310,5 @@ START_TEST(test_entries_in_turn)
 END_TEST
 
 CN_TEST_MAIN("pxar_dir", "core", 120, test_lists_children_like_lookup, test_empty_directory,
-	     test_hostile_tables, test_mutations_stay_in_bounds, test_entries_in_turn)
+	     test_hostile_tables, test_mutations_stay_in_bounds, test_entries_in_turn,
+	     test_unsorted_archive_order)
