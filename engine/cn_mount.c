@@ -813,6 +813,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 			c->nlookup++;
 	}
 	fuse_reply_buf(req, buf, used);
+	if (off >= 0 && (uint64_t)off >= n + 2) {
+		/* the listing's end: the kernel has every entry now (dentries
+		 * and its listing cache, which do not go stale), so the list
+		 * goes and its memory serves the next directory; a later
+		 * lookup or listing here reads the table again */
+		cn_pxar_dirlist_free(d->children);
+		d->children = NULL;
+	}
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

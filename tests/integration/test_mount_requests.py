@@ -144,6 +144,13 @@ try:
         assert served <= 2 * ndirs + 8, '%d requests for %d directories: %s' % (
             served, ndirs, c)
         print('ok: first walk of %d directories in %d requests: %s' % (ndirs, served, c))
+        # a listing's end lets cairn drop its list of the directory: a
+        # lookup there afterwards reads it again and answers right
+        assert not os.path.exists(os.path.join(mnt, 'big', 'file-3000.jpg'))
+        with open(os.path.join(mnt, 'big', 'file-2999.jpg')) as fh:
+            assert fh.read() == '2999\n'
+        c, _ = m.since()
+        assert c.get('LOOKUP', 0) == 1, 'the missing name: one LOOKUP: %s' % c
     finally:
         m.close()
 
