@@ -4,10 +4,12 @@
  *
  * Lazy: opening reads the manifest, the archive's index and the root's
  * first header. A directory is listed from its goodbye table when it is
- * first listed or looked in (cn_pxar_dir); an entry's metadata is decoded
- * when it is first looked up (cn_pxar_accessor_entry); file data is read
- * chunk by chunk through a cn_chunk_reader (every chunk verified, a
- * bounded cache, read-ahead once reads go forward chunk after chunk).
+ * listed or looked in (cn_pxar_dir), and that list is dropped when a
+ * listing reaches its end (the kernel then holds every entry); an
+ * entry's metadata is decoded when it is first looked up or listed
+ * (cn_pxar_accessor_entry); file data is read chunk by chunk through a
+ * cn_chunk_reader (every chunk verified, a bounded cache, read-ahead once
+ * reads go forward chunk after chunk).
  *
  * Inode numbers are archive offsets (entry offset + 1, the root 1), so a
  * hardlink and its target show one inode. Link counts show 1 (pxar does
