@@ -9,8 +9,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <time.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POOL_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POOL_POISON(p, n) ((void)(p), (void)(n))
+#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 #include "common/cn_error.h"
 #include "common/cn_log.h"
@@ -35,6 +45,12 @@
  * (max_pages 256). Memory: the kernel's page cache, not ours. */
 #define READAHEAD_KB 1024u
 
+/* Node memory (see struct node_pool): blocks of this size, and nodes up
+ * to this size (with their names) from the pool, larger ones from malloc. */
+#define POOL_BLOCK ((size_t)2 << 20)
+#define POOL_MAX 512u
+#define POOL_STEP 16u
+
 /* An inode the kernel knows (or a readdirplus made): one allocation
  * with its name, attributes kept compact (node_stat makes the struct
  * stat), as a find over a large tree makes one per entry. */
@@ -49,7 +65,24 @@ struct node {
 	uint32_t mtime_nsec, mode, uid, gid;
 	uint32_t dev_major, dev_minor;
 	uint8_t in_payload;           /* FILE: data in the .ppxar stream */
+	uint8_t pooled;               /* from the node pool, not malloc */
 	char name[];                  /* for messages */
+};
+
+/* Where nodes and the inode table live. A first walk makes one node
+ * per entry, in bursts (a listing makes one per child), and in a VM
+ * each fresh page of memory costs a page fault of several microseconds,
+ * more than the rest of a node's making. So memory comes from the
+ * kernel POOL_BLOCK bytes at a time, as a huge page where it has them
+ * (MADV_HUGEPAGE), filled in one call (MADV_POPULATE_WRITE): one fault
+ * instead of 512. Freed nodes go to a free list per size (POOL_STEP
+ * steps) and are reused; blocks are returned when the mount is freed. */
+struct node_pool {
+	void **blocks;
+	size_t nblocks, blocks_cap;
+	uint8_t *next;                /* unused rest of the newest block */
+	size_t left;
+	void *free[POOL_MAX / POOL_STEP + 1];
 };
 
 struct cn_mount {
@@ -63,8 +96,9 @@ struct cn_mount {
 	struct cn_pxar_input in, pin;
 	int split;
 	struct cn_pxar_accessor *acc;
-	struct node **buckets;
+	struct node **buckets;        /* nbuckets * sizeof(void *) from big_alloc */
 	size_t nbuckets, nnodes;
+	struct node_pool pool;
 	uint8_t *buf;                 /* copy path of read */
 	size_t buf_cap;
 	int allow_other, debug;
@@ -74,11 +108,115 @@ struct cn_mount {
 	int ra_pending;               /* INIT done, read-ahead not yet set */
 };
 
+/* ---- node memory -------------------------------------------------------- */
+
+/* len bytes of zeroed memory straight from the kernel, faulted in at
+ * once (as huge pages where the kernel has them); NULL when out of
+ * memory. Freed with big_free(p, len). */
+static void *big_alloc(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	if (len >= POOL_BLOCK)
+		(void)madvise(p, len, MADV_HUGEPAGE);
+#endif
+#ifdef MADV_POPULATE_WRITE
+	(void)madvise(p, len, MADV_POPULATE_WRITE); /* (Linux 5.14 on) */
+#endif
+	return p;
+}
+
+static void big_free(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
+
+/* Size class of a node of len bytes (with its name). */
+static size_t pool_class(size_t len)
+{
+	return (len + POOL_STEP - 1) / POOL_STEP;
+}
+
+/* A zeroed node of len bytes with pooled set, or NULL. */
+static struct node *pool_get(struct node_pool *p, size_t len)
+{
+	struct node *n;
+	if (len > POOL_MAX) {
+		n = calloc(1, len);
+		return n;
+	}
+	size_t k = pool_class(len), sz = k * POOL_STEP;
+	if (p->free[k]) {
+		n = p->free[k];
+		POOL_UNPOISON(n, sz);
+		p->free[k] = *(void **)n;
+	} else {
+		if (p->left < sz) {
+			if (p->nblocks == p->blocks_cap) {
+				size_t nc = p->blocks_cap ? 2 * p->blocks_cap : 16;
+				void **b = realloc(p->blocks, nc * sizeof(*b));
+				if (!b)
+					return NULL;
+				p->blocks = b;
+				p->blocks_cap = nc;
+			}
+			uint8_t *blk = big_alloc(POOL_BLOCK);
+			if (!blk)
+				return NULL;
+			p->blocks[p->nblocks++] = blk;
+			p->next = blk;
+			p->left = POOL_BLOCK;
+			POOL_POISON(blk, POOL_BLOCK);
+		}
+		n = (struct node *)p->next;
+		POOL_UNPOISON(n, sz);
+		p->next += sz;
+		p->left -= sz;
+	}
+	memset(n, 0, sz);
+	n->pooled = 1;
+	return n;
+}
+
+static void pool_put(struct node_pool *p, struct node *n)
+{
+	if (!n->pooled) {
+		free(n);
+		return;
+	}
+	size_t k = pool_class(sizeof(*n) + strlen(n->name) + 1);
+	*(void **)n = p->free[k];
+	p->free[k] = n;
+	/* (a use after FORGET is caught by ASan as with malloc) */
+	POOL_POISON((uint8_t *)n + sizeof(void *), k * POOL_STEP - sizeof(void *));
+}
+
+static void pool_free(struct node_pool *p)
+{
+	for (size_t i = 0; i < p->nblocks; i++) {
+		POOL_UNPOISON(p->blocks[i], POOL_BLOCK);
+		big_free(p->blocks[i], POOL_BLOCK);
+	}
+	free(p->blocks);
+	memset(p, 0, sizeof(*p));
+}
+
 /* ---- inode table ------------------------------------------------------- */
 
+/* Inode numbers are archive offsets, and a listing makes the nodes of
+ * neighbouring entries one after the other: within a window of nbuckets
+ * 64-byte steps they get neighbouring buckets (a listing stays in a few
+ * cache lines of the table instead of one line per entry), and the
+ * windows are scattered (multiplicative hash of the window's number) so
+ * that no stride through the archive piles entries into one chain. */
 static size_t bucket_of(const struct cn_mount *m, uint64_t ino)
 {
-	return (size_t)((ino * 0x9e3779b97f4a7c15ULL) >> 20) & (m->nbuckets - 1);
+	uint64_t k = ino >> 6;
+	size_t bits = (size_t)__builtin_ctzll(m->nbuckets);
+	return (size_t)(k + (k >> bits) * 0x9e3779b97f4a7c15ULL) & (m->nbuckets - 1);
 }
 
 static struct node *node_get(struct cn_mount *m, uint64_t ino)
@@ -89,17 +227,17 @@ static struct node *node_get(struct cn_mount *m, uint64_t ino)
 	return NULL;
 }
 
-static void node_free(struct node *n)
+static void node_free(struct cn_mount *m, struct node *n)
 {
 	cn_pxar_dirlist_free(n->children);
-	free(n);
+	pool_put(&m->pool, n);
 }
 
 static int node_insert(struct cn_mount *m, struct node *n)
 {
 	if (m->nnodes + 1 > m->nbuckets) {
 		size_t nb = m->nbuckets * 2;
-		struct node **b = calloc(nb, sizeof(*b));
+		struct node **b = big_alloc(nb * sizeof(*b));
 		if (!b)
 			return cn_error_set(-ENOMEM, "out of memory");
 		struct node **old = m->buckets;
@@ -113,7 +251,7 @@ static int node_insert(struct cn_mount *m, struct node *n)
 				x->next = b[k];
 				b[k] = x;
 			}
-		free(old);
+		big_free(old, on * sizeof(*old));
 	}
 	size_t k = bucket_of(m, n->ino);
 	n->next = m->buckets[k];
@@ -128,7 +266,7 @@ static void node_remove(struct cn_mount *m, struct node *n)
 		if (*p == n) {
 			*p = n->next;
 			m->nnodes--;
-			node_free(n);
+			node_free(m, n);
 			return;
 		}
 }
@@ -197,7 +335,7 @@ static int node_make(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t
 	if (rc < 0)
 		return rc;
 	size_t nl = strlen(name);
-	n = calloc(1, sizeof(*n) + nl + 1);
+	n = pool_get(&m->pool, sizeof(*n) + nl + 1);
 	if (!n)
 		return cn_error_set(-ENOMEM, "out of memory");
 	memcpy(n->name, name, nl + 1);
@@ -208,7 +346,7 @@ static int node_make(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t
 	n->content = e->content_offset;
 	n->in_payload = e->content_in_payload;
 	if ((rc = node_insert(m, n)) < 0) {
-		node_free(n);
+		node_free(m, n);
 		return rc;
 	}
 	*out = n;
@@ -377,7 +515,8 @@ static void tune_readahead(struct cn_mount *m)
  * opendirs without a round trip where the kernel can (it then keeps
  * file and directory caches, which are never stale here), symlink
  * targets kept in the page cache, no cache invalidation on mtime
- * checks, and more read-ahead requests in flight. */
+ * checks, every listing with attributes, and more read-ahead requests
+ * in flight. */
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct cn_mount *m = userdata;
@@ -386,6 +525,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
 		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	/* Every listing request a plus one (libfuse asks for _AUTO, where
+	 * the kernel sends plain READDIRs after a listing's first reply):
+	 * a directory too large for one reply would otherwise cost a LOOKUP
+	 * for each entry of its later replies. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want = (conn->want | FUSE_CAP_READDIRPLUS) & ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 	conn->max_background = 64;
 	m->ra_pending = 1;
 }
@@ -668,6 +813,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 			c->nlookup++;
 	}
 	fuse_reply_buf(req, buf, used);
+	if (off >= 0 && (uint64_t)off >= n + 2) {
+		/* the listing's end: the kernel has every entry now (dentries
+		 * and its listing cache, which do not go stale), so the list
+		 * goes and its memory serves the next directory; a later
+		 * lookup or listing here reads the table again */
+		cn_pxar_dirlist_free(d->children);
+		d->children = NULL;
+	}
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -902,7 +1055,7 @@ int cn_mount_open(struct cn_source *src, const struct cn_snapshot_id *id, const 
 	if ((r = cn_pxar_accessor_open(&m->in, m->split ? &m->pin : NULL, &m->acc)) < 0)
 		goto fail;
 	m->nbuckets = NODE_BUCKETS_MIN;
-	if (!(m->buckets = calloc(m->nbuckets, sizeof(*m->buckets)))) {
+	if (!(m->buckets = big_alloc(m->nbuckets * sizeof(*m->buckets)))) {
 		r = cn_error_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -1018,9 +1171,10 @@ void cn_mount_free(struct cn_mount *m)
 		for (size_t i = 0; i < m->nbuckets; i++)
 			for (struct node *n = m->buckets[i], *nx; n; n = nx) {
 				nx = n->next;
-				node_free(n);
+				node_free(m, n);
 			}
-	free(m->buckets);
+	big_free(m->buckets, m->nbuckets * sizeof(*m->buckets));
+	pool_free(&m->pool);
 	cn_pxar_accessor_free(m->acc);
 	cn_chunk_reader_free(m->cr);
 	cn_chunk_reader_free(m->pcr);

@@ -4,10 +4,12 @@
  *
  * Lazy: opening reads the manifest, the archive's index and the root's
  * first header. A directory is listed from its goodbye table when it is
- * first listed or looked in (cn_pxar_dir); an entry's metadata is decoded
- * when it is first looked up (cn_pxar_accessor_entry); file data is read
- * chunk by chunk through a cn_chunk_reader (every chunk verified, a
- * bounded cache, read-ahead once reads go forward chunk after chunk).
+ * listed or looked in (cn_pxar_dir), and that list is dropped when a
+ * listing reaches its end (the kernel then holds every entry); an
+ * entry's metadata is decoded when it is first looked up or listed
+ * (cn_pxar_accessor_entry); file data is read chunk by chunk through a
+ * cn_chunk_reader (every chunk verified, a bounded cache, read-ahead once
+ * reads go forward chunk after chunk).
  *
  * Inode numbers are archive offsets (entry offset + 1, the root 1), so a
  * hardlink and its target show one inode. Link counts show 1 (pxar does
@@ -17,9 +19,15 @@
  *
  * The kernel is asked to cache what it can (names, attributes, listings
  * and pages never go stale), to open files and directories without a
- * request (FUSE_CAP_NO_OPEN(DIR)_SUPPORT), and its read-ahead on the
+ * request (FUSE_CAP_NO_OPEN(DIR)_SUPPORT), to send every listing request
+ * as a READDIRPLUS (each entry with its attributes, so a first find costs
+ * two requests per directory and no LOOKUP), and its read-ahead on the
  * mount is raised to 1 MiB (sysfs, root only) so that a sequential read
  * comes in 1 MiB requests.
+ *
+ * Memory: one node per inode the kernel knows, from blocks of 2 MiB
+ * (huge pages where the kernel has them); freed nodes are reused, the
+ * blocks are returned by cn_mount_free.
  *
  * Errors while serving (a corrupt or missing chunk, a dropped connection)
  * fail that one request with EIO and are logged (cn_log) with the chunk

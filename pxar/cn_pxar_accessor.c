@@ -297,10 +297,15 @@ int cn_pxar_accessor_decoder(struct cn_pxar_accessor *a, const struct cn_pxar_ra
 int cn_pxar_accessor_entry(struct cn_pxar_accessor *a, const struct cn_pxar_range *r,
 			   const char *path, const struct cn_pxar_entry **out)
 {
-	cn_pxar_decoder_free(a->dec);
-	a->dec = NULL;
-	int rc = cn_pxar_accessor_decoder(a, r, path, &a->dec);
-	if (rc < 0)
+	/* one decoder, pointed at each entry in turn: an entry costs no
+	 * allocation (a mount decodes one per entry listed) */
+	int rc;
+	if (a->dec && (rc = cn_pxd_reuse_range(a->dec, r->filename_offset, r->entry_offset,
+					       r->end_offset, path, 1)) < 0) {
+		a->dec->state = ST_FAILED;
+		return rc;
+	}
+	if (!a->dec && (rc = cn_pxar_accessor_decoder(a, r, path, &a->dec)) < 0)
 		return rc;
 	rc = cn_pxar_decoder_next(a->dec, out);
 	if (rc == 0)

@@ -275,18 +275,18 @@ int cn_pxar_decoder_new(const struct cn_pxar_input *in, const struct cn_pxar_inp
 	return 0;
 }
 
-int cn_pxd_new_range(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
-		     uint64_t filename_off, uint64_t entry_off, uint64_t end, const char *base,
-		     int exact, struct cn_pxar_decoder **out)
+/* Points d (fresh or used) at the range: the state of a new decoder,
+ * its buffers kept. */
+static int range_init(struct cn_pxar_decoder *d, uint64_t filename_off, uint64_t entry_off,
+		      uint64_t end, const char *base, int exact)
 {
-	*out = NULL;
-	if (entry_off > end || end > in->size)
-		return cn_error_set(-CN_E_FORMAT, "entry range %llu..%llu outside the archive",
-				    (unsigned long long)entry_off, (unsigned long long)end);
-	int rc = decoder_alloc(in, payload, out);
-	if (rc < 0)
-		return rc;
-	struct cn_pxar_decoder *d = *out;
+	d->version = 1;
+	d->metadata_only = 0;
+	d->payload_next = 0;
+	d->state = ST_BEGIN;
+	d->pos = 0;
+	d->depth = 0;
+	d->nchildren = 0;
 	d->range_start = entry_off;
 	d->range_end = end;
 	d->root_filename_off = filename_off;
@@ -296,18 +296,49 @@ int cn_pxd_new_range(const struct cn_pxar_input *in, const struct cn_pxar_input 
 	size_t bl = strlen(base);
 	while (bl && base[bl - 1] == '/')
 		bl--;
-	if (bl) {
-		rc = cn_pxd_grow((void **)&d->path, &d->path_cap, bl + 1, 1);
-		if (rc < 0) {
-			cn_pxar_decoder_free(d);
-			*out = NULL;
-			return rc;
-		}
-		memcpy(d->path, base, bl);
-		path_set_len(d, bl);
-	}
+	int rc = cn_pxd_grow((void **)&d->path, &d->path_cap, bl + 1, 1);
+	if (rc < 0)
+		return rc;
+	memcpy(d->path, base, bl);
+	path_set_len(d, bl);
 	d->base_len = bl;
 	return 0;
+}
+
+static int range_check(const struct cn_pxar_input *in, uint64_t entry_off, uint64_t end)
+{
+	if (entry_off > end || end > in->size)
+		return cn_error_set(-CN_E_FORMAT, "entry range %llu..%llu outside the archive",
+				    (unsigned long long)entry_off, (unsigned long long)end);
+	return 0;
+}
+
+int cn_pxd_new_range(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,
+		     uint64_t filename_off, uint64_t entry_off, uint64_t end, const char *base,
+		     int exact, struct cn_pxar_decoder **out)
+{
+	*out = NULL;
+	int rc = range_check(in, entry_off, end);
+	if (rc < 0)
+		return rc;
+	rc = decoder_alloc(in, payload, out);
+	if (rc < 0)
+		return rc;
+	rc = range_init(*out, filename_off, entry_off, end, base, exact);
+	if (rc < 0) {
+		cn_pxar_decoder_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int cn_pxd_reuse_range(struct cn_pxar_decoder *d, uint64_t filename_off, uint64_t entry_off,
+		       uint64_t end, const char *base, int exact)
+{
+	int rc = range_check(&d->in, entry_off, end);
+	if (rc < 0)
+		return rc;
+	return range_init(d, filename_off, entry_off, end, base, exact);
 }
 
 int cn_pxar_decoder_new_range(const struct cn_pxar_input *in, const struct cn_pxar_input *payload,

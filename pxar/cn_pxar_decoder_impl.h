@@ -127,4 +127,11 @@ int cn_pxd_new_range(const struct cn_pxar_input *in, const struct cn_pxar_input 
 		     uint64_t filename_off, uint64_t entry_off, uint64_t end, const char *base,
 		     int exact, struct cn_pxar_decoder **out);
 
+/* Points the decoder d (made by cn_pxd_new_range on the same inputs) at
+ * another range, as cn_pxd_new_range would, keeping its buffers: no
+ * allocation once they are large enough. On error d is left unusable
+ * (state as after a failed call) until the next successful reuse. */
+int cn_pxd_reuse_range(struct cn_pxar_decoder *d, uint64_t filename_off, uint64_t entry_off,
+		       uint64_t end, const char *base, int exact);
+
 #endif

@@ -39,6 +39,39 @@ static int cmp_offset(const void *a, const void *b)
 	return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
+/* Sorts n elements of size bytes (at most 64) at base by cmp, in place:
+ * a heapsort, as qsort takes a buffer from malloc for arrays of more than
+ * 1 KiB, and a listing sorts two per directory. Inlined, so that each
+ * caller's element moves are of a known size. */
+_Static_assert(sizeof(struct cn_pxar_child) <= 64, "sort_in_place's element buffer");
+
+static inline __attribute__((always_inline)) void
+sort_in_place(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+	uint8_t *a = base, t[64];
+	for (size_t end = n, i = n / 2;;) {
+		if (i > 0) {
+			i--;                  /* heapify: sift a[i] down */
+		} else if (end > 1) {
+			end--;                /* move the largest behind the heap */
+			memcpy(t, a, size);
+			memcpy(a, a + end * size, size);
+			memcpy(a + end * size, t, size);
+		} else {
+			return;
+		}
+		for (size_t r = i, c; (c = 2 * r + 1) < end; r = c) {
+			if (c + 1 < end && cmp(a + c * size, a + (c + 1) * size) < 0)
+				c++;
+			if (cmp(a + r * size, a + c * size) >= 0)
+				break;
+			memcpy(t, a + r * size, size);
+			memcpy(a + r * size, a + c * size, size);
+			memcpy(a + c * size, t, size);
+		}
+	}
+}
+
 /* Where the goodbye table of the directory [entry, end) starts, and how
  * many items (without the tail) it has. */
 static int goodbye_at(const struct cn_pxar_input *in, uint64_t entry, uint64_t end,
@@ -130,9 +163,10 @@ int cn_pxar_dir_read(const struct cn_pxar_input *in, int split, const struct cn_
 	if (rc < 0)
 		return rc;
 	struct cn_pxar_dirlist *l = calloc(1, sizeof(*l));
-	uint8_t *tab = malloc(n * CN_PXAR_GOODBYE_ITEM_SIZE + 1);
-	uint64_t *items = malloc(n * 2 * sizeof(uint64_t) + 1);
-	if (!l || !tab || !items || !(l->v = malloc(n * sizeof(*l->v) + 1))) {
+	/* the table, then (offset, size) of each item: one buffer */
+	uint8_t *tab = malloc(n * (CN_PXAR_GOODBYE_ITEM_SIZE + 2 * sizeof(uint64_t)) + 1);
+	uint64_t *items = (uint64_t *)(tab + n * CN_PXAR_GOODBYE_ITEM_SIZE);
+	if (!l || !tab || !(l->v = malloc(n * sizeof(*l->v) + 1))) {
 		rc = cn_error_set(-ENOMEM, "out of memory");
 		goto out;
 	}
@@ -146,8 +180,12 @@ int cn_pxar_dir_read(const struct cn_pxar_input *in, int split, const struct cn_
 		items[2 * i] = back > gpos ? 0 : gpos - back;
 		items[2 * i + 1] = cn_le64(it + 16);
 	}
-	qsort(items, n, 2 * sizeof(uint64_t), cmp_offset);
-	size_t cap = 0, used = 0;
+	sort_in_place(items, n, 2 * sizeof(uint64_t), cmp_offset);
+	size_t cap = 16 * n, used = 0;
+	if (n && !(l->names = malloc(cap))) {
+		rc = cn_error_set(-ENOMEM, "out of memory");
+		goto out;
+	}
 	for (uint64_t i = 0; i < n && rc == 0; i++) {
 		if (i && items[2 * i] < items[2 * i - 2] + 1)
 			rc = cn_error_set(-CN_E_FORMAT, "goodbye table at %llu: two items for one child",
@@ -160,16 +198,22 @@ int cn_pxar_dir_read(const struct cn_pxar_input *in, int split, const struct cn_
 		goto out;
 	for (size_t i = 0; i < l->n; i++)
 		l->v[i].name = l->names + (uintptr_t)l->v[i].name;
-	qsort(l->v, l->n, sizeof(*l->v), cmp_child);
-	for (size_t i = 1; i < l->n; i++)
-		if (cmp_child(&l->v[i - 1], &l->v[i]) == 0) {
-			rc = cn_error_set(-CN_E_FORMAT, "directory at %llu: name '%s' twice",
-					  (unsigned long long)dir->entry_offset, l->v[i].name);
-			goto out;
-		}
+	/* archive order is name order as pxar encoders write directories:
+	 * sorted already, as a rule */
+	int sorted = 1;
+	for (size_t i = 1; i < l->n && sorted; i++)
+		sorted = cmp_child(&l->v[i - 1], &l->v[i]) < 0;
+	if (!sorted) {
+		sort_in_place(l->v, l->n, sizeof(*l->v), cmp_child);
+		for (size_t i = 1; i < l->n; i++)
+			if (cmp_child(&l->v[i - 1], &l->v[i]) == 0) {
+				rc = cn_error_set(-CN_E_FORMAT, "directory at %llu: name '%s' twice",
+						  (unsigned long long)dir->entry_offset, l->v[i].name);
+				goto out;
+			}
+	}
 out:
 	free(tab);
-	free(items);
 	if (rc < 0) {
 		cn_pxar_dirlist_free(l);
 		return rc;

@@ -6,6 +6,11 @@ in libfuse's request trace (--debug):
     directories itself), no RELEASEDIR, no LOOKUP (readdirplus gave every
     name its attributes), and a second find sends no READDIR (the kernel
     keeps the listings)
+  - the first find of a tree with a directory too large for one listing
+    reply: two requests per directory (its listing, then the empty reply
+    that ends it) plus the large directory's further replies, all
+    READDIRPLUS: no LOOKUP, no GETATTR; then a lookup after the listing's
+    end, and (as root) a walk after the kernel forgot the mount's inodes
   - a sequential read of an 8 MiB file comes in 1 MiB READ requests (the
     mount's read-ahead raised from the kernel's 128 KiB; root only), the
     bytes equal the source, and opening a second file sends no OPEN
@@ -66,6 +71,16 @@ class Traced:
         assert self.p.returncode == 0, 'cairn mount exited %d' % self.p.returncode
 
 
+def write(path, text):
+    with open(path, 'w') as fh:
+        fh.write(text)
+
+
+def backup(src, bid):
+    return t.run_json('backup', 'media.pxar:' + src, '--store', store, '--backup-id',
+                      bid)['snapshot']
+
+
 def find(root):
     return subprocess.run(['find', root, '-printf', FMT], check=True, capture_output=True,
                           text=True).stdout
@@ -77,10 +92,8 @@ try:
     for d in range(40):
         os.makedirs(os.path.join(src, 'd%02d' % d, 'sub'))
         for f in range(10):
-            with open(os.path.join(src, 'd%02d' % d, 'f%d.txt' % f), 'w') as fh:
-                fh.write('%d %d\n' % (d, f))
-    snap = t.run_json('backup', 'media.pxar:' + src, '--store', store, '--backup-id',
-                      'tree')['snapshot']
+            write(os.path.join(src, 'd%02d' % d, 'f%d.txt' % f), '%d %d\n' % (d, f))
+    snap = backup(src, 'tree')
     m = Traced(snap)
     try:
         m.since()
@@ -103,6 +116,58 @@ try:
     finally:
         m.close()
 
+    # ---- the first walk: requests per directory ----
+    # 60 small directories and one of 3000 entries, more than one listing
+    # reply holds. Every directory costs its listing (as many READDIRPLUS
+    # replies as it fills) and the empty reply that ends it, and nothing
+    # else: no READDIR without attributes, no LOOKUP, no GETATTR.
+    wide = os.path.join(work, 'wide')
+    for d in range(60):
+        os.makedirs(os.path.join(wide, 'd%02d' % d))
+        for f in range(5):
+            write(os.path.join(wide, 'd%02d' % d, 'f%d' % f), '%d\n' % f)
+    os.makedirs(os.path.join(wide, 'big'))
+    for f in range(3000):
+        write(os.path.join(wide, 'big', 'file-%04d.jpg' % f), '%d\n' % f)
+    ndirs = 62
+    snap = backup(wide, 'wide')
+    m = Traced(snap)
+    try:
+        m.since()
+        out = find(mnt)
+        assert len(out.splitlines()) == 1 + ndirs - 1 + 60 * 5 + 3000, 'find missed entries'
+        c, _ = m.since()
+        served = sum(v for op, v in c.items() if op not in ('FORGET', 'BATCH_FORGET'))
+        assert c.get('READDIR', 0) == 0, 'listings without attributes: %s' % c
+        assert c.get('LOOKUP', 0) == 0 and c.get('GETATTR', 0) <= 1, c
+        # the large directory fills a few replies (each up to find's
+        # buffer of 128 KiB, about 700 entries)
+        assert served <= 2 * ndirs + 8, '%d requests for %d directories: %s' % (
+            served, ndirs, c)
+        print('ok: first walk of %d directories in %d requests: %s' % (ndirs, served, c))
+        # a listing's end lets cairn drop its list of the directory: a
+        # lookup there afterwards reads it again and answers right
+        assert not os.path.exists(os.path.join(mnt, 'big', 'file-3000.jpg'))
+        with open(os.path.join(mnt, 'big', 'file-2999.jpg')) as fh:
+            assert fh.read() == '2999\n'
+        c, _ = m.since()
+        assert c.get('LOOKUP', 0) == 1, 'the missing name: one LOOKUP: %s' % c
+        # the kernel forgets the mount's inodes (root: drop the dentry and
+        # inode caches); cairn frees their nodes, makes them anew from its
+        # free lists, and the next walk shows the same tree
+        if os.geteuid() == 0:
+            with open('/proc/sys/vm/drop_caches', 'w') as fh:
+                fh.write('2\n')
+            again = find(mnt)
+            c, _ = m.since()
+            assert sorted(again.splitlines()) == sorted(out.splitlines()), \
+                'the walk after the kernel forgot the inodes differs'
+            forgot = c.get('FORGET', 0) + c.get('BATCH_FORGET', 0)
+            print('ok: walk after the kernel forgot the mount\'s inodes (%d forget requests)'
+                  % forgot)
+    finally:
+        m.close()
+
     # ---- sequential read ----
     data = os.urandom(8 << 20)
     big = os.path.join(work, 'big')
@@ -110,8 +175,7 @@ try:
     for name in ('a.bin', 'b.bin'):
         with open(os.path.join(big, name), 'wb') as f:
             f.write(data)
-    snap = t.run_json('backup', 'media.pxar:' + big, '--store', store, '--backup-id',
-                      'big')['snapshot']
+    snap = backup(big, 'big')
     m = Traced(snap)
     try:
         os.listdir(mnt)

@@ -119,6 +119,43 @@ START_TEST(test_empty_directory)
 }
 END_TEST
 
+/* Children written out of name order (pxar encoders sort them, but an
+ * archive need not): listed sorted all the same, found by name, and a
+ * name twice refused. */
+START_TEST(test_unsorted_archive_order)
+{
+	static const char *order[] = {"m", "b", "zz", "a", "c", "b0", "z"};
+	for (int dup = 0; dup < 2; dup++) {
+		struct tb t;
+		tb_init(&t);
+		tb_root_begin(&t, 0755);
+		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+			tb_file(&t, dup && i == 5 ? "zz" : order[i], 0644, "x", 1);
+		tb_dir_end(&t);
+		ck_assert(!t.fail);
+		struct cn_pxar_input in;
+		cn_pxar_input_mem(&in, t.b.data, t.b.len);
+		struct cn_pxar_range root = cn_pxar_root_range(t.b.len);
+		struct cn_pxar_dirlist *l = NULL;
+		int rc = cn_pxar_dir_read(&in, 0, &root, &l);
+		if (dup) {
+			ck_assert_int_eq(rc, -CN_E_FORMAT);
+		} else {
+			ck_assert_int_eq(rc, 0);
+			static const char *want[] = {"a", "b", "b0", "c", "m", "z", "zz"};
+			ck_assert_uint_eq(cn_pxar_dirlist_count(l), 7);
+			for (size_t i = 0; i < 7; i++) {
+				ck_assert_str_eq(cn_pxar_dirlist_get(l, i)->name, want[i]);
+				ck_assert_ptr_eq(cn_pxar_dirlist_find(l, want[i], strlen(want[i])),
+						 cn_pxar_dirlist_get(l, i));
+			}
+		}
+		cn_pxar_dirlist_free(l);
+		tb_free(&t);
+	}
+}
+END_TEST
+
 /* The root of t.b with one u64 at off replaced by v: cn_pxar_dir_read's code. */
 static int read_patched(const struct tb *t, size_t off, uint64_t v)
 {
@@ -215,5 +252,63 @@ START_TEST(test_mutations_stay_in_bounds)
 }
 END_TEST
 
+/* One accessor decodes entry after entry (as a mount does, one per child
+ * listed, its decoder reused): each entry as a fresh accessor decodes it,
+ * nothing left over from the entry before (a symlink's target, a
+ * directory's kind), and a failed entry spoils nothing after it. */
+START_TEST(test_entries_in_turn)
+{
+	struct tb t;
+	build_tree(&t);
+	struct cn_pxar_input in;
+	cn_pxar_input_mem(&in, t.b.data, t.b.len);
+	struct cn_pxar_accessor *a;
+	ck_assert_int_eq(cn_pxar_accessor_open(&in, NULL, &a), 0);
+	struct cn_pxar_range root = cn_pxar_root_range(t.b.len);
+	struct cn_pxar_dirlist *l, *ls;
+	ck_assert_int_eq(cn_pxar_dir_read(&in, 0, &root, &l), 0);
+	/* f009's range with its entry at its FILENAME item */
+	struct cn_pxar_range bad = cn_pxar_dirlist_find(l, "f009", 4)->range;
+	bad.entry_offset = bad.filename_offset;
+	const struct cn_pxar_child *sub = cn_pxar_dirlist_find(l, "sub", 3);
+	ck_assert_int_eq(cn_pxar_dir_read(&in, 0, &sub->range, &ls), 0);
+	/* sl (symlink), sub (dir), link (hardlink), f009 (file), a range that
+	 * is no entry, then f009 again */
+	const struct cn_pxar_range *order[] = {
+		&cn_pxar_dirlist_find(ls, "sl", 2)->range, &sub->range,
+		&cn_pxar_dirlist_find(l, "link", 4)->range,
+		&cn_pxar_dirlist_find(l, "f009", 4)->range, &bad,
+		&cn_pxar_dirlist_find(l, "f009", 4)->range};
+	const char *names[] = {"sub/sl", "sub", "link", "f009", "bad", "f009"};
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		const struct cn_pxar_entry *e, *f;
+		struct cn_pxar_accessor *fresh;
+		ck_assert_int_eq(cn_pxar_accessor_open(&in, NULL, &fresh), 0);
+		int rc = cn_pxar_accessor_entry(a, order[i], names[i], &e);
+		ck_assert_int_eq(cn_pxar_accessor_entry(fresh, order[i], names[i], &f), rc);
+		if (order[i] == &bad) {
+			ck_assert_int_lt(rc, 0);
+		} else {
+			ck_assert_int_eq(rc, 0);
+			ck_assert_int_eq(e->kind, f->kind);
+			ck_assert_uint_eq(e->mode, f->mode);
+			ck_assert_uint_eq(e->file_size, f->file_size);
+			ck_assert_uint_eq(e->content_offset, f->content_offset);
+			ck_assert_uint_eq(e->end_offset, f->end_offset);
+			ck_assert_str_eq(e->path, names[i]);
+			ck_assert_int_eq(!e->link, !f->link);
+			if (e->link)
+				ck_assert_str_eq(e->link, f->link);
+		}
+		cn_pxar_accessor_free(fresh);
+	}
+	cn_pxar_dirlist_free(ls);
+	cn_pxar_dirlist_free(l);
+	cn_pxar_accessor_free(a);
+	tb_free(&t);
+}
+END_TEST
+
 CN_TEST_MAIN("pxar_dir", "core", 120, test_lists_children_like_lookup, test_empty_directory,
-	     test_hostile_tables, test_mutations_stay_in_bounds)
+	     test_hostile_tables, test_mutations_stay_in_bounds, test_entries_in_turn,
+	     test_unsorted_archive_order)
