@@ -76,6 +76,11 @@ START_TEST(test_s3_target)
 	ck_assert_int_eq(c->targets[0].gc, 0);
 	cn_config_free(c);
 
+	/* and a bucket that missed nights catches up like them */
+	ck_assert_int_eq(load_target("[target o]\ntype = s3\nbucket = b\ncatch-up = yes\n", &c), 0);
+	ck_assert_int_eq(c->targets[0].catch_up, 1);
+	cn_config_free(c);
+
 	/* a credentials file others can read is refused, as token files are */
 	chmod(creds, 0644);
 	snprintf(text, sizeof(text), "[target o]\ntype = s3\nbucket = b\ncredentials-file = %s\n",
@@ -93,7 +98,6 @@ START_TEST(test_s3_errors)
 	refused("[target o]\ntype = s3\nbucket = b\nendpoint = s3.example.net\n", "http://");
 	refused("[target o]\ntype = s3\nbucket = b\ncredentials-file = creds\n", "absolute");
 	refused("[target o]\ntype = s3\nbucket = b\npath = /srv\n", "takes no path");
-	refused("[target o]\ntype = s3\nbucket = b\ncatch-up = yes\n", "not supported for s3");
 	refused("[target o]\ntype = local\npath = /srv\nbucket = b\n", "no s3 target");
 	refused("[target o]\ntype = ftp\n", "local, pbs or s3");
 }
