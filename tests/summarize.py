@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Adds up the results of one or more meson build directories.
+"""Adds up the results of one or more meson test logs: each argument is a
+build directory (its meson-logs/testlog.json) or the path of a .json log.
 
 A Check program counts as its individual checks (from Check's own
 "Checks: N, Failures: F, Errors: E" line); any other test counts as one.
@@ -20,7 +21,7 @@ def main(dirs):
     skips = []
     for d in dirs:
         try:
-            f = open(f"{d}/meson-logs/testlog.json")
+            f = open(d if d.endswith(".json") else f"{d}/meson-logs/testlog.json")
         except OSError as e:
             print(f"{d}: no test log ({e})")
             failed += 1
