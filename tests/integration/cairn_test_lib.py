@@ -156,8 +156,24 @@ def sanitized():
     return os.environ.get('CAIRN_TEST_SANITIZED') == '1'
 
 
+_tmpdirs = []
+
+
+def _remove_tmpdirs():
+    if _tmpdirs and not os.environ.get('CAIRN_TEST_KEEP'):
+        subprocess.run(['rm', '-rf', '--'] + _tmpdirs)
+
+
 def tmpdir():
-    return tempfile.mkdtemp(prefix='cairn_it_')
+    """A new temporary directory, removed when the process exits (also on
+    SIGTERM); CAIRN_TEST_KEEP=1 keeps it."""
+    d = tempfile.mkdtemp(prefix='cairn_it_')
+    if not _tmpdirs:
+        atexit.register(_remove_tmpdirs)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    _tmpdirs.append(d)
+    return d
 
 
 _stores = None
