@@ -5,7 +5,7 @@
 #ifndef CN_TEST_LENDING_INPUT_H
 #define CN_TEST_LENDING_INPUT_H
 
-#include <check.h>
+#include "cn_test.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>

@@ -4,7 +4,7 @@
 #ifndef MEM_TARGET_H
 #define MEM_TARGET_H
 
-#include <check.h>
+#include "cn_test.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * and hostile catalogs (bad magic, root offsets, table lengths that lie,
  * trailing bytes, names with '/', shared and forward directory tables,
  * over-long varints, truncation at every length). */
-#include <check.h>
+#include "cn_test.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

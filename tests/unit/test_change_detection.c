@@ -7,7 +7,7 @@
  * mtime put back and replacements with the same size and mtime are read
  * again; a cache of a pruned snapshot is not trusted; a damaged or
  * deleted cache is rebuilt; every restore is byte-identical. */
-#include <check.h>
+#include "cn_test.h"
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * each chunk once (with read-ahead), a jump fetches only what it touches,
  * corrupt and missing chunks fail with the chunk named, views lend a
  * pinned chunk, and held views do not make read-ahead fetch twice. */
-#include <check.h>
+#include "cn_test.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* cli/cn_config: the config file of scheduled runs (values, defaults,
  * errors with their line, token file checks). */
-#include <check.h>
+#include "cn_test.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * pipeline: a target that hangs in put_chunk is dropped after the stall
  * timeout while the others get everything in order and finish; a slow
  * target, or one in a long call that shows progress, is not dropped. */
-#include <check.h>
+#include "cn_test.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * chunks after its calls return (cn_target.held): its lane queues that
  * many messages fewer, so that lane and target together hold no more than
  * another lane. */
-#include <check.h>
+#include "cn_test.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* LMDB file cache: round trip, validation against the previous snapshot,
  * damaged files detected and removed, crash-safe replacement. */
-#include <check.h>
+#include "cn_test.h"
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* cn_pattern: pathpatterns semantics (cases taken from the behaviour
  * documented by pathpatterns' own tests and create.rs usage). */
-#include <check.h>
+#include "cn_test.h"
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>

@@ -1,7 +1,7 @@
 /* Unit tests of the backup data path on its own: the work queue and the
  * pipeline (chunker -> workers -> reorder -> fan-out) against in-memory
  * targets, one of which can be made to fail. */
-#include <check.h>
+#include "cn_test.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * spec (shared/spec/pxar.md §6-7, catalog.md) and against an independent
  * parser written here from the spec text (not sharing encoder code). */
 #include <acl/libacl.h>
-#include <check.h>
+#include "cn_test.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -4,7 +4,7 @@
  * (symlink then write-through, symlinked parent directories, hardlinks
  * through symlinks). Each hostile case checks that the outside file is
  * untouched. */
-#include <check.h>
+#include "cn_test.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>

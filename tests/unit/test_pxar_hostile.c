@@ -3,7 +3,7 @@
  * bounded by the archive's content), and file capabilities smuggled in as
  * a security.capability xattr item past no_fcaps. Archives are built item
  * by item with pxar_testbuild.h. */
-#include <check.h>
+#include "cn_test.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

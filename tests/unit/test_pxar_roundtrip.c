@@ -7,7 +7,7 @@
  * deeper than PATH_MAX), empty dirs and files of 0/1/4096/4 MiB bytes.
  * The catalog written alongside is read back and checked against the
  * tree. */
-#include <check.h>
+#include "cn_test.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>

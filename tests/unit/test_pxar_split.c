@@ -2,7 +2,7 @@
  * (confirmed there against the pxar 1.0.0 encoder), read back through the
  * decoder with the payload input, payload references into bytes placed by
  * the caller (reused chunks), and the encoder's refusals. */
-#include <check.h>
+#include "cn_test.h"
 #include <stdlib.h>
 #include <string.h>
 
