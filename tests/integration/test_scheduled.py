@@ -156,8 +156,11 @@ def pbs_target(emu, name, store, keep, port=None, token=None):
             (name, port or emu.port, store, emu.fp, token or os.path.join(TMP, 'token'), keep))
 
 
-def local_target(name, keep='keep-last = 1'):
-    return '[target %s]\ntype = local\npath = %s\n%s\n' % (name, os.path.join(TMP, 'store'), keep)
+def local_target(name, keep='keep-last = 1', gc=False):
+    """A local store target. Its garbage collection walks all 65536 chunk
+    directories, so only the test that checks it (test_full_run) has it."""
+    return '[target %s]\ntype = local\npath = %s\n%s\n%s' % (
+        name, os.path.join(TMP, 'store'), keep, '' if gc else 'gc = no\n')
 
 
 def history():
@@ -212,7 +215,7 @@ def test_full_run(emu):
     hook = os.path.join(TMP, 'hook')
     conf = config('full.conf',
                   pbs_target(emu, 'primary', 'main', 'keep-daily = 7') +
-                  pbs_target(emu, 'replica', 'replica', 'keep-last = 1') + local_target('usb'),
+                  pbs_target(emu, 'replica', 'replica', 'keep-last = 1') + local_target('usb', gc=True),
                   extra_cairn='metrics-file = %s\non-success = env > %s.env; cat > %s.json\n'
                               'restore-test-sample = 4\n' % (metrics, hook, hook))
     p = run(['run', '--config', conf], check=0)
@@ -239,6 +242,7 @@ def test_full_run(emu):
     recs = [r for r in history() if r['config'] == conf]
     last = recs[-1]
     assert [t.get('pruned') for t in last['targets']] == [1, 1, 1], last['targets']
+    assert [('gc-removed-chunks' in t) for t in last['targets']] == [False, False, True], last['targets']
     assert 'restore-test' not in last['targets'][0], 'restore test ran again within 7 days'
     st = json.loads(run(['status', '--config', conf, '--output-format', 'json'], check=0).stdout)
     assert set(st) == {'primary', 'replica', 'usb'} and len(st['usb']['runs']) == 2, st
