@@ -111,8 +111,12 @@ struct cli_endpoints {
 /* Flags of cli_open_endpoints. */
 #define CLI_OPEN_CREATE 1      /* make a missing local datastore */
 #define CLI_OPEN_NO_INDEX 2    /* skip the chunk-index check at open: for
-				* commands that never ask the index (restore
-				* reads chunk files by name) */
+				* commands that never ask the index whether a
+				* chunk is stored (restore, verify and a sync's
+				* source read chunk files by name; list, prune
+				* and gc do not look up chunks). An empty index
+				* is otherwise rebuilt from all 65536 chunk
+				* directories at open. */
 #define CLI_OPEN_PARTIAL 4     /* writing to several places: one that cannot be
 				* opened is dropped with a message naming it
 				* (listed in eps->failed); fails only when

@@ -26,7 +26,7 @@ static int cmd_list(int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error(c.cmd, "no arguments expected");
 	struct cli_endpoints eps;
-	int exit_code = cli_open_endpoints(&c, CLI_OPEN_S3, 1, &eps);
+	int exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX | CLI_OPEN_S3, 1, &eps);
 	if (exit_code)
 		return exit_code;
 	struct cn_source *src = NULL;

@@ -91,7 +91,7 @@ static int cmd_prune(int argc, char **argv)
 	if (group.time)
 		return cli_usage_error(c.cmd, "give a group (TYPE/ID), not a snapshot");
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_S3, 1, &eps)))
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX | CLI_OPEN_S3, 1, &eps)))
 		return exit_code;
 	json_t *arr = c.json ? json_array() : NULL;
 	int r;

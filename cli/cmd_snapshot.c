@@ -269,7 +269,7 @@ static int cmd_snapshot(int argc, char **argv)
 	      (nargs == 3 && !strcmp(argv[optind + 1], "update"))))
 		return cli_usage_error(c.cmd, "snapshot notes takes SNAPSHOT show|update TEXT");
 	struct cli_endpoints eps;
-	int exit_code = cli_open_endpoints(&c, is_manage ? 0 : CLI_OPEN_S3, 1, &eps);
+	int exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX | (is_manage ? 0 : CLI_OPEN_S3), 1, &eps);
 	if (exit_code)
 		return exit_code;
 	if (is_manage) {

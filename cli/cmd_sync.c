@@ -196,7 +196,7 @@ static int cmd_sync(int argc, char **argv)
 		}
 	}
 	struct cli_endpoints src_eps, dst_eps;
-	int code = open_side(c.cmd, from, from_fp, from_pw, 0, &src_eps);
+	int code = open_side(c.cmd, from, from_fp, from_pw, CLI_OPEN_NO_INDEX, &src_eps);
 	if (code) {
 		free(sel);
 		return code;

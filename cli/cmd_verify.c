@@ -87,7 +87,7 @@ static int cmd_verify(int argc, char **argv)
 	if ((exit_code = cli_load_key(&c, &crypt)))
 		return exit_code;
 	struct cli_endpoints eps;
-	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_S3, 1, &eps))) {
+	if ((exit_code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX | CLI_OPEN_S3, 1, &eps))) {
 		cn_crypt_config_free(crypt);
 		return exit_code;
 	}

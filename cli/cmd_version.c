@@ -90,7 +90,7 @@ static int server_version(const char *repo, const char *fp, struct cn_pbs_server
 	if (fp)
 		c.fps[c.nfps++] = fp;
 	struct cli_endpoints eps;
-	int code = cli_open_endpoints(&c, 0, 1, &eps);
+	int code = cli_open_endpoints(&c, CLI_OPEN_NO_INDEX, 1, &eps);
 	if (code)
 		return code;
 	snprintf(name, name_len, "%s", eps.e[0].name);
