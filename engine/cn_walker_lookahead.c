@@ -109,8 +109,9 @@ static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 			return rc;
 	}
 	struct cache_ent *e = la->e;
-	size_t n = count;
-	if (count < la->n) {
+	size_t n = count, cap = la->cap;
+	int full = count >= la->n;
+	if (!full) {
 		if (!(e = malloc(count * sizeof(*e) + 1)))
 			return -ENOMEM;
 		memcpy(e, la->e, count * sizeof(*e));
@@ -123,7 +124,12 @@ static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 		la->start = la->end = 0;
 	}
 	if (n == 0) {
-		free(e);
+		if (full) {
+			la->e = e;
+			la->cap = cap;
+		} else {
+			free(e);
+		}
 		return 0;
 	}
 	/* the walk's own path is restored afterwards */
@@ -169,7 +175,15 @@ static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 		c->path = NULL;
 	}
 	cn_wk_la_free_entries(e, i, n);
-	free(e);
+	/* the whole cache was encoded: its array serves the next entries
+	 * (512 of them are ~300 KB; freed and allocated again at every
+	 * flush, glibc trimmed and regrew the heap each time) */
+	if (full && !la->e) {
+		la->e = e;
+		la->cap = cap;
+	} else {
+		free(e);
+	}
 	if (saved) {
 		int r2 = cn_wk_path_set(w, 0, saved, saved_len);
 		free(saved);
