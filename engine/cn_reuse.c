@@ -125,10 +125,12 @@ static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache
 
 /* The file at path, not opened, unchanged since the previous snapshot by
  * its stat alone (cn_pxar_reuse.lookup_unopened): the entry of its path
- * must be unchanged since (inode + ctime, or ctime older than the
- * previous backup) with the same size and mtime, and its metadata hash
- * that of m (stat only), i.e. the file had no xattrs, ACLs, file
- * capabilities, flags or project id then; setting any sets the ctime. */
+ * must be VERIFIED with the same inode, ctime, size and mtime, and its
+ * metadata hash that of m (stat only), i.e. the file had no xattrs, ACLs,
+ * file capabilities, flags or project id when a cairn run read it;
+ * setting any sets the ctime. Entries rebuilt from a metadata archive
+ * are not enough: the run that made it may have been refused xattrs
+ * (trusted.* without CAP_SYS_ADMIN) that a read now would see. */
 static int lookup_unopened(void *ctx, const char *path, size_t path_len, const struct stat *st,
 			   const struct cn_pxar_metadata *m, struct cn_pxar_reuse_match *match)
 {
@@ -140,7 +142,7 @@ static int lookup_unopened(void *ctx, const char *path, size_t path_len, const s
 		return 0;
 	if ((rc = cn_filecache_lookup(r->prev, path, path_len, &e)) != 1)
 		return rc;
-	if (!same_size_mtime(&e, st) || !unchanged_since_prev(r, &e, st))
+	if (!same_size_mtime(&e, st) || !same_inode_ctime(&e, st))
 		return 0;
 	if ((rc = cn_reuse_meta_hash(m, h)) < 0)
 		return rc;

@@ -96,8 +96,8 @@ struct cn_pxar_reuse {
 	 * stat'ed as st from its directory and NOT opened, is unchanged in
 	 * content and metadata, judged from st alone: 1 and *match filled
 	 * when the previous entry of that path had the same inode, ctime,
-	 * size and mtime (or a ctime older than the previous backup) and
-	 * metadata equal to m, the metadata st alone gives (no xattrs, ACLs,
+	 * size and mtime and metadata equal to m, the metadata st alone
+	 * gives (no xattrs, ACLs,
 	 * file capabilities, attribute flags or quota project id). Since any
 	 * change of those sets the ctime, the file then still has none and
 	 * need not be opened. 0 when it must be opened and looked up as
