@@ -290,7 +290,7 @@ static int cmd_backup(int argc, char **argv)
 			for (size_t i = 0; i < eps.nfailed; i++)
 				json_array_append_new(fl, json_string(eps.failed[i]));
 			cli_json_print(json_pack(
-				"{s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+				"{s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 				"snapshot", snap, "targets", tl, "targets-unreachable", fl, "files", (json_int_t)st.files,
 				"dirs", (json_int_t)st.dirs, "bytes-read", (json_int_t)st.bytes_read,
 				"archive-bytes", (json_int_t)st.stream_bytes,
@@ -302,6 +302,7 @@ static int cmd_backup(int argc, char **argv)
 				"targets-ok", (json_int_t)st.targets_ok, "targets-total",
 				(json_int_t)(st.targets + eps.nfailed), "files-reused", (json_int_t)st.files_reused,
 				"files-compared", (json_int_t)st.files_compared,
+				"files-unopened", (json_int_t)st.files_unopened,
 				"reused-bytes", (json_int_t)st.reused_bytes,
 				"chunks-reused", (json_int_t)st.chunks_reused,
 				"proc-io-rchar", (json_int_t)proc_io_rchar()));
@@ -324,10 +325,12 @@ static int cmd_backup(int argc, char **argv)
 				cli_human_bytes(st.reused_bytes, rb, sizeof(rb));
 				cli_human_bytes(st.reused_padding, pb, sizeof(pb));
 				printf("  unchanged %llu files (%s) not stored again: %llu previous chunks "
-				       "reused, %s padding; %llu of them read to compare contents\n",
+				       "reused, %s padding; %llu of them read to compare contents, "
+				       "%llu not opened (metadata as in the previous snapshot)\n",
 				       (unsigned long long)st.files_reused, rb,
 				       (unsigned long long)st.chunks_reused, pb,
-				       (unsigned long long)st.files_compared);
+				       (unsigned long long)st.files_compared,
+				       (unsigned long long)st.files_unopened);
 			}
 			if (dedup > 0)
 				printf("  dedup ratio %.2f\n", dedup);

@@ -138,6 +138,7 @@ static void add_stats(struct cn_pxar_create_stats *sum, const struct cn_pxar_cre
 	sum->bytes_read += s->bytes_read;
 	sum->files_reused += s->files_reused;
 	sum->files_compared += s->files_compared;
+	sum->files_unopened += s->files_unopened;
 	sum->reused_bytes += s->reused_bytes;
 	sum->injected_bytes += s->injected_bytes;
 	sum->excluded += s->excluded;
@@ -570,6 +571,7 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 	}
 	stats->files_reused = sum.files_reused;
 	stats->files_compared = sum.files_compared;
+	stats->files_unopened = sum.files_unopened;
 	stats->reused_bytes = sum.reused_bytes;
 	stats->reused_padding = sum.injected_bytes > sum.reused_bytes ? sum.injected_bytes - sum.reused_bytes : 0;
 	stats->files = sum.files;

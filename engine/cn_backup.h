@@ -96,6 +96,8 @@ struct cn_backup_stats {
 	uint64_t bytes_new_encoded;   /* their stored (compressed) size */
 	uint64_t files_reused;        /* metadata mode: files not stored again */
 	uint64_t files_compared;      /* of those, read to compare contents */
+	uint64_t files_unopened;      /* of those, found unchanged by their stat
+				       * alone: not opened, metadata not read */
 	uint64_t reused_bytes;        /* their payload bytes */
 	uint64_t chunks_reused;       /* previous payload chunks re-referenced */
 	uint64_t reused_padding;      /* bytes in those chunks of no current file */

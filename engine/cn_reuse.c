@@ -111,12 +111,45 @@ static int content_equal(struct cn_reuse *r, int fd, const struct stat *st,
 	return !memcmp(got, e->content_hash, 16);
 }
 
-static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache_entry *e, int verified)
+/* Fills *mt from entry e; meta_hash: that of the file's metadata now. */
+static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache_entry *e, int verified,
+		       const uint8_t meta_hash[32])
 {
 	mt->payload_offset = e->payload_offset;
 	mt->verified = verified;
 	mt->has_content_hash = (e->flags & CN_FILECACHE_CONTENT_HASH) != 0;
 	memcpy(mt->content_hash, e->content_hash, 16);
+	mt->has_meta_hash = 1;
+	memcpy(mt->meta_hash, meta_hash, 32);
+}
+
+/* The file at path, not opened, unchanged since the previous snapshot by
+ * its stat alone (cn_pxar_reuse.lookup_unopened): the entry of its path
+ * must be VERIFIED with the same inode, ctime, size and mtime, and its
+ * metadata hash that of m (stat only), i.e. the file had no xattrs, ACLs,
+ * file capabilities, flags or project id when a cairn run read it;
+ * setting any sets the ctime. Entries rebuilt from a metadata archive
+ * are not enough: the run that made it may have been refused xattrs
+ * (trusted.* without CAP_SYS_ADMIN) that a read now would see. */
+static int lookup_unopened(void *ctx, const char *path, size_t path_len, const struct stat *st,
+			   const struct cn_pxar_metadata *m, struct cn_pxar_reuse_match *match)
+{
+	struct cn_reuse *r = ctx;
+	struct cn_filecache_entry e;
+	uint8_t h[32];
+	int rc;
+	if (!r->prev)
+		return 0;
+	if ((rc = cn_filecache_lookup(r->prev, path, path_len, &e)) != 1)
+		return rc;
+	if (!same_size_mtime(&e, st) || !same_inode_ctime(&e, st))
+		return 0;
+	if ((rc = cn_reuse_meta_hash(m, h)) < 0)
+		return rc;
+	if (memcmp(h, e.meta_hash, 32))
+		return 0;
+	fill_match(match, &e, 1, h);
+	return 1;
 }
 
 /* The previous entry for this file: by its path (unchanged since), else
@@ -141,11 +174,11 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 	if (found == 1 && same_size_mtime(&e, st)) {
 		int meta_same = !memcmp(h, e.meta_hash, 32);
 		if (meta_same && unchanged_since_prev(r, &e, st)) {
-			fill_match(match, &e, 1);
+			fill_match(match, &e, 1, h);
 			return 1;
 		}
 		if (meta_same && r->trust_unverified && !(e.flags & CN_FILECACHE_VERIFIED)) {
-			fill_match(match, &e, 0);
+			fill_match(match, &e, 0, h);
 			return 1;
 		}
 		if (e.flags & CN_FILECACHE_CONTENT_HASH) {
@@ -156,7 +189,7 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 	struct inode_query q = { st, h };
 	if ((rc = cn_filecache_lookup_inode(r->prev, (uint64_t)st->st_ino, accept_inode, &q, &e)) != 0) {
 		if (rc == 1)
-			fill_match(match, &e, 1);
+			fill_match(match, &e, 1, h);
 		return rc;
 	}
 	if (!have_cand) {
@@ -166,7 +199,7 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 		have_cand = rc == 1;
 	}
 	if (have_cand && content_equal(r, fd, st, &cand, bytes_read)) {
-		fill_match(match, &cand, 1);
+		fill_match(match, &cand, 1, h);
 		return 1;
 	}
 	return 0;
@@ -196,7 +229,11 @@ static int record(void *ctx, const char *path, size_t path_len, const struct sta
 		e.ctime_sec = st->st_ctim.tv_sec;
 		e.ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
 	}
-	int rc = cn_reuse_meta_hash(m, e.meta_hash);
+	int rc = 0;
+	if (reused && reused->has_meta_hash)
+		memcpy(e.meta_hash, reused->meta_hash, 32);
+	else
+		rc = cn_reuse_meta_hash(m, e.meta_hash);
 	for (size_t k = 0; rc == 0 && k < r->n_out; k++)
 		rc = cn_filecache_writer_put(r->out[k], path, path_len, &e);
 	return rc;
@@ -269,7 +306,7 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, 
 		cn_reuse_free(r);
 		return rc;
 	}
-	r->ops = (struct cn_pxar_reuse){ .lookup = lookup, .inject = inject, .record = record, .ctx = r,
+	r->ops = (struct cn_pxar_reuse){ .lookup = lookup, .lookup_unopened = lookup_unopened, .inject = inject, .record = record, .ctx = r,
 					 .prev_payload_index = r->prev ? prev_payload_index : NULL };
 	*out_r = r;
 	*ops = &r->ops;

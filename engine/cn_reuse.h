@@ -16,6 +16,12 @@
  * trust_unverified reuses rebuilt entries on size + mtime + metadata
  * alone (upstream's rule).
  *
+ * A file whose VERIFIED entry has its listing's inode, ctime, size and
+ * mtime and the metadata hash of its stat alone (it had no xattrs, ACLs,
+ * fcaps, flags or project id) is found unchanged before it is opened
+ * (lookup_unopened): setting any of those sets the ctime, so the walker
+ * need not open it to read them.
+ *
  * Beyond upstream, two cases that upstream reads and stores again cost
  * no new payload here:
  *  - moved or renamed (a renamed folder): found by inode number, with

@@ -23,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <linux/openat2.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -98,9 +100,23 @@ static void warn_changed(struct walker *w, const char *name, int existed)
  * other, without O_NONBLOCK, so the open waits for the lease break as a
  * plain open would. Returns an fd, -ENOTSUP when it is no longer a
  * regular file, or -errno. */
-static int reopen_regular(int parent, const char *name, int flags)
+/* open_at, where parent CN_WK_BENEATH_ROOT opens name, a path relative
+ * to the root, without following a symlink on the way or leaving the
+ * root (openat2's RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a directory
+ * replaced by a symlink since it was walked is not followed. */
+static int open_from(const struct walker *w, int parent, const char *name, int flags)
 {
-	int pfd = openat(parent, name, O_PATH | O_CLOEXEC | (flags & O_NOFOLLOW));
+	if (parent != CN_WK_BENEATH_ROOT)
+		return openat(parent, name, flags);
+	struct open_how how = { .flags = (uint64_t)flags,
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+	long r = syscall(SYS_openat2, w->root_fd, name, &how, sizeof(how));
+	return (int)r;
+}
+
+static int reopen_regular(const struct walker *w, int parent, const char *name, int flags)
+{
+	int pfd = open_from(w, parent, name, O_PATH | O_CLOEXEC | (flags & O_NOFOLLOW));
 	if (pfd < 0)
 		return -errno;
 	struct stat st;
@@ -135,9 +151,9 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 	flags |= O_CLOEXEC | O_NOCTTY | (flags & O_PATH ? 0 : O_NONBLOCK);
 	*fd = -1;
 	for (;;) {
-		int r = openat(parent, name, flags | noatime);
+		int r = open_from(w, parent, name, flags | noatime);
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && type == S_IFREG) {
-			r = reopen_regular(parent, name, flags | noatime);
+			r = reopen_regular(w, parent, name, flags | noatime);
 			if (r < 0)
 				errno = r == -ENOTSUP ? ENXIO : -r;
 		}
@@ -186,6 +202,41 @@ static int open_entry(struct walker *w, int parent, const char *name, int flags,
 		}
 		return cn_error_sys(-errno, "open \"%s\"", cn_wk_cur_path(w));
 	}
+}
+
+int cn_wk_open_unopened(struct walker *w, struct cache_ent *c, int *skip)
+{
+	struct stat st;
+	int fd, rc = open_entry(w, CN_WK_BENEATH_ROOT, c->path, O_RDONLY | O_NOFOLLOW, S_IFREG, 1, &fd, &st);
+	*skip = 0;
+	if (rc < 0)
+		return rc;
+	if (fd < 0) {
+		*skip = 1;
+		return 0;
+	}
+	if (st.st_dev != c->st.st_dev || st.st_ino != c->st.st_ino ||
+	    st.st_ctim.tv_sec != c->st.st_ctim.tv_sec || st.st_ctim.tv_nsec != c->st.st_ctim.tv_nsec) {
+		/* changed since listed: its metadata as the walk reads it, on
+		 * its own file system */
+		struct cn_pxar_metadata m;
+		int64_t magic = w->fs_magic;
+		uint64_t flags = w->fs_flags;
+		w->fs_magic = c->fs_magic;
+		w->fs_flags = c->fs_flags;
+		rc = cn_wk_get_metadata(w, fd, &st, w->feature_flags & w->fs_flags, &m);
+		w->fs_magic = magic;
+		w->fs_flags = flags;
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		cn_pxar_metadata_clear(&c->m);
+		c->m = m;
+	}
+	c->st = st;
+	c->fd = fd;
+	return 0;
 }
 
 /* ---- patterns ---- */
@@ -717,17 +768,32 @@ static int add_entry(struct walker *w, int parent, const struct list_entry *list
 	 * read (a file replaced by rename since the listing is the new one) */
 	struct list_entry cur = *listed;
 	const struct list_entry *ent = &cur;
+	struct cn_pxar_metadata m;
 
+	/* metadata mode: a file unchanged since the previous snapshot by its
+	 * listing's stat (inode, ctime, size, mtime) and without metadata
+	 * beyond stat then is neither opened nor has its metadata read */
+	if (t == S_IFREG && listed->st.st_nlink == 1 && w->reuse && w->reuse->lookup_unopened &&
+	    cn_wk_ctime_covers_metadata(w)) {
+		struct cn_pxar_reuse_match match;
+		memset(&match, 0, sizeof(match));
+		cn_wk_stat_metadata(&listed->st, &m);
+		rc = w->reuse->lookup_unopened(w->reuse->ctx, w->path, w->path_len, &listed->st, &m,
+					       &match);
+		if (rc < 0)
+			return rc;
+		if (rc == 1)
+			return cn_wk_add_entry_reuse(w, -1, ent, &m, &match);
+	}
 	if ((rc = open_entry(w, parent, ent->name, oflags, t, 1, &fd, &cur.st)) < 0 || fd < 0)
 		return rc;
 
-	struct cn_pxar_metadata m;
 	if ((rc = cn_wk_get_metadata(w, fd, &ent->st, w->feature_flags & w->fs_flags, &m)) < 0) {
 		close(fd);
 		return rc;
 	}
 	if (w->reuse)
-		return cn_wk_add_entry_reuse(w, fd, ent, &m);
+		return cn_wk_add_entry_reuse(w, fd, ent, &m, NULL);
 	rc = cn_wk_encode_entry(w, fd, ent, &m, NULL, 0);
 	cn_pxar_metadata_clear(&m);
 	close(fd);
@@ -840,6 +906,16 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 		goto out;
 	}
 	w.fs_flags = cn_pxar_flags_from_magic(w.fs_magic);
+	w.root_fd = fd;
+	if (w.reuse) {
+		/* the walk may open cached files by path (cn_wk_open_unopened);
+		 * without openat2 (before Linux 5.6) every file is opened */
+		struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_BENEATH };
+		long r = syscall(SYS_openat2, fd, ".", &how, sizeof(how));
+		w.beneath_ok = r >= 0;
+		if (r >= 0)
+			close((int)r);
+	}
 	w.cur_dev = st.st_dev;
 	w.root_dev = st.st_dev;
 	w.use_devset = !opts->all_file_systems;

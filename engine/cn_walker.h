@@ -75,6 +75,9 @@ struct cn_pxar_reuse_match {
 				   * not only by size + mtime */
 	int has_content_hash;
 	uint8_t content_hash[16]; /* XXH3-128 of its content, big-endian */
+	int has_meta_hash;        /* meta_hash holds the SHA-256 of the file's
+				   * encoded metadata now (cn_reuse_meta_hash) */
+	uint8_t meta_hash[32];
 };
 
 /* Metadata change detection (upstream --change-detection-mode=metadata,
@@ -89,6 +92,18 @@ struct cn_pxar_reuse {
 	int (*lookup)(void *ctx, const char *path, size_t path_len, int fd, const struct stat *st,
 		      const struct cn_pxar_metadata *m, struct cn_pxar_reuse_match *match,
 		      uint64_t *bytes_read);
+	/* May be NULL. Whether the regular file at path (as for lookup),
+	 * stat'ed as st from its directory and NOT opened, is unchanged in
+	 * content and metadata, judged from st alone: 1 and *match filled
+	 * when the previous entry of that path had the same inode, ctime,
+	 * size and mtime and metadata equal to m, the metadata st alone
+	 * gives (no xattrs, ACLs,
+	 * file capabilities, attribute flags or quota project id). Since any
+	 * change of those sets the ctime, the file then still has none and
+	 * need not be opened. 0 when it must be opened and looked up as
+	 * usual; a negative code aborts the backup. */
+	int (*lookup_unopened)(void *ctx, const char *path, size_t path_len, const struct stat *st,
+			       const struct cn_pxar_metadata *m, struct cn_pxar_reuse_match *match);
 	/* The payload stream consumer must end its current chunk exactly at
 	 * the current position (everything before it has been passed to
 	 * payload_out) and append these chunks of the previous payload index
@@ -168,6 +183,9 @@ struct cn_pxar_create_stats {
 	uint64_t files_compared;  /* of files_reused, those read to compare
 				   * with the previous content (metadata
 				   * changed, data not) */
+	uint64_t files_unopened;  /* of files_reused, those found unchanged by
+				   * lookup_unopened (not opened, metadata
+				   * not read) */
 	uint64_t reused_bytes;    /* their payload bytes, headers included */
 	uint64_t reencoded_bytes;
 	uint64_t injected_chunks, injected_bytes; /* previous chunks placed */

@@ -52,6 +52,8 @@ struct cache_ent {
 	size_t path_len, name_off;
 	struct stat st;
 	struct cn_pxar_metadata m;
+	int64_t fs_magic;       /* the walker's fs_magic and fs_flags when */
+	uint64_t fs_flags;      /* it was listed */
 	int reusable;           /* regular file found unchanged */
 	uint64_t rel;           /* its PAYLOAD header offset - start */
 	struct cn_pxar_reuse_match match; /* what lookup found (reusable) */
@@ -113,11 +115,27 @@ struct walker {
 	uint8_t *buf;
 	const struct cn_pxar_reuse *reuse;  /* metadata change detection */
 	struct lookahead la;
+	int root_fd;           /* the root directory (borrowed from cn_pxar_create) */
+	int beneath_ok;        /* openat2 RESOLVE_BENEATH works (open_entry's
+				* CN_WK_BENEATH_ROOT) */
 	XXH3_state_t *xxh;     /* metadata mode: content hash of the file read */
 	uint8_t content_hash[16];
 };
 
 /* ---- cn_walker.c ---- */
+
+/* open_entry's parent for a path relative to the root, resolved beneath
+ * it without following symlinks (not a valid fd, not AT_FDCWD). */
+#define CN_WK_BENEATH_ROOT (-2)
+
+/* Opens the regular file of cached entry c that lookup_unopened found
+ * unchanged but that is read after all (the padding rule), by its path
+ * beneath the root, as the walk would have opened it: c->fd and c->st
+ * become the opened file's, and c->m is read from it when its inode or
+ * ctime is no longer the listed one. *skip = 1 (nothing opened) when it
+ * vanished or is no longer a regular file (warned and counted as
+ * open_entry does). Returns 0 or a negative code with a message. */
+int cn_wk_open_unopened(struct walker *w, struct cache_ent *c, int *skip);
 
 /* Sets the path to its first base_len bytes + "/" + name (no "/" when
  * base_len is 0). Returns 0 or -ENOMEM (the path is then unchanged). */
@@ -141,6 +159,17 @@ int cn_wk_add_directory(struct walker *w, int fd, const struct list_entry *ent,
 
 /* qsort that accepts an empty (NULL) array. */
 void cn_wk_sort_n(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
+
+/* Sets *m to what st alone gives (mode, owner, mtime; nothing else). */
+void cn_wk_stat_metadata(const struct stat *st, struct cn_pxar_metadata *m);
+
+/* 1 when, on the file system being walked and with the feature flags in
+ * use, a file whose ctime did not change since the previous backup still
+ * has the metadata it had then, so that lookup_unopened may be asked:
+ * not on FAT (its attributes are not kept with a ctime) nor FUSE (the
+ * ctime is the daemon's word), and only with the default feature flags
+ * (the previous run's are not recorded). */
+int cn_wk_ctime_covers_metadata(const struct walker *w);
 
 /* Reads the metadata of the open entry fd (borrowed), whose fstat is *st,
  * into *m, as far as flags allow. Returns 0 (the caller then owns *m and
@@ -175,8 +204,10 @@ void cn_wk_la_free_entries(struct cache_ent *e, size_t from, size_t n);
 int cn_wk_la_flush(struct walker *w, int keep_last);
 
 /* Adds one entry in metadata change detection mode, through the
- * look-ahead cache. Takes fd and *m. Returns 0 or a negative code. */
+ * look-ahead cache. Takes fd and *m. found: for a regular file that
+ * lookup_unopened found unchanged (not opened: fd -1), its match; NULL
+ * otherwise. Returns 0 or a negative code. */
 int cn_wk_add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent,
-			  struct cn_pxar_metadata *m);
+			  struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *found);
 
 #endif

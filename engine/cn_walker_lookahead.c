@@ -54,6 +54,8 @@ int cn_wk_la_push(struct walker *w, int kind, int fd, const struct list_entry *e
 		c->m = *m;              /* moved: the caller's copy is cleared */
 		memset(m, 0, sizeof(*m));
 		c->fd = fd;
+		c->fs_magic = w->fs_magic;
+		c->fs_flags = w->fs_flags;
 		c->reusable = match != NULL;
 		if (match)
 			c->match = *match;
@@ -107,8 +109,9 @@ static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 			return rc;
 	}
 	struct cache_ent *e = la->e;
-	size_t n = count;
-	if (count < la->n) {
+	size_t n = count, cap = la->cap;
+	int full = count >= la->n;
+	if (!full) {
 		if (!(e = malloc(count * sizeof(*e) + 1)))
 			return -ENOMEM;
 		memcpy(e, la->e, count * sizeof(*e));
@@ -121,7 +124,12 @@ static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 		la->start = la->end = 0;
 	}
 	if (n == 0) {
-		free(e);
+		if (full) {
+			la->e = e;
+			la->cap = cap;
+		} else {
+			free(e);
+		}
 		return 0;
 	}
 	/* the walk's own path is restored afterwards */
@@ -147,8 +155,15 @@ static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 			if (rc == 0)
 				rc = cn_pxar_encoder_begin_dir(w->enc, &c->m, le.name, le.name_len);
 		} else {
-			rc = cn_wk_encode_entry(w, c->fd, &le, &c->m, reuse && c->reusable ? &c->match : NULL,
-					  base + c->rel);
+			int use = reuse && c->reusable, skip = 0;
+			/* a file found unchanged without opening it, read after all */
+			if (!use && c->fd < 0 && S_ISREG(c->st.st_mode) &&
+			    (rc = cn_wk_open_unopened(w, c, &skip)) == 0 && !skip)
+				le.st = c->st;
+			w->stats->files_unopened += use && c->fd < 0;
+			if (rc == 0 && !skip)
+				rc = cn_wk_encode_entry(w, c->fd, &le, &c->m, use ? &c->match : NULL,
+							base + c->rel);
 		}
 		if (rc < 0)
 			cn_error_prefix(rc, "error at \"%s\"", cn_wk_cur_path(w));
@@ -160,7 +175,15 @@ static int la_encode_n(struct walker *w, size_t count, int reuse, uint64_t base)
 		c->path = NULL;
 	}
 	cn_wk_la_free_entries(e, i, n);
-	free(e);
+	/* the whole cache was encoded: its array serves the next entries
+	 * (512 of them are ~300 KB; freed and allocated again at every
+	 * flush, glibc trimmed and regrew the heap each time) */
+	if (full && !la->e) {
+		la->e = e;
+		la->cap = cap;
+	} else {
+		free(e);
+	}
 	if (saved) {
 		int r2 = cn_wk_path_set(w, 0, saved, saved_len);
 		free(saved);
@@ -383,23 +406,29 @@ static int is_later_link(struct walker *w, const struct stat *st)
 	return 0;
 }
 
-/* create.rs add_entry in metadata mode: takes fd and *m. */
+/* create.rs add_entry in metadata mode: takes fd and *m. found: what
+ * lookup_unopened found for this regular file (fd is then -1), or NULL. */
 int cn_wk_add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent,
-			  struct cn_pxar_metadata *m)
+			  struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *found)
 {
 	struct lookahead *la = &w->la;
 	uint32_t t = ent->st.st_mode & S_IFMT;
 	int rc = 0;
 	if (la->n >= la->max && (rc = cn_wk_la_flush(w, 1)) < 0)
 		goto out;
-	if (t == S_IFREG && !is_later_link(w, &ent->st)) {
+	if (t == S_IFREG && (found || !is_later_link(w, &ent->st))) {
 		struct cn_pxar_reuse_match match;
-		uint64_t compared = 0;
-		memset(&match, 0, sizeof(match));
-		int r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, fd, &ent->st, m, &match,
-					 &compared);
-		w->stats->bytes_read += compared;
-		w->stats->files_compared += r == 1 && compared > 0;
+		int r = 1;
+		if (found) {
+			match = *found;
+		} else {
+			uint64_t compared = 0;
+			memset(&match, 0, sizeof(match));
+			r = w->reuse->lookup(w->reuse->ctx, w->path, w->path_len, fd, &ent->st, m, &match,
+					     &compared);
+			w->stats->bytes_read += compared;
+			w->stats->files_compared += r == 1 && compared > 0;
+		}
 		if (r < 0) {
 			rc = r;
 			goto out;

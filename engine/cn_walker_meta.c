@@ -367,18 +367,29 @@ static uint64_t flags_from_chattr(unsigned long a)
 	return f;
 }
 
-int cn_wk_get_metadata(struct walker *w, int fd, const struct stat *st, uint64_t flags,
-		       struct cn_pxar_metadata *m)
+void cn_wk_stat_metadata(const struct stat *st, struct cn_pxar_metadata *m)
 {
-	char proc_path[64];
-	int rc;
-
 	memset(m, 0, sizeof(*m));
 	m->stat.mode = st->st_mode;
 	m->stat.uid = st->st_uid;
 	m->stat.gid = st->st_gid;
 	m->stat.mtime_secs = st->st_mtim.tv_sec;
 	m->stat.mtime_nanos = (uint32_t)st->st_mtim.tv_nsec;
+}
+
+int cn_wk_ctime_covers_metadata(const struct walker *w)
+{
+	return w->beneath_ok && w->fs_magic != MAGIC_MSDOS && w->fs_magic != MAGIC_FUSE &&
+	       w->feature_flags == CN_PXAR_FLAGS_DEFAULT;
+}
+
+int cn_wk_get_metadata(struct walker *w, int fd, const struct stat *st, uint64_t flags,
+		       struct cn_pxar_metadata *m)
+{
+	char proc_path[64];
+	int rc;
+
+	cn_wk_stat_metadata(st, m);
 	snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
 
 	if ((rc = get_xattr_fcaps_acl(w, m, fd, proc_path, flags)) < 0)
