@@ -12,6 +12,7 @@
 #include "common/cn_error.h"
 #include "engine/cn_workqueue.h"
 #include "store/cn_blob.h"
+#include "store/cn_blob_stream.h"
 
 /* Decoded-content buffers above this size are released when the slot is
  * reused; of the raw buffer, what a blob used beyond it is given back
@@ -59,13 +60,85 @@ struct cn_chunk_reader {
 	int have_last, streak;
 	struct cn_workqueue *q;
 	struct cn_workers *workers;
-	struct cn_blob_ctx *ctx;   /* for demand loads in the caller's thread */
+	struct decoder *dec;       /* for demand loads in the caller's thread */
 	atomic_uint_fast64_t fetched, bytes_fetched, bytes_decoded;
 };
 
+/* What a thread decodes chunks with (either pointer may be NULL when out
+ * of memory: the decoder then allocates per call, and a source that can
+ * stream a chunk is read whole instead). */
+struct decoder {
+	struct cn_blob_ctx *ctx;
+	struct cn_blob_stream *stream;
+};
+
+static struct decoder *decoder_new(void)
+{
+	struct decoder *d = calloc(1, sizeof(*d));
+	if (d && (cn_blob_ctx_new(&d->ctx) < 0 || cn_blob_stream_new(&d->stream) < 0))
+		cn_error_clear();
+	return d;
+}
+
+static void decoder_free(struct decoder *d)
+{
+	if (!d)
+		return;
+	cn_blob_ctx_free(d->ctx);
+	cn_blob_stream_free(d->stream);
+	free(d);
+}
+
+/* A chunk read through cn_source_ops.read_chunk goes straight into the
+ * slot's raw buffer through the decoder's stream. */
+struct slot_sink {
+	struct cn_blob_stream *stream;
+	struct cn_buf *raw;
+	const struct cn_crypt_config *crypt;
+	const uint8_t *digest;
+};
+
+static void sink_restart(void *ctx)
+{
+	struct slot_sink *k = ctx;
+	cn_blob_stream_begin(k->stream, k->raw, k->crypt, k->digest);
+}
+
+static int sink_write(void *ctx, const uint8_t *data, size_t n)
+{
+	return cn_blob_stream_write(((struct slot_sink *)ctx)->stream, data, n);
+}
+
+/* Reads the chunk with digest into s and decodes it (s->bytes, s->len). */
+static int fetch(struct cn_chunk_reader *r, struct slot *s, struct decoder *d,
+		 const uint8_t digest[32])
+{
+	int rc;
+	if (r->src->ops->read_chunk && d && d->stream) {
+		/* decrypted and checked as it arrives, without a copy */
+		struct slot_sink k = {d->stream, &s->raw, r->crypt, digest};
+		struct cn_chunk_sink sink = {sink_restart, sink_write, &k};
+		sink_restart(&k);
+		rc = r->src->ops->read_chunk(r->src, digest, &sink);
+		if (rc == 0) {
+			atomic_fetch_add(&r->bytes_fetched, cn_blob_stream_size(d->stream));
+			rc = cn_blob_stream_finish(d->stream, d->ctx, &s->data, &s->bytes, &s->len);
+		}
+		return rc;
+	}
+	rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
+	if (rc == 0) {
+		atomic_fetch_add(&r->bytes_fetched, s->raw.len);
+		/* (raw is the slot's: an encrypted blob is decrypted within it) */
+		rc = cn_blob_decode_inplace(d ? d->ctx : NULL, s->raw.data, s->raw.len, r->crypt,
+					    digest, &s->data, &s->bytes, &s->len);
+	}
+	return rc;
+}
+
 /* Fetches and verifies chunk s->chunk into s, then publishes the result.
  * Called without the lock by whoever set s LOADING. */
-static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *ctx)
+static void load(struct cn_chunk_reader *r, struct slot *s, struct decoder *d)
 {
 	uint8_t digest[32];
 	uint64_t start, end;
@@ -84,15 +157,9 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 			      ((want + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1)) - SLOT_KEEP_CAP,
 			      MADV_POPULATE_WRITE);
 #endif
-	int rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
+	int rc = fetch(r, s, d, digest);
 	if (rc == -ENOENT) /* the index needs it: the snapshot is damaged */
 		rc = cn_error_set(-CN_E_MISSING, "missing from the store");
-	if (rc == 0) {
-		atomic_fetch_add(&r->bytes_fetched, s->raw.len);
-		/* (raw is the slot's: an encrypted blob is decrypted within it) */
-		rc = cn_blob_decode_inplace(ctx, s->raw.data, s->raw.len, r->crypt, digest,
-					    &s->data, &s->bytes, &s->len);
-	}
 	if (rc == 0 && s->len != end - start)
 		rc = cn_error_set(-CN_E_FORMAT, "decoded to %zu bytes, the index says %llu",
 				  s->len, (unsigned long long)(end - start));
@@ -118,13 +185,12 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 static void *worker_main(void *ctx, size_t i)
 {
 	struct cn_chunk_reader *r = ctx;
-	struct cn_blob_ctx *bctx = NULL;
+	struct decoder *d = decoder_new();
 	(void)i;
-	cn_blob_ctx_new(&bctx); /* NULL on failure: the decoder then allocates per call */
 	void *item;
 	while (cn_workqueue_pop(r->q, &item))
-		load(r, item, bctx);
-	cn_blob_ctx_free(bctx);
+		load(r, item, d);
+	decoder_free(d);
 	return NULL;
 }
 
@@ -171,7 +237,11 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 	}
 	for (size_t i = 0; i < r->nslots; i++)
 		slot_raw_init(&r->slots[i]);
-	if ((rc = cn_blob_ctx_new(&r->ctx)) < 0 || (rc = cn_workqueue_new(r->nslots, &r->q)) < 0)
+	if (!(r->dec = decoder_new())) {
+		cn_error_set(rc, "out of memory for a chunk decoder");
+		goto fail;
+	}
+	if ((rc = cn_workqueue_new(r->nslots, &r->q)) < 0)
 		goto fail;
 	rc = cn_workers_start(threads, worker_main, r, &r->workers);
 	if (rc < 0)
@@ -278,7 +348,7 @@ static int acquire(struct cn_chunk_reader *r, size_t i, struct slot **slot)
 	pthread_mutex_unlock(&r->lock);
 
 	if (demand)
-		load(r, s, r->ctx);
+		load(r, s, r->dec);
 
 	pthread_mutex_lock(&r->lock);
 	while (s->state == SLOT_LOADING)
@@ -390,7 +460,7 @@ void cn_chunk_reader_free(struct cn_chunk_reader *r)
 		cn_buf_free(&r->slots[i].data);
 	}
 	free(r->slots);
-	cn_blob_ctx_free(r->ctx);
+	decoder_free(r->dec);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);
