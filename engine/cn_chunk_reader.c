@@ -41,6 +41,7 @@ struct slot {
 	uint64_t stamp;
 	int pins;
 	struct cn_buf raw, data;
+	size_t mapped;        /* raw[0..mapped) may be resident (page multiple) */
 	const uint8_t *bytes;
 	size_t len;
 	int err;
@@ -136,6 +137,18 @@ static int fetch(struct cn_chunk_reader *r, struct slot *s, struct decoder *d,
 	return rc;
 }
 
+/* The bytes of raw that chunk i's blob will use (about its plain size:
+ * compressed ones are smaller), in whole pages, at most raw's capacity. */
+static size_t blob_pages(const struct cn_chunk_reader *r, const struct slot *s, size_t i)
+{
+	uint64_t start, end;
+	cn_index_entry(r->idx, i, &start, &end, NULL);
+	uint64_t want = end - start + CN_BLOB_ENC_HEADER_SIZE;
+	if (want > s->raw.cap)
+		want = s->raw.cap;
+	return ((size_t)want + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
+}
+
 /* Fetches and verifies chunk s->chunk into s, then publishes the result.
  * Called without the lock by whoever set s LOADING. */
 static void load(struct cn_chunk_reader *r, struct slot *s, struct decoder *d)
@@ -149,15 +162,14 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct decoder *d)
 	/* a blob is about as large as its plain chunk (compressed ones are
 	 * smaller): the pages beyond what the slot keeps resident are mapped
 	 * in one call rather than one fault each (only a hint) */
-	size_t want = (size_t)(end - start) + CN_BLOB_ENC_HEADER_SIZE;
-	if (want > s->raw.cap)
-		want = s->raw.cap;
+	size_t want = blob_pages(r, s, s->chunk);
 	if (want > SLOT_KEEP_CAP)
-		(void)madvise(s->raw.data + SLOT_KEEP_CAP,
-			      ((want + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1)) - SLOT_KEEP_CAP,
+		(void)madvise(s->raw.data + SLOT_KEEP_CAP, want - SLOT_KEEP_CAP,
 			      MADV_POPULATE_WRITE);
 #endif
 	int rc = fetch(r, s, d, digest);
+	size_t used = (s->raw.len + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
+	s->mapped = used > blob_pages(r, s, s->chunk) ? used : blob_pages(r, s, s->chunk);
 	if (rc == -ENOENT) /* the index needs it: the snapshot is damaged */
 		rc = cn_error_set(-CN_E_MISSING, "missing from the store");
 	if (rc == 0 && s->len != end - start)
@@ -286,9 +298,20 @@ static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk, size_t k
 		if (best->raw.cap > RAW_CAP) {
 			cn_buf_free(&best->raw);
 			slot_raw_init(best);
-		} else if (best->raw.len > SLOT_KEEP_CAP) {
-			size_t used = (best->raw.len + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
-			madvise(best->raw.data + SLOT_KEEP_CAP, used - SLOT_KEEP_CAP, MADV_DONTNEED);
+			best->mapped = 0;
+		} else {
+			/* what the previous blob used beyond SLOT_KEEP_CAP goes
+			 * back, except the pages the new chunk will use again:
+			 * giving them back and mapping them again at once cost
+			 * a zeroed page each (and on a VM that returns free
+			 * memory to its host, a host fault each) */
+			size_t keep = blob_pages(r, best, chunk);
+			if (keep < SLOT_KEEP_CAP)
+				keep = SLOT_KEEP_CAP;
+			if (best->mapped > keep) {
+				madvise(best->raw.data + keep, best->mapped - keep, MADV_DONTNEED);
+				best->mapped = keep;
+			}
 		}
 		if (best->data.cap > SLOT_KEEP_CAP)
 			cn_buf_free(&best->data);
