@@ -12,6 +12,7 @@
 #include "common/cn_error.h"
 #include "engine/cn_workqueue.h"
 #include "store/cn_blob.h"
+#include "store/cn_blob_stream.h"
 
 /* Decoded-content buffers above this size are released when the slot is
  * reused; of the raw buffer, what a blob used beyond it is given back
@@ -40,6 +41,7 @@ struct slot {
 	uint64_t stamp;
 	int pins;
 	struct cn_buf raw, data;
+	size_t mapped;        /* raw[0..mapped) may be resident (page multiple) */
 	const uint8_t *bytes;
 	size_t len;
 	int err;
@@ -59,13 +61,97 @@ struct cn_chunk_reader {
 	int have_last, streak;
 	struct cn_workqueue *q;
 	struct cn_workers *workers;
-	struct cn_blob_ctx *ctx;   /* for demand loads in the caller's thread */
+	struct decoder *dec;       /* for demand loads in the caller's thread */
 	atomic_uint_fast64_t fetched, bytes_fetched, bytes_decoded;
 };
 
+/* What a thread decodes chunks with (either pointer may be NULL when out
+ * of memory: the decoder then allocates per call, and a source that can
+ * stream a chunk is read whole instead). */
+struct decoder {
+	struct cn_blob_ctx *ctx;
+	struct cn_blob_stream *stream;
+};
+
+static struct decoder *decoder_new(void)
+{
+	struct decoder *d = calloc(1, sizeof(*d));
+	if (d && (cn_blob_ctx_new(&d->ctx) < 0 || cn_blob_stream_new(&d->stream) < 0))
+		cn_error_clear();
+	return d;
+}
+
+static void decoder_free(struct decoder *d)
+{
+	if (!d)
+		return;
+	cn_blob_ctx_free(d->ctx);
+	cn_blob_stream_free(d->stream);
+	free(d);
+}
+
+/* A chunk read through cn_source_ops.read_chunk goes straight into the
+ * slot's raw buffer through the decoder's stream. */
+struct slot_sink {
+	struct cn_blob_stream *stream;
+	struct cn_buf *raw;
+	const struct cn_crypt_config *crypt;
+	const uint8_t *digest;
+};
+
+static void sink_restart(void *ctx)
+{
+	struct slot_sink *k = ctx;
+	cn_blob_stream_begin(k->stream, k->raw, k->crypt, k->digest);
+}
+
+static int sink_write(void *ctx, const uint8_t *data, size_t n)
+{
+	return cn_blob_stream_write(((struct slot_sink *)ctx)->stream, data, n);
+}
+
+/* Reads the chunk with digest into s and decodes it (s->bytes, s->len). */
+static int fetch(struct cn_chunk_reader *r, struct slot *s, struct decoder *d,
+		 const uint8_t digest[32])
+{
+	int rc;
+	if (r->src->ops->read_chunk && d && d->stream) {
+		/* decrypted and checked as it arrives, without a copy */
+		struct slot_sink k = {d->stream, &s->raw, r->crypt, digest};
+		struct cn_chunk_sink sink = {sink_restart, sink_write, &k};
+		sink_restart(&k);
+		rc = r->src->ops->read_chunk(r->src, digest, &sink);
+		if (rc == 0) {
+			atomic_fetch_add(&r->bytes_fetched, cn_blob_stream_size(d->stream));
+			rc = cn_blob_stream_finish(d->stream, d->ctx, &s->data, &s->bytes, &s->len);
+		}
+		return rc;
+	}
+	rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
+	if (rc == 0) {
+		atomic_fetch_add(&r->bytes_fetched, s->raw.len);
+		/* (raw is the slot's: an encrypted blob is decrypted within it) */
+		rc = cn_blob_decode_inplace(d ? d->ctx : NULL, s->raw.data, s->raw.len, r->crypt,
+					    digest, &s->data, &s->bytes, &s->len);
+	}
+	return rc;
+}
+
+/* The bytes of raw that chunk i's blob will use (about its plain size:
+ * compressed ones are smaller), in whole pages, at most raw's capacity. */
+static size_t blob_pages(const struct cn_chunk_reader *r, const struct slot *s, size_t i)
+{
+	uint64_t start, end;
+	cn_index_entry(r->idx, i, &start, &end, NULL);
+	uint64_t want = end - start + CN_BLOB_ENC_HEADER_SIZE;
+	if (want > s->raw.cap)
+		want = s->raw.cap;
+	return ((size_t)want + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
+}
+
 /* Fetches and verifies chunk s->chunk into s, then publishes the result.
  * Called without the lock by whoever set s LOADING. */
-static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *ctx)
+static void load(struct cn_chunk_reader *r, struct slot *s, struct decoder *d)
 {
 	uint8_t digest[32];
 	uint64_t start, end;
@@ -76,23 +162,16 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 	/* a blob is about as large as its plain chunk (compressed ones are
 	 * smaller): the pages beyond what the slot keeps resident are mapped
 	 * in one call rather than one fault each (only a hint) */
-	size_t want = (size_t)(end - start) + CN_BLOB_ENC_HEADER_SIZE;
-	if (want > s->raw.cap)
-		want = s->raw.cap;
+	size_t want = blob_pages(r, s, s->chunk);
 	if (want > SLOT_KEEP_CAP)
-		(void)madvise(s->raw.data + SLOT_KEEP_CAP,
-			      ((want + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1)) - SLOT_KEEP_CAP,
+		(void)madvise(s->raw.data + SLOT_KEEP_CAP, want - SLOT_KEEP_CAP,
 			      MADV_POPULATE_WRITE);
 #endif
-	int rc = r->src->ops->get_chunk(r->src, digest, &s->raw);
+	int rc = fetch(r, s, d, digest);
+	size_t used = (s->raw.len + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
+	s->mapped = used > blob_pages(r, s, s->chunk) ? used : blob_pages(r, s, s->chunk);
 	if (rc == -ENOENT) /* the index needs it: the snapshot is damaged */
 		rc = cn_error_set(-CN_E_MISSING, "missing from the store");
-	if (rc == 0) {
-		atomic_fetch_add(&r->bytes_fetched, s->raw.len);
-		/* (raw is the slot's: an encrypted blob is decrypted within it) */
-		rc = cn_blob_decode_inplace(ctx, s->raw.data, s->raw.len, r->crypt, digest,
-					    &s->data, &s->bytes, &s->len);
-	}
 	if (rc == 0 && s->len != end - start)
 		rc = cn_error_set(-CN_E_FORMAT, "decoded to %zu bytes, the index says %llu",
 				  s->len, (unsigned long long)(end - start));
@@ -118,13 +197,12 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct cn_blob_ctx *
 static void *worker_main(void *ctx, size_t i)
 {
 	struct cn_chunk_reader *r = ctx;
-	struct cn_blob_ctx *bctx = NULL;
+	struct decoder *d = decoder_new();
 	(void)i;
-	cn_blob_ctx_new(&bctx); /* NULL on failure: the decoder then allocates per call */
 	void *item;
 	while (cn_workqueue_pop(r->q, &item))
-		load(r, item, bctx);
-	cn_blob_ctx_free(bctx);
+		load(r, item, d);
+	decoder_free(d);
 	return NULL;
 }
 
@@ -171,7 +249,11 @@ int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 	}
 	for (size_t i = 0; i < r->nslots; i++)
 		slot_raw_init(&r->slots[i]);
-	if ((rc = cn_blob_ctx_new(&r->ctx)) < 0 || (rc = cn_workqueue_new(r->nslots, &r->q)) < 0)
+	if (!(r->dec = decoder_new())) {
+		cn_error_set(rc, "out of memory for a chunk decoder");
+		goto fail;
+	}
+	if ((rc = cn_workqueue_new(r->nslots, &r->q)) < 0)
 		goto fail;
 	rc = cn_workers_start(threads, worker_main, r, &r->workers);
 	if (rc < 0)
@@ -216,9 +298,20 @@ static struct slot *claim_slot(struct cn_chunk_reader *r, size_t chunk, size_t k
 		if (best->raw.cap > RAW_CAP) {
 			cn_buf_free(&best->raw);
 			slot_raw_init(best);
-		} else if (best->raw.len > SLOT_KEEP_CAP) {
-			size_t used = (best->raw.len + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1);
-			madvise(best->raw.data + SLOT_KEEP_CAP, used - SLOT_KEEP_CAP, MADV_DONTNEED);
+			best->mapped = 0;
+		} else {
+			/* what the previous blob used beyond SLOT_KEEP_CAP goes
+			 * back, except the pages the new chunk will use again:
+			 * giving them back and mapping them again at once cost
+			 * a zeroed page each (and on a VM that returns free
+			 * memory to its host, a host fault each) */
+			size_t keep = blob_pages(r, best, chunk);
+			if (keep < SLOT_KEEP_CAP)
+				keep = SLOT_KEEP_CAP;
+			if (best->mapped > keep) {
+				madvise(best->raw.data + keep, best->mapped - keep, MADV_DONTNEED);
+				best->mapped = keep;
+			}
 		}
 		if (best->data.cap > SLOT_KEEP_CAP)
 			cn_buf_free(&best->data);
@@ -278,7 +371,7 @@ static int acquire(struct cn_chunk_reader *r, size_t i, struct slot **slot)
 	pthread_mutex_unlock(&r->lock);
 
 	if (demand)
-		load(r, s, r->ctx);
+		load(r, s, r->dec);
 
 	pthread_mutex_lock(&r->lock);
 	while (s->state == SLOT_LOADING)
@@ -390,7 +483,7 @@ void cn_chunk_reader_free(struct cn_chunk_reader *r)
 		cn_buf_free(&r->slots[i].data);
 	}
 	free(r->slots);
-	cn_blob_ctx_free(r->ctx);
+	decoder_free(r->dec);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);

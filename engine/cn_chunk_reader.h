@@ -3,6 +3,11 @@
  * decoded, decrypted and checked against its digest before a byte of it
  * is handed out.
  *
+ * A source with read_chunk (S3) hands a chunk's bytes over as they
+ * arrive; they are decrypted and checked on the way (store/
+ * cn_blob_stream.h) and the chunk is handed out only once all of it has
+ * passed.
+ *
  * A small cache of decoded chunks (2 x threads + 1 slots, least recently
  * used replaced; chunks still ahead of the reader are kept over consumed
  * ones) serves repeated reads. Read-ahead: once reads have moved

@@ -125,6 +125,13 @@ struct cn_target {
 
 struct cn_source;
 
+/* Where cn_source_ops.read_chunk delivers a chunk's bytes. */
+struct cn_chunk_sink {
+	void (*restart)(void *ctx);  /* forget what was written so far */
+	int (*write)(void *ctx, const uint8_t *data, size_t n); /* 0 or <0 */
+	void *ctx;
+};
+
 /* One snapshot as listed by a source. */
 struct cn_snapshot_info {
 	struct cn_snapshot_id id;
@@ -151,6 +158,15 @@ struct cn_source_ops {
 	 * engine does that). Safe to call from several threads at once, each
 	 * with its own buffer. -ENOENT if the chunk is missing. */
 	int (*get_chunk)(struct cn_source *s, const uint8_t digest[32], struct cn_buf *out);
+
+	/* Optional (NULL: get_chunk only). Reads one encoded chunk as
+	 * get_chunk does, handing its bytes to sink->write as they arrive
+	 * (borrowed for the call) rather than collecting them in a buffer:
+	 * sink->restart comes first and again whenever the source starts
+	 * over (a retried request). A negative return of write ends the read
+	 * with that code. Thread-safe as get_chunk, one sink per call. */
+	int (*read_chunk)(struct cn_source *s, const uint8_t digest[32],
+			  const struct cn_chunk_sink *sink);
 
 	/* Frees the source. */
 	void (*destroy)(struct cn_source *s);

@@ -329,6 +329,11 @@ struct req {
 	size_t body_len, body_off;
 	const char *content_md5; /* base64, or NULL for no Content-MD5 header */
 	struct cn_buf *out;    /* 2xx response body, or NULL */
+	/* or the 2xx body handed to sink_write (sink_err: its failure) */
+	void (*sink_restart)(void *ctx);
+	int (*sink_write)(void *ctx, const uint8_t *data, size_t n);
+	void *sink_ctx;
+	int sink_err;
 	size_t out_start;
 	int has_range;
 	uint64_t range_off, range_len;
@@ -345,6 +350,12 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 	if (q->status == 0)
 		return n; /* not reached: status is set by the header callback */
 	if (q->status >= 200 && q->status < 300) {
+		if (q->sink_write) {
+			int r = q->sink_write(q->sink_ctx, (const uint8_t *)data, n);
+			if (r < 0)
+				q->sink_err = r;
+			return r < 0 ? 0 : n;
+		}
 		if (!q->out)
 			return n;
 		return cn_buf_append(q->out, data, n) < 0 ? 0 : n;
@@ -612,11 +623,18 @@ static int perform(struct req *q)
 		q->err.len = 0;
 		if (q->out)
 			q->out->len = q->out_start;
+		q->sink_err = 0;
+		if (q->sink_restart)
+			q->sink_restart(q->sink_ctx);
 		r = set_options(q, h, url, &hdrs);
 		CURLcode cc = r < 0 ? CURLE_OUT_OF_MEMORY : curl_easy_perform(h);
 		curl_slist_free_all(hdrs);
 		if (r < 0) {
 			r = cn_error_set(r, "S3 request setup failed");
+			break;
+		}
+		if (cc == CURLE_WRITE_ERROR && q->sink_err) {
+			r = q->sink_err; /* the sink's message stands */
 			break;
 		}
 		char code[128] = "", msg[512] = "";
@@ -705,6 +723,14 @@ int cn_s3_check_bucket(struct cn_s3 *s)
 int cn_s3_get(struct cn_s3 *s, const char *key, struct cn_buf *out)
 {
 	struct req q = {.s = s, .method = M_GET, .key = key, .out = out};
+	return run(&q);
+}
+
+int cn_s3_get_to(struct cn_s3 *s, const char *key, void (*restart)(void *ctx),
+		 int (*write)(void *ctx, const uint8_t *data, size_t n), void *ctx)
+{
+	struct req q = {.s = s, .method = M_GET, .key = key, .sink_restart = restart,
+			.sink_write = write, .sink_ctx = ctx};
 	return run(&q);
 }
 

@@ -86,6 +86,16 @@ int cn_s3_check_bucket(struct cn_s3 *s);
  * 0, -ENOENT if there is no such object, else <0. */
 int cn_s3_get(struct cn_s3 *s, const char *key, struct cn_buf *out);
 
+/* Hands the object's bytes to write(ctx, data, n) as they arrive, from
+ * the client's receive buffer (borrowed for the call), instead of
+ * collecting them: restart(ctx) comes first and again before a retried
+ * request starts over. A negative return of write ends the call with
+ * that code (its message kept; no retry). 0, -ENOENT if there is no such
+ * object, else <0. A body shorter than its Content-Length is an error,
+ * as for cn_s3_get. */
+int cn_s3_get_to(struct cn_s3 *s, const char *key, void (*restart)(void *ctx),
+		 int (*write)(void *ctx, const uint8_t *data, size_t n), void *ctx);
+
 /* Reads len bytes at offset off of the object into out (appended). */
 int cn_s3_get_range(struct cn_s3 *s, const char *key, uint64_t off, uint64_t len,
 		    struct cn_buf *out);

@@ -78,6 +78,14 @@ static int s_get_chunk(struct cn_source *ss, const uint8_t digest[32], struct cn
 	return cn_s3_get(S(ss)->s3, key, out);
 }
 
+static int s_read_chunk(struct cn_source *ss, const uint8_t digest[32],
+			const struct cn_chunk_sink *sink)
+{
+	char key[96];
+	cn_s3_chunk_key(digest, key);
+	return cn_s3_get_to(S(ss)->s3, key, sink->restart, sink->write, sink->ctx);
+}
+
 static void s_destroy(struct cn_source *ss)
 {
 	struct s3_source *s = S(ss);
@@ -92,6 +100,7 @@ static const struct cn_source_ops s3_source_ops = {
 	.open = s_open,
 	.get_file = s_get_file,
 	.get_chunk = s_get_chunk,
+	.read_chunk = s_read_chunk,
 	.destroy = s_destroy,
 };
 

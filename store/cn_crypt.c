@@ -199,3 +199,65 @@ int cn_crypt_decrypt(const struct cn_crypt_config *c, const uint8_t *in, size_t 
 {
 	return cn_aes_gcm_open(c->enc_key, iv, in, len, out, tag);
 }
+
+struct cn_crypt_decrypter {
+	EVP_CIPHER_CTX *ctx;
+};
+
+int cn_crypt_decrypter_new(struct cn_crypt_decrypter **out)
+{
+	struct cn_crypt_decrypter *d = calloc(1, sizeof(*d));
+	if (!d || !(d->ctx = EVP_CIPHER_CTX_new())) {
+		free(d);
+		return cn_error_set(-ENOMEM, "out of memory");
+	}
+	*out = d;
+	return 0;
+}
+
+void cn_crypt_decrypter_free(struct cn_crypt_decrypter *d)
+{
+	if (!d)
+		return;
+	EVP_CIPHER_CTX_free(d->ctx); /* (cleanses the key schedule) */
+	free(d);
+}
+
+int cn_crypt_decrypter_begin(struct cn_crypt_decrypter *d, const struct cn_crypt_config *c,
+			     const uint8_t iv[CN_CRYPT_IV_SIZE])
+{
+	if (EVP_CIPHER_CTX_reset(d->ctx) != 1 ||
+	    EVP_DecryptInit_ex(d->ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_GCM_SET_IVLEN, CN_CRYPT_IV_SIZE, NULL) != 1 ||
+	    EVP_DecryptInit_ex(d->ctx, NULL, NULL, c->enc_key, iv) != 1)
+		return cn_error_set(-CN_E_CRYPT, "AES-256-GCM decryption failed");
+	return 0;
+}
+
+int cn_crypt_decrypter_update(struct cn_crypt_decrypter *d, const uint8_t *in, size_t len,
+			      uint8_t *out)
+{
+	int n;
+	while (len) { /* EVP takes int lengths */
+		int piece = len > (1u << 30) ? (1 << 30) : (int)len;
+		if (EVP_DecryptUpdate(d->ctx, out, &n, in, piece) != 1 || n != piece)
+			return cn_error_set(-CN_E_CRYPT, "AES-256-GCM decryption failed");
+		in += piece;
+		out += piece;
+		len -= (size_t)piece;
+	}
+	return 0;
+}
+
+int cn_crypt_decrypter_final(struct cn_crypt_decrypter *d, const uint8_t tag[CN_CRYPT_TAG_SIZE])
+{
+	uint8_t t[CN_CRYPT_TAG_SIZE], end[16];
+	int n;
+	memcpy(t, tag, sizeof(t));
+	if (EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_GCM_SET_TAG, CN_CRYPT_TAG_SIZE, t) != 1)
+		return cn_error_set(-CN_E_CRYPT, "AES-256-GCM decryption failed");
+	if (EVP_DecryptFinal_ex(d->ctx, end, &n) != 1)
+		return cn_error_set(-CN_E_TAG,
+				    "AES-GCM authentication failed (wrong key or corrupted data)");
+	return 0;
+}

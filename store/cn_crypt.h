@@ -78,6 +78,34 @@ int cn_aes_gcm_open(const uint8_t key[32], const uint8_t iv[CN_CRYPT_IV_SIZE],
 		    const uint8_t *in, size_t len, uint8_t *out,
 		    const uint8_t tag[CN_CRYPT_TAG_SIZE]);
 
+/* Streaming AES-256-GCM decryption with a config's enc_key, for data that
+ * arrives in pieces (a chunk read from the network): begin, update per
+ * piece, then final checks the tag. The plaintext that update writes is
+ * unauthenticated until final returns 0. One decrypter serves one stream
+ * at a time and is reused for the next (begin starts over). */
+struct cn_crypt_decrypter;
+
+/* A decrypter for *out (freed with cn_crypt_decrypter_free). 0 or -ENOMEM. */
+int cn_crypt_decrypter_new(struct cn_crypt_decrypter **out);
+
+/* Frees d. NULL is ok. */
+void cn_crypt_decrypter_free(struct cn_crypt_decrypter *d);
+
+/* Starts decrypting with c's enc_key (c borrowed until final) and iv.
+ * 0 or -CN_E_CRYPT. */
+int cn_crypt_decrypter_begin(struct cn_crypt_decrypter *d, const struct cn_crypt_config *c,
+			     const uint8_t iv[CN_CRYPT_IV_SIZE]);
+
+/* Decrypts the next len bytes of ciphertext into out (len bytes; in and
+ * out may be the same or separate buffers, not partly overlapping).
+ * 0 or -CN_E_CRYPT. */
+int cn_crypt_decrypter_update(struct cn_crypt_decrypter *d, const uint8_t *in, size_t len,
+			      uint8_t *out);
+
+/* Checks the tag over everything given to update: 0, -CN_E_TAG (tampered
+ * data, or another key) or -CN_E_CRYPT. */
+int cn_crypt_decrypter_final(struct cn_crypt_decrypter *d, const uint8_t tag[CN_CRYPT_TAG_SIZE]);
+
 /* Fills buf with cryptographically secure random bytes (OpenSSL RAND).
  * Returns 0 or -CN_E_CRYPT. */
 int cn_random_bytes(uint8_t *buf, size_t len);
