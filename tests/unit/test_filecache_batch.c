@@ -2,7 +2,7 @@
  * to 131,072); a cache spanning two batches, with a path put again in the
  * second (its later put wins) and VERIFIED entries of both found by
  * inode, reads back whole. */
-#include <check.h>
+#include "cn_test.h"
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
