@@ -13,8 +13,9 @@
 #    layers, systemd_units, docs_options, monitoring, bash_completion), and
 #    chunker_boundaries, whose C code the chunker unit test runs there,
 #    and memory and s3_memory, which measure peak RSS (no measure under the
-#    sanitizers). debian_package builds its own binary: not defined in a
-#    sanitized build.
+#    sanitizers). debian_package (suite 'package') builds its own binary:
+#    not defined in a sanitized build; it runs after the S3 programs,
+#    beside the release tests.
 #  - the S3 programs against Ceph (suite 'sanitized_only': s3, s3_admin,
 #    s3_sync) run in the ASan/UBSan build only: the same C code, checked
 #    there under the sanitizers; their time is mostly radosgw's and the
@@ -79,18 +80,28 @@ run_tests() {
 # release tests, their output kept until the end, rather than after them.
 rm -f build-ci-*/meson-logs/testlog*.json
 start=$SECONDS
-run_tests asan testlog-s3 --suite sanitized_only --num-processes 1 \
-  >build-ci-asan/meson-logs/s3-run.txt 2>&1 &
+# Beside the release tests, one at a time: the S3 programs (ASan build),
+# then the Debian package (suite 'package'; it compiles its own binary,
+# so which build directory runs it does not matter). Both wait more than
+# they compute (radosgw, fault-case timeouts, lintian, apt), and the
+# package test must run alone among the tests of its build (is_parallel).
+{
+  run_tests asan testlog-s3 --suite sanitized_only --num-processes 1
+  s3_status=$?
+  run_tests release testlog-pkg --suite package --num-processes 1 && exit "$s3_status"
+} >build-ci-asan/meson-logs/s3-run.txt 2>&1 &
 s3_pid=$!
-run_tests release testlog --no-suite sanitized_only --num-processes "$jobs" || status=1
+run_tests release testlog --no-suite sanitized_only --no-suite package \
+  --num-processes "$jobs" || status=1
 echo "release: build ${build_s[release]} s, tests $((SECONDS - start)) s"
 start=$SECONDS
 run_tests asan testlog --no-suite release_only --no-suite sanitized_only \
   --num-processes "$jobs" || status=1
 echo "asan: build ${build_s[asan]} s, tests $((SECONDS - start)) s"
 wait "$s3_pid" || status=1
-echo "asan, S3 programs (beside the release tests):"
+echo "asan, S3 programs, and the Debian package (beside the release tests):"
 cat build-ci-asan/meson-logs/s3-run.txt
 /usr/bin/python3 tests/summarize.py build-ci-release/meson-logs/testlog.json \
-  build-ci-asan/meson-logs/testlog.json build-ci-asan/meson-logs/testlog-s3.json || status=1
+  build-ci-release/meson-logs/testlog-pkg.json build-ci-asan/meson-logs/testlog.json \
+  build-ci-asan/meson-logs/testlog-s3.json || status=1
 exit $status
