@@ -75,6 +75,7 @@ def with_crc(blob):
 
 ENC_MAGIC = bytes([123, 103, 133, 190, 34, 45, 76, 240])
 ENC_ZSTD_MAGIC = bytes([230, 89, 27, 191, 11, 191, 216, 11])
+PLAIN_MAGIC = bytes([66, 171, 56, 7, 190, 131, 112, 161])
 
 
 def case_damage(src, encrypted):
@@ -96,11 +97,17 @@ def case_damage(src, encrypted):
     cl = C.client()
     keys = chunk_keys(bucket)
     sizes = {k: cl.head_object(Bucket=bucket, Key=k)['ContentLength'] for k in keys}
-    victim = max(keys, key=lambda k: sizes[k])     # a chunk of big.bin
+    # The largest chunk stored uncompressed: one of big.bin's random data
+    # (a chunk that also holds the tree's other files may compress, and can
+    # still be the largest object).
     other = min(keys, key=lambda k: sizes[k])
-    good = cl.get_object(Bucket=bucket, Key=victim)['Body'].read()
-    if encrypted:
-        assert good[:8] == ENC_MAGIC, ('an encrypted, uncompressed chunk expected', victim)
+    victim = good = None
+    for k in sorted(keys, key=lambda k: -sizes[k]):
+        body = cl.get_object(Bucket=bucket, Key=k)['Body'].read()
+        if body[:8] == (ENC_MAGIC if encrypted else PLAIN_MAGIC):
+            victim, good = k, body
+            break
+    assert victim and victim != other, ('no uncompressed chunk', sizes)
     mid = len(good) // 2
     flipped = good[:mid] + bytes([good[mid] ^ 1]) + good[mid + 1:]
     damages = [('a flipped byte', flipped, 'CRC'),
