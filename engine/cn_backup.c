@@ -568,6 +568,9 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 		if (cn_snapshot_path(&id, name, sizeof(name)) < 0 || cn_reuse_commit(run.cd[a].reuse, &ref, keep) < 0)
 			cn_log_warning("file cache for %s not written: %s", o->archives[a].name,
 				       cn_error_message());
+		else if (cn_reuse_copied(run.cd[a].reuse))
+			cn_log_info("file cache for %s: no file changed, previous cache kept with the new "
+				    "snapshot's name", o->archives[a].name);
 	}
 	stats->files_reused = sum.files_reused;
 	stats->files_compared = sum.files_compared;

@@ -24,6 +24,7 @@ struct cn_reuse {
 	int (*inject)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n);
 	void *inject_ctx;
 	enum cn_reuse_cache_state state;
+	size_t copied;          /* caches committed as copies of prev */
 	uint8_t *buf;           /* for content comparison */
 	XXH3_state_t *xxh;
 };
@@ -111,10 +112,17 @@ static int content_equal(struct cn_reuse *r, int fd, const struct stat *st,
 	return !memcmp(got, e->content_hash, 16);
 }
 
-/* Fills *mt from entry e; meta_hash: that of the file's metadata now. */
+/* Fills *mt from entry e; meta_hash: that of the file's metadata now;
+ * key: the cache key of the file's path; by_path: e is the entry of that
+ * key (not one found by inode). */
 static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache_entry *e, int verified,
-		       const uint8_t meta_hash[32])
+		       const uint8_t meta_hash[32], const uint8_t key[32], int by_path)
 {
+	mt->has_cache_key = 1;
+	memcpy(mt->cache_key, key, 32);
+	mt->has_cache_entry = by_path;
+	if (by_path)
+		mt->cache_entry = *e;
 	mt->payload_offset = e->payload_offset;
 	mt->verified = verified;
 	mt->has_content_hash = (e->flags & CN_FILECACHE_CONTENT_HASH) != 0;
@@ -136,11 +144,12 @@ static int lookup_unopened(void *ctx, const char *path, size_t path_len, const s
 {
 	struct cn_reuse *r = ctx;
 	struct cn_filecache_entry e;
-	uint8_t h[32];
+	uint8_t h[32], key[32];
 	int rc;
 	if (!r->prev)
 		return 0;
-	if ((rc = cn_filecache_lookup(r->prev, path, path_len, &e)) != 1)
+	if ((rc = cn_filecache_key(r->prev, path, path_len, key)) < 0 ||
+	    (rc = cn_filecache_get(r->prev, key, &e)) != 1)
 		return rc;
 	if (!same_size_mtime(&e, st) || !same_inode_ctime(&e, st))
 		return 0;
@@ -148,7 +157,7 @@ static int lookup_unopened(void *ctx, const char *path, size_t path_len, const s
 		return rc;
 	if (memcmp(h, e.meta_hash, 32))
 		return 0;
-	fill_match(match, &e, 1, h);
+	fill_match(match, &e, 1, h, key, 1);
 	return 1;
 }
 
@@ -163,10 +172,11 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 	struct cn_reuse *r = ctx;
 	struct cn_filecache_entry e, cand;
 	int have_cand = 0;
-	uint8_t h[32];
+	uint8_t h[32], key[32];
 	if (!r->prev)
 		return 0;
-	int found = cn_filecache_lookup(r->prev, path, path_len, &e), rc;
+	int rc = cn_filecache_key(r->prev, path, path_len, key);
+	int found = rc < 0 ? rc : cn_filecache_get(r->prev, key, &e);
 	if (found < 0)
 		return found;
 	if ((rc = cn_reuse_meta_hash(m, h)) < 0)
@@ -174,11 +184,11 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 	if (found == 1 && same_size_mtime(&e, st)) {
 		int meta_same = !memcmp(h, e.meta_hash, 32);
 		if (meta_same && unchanged_since_prev(r, &e, st)) {
-			fill_match(match, &e, 1, h);
+			fill_match(match, &e, 1, h, key, 1);
 			return 1;
 		}
 		if (meta_same && r->trust_unverified && !(e.flags & CN_FILECACHE_VERIFIED)) {
-			fill_match(match, &e, 0, h);
+			fill_match(match, &e, 0, h, key, 1);
 			return 1;
 		}
 		if (e.flags & CN_FILECACHE_CONTENT_HASH) {
@@ -189,7 +199,7 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 	struct inode_query q = { st, h };
 	if ((rc = cn_filecache_lookup_inode(r->prev, (uint64_t)st->st_ino, accept_inode, &q, &e)) != 0) {
 		if (rc == 1)
-			fill_match(match, &e, 1, h);
+			fill_match(match, &e, 1, h, key, 0);
 		return rc;
 	}
 	if (!have_cand) {
@@ -199,7 +209,7 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 		have_cand = rc == 1;
 	}
 	if (have_cand && content_equal(r, fd, st, &cand, bytes_read)) {
-		fill_match(match, &cand, 1, h);
+		fill_match(match, &cand, 1, h, key, 0);
 		return 1;
 	}
 	return 0;
@@ -234,6 +244,19 @@ static int record(void *ctx, const char *path, size_t path_len, const struct sta
 		memcpy(e.meta_hash, reused->meta_hash, 32);
 	else
 		rc = cn_reuse_meta_hash(m, e.meta_hash);
+	if (rc == 0 && reused && reused->has_cache_key) {
+		/* the previous cache's entry of this path, unchanged but for
+		 * where the payload now is: the new caches keep its record (a
+		 * run that changed nothing then copies the previous cache
+		 * rather than writing every record); the path is not hashed
+		 * again either way */
+		const struct cn_filecache_entry *pe = &reused->cache_entry;
+		int same = reused->has_cache_entry && cn_filecache_entry_same_file(&e, pe);
+		for (size_t k = 0; rc == 0 && k < r->n_out; k++)
+			rc = same ? cn_filecache_writer_keep(r->out[k], reused->cache_key, &e, pe->payload_offset)
+				  : cn_filecache_writer_put_key(r->out[k], reused->cache_key, &e);
+		return rc;
+	}
 	for (size_t k = 0; rc == 0 && k < r->n_out; k++)
 		rc = cn_filecache_writer_put(r->out[k], path, path_len, &e);
 	return rc;
@@ -325,7 +348,10 @@ int cn_reuse_add_output(struct cn_reuse *r, const char *cache_path)
 		return -ENOMEM;
 	r->out = o;
 	int rc = cn_filecache_writer_begin(cache_path, &o[r->n_out]);
-	return rc < 0 ? rc : (int)r->n_out++;
+	if (rc < 0)
+		return rc;
+	cn_filecache_writer_set_base(o[r->n_out], r->prev);
+	return (int)r->n_out++;
 }
 
 int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap, const int *keep)
@@ -335,10 +361,16 @@ int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap, con
 		struct cn_filecache_writer *w = r->out[k];
 		r->out[k] = NULL;
 		int rk = keep && !keep[k] ? (cn_filecache_writer_abort(w), 0) : cn_filecache_writer_commit(w, snap);
-		if (rc == 0)
+		if (rc == 0 && rk < 0)
 			rc = rk;
+		r->copied += rk == 1;
 	}
 	return rc;
+}
+
+size_t cn_reuse_copied(const struct cn_reuse *r)
+{
+	return r->copied;
 }
 
 void cn_reuse_free(struct cn_reuse *r)

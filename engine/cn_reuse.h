@@ -93,6 +93,10 @@ int cn_reuse_add_output(struct cn_reuse *r, const char *cache_path);
  * itself is fine then; the next run rebuilds). Call once. */
 int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap, const int *keep);
 
+/* How many of the caches cn_reuse_commit wrote were copies of the
+ * previous cache with a new header: every file's entry was the previous
+ * one unchanged (a run that changed nothing). */
+size_t cn_reuse_copied(const struct cn_reuse *r);
 /* Frees r; an uncommitted new cache is dropped. NULL is fine. */
 void cn_reuse_free(struct cn_reuse *r);
 

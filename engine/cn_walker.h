@@ -52,6 +52,7 @@
 
 #include "pxar/cn_catalog_writer.h"
 #include "pxar/cn_pxar_format.h"
+#include "store/cn_filecache.h"
 
 /* Upstream ENCODER_MAX_ENTRIES (pbs-client/src/pxar/mod.rs). */
 #define CN_PXAR_ENCODER_MAX_ENTRIES (1024u * 1024u)
@@ -78,6 +79,12 @@ struct cn_pxar_reuse_match {
 	int has_meta_hash;        /* meta_hash holds the SHA-256 of the file's
 				   * encoded metadata now (cn_reuse_meta_hash) */
 	uint8_t meta_hash[32];
+	int has_cache_key;        /* cache_key holds the file cache's key of
+				   * its path (cn_filecache_key) */
+	uint8_t cache_key[32];
+	int has_cache_entry;      /* cache_entry holds the previous cache's
+				   * entry of its path (not one found by inode) */
+	struct cn_filecache_entry cache_entry;
 };
 
 /* Metadata change detection (upstream --change-detection-mode=metadata,

@@ -11,9 +11,15 @@
  *    record's own inode);
  *  - "meta": key "header": magic, version, payload index checksum, entry
  *    count, SHA-256 over all (key, value) pairs of "files" in key order,
- *    then the snapshot name.
+ *    (version 3) the offset shift, then the snapshot name. The shift
+ *    (modulo 2^64) is added to every record's payload offset: a run that
+ *    changed nothing can keep the records of the cache before it although
+ *    its payload stream holds them all one start marker further on (its
+ *    own start marker comes before the previous stream's first chunk).
  * A cache file is written once (by a writer, into PATH.new) and never
- * modified afterwards, so the digest in the header stays valid.
+ * modified afterwards, so the digest in the header stays valid; a writer
+ * that keeps every record of the previous cache copies its file into
+ * PATH.new and writes only a new header there.
  */
 #include "store/cn_filecache.h"
 
@@ -34,8 +40,9 @@
 #define MAP_SIZE (1ull << 36)          /* address space only */
 #define REC_SIZE 104
 #define HDR_MAGIC "CNFCACHE"
-#define HDR_VERSION 2u
-#define HDR_FIXED (8 + 4 + 32 + 8 + 32)
+#define HDR_VERSION 3u
+#define HDR_FIXED_V2 (8 + 4 + 32 + 8 + 32)
+#define HDR_FIXED (HDR_FIXED_V2 + 8)
 /* Puts are collected, sorted by key and written PUTS_PER_TXN at a time,
  * each batch in one transaction: keys are SHA-256 of paths, so in walk
  * order every put would land on a random page, dirtying (in memory) and
@@ -89,6 +96,11 @@ struct pending {
 
 struct cn_filecache {
 	struct hasher h;
+	int fd;          /* the file, for copying it (a writer's keep) */
+	uint64_t lmdb_size; /* its bytes before the trailer */
+	uint8_t digest[32]; /* the header's digest of all records */
+	uint64_t shift;     /* the header's offset shift */
+	uint64_t key_sum[4]; /* lane sums of all keys (struct key_sum) */
 	MDB_env *env;
 	MDB_txn *txn;    /* long read transaction */
 	MDB_dbi files, inodes;
@@ -104,6 +116,13 @@ struct cn_filecache_writer {
 	MDB_dbi files, meta, inodes;
 	struct pending *pend;  /* the current batch, n_pend of PUTS_PER_TXN */
 	size_t n_pend;
+	uint64_t n_put;        /* puts so far (not counting keeps) */
+	struct cn_filecache *base; /* borrowed: what keeps refer to */
+	uint8_t (*kept)[32];   /* keys of base's records kept, n_kept */
+	size_t n_kept, cap_kept;
+	uint64_t key_sum[4];   /* lane sums of the kept keys */
+	int have_shift;        /* shift holds the first keep's offset shift */
+	uint64_t shift;        /* new payload offset - base's, of every keep */
 	char *path, *tmp;
 };
 
@@ -184,8 +203,20 @@ static int env_open(const char *path, unsigned flags, MDB_env **out)
 	return 0;
 }
 
-/* Digest over all records in key order, and their number. */
-static int digest_files(MDB_txn *txn, MDB_dbi dbi, uint8_t out[32], uint64_t *count)
+/* Adds a 32-byte key to sums, as four 64-bit lanes modulo 2^64. Equal
+ * counts and lane sums show that a list of keys, all taken from a cache,
+ * names each of its keys once: keys are SHA-256 of paths, and a key
+ * listed twice makes up for one missing only if both are equal. */
+static void key_sum_add(uint64_t sum[4], const uint8_t key[32])
+{
+	for (int i = 0; i < 4; i++)
+		sum[i] += cn_le64(key + 8 * i);
+}
+
+/* Digest over all records in key order, their number, and (key_sum not
+ * NULL, zeroed) the lane sums of their keys. */
+static int digest_files(MDB_txn *txn, MDB_dbi dbi, uint8_t out[32], uint64_t *count,
+			uint64_t key_sum[4])
 {
 	MDB_cursor *c;
 	MDB_val k, v;
@@ -204,6 +235,8 @@ static int digest_files(MDB_txn *txn, MDB_dbi dbi, uint8_t out[32], uint64_t *co
 		}
 		EVP_DigestUpdate(md, k.mv_data, 32);
 		EVP_DigestUpdate(md, v.mv_data, REC_SIZE);
+		if (key_sum)
+			key_sum_add(key_sum, k.mv_data);
 		(*count)++;
 	}
 	if (ret == 0 && rc != MDB_NOTFOUND)
@@ -233,25 +266,32 @@ static int load(struct cn_filecache *fc)
 		return rc == MDB_NOTFOUND ? cn_error_set(-CN_E_FORMAT, "file cache: no header")
 					  : mdb_err(rc, "read header");
 	const uint8_t *h = v.mv_data;
-	if (v.mv_size < HDR_FIXED || memcmp(h, HDR_MAGIC, 8))
+	if (v.mv_size < HDR_FIXED_V2 || memcmp(h, HDR_MAGIC, 8))
 		return cn_error_set(-CN_E_FORMAT, "file cache: bad header");
-	if (cn_le32(h + 8) != HDR_VERSION)
-		return cn_error_set(-CN_E_FORMAT, "file cache: format version %u, this cairn writes %u",
-				    cn_le32(h + 8), HDR_VERSION);
+	/* version 2 (no shift) is read as well, so an upgrade keeps its cache */
+	uint32_t ver = cn_le32(h + 8);
+	size_t fixed = ver == 2 ? HDR_FIXED_V2 : HDR_FIXED;
+	if ((ver != 2 && ver != HDR_VERSION) || v.mv_size < fixed)
+		return ver != 2 && ver != HDR_VERSION
+			       ? cn_error_set(-CN_E_FORMAT, "file cache: format version %u, this cairn writes %u",
+					      ver, HDR_VERSION)
+			       : cn_error_set(-CN_E_FORMAT, "file cache: bad header");
+	fc->shift = ver == 2 ? 0 : cn_le64(h + HDR_FIXED_V2);
 	if ((rc = mdb_dbi_open(fc->txn, "inodes", MDB_DUPSORT | MDB_DUPFIXED, &fc->inodes)))
 		return rc == MDB_NOTFOUND ? cn_error_set(-CN_E_FORMAT, "file cache: no inode map")
 					  : mdb_err(rc, "open databases");
 	memcpy(fc->payload_csum, h + 12, 32);
 	fc->count = cn_le64(h + 44);
-	size_t sl = v.mv_size - HDR_FIXED;
-	if (memchr(h + HDR_FIXED, 0, sl) || !(fc->snapshot = malloc(sl + 1)))
-		return memchr(h + HDR_FIXED, 0, sl) ? cn_error_set(-CN_E_FORMAT, "file cache: bad header") : -ENOMEM;
-	memcpy(fc->snapshot, h + HDR_FIXED, sl);
+	size_t sl = v.mv_size - fixed;
+	if (memchr(h + fixed, 0, sl) || !(fc->snapshot = malloc(sl + 1)))
+		return memchr(h + fixed, 0, sl) ? cn_error_set(-CN_E_FORMAT, "file cache: bad header") : -ENOMEM;
+	memcpy(fc->snapshot, h + fixed, sl);
 	fc->snapshot[sl] = 0;
-	if ((rc = digest_files(fc->txn, fc->files, digest, &count)) < 0)
+	if ((rc = digest_files(fc->txn, fc->files, digest, &count, fc->key_sum)) < 0)
 		return rc;
 	if (count != fc->count || memcmp(digest, h + 52, 32))
 		return cn_error_set(-CN_E_FORMAT, "file cache: records do not match the header digest");
+	memcpy(fc->digest, digest, 32);
 	return 0;
 }
 
@@ -282,18 +322,15 @@ static int file_digest(int fd, uint64_t len, uint8_t out[32])
 	return rc;
 }
 
-static int check_trailer(const char *path, uint64_t size)
+/* Checks the trailer of the file open as fd (size bytes). */
+static int check_trailer(int fd, uint64_t size)
 {
 	uint8_t want[TRAILER_SIZE], got[32];
 	if (size < TRAILER_SIZE)
 		return cn_error_set(-CN_E_FORMAT, "file cache: too short");
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return cn_error_sys(-errno, "open %s", path);
 	int rc = file_digest(fd, size - TRAILER_SIZE, got);
 	if (rc == 0)
 		rc = cn_read_full(fd, want, TRAILER_SIZE);
-	close(fd);
 	if (rc == -CN_E_TRUNCATED || (rc == 0 && (memcmp(want + 32, TRAILER_MAGIC, 8) || memcmp(want, got, 32))))
 		return cn_error_set(-CN_E_FORMAT, "file cache: checksum mismatch");
 	return rc;
@@ -330,11 +367,18 @@ int cn_filecache_open(const char *path, struct cn_filecache **out)
 	struct cn_filecache *fc = calloc(1, sizeof(*fc));
 	if (!fc)
 		return -ENOMEM;
+	fc->fd = -1;
 	if (hasher_init(&fc->h) < 0) {
 		cn_filecache_close(fc);
 		return -ENOMEM;
 	}
-	int rc = check_trailer(path, (uint64_t)st.st_size);
+	/* the size and checksum are those of the file open as fd, which a
+	 * writer's keep copies (a rename over path does not change it) */
+	int rc = (fc->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 ? cn_error_sys(-errno, "open %s", path)
+			 : fstat(fc->fd, &st) < 0 ? cn_error_sys(-errno, "stat %s", path) : 0;
+	if (rc == 0)
+		rc = check_trailer(fc->fd, (uint64_t)st.st_size);
+	fc->lmdb_size = (uint64_t)st.st_size - TRAILER_SIZE;
 	if (rc == 0)
 		rc = env_open(path, MDB_RDONLY, &fc->env);
 	if (rc == 0) {
@@ -370,6 +414,8 @@ void cn_filecache_close(struct cn_filecache *fc)
 		mdb_txn_abort(fc->txn);
 	if (fc->env)
 		mdb_env_close(fc->env);
+	if (fc->fd >= 0)
+		close(fc->fd);
 	hasher_free(&fc->h);
 	free(fc->snapshot);
 	free(fc);
@@ -398,6 +444,7 @@ static int get_record(struct cn_filecache *fc, const uint8_t key[32], struct cn_
 	if (v.mv_size != REC_SIZE)
 		return cn_error_set(-CN_E_FORMAT, "file cache: record of wrong size");
 	rec_decode(v.mv_data, e);
+	e->payload_offset += fc->shift;
 	return 1;
 }
 
@@ -407,6 +454,31 @@ int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
 	uint8_t key[32];
 	int rc = hasher_digest(&fc->h, path, len, key);
 	return rc < 0 ? rc : get_record(fc, key, e);
+}
+
+int cn_filecache_key(struct cn_filecache *fc, const char *path, size_t len, uint8_t key[32])
+{
+	return hasher_digest(&fc->h, path, len, key);
+}
+
+int cn_filecache_get(struct cn_filecache *fc, const uint8_t key[32], struct cn_filecache_entry *e)
+{
+	return get_record(fc, key, e);
+}
+
+int cn_filecache_entry_equal(const struct cn_filecache_entry *a, const struct cn_filecache_entry *b)
+{
+	return cn_filecache_entry_same_file(a, b) && a->payload_offset == b->payload_offset;
+}
+
+int cn_filecache_entry_same_file(const struct cn_filecache_entry *a, const struct cn_filecache_entry *b)
+{
+	struct cn_filecache_entry a0 = *a;
+	uint8_t ra[REC_SIZE], rb[REC_SIZE];
+	a0.payload_offset = b->payload_offset;
+	rec_encode(&a0, ra);
+	rec_encode(b, rb);
+	return !memcmp(ra, rb, REC_SIZE);
 }
 
 int cn_filecache_lookup_inode(struct cn_filecache *fc, uint64_t ino,
@@ -563,19 +635,158 @@ static int flush_batch(struct cn_filecache_writer *w, int last)
 	return 0;
 }
 
-int cn_filecache_writer_put(struct cn_filecache_writer *w, const char *path, size_t len,
-			    const struct cn_filecache_entry *e)
+/* The next pending put, or NULL (out of memory). */
+static struct pending *next_pending(struct cn_filecache_writer *w)
 {
 	if (!w->pend && !(w->pend = malloc(PUTS_PER_TXN * sizeof(*w->pend))))
-		return -ENOMEM;
-	struct pending *p = &w->pend[w->n_pend];
-	int rc = hasher_digest(&w->h, path, len, p->key);
-	if (rc < 0)
-		return rc;
-	rec_encode(e, p->rec);
+		return NULL;
+	return &w->pend[w->n_pend];
+}
+
+/* Counts the put just filled in; a full batch is written. */
+static int pending_done(struct cn_filecache_writer *w)
+{
 	if (++w->n_pend == PUTS_PER_TXN)
 		return flush_batch(w, 0);
 	return 0;
+}
+
+int cn_filecache_writer_put(struct cn_filecache_writer *w, const char *path, size_t len,
+			    const struct cn_filecache_entry *e)
+{
+	uint8_t key[32];
+	int rc = hasher_digest(&w->h, path, len, key);
+	return rc < 0 ? rc : cn_filecache_writer_put_key(w, key, e);
+}
+
+int cn_filecache_writer_put_key(struct cn_filecache_writer *w, const uint8_t key[32],
+				const struct cn_filecache_entry *e)
+{
+	struct pending *p = next_pending(w);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p->key, key, 32);
+	rec_encode(e, p->rec);
+	w->n_put++;
+	return pending_done(w);
+}
+
+void cn_filecache_writer_set_base(struct cn_filecache_writer *w, struct cn_filecache *base)
+{
+	w->base = base;
+}
+
+int cn_filecache_writer_keep(struct cn_filecache_writer *w, const uint8_t key[32],
+			     const struct cn_filecache_entry *e, uint64_t base_offset)
+{
+	uint64_t shift = e->payload_offset - base_offset;
+	if (!w->have_shift) {
+		w->shift = shift;
+		w->have_shift = 1;
+	}
+	if (shift != w->shift)
+		return cn_filecache_writer_put_key(w, key, e);
+	if (w->n_kept == w->cap_kept) {
+		size_t cap = w->cap_kept ? 2 * w->cap_kept : 4096;
+		uint8_t(*k)[32] = realloc(w->kept, cap * sizeof(*k));
+		if (!k)
+			return -ENOMEM;
+		w->kept = k;
+		w->cap_kept = cap;
+	}
+	memcpy(w->kept[w->n_kept++], key, 32);
+	key_sum_add(w->key_sum, key);
+	return 0;
+}
+
+/* Whether the kept keys are exactly the base's and nothing was put: the
+ * new cache's records are then the base's (key_sum_add says why equal
+ * counts and sums are enough). */
+static int keeps_whole_base(const struct cn_filecache_writer *w)
+{
+	return w->base && w->n_put == 0 && w->n_kept == w->base->count &&
+	       !memcmp(w->key_sum, w->base->key_sum, sizeof(w->key_sum));
+}
+
+/* Adds the base's records of the kept keys to the puts, their payload
+ * offsets moved as the keeps' were (the new cache's shift is 0). */
+static int put_kept(struct cn_filecache_writer *w)
+{
+	uint64_t shift = w->n_kept ? w->base->shift + w->shift : 0;
+	int rc = 0;
+	for (size_t i = 0; i < w->n_kept && rc == 0; i++) {
+		MDB_val k = { 32, w->kept[i] }, v;
+		struct pending *p = next_pending(w);
+		if (!p)
+			return -ENOMEM;
+		if ((rc = mdb_get(w->base->txn, w->base->files, &k, &v)))
+			return rc == MDB_NOTFOUND ? cn_error_set(-EINVAL, "file cache: kept record absent")
+						  : mdb_err(rc, "lookup");
+		if (v.mv_size != REC_SIZE)
+			return cn_error_set(-CN_E_FORMAT, "file cache: record of wrong size");
+		memcpy(p->key, w->kept[i], 32);
+		memcpy(p->rec, v.mv_data, REC_SIZE);
+		cn_put_le64(p->rec + 80, cn_le64(p->rec + 80) + shift);
+		rc = pending_done(w);
+	}
+	return rc;
+}
+
+/* Copies the bytes of fd_in's first len bytes into fd_out. */
+static int copy_fd(int fd_in, int fd_out, uint64_t len)
+{
+	loff_t off_in = 0, off_out = 0;
+	while ((uint64_t)off_in < len) {
+		ssize_t n = copy_file_range(fd_in, &off_in, fd_out, &off_out, (size_t)(len - (uint64_t)off_in), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0)
+			continue;
+		if (n == 0)
+			return -CN_E_TRUNCATED;
+		if (errno != EXDEV && errno != ENOSYS && errno != EOPNOTSUPP && errno != EINVAL)
+			return -errno;
+		/* not between these file systems: read and write */
+		static const size_t bs = 1u << 16;
+		uint8_t *b = malloc(bs);
+		int rc = b ? 0 : -ENOMEM;
+		while (rc == 0 && (uint64_t)off_in < len) {
+			size_t want = len - (uint64_t)off_in < bs ? (size_t)(len - (uint64_t)off_in) : bs;
+			ssize_t r = pread(fd_in, b, want, off_in);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				rc = r < 0 ? -errno : -CN_E_TRUNCATED;
+				break;
+			}
+			rc = cn_pwrite_full(fd_out, b, (size_t)r, (uint64_t)off_in);
+			off_in += r;
+		}
+		free(b);
+		return rc;
+	}
+	return 0;
+}
+
+/* Replaces the writer's new (empty) file by a copy of the base's LMDB
+ * pages, opened for writing the header. */
+static int start_from_base(struct cn_filecache_writer *w)
+{
+	mdb_txn_abort(w->txn);
+	w->txn = NULL;
+	mdb_env_close(w->env);
+	w->env = NULL;
+	int fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), rc;
+	if (fd < 0)
+		return cn_error_sys(-errno, "create %s", w->tmp);
+	rc = copy_fd(w->base->fd, fd, w->base->lmdb_size);
+	close(fd);
+	if (rc < 0)
+		return cn_error_set(rc, "file cache: copy into %s: %s", w->tmp, strerror(-rc));
+	rc = env_open(w->tmp, MDB_NOSYNC, &w->env);
+	if (rc == 0 && (rc = mdb_txn_begin(w->env, NULL, 0, &w->txn)) == 0)
+		rc = mdb_dbi_open(w->txn, "meta", 0, &w->meta);
+	return rc > 0 ? mdb_err(rc, "begin write") : rc;
 }
 
 int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_filecache_ref *ref)
@@ -584,15 +795,25 @@ int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_fi
 	uint64_t count;
 	size_t sl = strlen(ref->snapshot);
 	uint8_t *h = malloc(HDR_FIXED + sl);
-	int rc = h ? flush_batch(w, 1) : -ENOMEM;
-	if (rc == 0)
-		rc = digest_files(w->txn, w->files, digest, &count);
+	int rc = h ? 0 : -ENOMEM;
+	int copied = rc == 0 && keeps_whole_base(w);
+	uint64_t shift = 0;
+	if (copied) {
+		/* a run that changed nothing: the base's records, a new header */
+		rc = start_from_base(w);
+		memcpy(digest, w->base->digest, 32);
+		count = w->base->count;
+		shift = w->base->shift + w->shift;
+	} else if (rc == 0 && (rc = put_kept(w)) == 0 && (rc = flush_batch(w, 1)) == 0) {
+		rc = digest_files(w->txn, w->files, digest, &count, NULL);
+	}
 	if (rc == 0) {
 		memcpy(h, HDR_MAGIC, 8);
 		cn_put_le32(h + 8, HDR_VERSION);
 		memcpy(h + 12, ref->payload_csum, 32);
 		cn_put_le64(h + 44, count);
 		memcpy(h + 52, digest, 32);
+		cn_put_le64(h + HDR_FIXED_V2, shift);
 		memcpy(h + HDR_FIXED, ref->snapshot, sl);
 		MDB_val k = { 6, "header" }, v = { HDR_FIXED + sl, h };
 		if ((rc = mdb_put(w->txn, w->meta, &k, &v, 0)) == 0)
@@ -621,10 +842,11 @@ int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_fi
 	}
 	hasher_free(&w->h);
 	free(w->pend);
+	free(w->kept);
 	free(w->path);
 	free(w->tmp);
 	free(w);
-	return 0;
+	return copied;
 }
 
 void cn_filecache_writer_abort(struct cn_filecache_writer *w)
@@ -639,6 +861,7 @@ void cn_filecache_writer_abort(struct cn_filecache_writer *w)
 		unlink(w->tmp);
 	hasher_free(&w->h);
 	free(w->pend);
+	free(w->kept);
 	free(w->path);
 	free(w->tmp);
 	free(w);

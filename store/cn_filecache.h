@@ -87,6 +87,21 @@ uint64_t cn_filecache_count(const struct cn_filecache *fc);
 int cn_filecache_lookup(struct cn_filecache *fc, const char *path, size_t len,
 			struct cn_filecache_entry *e);
 
+/* The key under which path (len bytes) is stored: a SHA-256 of the path
+ * (opaque to callers; for cn_filecache_get and the writer's _key calls,
+ * which then need not hash the path again). 0 or -ENOMEM. */
+int cn_filecache_key(struct cn_filecache *fc, const char *path, size_t len, uint8_t key[32]);
+
+/* cn_filecache_lookup by a key from cn_filecache_key: 1 and *e filled,
+ * 0 when absent, or a negative code with a message. */
+int cn_filecache_get(struct cn_filecache *fc, const uint8_t key[32], struct cn_filecache_entry *e);
+
+/* 1 when a and b are equal in every field, else 0. */
+int cn_filecache_entry_equal(const struct cn_filecache_entry *a, const struct cn_filecache_entry *b);
+
+/* 1 when a and b are equal in every field but payload_offset, else 0. */
+int cn_filecache_entry_same_file(const struct cn_filecache_entry *a, const struct cn_filecache_entry *b);
+
 /* Finds a VERIFIED entry with inode number ino for which accept(ctx, e)
  * returns nonzero (several paths may have had the same inode on
  * different file systems, or as hardlinks). Returns 1 and fills *e, 0
@@ -104,9 +119,33 @@ int cn_filecache_writer_begin(const char *path, struct cn_filecache_writer **out
 int cn_filecache_writer_put(struct cn_filecache_writer *w, const char *path, size_t len,
 			    const struct cn_filecache_entry *e);
 
+/* cn_filecache_writer_put with the path's key (cn_filecache_key). */
+int cn_filecache_writer_put_key(struct cn_filecache_writer *w, const uint8_t key[32],
+				const struct cn_filecache_entry *e);
+
+/* Makes base (borrowed: it stays open until w is committed or aborted)
+ * the cache that cn_filecache_writer_keep refers to. */
+void cn_filecache_writer_set_base(struct cn_filecache_writer *w, struct cn_filecache *base);
+
+/* The new cache's entry under key (cn_filecache_key of a path) is e,
+ * which equals base's entry of key in everything but perhaps its payload
+ * offset, base_offset in base (as cn_filecache_get gives it). When e's
+ * offset is base_offset moved by the same amount as at the writer's
+ * first keep, only the key is kept, and base's record copied at commit
+ * (its offset moved likewise); otherwise e is put. Each key once, and
+ * not also put. When every record of base is kept and nothing is put (a
+ * run that changed nothing), commit copies base's file and replaces only
+ * its header (which says by how much its offsets moved) instead of
+ * writing every record again. 0 or a negative code. */
+int cn_filecache_writer_keep(struct cn_filecache_writer *w, const uint8_t key[32],
+			     const struct cn_filecache_entry *e, uint64_t base_offset);
+
 /* Writes the header for ref, syncs, and renames the new cache over the
- * old one; frees w in every case. 0 or a negative code (then the old
- * cache is left as it was and the new one removed). */
+ * old one; frees w in every case. 0 when the records were written, 1
+ * when the base's file was copied (every record kept, nothing put), or a
+ * negative code (then the old cache is left as it was and the new one
+ * removed). Call it only once the snapshot ref names is stored: a cache
+ * must never describe a snapshot that does not exist. */
 int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_filecache_ref *ref);
 
 /* Drops the new cache (NULL is fine). */
