@@ -100,6 +100,13 @@ struct cn_filecache {
 	uint64_t lmdb_size; /* its bytes before the trailer */
 	uint8_t digest[32]; /* the header's digest of all records */
 	uint64_t shift;     /* the header's offset shift */
+	/* An open-addressing table of the "files" keys (pointers into the
+	 * map, each followed by its record, valid while txn is open), built
+	 * by the scan at load: lookups by path probe it instead of searching
+	 * LMDB's tree, whose random-key descents missed the CPU caches at
+	 * every level (an eighth of a no-change run's CPU). NULL: use LMDB. */
+	const uint8_t **tab;
+	size_t tab_mask;
 	uint64_t key_sum[4]; /* lane sums of all keys (struct key_sum) */
 	MDB_env *env;
 	MDB_txn *txn;    /* long read transaction */
@@ -213,10 +220,28 @@ static void key_sum_add(uint64_t sum[4], const uint8_t key[32])
 		sum[i] += cn_le64(key + 8 * i);
 }
 
+/* Adds key (followed by its record in the map) to fc's table; drops the
+ * table when the record does not follow the key (LMDB keeps a value
+ * after its key in a leaf node unless it is too big for one) or the
+ * table is half full (more records than the header said). */
+static void tab_insert(struct cn_filecache *fc, const uint8_t *key, const uint8_t *rec, uint64_t n)
+{
+	if (rec != key + 32 || n > fc->tab_mask / 2) {
+		free(fc->tab);
+		fc->tab = NULL;
+		return;
+	}
+	size_t i = (size_t)cn_le64(key) & fc->tab_mask;
+	while (fc->tab[i])
+		i = (i + 1) & fc->tab_mask;
+	fc->tab[i] = key;
+}
+
 /* Digest over all records in key order, their number, and (key_sum not
- * NULL, zeroed) the lane sums of their keys. */
+ * NULL, zeroed) the lane sums of their keys; with ix, its table of keys
+ * is filled (when it has one). */
 static int digest_files(MDB_txn *txn, MDB_dbi dbi, uint8_t out[32], uint64_t *count,
-			uint64_t key_sum[4])
+			uint64_t key_sum[4], struct cn_filecache *ix)
 {
 	MDB_cursor *c;
 	MDB_val k, v;
@@ -237,6 +262,8 @@ static int digest_files(MDB_txn *txn, MDB_dbi dbi, uint8_t out[32], uint64_t *co
 		EVP_DigestUpdate(md, v.mv_data, REC_SIZE);
 		if (key_sum)
 			key_sum_add(key_sum, k.mv_data);
+		if (ix && ix->tab)
+			tab_insert(ix, k.mv_data, v.mv_data, *count);
 		(*count)++;
 	}
 	if (ret == 0 && rc != MDB_NOTFOUND)
@@ -287,7 +314,13 @@ static int load(struct cn_filecache *fc)
 		return memchr(h + fixed, 0, sl) ? cn_error_set(-CN_E_FORMAT, "file cache: bad header") : -ENOMEM;
 	memcpy(fc->snapshot, h + fixed, sl);
 	fc->snapshot[sl] = 0;
-	if ((rc = digest_files(fc->txn, fc->files, digest, &count, fc->key_sum)) < 0)
+	/* the table: twice the header's count of slots, a power of two */
+	size_t slots = 16;
+	while (slots < 2 * fc->count && slots < ((size_t)1 << 40))
+		slots <<= 1;
+	if (slots >= 2 * fc->count && (fc->tab = calloc(slots, sizeof(*fc->tab))))
+		fc->tab_mask = slots - 1;
+	if ((rc = digest_files(fc->txn, fc->files, digest, &count, fc->key_sum, fc)) < 0)
 		return rc;
 	if (count != fc->count || memcmp(digest, h + 52, 32))
 		return cn_error_set(-CN_E_FORMAT, "file cache: records do not match the header digest");
@@ -416,6 +449,7 @@ void cn_filecache_close(struct cn_filecache *fc)
 		mdb_env_close(fc->env);
 	if (fc->fd >= 0)
 		close(fc->fd);
+	free(fc->tab);
 	hasher_free(&fc->h);
 	free(fc->snapshot);
 	free(fc);
@@ -435,6 +469,16 @@ uint64_t cn_filecache_count(const struct cn_filecache *fc)
 /* The record under a 32-byte key: 1, 0 when absent, or negative. */
 static int get_record(struct cn_filecache *fc, const uint8_t key[32], struct cn_filecache_entry *e)
 {
+	if (fc->tab) {
+		for (size_t i = (size_t)cn_le64(key) & fc->tab_mask; fc->tab[i]; i = (i + 1) & fc->tab_mask) {
+			if (!memcmp(fc->tab[i], key, 32)) {
+				rec_decode(fc->tab[i] + 32, e);
+				e->payload_offset += fc->shift;
+				return 1;
+			}
+		}
+		return 0;
+	}
 	MDB_val k = { 32, (void *)key }, v;
 	int rc = mdb_get(fc->txn, fc->files, &k, &v);
 	if (rc == MDB_NOTFOUND)
@@ -805,7 +849,7 @@ int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_fi
 		count = w->base->count;
 		shift = w->base->shift + w->shift;
 	} else if (rc == 0 && (rc = put_kept(w)) == 0 && (rc = flush_batch(w, 1)) == 0) {
-		rc = digest_files(w->txn, w->files, digest, &count, NULL);
+		rc = digest_files(w->txn, w->files, digest, &count, NULL, NULL);
 	}
 	if (rc == 0) {
 		memcpy(h, HDR_MAGIC, 8);
