@@ -11,6 +11,7 @@ emulator's format code cannot hide in a shared helper.
 Usage: /usr/bin/python3 tests/pbs_emulator/test_emulator.py
 """
 
+import fcntl
 import hashlib
 import http.client
 import json
@@ -368,6 +369,12 @@ class EmulatorTest(unittest.TestCase):
             return total
         finally:
             s.close()
+            # the server keeps the snapshot's shared lock until it sees the
+            # connection end: a prune or delete right after would skip it
+            for _ in range(100):
+                if self.unlocked(self.snap_dir(bid, btime)):
+                    break
+                time.sleep(0.05)
 
     def restore(self, btime, name, bid="pc1"):
         s = Session(self.srv, "proxmox-backup-reader-protocol-v1", "/api2/json/reader", backup_params(btime, bid))
@@ -457,12 +464,30 @@ class EmulatorTest(unittest.TestCase):
                                                 "encoded-size": len(enc)}, enc, "application/octet-stream")
 
     def wait_gone(self, path):
-        """The server removes an unfinished snapshot when it sees the connection end."""
+        """The server removes an unfinished snapshot, then lets go of its
+        group's lock, when it sees the connection end (as upstream does):
+        waits for both, so that the next backup of the group is not refused
+        as running."""
         for _ in range(100):
-            if not os.path.exists(path):
+            if not os.path.exists(path) and self.unlocked(os.path.dirname(path)):
                 return
             time.sleep(0.05)
-        self.fail("aborted snapshot %s was kept" % path)
+        self.fail("aborted snapshot %s was kept, or its group stayed locked" % path)
+
+    @staticmethod
+    def unlocked(path):
+        """Whether nothing holds a lock on the directory path (or it is gone)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
 
     def snap_dir(self, bid, btime):
         return os.path.join(self.srv.ds, "host", bid,
@@ -495,6 +520,7 @@ class EmulatorTest(unittest.TestCase):
         self.expect(s.call("GET", "previous", {"archive-name": "b.txt"}), 400, 'unknown archive type: "b.txt"')
         self.expect(s.call("GET", "previous_backup_time"), 200, self.t0)
         s.close()
+        self.wait_gone(self.snap_dir("prev", self.t0 + 10))
         # a snapshot whose verification failed is no base: previous is refused
         mpath = os.path.join(self.snap_dir("prev", self.t0), "index.json.blob")
         with open(mpath, "rb") as f:
