@@ -17,9 +17,10 @@
 #    not defined in a sanitized build; it runs after the S3 programs,
 #    beside the release tests.
 #  - suite 'sanitized_only' runs in the ASan/UBSan build only: the S3
-#    programs against Ceph (also suite 's3': s3, s3_admin, s3_restore_damage,
-#    s3_sync), whose time is mostly radosgw's and the waits of their fault
-#    cases, and the integration tests of fault handling, sync, scheduled
+#    programs against Ceph (also suite 's3': s3, s3_admin, s3_admin_faults,
+#    s3_restore_damage, s3_sync), whose time is mostly radosgw's and the
+#    waits of their fault cases, and the integration tests of fault
+#    handling, sync, scheduled
 #    runs, mount and snapshot management (failures, tamper, pbs_unreachable,
 #    stalled_target, pbs_trust, pbs_client, sync, sync_modes, sync_transfer,
 #    catch_up, scheduled, snapshot_manage, mount): the same C code, checked
@@ -94,8 +95,7 @@ start=$SECONDS
 # package test must run alone among the tests of its build (is_parallel).
 # The S3 programs start once the shared cluster is up (or has failed, or
 # 420 s passed; the first program then reports why): its bring-up, beside
-# the builds, is then not charged to the first program's timeout (in a
-# loaded run, 174 s of s3_admin's 330 went outside its test cases).
+# the builds, is then not charged to the first program's timeout.
 {
   if [ -n "${ceph_dir:-}" ]; then
     ceph_wait=$SECONDS

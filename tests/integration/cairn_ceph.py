@@ -347,14 +347,20 @@ class Cluster:
             shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self):
+        t0 = time.monotonic()
         try:
-            return self.start()
+            self.start()
         except BaseException:
             self.stop()
             raise
+        print('ceph: %s, radosgw answering, after %.1f s'
+              % ('attached' if self.shared else 'up', time.monotonic() - t0), flush=True)
+        return self
 
     def __exit__(self, *exc):
+        t0 = time.monotonic()
         self.stop()
+        print('ceph: stopped in %.1f s' % (time.monotonic() - t0), flush=True)
 
     # -- S3 ----------------------------------------------------------------
 

@@ -444,6 +444,9 @@ TESTS = [test_verify, test_prune, test_gc, test_gc_batches, test_list_sizes, tes
 def main():
     global C, XDG
     only = os.environ.get('CAIRN_S3_TESTS', '').split(',')
+    unknown = set(only) - {fn.__name__ for fn in TESTS} - {''}
+    if unknown:
+        sys.exit('CAIRN_S3_TESTS names no test: %s' % ', '.join(sorted(unknown)))
     XDG = t.tmpdir()
     with cairn_ceph.Cluster() as c:
         C = c
