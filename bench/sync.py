@@ -24,11 +24,14 @@ directory (the tree, two stores and the emulator's datastore: about 4x
 
     bench/sync.py --cairn build/cli/cairn [--size-mb 256] [--changed-pct 2]
                   [--emulator tests/pbs_emulator/server.py] [--workdir DIR]
-                  [--json] [--max-ratio R]
+                  [--json] [--max-ratio R] [--seed S]
+
+The photos' bytes come from a generator seeded with S (default 23).
 """
 import argparse
 import json
 import os
+import random
 import shutil
 import ssl
 import subprocess
@@ -51,13 +54,15 @@ def run(cairn, *args, env=None):
     return p.stdout
 
 
-def write_random(path, size):
+def write_random(path, size, rng):
+    """size incompressible bytes from rng (seeded: the same tree, and so
+    the same chunk boundaries, in every run)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'wb') as f:
         left = size
         while left:
             n = min(left, 1 << 20)
-            f.write(os.urandom(n))
+            f.write(rng.randbytes(n))
             left -= n
 
 
@@ -122,6 +127,7 @@ def main():
     ap.add_argument('--workdir')
     ap.add_argument('--json', action='store_true')
     ap.add_argument('--max-ratio', type=float)
+    ap.add_argument('--seed', type=int, default=23)
     a = ap.parse_args()
     cairn = os.path.abspath(a.cairn)
     # a datastore has 65536 chunk directories: on a busy disk making and
@@ -135,8 +141,9 @@ def main():
         tree = os.path.join(work, 'photos')
         total = a.size_mb << 20
         photo = 3 << 20 if total >= 64 << 20 else 256 << 10  # photo-sized files
+        rng = random.Random(a.seed)
         for i in range(max(1, total // photo)):
-            write_random(os.path.join(tree, '2025', 'img_%05d.jpg' % i), photo)
+            write_random(os.path.join(tree, '2025', 'img_%05d.jpg' % i), photo, rng)
         A, B = os.path.join(work, 'A'), os.path.join(work, 'B')
         run(cairn, 'backup', 'photos.pxar:' + tree, '--store', A, '--backup-id', 'photos')
         emu = Emulator(os.path.abspath(a.emulator), os.path.join(work, 'pbs'))
@@ -148,7 +155,7 @@ def main():
         i = 0
         while new > 0:
             n = min(new, photo)
-            write_random(os.path.join(tree, '2026', 'new_%05d.jpg' % i), n)
+            write_random(os.path.join(tree, '2026', 'new_%05d.jpg' % i), n, rng)
             new -= n
             i += 1
         run(cairn, 'backup', 'photos.pxar:' + tree, '--store', A, '--backup-id', 'photos')
