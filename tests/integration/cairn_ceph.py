@@ -106,6 +106,15 @@ rgw dns name = localhost
 """
 
 
+def process_start():
+    """When this process started (wall clock seconds), from /proc."""
+    with open('/proc/self/stat') as f:
+        ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/uptime') as f:
+        up = float(f.read().split()[0])
+    return time.time() - up + ticks / os.sysconf('SC_CLK_TCK')
+
+
 class Cluster:
     """The cluster; every daemon is stopped by PID in stop()."""
 
@@ -353,8 +362,9 @@ class Cluster:
         except BaseException:
             self.stop()
             raise
-        print('ceph: %s, radosgw answering, after %.1f s'
-              % ('attached' if self.shared else 'up', time.monotonic() - t0), flush=True)
+        print('ceph: %s, radosgw answering, after %.1f s (%.1f s after the program started)'
+              % ('attached' if self.shared else 'up', time.monotonic() - t0,
+                 time.time() - process_start()), flush=True)
         return self
 
     def __exit__(self, *exc):

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 CAIRN = None
 
@@ -161,7 +162,11 @@ _tmpdirs = []
 
 def _remove_tmpdirs():
     if _tmpdirs and not os.environ.get('CAIRN_TEST_KEEP'):
+        t0 = time.monotonic()
         subprocess.run(['rm', '-rf', '--'] + _tmpdirs)
+        if time.monotonic() - t0 > 2:  # a slow disk, told apart from the test
+            print('removing the temporary directories took %.1f s' % (time.monotonic() - t0),
+                  flush=True)
 
 
 def tmpdir():
