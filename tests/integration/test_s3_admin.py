@@ -241,7 +241,7 @@ def test_list_sizes():
     0 B."""
     C.create_bucket('sizes')
     src = source_tree()
-    local = os.path.join(t.tmpdir(), 'store')
+    local = t.store_path('sizes-local')
     cairn('backup', 'root.pxar:' + src, '--store', local, '--store', 's3://sizes',
           '--backup-id', 'h1', check=0)
 
