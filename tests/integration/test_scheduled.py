@@ -284,11 +284,16 @@ def test_concurrent_and_stale_lock(emu):
     conf = config('slow.conf', local_target('usb'),
                   extra_cairn='on-success = touch %s; sleep 4\n' % started)
     e = dict(os.environ, TMPDIR=TMP)
+    # the last test's runs may have published a snapshot to usb this second
+    time.sleep(1.1)
     first = subprocess.Popen([CAIRN, 'run', '--config', conf], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=e)
     t0 = time.time()
     while not os.path.exists(started):
-        assert time.time() - t0 < 60 and first.poll() is None, 'first run did not reach its hook'
+        if first.poll() is not None:
+            raise AssertionError('first run ended (exit %d) before its hook: %s'
+                                 % (first.returncode, first.stderr.read().decode()))
+        assert time.time() - t0 < 60, 'first run did not reach its hook'
         time.sleep(0.05)
     t1 = time.time()
     p = run(['run', '--config', conf], check=EXIT_BUSY)
