@@ -13,7 +13,43 @@
 #include "common/cn_log.h"
 #include "common/cn_util.h"
 #include "pxar/cn_pxar_encoder.h"
-#include "store/cn_crypt.h"
+
+/* Metadata hashes, once per file: the digest fetched once, one context
+ * and one buffer reused (fetching and allocating per file cost a tenth of
+ * a no-change run's CPU). */
+struct meta_hasher {
+	EVP_MD *sha256;
+	EVP_MD_CTX *md;
+	struct cn_buf buf;
+};
+
+static int meta_hasher_init(struct meta_hasher *h)
+{
+	if (!(h->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) || !(h->md = EVP_MD_CTX_new()))
+		return cn_error_set(-ENOMEM, "out of memory for SHA-256");
+	return 0;
+}
+
+static void meta_hasher_free(struct meta_hasher *h)
+{
+	EVP_MD_CTX_free(h->md);
+	EVP_MD_free(h->sha256);
+	cn_buf_free(&h->buf);
+}
+
+/* SHA-256 of the encoded pxar metadata (cn_pxar_metadata_encode). */
+static int meta_hash(struct meta_hasher *h, const struct cn_pxar_metadata *m, uint8_t out[32])
+{
+	unsigned int n = 32;
+	h->buf.len = 0;
+	int rc = cn_pxar_metadata_encode(m, &h->buf);
+	if (rc < 0)
+		return rc;
+	if (EVP_DigestInit_ex2(h->md, h->sha256, NULL) != 1 || EVP_DigestUpdate(h->md, h->buf.data, h->buf.len) != 1 ||
+	    EVP_DigestFinal_ex(h->md, out, &n) != 1)
+		return cn_error_set(-CN_E_CRYPT, "SHA-256 failed");
+	return 0;
+}
 
 struct cn_reuse {
 	struct cn_pxar_reuse ops;
@@ -28,39 +64,10 @@ struct cn_reuse {
 	size_t copied;          /* caches committed as copies of prev */
 	uint8_t *buf;           /* for content comparison */
 	XXH3_state_t *xxh;
-	/* metadata hashes, once per file: the digest fetched once, one
-	 * context and one buffer reused (cn_reuse_meta_hash allocates and
-	 * fetches per call, a tenth of a no-change run's CPU) */
-	EVP_MD *sha256;
-	EVP_MD_CTX *md;
-	struct cn_buf mb;
+	struct meta_hasher mh;
 };
 
 #define COMPARE_BUF_SIZE (1u << 20)
-
-int cn_reuse_meta_hash(const struct cn_pxar_metadata *m, uint8_t out[32])
-{
-	struct cn_buf b = { 0 };
-	int rc = cn_pxar_metadata_encode(m, &b);
-	if (rc == 0)
-		rc = cn_chunk_digest(NULL, b.data, b.len, out);
-	cn_buf_free(&b);
-	return rc;
-}
-
-/* cn_reuse_meta_hash with r's digest, context and buffer. */
-static int meta_hash(struct cn_reuse *r, const struct cn_pxar_metadata *m, uint8_t out[32])
-{
-	unsigned int n = 32;
-	r->mb.len = 0;
-	int rc = cn_pxar_metadata_encode(m, &r->mb);
-	if (rc < 0)
-		return rc;
-	if (EVP_DigestInit_ex2(r->md, r->sha256, NULL) != 1 || EVP_DigestUpdate(r->md, r->mb.data, r->mb.len) != 1 ||
-	    EVP_DigestFinal_ex(r->md, out, &n) != 1)
-		return cn_error_set(-CN_E_CRYPT, "SHA-256 failed");
-	return 0;
-}
 
 static int same_size_mtime(const struct cn_filecache_entry *e, const struct stat *st)
 {
@@ -174,7 +181,7 @@ static int lookup_unopened(void *ctx, const char *path, size_t path_len, const s
 		return rc;
 	if (!same_size_mtime(&e, st) || !same_inode_ctime(&e, st))
 		return 0;
-	if ((rc = meta_hash(r, m, h)) < 0)
+	if ((rc = meta_hash(&r->mh, m, h)) < 0)
 		return rc;
 	if (memcmp(h, e.meta_hash, 32))
 		return 0;
@@ -200,7 +207,7 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 	int found = rc < 0 ? rc : cn_filecache_get(r->prev, key, &e);
 	if (found < 0)
 		return found;
-	if ((rc = meta_hash(r, m, h)) < 0)
+	if ((rc = meta_hash(&r->mh, m, h)) < 0)
 		return rc;
 	if (found == 1 && same_size_mtime(&e, st)) {
 		int meta_same = !memcmp(h, e.meta_hash, 32);
@@ -264,7 +271,7 @@ static int record(void *ctx, const char *path, size_t path_len, const struct sta
 	if (reused && reused->has_meta_hash)
 		memcpy(e.meta_hash, reused->meta_hash, 32);
 	else
-		rc = meta_hash(r, m, e.meta_hash);
+		rc = meta_hash(&r->mh, m, e.meta_hash);
 	if (rc == 0 && reused && reused->has_cache_key) {
 		/* the previous cache's entry of this path, unchanged but for
 		 * where the payload now is: the new caches keep its record (a
@@ -299,7 +306,7 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, 
 	int rc = 0;
 	*out_r = NULL;
 	if (!r || !(r->buf = malloc(COMPARE_BUF_SIZE)) || !(r->xxh = XXH3_createState()) ||
-	    !(r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) || !(r->md = EVP_MD_CTX_new())) {
+	    meta_hasher_init(&r->mh) < 0) {
 		cn_reuse_free(r);
 		return -ENOMEM;
 	}
@@ -404,9 +411,7 @@ void cn_reuse_free(struct cn_reuse *r)
 	free(r->out);
 	cn_filecache_close(r->prev);
 	XXH3_freeState(r->xxh);
-	EVP_MD_CTX_free(r->md);
-	EVP_MD_free(r->sha256);
-	cn_buf_free(&r->mb);
+	meta_hasher_free(&r->mh);
 	free(r->buf);
 	free(r);
 }
@@ -422,7 +427,9 @@ int64_t cn_reuse_rebuild_cache(const char *path, const struct cn_pxar_input *mpx
 	if (rc < 0)
 		return rc;
 	cn_pxar_decoder_metadata_only(d);
-	if ((rc = cn_filecache_writer_begin(path, &w)) < 0) {
+	struct meta_hasher mh = { 0 };
+	if ((rc = meta_hasher_init(&mh)) < 0 || (rc = cn_filecache_writer_begin(path, &w)) < 0) {
+		meta_hasher_free(&mh);
 		cn_pxar_decoder_free(d);
 		return rc;
 	}
@@ -455,12 +462,13 @@ int64_t cn_reuse_rebuild_cache(const char *path, const struct cn_pxar_input *mpx
 			.size = e->file_size, .mtime_sec = e->mtime_sec, .mtime_nsec = e->mtime_nsec,
 			.payload_offset = e->content_offset - CN_PXAR_HEADER_SIZE,
 		};
-		if ((rc = cn_reuse_meta_hash(&m, ce.meta_hash)) < 0 ||
+		if ((rc = meta_hash(&mh, &m, ce.meta_hash)) < 0 ||
 		    (rc = cn_filecache_writer_put(w, e->path, e->path_len, &ce)) < 0)
 			break;
 		files++;
 	}
 	cn_pxar_decoder_free(d);
+	meta_hasher_free(&mh);
 	if (rc < 0) {
 		cn_filecache_writer_abort(w);
 		return rc;

@@ -107,7 +107,4 @@ void cn_reuse_free(struct cn_reuse *r);
 int64_t cn_reuse_rebuild_cache(const char *path, const struct cn_pxar_input *mpxar,
 			       const struct cn_filecache_ref *ref);
 
-/* SHA-256 of the encoded pxar metadata (cn_pxar_metadata_encode). */
-int cn_reuse_meta_hash(const struct cn_pxar_metadata *m, uint8_t out[32]);
-
 #endif
