@@ -112,17 +112,41 @@ static void report(struct run *r)
 	r->o->progress(r->o->progress_ctx, &pr);
 }
 
-static int archive_write(void *ctx, const uint8_t *data, size_t len)
+/* Reports progress when its interval has passed. */
+static void maybe_report(struct run *r)
 {
-	struct run *r = ctx;
-	int rc = cn_pipeline_write(r->p, r->stream, data, len);
-	if (rc == 0 && r->o->progress) {
+	if (r->o->progress) {
 		double t = now_sec();
 		if (t >= r->next_progress) {
 			r->next_progress = t + r->interval;
 			report(r);
 		}
 	}
+}
+
+static int archive_write(void *ctx, const uint8_t *data, size_t len)
+{
+	struct run *r = ctx;
+	int rc = cn_pipeline_write(r->p, r->stream, data, len);
+	if (rc == 0)
+		maybe_report(r);
+	return rc;
+}
+
+/* archive_write's twins for file data read straight into the pipeline's
+ * buffers (cn_pxar_create_opts.data_reserve, data_commit). */
+static int archive_reserve(void *ctx, uint8_t **buf, size_t *avail)
+{
+	struct run *r = ctx;
+	return cn_pipeline_reserve(r->p, r->stream, buf, avail);
+}
+
+static int archive_commit(void *ctx, size_t len)
+{
+	struct run *r = ctx;
+	int rc = cn_pipeline_commit(r->p, r->stream, len);
+	if (rc == 0)
+		maybe_report(r);
 	return rc;
 }
 
@@ -401,6 +425,10 @@ static int produce(struct run *run, const int *streams, int cat_stream,
 			.payload_ctx = &pw,
 			.payload_boundary = split ? cn_pipeline_boundary_fn : NULL,
 			.reuse = split ? run->cd[a].ops : NULL,
+			/* file contents go into the payload stream when split */
+			.data_reserve = split ? cn_pipeline_reserve_fn : archive_reserve,
+			.data_commit = split ? cn_pipeline_commit_fn : archive_commit,
+			.data_ctx = split ? (void *)&pw : (void *)run,
 		};
 		struct cn_pxar_create_stats st;
 		memset(&st, 0, sizeof(st));

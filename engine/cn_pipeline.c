@@ -665,38 +665,64 @@ static int submit(struct cn_pipeline *p, struct stream *s)
 	return 0;
 }
 
-int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, size_t len)
+/* The stream of a write, reserve or commit, once the pipeline and the
+ * stream may take data; NULL with the reason otherwise. */
+static struct stream *writable(struct cn_pipeline *p, int stream, int *rc)
 {
 	if (p->state != ST_RUNNING)
-		return p->err ? error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
-	if (p->err)
+		*rc = p->err ? error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
+	else if (p->err)
+		*rc = error_of(p);
+	else if (p->streams[stream].ended)
+		*rc = cn_error_set(-EINVAL, "write to ended stream %s", p->streams[stream].name);
+	else
+		return &p->streams[stream];
+	return NULL;
+}
+
+/* A free job for stream, with a buffer, not yet the stream's current one:
+ * blocks while every job is in flight. */
+static int take_job(struct cn_pipeline *p, int stream, struct job **out)
+{
+	void *item;
+	if (!cn_workqueue_pop(p->free_q, &item))
 		return error_of(p);
-	struct stream *s = &p->streams[stream];
-	if (s->ended)
-		return cn_error_set(-EINVAL, "write to ended stream %s", s->name);
+	struct job *j = item;
+	j->stream = stream;
+	j->len = 0;
+	j->known = 0;
+	if (!j->buf) {
+		if (!(j->buf = cn_bufpool_get(p->pool)))
+			return fail(p, -ENOMEM);
+		j->data = j->buf + p->hdr;
+	}
+	*out = j;
+	return 0;
+}
+
+/* Room left in job j: the chunker cuts at its maximum size, which the
+ * buffers hold. */
+static size_t job_room(const struct cn_pipeline *p, const struct job *j)
+{
+	return cn_bufpool_size(p->pool) - p->hdr - j->len;
+}
+
+int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, size_t len)
+{
+	int rc;
+	struct stream *s = writable(p, stream, &rc);
+	if (!s)
+		return rc;
 	atomic_fetch_add(&p->stream_bytes, len);
 	while (len > 0) {
-		if (!s->cur) {
-			void *item;
-			if (!cn_workqueue_pop(p->free_q, &item))
-				return error_of(p);
-			s->cur = item;
-			s->cur->stream = stream;
-			s->cur->len = 0;
-			s->cur->known = 0;
-		}
+		if (!s->cur && (rc = take_job(p, stream, &s->cur)) < 0)
+			return rc;
 		struct job *j = s->cur;
 		size_t cut = cn_chunker_scan(s->chunker, data, len);
 		if (cut == CN_CHUNKER_ERROR)
 			return fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
 		size_t n = cut ? cut : len;
-		if (!j->buf) {
-			if (!(j->buf = cn_bufpool_get(p->pool)))
-				return fail(p, -ENOMEM);
-			j->data = j->buf + p->hdr;
-		}
-		/* the chunker cuts at its maximum size, which the buffers hold */
-		if (j->len + n > cn_bufpool_size(p->pool) - p->hdr)
+		if (n > job_room(p, j))
 			return fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes",
 						    s->name, cn_bufpool_size(p->pool) - p->hdr));
 		memcpy(j->data + j->len, data, n);
@@ -713,10 +739,80 @@ int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, si
 	return 0;
 }
 
+int cn_pipeline_reserve(struct cn_pipeline *p, int stream, uint8_t **buf, size_t *avail)
+{
+	int rc;
+	struct stream *s = writable(p, stream, &rc);
+	if (!s)
+		return rc;
+	if (!s->cur && (rc = take_job(p, stream, &s->cur)) < 0)
+		return rc;
+	*buf = s->cur->data + s->cur->len;
+	*avail = job_room(p, s->cur);
+	if (*avail == 0)
+		return fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes", s->name,
+					    cn_bufpool_size(p->pool) - p->hdr));
+	return 0;
+}
+
+int cn_pipeline_commit(struct cn_pipeline *p, int stream, size_t len)
+{
+	int rc;
+	struct stream *s = writable(p, stream, &rc);
+	if (!s)
+		return rc;
+	struct job *j = s->cur;
+	if (len == 0)
+		return 0;
+	if (!j || len > job_room(p, j))
+		return cn_error_set(-EINVAL, "commit of %zu bytes to stream %s beyond its reserve", len,
+				    s->name);
+	atomic_fetch_add(&p->stream_bytes, len);
+	const uint8_t *data = j->data + j->len;
+	while (len > 0) {
+		size_t cut = cn_chunker_scan(s->chunker, data, len);
+		if (cut == CN_CHUNKER_ERROR)
+			return fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
+		size_t n = cut ? cut : len;
+		j->len += n;
+		s->offset += n;
+		data += n;
+		len -= n;
+		if (!cut)
+			break;
+		/* the bytes after the cut start the next chunk: copied into its
+		 * buffer before this one goes to the workers, who encode it in
+		 * place */
+		struct job *next = NULL;
+		if (len > 0) {
+			if ((rc = take_job(p, stream, &next)) < 0)
+				return rc;
+			memcpy(next->data, data, len);
+			data = next->data;
+		}
+		if ((rc = submit(p, s)) < 0)
+			return rc;
+		s->cur = j = next;
+	}
+	return 0;
+}
+
 int cn_pipeline_writer_fn(void *ctx, const uint8_t *data, size_t len)
 {
 	struct cn_pipeline_writer *w = ctx;
 	return cn_pipeline_write(w->p, w->stream, data, len);
+}
+
+int cn_pipeline_reserve_fn(void *ctx, uint8_t **buf, size_t *avail)
+{
+	struct cn_pipeline_writer *w = ctx;
+	return cn_pipeline_reserve(w->p, w->stream, buf, avail);
+}
+
+int cn_pipeline_commit_fn(void *ctx, size_t len)
+{
+	struct cn_pipeline_writer *w = ctx;
+	return cn_pipeline_commit(w->p, w->stream, len);
 }
 
 int cn_pipeline_suggest_boundary(struct cn_pipeline *p, int stream)

@@ -128,6 +128,21 @@ int cn_pipeline_start(struct cn_pipeline *p);
  * cn_write_fn through cn_pipeline_writer(). */
 int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, size_t len);
 
+/* cn_pipeline_write without the copy: *buf gets the free space at the end
+ * of the stream's chunk being filled (in the pipeline's buffer; *avail
+ * bytes, at least one), for the caller to fill, e.g. with read(2); the
+ * bytes count once cn_pipeline_commit says how many were filled, and any
+ * other call on the stream drops them. Blocks while every job is in
+ * flight. 0 or the pipeline's error. */
+int cn_pipeline_reserve(struct cn_pipeline *p, int stream, uint8_t **buf, size_t *avail);
+
+/* Appends the first len bytes of the last reserve to the stream, as
+ * cn_pipeline_write of them would: bytes after a chunk boundary are
+ * copied into the next chunk's buffer. The caller no longer touches the
+ * reserved space. 0, -EINVAL beyond the reserve, or the pipeline's
+ * error. */
+int cn_pipeline_commit(struct cn_pipeline *p, int stream, size_t len);
+
 /* Ends the stream's current chunk here (forced boundary; the chunker
  * starts afresh) and appends n chunks of a previous snapshot to its index
  * as they are (digests[i], sizes[i] plain bytes), without data: every
@@ -169,6 +184,10 @@ struct cn_pipeline_writer {
 	int stream;
 };
 int cn_pipeline_writer_fn(void *ctx, const uint8_t *data, size_t len);
+/* The same for cn_pipeline_reserve and cn_pipeline_commit
+ * (cn_pxar_create_opts.data_reserve and data_commit). */
+int cn_pipeline_reserve_fn(void *ctx, uint8_t **buf, size_t *avail);
+int cn_pipeline_commit_fn(void *ctx, size_t len);
 
 /* Waits until every chunk has been delivered, stops the producing
  * threads, then closes every stream's index on every live target (count,

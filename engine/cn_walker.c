@@ -532,8 +532,22 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 		return rc;
 	if (w->xxh)
 		XXH3_128bits_reset(w->xxh);
+	const struct cn_pxar_create_opts *o = w->opts;
+	uint64_t *out_size = cn_pxar_encoder_is_split(w->enc) ? &w->stats->payload_size
+							      : &w->stats->archive_size;
 	while (remaining != 0) {
-		ssize_t got = read(fd, w->buf, COPY_BUF_SIZE);
+		/* read into the output's buffer when it offers one (no copy) */
+		uint8_t *buf = w->buf;
+		size_t want = COPY_BUF_SIZE;
+		if (o->data_reserve) {
+			size_t avail;
+			if ((rc = cn_pxar_encoder_direct_begin(w->enc)) < 0 ||
+			    (rc = o->data_reserve(o->data_ctx, &buf, &avail)) < 0)
+				return rc;
+			if (want > avail)
+				want = avail;
+		}
+		ssize_t got = read(fd, buf, want);
 		if (got == 0)
 			break;
 		if (got < 0) {
@@ -548,10 +562,17 @@ static int add_regular_file(struct walker *w, int fd, const struct list_entry *e
 			changed = 1;
 			got = (ssize_t)remaining;
 		}
-		if ((rc = cn_pxar_encoder_write(w->enc, w->buf, (size_t)got)) < 0)
-			return rc;
+		/* hashed first: once committed, the bytes belong to the output */
 		if (w->xxh)
-			XXH3_128bits_update(w->xxh, w->buf, (size_t)got);
+			XXH3_128bits_update(w->xxh, buf, (size_t)got);
+		if (!o->data_reserve)
+			rc = cn_pxar_encoder_write(w->enc, buf, (size_t)got);
+		else if ((rc = o->data_commit(o->data_ctx, (size_t)got)) == 0)
+			rc = cn_pxar_encoder_direct_done(w->enc, (size_t)got);
+		if (rc < 0)
+			return rc;
+		if (o->data_reserve)
+			*out_size += (uint64_t)got;
 		remaining -= (uint64_t)got;
 	}
 	if (remaining > 0) {
@@ -876,6 +897,8 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 
 	if (opts->reuse && !opts->payload_out)
 		return cn_error_set(-EINVAL, "metadata change detection needs a split archive");
+	if (!opts->data_reserve != !opts->data_commit)
+		return cn_error_set(-EINVAL, "direct file data needs both data_reserve and data_commit");
 	w.reuse = opts->reuse;
 	w.la.max = opts->reuse && opts->reuse->max_cache_entries ? opts->reuse->max_cache_entries : 512;
 	if (!(w.buf = malloc(COPY_BUF_SIZE)))

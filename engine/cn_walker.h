@@ -170,6 +170,16 @@ struct cn_pxar_create_opts {
 	 * chunker may end a chunk there, so that chunks hold whole files and
 	 * reuse needs little padding). 0 or a negative code. */
 	int (*payload_boundary)(void *ctx, uint64_t offset);
+	/* May be NULL: file contents are read straight into the output's
+	 * buffer instead of being copied there. data_reserve(data_ctx, &buf,
+	 * &avail) gives free space at the end of the stream that carries file
+	 * contents (payload_out's in a split archive, out's otherwise);
+	 * data_commit(data_ctx, len) appends the first len bytes of it, after
+	 * which they are not touched again (cn_pipeline_reserve_fn and
+	 * cn_pipeline_commit_fn). Both 0 or a negative code. */
+	int (*data_reserve)(void *ctx, uint8_t **buf, size_t *avail);
+	int (*data_commit)(void *ctx, size_t len);
+	void *data_ctx;
 };
 
 struct cn_pxar_create_stats {

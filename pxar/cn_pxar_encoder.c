@@ -527,6 +527,25 @@ int cn_pxar_encoder_write(struct cn_pxar_encoder *e, const void *data, size_t le
 	return 0;
 }
 
+int cn_pxar_encoder_direct_begin(struct cn_pxar_encoder *e)
+{
+	if (e->failed || !e->in_file)
+		return cn_error_set(-EINVAL, "pxar encoder: write outside of a file");
+	int rc = stream_flush(e->split ? &e->payload : &e->meta);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+int cn_pxar_encoder_direct_done(struct cn_pxar_encoder *e, size_t len)
+{
+	if (e->failed || !e->in_file)
+		return cn_error_set(-EINVAL, "pxar encoder: write outside of a file");
+	if (len > e->file_remaining)
+		return fail(e, cn_error_set(-EINVAL, "pxar encoder: more file data than announced"));
+	(e->split ? &e->payload : &e->meta)->pos += len;
+	e->file_remaining -= len;
+	return 0;
+}
+
 int cn_pxar_encoder_end_file(struct cn_pxar_encoder *e)
 {
 	if (e->failed || !e->in_file)

@@ -140,6 +140,15 @@ int cn_pxar_encoder_begin_file(struct cn_pxar_encoder *enc, const struct cn_pxar
 /* Writes payload bytes of the current file; more than announced is an
  * error (-EINVAL). */
 int cn_pxar_encoder_write(struct cn_pxar_encoder *enc, const void *data, size_t len);
+
+/* File data that the caller puts into the output itself, without a copy
+ * (e.g. read(2) into the output's buffer): direct_begin hands the output
+ * what the encoder holds of the stream that carries file contents (the
+ * payload stream of a split archive, the archive otherwise), so that the
+ * caller's bytes follow it; direct_done(len) then counts len bytes of the
+ * current file as written there, as cn_pxar_encoder_write would have. */
+int cn_pxar_encoder_direct_begin(struct cn_pxar_encoder *enc);
+int cn_pxar_encoder_direct_done(struct cn_pxar_encoder *enc, size_t len);
 /* Ends the current file; fewer bytes than announced is an error. */
 int cn_pxar_encoder_end_file(struct cn_pxar_encoder *enc);
 

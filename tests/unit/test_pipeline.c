@@ -101,9 +101,36 @@ static uint8_t *make_data(size_t len, uint32_t seed)
 	return d;
 }
 
-static void run_pipeline(struct mem_target **mt, size_t n, const uint8_t *a, size_t alen,
-			 const uint8_t *b, size_t blen, size_t threads, int expect_ok,
-			 struct cn_pipeline_stats *st)
+/* Appends len bytes to stream s through cn_pipeline_reserve and
+ * cn_pipeline_commit, in pieces no larger than each reserve; every
+ * third reserve is dropped by the next one (nothing committed). */
+static int write_direct(struct cn_pipeline *p, int s, const uint8_t *data, size_t len, size_t *calls)
+{
+	while (len > 0) {
+		uint8_t *buf;
+		size_t avail;
+		int r = cn_pipeline_reserve(p, s, &buf, &avail);
+		if (r < 0)
+			return r;
+		ck_assert_uint_gt(avail, 0);
+		if (++*calls % 3 == 0)
+			continue;
+		size_t n = len < avail ? len : avail;
+		memcpy(buf, data, n);
+		if ((r = cn_pipeline_commit(p, s, n)) < 0)
+			return r;
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Runs stream a (written in uneven pieces, through cn_pipeline_write or,
+ * with direct, reserve and commit) and b (always written) into the
+ * targets. */
+static void run_pipeline_mode(struct mem_target **mt, size_t n, const uint8_t *a, size_t alen,
+			      const uint8_t *b, size_t blen, size_t threads, int expect_ok, int direct,
+			      struct cn_pipeline_stats *st)
 {
 	struct cn_target *ts[4];
 	for (size_t i = 0; i < n; i++)
@@ -119,11 +146,11 @@ static void run_pipeline(struct mem_target **mt, size_t n, const uint8_t *a, siz
 	ck_assert_int_ge(sb, 0);
 	ck_assert_int_eq(cn_pipeline_start(p), 0);
 	/* interleave uneven pieces of both streams */
-	size_t ia = 0, ib = 0, step = 1;
+	size_t ia = 0, ib = 0, step = 1, calls = 0;
 	int r = 0;
 	while ((ia < alen || ib < blen) && r == 0) {
 		size_t na = alen - ia < step ? alen - ia : step;
-		r = cn_pipeline_write(p, sa, a + ia, na);
+		r = direct ? write_direct(p, sa, a + ia, na, &calls) : cn_pipeline_write(p, sa, a + ia, na);
 		ia += na;
 		size_t nb = blen - ib < step / 7 + 1 ? blen - ib : step / 7 + 1;
 		if (r == 0)
@@ -146,6 +173,13 @@ static void run_pipeline(struct mem_target **mt, size_t n, const uint8_t *a, siz
 	}
 	cn_pipeline_stats(p, st);
 	cn_pipeline_free(p);
+}
+
+static void run_pipeline(struct mem_target **mt, size_t n, const uint8_t *a, size_t alen,
+			 const uint8_t *b, size_t blen, size_t threads, int expect_ok,
+			 struct cn_pipeline_stats *st)
+{
+	run_pipeline_mode(mt, n, a, alen, b, blen, threads, expect_ok, 0, st);
 }
 
 START_TEST(test_pipeline_roundtrip_and_dedup)
@@ -177,6 +211,36 @@ START_TEST(test_pipeline_roundtrip_and_dedup)
 	mem_check_stream(m2, "a.pxar.didx", a, alen);
 	mem_destroy(&m->base);
 	mem_destroy(&m2->base);
+	free(a);
+	free(b);
+}
+END_TEST
+
+/* Reserve and commit cut the same chunks as write: the same index
+ * entries (offsets and digests) and stream bytes, chunk boundaries inside
+ * a commit included. */
+START_TEST(test_pipeline_reserve_commit_as_write)
+{
+	size_t alen = 6u << 20, blen = 300000;
+	uint8_t *a = make_data(alen, 5), *b = make_data(blen, 6);
+	struct mem_target *mw = mem_target_new("mem:write"), *md = mem_target_new("mem:direct");
+	struct cn_pipeline_stats sw, sd;
+	run_pipeline_mode(&mw, 1, a, alen, b, blen, 2, 1, 0, &sw);
+	run_pipeline_mode(&md, 1, a, alen, b, blen, 2, 1, 1, &sd);
+	mem_check_stream(md, "a.pxar.didx", a, alen);
+	mem_check_stream(md, "catalog.pcat1.didx", b, blen);
+	struct cn_buf *fw = mem_file(mw, "a.pxar.didx"), *fd = mem_file(md, "a.pxar.didx");
+	ck_assert_ptr_nonnull(fw);
+	ck_assert_ptr_nonnull(fd);
+	/* past the header (uuid, time, checksum of the entries: equal
+	 * entries, equal checksum) */
+	ck_assert_uint_eq(fw->len, fd->len);
+	ck_assert_uint_gt(fw->len, 4096 + 40 * 20);
+	ck_assert_mem_eq(fw->data + 4096, fd->data + 4096, fw->len - 4096);
+	ck_assert_uint_eq(sd.stream_bytes, sw.stream_bytes);
+	ck_assert_uint_eq(sd.chunks, sw.chunks);
+	mem_destroy(&mw->base);
+	mem_destroy(&md->base);
 	free(a);
 	free(b);
 }
@@ -243,6 +307,7 @@ int main(void)
 	tcase_add_test(tc, test_queue_many_consumers);
 	tcase_add_test(tc, test_queue_cancel_wakes);
 	tcase_add_test(tc, test_pipeline_roundtrip_and_dedup);
+	tcase_add_test(tc, test_pipeline_reserve_commit_as_write);
 	tcase_add_test(tc, test_pipeline_failed_target_dropped);
 	tcase_add_test(tc, test_pipeline_all_targets_fail);
 	tcase_add_test(tc, test_pipeline_empty_stream);
