@@ -67,13 +67,8 @@ uint8_t *cn_bufpool_get(struct cn_bufpool *p)
 	/* mmap directly: page aligned, and the tail can be released with
 	 * madvise whatever malloc would have done */
 	void *m = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m != MAP_FAILED) {
-#ifdef MADV_POPULATE_WRITE
-		/* only a hint: without it the pages come as they are touched */
-		(void)madvise(m, p->keep < p->size ? p->keep : p->size, MADV_POPULATE_WRITE);
-#endif
+	if (m != MAP_FAILED)
 		return m;
-	}
 	cn_error_set(-ENOMEM, "out of memory for a %zu-byte buffer", p->size);
 	cn_bufpool_unref(p); /* the reference taken for it */
 	return NULL;

@@ -21,8 +21,9 @@
 
 /* Messages queued per target (cn_fanout.h): how far a target may fall
  * behind the fastest before it holds the others up. Each queued message
- * can hold an encoded chunk; see cn_pipeline.h for the measured cost. */
-#define TARGET_QUEUE_DEPTH 2
+ * can hold an encoded chunk; one keeps a sender busy (the next chunk is
+ * there when its call returns). See cn_pipeline.h for the measured cost. */
+#define TARGET_QUEUE_DEPTH 1
 
 /* A target making no progress for this long is dropped (default). */
 #define STALL_TIMEOUT_MS 30000
@@ -590,9 +591,13 @@ int cn_pipeline_start(struct cn_pipeline *p)
 		return cn_error_set(-EINVAL, "pipeline not begun or already started");
 	if (atomic_load(&p->nlive) == 0)
 		return cn_error_set(-EINVAL, "no live target");
-	/* Each stream may hold one job while it fills it; the rest keep the
-	 * workers busy and the sink fed. */
-	p->njobs = p->threads + 2 + p->nstreams;
+	/* Jobs: one per stream, which the producer fills, and one per worker,
+	 * which it encodes meanwhile; that keeps every core busy. No more: a
+	 * job a worker has finished waits in the sink while the targets'
+	 * queues are full, and spare jobs would only let the producer read
+	 * further ahead of a target that sets the pace anyway (no faster with
+	 * two more, and 8 MiB more memory each; cn_pipeline.h). */
+	p->njobs = p->threads + p->nstreams;
 	p->jobs = calloc(p->njobs, sizeof(*p->jobs));
 	if (!p->jobs)
 		return cn_error_set(-ENOMEM, "out of memory for pipeline jobs");
@@ -610,10 +615,11 @@ int cn_pipeline_start(struct cn_pipeline *p)
 			max_avg = p->streams[i].avg;
 	}
 	p->hdr = p->crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE;
-	/* the senders hold chunks of the last TARGET_QUEUE_DEPTH + 1 (see
-	 * the header): their buffers are kept for reuse too */
+	/* Buffers out at once, all kept for reuse: one per job, one per
+	 * worker for a compressed copy, and the encoded chunks the senders
+	 * hold, of the last TARGET_QUEUE_DEPTH + 1 (see the header). */
 	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + 2 * max_avg,
-			       p->njobs + 2 + TARGET_QUEUE_DEPTH + 1, &p->pool);
+			       p->njobs + p->threads + TARGET_QUEUE_DEPTH + 1, &p->pool);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < p->ntargets; i++) {

@@ -9,26 +9,28 @@
  *   job buffers                                      chunk per target     index_close, put_blob,
  *                                                                         finish, in order
  *
- * Memory is bounded by a fixed set of jobs (threads + 2 + streams), each
- * holding one plain chunk buffer (reused; released again after a chunk
- * larger than twice the average) and, between encoding and delivery, one
- * encoded chunk: with 2 threads, one archive plus the catalog and 4 MiB
- * average chunks, about 6 x 2 x 4.5 MiB (measured: ~90 MiB peak RSS for the
- * whole process, the same for 200 MiB and 2 GiB of data). The producer
- * blocks when every job is in flight.
+ * Memory is bounded by a fixed set of jobs, one per stream (the producer
+ * fills it) and one per worker (it encodes one): threads + streams. Each
+ * holds one plain chunk buffer from a pool (common/cn_bufpool.h: reused,
+ * pages touched as written, of a buffer given back only twice the average
+ * chunk stays resident), which passes to the encoded chunk when the blob
+ * is stored as it is; a compressed chunk takes a second buffer.
  *
- * Each target has a queue of TARGET_QUEUE_DEPTH (2) messages and its own
+ * Each target has a queue of TARGET_QUEUE_DEPTH (1) messages and its own
  * sender thread, so a slow target slows only itself until its queue is
  * full; then it sets the pace. Queued chunks are shared references
  * (cn_chunk), and all queues are fed the same sequence, so what they hold
  * lies within the last depth + 1 chunks delivered, whatever the number of
- * targets: at most (2 + 1) x (blob header + maximum chunk size) on top of
- * the jobs (typically 3 x 4 MiB), plus one chunk per dropped target whose
- * call has not returned yet. (A target's own buffering, e.g. PBS uploads
- * in flight, comes on top as before: that is where a PBS target absorbs
- * a slow link.) The depth is small on purpose: with a local store the
- * backup took as long with 1, 2 or 8, and its peak RSS was 107, 116 and
- * 157 MiB (1 GiB corpus, 2 threads).
+ * targets: 2 encoded chunks on top of the jobs' (a finished job waits in
+ * the sink with its chunk while the queues are full), plus one per
+ * dropped target whose call has not returned yet. (A target's own buffering, e.g. PBS uploads
+ * in flight, comes on top: that is where a PBS target absorbs a slow
+ * link.) With 2 threads, one archive and the catalog (whose buffer holds
+ * only the catalog's bytes), that is 5 buffers of about 4-8 MiB: a backup
+ * of 1.5 GiB to a local store peaks at 75-78 MiB for the whole process,
+ * one of 100 MiB at 55 MiB. With two spare jobs, a queue depth of 2 and
+ * every new buffer's 8 MiB mapped at once, it took as long (1.44-1.57 s
+ * against 1.55-1.59 s, alternating) and peaked at 109-112 MiB.
  *
  * A target that makes no progress (no call returning, no movement of its
  * progress counter) for the stall timeout while it has work is dropped:
