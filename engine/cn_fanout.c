@@ -20,7 +20,10 @@ struct lane {
 	pthread_cond_t work;   /* the lane's thread waits here for messages */
 	pthread_cond_t room;   /* pushers and sync wait here: room, idle, drop */
 	uint8_t *ring;         /* depth messages */
-	size_t depth;          /* messages queued at most: o.depth less what the target holds */
+	size_t depth;          /* messages queued at most (see cn_fanout_new) */
+	size_t heavy_max;      /* heavy messages held at most, 0 for no such limit */
+	size_t heavy;          /* heavy messages queued or being carried out */
+	int cur_heavy;         /* the one being carried out is heavy */
 	uint8_t *cur;          /* the thread's copy of the message it handles */
 	size_t head, len;
 	int busy;              /* a call on the target is running */
@@ -54,10 +57,18 @@ static uint8_t *slot(struct lane *l, size_t k)
 	return l->ring + ((l->head + k) % l->depth) * l->f->o.msg_size;
 }
 
+/* Whether msg counts against the lane's heavy_max. */
+static int is_heavy(const struct lane *l, const void *msg)
+{
+	return l->heavy_max && l->f->ops->heavy && l->f->ops->heavy(l->f->ctx, msg);
+}
+
 /* Discards every queued message (mu held). */
 static void discard_queue(struct lane *l)
 {
 	while (l->len > 0) {
+		if (is_heavy(l, slot(l, 0)))
+			l->heavy--;
 		l->f->ops->discard(l->f->ctx, l->i, slot(l, 0));
 		l->head = (l->head + 1) % l->depth;
 		l->len--;
@@ -88,6 +99,7 @@ static void *lane_main(void *arg)
 		memcpy(l->cur, slot(l, 0), f->o.msg_size);
 		l->head = (l->head + 1) % l->depth;
 		l->len--;
+		l->cur_heavy = is_heavy(l, l->cur); /* (handle may change it) */
 		l->busy = 1;
 		l->last_ms = now_ms();
 		pthread_cond_broadcast(&l->room);
@@ -98,6 +110,9 @@ static void *lane_main(void *arg)
 				 *cn_error_message() ? cn_error_message() : cn_strerror(r));
 		pthread_mutex_lock(&l->mu);
 		l->busy = 0;
+		if (l->cur_heavy)
+			l->heavy--;
+		l->cur_heavy = 0;
 		l->last_ms = now_ms();
 		pthread_cond_broadcast(&l->room);
 		if (r < 0 && !l->dropped) {
@@ -137,8 +152,15 @@ int cn_fanout_new(struct cn_target *const *targets, size_t n, const struct cn_fa
 		l->i = i;
 		l->t = targets[i];
 		/* chunks the target keeps after a call (its uploads in flight)
-		 * count against its queue, one message at least */
-		l->depth = o->depth > targets[i]->held ? o->depth - targets[i]->held : 1;
+		 * count against what the lane may hold of them, one message at
+		 * least: its heavy ones when those are limited, else all */
+		unsigned held = targets[i]->held;
+		if (o->heavy_max) {
+			l->depth = o->depth;
+			l->heavy_max = o->heavy_max > held ? o->heavy_max - held : 1;
+		} else {
+			l->depth = o->depth > held ? o->depth - held : 1;
+		}
 		pthread_mutex_init(&l->mu, NULL);
 		pthread_cond_init(&l->work, NULL);
 		pthread_cond_init(&l->room, NULL);
@@ -221,7 +243,9 @@ int cn_fanout_push(struct cn_fanout *f, size_t i, const void *msg)
 	struct lane *l = &f->lanes[i];
 	int stall = 0;
 	pthread_mutex_lock(&l->mu);
-	while (!l->dropped && l->len == l->depth && !(stall = check_stall(l)))
+	int heavy = is_heavy(l, msg);
+	while (!l->dropped && (l->len == l->depth || (heavy && l->heavy >= l->heavy_max)) &&
+	       !(stall = check_stall(l)))
 		wait_room(l);
 	if (l->dropped) {
 		pthread_mutex_unlock(&l->mu);
@@ -233,6 +257,7 @@ int cn_fanout_push(struct cn_fanout *f, size_t i, const void *msg)
 		l->last_ms = now_ms(); /* idle until now: the stall clock starts here */
 	memcpy(slot(l, l->len), msg, f->o.msg_size);
 	l->len++;
+	l->heavy += (size_t)heavy;
 	pthread_cond_signal(&l->work);
 	pthread_mutex_unlock(&l->mu);
 	return 0;

@@ -25,13 +25,18 @@
  * failure, with that thread's message.
  *
  * Memory: a lane holds at most depth queued messages plus the one being
- * carried out; a dropped lane's queue is discarded at once. A target that
- * keeps chunks after its calls return (cn_target.held, e.g. uploads in
- * flight) gets a queue that many messages shorter (one at least), so that
- * lane and target together hold no more than another lane. When all lanes
- * are fed the same sequence, what they hold at any time lies within the
- * last depth + 1 messages pushed (per live lane), whatever the number of
- * lanes.
+ * carried out; a dropped lane's queue is discarded at once. Messages that
+ * hold something large (ops->heavy: chunks) can be limited apart
+ * (heavy_max): then a lane holds at most that many of them, queued or
+ * being carried out, while small ones (index entries, a close) still
+ * queue up to depth. A target that keeps chunks after its calls return
+ * (cn_target.held, e.g. uploads in flight) may hold that many fewer (one
+ * at least): of its heavy messages when they are limited, else of all,
+ * so that lane and target together hold no more than another lane (but
+ * for that one). When all lanes are fed the same sequence, what they hold
+ * at any time lies within the last depth + 1 messages pushed (per live
+ * lane), or with heavy_max 1, of heavy messages the last two, whatever
+ * the number of lanes.
  *
  * Threading: push and sync are called from one thread at a time (the
  * pipeline's sink, later its producer). ops callbacks run in lane threads
@@ -57,11 +62,18 @@ struct cn_fanout_ops {
 	void (*discard)(void *ctx, size_t lane, void *msg);
 	/* Lane `lane` was dropped after code with message msg. */
 	void (*dropped)(void *ctx, size_t lane, int code, const char *msg);
+	/* Optional: whether msg holds something large (a chunk), which
+	 * counts against cn_fanout_opts.heavy_max. Any thread; must give the
+	 * same answer for a message and its copies. */
+	int (*heavy)(void *ctx, const void *msg);
 };
 
 struct cn_fanout_opts {
 	size_t msg_size;     /* bytes of one message */
 	size_t depth;        /* messages queued per lane (>= 1) */
+	/* Heavy messages (ops->heavy) a lane holds at most, queued or being
+	 * carried out; 0: only depth limits them. */
+	size_t heavy_max;
 	unsigned stall_ms;   /* no progress for this long drops a lane (0 = never) */
 };
 
@@ -72,7 +84,8 @@ struct cn_fanout_opts {
 int cn_fanout_new(struct cn_target *const *targets, size_t n, const struct cn_fanout_opts *o,
 		  const struct cn_fanout_ops *ops, void *ctx, struct cn_fanout **out);
 
-/* Queues a copy of msg on lane i, blocking while its queue is full (and
+/* Queues a copy of msg on lane i, blocking while its queue is full, or
+ * for a heavy message while the lane holds heavy_max of them (and
  * dropping it when it stalls meanwhile). 0 when queued; 1 when the lane
  * is dropped (msg was not taken: the caller releases it). */
 int cn_fanout_push(struct cn_fanout *f, size_t i, const void *msg);

@@ -19,11 +19,14 @@
 /* Index entries are sent to the targets in batches of this many. */
 #define APPEND_BATCH 64
 
-/* Messages queued per target (cn_fanout.h): how far a target may fall
- * behind the fastest before it holds the others up. Each queued message
- * can hold an encoded chunk; one keeps a sender busy (the next chunk is
- * there when its call returns). See cn_pipeline.h for the measured cost. */
-#define TARGET_QUEUE_DEPTH 1
+/* Messages queued per target (cn_fanout.h): index entries of chunks the
+ * target has, closes and blobs queue up to this many, so that the sink
+ * need not wait for each; */
+#define TARGET_QUEUE_DEPTH 4
+/* but of the messages with a chunk (M_CHUNK) a target holds one at a
+ * time, queued or being stored: the next one waits in the sink, in its
+ * job's buffer. See cn_pipeline.h for the measured cost. */
+#define TARGET_CHUNKS 1
 
 /* A target making no progress for this long is dropped (default). */
 #define STALL_TIMEOUT_MS 30000
@@ -508,10 +511,18 @@ static void target_dropped(void *ctx, size_t lane, int code, const char *msg)
 	fail(p, code);
 }
 
+/* cn_fanout_ops.heavy: a message with a chunk to store. */
+static int msg_heavy(void *ctx, const void *msgp)
+{
+	(void)ctx;
+	return ((const struct msg *)msgp)->kind == M_CHUNK;
+}
+
 static const struct cn_fanout_ops sender_ops = {
 	.handle = send_msg,
 	.discard = discard_msg,
 	.dropped = target_dropped,
+	.heavy = msg_heavy,
 };
 
 /* Queues m for every live target (a chunk or blob reference each). 0, or
@@ -596,17 +607,28 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	 * job a worker has finished waits in the sink while the targets'
 	 * queues are full, and spare jobs would only let the producer read
 	 * further ahead of a target that sets the pace anyway (no faster with
-	 * two more, and 8 MiB more memory each; cn_pipeline.h). */
-	p->njobs = p->threads + p->nstreams;
+	 * two more, and 8 MiB more memory each; cn_pipeline.h). A target
+	 * that keeps chunks after its calls (cn_target.held: uploads in
+	 * flight) takes them from the workers' jobs, one worker's at least
+	 * left: such a target is paced by its uploads, not by the workers, and
+	 * the run holds as many chunks as with other targets. */
+	size_t held = 0;
+	for (size_t i = 0; i < p->ntargets; i++)
+		if (atomic_load(&p->targets[i].live) && p->targets[i].t->held > held)
+			held = p->targets[i].t->held;
+	if (held > p->threads - 1)
+		held = p->threads - 1;
+	p->njobs = p->threads - held + p->nstreams;
 	p->jobs = calloc(p->njobs, sizeof(*p->jobs));
 	if (!p->jobs)
 		return cn_error_set(-ENOMEM, "out of memory for pipeline jobs");
 	/* Buffers hold the largest chunk of any stream; of a buffer given
-	 * back, the largest average's size class stays resident (as the jobs'
-	 * buffers did before they were pooled): an occasional maximum-size
-	 * chunk must not pin 4x the memory in every buffer for the rest of
-	 * the run. Every job may hold one, and a few are in the encoded
-	 * chunks being stored. */
+	 * back, 1.5 times the largest average stays resident: an occasional
+	 * maximum-size chunk must not pin 4x the memory in every buffer for
+	 * the rest of the run, and pages given back for every chunk above
+	 * the average must be faulted in again (cn_pipeline.h has the
+	 * measured trade). Every job may hold one, and one more is in the
+	 * encoded chunk being stored. */
 	size_t max_chunk = 0, max_avg = 0;
 	for (size_t i = 0; i < p->nstreams; i++) {
 		if (cn_chunker_max_size(p->streams[i].chunker) > max_chunk)
@@ -616,10 +638,11 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	}
 	p->hdr = p->crypt ? CN_BLOB_ENC_HEADER_SIZE : CN_BLOB_HEADER_SIZE;
 	/* Buffers out at once, all kept for reuse: one per job, one per
-	 * worker for a compressed copy, and the encoded chunks the senders
-	 * hold, of the last TARGET_QUEUE_DEPTH + 1 (see the header). */
-	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + 2 * max_avg,
-			       p->njobs + p->threads + TARGET_QUEUE_DEPTH + 1, &p->pool);
+	 * worker for a compressed copy, the encoded chunk the senders hold
+	 * beside the one in the sink (see the header) and one a target may
+	 * keep after its call (cn_target.held). */
+	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + max_avg + max_avg / 2,
+			       p->njobs + p->threads + TARGET_CHUNKS + 1, &p->pool);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < p->ntargets; i++) {
@@ -633,6 +656,7 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	for (size_t i = 0; i < p->ntargets; i++)
 		targets[i] = p->targets[i].t;
 	struct cn_fanout_opts fo = {.msg_size = sizeof(struct msg), .depth = TARGET_QUEUE_DEPTH,
+				    .heavy_max = TARGET_CHUNKS,
 				    .stall_ms = p->stall_ms};
 	if ((r = cn_fanout_new(targets, p->ntargets, &fo, &sender_ops, p, &p->fan)) < 0)
 		return r;

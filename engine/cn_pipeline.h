@@ -12,25 +12,40 @@
  * Memory is bounded by a fixed set of jobs, one per stream (the producer
  * fills it) and one per worker (it encodes one): threads + streams. Each
  * holds one plain chunk buffer from a pool (common/cn_bufpool.h: reused,
- * pages touched as written, of a buffer given back only twice the average
+ * pages touched as written, of a buffer given back 1.5 times the average
  * chunk stays resident), which passes to the encoded chunk when the blob
  * is stored as it is; a compressed chunk takes a second buffer.
  *
- * Each target has a queue of TARGET_QUEUE_DEPTH (1) messages and its own
- * sender thread, so a slow target slows only itself until its queue is
- * full; then it sets the pace. Queued chunks are shared references
- * (cn_chunk), and all queues are fed the same sequence, so what they hold
- * lies within the last depth + 1 chunks delivered, whatever the number of
- * targets: 2 encoded chunks on top of the jobs' (a finished job waits in
- * the sink with its chunk while the queues are full), plus one per
- * dropped target whose call has not returned yet. (A target's own buffering, e.g. PBS uploads
- * in flight, comes on top: that is where a PBS target absorbs a slow
- * link.) With 2 threads, one archive and the catalog (whose buffer holds
- * only the catalog's bytes), that is 5 buffers of about 4-8 MiB: a backup
- * of 1.5 GiB to a local store peaks at 75-78 MiB for the whole process,
- * one of 100 MiB at 55 MiB. With two spare jobs, a queue depth of 2 and
- * every new buffer's 8 MiB mapped at once, it took as long (1.44-1.57 s
- * against 1.55-1.59 s, alternating) and peaked at 109-112 MiB.
+ * Each target has its own sender thread and queue (engine/cn_fanout.h),
+ * so a slow target slows only itself until its queue is full; then it
+ * sets the pace. Index entries of chunks a target has, closes and blobs
+ * queue up to TARGET_QUEUE_DEPTH (4) messages; of the messages with a
+ * chunk to store, a target holds TARGET_CHUNKS (1), queued or being
+ * stored, and the next waits in the sink, in its job's buffer. Queued
+ * chunks are shared references (cn_chunk) and all queues are fed the same
+ * sequence, so the targets hold one encoded chunk beyond the jobs' (two
+ * while one target is a chunk behind another), whatever their number,
+ * plus one per dropped target whose call has not returned yet. (A
+ * target's own buffering, e.g. PBS uploads in flight, comes on top: that
+ * is where a PBS target absorbs a slow link.) That keeps the cores busy
+ * (the producer fills a chunk while the workers encode theirs) and the
+ * disk (the sender stores one while the next waits). A target that keeps
+ * chunks after its calls (cn_target.held: an S3 target's second upload)
+ * takes them from the workers' jobs, one worker's at least left: it is
+ * paced by its uploads, and the run holds no more chunks than with a
+ * local store (an S3 backup of 512 MiB took as long with one job fewer,
+ * at 65-67 MiB instead of 85-87).
+ *
+ * With 2 threads, one archive and the catalog (whose buffer holds only
+ * the catalog's bytes), that is 4 large buffers: a backup to a local
+ * store peaks at 58-64 MiB for the whole process from 1.5 to 2 GiB of
+ * data (about 50 MiB between chunks larger than 1.5 times the average),
+ * one of 200 MiB at 52 MiB. Measured against the alternatives, 1.5 GiB,
+ * alternating runs: two chunks per target and twice the average kept
+ * resident: 73-77 MiB, wall and CPU time 4-8 % and 3-4 % lower (fewer
+ * pages faulted in again); one chunk per target and twice the average:
+ * 65-69 MiB; two spare jobs, queues of two chunks and every new buffer's
+ * 8 MiB mapped at once: 109-112 MiB, as fast as the second.
  *
  * A target that makes no progress (no call returning, no movement of its
  * progress counter) for the stall timeout while it has work is dropped:

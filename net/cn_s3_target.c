@@ -788,11 +788,11 @@ int cn_s3_target_new(struct cn_s3 *s3, const struct cn_s3_target_opts *opts,
 	 * copy) and holds it until its PUT is answered. One of the U runs in
 	 * the sender's own call, on the chunk its fan-out lane holds anyway
 	 * (engine/cn_fanout.h); the other U - 1 hold chunks after put_chunk
-	 * returned, which the lane's queue leaves room for (base.held) as far
-	 * as it is deep: a queue always keeps one message, so behind the
-	 * pipeline's queue of one (engine/cn_pipeline.h) an S3 target holds
-	 * one chunk more than a local store's, which is done with a chunk
-	 * when its call returns. */
+	 * returned, which the lane leaves room for (base.held) as far as it
+	 * can: a lane always takes one chunk, so behind the pipeline's one
+	 * chunk per target (engine/cn_pipeline.h) an S3 target holds one
+	 * chunk more than a local store's, which is done with a chunk when
+	 * its call returns. */
 	int up = opts && opts->uploaders > 0 ? opts->uploaders : 2;
 	t->nuploaders = up > MAX_UPLOADERS ? MAX_UPLOADERS : up;
 	t->base.held = (unsigned)t->nuploaders - 1;
