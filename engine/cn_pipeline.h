@@ -23,9 +23,9 @@
  * chunk to store, a target holds TARGET_CHUNKS (1), queued or being
  * stored, and the next waits in the sink, in its job's buffer. Queued
  * chunks are shared references (cn_chunk) and all queues are fed the same
- * sequence, so the targets hold one encoded chunk beyond the jobs' (two
- * while one target is a chunk behind another), whatever their number,
- * plus one per dropped target whose call has not returned yet. (A
+ * sequence, so the targets hold one encoded chunk beyond the jobs' (the
+ * one before the sink's), whatever their number, plus one per dropped
+ * target whose call has not returned yet. (A
  * target's own buffering, e.g. PBS uploads in flight, comes on top: that
  * is where a PBS target absorbs a slow link.) That keeps the cores busy
  * (the producer fills a chunk while the workers encode theirs) and the

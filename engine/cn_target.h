@@ -117,9 +117,11 @@ struct cn_target {
 	char name[128];  /* for messages: "local:/srv/store", "pbs:host:store" */
 	/* Chunks the target may still hold after put_chunk has returned
 	 * (uploads running on its own threads); 0 (the default) for one done
-	 * with a chunk when the call returns. Its sender queues that many
-	 * messages fewer for it (engine/cn_fanout.h), so that such a target
-	 * holds no more chunks than the others. */
+	 * with a chunk when the call returns. Its sender takes that many
+	 * chunks fewer for it, one at least (engine/cn_fanout.h), and the
+	 * pipeline runs that many jobs fewer, one worker's at least
+	 * (engine/cn_pipeline.h), so that such a target costs no more
+	 * memory than the others. */
 	unsigned held;
 };
 
