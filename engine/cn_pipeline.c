@@ -739,32 +739,20 @@ static size_t job_room(const struct cn_pipeline *p, const struct job *j)
 
 int cn_pipeline_write(struct cn_pipeline *p, int stream, const uint8_t *data, size_t len)
 {
-	int rc;
-	struct stream *s = writable(p, stream, &rc);
-	if (!s)
-		return rc;
-	atomic_fetch_add(&p->stream_bytes, len);
+	/* copied into the free end of the chunk being filled and committed
+	 * there: the chunker scans it once, in place */
 	while (len > 0) {
-		if (!s->cur && (rc = take_job(p, stream, &s->cur)) < 0)
+		uint8_t *buf;
+		size_t avail;
+		int rc = cn_pipeline_reserve(p, stream, &buf, &avail);
+		if (rc < 0)
 			return rc;
-		struct job *j = s->cur;
-		size_t cut = cn_chunker_scan(s->chunker, data, len);
-		if (cut == CN_CHUNKER_ERROR)
-			return fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
-		size_t n = cut ? cut : len;
-		if (n > job_room(p, j))
-			return fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes",
-						    s->name, cn_bufpool_size(p->pool) - p->hdr));
-		memcpy(j->data + j->len, data, n);
-		j->len += n;
-		s->offset += n;
+		size_t n = len < avail ? len : avail;
+		memcpy(buf, data, n);
+		if ((rc = cn_pipeline_commit(p, stream, n)) < 0)
+			return rc;
 		data += n;
 		len -= n;
-		if (cut) {
-			int r = submit(p, s);
-			if (r < 0)
-				return r;
-		}
 	}
 	return 0;
 }

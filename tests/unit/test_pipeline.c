@@ -216,9 +216,32 @@ START_TEST(test_pipeline_roundtrip_and_dedup)
 }
 END_TEST
 
+/* The chunk ends in index file f (a .didx: entries of 40 bytes after a
+ * 4096-byte header, each starting with its end offset) are those a
+ * chunker of average avg finds in data[0..len) in one scan. */
+static void check_boundaries(const struct cn_buf *f, const uint8_t *data, size_t len, size_t avg)
+{
+	struct cn_chunker *c;
+	ck_assert_int_eq(cn_chunker_new(avg, &c), 0);
+	size_t n = 0, at = 0;
+	while (at < len) {
+		size_t cut = cn_chunker_scan(c, data + at, len - at);
+		ck_assert_uint_ne(cut, CN_CHUNKER_ERROR);
+		at = cut ? at + cut : len;
+		ck_assert_uint_ge(f->len, 4096 + 40 * (n + 1));
+		uint64_t end = 0;
+		for (int k = 7; k >= 0; k--)
+			end = end << 8 | f->data[4096 + 40 * n + (size_t)k];
+		ck_assert_uint_eq(end, at);
+		n++;
+	}
+	ck_assert_uint_eq(f->len, 4096 + 40 * n);
+	cn_chunker_free(c);
+}
+
 /* Reserve and commit cut the same chunks as write: the same index
  * entries (offsets and digests) and stream bytes, chunk boundaries inside
- * a commit included. */
+ * a commit included, and both where the chunker alone puts them. */
 START_TEST(test_pipeline_reserve_commit_as_write)
 {
 	size_t alen = 6u << 20, blen = 300000;
@@ -237,6 +260,7 @@ START_TEST(test_pipeline_reserve_commit_as_write)
 	ck_assert_uint_eq(fw->len, fd->len);
 	ck_assert_uint_gt(fw->len, 4096 + 40 * 20);
 	ck_assert_mem_eq(fw->data + 4096, fd->data + 4096, fw->len - 4096);
+	check_boundaries(fw, a, alen, 64u << 10);
 	ck_assert_uint_eq(sd.stream_bytes, sw.stream_bytes);
 	ck_assert_uint_eq(sd.chunks, sw.chunks);
 	mem_destroy(&mw->base);
