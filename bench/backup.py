@@ -56,12 +56,13 @@ time printed: on a shared virtual machine single runs of the same binary
 differ by up to 2x (a restore that fills fresh page-cache pages pays for
 the host backing them).
 
-Stores and repositories are moved aside when a tool is done with them and
-deleted only after the last round: on ext4 without a journal the inode
-allocator skips every inode freed in the last one to six minutes, so
-deleting one tool's store (cairn's holds 65,536 directories) would make
-the next tool's directory creations several times slower than on a disk
-where nothing was just deleted.
+Stores, repositories, caches and restored trees are moved aside when a
+step is done with them and deleted only after the last round: on ext4
+without a journal the inode allocator skips, one by one at every
+allocation, each inode freed in the last one to six minutes, so deleting
+even a restored tree of a few hundred files would make the next store's
+65,536 directory creations several times slower than on a disk where
+nothing was just deleted.
 """
 import argparse
 import json
@@ -183,7 +184,7 @@ def restore_cold(cmd, dest, env=None, pre=None):
     first."""
     if not can_drop_caches():
         return None
-    shutil.rmtree(dest)
+    TRASH.put(dest)
     if pre:
         pre()
     drop_caches()
@@ -221,7 +222,7 @@ def run_cairn(cairn, corpus, work, tag, keyfile=None, small=None):
     res['restore'] = measure(cmd)
     res['restore-cold'] = None if keyfile else restore_cold(cmd, dest)
     res['stored'] = du(store)
-    shutil.rmtree(dest)
+    TRASH.put(dest)
     if small:
         cache = os.path.join(work, 'cairn-filecache-' + tag)
         md = [cairn, 'backup', 'small.pxar:' + small, '--store', store, '--backup-id',
@@ -231,7 +232,7 @@ def run_cairn(cairn, corpus, work, tag, keyfile=None, small=None):
         time.sleep(1.1)
         wall, cpu, rss, out = measure_out(md)
         res['small-nochange'] = (wall, cpu, rss, json.loads(out)['bytes-read'])
-        shutil.rmtree(cache)
+        TRASH.put(cache)
     TRASH.put(store)
     return res
 
@@ -310,8 +311,8 @@ def run_cairn_metadata(cairn, corpus, work):
                    check=True, stdout=subprocess.DEVNULL)
     res['identical'] = subprocess.run(['diff', '-r', '--no-dereference', src, dest],
                                       stdout=subprocess.DEVNULL).returncode == 0
-    shutil.rmtree(dest)
-    shutil.rmtree(src)
+    TRASH.put(dest)
+    TRASH.put(src)
     TRASH.put(store)
     return res
 
@@ -336,7 +337,7 @@ def run_restic(corpus, work, small=None):
     res['restore'] = measure(cmd, env)
     res['restore-cold'] = restore_cold(cmd, dest, env)
     res['stored'] = du(repo)
-    shutil.rmtree(dest)
+    TRASH.put(dest)
     if small:
         measure(['restic', 'backup', small], env)
         res['small-nochange'] = measure(['restic', 'backup', small], env)
@@ -376,7 +377,7 @@ def run_borg(corpus, work, small=None):
     res['restore'] = measure(cmd, env)
     res['restore-cold'] = restore_cold(cmd, dest, env, lambda: os.makedirs(dest))
     res['stored'] = du(repo)
-    shutil.rmtree(dest)
+    TRASH.put(dest)
     if small:
         measure(['borg', 'create', repo + '::s1', small], env)
         res['small-nochange'] = measure(['borg', 'create', repo + '::s2', small], env)
