@@ -4,13 +4,16 @@
  *
  * This file answers "what is in the tree and how is each entry encoded":
  * paths, opening entries (type checks), patterns and .pxarexclude,
- * directory listings, encoding entries, and the entry point. Metadata
- * reading is in cn_walker_meta.c, the hardlink table in
- * cn_walker_hardlink.c, the look-ahead cache of metadata change detection
- * in cn_walker_lookahead.c; cn_walker_impl.h holds what they share.
+ * which entries of a directory are archived, encoding entries, and the
+ * entry point. Metadata reading is in cn_walker_meta.c, the hardlink table
+ * in cn_walker_hardlink.c, the look-ahead cache of metadata change
+ * detection in cn_walker_lookahead.c, making directory listings (and the
+ * thread that makes them ahead) in cn_walker_list.c; cn_walker_impl.h
+ * holds what they share.
  *
  * Memory: the sorted listing (name + struct stat) of each directory on
- * the current path, the goodbye items of the open directories, the
+ * the current path and of the next directory beside each (made ahead),
+ * the goodbye items of the open directories, the
  * hardlink table (dev, ino, path, offset of multiply-linked files), the
  * patterns in force and one copy buffer. */
 #include "engine/cn_walker_impl.h"
@@ -32,6 +35,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
+#include "engine/cn_workqueue.h"
 #include "pxar/cn_pattern.h"
 #include "pxar/cn_pxar_encoder.h"
 
@@ -409,11 +413,6 @@ static int prelude_json(struct walker *w, struct cn_buf *out)
 
 /* ---- directory listing (generate_directory_file_list) ---- */
 
-static int cmp_entry(const void *a, const void *b)
-{
-	return strcmp(((const struct list_entry *)a)->name, ((const struct list_entry *)b)->name);
-}
-
 static void free_list(struct list_entry *l, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -421,98 +420,88 @@ static void free_list(struct list_entry *l, size_t n)
 	free(l);
 }
 
-static int list_directory(struct walker *w, int dirfd, int is_root, struct list_entry **out,
-			  size_t *out_n)
+/* The entries of directory dirfd to archive, sorted by name: its listing
+ * (made ahead by the helper when it was asked for, see
+ * cn_walker_list.c; dst is the directory's stat, NULL at the root) without
+ * what the patterns exclude, what vanished since readdir (warned about)
+ * and, at the root, .pxarexclude-cli. */
+static int list_directory(struct walker *w, int dirfd, const struct stat *dst, int is_root,
+			  struct list_entry **out, size_t *out_n)
 {
-	int dfd = dup(dirfd);
-	if (dfd < 0)
-		return cn_error_sys(-errno, "dup");
-	DIR *d = fdopendir(dfd);
-	if (!d) {
-		close(dfd);
-		return cn_error_sys(-errno, "opendir \"%s\"", cn_wk_cur_path(w));
-	}
-	rewinddir(d);
-
-	struct list_entry *l = NULL;
-	size_t n = 0, cap = 0, base = w->path_len;
-	struct cn_buf match = { 0 };
+	struct cn_wk_listing ls;
+	size_t base = w->path_len;
 	int rc = 0;
-	struct dirent *de;
-
-	for (;;) {
-		errno = 0;
-		if (!(de = readdir(d))) {
-			if (errno)
-				rc = cn_error_sys(-errno, "readdir \"%s\"", cn_wk_cur_path(w));
-			break;
-		}
-		const char *name = de->d_name;
-		if (!strcmp(name, ".") || !strcmp(name, ".."))
-			continue;
-		if (is_root && !strcmp(name, ".pxarexclude-cli"))
-			continue;
-		size_t nl = strlen(name);
-
-		struct stat st;
-		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT) {
-				if ((rc = cn_wk_path_set(w, base, name, nl)) < 0)
-					break;
-				cn_log_warning("file vanished while reading: \"%s\"", cn_wk_cur_path(w));
+	if (!dst || !cn_wk_prefetch_take(w->pf, dst, &ls)) {
+		enum cn_wk_list_fail what;
+		size_t at = 0;
+		if ((rc = cn_wk_list_dir(dirfd, &ls, &what, &at)) < 0) {
+			if (what == CN_WK_LIST_STAT) {
+				if (cn_wk_path_set(w, base, ls.e[at].name, ls.e[at].name_len) == 0)
+					cn_error_sys(rc, "stat failed on \"%s\"", cn_wk_cur_path(w));
 				path_truncate(w, base);
-				w->stats->skipped++;
-				continue;
+				cn_wk_listing_free(&ls);
+				return rc;
 			}
-			if ((rc = cn_wk_path_set(w, base, name, nl)) == 0)
-				rc = cn_error_sys(-errno, "stat failed on \"%s\"", cn_wk_cur_path(w));
-			break;
+			if (what == CN_WK_LIST_MEM)
+				return cn_error_set(rc, "out of memory listing \"%s\"", cn_wk_cur_path(w));
+			return cn_error_sys(rc, "%s \"%s\"", what == CN_WK_LIST_READ ? "readdir" : "opendir",
+					    cn_wk_cur_path(w));
 		}
+	}
 
-		/* match path: "/" + path relative to the root */
-		match.len = 0;
-		if (cn_buf_append(&match, "/", 1) < 0 || cn_buf_append(&match, w->path, base) < 0 ||
-		    (base && cn_buf_append(&match, "/", 1) < 0) || cn_buf_append(&match, name, nl) < 0) {
-			rc = -ENOMEM;
-			break;
-		}
-		if (cn_pattern_list_match(w->patterns, w->n_patterns, (const char *)match.data, match.len,
-					  st.st_mode) == CN_MATCH_EXCLUDE) {
-			w->stats->excluded++;
-			continue;
-		}
-
-		if (++w->entry_counter > w->entry_limit) {
-			rc = cn_error_set(-EOVERFLOW, "exceeded allowed number of file entries (> %zu)",
-					  w->entry_limit);
-			break;
-		}
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 32;
-			struct list_entry *p = realloc(l, nc * sizeof(*p));
-			if (!p) {
+	struct list_entry *l = ls.e;
+	size_t n = 0;
+	struct cn_buf match = { 0 };
+	size_t i;
+	for (i = 0; i < ls.n; i++) {
+		struct list_entry *e = &l[i];
+		const char *name = e->name;
+		size_t nl = e->name_len;
+		int keep = 0;
+		if (is_root && !strcmp(name, ".pxarexclude-cli")) {
+			/* left out */
+		} else if (!e->st.st_mode) {
+			if ((rc = cn_wk_path_set(w, base, name, nl)) < 0)
+				break;
+			cn_log_warning("file vanished while reading: \"%s\"", cn_wk_cur_path(w));
+			path_truncate(w, base);
+			w->stats->skipped++;
+		} else {
+			/* match path: "/" + path relative to the root */
+			match.len = 0;
+			if (cn_buf_append(&match, "/", 1) < 0 || cn_buf_append(&match, w->path, base) < 0 ||
+			    (base && cn_buf_append(&match, "/", 1) < 0) ||
+			    cn_buf_append(&match, name, nl) < 0) {
 				rc = -ENOMEM;
 				break;
 			}
-			l = p;
-			cap = nc;
+			if (cn_pattern_list_match(w->patterns, w->n_patterns, (const char *)match.data,
+						  match.len, e->st.st_mode) == CN_MATCH_EXCLUDE) {
+				w->stats->excluded++;
+			} else if (++w->entry_counter > w->entry_limit) {
+				rc = cn_error_set(-EOVERFLOW,
+						  "exceeded allowed number of file entries (> %zu)",
+						  w->entry_limit);
+				break;
+			} else {
+				keep = 1;
+			}
 		}
-		if (!(l[n].name = strdup(name))) {
-			rc = -ENOMEM;
-			break;
+		if (keep) {
+			l[n++] = *e;
+		} else {
+			free(e->name);
 		}
-		l[n].name_len = nl;
-		l[n].st = st;
-		n++;
 	}
-	closedir(d);
+	/* on an error, the entries from i on were neither kept nor freed */
+	for (; i < ls.n; i++)
+		free(l[i].name);
 	cn_buf_free(&match);
 	path_truncate(w, base);
 	if (rc < 0) {
 		free_list(l, n);
 		return rc;
 	}
-	cn_wk_sort_n(l, n, sizeof(*l), cmp_entry);
 	*out = l;
 	*out_n = n;
 	return 0;
@@ -520,7 +509,7 @@ static int list_directory(struct walker *w, int dirfd, int is_root, struct list_
 
 /* ---- entries ---- */
 
-static int archive_dir_contents(struct walker *w, int dirfd, int is_root);
+static int archive_dir_contents(struct walker *w, int dirfd, const struct stat *dst, int is_root);
 
 static int add_regular_file(struct walker *w, int fd, const struct list_entry *ent,
 			    const struct cn_pxar_metadata *m, uint64_t *link_offset)
@@ -638,7 +627,7 @@ int cn_wk_add_directory(struct walker *w, int fd, const struct list_entry *ent,
 		cn_log_info("skipping mount point: \"%s\"", cn_wk_cur_path(w));
 		w->stats->mountpoints++;
 	} else {
-		rc = archive_dir_contents(w, fd, 0);
+		rc = archive_dir_contents(w, fd, &ent->st, 0);
 	}
 	w->fs_magic = old_magic;
 	w->fs_flags = old_flags;
@@ -821,7 +810,24 @@ static int add_entry(struct walker *w, int parent, const struct list_entry *list
 	return rc;
 }
 
-static int archive_dir_contents(struct walker *w, int dirfd, int is_root)
+/* The index of the first directory among l[from..n), or n. */
+static size_t next_dir(const struct list_entry *l, size_t from, size_t n)
+{
+	while (from < n && !S_ISDIR(l[from].st.st_mode))
+		from++;
+	return from;
+}
+
+/* Asks the helpers for the next CN_WK_PREFETCH_AHEAD directories of
+ * l[from..n), listed in dirfd (those asked for already stay as they are). */
+static void ask_ahead(struct walker *w, int dirfd, const struct list_entry *l, size_t from,
+		      size_t n)
+{
+	for (size_t k = 0; k < CN_WK_PREFETCH_AHEAD && (from = next_dir(l, from, n)) < n; k++, from++)
+		cn_wk_prefetch_submit(w->pf, dirfd, l[from].name, &l[from].st, w->depth, from);
+}
+
+static int archive_dir_contents(struct walker *w, int dirfd, const struct stat *dst, int is_root)
 {
 	size_t entry_counter = w->entry_counter;
 	size_t old_patterns = w->n_patterns;
@@ -830,14 +836,25 @@ static int archive_dir_contents(struct walker *w, int dirfd, int is_root)
 	size_t n = 0;
 	int rc;
 
-	if ((rc = read_pxar_excludes(w, dirfd)) < 0 || (rc = list_directory(w, dirfd, is_root, &l, &n)) < 0)
+	if ((rc = read_pxar_excludes(w, dirfd)) < 0 ||
+	    (rc = list_directory(w, dirfd, dst, is_root, &l, &n)) < 0)
 		goto out;
+	/* the helpers list the first subdirectories now and, as the walk
+	 * enters each, those after it (cn_walker_list.c) */
+	w->depth++;
+	ask_ahead(w, dirfd, l, 0, n);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		if ((rc = cn_wk_path_set(w, base, l[i].name, l[i].name_len)) < 0)
 			break;
+		int is_dir = S_ISDIR(l[i].st.st_mode);
+		if (is_dir)
+			ask_ahead(w, dirfd, l, i + 1, n);
 		rc = add_entry(w, dirfd, &l[i]);
 		if (rc < 0)
 			cn_error_prefix(rc, "error at \"%s\"", cn_wk_cur_path(w));
+		/* not descended into after all (replaced, a mount point) */
+		if (is_dir)
+			cn_wk_prefetch_drop(w->pf, &l[i].st);
 		path_truncate(w, base);
 		free(l[i].name);
 		l[i].name = NULL;
@@ -846,7 +863,12 @@ static int archive_dir_contents(struct walker *w, int dirfd, int is_root)
 	 * archives carry the patterns in the prelude instead (create.rs) */
 	if (rc == 0 && is_root && old_patterns > 0 && !cn_pxar_encoder_is_split(w->enc))
 		rc = encode_pxarexclude_cli(w, old_patterns);
+	w->depth--;
 out:
+	/* an error leaves requests for directories not entered */
+	for (size_t i = 0; i < n; i++)
+		if (l[i].name && S_ISDIR(l[i].st.st_mode))
+			cn_wk_prefetch_drop(w->pf, &l[i].st);
 	free_list(l, n);
 	path_truncate(w, base);
 	w->entry_counter = entry_counter;
@@ -942,6 +964,8 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	w.cur_dev = st.st_dev;
 	w.root_dev = st.st_dev;
 	w.use_devset = !opts->all_file_systems;
+	if (cn_wk_prefetch_new(&w.pf) < 0)
+		w.pf = NULL; /* every directory is listed by this thread */
 
 	struct cn_pxar_metadata m;
 	if ((rc = cn_wk_get_metadata(&w, fd, &st, w.feature_flags & w.fs_flags, &m)) < 0) {
@@ -983,7 +1007,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	if (catalog && opts->archive_name &&
 	    (rc = cn_catalog_writer_start_directory(catalog, opts->archive_name, strlen(opts->archive_name))) < 0)
 		goto out;
-	if ((rc = archive_dir_contents(&w, fd, 1)) < 0)
+	if ((rc = archive_dir_contents(&w, fd, NULL, 1)) < 0)
 		goto out;
 	if (w.reuse && (rc = cn_wk_la_flush(&w, 0)) < 0)
 		goto out;
@@ -993,6 +1017,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 	if (catalog && opts->archive_name)
 		rc = cn_catalog_writer_end_directory(catalog);
 out:
+	cn_wk_prefetch_free(w.pf);
 	if (fd >= 0)
 		close(fd);
 	truncate_patterns(&w, 0);

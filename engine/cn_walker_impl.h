@@ -1,5 +1,6 @@
 /* cn_walker_impl — what the walker's files (cn_walker.c,
- * cn_walker_meta.c, cn_walker_hardlink.c, cn_walker_lookahead.c) share and
+ * cn_walker_meta.c, cn_walker_hardlink.c, cn_walker_lookahead.c,
+ * cn_walker_list.c) share and
  * nobody else uses: the walk's state and the functions that cross between
  * them, prefixed cn_wk_ so that no short names become global symbols of
  * libcairn.
@@ -94,6 +95,8 @@ struct list_entry {
 	struct stat st;
 };
 
+struct cn_wk_prefetch;
+
 struct walker {
 	const struct cn_pxar_create_opts *opts;
 	struct cn_pxar_encoder *enc;
@@ -120,6 +123,8 @@ struct walker {
 				* CN_WK_BENEATH_ROOT) */
 	XXH3_state_t *xxh;     /* metadata mode: content hash of the file read */
 	uint8_t content_hash[16];
+	struct cn_wk_prefetch *pf; /* lists directories ahead (NULL: none) */
+	size_t depth;          /* directories entered (the root's contents: 1) */
 };
 
 /* ---- cn_walker.c ---- */
@@ -209,5 +214,66 @@ int cn_wk_la_flush(struct walker *w, int keep_last);
  * otherwise. Returns 0 or a negative code. */
 int cn_wk_add_entry_reuse(struct walker *w, int fd, const struct list_entry *ent,
 			  struct cn_pxar_metadata *m, const struct cn_pxar_reuse_match *found);
+
+/* ---- cn_walker_list.c ---- */
+
+/* A directory's entries sorted by name (strcmp), each with its lstat,
+ * "." and ".." left out; an entry that vanished between readdir and its
+ * lstat has st.st_mode 0. e[0..n) and their names are owned. */
+struct cn_wk_listing {
+	struct list_entry *e;
+	size_t n;
+};
+
+/* What cn_wk_list_dir failed at. */
+enum cn_wk_list_fail { CN_WK_LIST_OPEN, CN_WK_LIST_READ, CN_WK_LIST_STAT, CN_WK_LIST_MEM };
+
+/* Lists the directory open as dirfd (borrowed; read from its start
+ * through a duplicate) into *out. Returns 0, or a negative errno code
+ * with *what saying what failed; for CN_WK_LIST_STAT, out->e[*at] is the
+ * entry whose lstat failed and the caller frees *out, else *out is empty.
+ * Sets no message: it runs on the helper thread too. */
+int cn_wk_list_dir(int dirfd, struct cn_wk_listing *out, enum cn_wk_list_fail *what,
+		   size_t *at);
+
+/* Frees what l owns and empties it. */
+void cn_wk_listing_free(struct cn_wk_listing *l);
+
+/* Helper threads that list directories ahead, and how many directories
+ * beside the one entered the walk asks for: on a tree of small files the
+ * lstats take as long as everything else the walker does, and one helper
+ * fell behind it. */
+#define CN_WK_PREFETCH_THREADS 2
+#define CN_WK_PREFETCH_AHEAD 2
+
+/* Starts the helper threads that list directories ahead. Returns 0 or a
+ * negative code (no message: the walk then lists every directory itself). */
+int cn_wk_prefetch_new(struct cn_wk_prefetch **out);
+
+/* Stops the helper and frees every listing not taken. NULL is accepted. */
+void cn_wk_prefetch_free(struct cn_wk_prefetch *p);
+
+/* Asks for the listing of directory name in parent (borrowed: the helper
+ * works on a duplicate), whose lstat is *st, at depth (of the walk) and
+ * idx (in its parent's listing), which order the requests. Best effort:
+ * nothing happens when p is NULL, it was asked for already, all slots are
+ * in use or the duplicate fails. */
+void cn_wk_prefetch_submit(struct cn_wk_prefetch *p, int parent, const char *name,
+			   const struct stat *st, size_t depth, size_t idx);
+
+/* The listing of the directory with st's device and inode, if it was
+ * asked for: waits while the helper makes it, then returns 1 with *out
+ * the caller's. Returns 0 when it was not asked for, not started yet
+ * (the request is dropped), failed (not that directory any more, say) or
+ * is older than a second: the caller lists it itself. */
+int cn_wk_prefetch_take(struct cn_wk_prefetch *p, const struct stat *st,
+			struct cn_wk_listing *out);
+
+/* Waits until the helpers have made every listing asked for (tests). */
+void cn_wk_prefetch_wait_idle(struct cn_wk_prefetch *p);
+
+/* Drops the request for st's directory, if any (the walk did not descend
+ * into it after all). */
+void cn_wk_prefetch_drop(struct cn_wk_prefetch *p, const struct stat *st);
 
 #endif

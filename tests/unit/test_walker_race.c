@@ -213,10 +213,15 @@ START_TEST(test_entry_changes_between_listing_and_open)
 		ck_assert_msg(has_line_prefix(l, want), "%s: t of 13 bytes missing in\n%s", c->what, l);
 		ck_assert_ptr_nonnull(memmem(h.payload.data, h.payload.len, "newer content", 13));
 	} else if (c->in_sub) {
-		/* the exclude file is ignored with a warning; the walk goes on */
-		ck_assert_msg(st.skipped == 1, "%s: skipped %llu", c->what, (unsigned long long)st.skipped);
+		/* the exclude file is ignored with a warning; the walk goes on.
+		 * sub may have been listed ahead (cn_walker_list.c), before the
+		 * swap: its .pxarexclude, listed as a file, is then found
+		 * changed when opened and skipped as well; listed after the
+		 * swap, it is archived as what it became. */
+		int archived = has_line_prefix(l, "sub/.pxarexclude ");
+		ck_assert_msg(st.skipped == (archived ? 1u : 2u), "%s: skipped %llu, archived %d",
+			      c->what, (unsigned long long)st.skipped, archived);
 		ck_assert_msg(has_line_prefix(l, "sub/keep "), "%s:\n%s", c->what, l);
-		ck_assert_msg(has_line_prefix(l, "sub/.pxarexclude "), "%s:\n%s", c->what, l);
 	} else {
 		ck_assert_msg(st.skipped == 1, "%s: skipped %llu", c->what, (unsigned long long)st.skipped);
 		ck_assert_msg(!has_line_prefix(l, "t "), "%s: t archived:\n%s", c->what, l);
