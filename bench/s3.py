@@ -104,11 +104,11 @@ def run_cairn(tool, args, work, rnd, corpus, cluster, key, s3):
     dest = os.path.join(work, tag + '-restore')
     tool.record('restore', measure([args.cairn, 'restore', 'host/bench', 'photos.pxar', dest,
                                     '--store', store, '--keyfile', key], env))
-    # deleted with the work directory at the end: on ext4 without a
-    # journal, inodes freed in the last minutes are skipped by the
-    # allocator, which would slow the next store's 65,536 mkdirs
-    os.rename(dest, os.path.join(work, 'trash-' + tag + '-restore'))
+    shutil.rmtree(dest)
     if not s3:
+        # deleted with the work directory at the end: on ext4 without a
+        # journal, inodes freed in the last minutes are skipped by the
+        # allocator, which would slow the next store's 65,536 mkdirs
         os.rename(store, os.path.join(work, 'trash-' + tag))
 
 
@@ -125,7 +125,7 @@ def run_restic(tool, args, work, rnd, corpus, cluster):
     settle(cluster)
     dest = os.path.join(work, tag + '-restore')
     tool.record('restore', measure(['restic', 'restore', 'latest', '--target', dest], env))
-    os.rename(dest, os.path.join(work, 'trash-' + tag + '-restore'))
+    shutil.rmtree(dest)
 
 
 def main():
