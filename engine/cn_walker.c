@@ -810,20 +810,24 @@ static int add_entry(struct walker *w, int parent, const struct list_entry *list
 	return rc;
 }
 
-/* The index of the first directory among l[from..n), or n. */
-static size_t next_dir(const struct list_entry *l, size_t from, size_t n)
+/* The index of the first directory among l[from..n) on the file system
+ * being walked, or n. */
+static size_t next_dir(const struct walker *w, const struct list_entry *l, size_t from, size_t n)
 {
-	while (from < n && !S_ISDIR(l[from].st.st_mode))
+	while (from < n && !(S_ISDIR(l[from].st.st_mode) && l[from].st.st_dev == w->cur_dev))
 		from++;
 	return from;
 }
 
 /* Asks the helpers for the next CN_WK_PREFETCH_AHEAD directories of
- * l[from..n), listed in dirfd (those asked for already stay as they are). */
+ * l[from..n), listed in dirfd (those asked for already stay as they are).
+ * Mount points are left to the walk, which may not descend into them: a
+ * helper must never wait on a file system the backup does not read (a
+ * stalled network mount, say). */
 static void ask_ahead(struct walker *w, int dirfd, const struct list_entry *l, size_t from,
 		      size_t n)
 {
-	for (size_t k = 0; k < CN_WK_PREFETCH_AHEAD && (from = next_dir(l, from, n)) < n; k++, from++)
+	for (size_t k = 0; k < CN_WK_PREFETCH_AHEAD && (from = next_dir(w, l, from, n)) < n; k++, from++)
 		cn_wk_prefetch_submit(w->pf, dirfd, l[from].name, &l[from].st, w->depth, from);
 }
 
