@@ -12,8 +12,9 @@
  * holds what they share.
  *
  * Memory: the sorted listing (name + struct stat) of each directory on
- * the current path and of the next directory beside each (made ahead),
- * the goodbye items of the open directories, the
+ * the current path and, made ahead, of up to two directories beside each
+ * (of at most 8,192 entries; cn_walker_list.c), the goodbye items of the
+ * open directories, the
  * hardlink table (dev, ino, path, offset of multiply-linked files), the
  * patterns in force and one copy buffer. */
 #include "engine/cn_walker_impl.h"
@@ -434,7 +435,7 @@ static int list_directory(struct walker *w, int dirfd, const struct stat *dst, i
 	if (!dst || !cn_wk_prefetch_take(w->pf, dst, &ls)) {
 		enum cn_wk_list_fail what;
 		size_t at = 0;
-		if ((rc = cn_wk_list_dir(dirfd, &ls, &what, &at)) < 0) {
+		if ((rc = cn_wk_list_dir(dirfd, 0, &ls, &what, &at)) < 0) {
 			if (what == CN_WK_LIST_STAT) {
 				if (cn_wk_path_set(w, base, ls.e[at].name, ls.e[at].name_len) == 0)
 					cn_error_sys(rc, "stat failed on \"%s\"", cn_wk_cur_path(w));

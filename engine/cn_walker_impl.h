@@ -226,14 +226,17 @@ struct cn_wk_listing {
 };
 
 /* What cn_wk_list_dir failed at. */
-enum cn_wk_list_fail { CN_WK_LIST_OPEN, CN_WK_LIST_READ, CN_WK_LIST_STAT, CN_WK_LIST_MEM };
+enum cn_wk_list_fail {
+	CN_WK_LIST_OPEN, CN_WK_LIST_READ, CN_WK_LIST_STAT, CN_WK_LIST_MEM, CN_WK_LIST_LARGE
+};
 
 /* Lists the directory open as dirfd (borrowed; read from its start
- * through a duplicate) into *out. Returns 0, or a negative errno code
- * with *what saying what failed; for CN_WK_LIST_STAT, out->e[*at] is the
+ * through a duplicate) into *out, giving up with -E2BIG
+ * (CN_WK_LIST_LARGE) past max entries (0: no limit). Returns 0, or a
+ * negative errno code with *what saying what failed; for CN_WK_LIST_STAT, out->e[*at] is the
  * entry whose lstat failed and the caller frees *out, else *out is empty.
  * Sets no message: it runs on the helper thread too. */
-int cn_wk_list_dir(int dirfd, struct cn_wk_listing *out, enum cn_wk_list_fail *what,
+int cn_wk_list_dir(int dirfd, size_t max, struct cn_wk_listing *out, enum cn_wk_list_fail *what,
 		   size_t *at);
 
 /* Frees what l owns and empties it. */

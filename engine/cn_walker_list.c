@@ -47,7 +47,7 @@ void cn_wk_listing_free(struct cn_wk_listing *l)
 	l->n = 0;
 }
 
-int cn_wk_list_dir(int dirfd, struct cn_wk_listing *out, enum cn_wk_list_fail *what,
+int cn_wk_list_dir(int dirfd, size_t max, struct cn_wk_listing *out, enum cn_wk_list_fail *what,
 		   size_t *at)
 {
 	out->e = NULL;
@@ -80,6 +80,11 @@ int cn_wk_list_dir(int dirfd, struct cn_wk_listing *out, enum cn_wk_list_fail *w
 		const char *name = de->d_name;
 		if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
 			continue;
+		if (max && n == max) {
+			*what = CN_WK_LIST_LARGE;
+			rc = -E2BIG;
+			break;
+		}
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 32;
 			struct list_entry *p = realloc(l, nc * sizeof(*p));
@@ -134,6 +139,11 @@ int cn_wk_list_dir(int dirfd, struct cn_wk_listing *out, enum cn_wk_list_fail *w
 #define PF_SLOTS 32
 /* A listing older than this when taken is made again (s). */
 #define PF_MAX_AGE_NS 1000000000ll
+/* A helper gives up on a directory with more entries than this, which the
+ * walk then lists itself: what is listed ahead stays within a few MB
+ * (about 180 bytes an entry) however large the directories beside the
+ * walk's. */
+#define PF_MAX_ENTRIES 8192
 
 enum pf_state { PF_FREE, PF_QUEUED, PF_RUNNING, PF_DONE, PF_FAILED };
 
@@ -183,7 +193,7 @@ static int pf_list(struct pf_req *r)
 	size_t at;
 	int rc = -1;
 	if (fstat(fd, &st) == 0 && st.st_dev == r->dev && st.st_ino == r->ino &&
-	    cn_wk_list_dir(fd, &r->listing, &what, &at) == 0)
+	    cn_wk_list_dir(fd, PF_MAX_ENTRIES, &r->listing, &what, &at) == 0)
 		rc = 0;
 	else
 		cn_wk_listing_free(&r->listing);

@@ -66,7 +66,7 @@ static void list_here(const char *rel, struct cn_wk_listing *l)
 	ck_assert_int_ge(fd, 0);
 	enum cn_wk_list_fail what;
 	size_t at;
-	ck_assert_int_eq(cn_wk_list_dir(fd, l, &what, &at), 0);
+	ck_assert_int_eq(cn_wk_list_dir(fd, 0, l, &what, &at), 0);
 	close(fd);
 }
 
@@ -96,7 +96,7 @@ START_TEST(test_listing_sorted_without_dots)
 	/* the fd's position is not where the listing starts */
 	char buf[4096];
 	ck_assert_int_ge(syscall(SYS_getdents64, root_fd, buf, sizeof(buf)), 0);
-	ck_assert_int_eq(cn_wk_list_dir(root_fd, &l, &what, &at), 0);
+	ck_assert_int_eq(cn_wk_list_dir(root_fd, 0, &l, &what, &at), 0);
 	static const char *const want[] = {".hidden", "B", "a", "b", "c", "link"};
 	ck_assert_uint_eq(l.n, 6);
 	for (size_t i = 0; i < l.n; i++) {
@@ -109,6 +109,14 @@ START_TEST(test_listing_sorted_without_dots)
 	ck_assert(S_ISLNK(l.e[5].st.st_mode)); /* not followed */
 	cn_wk_listing_free(&l);
 	ck_assert_uint_eq(l.n, 0);
+	/* past max entries: given up, nothing handed out */
+	ck_assert_int_eq(cn_wk_list_dir(root_fd, 5, &l, &what, &at), -E2BIG);
+	ck_assert_int_eq(what, CN_WK_LIST_LARGE);
+	ck_assert_ptr_null(l.e);
+	ck_assert_uint_eq(l.n, 0);
+	ck_assert_int_eq(cn_wk_list_dir(root_fd, 6, &l, &what, &at), 0);
+	ck_assert_uint_eq(l.n, 6);
+	cn_wk_listing_free(&l);
 }
 END_TEST
 
