@@ -431,7 +431,12 @@ static int send_chunk(struct cn_pipeline *p, struct tgt *t, const struct msg *m)
 		}
 		cn_chunk_unref(copy);
 	} else if (r == 0) {
-		r = cn_error_set(-CN_E_FORMAT, "reused chunk is not on the target");
+		/* the previous snapshot references it: removed or lost since */
+		r = cn_error_set(-CN_E_MISSING,
+				 "reused from the previous snapshot, but missing from %s (a "
+				 "damaged store: verify finds the snapshots that need it; a "
+				 "backup with --change-detection-mode data stores it again)",
+				 t->t->name);
 	}
 	if (r < 0) {
 		char hex[65];

@@ -6,8 +6,10 @@ with the mtime put back that is read again (once to compare, once to
 store), a chmod and a renamed folder that store nothing new, targets
 whose previous snapshots differ (nothing read; the chunks the PBS target
 lacks are copied from the local store), a deleted file cache (rebuilt
-from the previous metadata archive: nothing read), data mode, and
-byte-identical restores from both targets every time."""
+from the previous metadata archive: nothing read), data mode, chunks of
+the previous snapshot lost from a store (a clear failure, healed by a
+data-mode run), and byte-identical restores from both targets every
+time."""
 import json
 import os
 import shutil
@@ -157,6 +159,42 @@ try:
     assert o8['bytes-read'] == total and o8['files-reused'] == 0, o8
     restore_all(o8['snapshot'], asan=True)
     t.run('verify', '--store', local, env=env, check=0)
+
+    # payload chunks of the previous snapshot lost from the local store: a
+    # metadata run fails (exit 4), says which target lacks what and what
+    # to do, and publishes nothing; a data-mode run reads everything and
+    # stores them again (those of the previous snapshot, made the same
+    # way: older ones cut the payload elsewhere and stay damaged), after
+    # which metadata mode reuses as before
+    def payload_chunks(snapshot):
+        with open(os.path.join(local, snapshot, 'data.ppxar.didx'), 'rb') as f:
+            d = f.read()[4096:]  # entries: end offset (u64), digest
+        return {d[i + 8:i + 40].hex() for i in range(0, len(d), 40)}
+
+    chunks = os.path.join(local, '.chunks')
+    lost = [os.path.join(d, f) for d, _, fs in os.walk(chunks) for f in fs
+            if os.path.getsize(os.path.join(d, f)) > (1 << 20)]
+    assert lost
+    for f in lost:
+        os.remove(f)
+    group = os.path.join(local, 'host', 'cd')
+    snaps = sorted(os.listdir(group))
+    time.sleep(1.1)
+    p = t.run('backup', 'data.pxar:' + src, '--store', local, '--backup-id', 'cd',
+              '--change-detection-mode', 'metadata', env=env, check=4)
+    assert 'missing from local:' in p.stderr, p.stderr
+    assert '--change-detection-mode data' in p.stderr, p.stderr
+    assert sorted(os.listdir(group)) == snaps, os.listdir(group)
+    o9 = backup('data', ['--store', local])
+    assert o9['bytes-read'] == total, o9
+    want = payload_chunks(o8['snapshot'])
+    assert want & {os.path.basename(f) for f in lost}
+    assert all(os.path.exists(os.path.join(chunks, h[:4], h)) for h in want)
+    t.run('verify', '--store', local, o8['snapshot'], env=env, check=0)
+    o10 = backup('metadata', ['--store', local])
+    reused_all_but_padding(o10, o1['files'] + 2)
+    t.run('verify', '--store', local, o10['snapshot'], env=env, check=0)
+    restore_all(o10['snapshot'], asan=True, pbs=False)
     print('ok')
 finally:
     proc.terminate()
