@@ -132,10 +132,10 @@ int cn_wk_list_dir(int dirfd, size_t max, struct cn_wk_listing *out, enum cn_wk_
 
 /* ---- the helper ---- */
 
-/* Requests waiting, being listed or done at once: one per level of the
- * walk at most (the next sibling of the directory entered), plus the
- * first subdirectory of the one just entered; deeper walks list
- * themselves beyond it. */
+/* Requests waiting, being listed or done at once: CN_WK_PREFETCH_AHEAD
+ * per level of the walk at most (the directories after the one entered,
+ * or the first ones of a directory just listed); a walk deeper than
+ * PF_SLOTS / CN_WK_PREFETCH_AHEAD lists its deepest levels itself. */
 #define PF_SLOTS 32
 /* A listing older than this when taken is made again (s). */
 #define PF_MAX_AGE_NS 1000000000ll
