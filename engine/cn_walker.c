@@ -8,7 +8,7 @@
  * entry point. Metadata reading is in cn_walker_meta.c, the hardlink table
  * in cn_walker_hardlink.c, the look-ahead cache of metadata change
  * detection in cn_walker_lookahead.c, making directory listings (and the
- * thread that makes them ahead) in cn_walker_list.c; cn_walker_impl.h
+ * threads that make them ahead) in cn_walker_list.c; cn_walker_impl.h
  * holds what they share.
  *
  * Memory: the sorted listing (name + struct stat) of each directory on
@@ -36,7 +36,6 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
-#include "engine/cn_workqueue.h"
 #include "pxar/cn_pattern.h"
 #include "pxar/cn_pxar_encoder.h"
 
@@ -414,20 +413,13 @@ static int prelude_json(struct walker *w, struct cn_buf *out)
 
 /* ---- directory listing (generate_directory_file_list) ---- */
 
-static void free_list(struct list_entry *l, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(l[i].name);
-	free(l);
-}
-
 /* The entries of directory dirfd to archive, sorted by name: its listing
- * (made ahead by the helper when it was asked for, see
+ * (made ahead by a helper when it was asked for, see
  * cn_walker_list.c; dst is the directory's stat, NULL at the root) without
  * what the patterns exclude, what vanished since readdir (warned about)
  * and, at the root, .pxarexclude-cli. */
 static int list_directory(struct walker *w, int dirfd, const struct stat *dst, int is_root,
-			  struct list_entry **out, size_t *out_n)
+			  struct cn_wk_listing *out)
 {
 	struct cn_wk_listing ls;
 	size_t base = w->path_len;
@@ -499,12 +491,12 @@ static int list_directory(struct walker *w, int dirfd, const struct stat *dst, i
 		free(l[i].name);
 	cn_buf_free(&match);
 	path_truncate(w, base);
+	ls.n = n;
 	if (rc < 0) {
-		free_list(l, n);
+		cn_wk_listing_free(&ls);
 		return rc;
 	}
-	*out = l;
-	*out_n = n;
+	*out = ls;
 	return 0;
 }
 
@@ -837,13 +829,14 @@ static int archive_dir_contents(struct walker *w, int dirfd, const struct stat *
 	size_t entry_counter = w->entry_counter;
 	size_t old_patterns = w->n_patterns;
 	size_t base = w->path_len;
-	struct list_entry *l = NULL;
-	size_t n = 0;
+	struct cn_wk_listing ls = { 0 };
 	int rc;
 
 	if ((rc = read_pxar_excludes(w, dirfd)) < 0 ||
-	    (rc = list_directory(w, dirfd, dst, is_root, &l, &n)) < 0)
+	    (rc = list_directory(w, dirfd, dst, is_root, &ls)) < 0)
 		goto out;
+	struct list_entry *l = ls.e;
+	size_t n = ls.n;
 	/* the helpers list the first subdirectories now and, as the walk
 	 * enters each, those after it (cn_walker_list.c) */
 	w->depth++;
@@ -871,10 +864,10 @@ static int archive_dir_contents(struct walker *w, int dirfd, const struct stat *
 	w->depth--;
 out:
 	/* an error leaves requests for directories not entered */
-	for (size_t i = 0; i < n; i++)
-		if (l[i].name && S_ISDIR(l[i].st.st_mode))
-			cn_wk_prefetch_drop(w->pf, &l[i].st);
-	free_list(l, n);
+	for (size_t i = 0; i < ls.n; i++)
+		if (ls.e[i].name && S_ISDIR(ls.e[i].st.st_mode))
+			cn_wk_prefetch_drop(w->pf, &ls.e[i].st);
+	cn_wk_listing_free(&ls);
 	path_truncate(w, base);
 	w->entry_counter = entry_counter;
 	truncate_patterns(w, old_patterns);
