@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <sys/acl.h>
 #include <linux/fs.h>
@@ -987,14 +988,14 @@ END_TEST
 
 struct appender {
 	const char *path;
-	volatile int stop;
+	atomic_int stop; /* set by the test thread, read by the appender */
 };
 
 static void *append_loop(void *arg)
 {
 	struct appender *a = arg;
 	int fd = open(a->path, O_WRONLY | O_APPEND);
-	while (fd >= 0 && !a->stop) {
+	while (fd >= 0 && !atomic_load(&a->stop)) {
 		if (write(fd, "+", 1) != 1)
 			break;
 		sched_yield();
@@ -1010,14 +1011,15 @@ START_TEST(test_changed_while_reading)
 	int fd = open(P("growing"), O_WRONLY | O_CREAT, 0644);
 	ck_assert_int_eq(ftruncate(fd, 64 << 20), 0);
 	close(fd);
-	struct appender a = { P("growing"), 0 };
+	struct appender a = { .path = P("growing") };
+	atomic_init(&a.stop, 0);
 	pthread_t t;
 	ck_assert_int_eq(pthread_create(&t, NULL, append_loop, &a), 0);
 	usleep(2000);
 	struct cn_buf out = { 0 };
 	struct cn_pxar_create_stats st;
 	archive(tmpdir, NULL, &out, NULL, &st);
-	a.stop = 1;
+	atomic_store(&a.stop, 1);
 	pthread_join(t, NULL);
 	ck_assert_uint_eq(st.changed, 1);
 	ck_assert_uint_eq(st.files, 1);
