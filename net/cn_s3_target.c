@@ -62,7 +62,7 @@ struct s3_target {
 	struct cn_s3_cache *cache; /* NULL: none (disabled, failed, or a GC runs) */
 	int err;                 /* first asynchronous error */
 	char errmsg[1024];
-	int cancelled;
+	int cancelled;           /* atomic: t_cancel sets it without mu */
 	struct cn_s3_target_stats st;
 
 	/* engine thread only */
@@ -150,6 +150,12 @@ static void upload_done(struct s3_target *t, struct cn_chunk *c, int r, int pres
 	}
 }
 
+/* Whether t_cancel was called (from any thread, with or without mu). */
+static int is_cancelled(const struct s3_target *t)
+{
+	return __atomic_load_n(&t->cancelled, __ATOMIC_SEQ_CST);
+}
+
 /* A background upload thread: takes a chunk that put_chunk handed to it
  * (only ever one per idle thread, see t_put_chunk), uploads it from the
  * chunk's own buffer and drops its reference when the PUT is done. */
@@ -168,7 +174,7 @@ static void *uploader(void *arg)
 		t->qhead = (t->qhead + 1) % t->qcap;
 		t->qlen--;
 		t->busy++;
-		int skip = t->err != 0 || t->cancelled;
+		int skip = t->err != 0 || is_cancelled(t);
 		pthread_mutex_unlock(&t->mu);
 		int present = 0, r = skip ? 0 : upload_chunk(t, c, &present);
 		pthread_mutex_lock(&t->mu);
@@ -189,7 +195,7 @@ static int pending_error(struct s3_target *t)
 {
 	if (t->err)
 		return cn_error_set(t->err, "%s", t->errmsg);
-	if (t->cancelled)
+	if (is_cancelled(t))
 		return cn_error_set(-ECANCELED, "%s: cancelled", t->base.name);
 	return 0;
 }
@@ -222,7 +228,7 @@ static void stop_uploaders(struct s3_target *t)
 static int drain(struct s3_target *t)
 {
 	pthread_mutex_lock(&t->mu);
-	while ((t->qlen > 0 || t->busy > 0) && !t->cancelled)
+	while ((t->qlen > 0 || t->busy > 0) && !is_cancelled(t))
 		pthread_cond_wait(&t->cv_idle, &t->mu);
 	int r = pending_error(t);
 	pthread_mutex_unlock(&t->mu);
@@ -689,8 +695,7 @@ static void t_abort(struct cn_target *tt)
 		t->err = -ECANCELED, snprintf(t->errmsg, sizeof(t->errmsg), "%s: aborted", tt->name);
 	pthread_mutex_unlock(&t->mu);
 	stop_uploaders(t);
-	int cancelled = __atomic_load_n(&t->cancelled, __ATOMIC_SEQ_CST);
-	if (!t->begun || cancelled)
+	if (!t->begun || is_cancelled(t))
 		return; /* leftovers have no manifest: invisible, for gc */
 	char key[800];
 	/* the manifest first: once it is gone nothing looks finished */
