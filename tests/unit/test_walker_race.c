@@ -140,8 +140,17 @@ static int swap_once(void *ctx, uint64_t offset)
 		make(h->target, K_RENAMED, NULL);
 		return 0;
 	}
-	rm_tree(h->target);
-	make(h->target, h->c->to, "replaced");
+	/* made beside the source tree, then exchanged with the target in one
+	 * step: the walker's helpers may list the target's directory at any
+	 * moment, and must see the old entry or the new one, never none */
+	char tmp[PATH_MAX + 16];
+	snprintf(tmp, sizeof(tmp), "%s.swap", src);
+	if (h->c->to == K_LOOP) /* a link to its own name once exchanged */
+		ck_assert_int_eq(symlink(strrchr(h->target, '/') + 1, tmp), 0);
+	else
+		make(tmp, h->c->to, "replaced");
+	ck_assert_int_eq(renameat2(AT_FDCWD, tmp, AT_FDCWD, h->target, RENAME_EXCHANGE), 0);
+	rm_tree(tmp);
 	return 0;
 }
 
