@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole cairn test suite on a fresh Debian 12 machine:
-# installs dependencies, builds a -Werror release-ish build and an
-# ASan/UBSan build, runs the tests in both, and prints the total as its
-# last line: "N passed, N failed".
+# installs dependencies, builds a -Werror release-ish build, an
+# ASan/UBSan build and a ThreadSanitizer build, runs the tests in them,
+# and prints the total as its last line: "N passed, N failed".
 #
 # Which tests run where (suites in tests/meson.build):
 #  - release build: every test but those in suite 'sanitized_only' (below).
@@ -28,6 +28,12 @@
 #    are about; a release run of them repeated that at 170 s of test time.
 #    The release build keeps the unit tests and the end-to-end backup and
 #    restore, change detection, interop, concurrency and memory tests.
+#  - ThreadSanitizer build: suite 'threads', the tests whose code runs on
+#    several threads (pipeline, fanout and targets, the walker's helpers,
+#    the store's layout thread and locks, S3 uploads); s3_admin_faults
+#    among them runs beside the release tests, after the ASan S3 programs.
+#    A kernel whose address layout TSan cannot use (it fails to start)
+#    skips this build's tests with a line saying so.
 #  - Sanitized tests use smaller inputs or fewer rounds where that is not
 #    what they check (CAIRN_TEST_SANITIZED=1 for the integration tests,
 #    CN_TEST_SANITIZED in tests/unit/cn_test.h); release runs them in full.
@@ -56,11 +62,13 @@ if [ -z "${CAIRN_TEST_CEPH:-}" ] && command -v ceph-osd >/dev/null \
 fi
 
 declare -A build_s
-for kind in release asan; do
+for kind in release asan tsan; do
   dir=build-ci-$kind
   opts=(-Dwerror=true -Dbuildtype=debugoptimized)
   if [ "$kind" = asan ]; then
     opts+=(-Db_sanitize=address,undefined -Db_lundef=false)
+  elif [ "$kind" = tsan ]; then
+    opts+=(-Db_sanitize=thread -Db_lundef=false)
   fi
   start=$SECONDS
   if [ ! -d "$dir" ]; then
@@ -75,13 +83,25 @@ done
 # meson test in build-ci-KIND with the sanitizer options (UBSan reports are
 # failures, not warnings); LOGBASE names its log, so that two runs in one
 # build directory keep both.
+# TSan: a race report fails the test (exit code 66 at the end, all
+# reports printed); its deadlock detector is off, as it cannot follow
+# more than 64 locks held at once (the store's rescan takes one per
+# prefix directory of a batch, in ascending order).
 run_tests() {
   local kind=$1 logbase=$2
   shift 2
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  TSAN_OPTIONS=halt_on_error=0:exitcode=66:detect_deadlocks=0 \
     meson test -C "build-ci-$kind" --no-rebuild --print-errorlogs --logbase "$logbase" "$@"
 }
+
+# Whether a TSan binary starts here (some kernels' address layouts are
+# beyond gcc 12's TSan: it then fails before main).
+tsan_runs() {
+  TSAN_OPTIONS=exitcode=66 build-ci-tsan/cli/cairn --version >/dev/null 2>&1
+}
+tsan_logs=()
 
 # The S3 programs (ASan build) spend most of their time waiting on radosgw
 # and on their fault cases' timeouts: they run one at a time beside the
@@ -107,6 +127,9 @@ start=$SECONDS
   fi
   run_tests asan testlog-s3 --suite s3 --num-processes 1
   s3_status=$?
+  if tsan_runs; then
+    run_tests tsan testlog-s3 --num-processes 1 s3_admin_faults || s3_status=1
+  fi
   run_tests release testlog-pkg --suite package --num-processes 1 && exit "$s3_status"
 } >build-ci-asan/meson-logs/s3-run.txt 2>&1 &
 s3_pid=$!
@@ -117,10 +140,19 @@ start=$SECONDS
 run_tests asan testlog --no-suite release_only --no-suite s3 \
   --num-processes "$jobs" || status=1
 echo "asan: build ${build_s[asan]} s, tests $((SECONDS - start)) s"
+start=$SECONDS
+if tsan_runs; then
+  run_tests tsan testlog --suite threads --no-suite s3 --num-processes "$jobs" || status=1
+  tsan_logs=(build-ci-tsan/meson-logs/testlog.json build-ci-tsan/meson-logs/testlog-s3.json)
+  echo "tsan: build ${build_s[tsan]} s, tests $((SECONDS - start)) s"
+else
+  echo "tsan: build ${build_s[tsan]} s; its binaries do not start on this kernel" \
+       "($(uname -r)): the suite 'threads' is not run under ThreadSanitizer"
+fi
 wait "$s3_pid" || status=1
 echo "asan, S3 programs, and the Debian package (beside the release tests):"
 cat build-ci-asan/meson-logs/s3-run.txt
 /usr/bin/python3 tests/summarize.py build-ci-release/meson-logs/testlog.json \
   build-ci-release/meson-logs/testlog-pkg.json build-ci-asan/meson-logs/testlog.json \
-  build-ci-asan/meson-logs/testlog-s3.json || status=1
+  build-ci-asan/meson-logs/testlog-s3.json "${tsan_logs[@]}" || status=1
 exit $status

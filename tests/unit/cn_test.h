@@ -21,14 +21,15 @@
 		: _ck_assert_failed(__FILE__, __LINE__, "Assertion '" #expr "' failed", \
 				    ##__VA_ARGS__))
 
-/* 1 in a build with AddressSanitizer (-Db_sanitize=address,...), else 0.
- * ASan makes the library several times slower, so a test may then use
- * fewer rounds or smaller inputs where their number or size is not what
- * it checks; the release build runs the full ones (scripts/test.sh). */
-#if defined(__SANITIZE_ADDRESS__)
+/* 1 in a build with AddressSanitizer or ThreadSanitizer (-Db_sanitize=
+ * address,... or thread), else 0. They make the library several times
+ * slower, so a test may then use fewer rounds or smaller inputs where
+ * their number or size is not what it checks; the release build runs the
+ * full ones (scripts/test.sh). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define CN_TEST_SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define CN_TEST_SANITIZED 1
 #endif
 #endif
