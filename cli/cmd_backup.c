@@ -290,7 +290,7 @@ static int cmd_backup(int argc, char **argv)
 			for (size_t i = 0; i < eps.nfailed; i++)
 				json_array_append_new(fl, json_string(eps.failed[i]));
 			cli_json_print(json_pack(
-				"{s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+				"{s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 				"snapshot", snap, "targets", tl, "targets-unreachable", fl, "files", (json_int_t)st.files,
 				"dirs", (json_int_t)st.dirs, "bytes-read", (json_int_t)st.bytes_read,
 				"archive-bytes", (json_int_t)st.stream_bytes,
@@ -305,6 +305,7 @@ static int cmd_backup(int argc, char **argv)
 				"files-unopened", (json_int_t)st.files_unopened,
 				"reused-bytes", (json_int_t)st.reused_bytes,
 				"chunks-reused", (json_int_t)st.chunks_reused,
+				"chunks-missing", (json_int_t)st.chunks_missing,
 				"proc-io-rchar", (json_int_t)proc_io_rchar()));
 		} else {
 			char rd[32], ab[32], nw[32], ns[32];
@@ -343,7 +344,12 @@ static int cmd_backup(int argc, char **argv)
 			fprintf(stderr, "cairn backup: warning: %llu entries could not be read and were "
 					"skipped (see the warnings above)\n",
 				(unsigned long long)st.skipped);
-		if (st.skipped || st.targets_ok < st.targets || eps.nfailed)
+		if (st.chunks_missing)
+			fprintf(stderr, "cairn backup: warning: a store lacked %llu chunks of the previous "
+					"snapshot (see the warnings above); they are stored again, but "
+					"'cairn verify' should check the older snapshots\n",
+				(unsigned long long)st.chunks_missing);
+		if (st.skipped || st.chunks_missing || st.targets_ok < st.targets || eps.nfailed)
 			exit_code = CLI_EXIT_PARTIAL;
 	}
 	for (size_t i = 0; i < nt; i++) {

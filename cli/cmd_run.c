@@ -259,6 +259,7 @@ static void backup_source(struct worker *w, size_t si)
 	json_object_set_new(sj, "new-bytes-stored", json_integer((json_int_t)st.bytes_new_encoded));
 	json_object_set_new(sj, "skipped", json_integer((json_int_t)st.skipped));
 	json_object_set_new(sj, "files-reused", json_integer((json_int_t)st.files_reused));
+	json_object_set_new(sj, "chunks-missing", json_integer((json_int_t)st.chunks_missing));
 	json_object_set_new(sj, "duration", json_real(st.duration));
 	size_t ok = 0;
 	char errmsg[1024];
@@ -310,9 +311,14 @@ static void backup_source(struct worker *w, size_t si)
 	if (r < 0) {
 		mark_failed(sj, errmsg);
 		cn_log_error("source %s: %s", s->name, errmsg);
-	} else if (ok < c->n_targets || st.skipped) {
+	} else if (ok < c->n_targets || st.skipped || st.chunks_missing) {
 		json_object_set_new(sj, "result", json_string("partial"));
-		if (st.skipped)
+		if (st.chunks_missing)
+			json_object_set_new(sj, "message",
+					    json_sprintf("a store lacked %llu chunks of the previous "
+							 "snapshot (stored again; verify the older ones)",
+							 (unsigned long long)st.chunks_missing));
+		else if (st.skipped)
 			json_object_set_new(sj, "message",
 					    json_sprintf("%llu entries could not be read and were skipped",
 							 (unsigned long long)st.skipped));

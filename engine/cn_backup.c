@@ -66,6 +66,7 @@ struct cd_archive {
 	char prev_name[256];
 	int64_t prev_time;
 	int usable;            /* -1 unknown yet, 0 no, 1 yes */
+	uint64_t missing;      /* chunks of previous payload indexes targets lacked */
 	size_t ref;            /* the target it comes from */
 	uint8_t (*tcsum)[32];  /* per target: its previous payload index's checksum */
 	unsigned char *thas;   /* per target: it has one */
@@ -230,10 +231,25 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 		}
 		for (size_t k = 0; k < cnt; k++)
 			memcpy(digests[k], cn_index_digest(idx, k), 32);
-		if (is_payload && cd && o->change_detection == CN_CDM_METADATA) {
+		size_t lost = 0;
+		if (is_payload && cd && o->change_detection == CN_CDM_METADATA &&
+		    t->ops->count_missing && (rc = t->ops->count_missing(t, (const uint8_t(*)[32])digests,
+									   cnt, &lost)) < 0) {
+			cn_log_warning("%s: checking the chunks of the previous %s: %s; not reusing them",
+				       t->name, name, cn_error_message());
+			lost = cnt;
+		} else if (lost) {
+			cn_log_warning("%s: %zu of the %zu chunks of the previous %s are missing (a "
+				       "damaged store: 'cairn verify' lists the snapshots that need "
+				       "them); this run stores them again", t->name, lost, cnt, name);
+			cd[a].missing += lost;
+		}
+		if (is_payload && cd && o->change_detection == CN_CDM_METADATA && !lost) {
 			/* the newest previous payload is the reference (the
 			 * first target's among equals): it is closest to what
-			 * the files hold now */
+			 * the files hold now; a target that lost some of its
+			 * chunks is none (cd_begin: what it lacks is copied
+			 * from the reference, or every file is read) */
 			cn_index_csum(idx, cd[a].tcsum[i]);
 			cd[a].thas[i] = 1;
 			if (cd[a].usable < 0 || prev_time > cd[a].prev_time) {
@@ -600,6 +616,8 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 			cn_log_info("file cache for %s: no file changed, previous cache kept with the new "
 				    "snapshot's name", o->archives[a].name);
 	}
+	for (size_t a = 0; run.cd && a < o->n_archives; a++)
+		stats->chunks_missing += run.cd[a].missing;
 	stats->files_reused = sum.files_reused;
 	stats->files_compared = sum.files_compared;
 	stats->files_unopened = sum.files_unopened;

@@ -101,6 +101,9 @@ struct cn_backup_stats {
 	uint64_t reused_bytes;        /* their payload bytes */
 	uint64_t chunks_reused;       /* previous payload chunks re-referenced */
 	uint64_t reused_padding;      /* bytes in those chunks of no current file */
+	uint64_t chunks_missing;      /* metadata mode: chunks of the previous
+				       * snapshot a target lacked (a damaged
+				       * store), stored again, not reused */
 	size_t targets, targets_ok;   /* targets given / that published the snapshot */
 	double duration;              /* seconds */
 };

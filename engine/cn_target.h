@@ -109,6 +109,15 @@ struct cn_target_ops {
 	 * bytes sent or received), so that a long call on a slow link is not
 	 * taken for a stall. Thread-safe as cancel. */
 	uint64_t (*progress)(struct cn_target *t);
+	/* Optional (NULL: the target cannot tell without a request per
+	 * chunk, as a PBS server or a bucket that vouches for its own
+	 * snapshots). Counts into *missing how many of these chunks, which
+	 * its previous snapshot references, the target does not hold: a
+	 * damaged store, whose chunks a metadata-mode run then stores again
+	 * instead of reusing them. Changes nothing; engine thread only,
+	 * before the pipeline runs. */
+	int (*count_missing)(struct cn_target *t, const uint8_t (*digests)[32], size_t n,
+			     size_t *missing);
 };
 
 /* A target is an implementation's struct that begins with this header. */

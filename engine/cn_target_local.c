@@ -78,6 +78,20 @@ static int lt_has_chunk(struct cn_target *t, const uint8_t digest[32])
 	return cn_datastore_reuse_chunk(((struct local_target *)t)->ds, digest);
 }
 
+static int lt_count_missing(struct cn_target *t, const uint8_t (*digests)[32], size_t n,
+			    size_t *missing)
+{
+	struct cn_datastore *ds = ((struct local_target *)t)->ds;
+	*missing = 0;
+	for (size_t i = 0; i < n; i++) {
+		int r = cn_datastore_has_chunk(ds, digests[i]);
+		if (r < 0)
+			return r;
+		*missing += r == 0;
+	}
+	return 0;
+}
+
 static int lt_put_chunk(struct cn_target *t, struct cn_chunk *c)
 {
 	struct local_target *l = (struct local_target *)t;
@@ -249,6 +263,7 @@ static const struct cn_target_ops local_target_ops = {
 	.finish = lt_finish,
 	.abort = lt_abort,
 	.destroy = lt_destroy,
+	.count_missing = lt_count_missing,
 };
 
 int cn_target_local_new(struct cn_datastore *ds, struct cn_target **out)

@@ -7,8 +7,8 @@ store), a chmod and a renamed folder that store nothing new, targets
 whose previous snapshots differ (nothing read; the chunks the PBS target
 lacks are copied from the local store), a deleted file cache (rebuilt
 from the previous metadata archive: nothing read), data mode, chunks of
-the previous snapshot lost from a store (a clear failure, healed by a
-data-mode run), and byte-identical restores from both targets every
+the previous snapshot lost from a store (noticed before they are
+reused, stored again: copied from the other target, or read), and byte-identical restores from both targets every
 time."""
 import json
 import os
@@ -160,37 +160,53 @@ try:
     restore_all(o8['snapshot'], asan=True)
     t.run('verify', '--store', local, env=env, check=0)
 
-    # payload chunks of the previous snapshot lost from the local store: a
-    # metadata run fails (exit 4), says which target lacks what and what
-    # to do, and publishes nothing; a data-mode run reads everything and
-    # stores them again (those of the previous snapshot, made the same
-    # way: older ones cut the payload elsewhere and stay damaged), after
-    # which metadata mode reuses as before
+    # payload chunks of the previous snapshot lost from the local store
+    # (a damaged store): a metadata run notices before it reuses them,
+    # warns (exit 3) and stores them again, so that the new snapshot and
+    # the previous one (made the same way: older ones cut the payload
+    # elsewhere and stay damaged) verify. With the PBS target beside it,
+    # they are copied from there and nothing is read; alone, every file
+    # is read. Metadata mode then reuses as before.
     def payload_chunks(snapshot):
+        """The digests of the snapshot's payload index, in order."""
         with open(os.path.join(local, snapshot, 'data.ppxar.didx'), 'rb') as f:
             d = f.read()[4096:]  # entries: end offset (u64), digest
-        return {d[i + 8:i + 40].hex() for i in range(0, len(d), 40)}
+        return [d[i + 8:i + 40].hex() for i in range(0, len(d), 40)]
 
     chunks = os.path.join(local, '.chunks')
-    lost = [os.path.join(d, f) for d, _, fs in os.walk(chunks) for f in fs
-            if os.path.getsize(os.path.join(d, f)) > (1 << 20)]
-    assert lost
-    for f in lost:
-        os.remove(f)
-    group = os.path.join(local, 'host', 'cd')
-    snaps = sorted(os.listdir(group))
-    time.sleep(1.1)
-    p = t.run('backup', 'data.pxar:' + src, '--store', local, '--backup-id', 'cd',
-              '--change-detection-mode', 'metadata', env=env, check=4)
-    assert 'missing from local:' in p.stderr, p.stderr
-    assert '--change-detection-mode data' in p.stderr, p.stderr
-    assert sorted(os.listdir(group)) == snaps, os.listdir(group)
-    o9 = backup('data', ['--store', local])
-    assert o9['bytes-read'] == total, o9
-    want = payload_chunks(o8['snapshot'])
-    assert want & {os.path.basename(f) for f in lost}
-    assert all(os.path.exists(os.path.join(chunks, h[:4], h)) for h in want)
-    t.run('verify', '--store', local, o8['snapshot'], env=env, check=0)
+
+    def lose_chunks(prev):
+        """Removes the chunk files over 1 MiB; returns how many entries
+        of prev's payload index lost their chunk."""
+        gone = {f for d, _, fs in os.walk(chunks) for f in fs
+                if os.path.getsize(os.path.join(d, f)) > (1 << 20)}
+        for f in gone:
+            os.remove(os.path.join(chunks, f[:4], f))
+        lost = sum(h in gone for h in payload_chunks(prev))
+        assert lost
+        return lost
+
+    def healing_run(targets, prev):
+        lost = lose_chunks(prev)
+        time.sleep(1.1)
+        p = t.run('backup', 'data.pxar:' + src, *targets, '--backup-id', 'cd',
+                  '--change-detection-mode', 'metadata', '--output-format', 'json',
+                  env=env, check=3)
+        o = json.loads(p.stdout)
+        assert o['targets-ok'] == o['targets-total'], o
+        assert o['chunks-missing'] == lost, (o, lost)
+        assert ('local:%s: %d of the %d chunks of the previous data.ppxar.didx are missing'
+                % (local, lost, len(payload_chunks(prev)))) in p.stderr, p.stderr
+        assert 'cairn verify' in p.stderr, p.stderr
+        for snap in (prev, o['snapshot']):
+            assert all(os.path.exists(os.path.join(chunks, h[:4], h)) for h in payload_chunks(snap))
+            t.run('verify', '--store', local, snap, env=env, check=0)
+        return o
+
+    o9 = healing_run(both, o8['snapshot'])
+    reused_all_but_padding(o9, o1['files'] + 2)
+    o9b = healing_run(['--store', local], o9['snapshot'])
+    assert o9b['bytes-read'] == total and o9b['files-reused'] == 0, o9b
     o10 = backup('metadata', ['--store', local])
     reused_all_but_padding(o10, o1['files'] + 2)
     t.run('verify', '--store', local, o10['snapshot'], env=env, check=0)

@@ -153,6 +153,7 @@ static void mem_destroy(struct cn_target *t)
 static const struct cn_target_ops mem_ops = {
 	mem_begin, mem_load_prev, mem_add_known, mem_has, mem_put, mem_index_open,
 	mem_index_append, mem_index_close, mem_put_blob, mem_finish, mem_abort, mem_destroy, NULL, NULL,
+	NULL,
 };
 
 static struct mem_target *mem_target_new(const char *name)
