@@ -328,6 +328,19 @@ def test_metadata_mode(emu):
     run(['run', '--config', conf], check=0)
     second = history()[-1]['sources'][0]
     assert second['bytes-read'] == 0 and second['files-reused'] == first['files'], second
+    # the local store lost every chunk: the next run notices before it
+    # reuses them, copies what the previous snapshot needs from the PBS
+    # target (reading nothing) and ends partial (exit 3) saying so
+    store = os.path.join(TMP, 'store')
+    for d, _, fs in os.walk(os.path.join(store, '.chunks')):
+        for f in fs:
+            os.remove(os.path.join(d, f))
+    time.sleep(1.1)
+    run(['run', '--config', conf], check=3)
+    third = history()[-1]['sources'][0]
+    assert third['chunks-missing'] > 0 and third['bytes-read'] == 0, third
+    assert third['result'] == 'partial' and 'lacked' in third['message'], third
+    run(['verify', '--store', store, third['snapshot']], check=0)
     dest = os.path.join(TMP, 'md-restore')
     run(['restore', 'host/nas-md', 'media.pxar', dest, '--store', os.path.join(TMP, 'store')], check=0)
     for rel in ('photos/2024/img03.jpg', 'notes.txt'):
