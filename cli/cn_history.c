@@ -126,6 +126,7 @@ static const struct metric M[] = {
 	{"cairn_source_last_new_chunks", "Chunks that were new in the last run.", "gauge"},
 	{"cairn_source_last_new_bytes", "Plain bytes of the new chunks of the last run.", "gauge"},
 	{"cairn_source_last_skipped_entries", "Entries that could not be read in the last run.", "gauge"},
+	{"cairn_source_last_missing_chunks", "Chunks of the previous snapshot a store had lost, stored again by the last run.", "gauge"},
 	{"cairn_target_last_success_timestamp_seconds", "End of the last run in which every backup and the prune on this target succeeded.", "gauge"},
 	{"cairn_target_last_success", "1 if the last run succeeded on this target.", "gauge"},
 	{"cairn_target_last_bytes_uploaded", "Encoded bytes sent to or stored on the target in the last run.", "gauge"},
@@ -211,7 +212,7 @@ int cn_metrics_write(const char *path, json_t *runs, const char *config)
 		}
 		json_t *srcs = json_object_get(last, "sources"), *tgts = json_object_get(last, "targets");
 		static const char *skeys[] = {NULL, NULL, "bytes-read", "files", "chunks", "new-chunks",
-					      "new-bytes", "skipped"};
+					      "new-bytes", "skipped", "chunks-missing"};
 		for (size_t m = 0; m < CN_ARRAY_SIZE(skeys); m++) {
 			header(&b, 5 + m);
 			json_t *s;
@@ -226,8 +227,9 @@ int cn_metrics_write(const char *path, json_t *runs, const char *config)
 				put(&b, "%s{config=\"%s\",source=\"%s\"} %.3f\n", M[5 + m].name, cfg, nl, val);
 			}
 		}
+		const size_t tbase = 5 + CN_ARRAY_SIZE(skeys); /* the target metrics in M */
 		for (size_t m = 0; m < 7; m++) {
-			header(&b, 13 + m);
+			header(&b, tbase + m);
 			json_t *t;
 			size_t k;
 			json_array_foreach(tgts, k, t) {
@@ -242,7 +244,7 @@ int cn_metrics_write(const char *path, json_t *runs, const char *config)
 					   : m == 4 ? (rt ? num(rt, "failed") : 0)
 					   : m == 5 ? last_when(runs, config, "targets", n, restore_tested)
 						    : num(t, "caught-up");
-				put(&b, "%s{config=\"%s\",target=\"%s\"} %.3f\n", M[13 + m].name, cfg, nl,
+				put(&b, "%s{config=\"%s\",target=\"%s\"} %.3f\n", M[tbase + m].name, cfg, nl,
 				    val);
 			}
 		}

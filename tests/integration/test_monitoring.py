@@ -2,7 +2,8 @@
 metrics that cairn writes (taken from a real `cairn run --metrics-file`), the
 rules load in `promtool check rules`, and their alerts fire in `promtool test
 rules` for the cases they are for: no success on a target for 26 h, a
-failed restore test, a target dropped by the last run.
+failed restore test, a target dropped by the last run, a store that lost
+chunks.
 
 Usage: test_monitoring.py CAIRN_BINARY SOURCE_ROOT
 promtool comes with Debian's `prometheus` package (scripts/deps.sh); without
@@ -43,6 +44,7 @@ def promtool_unit_test(promtool, rules, tmp):
     """Series for one healthy target and one of each failure, and the alerts
     the rules must raise at 30 h (time() is 30 h then)."""
     base = '{instance="nas:9100", config="/etc/cairn/cairn.conf", target="%s"}'
+    src = '{instance="nas:9100", config="/etc/cairn/cairn.conf", source="%s"}'
     # promtool compares annotations too: test a copy without them (their
     # templates are checked by `promtool check rules` on the real file)
     bare = os.path.join(tmp, 'cairn-alerts.bare.yml')
@@ -69,6 +71,10 @@ def promtool_unit_test(promtool, rules, tmp):
                  'values': '0+60x2000'},
                 {'series': 'cairn_target_last_restore_test_failures' + base % 'usb',
                  'values': '0x1700 2x300'},
+                # a store lacked 3 chunks of source media's previous snapshot
+                {'series': 'cairn_source_last_missing_chunks' + src % 'media',
+                 'values': '0x1700 3x300'},
+                {'series': 'cairn_source_last_missing_chunks' + src % 'docs', 'values': '0x2000'},
             ],
             'alert_rule_test': [
                 {'eval_time': '30h', 'alertname': 'CairnBackupMissing',
@@ -81,6 +87,10 @@ def promtool_unit_test(promtool, rules, tmp):
                 {'eval_time': '30h', 'alertname': 'CairnTargetDropped',
                  'exp_alerts': [{'exp_labels': {'severity': 'warning', 'instance': 'nas:9100',
                                                 'config': '/etc/cairn/cairn.conf', 'target': 'replica'}}]},
+                {'eval_time': '30h', 'alertname': 'CairnStoreLostChunks',
+                 'exp_alerts': [{'exp_labels': {'severity': 'critical', 'instance': 'nas:9100',
+                                                'config': '/etc/cairn/cairn.conf', 'source': 'media'}}]},
+                {'eval_time': '20h', 'alertname': 'CairnStoreLostChunks', 'exp_alerts': []},
             ],
         }],
     }
