@@ -231,10 +231,11 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 		}
 		for (size_t k = 0; k < cnt; k++)
 			memcpy(digests[k], cn_index_digest(idx, k), 32);
+		/* a candidate for the reference of metadata mode's reuse */
+		int ref_candidate = is_payload && cd && o->change_detection == CN_CDM_METADATA;
 		size_t lost = 0;
-		if (is_payload && cd && o->change_detection == CN_CDM_METADATA &&
-		    t->ops->count_missing && (rc = t->ops->count_missing(t, (const uint8_t(*)[32])digests,
-									   cnt, &lost)) < 0) {
+		if (ref_candidate && t->ops->count_missing &&
+		    (rc = t->ops->count_missing(t, (const uint8_t(*)[32])digests, cnt, &lost)) < 0) {
 			cn_log_warning("%s: checking the chunks of the previous %s: %s; not reusing them",
 				       t->name, name, cn_error_message());
 			lost = cnt;
@@ -244,7 +245,7 @@ static int reuse_previous(struct cn_pipeline *p, size_t i, const struct cn_backu
 				       "them); this run stores them again", t->name, lost, cnt, name);
 			cd[a].missing += lost;
 		}
-		if (is_payload && cd && o->change_detection == CN_CDM_METADATA && !lost) {
+		if (ref_candidate && !lost) {
 			/* the newest previous payload is the reference (the
 			 * first target's among equals): it is closest to what
 			 * the files hold now; a target that lost some of its

@@ -253,7 +253,7 @@ void cn_wk_listing_free(struct cn_wk_listing *l);
  * negative code (no message: the walk then lists every directory itself). */
 int cn_wk_prefetch_new(struct cn_wk_prefetch **out);
 
-/* Stops the helper and frees every listing not taken. NULL is accepted. */
+/* Stops the helpers and frees every listing not taken. NULL is accepted. */
 void cn_wk_prefetch_free(struct cn_wk_prefetch *p);
 
 /* Asks for the listing of directory name in parent (borrowed: the helper

@@ -1,13 +1,13 @@
-/* cn_walker_list — directory listings of the walk, and the helper thread
- * that lists the next directory while the walker encodes the current one.
+/* cn_walker_list — directory listings of the walk, and the helper threads
+ * that list the next directories while the walker encodes the current one.
  *
  * A no-change run in metadata mode opens no unchanged file: of its walker's
  * time, a third went to the stat of each listed entry, on one core while
- * the other waited. The walker now asks, before it descends into a
- * directory, for the listing of the next directory beside it
- * (cn_wk_prefetch_submit); one helper thread makes it, and the walker takes
- * it when it gets there (cn_wk_prefetch_take) or lists the directory itself
- * when no helper has started on it. The deepest request is served first,
+ * the other waited. The walker now asks, as it enters a directory, for the
+ * listings of the next CN_WK_PREFETCH_AHEAD directories beside it
+ * (cn_wk_prefetch_submit); CN_WK_PREFETCH_THREADS helper threads make them,
+ * and the walker takes each when it gets there (cn_wk_prefetch_take) or
+ * lists the directory itself when no helper has started on it. The deepest request is served first,
  * then of those the first in the walk's order: the walk descends before it
  * moves on, so the first subdirectory of the directory just entered is
  * needed before the siblings asked for earlier.
