@@ -63,6 +63,7 @@ struct cn_chunk_reader {
 	struct cn_workers *workers;
 	struct decoder *dec;       /* for demand loads in the caller's thread */
 	atomic_uint_fast64_t fetched, bytes_fetched, bytes_decoded;
+	atomic_int stopping;       /* set by cn_chunk_reader_free: reads in flight end */
 };
 
 /* What a thread decodes chunks with (either pointer may be NULL when out
@@ -97,6 +98,7 @@ struct slot_sink {
 	struct cn_buf *raw;
 	const struct cn_crypt_config *crypt;
 	const uint8_t *digest;
+	atomic_int *stopping;
 };
 
 static void sink_restart(void *ctx)
@@ -110,6 +112,13 @@ static int sink_write(void *ctx, const uint8_t *data, size_t n)
 	return cn_blob_stream_write(((struct slot_sink *)ctx)->stream, data, n);
 }
 
+/* A reader that stops wants no read-ahead still waiting on the network: a
+ * stalled server would hold cn_chunk_reader_free until its timeout. */
+static int sink_cancelled(void *ctx)
+{
+	return atomic_load(((struct slot_sink *)ctx)->stopping);
+}
+
 /* Reads the chunk with digest into s and decodes it (s->bytes, s->len). */
 static int fetch(struct cn_chunk_reader *r, struct slot *s, struct decoder *d,
 		 const uint8_t digest[32])
@@ -117,8 +126,9 @@ static int fetch(struct cn_chunk_reader *r, struct slot *s, struct decoder *d,
 	int rc;
 	if (r->src->ops->read_chunk && d && d->stream) {
 		/* decrypted and checked as it arrives, without a copy */
-		struct slot_sink k = {d->stream, &s->raw, r->crypt, digest};
-		struct cn_chunk_sink sink = {sink_restart, sink_write, &k};
+		struct slot_sink k = {d->stream, &s->raw, r->crypt, digest, &r->stopping};
+		struct cn_chunk_sink sink = {.restart = sink_restart, .write = sink_write,
+					     .cancelled = sink_cancelled, .ctx = &k};
 		sink_restart(&k);
 		rc = r->src->ops->read_chunk(r->src, digest, &sink);
 		if (rc == 0) {
@@ -473,7 +483,8 @@ void cn_chunk_reader_free(struct cn_chunk_reader *r)
 	if (!r)
 		return;
 	if (r->q) {
-		/* let queued read-ahead finish or be dropped, then stop */
+		/* end the reads in flight, drop queued read-ahead, then stop */
+		atomic_store(&r->stopping, 1);
 		cn_workqueue_cancel(r->q);
 		cn_workers_join(r->workers);
 		cn_workqueue_free(r->q);

@@ -140,6 +140,11 @@ struct cn_source;
 struct cn_chunk_sink {
 	void (*restart)(void *ctx);  /* forget what was written so far */
 	int (*write)(void *ctx, const uint8_t *data, size_t n); /* 0 or <0 */
+	/* Optional: nonzero once the chunk is no longer wanted (the reader
+	 * is stopping). The source asks while it waits, also while no byte
+	 * arrives, and ends the read within about a second with -ECANCELED
+	 * rather than wait for a stalled server's timeout. */
+	int (*cancelled)(void *ctx);
 	void *ctx;
 };
 

@@ -332,6 +332,7 @@ struct req {
 	/* or the 2xx body handed to sink_write (sink_err: its failure) */
 	void (*sink_restart)(void *ctx);
 	int (*sink_write)(void *ctx, const uint8_t *data, size_t n);
+	int (*sink_cancelled)(void *ctx); /* optional: the caller gave up */
 	void *sink_ctx;
 	int sink_err;
 	size_t out_start;
@@ -423,10 +424,18 @@ static int on_trace(CURL *h, curl_infotype type, char *data, size_t len, void *u
 	return 0;
 }
 
+/* Whether q's caller no longer wants its answer. */
+static int unwanted(const struct req *q)
+{
+	return q->sink_cancelled && q->sink_cancelled(q->sink_ctx);
+}
+
+/* curl asks about once a second even while no byte moves. */
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
 	(void)dt, (void)dn, (void)ut, (void)un;
-	return is_cancelled(((struct req *)ud)->s) ? 1 : 0;
+	const struct req *q = ud;
+	return is_cancelled(q->s) || unwanted(q) ? 1 : 0;
 }
 
 /* Code and Message of an S3 <Error> body, into code/msg ("" if none). */
@@ -464,16 +473,39 @@ static int retriable_curl(CURLcode c)
 	       c == CURLE_GOT_NOTHING || c == CURLE_PARTIAL_FILE || c == CURLE_COULDNT_RESOLVE_HOST;
 }
 
+/* The error code of a call curl could not complete: what the connection
+ * did where curl says so (see cn_error_is_unavailable), else -EIO. */
+static int curl_code_errno(CURLcode c)
+{
+	switch (c) {
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return -EHOSTUNREACH;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		return -ECONNRESET;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+		return -CN_E_TLS;
+	default:
+		return -EIO;
+	}
+}
+
 static int retriable_status(long st, const char *code)
 {
 	return st == 500 || st == 502 || st == 503 || st == 504 || strcmp(code, "SlowDown") == 0 ||
 	       strcmp(code, "RequestTimeout") == 0 || strcmp(code, "InternalError") == 0;
 }
 
-/* Sleeps ms milliseconds in small steps; returns early when cancelled. */
-static void backoff_sleep(const struct cn_s3 *s, long ms)
+/* Sleeps ms milliseconds in small steps; returns early when cancelled or
+ * no longer wanted. */
+static void backoff_sleep(const struct req *q, long ms)
 {
-	while (ms > 0 && !is_cancelled(s)) {
+	while (ms > 0 && !is_cancelled(q->s) && !unwanted(q)) {
 		long step = ms < 50 ? ms : 50;
 		struct timespec ts = {0, step * 1000000L};
 		nanosleep(&ts, NULL);
@@ -610,7 +642,7 @@ static int perform(struct req *q)
 	int r = 0;
 	long delay = 200;
 	for (int attempt = 1;; attempt++) {
-		if (is_cancelled(s)) {
+		if (is_cancelled(s) || unwanted(q)) {
 			char w[WHERE_MAX];
 			where(q, w, sizeof(w));
 			r = cn_error_set(-ECANCELED, "%s: cancelled", w);
@@ -641,7 +673,7 @@ static int perform(struct req *q)
 		if (cc == CURLE_OK && (q->status < 200 || q->status >= 300))
 			parse_error_body(&q->err, code, sizeof(code), msg, sizeof(msg));
 		int again = cc == CURLE_OK ? retriable_status(q->status, code) : retriable_curl(cc);
-		if (cc == CURLE_ABORTED_BY_CALLBACK && is_cancelled(s))
+		if (cc == CURLE_ABORTED_BY_CALLBACK && (is_cancelled(s) || unwanted(q)))
 			continue; /* reported at the top of the loop */
 		if (again && attempt < s->cfg.max_attempts) {
 			cn_log(CN_LOG_DEBUG, "S3 %s %s: %s, retrying in %ld ms", method_name(q->method),
@@ -649,15 +681,28 @@ static int perform(struct req *q)
 			       cc == CURLE_OK ? (code[0] ? code : "server error")
 					      : curl_easy_strerror(cc),
 			       delay);
-			backoff_sleep(s, delay);
+			backoff_sleep(q, delay);
 			delay = delay * 2 > 5000 ? 5000 : delay * 2;
 			continue;
 		}
-		if (cc != CURLE_OK) {
+		if (cc == CURLE_OPERATION_TIMEDOUT) {
+			char w[WHERE_MAX];
+			/* (a reused connection took no time to connect) */
+			curl_off_t connected = 0;
+			curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &connected);
+			where(q, w, sizeof(w));
+			if (connected > 0)
+				r = cn_error_set(-ETIMEDOUT, "%s: the endpoint stalled: no byte "
+						 "moved for %ld s%s", w, s->cfg.low_speed_time,
+						 attempt > 1 ? " (after retries)" : "");
+			else
+				r = cn_error_set(-ETIMEDOUT, "%s: no connection within %ld s%s", w,
+						 s->cfg.connect_timeout,
+						 attempt > 1 ? " (after retries)" : "");
+		} else if (cc != CURLE_OK) {
 			char w[WHERE_MAX];
 			where(q, w, sizeof(w));
-			r = cn_error_set(cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO,
-					 "%s: %s%s", w, curl_easy_strerror(cc),
+			r = cn_error_set(curl_code_errno(cc), "%s: %s%s", w, curl_easy_strerror(cc),
 					 attempt > 1 ? " (after retries)" : "");
 		} else if (q->method == M_HEAD) {
 			curl_off_t cl = -1;
@@ -727,10 +772,11 @@ int cn_s3_get(struct cn_s3 *s, const char *key, struct cn_buf *out)
 }
 
 int cn_s3_get_to(struct cn_s3 *s, const char *key, void (*restart)(void *ctx),
-		 int (*write)(void *ctx, const uint8_t *data, size_t n), void *ctx)
+		 int (*write)(void *ctx, const uint8_t *data, size_t n),
+		 int (*cancelled)(void *ctx), void *ctx)
 {
 	struct req q = {.s = s, .method = M_GET, .key = key, .sink_restart = restart,
-			.sink_write = write, .sink_ctx = ctx};
+			.sink_write = write, .sink_cancelled = cancelled, .sink_ctx = ctx};
 	return run(&q);
 }
 

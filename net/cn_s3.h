@@ -94,7 +94,8 @@ int cn_s3_get(struct cn_s3 *s, const char *key, struct cn_buf *out);
  * object, else <0. A body shorter than its Content-Length is an error,
  * as for cn_s3_get. */
 int cn_s3_get_to(struct cn_s3 *s, const char *key, void (*restart)(void *ctx),
-		 int (*write)(void *ctx, const uint8_t *data, size_t n), void *ctx);
+		 int (*write)(void *ctx, const uint8_t *data, size_t n),
+		 int (*cancelled)(void *ctx), void *ctx);
 
 /* Reads len bytes at offset off of the object into out (appended). */
 int cn_s3_get_range(struct cn_s3 *s, const char *key, uint64_t off, uint64_t len,

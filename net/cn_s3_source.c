@@ -83,7 +83,8 @@ static int s_read_chunk(struct cn_source *ss, const uint8_t digest[32],
 {
 	char key[96];
 	cn_s3_chunk_key(digest, key);
-	return cn_s3_get_to(S(ss)->s3, key, sink->restart, sink->write, sink->ctx);
+	return cn_s3_get_to(S(ss)->s3, key, sink->restart, sink->write, sink->cancelled,
+			    sink->ctx);
 }
 
 static void s_destroy(struct cn_source *ss)

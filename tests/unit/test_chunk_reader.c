@@ -2,13 +2,15 @@
  * source that counts fetches — every chunk verified, sequential reads fetch
  * each chunk once (with read-ahead), a jump fetches only what it touches,
  * corrupt and missing chunks fail with the chunk named, views lend a
- * pinned chunk, and held views do not make read-ahead fetch twice. */
+ * pinned chunk, held views do not make read-ahead fetch twice, and
+ * freeing the reader ends read-ahead that waits on a stalled source. */
 #include "cn_test.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cn_error.h"
 #include "engine/cn_chunk_reader.h"
@@ -237,6 +239,69 @@ START_TEST(test_held_views_fetch_each_chunk_once)
 }
 END_TEST
 
+/* A source whose reads from chunk 3 on never get an answer, as from a
+ * stopped server: each waits until its caller no longer wants the chunk
+ * (counted as cancelled) or 10 s pass (counted as timed out). */
+static atomic_int stalled_started, stalled_cancelled, stalled_timed_out;
+
+static int stalling_read_chunk(struct cn_source *s, const uint8_t digest[32],
+			       const struct cn_chunk_sink *sink)
+{
+	struct mem_source *m = (struct mem_source *)s;
+	for (int i = 0; i < NCHUNKS; i++) {
+		if (memcmp(m->chunks[i]->digest, digest, 32))
+			continue;
+		atomic_fetch_add(&m->fetches[i], 1);
+		if (i < 3) {
+			sink->restart(sink->ctx);
+			return sink->write(sink->ctx, m->chunks[i]->data, m->chunks[i]->len);
+		}
+		atomic_fetch_add(&stalled_started, 1);
+		for (int ms = 0; ms < 10000; ms++) {
+			if (sink->cancelled && sink->cancelled(sink->ctx)) {
+				atomic_fetch_add(&stalled_cancelled, 1);
+				return cn_error_set(-ECANCELED, "cancelled");
+			}
+			nanosleep(&(struct timespec){0, 1000000}, NULL);
+		}
+		atomic_fetch_add(&stalled_timed_out, 1);
+		return cn_error_set(-ETIMEDOUT, "no answer");
+	}
+	return cn_error_set(-ENOENT, "no such chunk");
+}
+
+static const struct cn_source_ops stalling_ops = {.get_chunk = ms_get_chunk,
+						  .read_chunk = stalling_read_chunk};
+
+START_TEST(test_free_cancels_stalled_read_ahead)
+{
+	src.base.ops = &stalling_ops;
+	atomic_store(&stalled_started, 0);
+	atomic_store(&stalled_cancelled, 0);
+	atomic_store(&stalled_timed_out, 0);
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 3, &r), 0);
+	uint8_t buf[16];
+	/* three chunks in a row: read-ahead asks for chunks 3 to 5 */
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(cn_chunk_reader_read_at(r, (uint64_t)i * CHUNK, buf, 16), 0);
+		ck_assert(memcmp(buf, data + (size_t)i * CHUNK, 16) == 0);
+	}
+	for (int ms = 0; ms < 5000 && atomic_load(&stalled_started) < 3; ms++)
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	ck_assert_int_eq(atomic_load(&stalled_started), 3);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cn_chunk_reader_free(r);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_int_eq(atomic_load(&stalled_timed_out), 0);
+	ck_assert_int_eq(atomic_load(&stalled_cancelled), 3);
+	/* (a generous bound: the reads end at their next poll) */
+	ck_assert(t1.tv_sec - t0.tv_sec < 5);
+	src.base.ops = &ms_ops;
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("chunk_reader");
@@ -248,6 +313,7 @@ int main(void)
 	tcase_add_test(tc, test_missing_chunk);
 	tcase_add_test(tc, test_view_pins_chunk);
 	tcase_add_test(tc, test_held_views_fetch_each_chunk_once);
+	tcase_add_test(tc, test_free_cancels_stalled_read_ahead);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
