@@ -102,7 +102,7 @@ static int cmd_verify(int argc, char **argv)
 		goto out;
 	}
 	json_t *arr = c.json ? json_array() : NULL;
-	size_t checked = 0, bad = 0;
+	size_t checked = 0, bad = 0, unchecked = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (sel.time && list[i].id.time != sel.time)
 			continue;
@@ -144,6 +144,9 @@ static int cmd_verify(int argc, char **argv)
 			if (!c.json)
 				fprintf(stderr, "cairn verify: %s: %s\n", snap, cn_error_message());
 		}
+		/* a store that stopped answering would make every snapshot
+		 * after this one wait for the same timeout */
+		int unavailable = r < 0 && cn_error_is_unavailable(r);
 		if (arr)
 			json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s?}",
 							     "snapshot", snap, "state",
@@ -156,6 +159,11 @@ static int cmd_verify(int argc, char **argv)
 		else
 			printf("%-60s %s (%llu chunks)\n", snap, r < 0 ? "FAILED" : "ok",
 			       (unsigned long long)st.chunks);
+		if (unavailable) {
+			for (size_t k = i + 1; k < n; k++)
+				unchecked += !sel.time || list[k].id.time == sel.time;
+			break;
+		}
 	}
 	if (arr)
 		cli_json_print(arr);
@@ -167,6 +175,9 @@ static int cmd_verify(int argc, char **argv)
 	} else if (!c.json) {
 		printf("%zu snapshot(s) verified, %zu failed\n", checked, bad);
 	}
+	if (unchecked)
+		fprintf(stderr, "cairn verify: %zu snapshot(s) not checked: the store stopped "
+				"answering\n", unchecked);
 out:
 	free(list);
 	if (src)

@@ -1,6 +1,7 @@
 #include "common/cn_error.h"
 #include "common/cn_util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,28 @@ static const char *const project_msgs[] = {
 	[CN_E_MISMATCH - CN_E_BASE] = "stored data does not match what it should be",
 	[CN_E_MISSING - CN_E_BASE] = "referenced data is missing",
 };
+
+int cn_error_is_unavailable(int code)
+{
+	switch (code < 0 ? -code : code) {
+	case ETIMEDOUT:
+	case ECANCELED:
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case ECONNABORTED:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ENETDOWN:
+	case ENOTCONN:
+	case EPIPE:
+	case CN_E_PROTOCOL:
+	case CN_E_TLS:
+	case CN_E_AUTH:
+		return 1;
+	default:
+		return 0;
+	}
+}
 
 int cn_error_is_corruption(int code)
 {

@@ -77,6 +77,13 @@ void cn_error_clear(void);
  * are not. The CLI maps these to its "corrupt data" exit code. */
 int cn_error_is_corruption(int code);
 
+/* 1 if code (negative or positive) says that the server or source read
+ * from cannot answer now: a timeout, a refused, reset or unreachable
+ * connection, a cancelled call, a protocol, TLS or login failure. Asking
+ * it for the next item would fail the same way (after the same timeout),
+ * so a reader that skips a damaged item and goes on stops at these. */
+int cn_error_is_unavailable(int code);
+
 /* Static description of a code (negative or positive; errno or project
  * code). Never NULL. */
 const char *cn_strerror(int code);

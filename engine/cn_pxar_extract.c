@@ -601,7 +601,12 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 		rc = extract_special(x, e, parent, e->name, e->path);
 		break;
 	}
-	if (rc < 0 && rc != -CN_E_FORMAT && rc != -CN_E_TRUNCATED && rc != -ENOMEM)
+	/* an entry that cannot be restored is skipped, unless what failed
+	 * would fail every entry after it: the archive itself, memory, or
+	 * the source of its content (a stalled or unreachable server would
+	 * make each file wait for the same timeout) */
+	if (rc < 0 && rc != -CN_E_FORMAT && rc != -CN_E_TRUNCATED && rc != -ENOMEM &&
+	    !cn_error_is_unavailable(rc))
 		rc = soft_error(x, rc);
 	return rc;
 }

@@ -481,6 +481,7 @@ int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
 	char sp[512];
 	snap_text(id, sp, sizeof(sp));
 	int first_err = 0, corrupt = 0;
+	char why[512] = "";
 	for (size_t i = 0; i < cn_manifest_file_count(m); i++) {
 		const char *name;
 		uint64_t size;
@@ -513,11 +514,20 @@ int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
 			if (!first_err)
 				first_err = r;
 			corrupt |= cn_error_is_corruption(r);
+			if (cn_error_is_unavailable(r)) {
+				/* the next file would wait for the same timeout */
+				first_err = r;
+				snprintf(why, sizeof(why), "%s", cn_error_message());
+				break;
+			}
 		}
 	}
 	cn_manifest_free(m);
 	/* damage found anywhere makes the result "corrupt"; only a check
-	 * that failed for other reasons alone (network, key) keeps its code */
+	 * that failed for other reasons alone (network, key) keeps its code,
+	 * as does one cut short by a source that stopped answering */
+	if (stats->failed && cn_error_is_unavailable(first_err))
+		return cn_error_set(first_err, "snapshot %s: not fully checked: %s", sp, why);
 	if (stats->failed)
 		return cn_error_set(corrupt ? -CN_E_CHECKSUM : first_err,
 				    "snapshot %s: %llu of %llu files failed verification", sp,

@@ -397,10 +397,17 @@ int cn_sync_run(struct cn_source *src, struct cn_source *dst_list, struct cn_tar
 		r = cn_error_prefix(r, "listing %s", src->name);
 	if (r == 0 && dst_list && (r = list_selected(dst_list, ns, dsel, nsel, &d, &nd)) < 0)
 		r = cn_error_prefix(r, "listing %s", dst_list->name);
-	int first = 0;
+	int first = 0, unavailable = 0;
 	const struct cn_snapshot_id *failed_group = NULL;
 	for (size_t i = 0; i < ns_ && r == 0; i++) {
 		const struct cn_snapshot_id *id = &s[i].id;
+		if (unavailable) {
+			/* each would wait for the same timeout or refusal */
+			st->failed++;
+			report(opts, id, CN_SYNC_FAILED,
+			       cn_error_set(-ECANCELED, "not tried: a store stopped answering"));
+			continue;
+		}
 		if (failed_group && same_group(failed_group, id)) {
 			/* a later one copied now would keep the failed one out
 			 * for good (older than the group's newest) */
@@ -432,6 +439,7 @@ int cn_sync_run(struct cn_source *src, struct cn_source *dst_list, struct cn_tar
 			st->failed++;
 			first = first ? first : e;
 			failed_group = id;
+			unavailable = cn_error_is_unavailable(e);
 			report(opts, id, CN_SYNC_FAILED, e);
 		} else {
 			st->copied++;

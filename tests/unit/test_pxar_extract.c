@@ -648,6 +648,59 @@ START_TEST(test_write_error_on_writers)
 }
 END_TEST
 
+/* An input whose file contents cannot be read, as a restore's when a
+ * chunk is damaged or its source fails: every view fails with code. */
+struct failing {
+	struct lending l; /* first: lend_read takes ctx as a struct lending */
+	int code, views;
+};
+
+static int failing_view(void *ctx, uint64_t off, size_t len, const uint8_t **data, size_t *got,
+			void **token)
+{
+	struct failing *f = ctx;
+	(void)off, (void)len, (void)data, (void)got, (void)token;
+	f->views++;
+	return cn_error_set(f->code, "content unreadable");
+}
+
+/* A file whose content is damaged is skipped and the others tried; a
+ * source that stopped answering stops the extraction at the first file
+ * instead of making each one wait for it again. */
+START_TEST(test_unavailable_source_stops)
+{
+	struct tb t;
+	uint8_t *data = writers_archive(&t, 256u << 10);
+	struct failing f;
+	struct cn_pxar_input in;
+	lending_input(&f.l, &in, t.b.data, t.b.len);
+	in.ctx = &f;
+	in.view_at = failing_view;
+	struct cn_pxar_extract_opts o = { .writers = 2 };
+	struct cn_pxar_extract_stats st;
+	f.code = -CN_E_DIGEST;
+	f.views = 0;
+	ck_assert_int_eq(cn_pxar_extract(&in, P("damaged"), &o, &st), -EIO);
+	/* every file was tried, each failure counted, the tree made */
+	ck_assert_int_ge(f.views, 7);
+	ck_assert_uint_eq(st.errors, (unsigned)f.views);
+	struct stat sb;
+	ck_assert_int_eq(stat(P("damaged/e-dir"), &sb), 0);
+	int unavailable[] = {-ETIMEDOUT, -ECONNRESET, -EPIPE, -ECANCELED};
+	for (size_t i = 0; i < sizeof(unavailable) / sizeof(unavailable[0]); i++) {
+		char dir[32];
+		snprintf(dir, sizeof(dir), "down%zu", i);
+		f.code = unavailable[i];
+		f.views = 0;
+		ck_assert_int_eq(cn_pxar_extract(&in, P(dir), &o, &st), unavailable[i]);
+		ck_assert_int_eq(f.views, 1);
+		ck_assert_ptr_nonnull(strstr(cn_error_message(), "content unreadable"));
+	}
+	free(data);
+	tb_free(&t);
+}
+END_TEST
+
 /* Appends each listed path to a string (ctx), separated by spaces. */
 static int collect(void *ctx, const struct cn_pxar_entry *e)
 {
@@ -863,6 +916,7 @@ int main(void)
 	tcase_add_test(tc, test_content_from_views);
 	tcase_add_test(tc, test_content_on_writers);
 	tcase_add_test(tc, test_write_error_on_writers);
+	tcase_add_test(tc, test_unavailable_source_stops);
 	tcase_add_test(tc, test_list_glob);
 	tcase_add_test(tc, test_select_include_exclude);
 	tcase_add_test(tc, test_select_path_and_pattern);
