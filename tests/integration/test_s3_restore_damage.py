@@ -15,12 +15,12 @@ collecting it first), against a one-node Ceph radosgw
   the chunk: the request is retried and the restore fails with a network
   error (exit 1), never with a decoded chunk;
 - an endpoint that stalls (the proxy answers two chunk GETs, then takes
-  requests and never answers) ends a restore and a verify of two
-  snapshots, run at the same time, with exit 1 within a minute (the 30 s
-  without a byte after which a call fails, once: neither goes on to wait
-  for the next file or snapshot, nor for its read-ahead); the verify says
-  which snapshot it did not check; the restore done again without the
-  proxy is whole.
+  requests and never answers) ends a restore, a verify and a sync of two
+  groups, run at the same time, with exit 1 within a minute (the 30 s
+  without a byte after which a call fails, once: none goes on to wait for
+  the next file, snapshot or group, nor for its read-ahead); the verify
+  says how many snapshots it did not check, the sync which it did not
+  try; the restore done again without the proxy is whole.
 
     test_s3_restore_damage.py PATH/TO/cairn
 """
@@ -251,7 +251,9 @@ def case_stalled_endpoint(src):
     runs = {}
     for what, args in (('restore', ['restore', snaps[0], 'root.pxar',
                                     os.path.join(t.tmpdir(), 'r'), '--store', 's3://' + bucket]),
-                       ('verify', ['verify', '--store', 's3://' + bucket])):
+                       ('verify', ['verify', '--store', 's3://' + bucket]),
+                       ('sync', ['sync', '--from', 's3://' + bucket, '--to',
+                                 t.store_path('stall-copy')])):
         proxy = ShortBodyProxy(C.endpoint, stall_after=2)
         proc = subprocess.Popen([t.CAIRN] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env(proxy.endpoint))
@@ -268,6 +270,8 @@ def case_stalled_endpoint(src):
         assert took < 60, (what, took, err[-2000:])
         if what == 'verify':
             assert 'not checked' in err, err[-2000:]
+        if what == 'sync':
+            assert 'not tried: a store stopped answering' in err, err[-2000:]
         print('stalled endpoint: %s exit 1 after %.1f s: %s' %
               (what, took, err.strip().splitlines()[-1][:160]), flush=True)
     _, dest = restore(bucket, snaps[0], None, 0)
