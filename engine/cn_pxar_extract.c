@@ -84,7 +84,7 @@ static int ensure_dirs(struct extractor *x, const char *path)
 		int rc = make_dir(x, i, path);
 		if (rc < 0) {
 			x->stack[i].failed = 1;
-			rc = soft_error(x, rc);
+			rc = target_full(rc) ? rc : soft_error(x, rc);
 			return rc < 0 ? rc : 1;
 		}
 		x->st->dirs++;
@@ -174,7 +174,9 @@ static int finish_file(struct extractor *x, struct xfile *f, int fd,
 	if (f->failed) {
 		/* reported when queuing stopped */
 	} else if (res->err) {
-		rc = soft_error(x, cn_error_sys(res->err, "failed to write '%s'", f->path));
+		rc = cn_error_sys(res->err, "failed to write '%s'", f->path);
+		if (!target_full(rc))
+			rc = soft_error(x, rc);
 	} else if (res->tail_hole && ftruncate(fd, (off_t)f->size) < 0) {
 		rc = soft_error(x, cn_error_sys(-errno, "error setting size of '%s'", f->path));
 	} else {
@@ -602,11 +604,12 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 		break;
 	}
 	/* an entry that cannot be restored is skipped, unless what failed
-	 * would fail every entry after it: the archive itself, memory, or
-	 * the source of its content (a stalled or unreachable server would
-	 * make each file wait for the same timeout) */
+	 * would fail every entry after it: the archive itself, memory, a
+	 * full target, or the source of its content (a stalled or
+	 * unreachable server would make each file wait for the same
+	 * timeout) */
 	if (rc < 0 && rc != -CN_E_FORMAT && rc != -CN_E_TRUNCATED && rc != -ENOMEM &&
-	    !cn_error_is_unavailable(rc))
+	    !target_full(rc) && !cn_error_is_unavailable(rc))
 		rc = soft_error(x, rc);
 	return rc;
 }

@@ -13,6 +13,7 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 
+#include <errno.h>
 #include <linux/fs.h>
 #include <stdint.h>
 
@@ -51,6 +52,13 @@ struct extractor {
 	} *copies;
 	size_t ncopies, copies_cap;
 };
+
+/* Whether rc says the target file system is full (no space or inodes
+ * left, or over quota): every entry after it would fail the same way. */
+static inline int target_full(int rc)
+{
+	return rc == -ENOSPC || rc == -EDQUOT;
+}
 
 /* Records a non-fatal error: logged and counted, fatal when strict. rc is
  * the code with its message already set. */

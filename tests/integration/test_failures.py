@@ -5,6 +5,8 @@ message and the documented exit code, and the store stays consistent.
   - unreadable file (run as an unprivileged user) -> 3, snapshot published
   - corrupt or missing chunk in the store    -> restore/verify 4, names the chunk
   - full disk (a small tmpfs when root)      -> 5, nothing that looks finished
+  - restore onto a full disk (the same)      -> 5 at the first file that does
+                                                not fit, one message
   - SIGKILL in the middle of a backup        -> no snapshot, next backup ok
 """
 import os
@@ -140,6 +142,16 @@ if os.geteuid() == 0:
                          if not x.startswith('.') and x != 'owner']
             assert leftovers == [], leftovers
             print('full disk: exit 5:', p.stderr.strip()[:200])
+            # restored onto it: every file after the first that does not
+            # fit would fail the same way
+            bstore = t.store_path('bigstore')
+            out = t.run_json('backup', 'big.pxar:' + big, '--store', bstore, '--backup-id', 'big')
+            shutil.rmtree(fstore)
+            p = t.run('restore', out['snapshot'], 'big.pxar', os.path.join(mnt, 'r'), '--store',
+                      bstore, check=5)
+            assert 'No space left' in p.stderr, p.stderr
+            assert p.stderr.count('No space left') == 1, p.stderr
+            print('restore onto a full disk: exit 5:', p.stderr.strip()[:200])
         finally:
             subprocess.run(['umount', mnt])
     else:
