@@ -108,10 +108,12 @@ struct cn_verify_stats {
 /* Verifies snapshot id: manifest, every blob (size, checksum, decoding)
  * and every index (against the manifest; every chunk fetched, decoded and
  * digest-checked). Failures of single files are logged and counted, and
- * the check goes on. Returns 0 when everything is fine, -CN_E_CHECKSUM
- * when some file is damaged (message: how many files failed), or another
- * negative code for a failure that stops the check (manifest unreadable or
- * not this snapshot's, a downgrade: cn_restore_check_downgrade). */
+ * the check goes on, unless src stopped answering (cn_error_is_unavailable:
+ * that code is returned, message "not fully checked"). Returns 0 when
+ * everything is fine, -CN_E_CHECKSUM when some file is damaged (message:
+ * how many files failed), or another negative code for a failure that
+ * stops the check (manifest unreadable or not this snapshot's, a
+ * downgrade: cn_restore_check_downgrade). */
 int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
 		       const struct cn_crypt_config *crypt, size_t threads,
 		       struct cn_verify_stats *stats);

@@ -94,9 +94,11 @@ int cn_sync_snapshot(struct cn_source *src, struct cn_target *dst,
  * as dst); NULL: the destination holds nothing yet. With opts->dry_run
  * dst is not used and may be NULL. Snapshots are copied oldest first per
  * group. A snapshot that
- * fails to copy is reported and the others go on; returns 0 when nothing
- * failed, the first failure's code otherwise (also for a listing that
- * failed, which stops everything). */
+ * fails to copy is reported and the others go on, except after a failure
+ * that says a store stopped answering (cn_error_is_unavailable): the rest
+ * are reported as not tried. Returns 0 when nothing failed, the first
+ * failure's code otherwise (also for a listing that failed, which stops
+ * everything). */
 int cn_sync_run(struct cn_source *src, struct cn_source *dst_list, struct cn_target *dst,
 		const char *ns, const struct cn_snapshot_id *sel, size_t nsel,
 		const struct cn_sync_opts *opts, struct cn_sync_stats *st);

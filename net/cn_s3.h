@@ -90,9 +90,11 @@ int cn_s3_get(struct cn_s3 *s, const char *key, struct cn_buf *out);
  * the client's receive buffer (borrowed for the call), instead of
  * collecting them: restart(ctx) comes first and again before a retried
  * request starts over. A negative return of write ends the call with
- * that code (its message kept; no retry). 0, -ENOENT if there is no such
- * object, else <0. A body shorter than its Content-Length is an error,
- * as for cn_s3_get. */
+ * that code (its message kept; no retry). cancelled(ctx), if given, is
+ * asked about once a second, also while no byte arrives: nonzero ends
+ * the call (and its retries) with -ECANCELED. 0, -ENOENT if there is no
+ * such object, else <0. A body shorter than its Content-Length is an
+ * error, as for cn_s3_get. */
 int cn_s3_get_to(struct cn_s3 *s, const char *key, void (*restart)(void *ctx),
 		 int (*write)(void *ctx, const uint8_t *data, size_t n),
 		 int (*cancelled)(void *ctx), void *ctx);
