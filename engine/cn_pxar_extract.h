@@ -33,7 +33,10 @@
  * file, EPERM for a device node as non-root, EOPNOTSUPP for xattrs on the
  * target fs is ignored as upstream does) are logged, counted in
  * stats->errors and extraction goes on — or stop it when opts->strict.
- * Archive errors (corrupt or hostile structure) always stop extraction.
+ * Archive errors (corrupt or hostile structure) always stop extraction,
+ * as do errors every later entry would meet too: out of memory, a full
+ * target (ENOSPC, EDQUOT), an input whose source stopped answering
+ * (cn_error_is_unavailable). Those are returned as they are.
  */
 #ifndef CN_PXAR_EXTRACT_H
 #define CN_PXAR_EXTRACT_H
