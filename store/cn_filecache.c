@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/cn_error.h"
@@ -622,6 +623,20 @@ static int put_ordered(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsign
 
 /* Writes the batch in key order, in the current transaction, and commits
  * it; the next transaction is begun unless last. */
+/* mdb_err for a write of w's new file: LMDB reports a short write as EIO,
+ * which on a disk with no block or inode left says too little. */
+static int write_err(const struct cn_filecache_writer *w, int rc, const char *what)
+{
+	struct statvfs vfs;
+	if (rc == EIO && statvfs(w->tmp, &vfs) == 0 && (vfs.f_bavail == 0 || vfs.f_favail == 0)) {
+		const char *slash = strrchr(w->tmp, '/');
+		int dir = slash ? (int)(slash - w->tmp) : 1;
+		return cn_error_set(-ENOSPC, "file cache: %s: no space left on the disk of %.*s",
+				    what, dir, slash ? w->tmp : ".");
+	}
+	return mdb_err(rc, what);
+}
+
 static int flush_batch(struct cn_filecache_writer *w, int last)
 {
 	const struct pending *p = w->pend;
@@ -675,7 +690,7 @@ static int flush_batch(struct cn_filecache_writer *w, int last)
 	rc = mdb_txn_commit(w->txn);
 	w->txn = NULL;
 	if (rc || (rc = mdb_txn_begin(w->env, NULL, 0, &w->txn)))
-		return mdb_err(rc, "commit");
+		return write_err(w, rc, "commit");
 	return 0;
 }
 
@@ -868,7 +883,7 @@ int cn_filecache_writer_commit(struct cn_filecache_writer *w, const struct cn_fi
 		if (rc == 0)
 			rc = mdb_env_sync(w->env, 1);
 		if (rc)
-			rc = mdb_err(rc, "commit");
+			rc = write_err(w, rc, "commit");
 	}
 	free(h);
 	if (rc == 0) {

@@ -7,6 +7,7 @@ message and the documented exit code, and the store stays consistent.
   - full disk (a small tmpfs when root)      -> 5, nothing that looks finished
   - restore onto a full disk (the same)      -> 5 at the first file that does
                                                 not fit, one message
+  - file cache on a full disk (the same)     -> 0, a warning that says so
   - SIGKILL in the middle of a backup        -> no snapshot, next backup ok
 """
 import os
@@ -158,6 +159,30 @@ if os.geteuid() == 0:
         print('full disk: skipped (tmpfs mount refused: %s)' % r.stderr.decode().strip())
 else:
     print('full disk: skipped (needs root for a small tmpfs)')
+
+# the file cache of a metadata-mode run on a disk that fills up: the
+# snapshot is fine, the warning says why the next run reads every file
+if os.geteuid() == 0:
+    mnt = os.path.join(work, 'fctmpfs')
+    os.makedirs(mnt)
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', mnt],
+                       capture_output=True)
+    if r.returncode == 0:
+        try:
+            many = os.path.join(work, 'many')
+            os.makedirs(many)
+            for i in range(3000):  # about 300 KB of cache records
+                open(os.path.join(many, 'f%04d' % i), 'w').close()
+            with open(os.path.join(mnt, 'fill'), 'wb') as f:
+                f.write(b'\0' * (448 << 10))  # 64 KiB left: the cache starts, then fills it
+            p = t.run('backup', 'm.pxar:' + many, '--store', t.store_path('fcstore'),
+                      '--backup-id', 'fc', '--change-detection-mode', 'metadata',
+                      '--file-cache-dir', os.path.join(mnt, 'fc'), check=0)
+            assert 'file cache' in p.stderr and 'no space left on the disk of ' + \
+                os.path.join(mnt, 'fc') in p.stderr, p.stderr
+            print('file cache on a full disk: exit 0,', p.stderr.strip().splitlines()[-1][:160])
+        finally:
+            subprocess.run(['umount', mnt])
 
 # SIGKILL in the middle of a backup
 big = os.path.join(work, 'bigsrc')
