@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests of the cairn command: running it,
 making source trees, comparing trees with their metadata."""
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -206,6 +207,28 @@ def _own_tmpfs(path):
         return False
     return subprocess.run(['mount', '-t', 'tmpfs', '-o', 'mode=0755,size=50%',
                            'cairn-test-stores', path], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size):
+    """Mounts a tmpfs of size (mount's syntax: '16m') on path (made) for
+    the with-block, which gets True; False when not root or the mount is
+    refused (the reason printed), so that the caller skips its case."""
+    os.makedirs(path, exist_ok=True)
+    if os.geteuid() != 0:
+        print('(needs root for a small tmpfs: case skipped)')
+        yield False
+        return
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=' + size, 'tmpfs', path],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print('(tmpfs mount refused: %s: case skipped)' % r.stderr.strip())
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(['umount', path])
 
 
 def store_path(name):

@@ -122,67 +122,51 @@ print('next backup healed the store')
 shutil.rmtree(store)
 
 # full disk: a datastore on a small tmpfs
-if os.geteuid() == 0:
-    mnt = os.path.join(work, 'tmpfs')
-    os.makedirs(mnt)
-    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt],
-                       capture_output=True)
-    if r.returncode == 0:
-        try:
-            big = os.path.join(work, 'big')
-            os.makedirs(big)
-            for i in range(3):  # 24 MiB of data for 16 MiB (4 MiB taken by the empty store)
-                with open(os.path.join(big, 'random%d.bin' % i), 'wb') as f:
-                    f.write(os.urandom(8 << 20))
-            fstore = os.path.join(mnt, 'store')
-            p = t.run('backup', 'big.pxar:' + big, '--store', fstore, '--backup-id', 'full',
-                      check=5)
-            assert 'No space left' in p.stderr, p.stderr
-            assert t.run_json('snapshot', 'list', '--store', fstore) == []
-            leftovers = [x for x in os.listdir(os.path.join(fstore, 'host', 'full'))
-                         if not x.startswith('.') and x != 'owner']
-            assert leftovers == [], leftovers
-            print('full disk: exit 5:', p.stderr.strip()[:200])
-            # restored onto it: every file after the first that does not
-            # fit would fail the same way
-            bstore = t.store_path('bigstore')
-            out = t.run_json('backup', 'big.pxar:' + big, '--store', bstore, '--backup-id', 'big')
-            shutil.rmtree(fstore)
-            p = t.run('restore', out['snapshot'], 'big.pxar', os.path.join(mnt, 'r'), '--store',
-                      bstore, check=5)
-            assert 'No space left' in p.stderr, p.stderr
-            assert p.stderr.count('No space left') == 1, p.stderr
-            print('restore onto a full disk: exit 5:', p.stderr.strip()[:200])
-        finally:
-            subprocess.run(['umount', mnt])
-    else:
-        print('full disk: skipped (tmpfs mount refused: %s)' % r.stderr.decode().strip())
-else:
-    print('full disk: skipped (needs root for a small tmpfs)')
+with t.small_tmpfs(os.path.join(work, 'tmpfs'), '16m') as mounted:
+    if mounted:
+        mnt = os.path.join(work, 'tmpfs')
+        big = os.path.join(work, 'big')
+        os.makedirs(big)
+        for i in range(3):  # 24 MiB of data for 16 MiB (4 MiB taken by the empty store)
+            with open(os.path.join(big, 'random%d.bin' % i), 'wb') as f:
+                f.write(os.urandom(8 << 20))
+        fstore = os.path.join(mnt, 'store')
+        p = t.run('backup', 'big.pxar:' + big, '--store', fstore, '--backup-id', 'full',
+                  check=5)
+        assert 'No space left' in p.stderr, p.stderr
+        assert t.run_json('snapshot', 'list', '--store', fstore) == []
+        leftovers = [x for x in os.listdir(os.path.join(fstore, 'host', 'full'))
+                     if not x.startswith('.') and x != 'owner']
+        assert leftovers == [], leftovers
+        print('full disk: exit 5:', p.stderr.strip()[:200])
+        # restored onto it: every file after the first that does not fit
+        # would fail the same way
+        bstore = t.store_path('bigstore')
+        out = t.run_json('backup', 'big.pxar:' + big, '--store', bstore, '--backup-id', 'big')
+        shutil.rmtree(fstore)
+        p = t.run('restore', out['snapshot'], 'big.pxar', os.path.join(mnt, 'r'), '--store',
+                  bstore, check=5)
+        assert 'No space left' in p.stderr, p.stderr
+        assert p.stderr.count('No space left') == 1, p.stderr
+        print('restore onto a full disk: exit 5:', p.stderr.strip()[:200])
 
 # the file cache of a metadata-mode run on a disk that fills up: the
 # snapshot is fine, the warning says why the next run reads every file
-if os.geteuid() == 0:
-    mnt = os.path.join(work, 'fctmpfs')
-    os.makedirs(mnt)
-    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', mnt],
-                       capture_output=True)
-    if r.returncode == 0:
-        try:
-            many = os.path.join(work, 'many')
-            os.makedirs(many)
-            for i in range(3000):  # about 300 KB of cache records
-                open(os.path.join(many, 'f%04d' % i), 'w').close()
-            with open(os.path.join(mnt, 'fill'), 'wb') as f:
-                f.write(b'\0' * (448 << 10))  # 64 KiB left: the cache starts, then fills it
-            p = t.run('backup', 'm.pxar:' + many, '--store', t.store_path('fcstore'),
-                      '--backup-id', 'fc', '--change-detection-mode', 'metadata',
-                      '--file-cache-dir', os.path.join(mnt, 'fc'), check=0)
-            assert 'file cache' in p.stderr and 'no space left on the disk of ' + \
-                os.path.join(mnt, 'fc') in p.stderr, p.stderr
-            print('file cache on a full disk: exit 0,', p.stderr.strip().splitlines()[-1][:160])
-        finally:
-            subprocess.run(['umount', mnt])
+with t.small_tmpfs(os.path.join(work, 'fctmpfs'), '512k') as mounted:
+    if mounted:
+        mnt = os.path.join(work, 'fctmpfs')
+        many = os.path.join(work, 'many')
+        os.makedirs(many)
+        for i in range(3000):  # about 300 KB of cache records
+            open(os.path.join(many, 'f%04d' % i), 'w').close()
+        with open(os.path.join(mnt, 'fill'), 'wb') as f:
+            f.write(b'\0' * (448 << 10))  # 64 KiB left: the cache starts, then fills it
+        p = t.run('backup', 'm.pxar:' + many, '--store', t.store_path('fcstore'),
+                  '--backup-id', 'fc', '--change-detection-mode', 'metadata',
+                  '--file-cache-dir', os.path.join(mnt, 'fc'), check=0)
+        assert 'file cache' in p.stderr and 'no space left on the disk of ' + \
+            os.path.join(mnt, 'fc') in p.stderr, p.stderr
+        print('file cache on a full disk: exit 0,', p.stderr.strip().splitlines()[-1][:160])
 
 # SIGKILL in the middle of a backup
 big = os.path.join(work, 'bigsrc')
