@@ -254,6 +254,10 @@ static int cmd_extract(int argc, char **argv)
 		cli_error(argv[optind]);
 		return CLI_EXIT_PARTIAL;
 	}
+	if (rc == -ENOSPC || rc == -EDQUOT) { /* (the extraction stopped there) */
+		cli_error(argv[optind]);
+		return CLI_EXIT_NOSPACE;
+	}
 	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
 }
 

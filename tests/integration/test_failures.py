@@ -5,8 +5,8 @@ message and the documented exit code, and the store stays consistent.
   - unreadable file (run as an unprivileged user) -> 3, snapshot published
   - corrupt or missing chunk in the store    -> restore/verify 4, names the chunk
   - full disk (a small tmpfs when root)      -> 5, nothing that looks finished
-  - restore onto a full disk (the same)      -> 5 at the first file that does
-                                                not fit, one message
+  - restore or pxar extract onto a full disk -> 5 at the first file that does
+    (the same)                                  not fit, one message
   - file cache on a full disk (the same)     -> 0, a warning that says so
   - SIGKILL in the middle of a backup        -> no snapshot, next backup ok
 """
@@ -149,6 +149,13 @@ with t.small_tmpfs(os.path.join(work, 'tmpfs'), '16m') as mounted:
         assert 'No space left' in p.stderr, p.stderr
         assert p.stderr.count('No space left') == 1, p.stderr
         print('restore onto a full disk: exit 5:', p.stderr.strip()[:200])
+        # the same from a standalone archive
+        shutil.rmtree(os.path.join(mnt, 'r'))
+        archive = os.path.join(work, 'big.pxar')
+        t.run('pxar', 'create', archive, big, check=0)
+        p = t.run('pxar', 'extract', archive, os.path.join(mnt, 'x'), check=5)
+        assert p.stderr.count('No space left') == 1, p.stderr
+        print('pxar extract onto a full disk: exit 5')
 
 # the file cache of a metadata-mode run on a disk that fills up: the
 # snapshot is fine, the warning says why the next run reads every file
