@@ -4,6 +4,7 @@
  *   cairn pxar list ARCHIVE.pxar [PATH]
  * No datastore is involved. */
 #include "cli/cli.h"
+#include "cli/cli_common.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "common/cn_util.h"
@@ -254,11 +255,12 @@ static int cmd_extract(int argc, char **argv)
 		cli_error(argv[optind]);
 		return CLI_EXIT_PARTIAL;
 	}
-	if (rc == -ENOSPC || rc == -EDQUOT) { /* (the extraction stopped there) */
+	if (rc < 0) {
 		cli_error(argv[optind]);
-		return CLI_EXIT_NOSPACE;
+		/* a full target stopped the extraction: exit 5 as restore's */
+		return cli_exit_code(rc) == CLI_EXIT_NOSPACE ? CLI_EXIT_NOSPACE : CLI_EXIT_ERROR;
 	}
-	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
+	return CLI_EXIT_OK;
 }
 
 static int write_fd(void *ctx, const uint8_t *data, size_t len)

@@ -401,20 +401,18 @@ int cn_sync_run(struct cn_source *src, struct cn_source *dst_list, struct cn_tar
 	const struct cn_snapshot_id *failed_group = NULL;
 	for (size_t i = 0; i < ns_ && r == 0; i++) {
 		const struct cn_snapshot_id *id = &s[i].id;
-		if (unavailable) {
-			/* each would wait for the same timeout or refusal */
+		/* after a store stopped answering, each would wait for the
+		 * same timeout or refusal; after a failed snapshot, a later
+		 * one of its group copied now would keep it out for good
+		 * (older than the group's newest) */
+		const char *not_tried = unavailable ? "a store stopped answering"
+					: failed_group && same_group(failed_group, id)
+					? "an older snapshot of its group failed"
+					: NULL;
+		if (not_tried) {
 			st->failed++;
 			report(opts, id, CN_SYNC_FAILED,
-			       cn_error_set(-ECANCELED, "not tried: a store stopped answering"));
-			continue;
-		}
-		if (failed_group && same_group(failed_group, id)) {
-			/* a later one copied now would keep the failed one out
-			 * for good (older than the group's newest) */
-			st->failed++;
-			report(opts, id, CN_SYNC_FAILED,
-			       cn_error_set(-ECANCELED, "not tried: an older snapshot of its group "
-							"failed"));
+			       cn_error_set(-ECANCELED, "not tried: %s", not_tried));
 			continue;
 		}
 		int present = 0, newer = 0;

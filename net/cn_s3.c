@@ -685,25 +685,22 @@ static int perform(struct req *q)
 			delay = delay * 2 > 5000 ? 5000 : delay * 2;
 			continue;
 		}
-		if (cc == CURLE_OPERATION_TIMEDOUT) {
+		if (cc != CURLE_OK) {
 			char w[WHERE_MAX];
+			const char *retried = attempt > 1 ? " (after retries)" : "";
 			/* (a reused connection took no time to connect) */
 			curl_off_t connected = 0;
-			curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &connected);
 			where(q, w, sizeof(w));
-			if (connected > 0)
+			if (cc != CURLE_OPERATION_TIMEDOUT)
+				r = cn_error_set(curl_code_errno(cc), "%s: %s%s", w,
+						 curl_easy_strerror(cc), retried);
+			else if (curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &connected) ==
+					 CURLE_OK && connected > 0)
 				r = cn_error_set(-ETIMEDOUT, "%s: the endpoint stalled: no byte "
-						 "moved for %ld s%s", w, s->cfg.low_speed_time,
-						 attempt > 1 ? " (after retries)" : "");
+						 "moved for %ld s%s", w, s->cfg.low_speed_time, retried);
 			else
 				r = cn_error_set(-ETIMEDOUT, "%s: no connection within %ld s%s", w,
-						 s->cfg.connect_timeout,
-						 attempt > 1 ? " (after retries)" : "");
-		} else if (cc != CURLE_OK) {
-			char w[WHERE_MAX];
-			where(q, w, sizeof(w));
-			r = cn_error_set(curl_code_errno(cc), "%s: %s%s", w, curl_easy_strerror(cc),
-					 attempt > 1 ? " (after retries)" : "");
+						 s->cfg.connect_timeout, retried);
 		} else if (q->method == M_HEAD) {
 			curl_off_t cl = -1;
 			curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);

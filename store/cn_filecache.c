@@ -621,8 +621,6 @@ static int put_ordered(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsign
 	return rc;
 }
 
-/* Writes the batch in key order, in the current transaction, and commits
- * it; the next transaction is begun unless last. */
 /* mdb_err for a write of w's new file: LMDB reports a short write as EIO,
  * which on a disk with no block or inode left says too little. */
 static int write_err(const struct cn_filecache_writer *w, int rc, const char *what)
@@ -637,6 +635,8 @@ static int write_err(const struct cn_filecache_writer *w, int rc, const char *wh
 	return mdb_err(rc, what);
 }
 
+/* Writes the batch in key order, in the current transaction, and commits
+ * it; the next transaction is begun unless last. */
 static int flush_batch(struct cn_filecache_writer *w, int last)
 {
 	const struct pending *p = w->pend;
