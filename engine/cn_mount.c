@@ -9,22 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <time.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POOL_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POOL_POISON(p, n) ((void)(p), (void)(n))
-#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "engine/cn_chunk_reader.h"
+#include "engine/cn_mount_nodes.h"
 #include "engine/cn_restore.h"
 #include "pxar/cn_pxar_decoder.h"
 #include "pxar/cn_pxar_dir.h"
@@ -34,7 +25,6 @@
 #define CACHE_TIMEOUT 86400.0
 /* Views lent to one read reply at most (each pins a chunk cache slot). */
 #define MAX_VIEWS 4
-#define NODE_BUCKETS_MIN 1024u
 /* After a transport error the snapshot is reopened on the source (a new
  * PBS reader session) at most this often; in between requests fail fast. */
 #define REOPEN_INTERVAL 5.0
@@ -45,45 +35,6 @@
  * (max_pages 256). Memory: the kernel's page cache, not ours. */
 #define READAHEAD_KB 1024u
 
-/* Node memory (see struct node_pool): blocks of this size, and nodes up
- * to this size (with their names) from the pool, larger ones from malloc. */
-#define POOL_BLOCK ((size_t)2 << 20)
-#define POOL_MAX 512u
-#define POOL_STEP 16u
-
-/* An inode the kernel knows (or a readdirplus made): one allocation
- * with its name, attributes kept compact (node_stat makes the struct
- * stat), as a find over a large tree makes one per entry. */
-struct node {
-	struct node *next;            /* hash chain */
-	uint64_t ino, nlookup, parent;
-	struct cn_pxar_range range;   /* the entry's (a hardlink's: its target's) */
-	uint64_t content;             /* FILE: offset of the data in its stream */
-	struct cn_pxar_dirlist *children; /* DIR: once listed or looked in */
-	uint64_t size;                /* FILE: its size, SYMLINK: the target's length */
-	int64_t mtime_sec;
-	uint32_t mtime_nsec, mode, uid, gid;
-	uint32_t dev_major, dev_minor;
-	uint8_t in_payload;           /* FILE: data in the .ppxar stream */
-	uint8_t pooled;               /* from the node pool, not malloc */
-	char name[];                  /* for messages */
-};
-
-/* Where nodes and the inode table live. A first walk makes one node
- * per entry, in bursts (a listing makes one per child), and in a VM
- * each fresh page of memory costs a page fault of several microseconds,
- * more than the rest of a node's making. So memory comes from the
- * kernel POOL_BLOCK bytes at a time, as a huge page where it has them
- * (MADV_HUGEPAGE), filled in one call (MADV_POPULATE_WRITE): one fault
- * instead of 512. Freed nodes go to a free list per size (POOL_STEP
- * steps) and are reused; blocks are returned when the mount is freed. */
-struct node_pool {
-	void **blocks;
-	size_t nblocks, blocks_cap;
-	uint8_t *next;                /* unused rest of the newest block */
-	size_t left;
-	void *free[POOL_MAX / POOL_STEP + 1];
-};
 
 struct cn_mount {
 	struct cn_source *src;
@@ -96,9 +47,7 @@ struct cn_mount {
 	struct cn_pxar_input in, pin;
 	int split;
 	struct cn_pxar_accessor *acc;
-	struct node **buckets;        /* nbuckets * sizeof(void *) from big_alloc */
-	size_t nbuckets, nnodes;
-	struct node_pool pool;
+	struct cn_mnode_table *nodes;
 	uint8_t *buf;                 /* copy path of read */
 	size_t buf_cap;
 	int allow_other, debug;
@@ -108,173 +57,10 @@ struct cn_mount {
 	int ra_pending;               /* INIT done, read-ahead not yet set */
 };
 
-/* ---- node memory -------------------------------------------------------- */
-
-/* len bytes of zeroed memory straight from the kernel, faulted in at
- * once (as huge pages where the kernel has them); NULL when out of
- * memory. Freed with big_free(p, len). */
-static void *big_alloc(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-#ifdef MADV_HUGEPAGE
-	if (len >= POOL_BLOCK)
-		(void)madvise(p, len, MADV_HUGEPAGE);
-#endif
-#ifdef MADV_POPULATE_WRITE
-	(void)madvise(p, len, MADV_POPULATE_WRITE); /* (Linux 5.14 on) */
-#endif
-	return p;
-}
-
-static void big_free(void *p, size_t len)
-{
-	if (p)
-		munmap(p, len);
-}
-
-/* Size class of a node of len bytes (with its name). */
-static size_t pool_class(size_t len)
-{
-	return (len + POOL_STEP - 1) / POOL_STEP;
-}
-
-/* A zeroed node of len bytes with pooled set, or NULL. */
-static struct node *pool_get(struct node_pool *p, size_t len)
-{
-	struct node *n;
-	if (len > POOL_MAX) {
-		n = calloc(1, len);
-		return n;
-	}
-	size_t k = pool_class(len), sz = k * POOL_STEP;
-	if (p->free[k]) {
-		n = p->free[k];
-		POOL_UNPOISON(n, sz);
-		p->free[k] = *(void **)n;
-	} else {
-		if (p->left < sz) {
-			if (p->nblocks == p->blocks_cap) {
-				size_t nc = p->blocks_cap ? 2 * p->blocks_cap : 16;
-				void **b = realloc(p->blocks, nc * sizeof(*b));
-				if (!b)
-					return NULL;
-				p->blocks = b;
-				p->blocks_cap = nc;
-			}
-			uint8_t *blk = big_alloc(POOL_BLOCK);
-			if (!blk)
-				return NULL;
-			p->blocks[p->nblocks++] = blk;
-			p->next = blk;
-			p->left = POOL_BLOCK;
-			POOL_POISON(blk, POOL_BLOCK);
-		}
-		n = (struct node *)p->next;
-		POOL_UNPOISON(n, sz);
-		p->next += sz;
-		p->left -= sz;
-	}
-	memset(n, 0, sz);
-	n->pooled = 1;
-	return n;
-}
-
-static void pool_put(struct node_pool *p, struct node *n)
-{
-	if (!n->pooled) {
-		free(n);
-		return;
-	}
-	size_t k = pool_class(sizeof(*n) + strlen(n->name) + 1);
-	*(void **)n = p->free[k];
-	p->free[k] = n;
-	/* (a use after FORGET is caught by ASan as with malloc) */
-	POOL_POISON((uint8_t *)n + sizeof(void *), k * POOL_STEP - sizeof(void *));
-}
-
-static void pool_free(struct node_pool *p)
-{
-	for (size_t i = 0; i < p->nblocks; i++) {
-		POOL_UNPOISON(p->blocks[i], POOL_BLOCK);
-		big_free(p->blocks[i], POOL_BLOCK);
-	}
-	free(p->blocks);
-	memset(p, 0, sizeof(*p));
-}
-
-/* ---- inode table ------------------------------------------------------- */
-
-/* Inode numbers are archive offsets, and a listing makes the nodes of
- * neighbouring entries one after the other: within a window of nbuckets
- * 64-byte steps they get neighbouring buckets (a listing stays in a few
- * cache lines of the table instead of one line per entry), and the
- * windows are scattered (multiplicative hash of the window's number) so
- * that no stride through the archive piles entries into one chain. */
-static size_t bucket_of(const struct cn_mount *m, uint64_t ino)
-{
-	uint64_t k = ino >> 6;
-	size_t bits = (size_t)__builtin_ctzll(m->nbuckets);
-	return (size_t)(k + (k >> bits) * 0x9e3779b97f4a7c15ULL) & (m->nbuckets - 1);
-}
-
-static struct node *node_get(struct cn_mount *m, uint64_t ino)
-{
-	for (struct node *n = m->buckets[bucket_of(m, ino)]; n; n = n->next)
-		if (n->ino == ino)
-			return n;
-	return NULL;
-}
-
-static void node_free(struct cn_mount *m, struct node *n)
-{
-	cn_pxar_dirlist_free(n->children);
-	pool_put(&m->pool, n);
-}
-
-static int node_insert(struct cn_mount *m, struct node *n)
-{
-	if (m->nnodes + 1 > m->nbuckets) {
-		size_t nb = m->nbuckets * 2;
-		struct node **b = big_alloc(nb * sizeof(*b));
-		if (!b)
-			return cn_error_set(-ENOMEM, "out of memory");
-		struct node **old = m->buckets;
-		size_t on = m->nbuckets;
-		m->buckets = b;
-		m->nbuckets = nb;
-		for (size_t i = 0; i < on; i++)
-			for (struct node *x = old[i], *nx; x; x = nx) {
-				nx = x->next;
-				size_t k = bucket_of(m, x->ino);
-				x->next = b[k];
-				b[k] = x;
-			}
-		big_free(old, on * sizeof(*old));
-	}
-	size_t k = bucket_of(m, n->ino);
-	n->next = m->buckets[k];
-	m->buckets[k] = n;
-	m->nnodes++;
-	return 0;
-}
-
-static void node_remove(struct cn_mount *m, struct node *n)
-{
-	for (struct node **p = &m->buckets[bucket_of(m, n->ino)]; *p; p = &(*p)->next)
-		if (*p == n) {
-			*p = n->next;
-			m->nnodes--;
-			node_free(m, n);
-			return;
-		}
-}
-
 /* ---- entries ------------------------------------------------------------ */
 
 /* Keeps the attributes of entry e in n. */
-static void set_attrs(struct node *n, const struct cn_pxar_entry *e)
+static void set_attrs(struct cn_mnode *n, const struct cn_pxar_entry *e)
 {
 	n->mode = (uint32_t)e->mode;
 	n->uid = e->uid;
@@ -292,7 +78,7 @@ static void set_attrs(struct node *n, const struct cn_pxar_entry *e)
 }
 
 /* The attributes of n as the kernel gets them. */
-static void node_stat(const struct node *n, struct stat *st)
+static void node_stat(const struct cn_mnode *n, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
@@ -313,9 +99,9 @@ static void node_stat(const struct node *n, struct stat *st)
 /* The node of the entry at r (a child of parent called name), made and
  * entered in the table if new. Hardlinks resolve to their target. */
 static int node_make(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t parent,
-		     const char *name, struct node **out)
+		     const char *name, struct cn_mnode **out)
 {
-	struct node *n = node_get(m, r->entry_offset + 1);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, r->entry_offset + 1);
 	if (n) {
 		*out = n;
 		return 0;
@@ -325,7 +111,7 @@ static int node_make(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t
 	int rc = cn_pxar_accessor_entry(m->acc, r, name, &e);
 	if (rc == 0 && e->kind == CN_PXAR_KIND_HARDLINK) {
 		rc = cn_pxar_follow_hardlink(m->acc, e, &rr);
-		if (rc == 0 && (n = node_get(m, rr.entry_offset + 1))) {
+		if (rc == 0 && (n = cn_mnode_get(m->nodes, rr.entry_offset + 1))) {
 			*out = n;
 			return 0;
 		}
@@ -334,20 +120,17 @@ static int node_make(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t
 	}
 	if (rc < 0)
 		return rc;
-	size_t nl = strlen(name);
-	n = pool_get(&m->pool, sizeof(*n) + nl + 1);
-	if (!n)
+	if (!(n = cn_mnode_new(m->nodes, name)))
 		return cn_error_set(-ENOMEM, "out of memory");
-	memcpy(n->name, name, nl + 1);
 	n->ino = rr.entry_offset + 1;
 	n->parent = parent;
 	n->range = rr;
 	set_attrs(n, e);
 	n->content = e->content_offset;
 	n->in_payload = e->content_in_payload;
-	if ((rc = node_insert(m, n)) < 0) {
-		node_free(m, n);
-		return rc;
+	if (cn_mnode_insert(m->nodes, n) < 0) {
+		cn_mnode_discard(m->nodes, n);
+		return cn_error_set(-ENOMEM, "out of memory");
 	}
 	*out = n;
 	return 0;
@@ -357,7 +140,7 @@ static int reopen(struct cn_mount *m, int rc);
 
 /* node_make, tried again after a reopen (see reopen). */
 static int node_at(struct cn_mount *m, const struct cn_pxar_range *r, uint64_t parent,
-		   const char *name, struct node **out)
+		   const char *name, struct cn_mnode **out)
 {
 	int rc = node_make(m, r, parent, name, out);
 	if (rc < 0 && reopen(m, rc))
@@ -417,7 +200,7 @@ static int reopen(struct cn_mount *m, int rc)
 }
 
 static int fail(struct cn_mount *m, fuse_req_t req, int rc, const char *what,
-		const struct node *n)
+		const struct cn_mnode *n)
 {
 	(void)m;
 	cn_log_error("cairn mount: %s '%s': %s", what, n ? n->name : "?",
@@ -425,7 +208,7 @@ static int fail(struct cn_mount *m, fuse_req_t req, int rc, const char *what,
 	return fuse_reply_err(req, to_errno(rc));
 }
 
-static int children(struct cn_mount *m, struct node *dir)
+static int children(struct cn_mount *m, struct cn_mnode *dir)
 {
 	if (dir->children)
 		return 0;
@@ -537,7 +320,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 /* ---- requests ----------------------------------------------------------- */
 
-static void entry_of(const struct node *n, struct fuse_entry_param *ep)
+static void entry_of(const struct cn_mnode *n, struct fuse_entry_param *ep)
 {
 	memset(ep, 0, sizeof(*ep));
 	ep->ino = n->ino;
@@ -552,7 +335,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct cn_mount *m = fuse_req_userdata(req);
 	if (m->ra_pending)
 		tune_readahead(m);
-	struct node *dir = node_get(m, parent), *n;
+	struct cn_mnode *dir = cn_mnode_get(m->nodes, parent), *n;
 	if (!dir) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -580,12 +363,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void forget_one(struct cn_mount *m, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct node *n = node_get(m, ino);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, ino);
 	if (!n || ino == FUSE_ROOT_ID)
 		return;
 	n->nlookup = nlookup < n->nlookup ? n->nlookup - nlookup : 0;
 	if (n->nlookup == 0)
-		node_remove(m, n);
+		cn_mnode_remove(m->nodes, n);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -607,7 +390,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct cn_mount *m = fuse_req_userdata(req);
 	if (m->ra_pending)
 		tune_readahead(m);
-	struct node *n = node_get(m, ino);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, ino);
 	struct stat st;
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
@@ -619,7 +402,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* The entry of n decoded again (for its link target or xattrs); valid
  * until the accessor's next call. */
-static int entry_again(struct cn_mount *m, const struct node *n, const struct cn_pxar_entry **e)
+static int entry_again(struct cn_mount *m, const struct cn_mnode *n, const struct cn_pxar_entry **e)
 {
 	int rc = cn_pxar_accessor_entry(m->acc, &n->range, n->name, e);
 	if (rc < 0 && reopen(m, rc))
@@ -630,7 +413,7 @@ static int entry_again(struct cn_mount *m, const struct node *n, const struct cn
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct cn_mount *m = fuse_req_userdata(req);
-	struct node *n = node_get(m, ino);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, ino);
 	const struct cn_pxar_entry *e;
 	if (!n || !S_ISLNK(n->mode)) {
 		fuse_reply_err(req, n ? EINVAL : ESTALE);
@@ -646,7 +429,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cn_mount *m = fuse_req_userdata(req);
-	struct node *n = node_get(m, ino);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, ino);
 	if (n && m->no_open && (fi->flags & O_ACCMODE) == O_RDONLY) {
 		/* from now on the kernel opens files itself, keeping their
 		 * cached pages (writes are refused by the read-only mount) */
@@ -708,7 +491,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	(void)fi;
 	struct cn_mount *m = fuse_req_userdata(req);
-	struct node *n = node_get(m, ino);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, ino);
 	if (!n || !S_ISREG(n->mode)) {
 		fuse_reply_err(req, n ? EISDIR : ESTALE);
 		return;
@@ -730,7 +513,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct cn_mount *m = fuse_req_userdata(req);
-	struct node *n = node_get(m, ino);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, ino);
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -755,7 +538,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
 {
 	struct cn_mount *m = fuse_req_userdata(req);
-	struct node *d = node_get(m, ino);
+	struct cn_mnode *d = cn_mnode_get(m->nodes, ino);
 	int rc;
 	if (!d || (rc = children(m, d)) < 0) {
 		if (d)
@@ -777,7 +560,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 	char *buf = (char *)m->buf;
 	for (uint64_t i = off < 0 ? 0 : (uint64_t)off; i < n + 2; i++) {
 		struct fuse_entry_param ep;
-		struct node *c = NULL;
+		struct cn_mnode *c = NULL;
 		const char *name = i == 0 ? "." : i == 1 ? ".." : NULL;
 		memset(&ep, 0, sizeof(ep));
 		if (name) {
@@ -941,7 +724,7 @@ static int xattr_collect(void *ctx, const char *name, const void *v, size_t len)
 static void xattr_req(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct cn_mount *m = fuse_req_userdata(req);
-	struct node *n = node_get(m, ino);
+	struct cn_mnode *n = cn_mnode_get(m->nodes, ino);
 	const struct cn_pxar_entry *e;
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
@@ -1054,13 +837,12 @@ int cn_mount_open(struct cn_source *src, const struct cn_snapshot_id *id, const 
 	}
 	if ((r = cn_pxar_accessor_open(&m->in, m->split ? &m->pin : NULL, &m->acc)) < 0)
 		goto fail;
-	m->nbuckets = NODE_BUCKETS_MIN;
-	if (!(m->buckets = big_alloc(m->nbuckets * sizeof(*m->buckets)))) {
+	if (cn_mnode_table_new(&m->nodes) < 0) {
 		r = cn_error_set(-ENOMEM, "out of memory");
 		goto fail;
 	}
 	struct cn_pxar_range root = cn_pxar_root_range(m->in.size);
-	struct node *n;
+	struct cn_mnode *n;
 	if ((r = node_at(m, &root, FUSE_ROOT_ID, "/", &n)) < 0)
 		goto fail;
 	if (!S_ISDIR(n->mode)) {
@@ -1167,14 +949,7 @@ void cn_mount_free(struct cn_mount *m)
 {
 	if (!m)
 		return;
-	if (m->buckets)
-		for (size_t i = 0; i < m->nbuckets; i++)
-			for (struct node *n = m->buckets[i], *nx; n; n = nx) {
-				nx = n->next;
-				node_free(m, n);
-			}
-	big_free(m->buckets, m->nbuckets * sizeof(*m->buckets));
-	pool_free(&m->pool);
+	cn_mnode_table_free(m->nodes);
 	cn_pxar_accessor_free(m->acc);
 	cn_chunk_reader_free(m->cr);
 	cn_chunk_reader_free(m->pcr);
