@@ -191,7 +191,7 @@ static int open_s3_url(const char *url, struct cli_endpoint *e)
 {
 	struct cn_s3_config cfg;
 	memset(&cfg, 0, sizeof(cfg));
-	int r = cn_s3_parse_url(url, &cfg);
+	int r = cn_s3_config_parse_url(url, &cfg);
 	return r < 0 ? r : cli_open_s3(&cfg, e);
 }
 

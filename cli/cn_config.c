@@ -426,7 +426,7 @@ static int target_key(struct parse_ctx *p, const char *name, const char *value)
 		snprintf(url, sizeof(url), "s3://%s%s", is_bucket ? "" : "b/", value);
 		if (is_bucket && strchr(value, '/'))
 			return fail(p, p->line, "bucket: a bucket name has no '/'");
-		if (cn_s3_parse_url(url, &sc) < 0)
+		if (cn_s3_config_parse_url(url, &sc) < 0)
 			return fail(p, p->line, "%s: %s", name, cn_error_message());
 		return set_str(p, name, is_bucket ? sc.bucket : sc.prefix,
 			       is_bucket ? &t->bucket : &t->prefix);

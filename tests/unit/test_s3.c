@@ -27,16 +27,16 @@ START_TEST(test_parse_url)
 {
 	struct cn_s3_config c;
 	memset(&c, 0, sizeof(c));
-	ck_assert_int_eq(cn_s3_parse_url("s3://photos", &c), 0);
+	ck_assert_int_eq(cn_s3_config_parse_url("s3://photos", &c), 0);
 	ck_assert_str_eq(c.bucket, "photos");
 	ck_assert_str_eq(c.prefix, "");
-	ck_assert_int_eq(cn_s3_parse_url("s3://photos/nas/daily/", &c), 0);
+	ck_assert_int_eq(cn_s3_config_parse_url("s3://photos/nas/daily/", &c), 0);
 	ck_assert_str_eq(c.bucket, "photos");
 	ck_assert_str_eq(c.prefix, "nas/daily");
-	ck_assert_int_lt(cn_s3_parse_url("/srv/store", &c), 0);
-	ck_assert_int_lt(cn_s3_parse_url("s3://", &c), 0);
-	ck_assert_int_lt(cn_s3_parse_url("s3://bad bucket/x", &c), 0);
-	ck_assert_int_lt(cn_s3_parse_url("s3://b/a/../c", &c), 0);
+	ck_assert_int_lt(cn_s3_config_parse_url("/srv/store", &c), 0);
+	ck_assert_int_lt(cn_s3_config_parse_url("s3://", &c), 0);
+	ck_assert_int_lt(cn_s3_config_parse_url("s3://bad bucket/x", &c), 0);
+	ck_assert_int_lt(cn_s3_config_parse_url("s3://b/a/../c", &c), 0);
 }
 END_TEST
 
@@ -49,7 +49,7 @@ START_TEST(test_resolve_env)
 	setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t", 1);
 	struct cn_s3_config c;
 	memset(&c, 0, sizeof(c));
-	ck_assert_int_eq(cn_s3_parse_url("s3://b/p", &c), 0);
+	ck_assert_int_eq(cn_s3_config_parse_url("s3://b/p", &c), 0);
 	ck_assert_int_eq(cn_s3_config_resolve(&c), 0);
 	ck_assert_str_eq(c.endpoint, "http://127.0.0.1:7480");
 	ck_assert_str_eq(c.region, "eu-central-1");
@@ -66,7 +66,7 @@ START_TEST(test_resolve_env)
 	setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
 	setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t", 1);
 	memset(&c, 0, sizeof(c));
-	ck_assert_int_eq(cn_s3_parse_url("s3://b", &c), 0);
+	ck_assert_int_eq(cn_s3_config_parse_url("s3://b", &c), 0);
 	ck_assert_int_eq(cn_s3_config_resolve(&c), 0);
 	ck_assert_str_eq(c.region, "us-east-1");
 	ck_assert_int_eq(cn_s3_new(&c, &s), 0);
