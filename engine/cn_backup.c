@@ -315,10 +315,10 @@ static struct cn_manifest *prev_source(struct run *run, size_t i)
 	return run->prev_m[i];
 }
 
-/* Index k (0: .mpxar.didx, 1: .ppxar.didx) of archive a in the reference
- * target's previous snapshot, read through its source (which a PBS reader
- * then lets read that index's chunks). 0 or a negative code. */
-static int prev_ref_index(struct cd_archive *cd, int k, struct cn_source **src, struct cn_index **idx)
+/* The payload index (.ppxar.didx) of archive a in the reference target's
+ * previous snapshot, read through its source (which a PBS reader then
+ * lets read that index's chunks). 0 or a negative code. */
+static int prev_payload_index(struct cd_archive *cd, struct cn_source **src, struct cn_index **idx)
 {
 	struct run *run = cd->run;
 	struct cn_manifest *m = prev_source(run, cd->ref);
@@ -327,22 +327,8 @@ static int prev_ref_index(struct cd_archive *cd, int k, struct cn_source **src, 
 		return cn_error_set(-ENOENT, "no source for the previous snapshot");
 	index_names(run->o, (size_t)(cd - run->cd), names);
 	*src = run->o->sources[cd->ref];
-	int r = cn_restore_load_index(*src, m, names[k], idx);
-	return r < 0 ? cn_error_prefix(r, "reading previous %s from %s", names[k], (*src)->name) : 0;
-}
-
-/* cn_reuse_fetch_fn: the reference target's previous metadata archive. */
-static int fetch_mpxar(void *ctx, struct cn_buf *out)
-{
-	struct cd_archive *cd = ctx;
-	struct cn_source *src;
-	struct cn_index *idx;
-	int r = prev_ref_index(cd, 0, &src, &idx);
-	if (r == 0) {
-		r = cn_restore_read_stream(src, idx, cd->run->o->crypt, out);
-		cn_index_free(idx);
-	}
-	return r;
+	int r = cn_restore_load_index(*src, m, names[1], idx);
+	return r < 0 ? cn_error_prefix(r, "reading previous %s from %s", names[1], (*src)->name) : 0;
 }
 
 /* When targets' previous snapshots differ: reused chunks that a target
@@ -351,11 +337,11 @@ static int fetch_mpxar(void *ctx, struct cn_buf *out)
 static int chunk_source(struct run *run, size_t a)
 {
 	struct cd_archive *cd = &run->cd[a];
-	struct cn_source *src;
+	struct cn_source *src = NULL;
 	struct cn_index *idx;
 	if (!prev_source(run, cd->ref))
 		return 0; /* no source (or it warned already) */
-	if (prev_ref_index(cd, 1, &src, &idx) < 0) {
+	if (prev_payload_index(cd, &src, &idx) < 0) {
 		cn_log_warning("%s", cn_error_message());
 		return 0;
 	}
@@ -399,13 +385,16 @@ static int cd_begin(struct run *run, size_t a, size_t live)
 		return cn_error_set(-ENOMEM, "out of memory");
 	struct cn_filecache_ref prev = {.snapshot = cd->prev_name};
 	memcpy(prev.payload_csum, cd->prev_csum, 32);
-	int have_src = o->sources && o->sources[cd->ref];
-	int r = cn_filecache_path(o->filecache_dir, cn_pipeline_target(run->p, cd->ref)->name,
-				  o->archives[a].name, path, sizeof(path));
+	/* one cache per target, group and archive: groups backed up in turn
+	 * into one store each keep theirs */
+	char key[CN_NS_MAX + CN_BACKUP_ID_MAX + 200];
+	snprintf(key, sizeof(key), "%s/%s/%s/%s", o->id.ns, o->id.type, o->id.id, o->archives[a].name);
+	int r = cn_filecache_path(o->filecache_dir, cn_pipeline_target(run->p, cd->ref)->name, key,
+				  path, sizeof(path));
 	if (r == 0)
-		r = cn_reuse_begin(path, cd->usable > 0 ? &prev : NULL, cd->prev_time,
-				   cd->usable > 0 ? cd->prev_pidx : NULL, have_src ? fetch_mpxar : NULL, cd, 0,
-				   inject_chunks, cd, &cd->reuse, &cd->ops);
+		r = cn_reuse_begin(path, cd->usable > 0 ? &prev : NULL,
+				   cd->usable > 0 ? cd->prev_pidx : NULL, inject_chunks, cd, &cd->reuse,
+				   &cd->ops);
 	if (r < 0)
 		return r;
 	cd->out_target[cd->n_out++] = cd->ref;
@@ -413,7 +402,7 @@ static int cd_begin(struct run *run, size_t a, size_t live)
 		struct cn_target *t = cn_pipeline_target(run->p, i);
 		if (!t || i == cd->ref)
 			continue;
-		r = cn_filecache_path(o->filecache_dir, t->name, o->archives[a].name, path, sizeof(path));
+		r = cn_filecache_path(o->filecache_dir, t->name, key, path, sizeof(path));
 		if (r == 0 && (r = cn_reuse_add_output(cd->reuse, path)) >= 0)
 			cd->out_target[cd->n_out++] = i;
 	}

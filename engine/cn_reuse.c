@@ -56,8 +56,6 @@ struct cn_reuse {
 	struct cn_filecache *prev;
 	struct cn_filecache_writer **out; /* the new caches (one per target) */
 	size_t n_out;
-	int trust_unverified;
-	int64_t prev_time;
 	int (*inject)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n);
 	void *inject_ctx;
 	enum cn_reuse_cache_state state;
@@ -81,19 +79,6 @@ static int same_inode_ctime(const struct cn_filecache_entry *e, const struct sta
 	       e->ctime_sec == st->st_ctim.tv_sec && e->ctime_nsec == (uint32_t)st->st_ctim.tv_nsec;
 }
 
-/* Whether an entry of the path's own name describes the file as it is
- * now. A VERIFIED entry: same inode and ctime. A rebuilt one (from the
- * previous metadata archive, no inode/ctime): the file's ctime is older
- * than the previous backup's start (with a second of margin for coarse
- * time stamps), so neither its content nor its name changed since that
- * backup read it: writes, renames, links and chmod all set ctime. */
-static int unchanged_since_prev(const struct cn_reuse *r, const struct cn_filecache_entry *e,
-				const struct stat *st)
-{
-	if (e->flags & CN_FILECACHE_VERIFIED)
-		return same_inode_ctime(e, st);
-	return r->prev_time > 0 && st->st_ctim.tv_sec < r->prev_time - 1;
-}
 
 struct inode_query {
 	const struct stat *st;
@@ -143,7 +128,7 @@ static int content_equal(struct cn_reuse *r, int fd, const struct stat *st,
 /* Fills *mt from entry e; meta_hash: that of the file's metadata now;
  * key: the cache key of the file's path; by_path: e is the entry of that
  * key (not one found by inode). */
-static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache_entry *e, int verified,
+static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache_entry *e,
 		       const uint8_t meta_hash[32], const uint8_t key[32], int by_path)
 {
 	mt->has_cache_key = 1;
@@ -152,7 +137,7 @@ static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache
 	if (by_path)
 		mt->cache_entry = *e;
 	mt->payload_offset = e->payload_offset;
-	mt->verified = verified;
+	mt->verified = 1; /* inode + ctime, or content, checked */
 	mt->has_content_hash = (e->flags & CN_FILECACHE_CONTENT_HASH) != 0;
 	memcpy(mt->content_hash, e->content_hash, 16);
 	mt->has_meta_hash = 1;
@@ -164,9 +149,7 @@ static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache
  * must be VERIFIED with the same inode, ctime, size and mtime, and its
  * metadata hash that of m (stat only), i.e. the file had no xattrs, ACLs,
  * file capabilities, flags or project id when a cairn run read it;
- * setting any sets the ctime. Entries rebuilt from a metadata archive
- * are not enough: the run that made it may have been refused xattrs
- * (trusted.* without CAP_SYS_ADMIN) that a read now would see. */
+ * setting any sets the ctime. */
 static int lookup_unopened(void *ctx, const char *path, size_t path_len, const struct stat *st,
 			   const struct cn_pxar_metadata *m, struct cn_pxar_reuse_match *match)
 {
@@ -185,7 +168,7 @@ static int lookup_unopened(void *ctx, const char *path, size_t path_len, const s
 		return rc;
 	if (memcmp(h, e.meta_hash, 32))
 		return 0;
-	fill_match(match, &e, 1, h, key, 1);
+	fill_match(match, &e, h, key, 1);
 	return 1;
 }
 
@@ -211,12 +194,8 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 		return rc;
 	if (found == 1 && same_size_mtime(&e, st)) {
 		int meta_same = !memcmp(h, e.meta_hash, 32);
-		if (meta_same && unchanged_since_prev(r, &e, st)) {
-			fill_match(match, &e, 1, h, key, 1);
-			return 1;
-		}
-		if (meta_same && r->trust_unverified && !(e.flags & CN_FILECACHE_VERIFIED)) {
-			fill_match(match, &e, 0, h, key, 1);
+		if (meta_same && same_inode_ctime(&e, st)) {
+			fill_match(match, &e, h, key, 1);
 			return 1;
 		}
 		if (e.flags & CN_FILECACHE_CONTENT_HASH) {
@@ -227,7 +206,7 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 	struct inode_query q = { st, h };
 	if ((rc = cn_filecache_lookup_inode(r->prev, (uint64_t)st->st_ino, accept_inode, &q, &e)) != 0) {
 		if (rc == 1)
-			fill_match(match, &e, 1, h, key, 0);
+			fill_match(match, &e, h, key, 0);
 		return rc;
 	}
 	if (!have_cand) {
@@ -237,7 +216,7 @@ static int lookup(void *ctx, const char *path, size_t path_len, int fd, const st
 		have_cand = rc == 1;
 	}
 	if (have_cand && content_equal(r, fd, st, &cand, bytes_read)) {
-		fill_match(match, &cand, 1, h, key, 0);
+		fill_match(match, &cand, h, key, 0);
 		return 1;
 	}
 	return 0;
@@ -296,9 +275,8 @@ static int inject(void *ctx, const struct cn_pxar_reused_chunk *c, size_t n)
 	return r->inject(r->inject_ctx, c, n);
 }
 
-int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, int64_t prev_time,
-		   const struct cn_index *prev_payload_index, cn_reuse_fetch_fn fetch, void *fetch_ctx,
-		   int trust_unverified,
+int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
+		   const struct cn_index *prev_payload_index,
 		   int (*inject_fn)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n),
 		   void *inject_ctx, struct cn_reuse **out_r, const struct cn_pxar_reuse **ops)
 {
@@ -310,8 +288,6 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, 
 		cn_reuse_free(r);
 		return -ENOMEM;
 	}
-	r->trust_unverified = trust_unverified;
-	r->prev_time = prev_time;
 	r->inject = inject_fn;
 	r->inject_ctx = inject_ctx;
 	r->state = CN_REUSE_CACHE_NONE;
@@ -319,37 +295,16 @@ int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, 
 		rc = cn_filecache_open(cache_path, &r->prev);
 		if (rc == 0 && r->prev && cn_filecache_matches(r->prev, prev)) {
 			r->state = CN_REUSE_CACHE_VALID;
-		} else if (rc == 0 && !fetch) {
-			/* stale, and no way to rebuild: nothing is reused */
+		} else if (rc == 0) {
+			/* absent, damaged, or of another snapshot (pruned since,
+			 * another target's, or made from another tree): nothing
+			 * it says can be trusted, so every file is read once */
+			if (r->prev)
+				cn_log_info("file cache %s does not describe the previous snapshot %s: "
+					    "every file is read", cache_path, prev->snapshot);
 			cn_filecache_close(r->prev);
 			r->prev = NULL;
 			r->state = CN_REUSE_CACHE_STALE;
-		} else if (rc == 0) {
-			/* absent, damaged, or of another snapshot: rebuild from
-			 * the previous metadata archive */
-			struct cn_buf m = { 0 };
-			struct cn_pxar_input in;
-			cn_filecache_close(r->prev);
-			r->prev = NULL;
-			rc = fetch(fetch_ctx, &m);
-			if (rc == 0) {
-				cn_pxar_input_mem(&in, m.data, m.len);
-				int64_t n = cn_reuse_rebuild_cache(cache_path, &in, prev);
-				rc = n < 0 ? (int)n : cn_filecache_open(cache_path, &r->prev);
-			}
-			cn_buf_free(&m);
-			if (rc == 0 && !r->prev)
-				rc = cn_error_set(-CN_E_FORMAT, "rebuilt file cache %s not readable", cache_path);
-			r->state = CN_REUSE_CACHE_REBUILT;
-			if (rc < 0 && rc != -ENOMEM) {
-				/* only speed is lost: every file is read */
-				cn_log_warning("file cache not rebuilt, every file will be read: %s",
-					       cn_error_message());
-				cn_filecache_close(r->prev);
-				r->prev = NULL;
-				r->state = CN_REUSE_CACHE_STALE;
-				rc = 0;
-			}
 		}
 	}
 	if (rc == 0)
@@ -414,65 +369,4 @@ void cn_reuse_free(struct cn_reuse *r)
 	meta_hasher_free(&r->mh);
 	free(r->buf);
 	free(r);
-}
-
-int64_t cn_reuse_rebuild_cache(const char *path, const struct cn_pxar_input *mpxar,
-			       const struct cn_filecache_ref *ref)
-{
-	struct cn_pxar_decoder *d;
-	struct cn_filecache_writer *w;
-	const struct cn_pxar_entry *e;
-	int64_t files = 0;
-	int rc = cn_pxar_decoder_new(mpxar, NULL, &d);
-	if (rc < 0)
-		return rc;
-	cn_pxar_decoder_metadata_only(d);
-	struct meta_hasher mh = { 0 };
-	if ((rc = meta_hasher_init(&mh)) < 0 || (rc = cn_filecache_writer_begin(path, &w)) < 0) {
-		meta_hasher_free(&mh);
-		cn_pxar_decoder_free(d);
-		return rc;
-	}
-	while ((rc = cn_pxar_decoder_next(d, &e)) == 1) {
-		if (e->kind != CN_PXAR_KIND_FILE)
-			continue;
-		if (!e->content_in_payload) {
-			rc = cn_error_set(-CN_E_FORMAT, "not a split metadata archive (inline payload at \"%s\")",
-					  e->path);
-			break;
-		}
-		/* the entry's arrays are borrowed, never freed here */
-		struct cn_pxar_metadata m = {
-			.stat = { .mode = e->mode, .flags = e->flags, .uid = e->uid, .gid = e->gid,
-				  .mtime_secs = e->mtime_sec, .mtime_nanos = e->mtime_nsec },
-			.xattrs = (struct cn_pxar_xattr *)e->xattrs, .n_xattrs = e->xattr_count,
-			.acl_users = (struct cn_pxar_acl_entry *)e->acl_users, .n_acl_users = e->acl_user_count,
-			.acl_groups = (struct cn_pxar_acl_entry *)e->acl_groups, .n_acl_groups = e->acl_group_count,
-			.has_acl_group_obj = e->has_acl_group_obj, .acl_group_obj = e->acl_group_obj,
-			.has_acl_default = e->has_acl_default,
-			.acl_default = { e->acl_default[0], e->acl_default[1], e->acl_default[2], e->acl_default[3] },
-			.acl_default_users = (struct cn_pxar_acl_entry *)e->acl_default_users,
-			.n_acl_default_users = e->acl_default_user_count,
-			.acl_default_groups = (struct cn_pxar_acl_entry *)e->acl_default_groups,
-			.n_acl_default_groups = e->acl_default_group_count,
-			.has_fcaps = e->fcaps != NULL, .fcaps = (uint8_t *)e->fcaps, .fcaps_len = e->fcaps_len,
-			.has_quota_projid = e->has_quota_projid, .quota_projid = e->quota_projid,
-		};
-		struct cn_filecache_entry ce = {
-			.size = e->file_size, .mtime_sec = e->mtime_sec, .mtime_nsec = e->mtime_nsec,
-			.payload_offset = e->content_offset - CN_PXAR_HEADER_SIZE,
-		};
-		if ((rc = meta_hash(&mh, &m, ce.meta_hash)) < 0 ||
-		    (rc = cn_filecache_writer_put(w, e->path, e->path_len, &ce)) < 0)
-			break;
-		files++;
-	}
-	cn_pxar_decoder_free(d);
-	meta_hasher_free(&mh);
-	if (rc < 0) {
-		cn_filecache_writer_abort(w);
-		return rc;
-	}
-	rc = cn_filecache_writer_commit(w, ref);
-	return rc < 0 ? rc : files;
 }

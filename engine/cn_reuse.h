@@ -7,14 +7,16 @@
  * its path with the same size, mtime (s + ns), and pxar metadata (the
  * encoded ENTRY/XATTR/ACL/FCAPS/QUOTA items, as upstream's Metadata
  * equality), and — stricter than upstream — the file provably did not
- * change since: the same inode and ctime, which only entries written by a
- * previous cairn run know (CN_FILECACHE_VERIFIED), or, for entries
- * rebuilt from the previous metadata archive, a ctime older than the
- * previous backup's start. So a file edited in place with its mtime put
- * back, or replaced by another file of the same size and mtime, is read
- * again, and deleting the cache costs speed, never a wrong backup.
- * trust_unverified reuses rebuilt entries on size + mtime + metadata
- * alone (upstream's rule).
+ * change since: the same inode and ctime, which the cache's entries
+ * recorded when the previous run read or checked the file. So a file
+ * edited in place with its mtime put back, or replaced by another file of
+ * the same size and mtime, is read again. A cache that does not describe
+ * the previous snapshot (deleted, damaged, or written for another
+ * snapshot: the newest one was pruned, or the previous snapshot came from
+ * another machine or tree) is not used at all: every file is read once,
+ * which costs speed, never a wrong backup. (The previous snapshot's
+ * metadata archive alone cannot tell: it has no inode or ctime, and a
+ * file of another tree may match it in path, size, mtime and metadata.)
  *
  * A file whose VERIFIED entry has its listing's inode, ctime, size and
  * mtime and the metadata hash of its stat alone (it had no xattrs, ACLs,
@@ -49,33 +51,23 @@
 
 struct cn_reuse;  /* opaque */
 
-/* Gets the previous snapshot's metadata archive (.mpxar bytes appended to
- * out), for rebuilding a cache; 0 or a negative code. */
-typedef int (*cn_reuse_fetch_fn)(void *ctx, struct cn_buf *out);
-
 enum cn_reuse_cache_state {
 	CN_REUSE_CACHE_NONE,    /* no previous snapshot: nothing to reuse */
 	CN_REUSE_CACHE_VALID,   /* the cache described the previous snapshot */
-	CN_REUSE_CACHE_REBUILT, /* it did not (absent, damaged, pruned or foreign
-				 * previous): rebuilt from the previous .mpxar */
-	CN_REUSE_CACHE_STALE,   /* it did not, and no fetch was given or the
-				 * rebuild failed (a warning): nothing reused */
+	CN_REUSE_CACHE_STALE,   /* it did not (absent, damaged, pruned or foreign
+				 * previous): nothing reused, every file read */
 };
 
 /* Prepares change detection for one archive on one target.
- * cache_path: the target+archive cache (cn_filecache_path). prev: the
- * target's previous snapshot of this archive (NULL: none), prev_time its
- * backup time (0: unknown, then rebuilt entries are never trusted), and
+ * cache_path: the target+group+archive cache (cn_filecache_path). prev:
+ * the target's previous snapshot of this archive (NULL: none) and
  * prev_payload_index its payload index (borrowed; NULL: nothing reused).
- * The cache is used when it matches prev; otherwise fetch(fetch_ctx) is
- * asked for the previous .mpxar and the cache rebuilt from it (fetch
- * NULL: not rebuilt, nothing reused). A writer
- * for the new snapshot's cache is started. inject_fn(inject_ctx, ...):
- * the payload consumer's injection (cn_pxar_reuse.inject). *ops (for
- * cn_pxar_create_opts.reuse) lives as long as *out_r. 0 or negative. */
-int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev, int64_t prev_time,
-		   const struct cn_index *prev_payload_index, cn_reuse_fetch_fn fetch, void *fetch_ctx,
-		   int trust_unverified,
+ * The cache is used when it matches prev, else nothing is reused. A
+ * writer for the new snapshot's cache is started. inject_fn(inject_ctx,
+ * ...): the payload consumer's injection (cn_pxar_reuse.inject). *ops
+ * (for cn_pxar_create_opts.reuse) lives as long as *out_r. 0 or negative. */
+int cn_reuse_begin(const char *cache_path, const struct cn_filecache_ref *prev,
+		   const struct cn_index *prev_payload_index,
 		   int (*inject_fn)(void *ctx, const struct cn_pxar_reused_chunk *chunks, size_t n),
 		   void *inject_ctx, struct cn_reuse **out_r, const struct cn_pxar_reuse **ops);
 
@@ -90,7 +82,7 @@ int cn_reuse_add_output(struct cn_reuse *r, const char *cache_path);
 /* After the snapshot was stored: commits the new caches numbered k with
  * keep[k] != 0 (keep NULL: all) as describing snap (its name and payload
  * index checksum) and drops the others. 0 or the first error (the backup
- * itself is fine then; the next run rebuilds). Call once. */
+ * itself is fine then; the next run reads every file). Call once. */
 int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap, const int *keep);
 
 /* How many of the caches cn_reuse_commit wrote were copies of the
@@ -99,12 +91,5 @@ int cn_reuse_commit(struct cn_reuse *r, const struct cn_filecache_ref *snap, con
 size_t cn_reuse_copied(const struct cn_reuse *r);
 /* Frees r; an uncommitted new cache is dropped. NULL is fine. */
 void cn_reuse_free(struct cn_reuse *r);
-
-/* Writes the cache for a snapshot from its metadata archive alone
- * (.mpxar, decoded without the payload stream): every regular file with
- * size, mtime, metadata hash and payload offset, not VERIFIED. Replaces
- * the cache at path. Returns the number of files or a negative code. */
-int64_t cn_reuse_rebuild_cache(const char *path, const struct cn_pxar_input *mpxar,
-			       const struct cn_filecache_ref *ref);
 
 #endif

@@ -3,7 +3,7 @@
  * decide "unchanged, re-reference the previous payload" without
  * downloading and decoding the previous metadata archive.
  *
- * One LMDB file per (target, archive) (cn_filecache_path). It maps a file's
+ * One LMDB file per (target, group, archive) (cn_filecache_path). It maps a file's
  * path (relative to the archive root) to: inode, size, mtime, ctime as
  * seen when the data was stored, a hash of its encoded pxar metadata, a
  * hash of its content (XXH3-128 of the bytes stored), and the offset of
@@ -60,7 +60,8 @@ struct cn_filecache_ref {
 struct cn_filecache;        /* opaque: an open cache (read side) */
 struct cn_filecache_writer; /* opaque: a cache being written */
 
-/* Builds the cache file path for a target and archive:
+/* Builds the cache file path for a target and archive (the archive's
+ * name, with its backup group where groups share the directory):
  * DIR/<hex SHA-256 of target_id NUL archive>.lmdb, into out (size len).
  * Returns 0 or -ENAMETOOLONG. */
 int cn_filecache_path(const char *dir, const char *target_id, const char *archive, char *out,

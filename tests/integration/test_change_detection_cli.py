@@ -5,11 +5,12 @@ NAME.ppxar.didx), a no-change run that reads nothing, an in-place edit
 with the mtime put back that is read again (once to compare, once to
 store), a chmod and a renamed folder that store nothing new, targets
 whose previous snapshots differ (nothing read; the chunks the PBS target
-lacks are copied from the local store), a deleted file cache (rebuilt
-from the previous metadata archive: nothing read), data mode, chunks of
-the previous snapshot lost from a store (noticed before they are
-reused, stored again: copied from the other target, or read), and byte-identical restores from both targets every
-time."""
+lacks are copied from the local store), a deleted file cache (every
+file read once), data mode, chunks of the previous
+snapshot lost from a store (noticed before they are reused, stored
+again: copied from the other target, or read), a previous snapshot made
+from another tree (every file read), and byte-identical restores from
+both targets every time."""
 import json
 import os
 import shutil
@@ -144,12 +145,14 @@ try:
     total += one_target_ahead('new.bin', 300000, ['--store', local], o1['files'] + 1)
     total += one_target_ahead('new2.bin', 200000, ['--repository', repo], o1['files'] + 2)
 
-    # the file cache is only an accelerator: rebuilt from the previous
-    # metadata archive, whose entries are trusted for files unchanged
-    # (ctime) since that backup started
+    # the file cache is only an accelerator: without it every file is
+    # read once (the previous metadata archive alone cannot show a file
+    # unchanged: no inode, no ctime); its chunks are mostly known (the
+    # chunks cut around files the runs before re-referenced are new)
     shutil.rmtree(os.path.join(work, 'cache'))
     o6 = backup('metadata', both)
-    reused_all_but_padding(o6, o1['files'] + 2)
+    assert o6['bytes-read'] == total and o6['files-reused'] == 0, o6
+    assert o6['new-bytes'] < total // 20, o6
     o7 = backup('metadata', both)
     reused_all_but_padding(o7, o1['files'] + 2)
     restore_all(o7['snapshot'], pbs=False)
@@ -203,7 +206,11 @@ try:
             t.run('verify', '--store', local, snap, env=env, check=0)
         return o
 
-    o9 = healing_run(both, o8['snapshot'])
+    # after a data-mode run the cache describes an older snapshot: the
+    # next metadata run reads every file once
+    o8b = backup('metadata', both)
+    assert o8b['bytes-read'] == total and o8b['files-reused'] == 0, o8b
+    o9 = healing_run(both, o8b['snapshot'])
     reused_all_but_padding(o9, o1['files'] + 2)
     o9b = healing_run(['--store', local], o9['snapshot'])
     assert o9b['bytes-read'] == total and o9b['files-reused'] == 0, o9b
@@ -211,6 +218,34 @@ try:
     reused_all_but_padding(o10, o1['files'] + 2)
     t.run('verify', '--store', local, o10['snapshot'], env=env, check=0)
     restore_all(o10['snapshot'], asan=True, pbs=False)
+
+    # the group's previous snapshot made from another tree (another
+    # machine with the same backup id, or a job pointed at a copy): a file
+    # with the same path, size, mtime and metadata but other content, last
+    # changed before that snapshot was made, must be read, not reused
+    other = os.path.join(work, 'other')
+    shutil.copytree(src, other, symlinks=True)
+    edited = os.path.join(other, 'a', 'f00.bin')
+    st = os.stat(edited)
+    with open(edited, 'r+b') as f:
+        f.write(b'other machine')
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
+    time.sleep(2.1)  # its ctime well before the next snapshot
+    o11 = backup('metadata', ['--store', local])
+    reused_all_but_padding(o11, o1['files'] + 2)
+    env_other = dict(env, XDG_CACHE_HOME=os.path.join(work, 'cache-other'))
+    time.sleep(1.1)
+    p = t.run('backup', 'data.pxar:' + other, '--store', local, '--backup-id', 'cd',
+              '--change-detection-mode', 'metadata', '--output-format', 'json',
+              env=env_other, check=0)
+    o12 = json.loads(p.stdout)
+    assert o12['bytes-read'] == total and o12['files-reused'] == 0, o12
+    d = os.path.join(work, 'r-other')
+    t.run('restore', o12['snapshot'], 'data.pxar', d, '--store', local, env=env, check=0)
+    t.compare_trees(other, d)
+    # back on the first machine: its cache describes o11, not o12
+    o13 = backup('metadata', ['--store', local])
+    assert o13['bytes-read'] == total and o13['files-reused'] == 0, o13
     print('ok')
 finally:
     proc.terminate()

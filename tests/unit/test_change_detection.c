@@ -6,7 +6,7 @@
  * files are not read and their chunks are reused; in-place edits with the
  * mtime put back and replacements with the same size and mtime are read
  * again; a cache of a pruned snapshot is not trusted; a damaged or
- * deleted cache is rebuilt; every restore is byte-identical. */
+ * deleted cache makes every file read; every restore is byte-identical. */
 #include "cn_test.h"
 #include <fcntl.h>
 #include <limits.h>
@@ -133,20 +133,6 @@ struct snap {
 	enum cn_reuse_cache_state cache_state;
 };
 
-/* the previous snapshot's backup time given to cn_reuse_begin (0: unknown) */
-static int64_t prev_backup_time;
-
-/* 1: the previous metadata archive arrives damaged (its second half) */
-static int fetch_damaged;
-
-static int fetch_mpxar(void *ctx, struct cn_buf *out)
-{
-	const struct snap *s = ctx;
-	if (fetch_damaged)
-		return cn_buf_append(out, s->mpxar.data + s->mpxar.len / 2, s->mpxar.len / 2);
-	return cn_buf_append(out, s->mpxar.data, s->mpxar.len);
-}
-
 static int mem_sink(void *ctx, const uint8_t *d, size_t l)
 {
 	return cn_buf_append(ctx, d, l);
@@ -162,8 +148,8 @@ static void backup(struct snap *out, const char *name, const struct snap *prev, 
 	snprintf(out->name, sizeof(out->name), "%s", name);
 	ck_assert_int_eq(cn_chunker_new(64u << 10, &s.ch), 0);
 	if (metadata) {
-		ck_assert_int_eq(cn_reuse_begin(cache, prev ? &prev->ref : NULL, prev_backup_time, prev ? prev->pidx : NULL,
-						fetch_mpxar, (void *)prev, 0, sink_inject, &s, &r, &ops), 0);
+		ck_assert_int_eq(cn_reuse_begin(cache, prev ? &prev->ref : NULL, prev ? prev->pidx : NULL,
+						sink_inject, &s, &r, &ops), 0);
 		out->cache_state = cn_reuse_cache_state(r);
 	}
 	struct cn_pxar_create_opts o = { .payload_out = sink_write, .payload_ctx = &s, .reuse = ops,
@@ -273,8 +259,6 @@ static void setup(void)
 	ck_assert_int_eq(mkdir(store, 0755), 0);
 	ck_assert_int_eq(cn_filecache_path(tmp, "local:/store", "root.pxar", cache, sizeof(cache)), 0);
 	corpus_bytes = corpus_files = 0;
-	prev_backup_time = 0;
-	fetch_damaged = 0;
 	static const char *dirs[] = { "photos", "photos/2024", "photos/2025", "docs", "empty" };
 	for (size_t i = 0; i < 5; i++)
 		mkd(dirs[i]);
@@ -409,8 +393,7 @@ END_TEST
 
 /* The cache was written for s2; s2 is pruned, so the target's previous
  * snapshot is s1 again: the cache must not be trusted (it holds s2's
- * payload offsets), it is rebuilt from s1's metadata archive, and the
- * rebuilt entries (no inode/ctime) lead to reading every file. */
+ * payload offsets), and every file is read. */
 START_TEST(test_pruned_previous)
 {
 	struct snap s1, s2, s3, s4;
@@ -422,7 +405,7 @@ START_TEST(test_pruned_previous)
 	ck_assert_int_eq(s2.cache_state, CN_REUSE_CACHE_VALID);
 	/* prune s2: s1 is the previous snapshot now */
 	backup(&s3, "s3", &s1, 1);
-	ck_assert_int_eq(s3.cache_state, CN_REUSE_CACHE_REBUILT);
+	ck_assert_int_eq(s3.cache_state, CN_REUSE_CACHE_STALE);
 	ck_assert_uint_eq(s3.st.files_reused, 0);
 	ck_assert_uint_eq(s3.st.bytes_read, corpus_bytes);
 	restore_and_compare(&s3);
@@ -438,17 +421,17 @@ START_TEST(test_pruned_previous)
 }
 END_TEST
 
-/* A backup whose cache had to be rebuilt, reading expect_read bytes,
- * restored and compared. */
-static void backup_rebuilt(struct snap *s, const char *name, const struct snap *prev, uint64_t expect_read)
+/* A backup whose cache did not describe the previous snapshot, reading
+ * expect_read bytes, restored and compared. */
+static void backup_stale(struct snap *s, const char *name, const struct snap *prev, uint64_t expect_read)
 {
 	backup(s, name, prev, 1);
-	ck_assert_int_eq(s->cache_state, CN_REUSE_CACHE_REBUILT);
+	ck_assert_int_eq(s->cache_state, CN_REUSE_CACHE_STALE);
 	ck_assert_uint_eq(s->st.bytes_read, expect_read);
 	restore_and_compare(s);
 }
 
-/* a damaged cache file, then a deleted one: rebuilt, backup correct */
+/* a damaged cache file, then a deleted one: every file read, backup correct */
 START_TEST(test_damaged_and_deleted_cache)
 {
 	struct snap s1, s2, s3;
@@ -461,33 +444,9 @@ START_TEST(test_damaged_and_deleted_cache)
 	memset(junk, 0x5a, sizeof(junk));
 	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), st.st_size / 2), (ssize_t)sizeof(junk));
 	close(fd);
-	backup_rebuilt(&s2, "s2", &s1, corpus_bytes);
+	backup_stale(&s2, "s2", &s1, corpus_bytes);
 	ck_assert_int_eq(unlink(cache), 0);
-	backup_rebuilt(&s3, "s3", &s2, corpus_bytes);
-	snap_free(&s1);
-	snap_free(&s2);
-	snap_free(&s3);
-}
-END_TEST
-
-/* A deleted cache is rebuilt from the previous metadata archive; its
- * entries (no inode/ctime) are trusted for files whose ctime is older
- * than the previous backup's start, and only for those. */
-START_TEST(test_rebuilt_trusted_by_ctime)
-{
-	struct snap s1, s2, s3;
-	backup(&s1, "s1", NULL, 1);
-	ck_assert_int_eq(unlink(cache), 0);
-	/* as if s1 had started 5 s after the last change of any file */
-	struct stat st;
-	stat_of("docs/f003.bin", &st);
-	prev_backup_time = (int64_t)time(NULL) + 5;
-	backup_rebuilt(&s2, "s2", &s1, 0);
-	ck_assert_uint_eq(s2.st.files_reused, corpus_files);
-	/* a previous backup that started before the files' last change */
-	ck_assert_int_eq(unlink(cache), 0);
-	prev_backup_time = (int64_t)st.st_ctim.tv_sec;
-	backup_rebuilt(&s3, "s3", &s2, corpus_bytes);
+	backup_stale(&s3, "s3", &s2, corpus_bytes);
 	snap_free(&s1);
 	snap_free(&s2);
 	snap_free(&s3);
@@ -525,24 +484,6 @@ START_TEST(test_hardlinks_reused)
 	snap_free(&s1);
 	snap_free(&s2);
 	snap_free(&s3);
-}
-END_TEST
-
-/* The cache cannot be rebuilt (the previous metadata archive is
- * damaged): a warning, every file read, the backup is fine. */
-START_TEST(test_rebuild_fails)
-{
-	struct snap s1, s2;
-	backup(&s1, "s1", NULL, 1);
-	ck_assert_int_eq(unlink(cache), 0);
-	fetch_damaged = 1;
-	prev_backup_time = (int64_t)time(NULL) + 5;
-	backup(&s2, "s2", &s1, 1);
-	ck_assert_int_eq(s2.cache_state, CN_REUSE_CACHE_STALE);
-	ck_assert_uint_eq(s2.st.bytes_read, corpus_bytes);
-	restore_and_compare(&s2);
-	snap_free(&s1);
-	snap_free(&s2);
 }
 END_TEST
 
@@ -641,9 +582,7 @@ int main(void)
 	tcase_add_test(tc, test_replaced_same_size_mtime);
 	tcase_add_test(tc, test_pruned_previous);
 	tcase_add_test(tc, test_damaged_and_deleted_cache);
-	tcase_add_test(tc, test_rebuilt_trusted_by_ctime);
 	tcase_add_test(tc, test_renamed_not_read);
-	tcase_add_test(tc, test_rebuild_fails);
 	tcase_add_test(tc, test_hardlinks_reused);
 	tcase_add_test(tc, test_day_of_change);
 	tcase_add_test(tc, test_data_mode);
