@@ -217,6 +217,11 @@ static int children(struct cn_mount *m, struct cn_mnode *dir)
 	int rc = cn_pxar_dir_read(&m->in, m->split, &dir->range, &dir->children);
 	if (rc < 0 && reopen(m, rc))
 		rc = cn_pxar_dir_read(&m->in, m->split, &dir->range, &dir->children);
+	const char *why;
+	size_t lost = rc < 0 ? 0 : cn_pxar_dirlist_unreadable(dir->children, &why);
+	if (lost)
+		cn_log_error("cairn mount: %zu entr%s of '%s' not shown: %s", lost,
+			     lost == 1 ? "y" : "ies", dir->name, why);
 	return rc;
 }
 
@@ -571,7 +576,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 			const struct cn_pxar_child *ch = cn_pxar_dirlist_get(d->children, i - 2);
 			name = ch->name;
 			if (plus) {
-				if ((rc = node_at(m, &ch->range, d->ino, name, &c)) < 0) {
+				rc = node_at(m, &ch->range, d->ino, name, &c);
+				if (rc < 0 && cn_error_is_corruption(rc)) {
+					/* its entry is in damaged data: not shown, the
+					 * others are */
+					cn_log_error("cairn mount: '%s' in '%s' not shown: %s", name,
+						     d->name, cn_error_message());
+					continue;
+				}
+				if (rc < 0) {
 					if (used == 0) {
 						fail(m, req, rc, "reading", d);
 						return;

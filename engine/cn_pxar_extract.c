@@ -14,8 +14,10 @@
  */
 #include "engine/cn_pxar_extract_impl.h"
 #include "common/cn_util.h"
+#include "pxar/cn_pxar_dir.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -131,6 +133,82 @@ int cn_xt_content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e
 	return rc < 0 ? rc : 0;
 }
 
+/* ---- where a file's content goes -------------------------------------------------
+ *
+ * A file whose content cannot be restored (a damaged or missing chunk, a
+ * failed write) is left out: what was written of it is removed, so that
+ * no file of the archive's name holds partial content. A file that
+ * replaces an existing one (overwrite) is written under a temporary name
+ * beside it and renamed over it once complete, so that a failure leaves
+ * the existing file as it was. */
+struct placing {
+	int dirfd;                /* the parent directory (dup'd when kept) */
+	char *name;               /* the archive's name in it */
+	char *tmp;                /* the name written, when replacing; else NULL */
+};
+
+static void place_free(struct placing *pl)
+{
+	if (pl->dirfd >= 0)
+		close(pl->dirfd);
+	free(pl->name);
+	free(pl->tmp);
+	pl->dirfd = -1;
+	pl->name = pl->tmp = NULL;
+}
+
+/* Creates the file name in parent for writing: fd, or a negative code.
+ * When name exists and overwriting is allowed, the file is created under
+ * a temporary name (*tmp, malloc'd) that settle_file renames over it. */
+static int create_file(struct extractor *x, int parent, const char *name, const char *path,
+		       char **tmp)
+{
+	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+	*tmp = NULL;
+	int fd = openat(parent, name, flags, 0600);
+	if (fd >= 0 || errno != EEXIST || !x->o->overwrite)
+		return fd >= 0 ? fd : cn_error_sys(-errno, "failed to create file '%s'", path);
+	char t[64];
+	for (int tries = 0; tries < 100; tries++) {
+		snprintf(t, sizeof(t), ".cairn-restore-%ld-%u", (long)getpid(), x->tmp_serial++);
+		fd = openat(parent, t, flags, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			break;
+	}
+	if (fd < 0)
+		return cn_error_sys(-errno, "failed to create a file to replace '%s'", path);
+	if (!(*tmp = strdup(t))) {
+		unlinkat(parent, t, 0);
+		close(fd);
+		return cn_error_set(-ENOMEM, "out of memory");
+	}
+	return fd;
+}
+
+/* After a file was written (ok: its content is complete): a replacement
+ * is renamed over the existing file, or removed when not ok; a file that
+ * is not ok is removed. The parent's times are kept (its metadata may
+ * have been applied already). rc: the file's result so far, returned
+ * unless placing it fails. */
+static int settle_file(struct extractor *x, const struct placing *pl, int ok, const char *path,
+		       int rc)
+{
+	struct stat dst;
+	int have = fstat(pl->dirfd, &dst) == 0;
+	if (ok && pl->tmp && renameat(pl->dirfd, pl->tmp, pl->dirfd, pl->name) < 0) {
+		int r = cn_error_sys(-errno, "failed to replace '%s'", path);
+		rc = rc < 0 ? rc : soft_error(x, r);
+		ok = 0;
+	}
+	if (!ok)
+		unlinkat(pl->dirfd, pl->tmp ? pl->tmp : pl->name, 0);
+	if (have) {
+		struct timespec ts[2] = { dst.st_atim, dst.st_mtim };
+		(void)futimens(pl->dirfd, ts);
+	}
+	return rc;
+}
+
 /* ---- file content on writer threads ---------------------------------------------
  *
  * Writing into the page cache is most of a restore's system time (on the
@@ -156,11 +234,13 @@ struct xfile {
 	uint64_t size;
 	struct late_meta meta;    /* applied when its writes are done */
 	int failed;               /* queuing stopped at an error already reported */
+	struct placing place;     /* where it goes when done */
 };
 
 static void free_xfile(void *ctx)
 {
 	struct xfile *f = ctx;
+	place_free(&f->place);
 	free(f->path);
 	free(f);
 }
@@ -170,7 +250,7 @@ static void free_xfile(void *ctx)
 static int finish_file(struct extractor *x, struct xfile *f, int fd,
 		       const struct cn_write_result *res)
 {
-	int rc = 0;
+	int rc = 0, ok = 0;
 	if (f->failed) {
 		/* reported when queuing stopped */
 	} else if (res->err) {
@@ -180,6 +260,7 @@ static int finish_file(struct extractor *x, struct xfile *f, int fd,
 	} else if (res->tail_hole && ftruncate(fd, (off_t)f->size) < 0) {
 		rc = soft_error(x, cn_error_sys(-errno, "error setting size of '%s'", f->path));
 	} else {
+		ok = 1;
 		char proc[64];
 		cn_xt_proc_path(proc, sizeof(proc), fd);
 		rc = cn_xt_apply_meta_late(x, &f->meta, f->path, fd, proc, -1, NULL);
@@ -189,6 +270,7 @@ static int finish_file(struct extractor *x, struct xfile *f, int fd,
 			x->st->files++;
 	}
 	close(fd);
+	rc = settle_file(x, &f->place, ok, f->path, rc);
 	free_xfile(f);
 	return rc;
 }
@@ -290,31 +372,40 @@ static int make_room(struct extractor *x, int parent, const char *name)
  * fd, applies the early metadata and queues the content; the file is
  * finished by reap_files. */
 static int start_file(struct extractor *x, struct cn_pxar_decoder *d,
-		      const struct cn_pxar_entry *e, int fd, const char *path)
+		      const struct cn_pxar_entry *e, int fd, struct placing *pl, const char *path)
 {
 	char proc[64];
 	cn_xt_proc_path(proc, sizeof(proc), fd);
 	int rc = cn_xt_apply_meta_early(x, e, path, fd, proc, -1, NULL);
 	struct xfile *f = rc < 0 ? NULL : calloc(1, sizeof(*f));
 	char *p = f ? strdup(path) : NULL;
-	if (!p) {
+	char *nm = p ? strdup(pl->name) : NULL;
+	int dirfd = nm ? fcntl(pl->dirfd, F_DUPFD_CLOEXEC, 0) : -1;
+	if (dirfd < 0) {
+		if (rc == 0)
+			rc = nm ? cn_error_sys(-errno, "dup") : cn_error_set(-ENOMEM, "out of memory");
+		free(nm);
+		free(p);
 		free(f);
 		close(fd);
-		return rc < 0 ? rc : cn_error_set(-ENOMEM, "out of memory");
+		return settle_file(x, pl, 0, path, rc);
 	}
 	f->path = p;
 	f->size = e->file_size;
 	f->meta = late_of(e);
+	f->place = (struct placing){ dirfd, nm, pl->tmp };
+	pl->tmp = NULL; /* the xfile's now */
 	struct cn_write_file *wf;
 	rc = cn_write_pool_start(x->w, fd, e->file_size, f, &wf);
 	if (rc < 0) {
-		free_xfile(f);
 		close(fd);
+		rc = settle_file(x, &f->place, 0, path, rc);
+		free_xfile(f);
 		return rc;
 	}
 	rc = copy_content(x, d, e, fd, path, wf);
 	if (rc < 0)
-		f->failed = 1;
+		f->failed = 1; /* removed when its queued writes are done */
 	return rc;
 }
 
@@ -322,22 +413,28 @@ static int extract_file(struct extractor *x, struct cn_pxar_decoder *d,
 			const struct cn_pxar_entry *e, int parent, const char *name,
 			const char *path)
 {
-	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-	int fd = openat(parent, name, flags, 0600);
-	if (fd < 0 && errno == EEXIST && make_room(x, parent, name))
-		fd = openat(parent, name, flags, 0600);
+	char *tmp;
+	int fd = create_file(x, parent, name, path, &tmp);
 	if (fd < 0)
-		return cn_error_sys(-errno, "failed to create file '%s'", path);
+		return fd;
+	/* (name is borrowed here: the xfile copies what it keeps) */
+	struct placing pl = { parent, (char *)name, tmp };
 	int rc = cn_xt_apply_chattr(fd, cn_xt_to_chattr(e->flags) & INITIAL_CHATTR, CHATTR_MASK);
 	if (rc < 0)
 		rc = soft_error(x, cn_error_sys(rc, "failed to apply initial flags to '%s'", path));
-	if (rc == 0 && goes_to_writers(x, e))
-		return start_file(x, d, e, fd, path);
-	if (rc == 0)
-		rc = copy_content(x, d, e, fd, path, NULL);
-	if (rc == 0)
-		rc = cn_xt_apply_meta(x, e, path, fd, parent, name);
+	if (rc == 0 && goes_to_writers(x, e)) {
+		rc = start_file(x, d, e, fd, &pl, path);
+		free(pl.tmp);
+		return rc;
+	}
+	int ok = 0;
+	if (rc == 0 && (rc = copy_content(x, d, e, fd, path, NULL)) == 0) {
+		ok = 1;
+		rc = cn_xt_apply_meta(x, e, path, fd, parent, tmp ? tmp : name);
+	}
 	close(fd);
+	rc = settle_file(x, &pl, ok, path, rc);
+	free(tmp);
 	if (rc == 0)
 		x->st->files++;
 	return rc;
@@ -481,7 +578,12 @@ static int extract_hardlink_copy(struct extractor *x, const struct cn_pxar_entry
 static int extract_hardlink(struct extractor *x, const struct cn_pxar_entry *e, int parent,
 			    const char *name, const char *path)
 {
-	int rc = link_to(x, e->link, parent, name, path);
+	/* its target may still be written on the writer threads: under a
+	 * temporary name while it replaces a file, or to be removed when its
+	 * content fails */
+	int rc = reap_files(x, 0);
+	if (rc == 0)
+		rc = link_to(x, e->link, parent, name, path);
 	if (rc == -ENOENT)
 		return extract_hardlink_copy(x, e, parent, name, path);
 	if (rc == 0)
@@ -700,19 +802,134 @@ static int push_parents(struct extractor *x, const char *p, struct cn_pxar_range
 	return rc;
 }
 
-/* Extracts what d decodes; its first entry is the archive root unless
- * a path was looked up. */
-static int extract_entries(struct extractor *x, struct cn_pxar_decoder *d)
+/* ---- going on after damaged data -------------------------------------------------
+ *
+ * Damaged data (a chunk that failed its check, or is missing) in a file's
+ * content costs that file only. Where it holds entries (headers, names),
+ * the decoder cannot go on; the entries after the damage are found
+ * through the goodbye tables of the directories still open, whose
+ * children carry their offsets, and extracted one subtree at a time. What
+ * the damaged data holds is left out and reported. */
+
+/* Whether rc says the input's data is damaged or missing, not the
+ * archive malformed or the source unavailable. */
+static int is_damage(int rc)
+{
+	return cn_error_is_corruption(rc) && rc != -CN_E_FORMAT && rc != -CN_E_TRUNCATED;
+}
+
+static int extract_entries(struct extractor *x, struct cn_pxar_decoder *d, size_t base);
+
+/* Extracts the entry at r (a child found through a goodbye table, with
+ * its subtree) as path. */
+static int extract_range(struct extractor *x, const struct cn_pxar_range *r, const char *path)
+{
+	struct cn_pxar_decoder *d;
+	int rc = cn_pxar_accessor_decoder(x->acc, r, path, &d);
+	if (rc < 0)
+		return is_damage(rc) ? soft_error(x, cn_error_prefix(rc, "'%s' left out", path)) : rc;
+	rc = extract_entries(x, d, x->depth);
+	cn_pxar_decoder_free(d);
+	return rc;
+}
+
+static int cmp_child_offset(const void *a, const void *b)
+{
+	const struct cn_pxar_child *const *x = a, *const *y = b;
+	uint64_t p = (*x)->range.filename_offset, q = (*y)->range.filename_offset;
+	return p < q ? -1 : p > q;
+}
+
+/* The children of the innermost open directory (path dpath) that start
+ * after last_fo, extracted in archive order. */
+static int extract_rest_of_dir(struct extractor *x, const char *dpath, uint64_t last_fo)
+{
+	struct cn_pxar_range dr = cn_pxar_root_range(x->in->size);
+	struct cn_pxar_dirlist *l = NULL;
+	int rc = x->depth == 1 ? 0 : cn_xt_find_path(x->acc, dpath, &dr);
+	if (rc == 0)
+		rc = cn_pxar_dir_read(x->in, x->o->payload != NULL, &dr, &l);
+	if (rc < 0)
+		return is_damage(rc) ? soft_error(x, cn_error_prefix(rc, "the rest of '%s' left out",
+								     *dpath ? dpath : ".")) : rc;
+	const char *why;
+	size_t lost = cn_pxar_dirlist_unreadable(l, &why), n = cn_pxar_dirlist_count(l), k = 0;
+	if (lost)
+		rc = soft_error(x, cn_error_set(-CN_E_CHECKSUM, "%zu entr%s of '%s' left out: %s", lost,
+						lost == 1 ? "y" : "ies", *dpath ? dpath : ".", why));
+	const struct cn_pxar_child **after = rc < 0 ? NULL : malloc((n + 1) * sizeof(*after));
+	if (!after) {
+		cn_pxar_dirlist_free(l);
+		return rc < 0 ? rc : cn_error_set(-ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct cn_pxar_child *c = cn_pxar_dirlist_get(l, i);
+		if (c->range.filename_offset > last_fo)
+			after[k++] = c;
+	}
+	qsort(after, k, sizeof(*after), cmp_child_offset);
+	for (size_t i = 0; i < k && rc >= 0; i++) {
+		char *p = malloc(strlen(dpath) + after[i]->name_len + 2);
+		if (!p) {
+			rc = cn_error_set(-ENOMEM, "out of memory");
+			break;
+		}
+		sprintf(p, "%s%s%s", dpath, *dpath ? "/" : "", after[i]->name);
+		rc = extract_range(x, &after[i]->range, p);
+		free(p);
+	}
+	free(after);
+	cn_pxar_dirlist_free(l);
+	return rc;
+}
+
+/* After a decoder stopped at damaged data, with the directories above
+ * depth base still open and last_fo the offset of the last entry it gave:
+ * extracts what follows in each of them, innermost first, and closes
+ * them. */
+static int resume_after_damage(struct extractor *x, size_t base, uint64_t last_fo)
+{
+	int rc = 0;
+	while (rc >= 0 && x->depth > base) {
+		char *dpath = join_stack(x);
+		if (!dpath)
+			return cn_error_set(-ENOMEM, "out of memory");
+		uint64_t fo = x->stack[x->depth - 1].r.filename_offset;
+		rc = extract_rest_of_dir(x, dpath, last_fo);
+		if (rc >= 0 && (rc = reap_files(x, MAX_OPEN_FILES)) >= 0) {
+			rc = pop_dir(x, dpath);
+			if (rc < 0 && is_damage(rc))
+				rc = soft_error(x, cn_error_prefix(rc, "metadata of '%s' not applied",
+								   *dpath ? dpath : "."));
+		}
+		free(dpath);
+		last_fo = fo;
+	}
+	return rc;
+}
+
+/* Extracts what d decodes, with the directories down to depth base open
+ * when it started; its first entry is the archive root unless a path was
+ * looked up or d decodes one subtree. */
+static int extract_entries(struct extractor *x, struct cn_pxar_decoder *d, size_t base)
 {
 	const struct cn_pxar_entry *e;
 	int rc, first = 1;
+	uint64_t last_fo = 0;
 	while ((rc = cn_pxar_decoder_next(d, &e)) > 0) {
-		rc = handle_entry(x, d, e, first && !x->looked_up);
+		if (e->kind != CN_PXAR_KIND_DIR_END && e->filename_offset != NO_OFFSET)
+			last_fo = e->filename_offset;
+		rc = handle_entry(x, d, e, first && !x->looked_up && base == 0);
 		first = 0;
 		if (rc >= 0)
 			rc = reap_files(x, MAX_OPEN_FILES);
 		if (rc < 0)
 			break;
+	}
+	if (rc < 0 && is_damage(rc) && !x->o->strict) {
+		cn_log_error("%s", cn_error_message());
+		x->st->errors++;
+		rc = resume_after_damage(x, base, last_fo);
 	}
 	return rc;
 }
@@ -743,7 +960,7 @@ static int extract_lookup(struct extractor *x, const char *p)
 		rc = cn_pxar_accessor_decoder(x->acc, &r, p, &d);
 	if (rc < 0)
 		return rc;
-	rc = extract_entries(x, d);
+	rc = extract_entries(x, d, x->depth);
 	cn_pxar_decoder_free(d);
 	return rc;
 }
@@ -799,7 +1016,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		x.apply_root_meta = top;
 		rc = cn_pxar_decoder_new(in, x.o->payload, &d);
 		if (rc == 0)
-			rc = extract_entries(&x, d);
+			rc = extract_entries(&x, d, 0);
 	}
 	if (rc >= 0)
 		rc = reap_files(&x, 0);

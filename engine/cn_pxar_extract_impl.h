@@ -51,6 +51,7 @@ struct extractor {
 		char *path;       /* the copy, relative to the target root */
 	} *copies;
 	size_t ncopies, copies_cap;
+	unsigned tmp_serial;      /* names of replacements being written */
 };
 
 /* Whether rc says the target file system is full (no space or inodes

@@ -1,6 +1,7 @@
 #include "pxar/cn_pxar_dir.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,17 @@ struct cn_pxar_dirlist {
 	struct cn_pxar_child *v;
 	size_t n;
 	char *names;   /* every name with its NUL, in one block */
+	size_t unreadable;
+	char why[256]; /* the first unreadable child's error */
 };
+
+/* Whether rc, from the input, says its data is damaged or missing (a
+ * chunk's check failed), rather than the archive malformed or the
+ * source unavailable: then only the children stored there are lost. */
+static int damaged(int rc)
+{
+	return cn_error_is_corruption(rc) && rc != -CN_E_FORMAT;
+}
 
 struct cn_pxar_range cn_pxar_root_range(uint64_t size)
 {
@@ -106,7 +117,8 @@ static int goodbye_at(const struct cn_pxar_input *in, uint64_t entry, uint64_t e
 }
 
 /* Reads child i's FILENAME at fo (before gpos) into l, with size sz from
- * the table; names packed at l->names + *used. */
+ * the table; names packed at l->names + *used. 0, 1 when the name is in
+ * damaged data (the child is left out), or a negative code. */
 static int read_child(const struct cn_pxar_input *in, int split, uint64_t entry, uint64_t gpos,
 		      uint64_t fo, uint64_t sz, struct cn_pxar_dirlist *l, size_t *cap,
 		      size_t *used)
@@ -117,7 +129,7 @@ static int read_child(const struct cn_pxar_input *in, int split, uint64_t entry,
 				    (unsigned long long)gpos);
 	int rc = in->read_at(in->ctx, fo, hdr, sizeof(hdr));
 	if (rc < 0)
-		return rc;
+		return damaged(rc) ? 1 : rc;
 	uint64_t full = cn_le64(hdr + 8);
 	if (cn_le64(hdr) != CN_PXAR_FILENAME || full < CN_PXAR_HEADER_SIZE + 2 ||
 	    full > CN_PXAR_HEADER_SIZE + CN_PXAR_MAX_FILENAME_LEN + 1 || full > gpos - fo)
@@ -141,7 +153,7 @@ static int read_child(const struct cn_pxar_input *in, int split, uint64_t entry,
 	char *name = l->names + *used;
 	rc = in->read_at(in->ctx, fo + CN_PXAR_HEADER_SIZE, name, len);
 	if (rc < 0)
-		return rc;
+		return damaged(rc) ? 1 : rc;
 	if (name[len - 1] != 0 || (rc = cn_pxar_check_filename(name, len - 1)) < 0)
 		return cn_error_set(-CN_E_FORMAT, "bad file name at %llu", (unsigned long long)fo);
 	struct cn_pxar_child *c = &l->v[l->n++];
@@ -193,6 +205,11 @@ int cn_pxar_dir_read(const struct cn_pxar_input *in, int split, const struct cn_
 		else
 			rc = read_child(in, split, dir->entry_offset, gpos, items[2 * i],
 					items[2 * i + 1], l, &cap, &used);
+		if (rc == 1) {
+			if (!l->unreadable++)
+				snprintf(l->why, sizeof(l->why), "%s", cn_error_message());
+			rc = 0;
+		}
 	}
 	if (rc < 0)
 		goto out;
@@ -225,6 +242,13 @@ out:
 size_t cn_pxar_dirlist_count(const struct cn_pxar_dirlist *l)
 {
 	return l->n;
+}
+
+size_t cn_pxar_dirlist_unreadable(const struct cn_pxar_dirlist *l, const char **why)
+{
+	if (why)
+		*why = l->why;
+	return l->unreadable;
 }
 
 const struct cn_pxar_child *cn_pxar_dirlist_get(const struct cn_pxar_dirlist *l, size_t i)
