@@ -14,6 +14,8 @@
 #include "common/cn_error.h"
 #include "common/cn_log.h"
 #include "engine/cn_backup.h"
+#include "engine/cn_pipeline.h"
+#include "net/cn_pbs.h"
 
 static void help(FILE *f)
 {
@@ -252,6 +254,12 @@ static int cmd_backup(int argc, char **argv)
 		cn_crypt_config_free(crypt);
 		goto out;
 	}
+	/* a server that stops answering while a session is set up fails
+	 * its target as soon as one that stops during the upload */
+	for (size_t i = 0; i < eps.n; i++)
+		if (eps.e[i].pbs)
+			cn_pbs_set_io_timeout(eps.e[i].pbs, bo.stall_timeout_ms
+						? (int)bo.stall_timeout_ms : CN_PIPELINE_STALL_TIMEOUT_MS);
 	for (size_t i = 0; i < eps.n && !crypt; i++)
 		if (eps.e[i].s3)
 			fprintf(stderr, "cairn backup: warning: %s gets this backup unencrypted; "

@@ -109,6 +109,7 @@ struct worker {
 	const char **skip_why;  /* per source: why it is skipped */
 	struct cli_endpoint *eps;
 	int *open_ok;
+	int *given_up;          /* per target: its backup failed in this run */
 	json_t **tj;            /* per target record */
 	json_t **sj;            /* per source record */
 };
@@ -239,6 +240,8 @@ static void backup_source(struct worker *w, size_t si)
 	}
 	struct cn_backup_stats st;
 	memset(&st, 0, sizeof(st));
+	char (*terr)[CN_BACKUP_TARGET_ERROR_MAX] = calloc(nt ? nt : 1, sizeof(*terr));
+	st.target_errors = terr;
 	int r = nt ? 0 : cn_error_set(-ENOTCONN, "no target could be reached");
 	if (r == 0) {
 		cn_log_notice("source %s: backing up %s to %zu target(s)", s->name, w->read_from[si],
@@ -277,7 +280,13 @@ static void backup_source(struct worker *w, size_t si)
 			cn_s3_target_stats(targets[k], &ss);
 			uploaded = ss.bytes_uploaded;
 		}
-		int present = r == 0 ? snapshot_present(w, i, &st.id) : 0;
+		/* a target the backup gave up (stalled, unreachable, refused)
+		 * is not asked again whether it has the snapshot, and not
+		 * pruned: each call would wait for the same timeout */
+		const char *failed = terr && terr[k][0] ? terr[k] : NULL;
+		if (failed)
+			w->given_up[i] = 1;
+		int present = r == 0 && !failed ? snapshot_present(w, i, &st.id) : 0;
 		if (present == 1) {
 			ok++;
 			if (c->targets[i].kind == CN_CONFIG_LOCAL)
@@ -289,8 +298,8 @@ static void backup_source(struct worker *w, size_t si)
 		if (present != 1) {
 			char m[1200];
 			snprintf(m, sizeof(m), "backup of %s: %s", s->name,
-				 r < 0 ? errmsg : present < 0 ? cn_error_message()
-							      : "the snapshot is not on this target (see the log)");
+				 failed ? failed : r < 0 ? errmsg : present < 0 ? cn_error_message()
+				 : "the snapshot is not on this target (see the log)");
 			json_object_set_new(b, "message", json_string(m));
 			mark_failed(tj, m);
 			cn_log_error("target %s: %s", c->targets[i].name, m);
@@ -306,6 +315,7 @@ static void backup_source(struct worker *w, size_t si)
 		if (sources[k])
 			sources[k]->ops->destroy(sources[k]);
 	}
+	free(terr);
 	json_object_set_new(sj, "targets-ok", json_integer((json_int_t)ok));
 	json_object_set_new(sj, "targets-total", json_integer((json_int_t)c->n_targets));
 	if (r < 0) {
@@ -433,6 +443,11 @@ static json_t *worker_run(struct worker *w)
 		const struct cn_config_target *t = &c->targets[i];
 		cn_error_clear();
 		int r = cli_sched_open_target(t, !w->dry_run, &w->eps[i]);
+		/* a server that stops answering fails its target within the
+		 * stall timeout in every step: catch-up, session set-up, the
+		 * upload, listings and prune */
+		if (r == 0 && w->eps[i].pbs)
+			cn_pbs_set_io_timeout(w->eps[i].pbs, (int)c->stall_timeout * 1000);
 		json_object_set_new(w->tj[i], "endpoint",
 				    json_string(r == 0 ? w->eps[i].name
 						       : t->kind == CN_CONFIG_LOCAL ? t->path
@@ -460,11 +475,15 @@ static json_t *worker_run(struct worker *w)
 			backup_source(w, si);
 	}
 	for (size_t i = 0; i < c->n_targets; i++)
-		if (w->open_ok[i])
+		if (w->open_ok[i] && w->given_up[i])
+			cn_log_warning("target %s: not pruned%s: its backup failed in this run",
+				       c->targets[i].name, w->restore_test ? " or restore-tested" : "");
+	for (size_t i = 0; i < c->n_targets; i++)
+		if (w->open_ok[i] && !w->given_up[i])
 			prune_target(w, i);
 	if (w->restore_test && !w->dry_run)
 		for (size_t i = 0; i < c->n_targets; i++)
-			if (w->open_ok[i])
+			if (w->open_ok[i] && !w->given_up[i])
 				restore_test_target(w, i);
 	json_t *out = json_object(), *sa = json_array(), *ta = json_array();
 	for (size_t si = 0; si < c->n_sources; si++)
@@ -640,9 +659,9 @@ static int cmd_run(int argc, char **argv)
 	const char **read_from = calloc(ns, sizeof(char *));
 	char **skip_why = calloc(ns, sizeof(char *));
 	struct cli_endpoint *eps = calloc(ntg, sizeof(*eps));
-	int *open_ok = calloc(ntg, sizeof(int));
+	int *open_ok = calloc(ntg, sizeof(int)), *given_up = calloc(ntg, sizeof(int));
 	json_t **sj = calloc(ns, sizeof(json_t *)), **tj = calloc(ntg, sizeof(json_t *));
-	if (!zs || !read_from || !skip_why || !eps || !open_ok || !sj || !tj) {
+	if (!zs || !read_from || !skip_why || !eps || !open_ok || !given_up || !sj || !tj) {
 		fprintf(stderr, "cairn run: out of memory\n");
 		exit(CLI_EXIT_ERROR);
 	}
@@ -712,7 +731,7 @@ static int cmd_run(int argc, char **argv)
 			signal(SIGINT, SIG_DFL);
 			signal(SIGHUP, SIG_DFL);
 			struct worker w = {cfg, dry, rsample, crypt, read_from, (const char **)skip_why,
-					   eps, open_ok, tj, sj};
+					   eps, open_ok, given_up, tj, sj};
 			json_t *res = worker_run(&w);
 			char *text = json_dumps(res, JSON_COMPACT);
 			int ok = text && cn_write_full(pfd[1], text, strlen(text)) == 0;
@@ -872,6 +891,7 @@ static int cmd_run(int argc, char **argv)
 	free(skip_why);
 	free(eps);
 	free(open_ok);
+	free(given_up);
 	cn_crypt_config_free(crypt);
 	cn_config_free(cfg);
 	close(lock_fd);

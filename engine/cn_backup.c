@@ -506,7 +506,11 @@ int cn_backup_run(struct cn_target *const *targets, size_t n, const struct cn_ba
 	struct cn_backup_stats local;
 	if (!stats)
 		stats = &local;
+	char (*terr)[CN_BACKUP_TARGET_ERROR_MAX] = stats == &local ? NULL : stats->target_errors;
 	memset(stats, 0, sizeof(*stats));
+	stats->target_errors = terr;
+	for (size_t i = 0; terr && i < n; i++)
+		terr[i][0] = '\0';
 	if (o->n_archives == 0)
 		return cn_error_set(-EINVAL, "nothing to back up: give at least one NAME.pxar:PATH");
 	for (size_t a = 0; a < o->n_archives; a++) {
@@ -639,6 +643,11 @@ out:;
 		snprintf(msg, sizeof(msg), "%s", cn_error_message());
 		cn_pipeline_abort(run.p);
 		cn_error_set(code, "%s", msg);
+	}
+	for (size_t i = 0; terr && i < n; i++) {
+		const char *why = run.p ? cn_pipeline_target_error(run.p, i) : "";
+		snprintf(terr[i], CN_BACKUP_TARGET_ERROR_MAX, "%s",
+			 *why ? why : r < 0 ? cn_error_message() : "");
 	}
 	cn_pipeline_free(run.p);
 	for (size_t a = 0; run.cd && a < o->n_archives; a++) {

@@ -83,6 +83,8 @@ struct cn_backup_opts {
 	struct cn_source *const *sources;
 };
 
+#define CN_BACKUP_TARGET_ERROR_MAX 256
+
 struct cn_backup_stats {
 	struct cn_snapshot_id id;     /* the snapshot made (time filled in) */
 	uint64_t files, dirs, symlinks, hardlinks, specials;
@@ -105,6 +107,9 @@ struct cn_backup_stats {
 				       * snapshot a target lacked (a damaged
 				       * store), stored again, not reused */
 	size_t targets, targets_ok;   /* targets given / that published the snapshot */
+	/* The caller's: NULL, or one message buffer per target, filled with
+	 * why the target failed ("" for one that published the snapshot). */
+	char (*target_errors)[CN_BACKUP_TARGET_ERROR_MAX];
 	double duration;              /* seconds */
 };
 

@@ -29,7 +29,6 @@
 #define TARGET_CHUNKS 1
 
 /* A target making no progress for this long is dropped (default). */
-#define STALL_TIMEOUT_MS 30000
 
 /* One unit of work: a chunk's plain bytes, then its encoded form. A job
  * is in exactly one place at a time: the free queue, a stream's current
@@ -81,6 +80,7 @@ struct tgt {
 	/* written by the sender, read by anyone */
 	atomic_int finished;
 	atomic_uint_fast64_t chunks_new, bytes_new, bytes_new_encoded, copied;
+	char why[256];        /* why it was dropped: by the thread that dropped it */
 };
 
 /* What the sink and the caller queue for each target's sender, in the
@@ -190,7 +190,7 @@ int cn_pipeline_new(struct cn_target *const *targets, size_t n,
 	p->crypt = opts ? opts->crypt : NULL;
 	p->compress = opts ? opts->compress : CN_BLOB_COMPRESS;
 	p->threads = opts && opts->threads ? opts->threads : cn_cpu_count();
-	p->stall_ms = opts && opts->stall_timeout_ms ? opts->stall_timeout_ms : STALL_TIMEOUT_MS;
+	p->stall_ms = opts && opts->stall_timeout_ms ? opts->stall_timeout_ms : CN_PIPELINE_STALL_TIMEOUT_MS;
 	pthread_mutex_init(&p->err_lock, NULL);
 	*out = p;
 	return 0;
@@ -199,6 +199,11 @@ int cn_pipeline_new(struct cn_target *const *targets, size_t n,
 size_t cn_pipeline_target_count(const struct cn_pipeline *p)
 {
 	return p->ntargets;
+}
+
+const char *cn_pipeline_target_error(const struct cn_pipeline *p, size_t i)
+{
+	return i < p->ntargets && !atomic_load(&p->targets[i].live) ? p->targets[i].why : "";
 }
 
 struct cn_target *cn_pipeline_target(const struct cn_pipeline *p, size_t i)
@@ -214,12 +219,21 @@ const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size
 	return &p->targets[i].prev;
 }
 
+/* Keeps msg (cut to fit) as why t was dropped. */
+static void keep_why(struct tgt *t, const char *msg)
+{
+	size_t l = strnlen(msg, sizeof(t->why) - 1);
+	memcpy(t->why, msg, l);
+	t->why[l] = '\0';
+}
+
 int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code)
 {
 	struct tgt *t = &p->targets[i];
 	char msg[1024];
 	snprintf(msg, sizeof(msg), "%s", *cn_error_message() ? cn_error_message() : cn_strerror(code));
 	if (atomic_exchange(&t->live, 0)) {
+		keep_why(t, msg);
 		t->t->ops->abort(t->t);
 		if (atomic_fetch_sub(&p->nlive, 1) > 1)
 			cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
@@ -505,6 +519,7 @@ static void target_dropped(void *ctx, size_t lane, int code, const char *msg)
 	struct tgt *t = &p->targets[lane];
 	if (!atomic_exchange(&t->live, 0))
 		return;
+	keep_why(t, msg);
 	if (atomic_fetch_sub(&p->nlive, 1) > 1) {
 		cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
 		return;

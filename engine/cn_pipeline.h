@@ -81,11 +81,16 @@
 
 struct cn_pipeline;
 
+/* How long a target may make no progress before it is dropped, unless
+ * the options say otherwise. */
+#define CN_PIPELINE_STALL_TIMEOUT_MS 30000
+
 struct cn_pipeline_opts {
 	const struct cn_crypt_config *crypt; /* NULL = not encrypted; borrowed */
 	int compress;                        /* CN_BLOB_COMPRESS_* (store/cn_blob.h) */
 	size_t threads;                      /* encoding workers; 0 = number of CPUs */
-	unsigned stall_timeout_ms;           /* drop a target stalled this long; 0 = 30 s */
+	unsigned stall_timeout_ms;           /* drop a target stalled this long;
+	                                      * 0 = CN_PIPELINE_STALL_TIMEOUT_MS */
 };
 
 /* Counters (totals over all streams). "new" counts what was stored with
@@ -125,6 +130,11 @@ struct cn_target *cn_pipeline_target(const struct cn_pipeline *p, size_t i);
  * len 0 when there is none; borrowed) and its backup time (-1 if none). */
 const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size_t i,
 					       int64_t *prev_time);
+
+/* Why target i was dropped (its error message), "" while it is live.
+ * Read once the pipeline's threads are done (after cn_pipeline_finish,
+ * cn_pipeline_abort or a failure). Borrowed from p. */
+const char *cn_pipeline_target_error(const struct cn_pipeline *p, size_t i);
 
 /* Before cn_pipeline_start: aborts and drops target i after the error
  * code (its cn_error message is the calling thread's current one), with a

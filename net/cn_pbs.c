@@ -35,7 +35,18 @@ const struct cn_pbs_repo *cn_pbs_repo_of(const struct cn_pbs *p)
 
 void cn_pbs_name(const struct cn_pbs *p, char *out, size_t out_size)
 {
-	snprintf(out, out_size, "pbs:%.80s:%s", p->repo.host, p->repo.store);
+	/* two servers behind one address differ by port */
+	if (p->repo.port != 8007)
+		snprintf(out, out_size, "pbs:%.80s:%u:%s", p->repo.host, (unsigned)p->repo.port,
+			 p->repo.store);
+	else
+		snprintf(out, out_size, "pbs:%.80s:%s", p->repo.host, p->repo.store);
+}
+
+void cn_pbs_set_io_timeout(struct cn_pbs *p, int ms)
+{
+	if (ms > 0)
+		p->io_timeout_ms = ms;
 }
 
 int cn_pbs_encode_credential(const char *in, char *out, size_t out_size)
@@ -134,7 +145,10 @@ static int rest(struct cn_pbs *p, const char *method, const char *path, const ch
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(c, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)p->copts.timeout_ms);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)p->io_timeout_ms);
+	/* a call fails when no byte moves for the timeout, not after a
+	 * total time: a long listing that flows is fine */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)(p->io_timeout_ms + 999) / 1000);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "cairn/0.1 (proxmox-backup-client compatible)");
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);

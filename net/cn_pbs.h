@@ -55,8 +55,17 @@ const struct cn_pbs_repo *cn_pbs_repo_of(const struct cn_pbs *p);
  * Returns 0 or a negative code with a message (-CN_E_AUTH if refused). */
 int cn_pbs_renew_ticket(struct cn_pbs *p, int force);
 
-/* A short name for messages, "pbs:HOST:STORE", into out. */
+/* A short name for messages, "pbs:HOST:STORE" ("pbs:HOST:PORT:STORE"
+ * for a port other than 8007), into out. */
 void cn_pbs_name(const struct cn_pbs *p, char *out, size_t out_size);
+
+/* Sets how long a REST call or an HTTP/2 session may wait without a byte
+ * from the server (ms > 0) for the calls and sessions started from now
+ * on: a backup gives it its stall timeout, so that a server that stops
+ * answering while a session is set up or a listing is read fails the
+ * target as soon as one that stops during the upload. Call before
+ * sessions are opened from other threads. */
+void cn_pbs_set_io_timeout(struct cn_pbs *p, int ms);
 
 /* The server's version as "VERSION-RELEASE" (e.g. "3.2-4") into out. */
 int cn_pbs_version(struct cn_pbs *p, char *out, size_t out_size);

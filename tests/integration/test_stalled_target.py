@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Two PBS repositories (two emulators sharing one certificate), one of
-them stopped (SIGSTOP) in the middle of the backup: with --stall-timeout 3
-the stopped one is given up after about 3 s, the other gets its complete
+them stopped (SIGSTOP) in the middle of the backup, once during the upload
+and once while its backup session is set up: with --stall-timeout 5 the
+stopped one is given up within seconds, the other gets its complete
 snapshot, the run exits 3, and it does not wait for the network's 120 s
 I/O timeout."""
 import json
@@ -57,42 +58,92 @@ try:
     env.pop('PBS_REPOSITORY', None)
     env.pop('PBS_FINGERPRINT', None)
 
-    start_time = time.monotonic()
-    run = subprocess.Popen([t.CAIRN, 'backup', 'photos.pxar:' + src, '--repository', repo_a,
-                            '--repository', repo_b, '--fingerprint', fp, '--fingerprint', fp,
-                            '--backup-id', 'family',
-                            '--stall-timeout', '3', '--output-format', 'json'],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    # stop B once its first chunks arrived (bounded wait)
-    deadline = time.monotonic() + 120
-    while not has_chunks(ds_b) and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if run.poll() is not None:
-        raise AssertionError('the backup ended (%s) before the server could be stopped: %s'
-                             % (run.returncode, run.communicate()[1]))
-    assert has_chunks(ds_b), 'no chunk reached server B'
-    pb.send_signal(signal.SIGSTOP)
-    stopped_at = time.monotonic()
-    try:
-        out, err = run.communicate(timeout=300)
-    finally:
-        pb.send_signal(signal.SIGCONT)
-    took = time.monotonic() - start_time
-    after_stop = time.monotonic() - stopped_at
-    assert run.returncode == 3, (run.returncode, out, err)
-    res = json.loads(out)
-    assert res['targets-ok'] == 1 and res['targets-total'] == 2, res
-    assert 'stalled' in err and 'going on without it' in err, err
-    # well below the 120 s I/O timeout the run used to wait for
-    assert after_stop < 60, (after_stop, err)
-    print('stopped server given up after %.1f s; run took %.1f s (exit 3)' % (after_stop, took))
+    def stop_b_when(run, ready, what):
+        """Stops B (SIGSTOP) once ready() while run goes on; lets run end
+        (B continued after). (stdout, stderr, seconds from the stop)."""
+        deadline = time.monotonic() + 120
+        while not ready() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if run.poll() is not None:
+            raise AssertionError('cairn ended (%s) before the server could be stopped: %s'
+                                 % (run.returncode, run.communicate()[1]))
+        assert ready(), what
+        pb.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            out, err = run.communicate(timeout=300)
+        finally:
+            pb.send_signal(signal.SIGCONT)
+        return out, err, time.monotonic() - stopped_at
 
-    snap = res['snapshot']
-    d = os.path.join(work, 'restored')
-    t.run('restore', snap, 'photos.pxar', d, '--repository', repo_a, '--fingerprint', fp, env=env, check=0)
-    t.compare_trees(src, d)
-    assert not os.path.exists(os.path.join(ds_b, snap, 'index.json.blob'))
+    def stalled_run(ready, what, bid):
+        """A backup to both; B stopped (SIGSTOP) once ready(); B given up
+        within the stall timeout, A gets its complete snapshot."""
+        start_time = time.monotonic()
+        run = subprocess.Popen([t.CAIRN, 'backup', 'photos.pxar:' + src, '--repository', repo_a,
+                                '--repository', repo_b, '--fingerprint', fp, '--fingerprint', fp,
+                                '--backup-id', bid,
+                                '--stall-timeout', '5', '--output-format', 'json'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        out, err, after_stop = stop_b_when(run, ready, what)
+        took = time.monotonic() - start_time
+        assert run.returncode == 3, (run.returncode, out, err)
+        res = json.loads(out)
+        assert res['targets-ok'] == 1 and res['targets-total'] == 2, res
+        assert 'going on without it' in err, err
+        # well below the 120 s I/O timeout the run used to wait for
+        assert after_stop < 60, (after_stop, err)
+        print('%s: stopped server given up after %.1f s; run took %.1f s (exit 3)'
+              % (what, after_stop, took))
+        snap = res['snapshot']
+        d = os.path.join(work, 'restored-' + bid)
+        t.run('restore', snap, 'photos.pxar', d, '--repository', repo_a, '--fingerprint', fp,
+              env=env, check=0)
+        t.compare_trees(src, d)
+        assert not os.path.exists(os.path.join(ds_b, snap, 'index.json.blob'))
+        return err
+
+    # stopped once its first chunks arrived: the upload's watchdog
+    err = stalled_run(lambda: has_chunks(ds_b), 'stopped during the upload', 'family')
+    assert 'stalled' in err or 'no data from server for 5 s' in err, err
+    # stopped as soon as its backup session made the snapshot directory,
+    # while the session is set up (index creation): each request waits no
+    # longer than the stall timeout either
+    group_b = os.path.join(ds_b, 'host', 'setup')
+    stalled_run(lambda: os.path.isdir(group_b) and os.listdir(group_b),
+                'stopped while the session is set up', 'setup')
     print('the other repository has the complete snapshot; none published on the stopped one')
+
+    # cairn run: a target given up during the backup is not asked again
+    # whether it has the snapshot, nor pruned (each would wait again); its
+    # record names the real failure
+    token = os.path.join(work, 'token')
+    with open(token, 'w') as f:
+        f.write('SECRET\n')
+    os.chmod(token, 0o600)
+    conf = os.path.join(work, 'cairn.conf')
+    targets = ''.join('[target %s]\ntype = pbs\nrepository = %s\nfingerprint = %s\n'
+                      'token-file = %s\nkeep-last = 5\n\n' % (name, repo, fp, token)
+                      for name, repo in (('primary', repo_a), ('replica', repo_b)))
+    with open(conf, 'w') as f:
+        f.write('[cairn]\nbackup-id = run\nstate-dir = %s\nstall-timeout = 5\n\n'
+                '[source media]\npath = %s\narchive = photos.pxar\n\n%s'
+                % (os.path.join(work, 'state'), src, targets))
+    run = subprocess.Popen([t.CAIRN, 'run', '--config', conf], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    group_b = os.path.join(ds_b, 'host', 'run')
+    out, err, after_stop = stop_b_when(run, lambda: os.path.isdir(group_b) and os.listdir(group_b),
+                                       'stopped while the run set up its session')
+    assert run.returncode == 3, (run.returncode, out, err)
+    assert after_stop < 30, (after_stop, err)
+    assert 'target replica: not pruned' in err, err
+    rec = json.load(open(os.path.join(work, 'state', 'history.json')))[-1]
+    replica = [x for x in rec['targets'] if x['name'] == 'replica'][0]
+    assert replica['result'] == 'failed', replica
+    assert 'no data from server' in replica['message'] or 'stalled' in replica['message'], replica
+    primary = [x for x in rec['targets'] if x['name'] == 'primary'][0]
+    assert primary['result'] == 'ok', primary
+    print('cairn run: replica given up after %.1f s, not listed or pruned again' % after_stop)
 finally:
     for p in procs:
         p.send_signal(signal.SIGCONT)

@@ -22,11 +22,12 @@ try:
     p = t.run('version', '--repository', repo, env=env, check=0)
     lines = p.stdout.splitlines()
     assert lines[0].startswith('cairn '), p.stdout
-    assert lines[-1] == ('server pbs:127.0.0.1:store1: Proxmox Backup Server 3.2-4, '
-                         'repoid cairn-pbs-emulator'), p.stdout
+    # (the emulator's port is not PBS's 8007: the name carries it)
+    assert lines[-1] == ('server pbs:127.0.0.1:%s:store1: Proxmox Backup Server 3.2-4, '
+                         'repoid cairn-pbs-emulator' % port), p.stdout
     out = json.loads(t.run('version', '--repository', repo, '--output-format', 'json', env=env,
                            check=0).stdout)
-    assert out['server'] == {'repository': 'pbs:127.0.0.1:store1', 'version': '3.2',
+    assert out['server'] == {'repository': 'pbs:127.0.0.1:%s:store1' % port, 'version': '3.2',
                              'release': '4', 'repoid': 'cairn-pbs-emulator'}, out
     assert out['version'] and 'libraries' in out, out
     # without --repository nothing is asked (PBS_REPOSITORY is not used here)
