@@ -232,6 +232,23 @@ static int snapshot_encrypted(json_t *files)
 	return 0;
 }
 
+/* Whether a listed snapshot is unfinished: its files (when listed) lack
+ * the manifest, as PBS lists a snapshot directory whose backup did not
+ * complete (the server stopped or was killed before the manifest). */
+static int snapshot_unfinished(json_t *files)
+{
+	size_t i;
+	json_t *f;
+	if (!json_is_array(files))
+		return 0;
+	json_array_foreach(files, i, f) {
+		const char *name = json_string_value(json_object_get(f, "filename"));
+		if (name && !strcmp(name, "index.json.blob"))
+			return 0;
+	}
+	return 1;
+}
+
 int cn_pbs_parse_snapshots(json_t *data, const char *ns, struct cn_snapshot_info **out, size_t *n)
 {
 	*out = NULL;
@@ -244,21 +261,30 @@ int cn_pbs_parse_snapshots(json_t *data, const char *ns, struct cn_snapshot_info
 	struct cn_snapshot_info *v = calloc(count, sizeof(*v));
 	if (!v)
 		return cn_error_set(-ENOMEM, "out of memory");
+	size_t k = 0;
 	for (size_t i = 0; i < count; i++) {
 		json_t *item = json_array_get(data, i);
-		if (parse_snapshot_id(item, ns, &v[i].id) < 0) {
+		if (parse_snapshot_id(item, ns, &v[k].id) < 0) {
 			free(v);
 			return cn_error_set(-CN_E_PROTOCOL, "snapshot list: item %zu is malformed", i);
 		}
+		/* not a backup: neither the newest, nor present for a sync */
+		if (snapshot_unfinished(json_object_get(item, "files")))
+			continue;
 		json_t *size = json_object_get(item, "size");
 		if (json_is_integer(size) && json_integer_value(size) > 0)
-			v[i].size = (uint64_t)json_integer_value(size);
-		v[i].protected_ = json_is_true(json_object_get(item, "protected"));
-		v[i].encrypted = snapshot_encrypted(json_object_get(item, "files"));
+			v[k].size = (uint64_t)json_integer_value(size);
+		v[k].protected_ = json_is_true(json_object_get(item, "protected"));
+		v[k].encrypted = snapshot_encrypted(json_object_get(item, "files"));
+		k++;
 	}
-	qsort(v, count, sizeof(*v), cmp_info);
+	if (k == 0) {
+		free(v);
+		return 0;
+	}
+	qsort(v, k, sizeof(*v), cmp_info);
 	*out = v;
-	*n = count;
+	*n = k;
 	return 0;
 }
 

@@ -51,8 +51,10 @@ void cn_pbs_clean_text(const uint8_t *in, size_t len, size_t max, char *out, siz
 
 /* Converts the "data" array of GET admin/datastore/{store}/snapshots into
  * cn_snapshot_info records (ns copied into each), sorted by type, id and
- * time. *out is malloc'd (caller frees; NULL when n is 0). Entries with a
- * missing or invalid type/id/time make the whole reply -CN_E_PROTOCOL. */
+ * time. Unfinished snapshots (listed without their manifest: a backup the
+ * server did not complete) are left out. *out is malloc'd (caller frees;
+ * NULL when n is 0). Entries with a missing or invalid type/id/time make
+ * the whole reply -CN_E_PROTOCOL. */
 int cn_pbs_parse_snapshots(json_t *data, const char *ns, struct cn_snapshot_info **out, size_t *n);
 
 /* One backup group of GET …/groups. */

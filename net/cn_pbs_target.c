@@ -115,6 +115,36 @@ static int reap(struct pbs_target *t, int all)
 	return 0;
 }
 
+/* After PBS refused a backup session because the snapshot directory
+ * exists: when that snapshot is unfinished (listed without a manifest: a
+ * backup the server did not complete, e.g. killed during the upload), it
+ * is not a backup and blocks this one (a sync or catch-up filling it in),
+ * so it is removed. 1 when removed; else 0 with the refusal (and why it
+ * stays) as the error. */
+static int remove_unfinished(struct pbs_target *t, const struct cn_snapshot_id *id)
+{
+	char msg[1024], snap[300];
+	snprintf(msg, sizeof(msg), "%s", cn_error_message());
+	cn_snapshot_path(id, snap, sizeof(snap));
+	struct cn_snapshot_info *list = NULL;
+	size_t n = 0;
+	int found = 0, r = cn_pbs_list_snapshots(t->conn, id, &list, &n);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		found |= list[i].id.time == id->time;
+	free(list);
+	if (r == 0 && !found)
+		r = cn_pbs_forget(t->conn, id);
+	if (r < 0 || found) {
+		cn_error_set(-CN_E_REMOTE, "%s%s%s", msg,
+			     found ? "" : "; removing the unfinished snapshot there failed: ",
+			     found ? "" : cn_error_message());
+		return 0;
+	}
+	cn_log_warning("%s: removed the unfinished snapshot %s (a backup the server did not "
+		       "complete: no manifest)", t->base.name, snap);
+	return 1;
+}
+
 static int t_begin(struct cn_target *tt, const struct cn_snapshot_id *id, struct cn_buf *prev_manifest,
 		   int64_t *prev_time)
 {
@@ -133,6 +163,9 @@ static int t_begin(struct cn_target *tt, const struct cn_snapshot_id *id, struct
 	strcat(query, "&debug=false");
 	struct cn_h2 *h2 = NULL;
 	r = cn_pbs_open_session(t->conn, BACKUP_PROTOCOL, "backup", query, &h2);
+	if (r < 0 && strstr(cn_error_message(), "backup directory already exists") &&
+	    remove_unfinished(t, id) == 1)
+		r = cn_pbs_open_session(t->conn, BACKUP_PROTOCOL, "backup", query, &h2);
 	pthread_mutex_lock(&t->h2_mu);
 	t->h2 = h2;
 	pthread_mutex_unlock(&t->h2_mu);
