@@ -189,7 +189,15 @@ static int add_arg(struct cn_pxar_select *s, const char *arg, int exclude, int l
 	if (len == 0)
 		return cn_error_set(-EINVAL, "empty path or pattern '%s'", arg);
 	int glob = !literal && is_glob(body, len);
-	int anchored = !glob || body[0] == '/';
+	/* a path is anchored at the root; so is a pattern led by '/'; an
+	 * exclude of a bare name (no '/' but a trailing one) leaves that name
+	 * out at any depth, as gitignore and a backup's --exclude do */
+	size_t inner = len;
+	while (inner > 0 && body[inner - 1] == '/')
+		inner--;
+	int bare_name = type == CN_MATCH_EXCLUDE && !literal && inner > 0 &&
+			!memchr(body, '/', inner) && strcmp(body, ".") && strcmp(body, "..");
+	int anchored = (!glob && !bare_name) || body[0] == '/';
 	struct cn_buf text = {0};
 	char *path = NULL;        /* the normalised path, when no glob */
 	size_t path_len = 0;

@@ -812,6 +812,11 @@ START_TEST(test_select_include_exclude)
 		{{"pics/w[1].mov"}, "pics/w1.mov", NULL},
 		{{"pics/w\\[1].mov"}, "pics/w[1].mov", NULL},
 		{{"docs", "!docs"}, "", "docs"},
+		/* an excluded bare name: at any depth, as a backup's --exclude */
+		{{"!a.jpg"}, "/ docs docs/notes.txt pics pics/x.txt pics/w[1].mov pics/w1.mov", NULL},
+		{{"docs", "!notes.txt"}, "docs docs/a.jpg", "docs"},
+		/* with a '/' inside it is a path from the root */
+		{{"!docs/a.jpg", "!pics/a.jpg"}, "/ a.jpg docs docs/notes.txt pics pics/x.txt pics/w[1].mov pics/w1.mov", NULL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct cn_pxar_select *sel;
