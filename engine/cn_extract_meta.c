@@ -228,6 +228,19 @@ int cn_xt_apply_meta_early(struct extractor *x, const struct cn_pxar_entry *e, c
 			if (rc < 0)
 				return rc;
 		}
+	} else if (!is_link && !x->o->no_acls && x->strip_acl) {
+		/* made where a default ACL was inherited that the archive
+		 * does not give it: the archive's (no ACL) wins */
+		int dir = (e->mode & CN_PXAR_IFMT) == CN_PXAR_IFDIR;
+		if ((removexattr(proc, "system.posix_acl_access") < 0 && errno != ENODATA &&
+		     errno != EOPNOTSUPP) ||
+		    (dir && removexattr(proc, "system.posix_acl_default") < 0 && errno != ENODATA &&
+		     errno != EOPNOTSUPP)) {
+			rc = soft_error(x, cn_error_sys(-errno, "failed to remove an inherited ACL of '%s'",
+							path));
+			if (rc < 0)
+				return rc;
+		}
 	}
 	return 0;
 }

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define NO_OFFSET UINT64_MAX
@@ -53,23 +54,33 @@ static int push_dir(struct extractor *x, const char *name, int taken, const stru
 	return 0;
 }
 
+/* Whether the directory fd has a default ACL (new entries in it inherit
+ * ACL entries). */
+static int has_default_acl(int fd)
+{
+	return fgetxattr(fd, "system.posix_acl_default", NULL, 0) > 0;
+}
+
 /* Creates (or, if allowed, opens) the directory stack[i] inside its
  * parent. */
 static int make_dir(struct extractor *x, size_t i, const char *path)
 {
 	struct xdir *d = &x->stack[i];
 	int parent = x->stack[i - 1].fd;
+	int existed = 0;
 	if (mkdirat(parent, d->name, 0700) < 0) {
 		if (errno != EEXIST)
 			return cn_error_sys(-errno, "failed to create directory '%s' (for '%s')", d->name, path);
 		if (!x->o->allow_existing_dirs)
 			return cn_error_set(-EEXIST, "directory '%s' (for '%s') already exists (allow existing directories to extract into it)",
 					    d->name, path);
+		existed = 1;
 	}
 	d->fd = openat(parent, d->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (d->fd < 0)
 		return cn_error_sys(-errno, "failed to open directory '%s' (for '%s'; not a directory or a symlink?)",
 				    d->name, path);
+	d->acl_inherits = x->stack[i - 1].acl_inherits || (existed && has_default_acl(d->fd));
 	return 0;
 }
 
@@ -103,8 +114,10 @@ static int pop_dir(struct extractor *x, const char *path)
 	if (d->fd >= 0 && d->have_range && (x->depth > 1 || x->apply_root_meta)) {
 		const struct cn_pxar_entry *e;
 		rc = cn_pxar_accessor_entry(x->acc, &d->r, path, &e);
+		x->strip_acl = x->depth > 1 && x->stack[x->depth - 2].acl_inherits;
 		if (rc == 0)
 			rc = cn_xt_apply_meta(x, e, *path ? path : ".", d->fd, -1, NULL);
+		x->strip_acl = 0;
 	}
 	if (x->depth > 1 && d->fd >= 0)
 		close(d->fd);
@@ -691,6 +704,7 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 	if (rc != 0)
 		return rc < 0 ? rc : 0;
 	int parent = x->stack[x->depth - 1].fd;
+	x->strip_acl = x->stack[x->depth - 1].acl_inherits;
 	switch (e->kind) {
 	case CN_PXAR_KIND_FILE:
 		rc = extract_file(x, d, e, parent, e->name, e->path);
@@ -705,6 +719,7 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 		rc = extract_special(x, e, parent, e->name, e->path);
 		break;
 	}
+	x->strip_acl = 0;
 	/* an entry that cannot be restored is skipped, unless what failed
 	 * would fail every entry after it: the archive itself, memory, a
 	 * full target, or the source of its content (a stalled or
@@ -1005,6 +1020,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 	if (rc < 0)
 		goto out;
 	x.stack[0].fd = x.root_fd;
+	x.stack[0].acl_inherits = has_default_acl(x.root_fd);
 
 	size_t lookups = cn_pxar_select_lookups(x.sel);
 	if (lookups) {

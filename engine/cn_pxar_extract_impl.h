@@ -26,6 +26,9 @@ struct xdir {
 	int failed;               /* creation failed: skip its subtree */
 	struct cn_pxar_range r;   /* where its metadata is (for the end) */
 	int have_range;
+	int acl_inherits;         /* entries made in it inherit a default ACL that
+				   * was there before (an existing directory's, or
+				   * an ancestor's): the archive's ACLs replace it */
 };
 
 struct extractor {
@@ -52,6 +55,9 @@ struct extractor {
 	} *copies;
 	size_t ncopies, copies_cap;
 	unsigned tmp_serial;      /* names of replacements being written */
+	int strip_acl;            /* the entry being finished was made where a
+				   * default ACL it does not have in the archive
+				   * was inherited (set around apply_meta) */
 };
 
 /* Whether rc says the target file system is full (no space or inodes

@@ -7,6 +7,7 @@ two stores in one run, encryption; list, snapshot list/files, verify,
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 
@@ -34,6 +35,29 @@ dest = os.path.join(work, 'restore')
 t.run('restore', snap, 'data.pxar', dest, '--store', store, check=0)
 n = t.compare_trees(src, dest)
 print('full restore: %d entries identical' % n)
+
+# restored again over itself (--overwrite): the same, also below a
+# directory whose default ACL the first restore set: its new files would
+# inherit ACL entries they do not have in the archive
+acl_src = os.path.join(work, 'aclsrc')
+os.makedirs(os.path.join(acl_src, 'docs'))
+for name in ('a.txt', 'b.txt'):
+    with open(os.path.join(acl_src, 'docs', name), 'w') as f:
+        f.write(name)
+subprocess.run(['setfacl', '-d', '-m', 'u:1234:rx', os.path.join(acl_src, 'docs')], check=True)
+acl_store = t.store_path('acl')
+acl_snap = t.run_json('backup', 'acl.pxar:' + acl_src, '--store', acl_store,
+                      '--backup-id', 'acl')['snapshot']
+acl_dest = os.path.join(work, 'acl-restore')
+for extra in ([], ['--overwrite']):
+    t.run('restore', acl_snap, 'acl.pxar', acl_dest, '--store', acl_store, *extra, check=0)
+    t.compare_trees(acl_src, acl_dest)
+    for name in ('a.txt', 'b.txt'):
+        assert 'system.posix_acl_access' not in os.listxattr(os.path.join(acl_dest, 'docs', name)), \
+            (extra, name, subprocess.run(['getfacl', os.path.join(acl_dest, 'docs', name)],
+                                         capture_output=True, text=True).stdout)
+    assert 'system.posix_acl_default' in os.listxattr(os.path.join(acl_dest, 'docs'))
+print('restore --overwrite over itself: the same, no inherited ACLs')
 
 # the snapshot on disk has exactly what the official client writes
 sdir = os.path.join(store, snap)
