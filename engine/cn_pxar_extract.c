@@ -980,6 +980,28 @@ static int extract_lookup(struct extractor *x, const char *p)
 	return rc;
 }
 
+/* Creates the target directory dir with mode, and its missing parents
+ * (as mkdir -p); an existing one is fine. */
+static int make_target(const char *dir, mode_t mode)
+{
+	if (mkdir(dir, mode) == 0 || errno == EEXIST)
+		return 0;
+	if (errno == ENOENT) {
+		char *parent = strdup(dir), *slash = parent ? strrchr(parent, '/') : NULL;
+		int rc = parent ? 0 : cn_error_set(-ENOMEM, "out of memory");
+		if (slash && slash != parent) {
+			*slash = '\0';
+			rc = cn_mkdir_p(parent, 0777);
+		}
+		free(parent);
+		if (rc < 0)
+			return rc;
+		if (mkdir(dir, mode) == 0 || errno == EEXIST)
+			return 0;
+	}
+	return cn_error_sys(-errno, "failed to create target directory '%s'", dir);
+}
+
 int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		    const struct cn_pxar_extract_opts *opts,
 		    struct cn_pxar_extract_stats *stats)
@@ -1005,10 +1027,11 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 	}
 	if (x.o->writers && (rc = cn_write_pool_new(x.o->writers, &x.w)) < 0)
 		goto out;
-	if (mkdir(target_dir, 0700) < 0 && errno != EEXIST) {
-		rc = cn_error_sys(-errno, "failed to create target directory '%s'", target_dir);
+	/* a new target gets the archive root's metadata at the end; one that
+	 * receives selected paths only keeps a new directory's usual mode */
+	int root_meta = !cn_pxar_select_lookups(x.o->select) && cn_pxar_select_initial(x.o->select);
+	if ((rc = make_target(target_dir, root_meta ? 0700 : 0777)) < 0)
 		goto out;
-	}
 	x.root_fd = open(target_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (x.root_fd < 0) {
 		rc = cn_error_sys(-errno, "failed to open target directory '%s'", target_dir);
