@@ -59,9 +59,9 @@ void cli_sched_print_plan(FILE *f, const struct cn_config *c)
 		const struct cn_config_source *s = &c->sources[i];
 		char id[CN_BACKUP_ID_MAX + 1];
 		cn_config_backup_id(c, s, id, sizeof(id));
-		fprintf(f, "  source %s: %s -> %s%s%s/%s/<time>/%s\n", s->name,
+		fprintf(f, "  source %s: %s -> %s%s%s%s/%s/<time>/%s\n", s->name,
 			s->path ? s->path : "(the dataset's mountpoint)", s->ns ? "ns " : "",
-			s->ns ? s->ns : "", s->ns ? ": " : "", s->backup_type, s->archive);
+			s->ns ? s->ns : "", s->ns ? ": " : "", s->backup_type, id, s->archive);
 		fprintf(f, "  snapshot group %s/%s", s->backup_type, id);
 		if (s->zfs_dataset)
 			fprintf(f, ", read from a ZFS snapshot %s@cairn-<time> (destroyed after the run)",

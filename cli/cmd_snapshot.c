@@ -142,10 +142,16 @@ static int do_files(struct cli_common *c, struct cn_source *src, const char *sna
 	if (r == 0)
 		r = cn_catalog_reader_open(cat.data, cat.len, &cr);
 	if (r == 0) {
+		/* NAME.pxar also names a split archive (NAME.mpxar.didx in the
+		 * catalog), as for restore */
 		char root[512];
+		struct cn_archive_files af;
 		size_t al = strlen(archive);
 		int has_didx = al > 5 && !strcmp(archive + al - 5, ".didx");
-		snprintf(root, sizeof(root), "%s%s", archive, has_didx ? "" : ".didx");
+		if (cn_restore_archive_files(m, archive, &af) == 0)
+			snprintf(root, sizeof(root), "%s", af.name);
+		else
+			snprintf(root, sizeof(root), "%s%s", archive, has_didx ? "" : ".didx");
 		char full[4096];
 		while (path && *path == '/')
 			path++;

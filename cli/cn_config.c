@@ -297,10 +297,12 @@ static int cairn_key(struct parse_ctx *p, const char *name, const char *value)
 	if (!strcmp(name, "threads"))
 		return set_uint(p, name, value, 256, &c->threads);
 	if (!strcmp(name, "stall-timeout")) {
-		int r = set_uint(p, name, value, 86400, &c->stall_timeout);
-		if (r > 0 && c->stall_timeout == 0)
-			return fail(p, p->line, "stall-timeout must be at least 1 (seconds)");
-		return r;
+		if (!once(p, name))
+			return 0;
+		if (parse_uint(value, 86400, &c->stall_timeout) < 0 || c->stall_timeout == 0)
+			return fail(p, p->line, "'stall-timeout' takes a number from 1 to 86400, not '%s'",
+				    value);
+		return 1;
 	}
 	if (!strcmp(name, "restore-test-sample"))
 		return set_uint(p, name, value, 100000, &c->restore_test_sample);

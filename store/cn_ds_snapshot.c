@@ -335,7 +335,12 @@ int cn_datastore_snapshot_begin(struct cn_datastore *ds, const struct cn_snapsho
 		 * before we took it: the group was busy. Otherwise the clock
 		 * went back, or the caller chose an old time. */
 		int64_t now = (int64_t)time(NULL);
-		if (prev.time <= now && now - id->time <= CONCURRENT_BACKUP_WINDOW)
+		if (prev.time == id->time)
+			r = cn_error_set(-CN_E_LOCKED, "snapshot %s of %s/%s was made in the same second "
+					 "as this backup's (by a backup running at the same time or just "
+					 "before); a group holds one snapshot per second, so this one "
+					 "does not start", pt, id->type, id->id);
+		else if (prev.time <= now && now - id->time <= CONCURRENT_BACKUP_WINDOW)
 			r = cn_error_set(-CN_E_LOCKED, "another backup of %s/%s ran at the same time "
 					 "and just made snapshot %s (this backup's time is %s); "
 					 "not starting a second one", id->type, id->id, pt, tstr);

@@ -170,8 +170,8 @@ START_TEST(test_stall_timeout)
 			      "[target t]\ntype = local\npath = /s\n", &c), 0);
 	ck_assert_uint_eq(c->stall_timeout, 5);
 	cn_config_free(c);
-	expect_error("[cairn]\nstall-timeout = 0\n", 2, "stall-timeout must be at least 1");
-	expect_error("[cairn]\nstall-timeout = soon\n", 2, "'stall-timeout' takes a number");
+	expect_error("[cairn]\nstall-timeout = 0\n", 2, "'stall-timeout' takes a number from 1 to 86400, not '0'");
+	expect_error("[cairn]\nstall-timeout = soon\n", 2, "'stall-timeout' takes a number from 1 to 86400, not 'soon'");
 }
 END_TEST
 
