@@ -114,7 +114,10 @@ static int do_files(struct cli_common *c, struct cn_source *src, const char *sna
 	struct cn_index *idx = NULL;
 	struct cn_buf cat = {0};
 	struct cn_catalog_reader *cr = NULL;
-	int r = cn_restore_open(src, &id, crypt, &m);
+	/* the archives are listed without the key, as PBS does; their
+	 * contents need it */
+	int r = archive ? cn_restore_open(src, &id, crypt, &m)
+			: cn_restore_open_listing(src, &id, crypt, &m);
 	if (r == 0 && !archive) {
 		json_t *arr = c->json ? json_array() : NULL;
 		for (size_t i = 0; i < cn_manifest_file_count(m); i++) {

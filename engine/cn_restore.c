@@ -30,8 +30,25 @@ static const char *snap_text(const struct cn_snapshot_id *id, char *buf, size_t 
 	return buf;
 }
 
+static int open_manifest(struct cn_source *src, const struct cn_snapshot_id *id,
+			 const struct cn_crypt_config *crypt, int need_key, struct cn_manifest **m);
+
 int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
 		    const struct cn_crypt_config *crypt, struct cn_manifest **m)
+{
+	return open_manifest(src, id, crypt, 1, m);
+}
+
+int cn_restore_open_listing(struct cn_source *src, const struct cn_snapshot_id *id,
+			    const struct cn_crypt_config *crypt, struct cn_manifest **m)
+{
+	return open_manifest(src, id, crypt, crypt != NULL, m);
+}
+
+/* cn_restore_open; need_key 0: a signed manifest is taken without its
+ * key (its signature unchecked). */
+static int open_manifest(struct cn_source *src, const struct cn_snapshot_id *id,
+			 const struct cn_crypt_config *crypt, int need_key, struct cn_manifest **m)
 {
 	char sp[512];
 	int r = src->ops->open(src, id);
@@ -51,7 +68,7 @@ int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
 	/* a valid manifest of another snapshot (its files copied here) is
 	 * checked first: signed or not, with or without the key */
 	r = cn_manifest_check_id(*m, id);
-	if (r == 0)
+	if (r == 0 && need_key)
 		r = cn_manifest_check_key(*m, crypt);
 	if (r < 0) {
 		cn_manifest_free(*m);

@@ -53,6 +53,13 @@ struct cn_restore_stats {
 int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
 		    const struct cn_crypt_config *crypt, struct cn_manifest **m);
 
+/* cn_restore_open for listing a snapshot's files: without a key (crypt
+ * NULL) an encrypted or signed manifest is read all the same, its
+ * signature unchecked, as a PBS lists any snapshot's files; with a key,
+ * as cn_restore_open. */
+int cn_restore_open_listing(struct cn_source *src, const struct cn_snapshot_id *id,
+			    const struct cn_crypt_config *crypt, struct cn_manifest **m);
+
 /* Downgrade check for snapshot id whose manifest m was read with
  * cn_restore_open: a manifest neither signed nor listing an encrypted
  * file, in a group where an earlier snapshot has encrypted files (as

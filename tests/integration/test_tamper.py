@@ -117,8 +117,13 @@ for enc, store in ((True, estore), (False, pstore)):
     if enc:  # without the key too: the identity is checked before the key
         p = t.run('verify', s2, '--store', store, check=4)
         assert snap_time(s1) in p.stderr and snap_time(s2) in p.stderr, p.stderr
-    # the older snapshot itself is fine
+    # the older snapshot itself is fine; its archives are listed without
+    # the key too (as PBS lists them), their contents need it
     t.run('verify', s1, '--store', store, *k, check=0)
+    if enc:
+        pf = t.run('snapshot', 'files', s1, '--store', store, '--output-format', 'json', check=0)
+        assert 'data.pxar.didx' in pf.stdout, pf.stdout
+        t.run('snapshot', 'files', s1, 'data.pxar', '--store', store, check=1)
     print('swapped %s snapshot: exit 4:' % ('encrypted' if enc else 'plain'),
           p.stderr.strip().splitlines()[0][:200])
 
