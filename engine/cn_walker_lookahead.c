@@ -263,7 +263,9 @@ static int prev_chunks(struct walker *w, uint64_t start, uint64_t end, struct cn
  * of this run uses in the distinct chunks it places; so here:
  *  - the threshold holds for the archive so far, not per range:
  *    (placed - used) <= threshold * placed, placed counting each distinct
- *    chunk once, used the bytes of the files referencing them;
+ *    chunk once, used the bytes of the files referencing them; a range
+ *    whose own new chunks keep within it is taken all the same: padding
+ *    placed before stays whatever is read after it;
  *  - a chunk placed a moment ago (one of the last CN_WK_RECENT_CHUNKS)
  *    costs nothing to place again: the files after a changed one
  *    re-reference the chunk the files before it used (its new data must
@@ -335,7 +337,17 @@ again:;
 	 * behind it in the previous snapshot) may use it yet */
 	if (la->has_pending && memcmp(la->pending_digest, c[0].digest, 32))
 		unused = unused > la->pending ? unused - la->pending : 0;
-	if ((double)unused > CN_PXAR_CHUNK_PADDING_THRESHOLD * (double)placed) {
+	/* the padding this range's own chunks carry (their bytes it does not
+	 * use; the kept-back tail not yet): a range within the threshold by
+	 * itself is taken even when padding placed before (which reading
+	 * this range again would not remove) keeps the archive over it;
+	 * else one such range made every range after it read again, night
+	 * after night */
+	uint64_t own = new_placed > end - start ? new_placed - (end - start) : 0;
+	if (keep_last)
+		own = own > pe ? own - pe : 0;
+	if ((double)unused > CN_PXAR_CHUNK_PADDING_THRESHOLD * (double)placed &&
+	    (double)own > CN_PXAR_CHUNK_PADDING_THRESHOLD * (double)new_placed) {
 		/* too much unused: the files in the range's first chunk are
 		 * read again, and the rest, starting at (or just after) a chunk
 		 * start, decided anew; a range within one chunk is read whole */

@@ -104,12 +104,13 @@ write(p(5) + '.tmp', new5)
 os.utime(p(5) + '.tmp', ns=(st5.st_atime_ns, st5.st_mtime_ns))
 os.rename(p(5) + '.tmp', p(5))
 assert os.stat(p(5)).st_size == st5.st_size and os.stat(p(5)).st_mtime_ns == st5.st_mtime_ns
-# the neighbour's chunk now holds mostly a deleted file: read again
+# the neighbour's chunk now holds mostly a deleted file
 os.unlink(os.path.join(src, 'big', 'a.bin'))
 
 o3 = backup()
 changed = 3 + (1 if have_acl else 0) + (1 if chattr_ok else 0)
-assert o3['files-unopened'] <= n_plain - changed, o3
+# the changed files are opened (the plain ones and big/b.txt may not be)
+assert o3['files-unopened'] <= n_plain + 1 - changed, o3
 r3 = restore(o3)
 t.compare_trees(src, r3)  # contents, modes, user xattrs
 rp = lambda i: os.path.join(r3, 'plain', 'f%03d.txt' % i)  # noqa: E731
