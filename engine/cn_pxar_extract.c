@@ -206,6 +206,8 @@ static int create_file(struct extractor *x, int parent, const char *name, const 
 static int settle_file(struct extractor *x, const struct placing *pl, int ok, const char *path,
 		       int rc)
 {
+	if (ok && !pl->tmp)
+		return rc; /* in place already: the common case costs nothing */
 	struct stat dst;
 	int have = fstat(pl->dirfd, &dst) == 0;
 	if (ok && pl->tmp && renameat(pl->dirfd, pl->tmp, pl->dirfd, pl->name) < 0) {
@@ -248,6 +250,8 @@ struct xfile {
 	struct late_meta meta;    /* applied when its writes are done */
 	int failed;               /* queuing stopped at an error already reported */
 	struct placing place;     /* where it goes when done */
+	int unsettled;            /* counted in x->unsettled: not at its name yet,
+				   * or to be removed */
 };
 
 static void free_xfile(void *ctx)
@@ -284,6 +288,7 @@ static int finish_file(struct extractor *x, struct xfile *f, int fd,
 	}
 	close(fd);
 	rc = settle_file(x, &f->place, ok, f->path, rc);
+	x->unsettled -= f->unsettled;
 	free_xfile(f);
 	return rc;
 }
@@ -408,6 +413,10 @@ static int start_file(struct extractor *x, struct cn_pxar_decoder *d,
 	f->meta = late_of(e);
 	f->place = (struct placing){ dirfd, nm, pl->tmp };
 	pl->tmp = NULL; /* the xfile's now */
+	if (f->place.tmp) {
+		f->unsettled = 1;
+		x->unsettled++;
+	}
 	struct cn_write_file *wf;
 	rc = cn_write_pool_start(x->w, fd, e->file_size, f, &wf);
 	if (rc < 0) {
@@ -417,8 +426,13 @@ static int start_file(struct extractor *x, struct cn_pxar_decoder *d,
 		return rc;
 	}
 	rc = copy_content(x, d, e, fd, path, wf);
-	if (rc < 0)
+	if (rc < 0) {
 		f->failed = 1; /* removed when its queued writes are done */
+		if (!f->unsettled) {
+			f->unsettled = 1;
+			x->unsettled++;
+		}
+	}
 	return rc;
 }
 
@@ -591,10 +605,11 @@ static int extract_hardlink_copy(struct extractor *x, const struct cn_pxar_entry
 static int extract_hardlink(struct extractor *x, const struct cn_pxar_entry *e, int parent,
 			    const char *name, const char *path)
 {
-	/* its target may still be written on the writer threads: under a
-	 * temporary name while it replaces a file, or to be removed when its
-	 * content fails */
-	int rc = reap_files(x, 0);
+	/* its target may still be written on the writer threads under a
+	 * temporary name while it replaces a file, or be removed when its
+	 * content failed: those are finished first (a file being written in
+	 * place links as it is) */
+	int rc = x->unsettled ? reap_files(x, 0) : 0;
 	if (rc == 0)
 		rc = link_to(x, e->link, parent, name, path);
 	if (rc == -ENOENT)

@@ -55,6 +55,8 @@ struct extractor {
 	} *copies;
 	size_t ncopies, copies_cap;
 	unsigned tmp_serial;      /* names of replacements being written */
+	size_t unsettled;         /* files on the writer threads not at their
+				   * name yet (replacements) or to be removed */
 	int strip_acl;            /* the entry being finished was made where a
 				   * default ACL it does not have in the archive
 				   * was inherited (set around apply_meta) */
