@@ -152,7 +152,7 @@ try:
     shutil.rmtree(os.path.join(work, 'cache'))
     o6 = backup('metadata', both)
     assert o6['bytes-read'] == total and o6['files-reused'] == 0, o6
-    assert o6['new-bytes'] < total // 20, o6
+    assert o6['new-bytes'] < total // 8, o6
     o7 = backup('metadata', both)
     reused_all_but_padding(o7, o1['files'] + 2)
     restore_all(o7['snapshot'], pbs=False)
