@@ -995,6 +995,18 @@ static int extract_lookup(struct extractor *x, const char *p)
 	return rc;
 }
 
+/* rc of extracting the archive's entries: an unsafe path there (a name
+ * with '/' or "..", a hardlink out of the tree) is a malformed archive,
+ * reported as such (the paths the caller gave were checked before). */
+static int archive_error(int rc)
+{
+	if (rc != -CN_E_PATH)
+		return rc;
+	char msg[1024];
+	snprintf(msg, sizeof(msg), "%s", cn_error_message());
+	return cn_error_set(-CN_E_FORMAT, "%s", msg);
+}
+
 /* Creates the target directory dir with mode, and its missing parents
  * (as mkdir -p); an existing one is fine. */
 static int make_target(const char *dir, mode_t mode)
@@ -1065,12 +1077,12 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 		x.looked_up = 1;
 		rc = cn_xt_check_lookups(x.acc, x.sel);
 		for (size_t i = 0; rc >= 0 && i < lookups; i++)
-			rc = extract_lookup(&x, cn_pxar_select_lookup(x.sel, i));
+			rc = archive_error(extract_lookup(&x, cn_pxar_select_lookup(x.sel, i)));
 	} else {
 		x.apply_root_meta = top;
 		rc = cn_pxar_decoder_new(in, x.o->payload, &d);
 		if (rc == 0)
-			rc = extract_entries(&x, d, 0);
+			rc = archive_error(extract_entries(&x, d, 0));
 	}
 	if (rc >= 0)
 		rc = reap_files(&x, 0);

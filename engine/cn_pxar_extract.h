@@ -83,9 +83,11 @@ struct cn_pxar_extract_stats {
 };
 
 /* Extracts the archive in (borrowed) into target_dir, creating target_dir
- * if it does not exist. opts may be NULL (defaults: everything, no
- * overwrite, not strict); stats may be NULL. Returns 0 when everything
- * was restored, -CN_E_PATH... / -CN_E_FORMAT... for archive errors, -ENOENT
+ * (and its missing parents) if it does not exist. opts may be NULL
+ * (defaults: everything, no overwrite, not strict); stats may be NULL.
+ * Returns 0 when everything was restored, -CN_E_FORMAT (an unsafe path in
+ * the archive included) or another corruption code for archive errors,
+ * -CN_E_PATH for an unsafe path the selection asks for, -ENOENT
  * when the looked-up path is not in the archive, or, when errors were
  * counted (non-strict), -EIO with the message naming the count; the first
  * error's message was logged. */
