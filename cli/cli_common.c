@@ -397,6 +397,17 @@ int cli_exit_code(int err)
 	}
 }
 
+int cli_stdout_done(void)
+{
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return 0;
+	int e = errno ? errno : EIO;
+	if (e == EPIPE)
+		return 0;
+	return cn_error_sys(-e, "writing the listing");
+}
+
 int cli_fail(const struct cli_common *c, int err, const char *context)
 {
 	const char *msg = cn_error_message();

@@ -173,6 +173,11 @@ int cli_read_password(const char *prompt, char *buf, size_t len);
  * CLI_EXIT_ERROR. */
 int cli_exit_code(int err);
 
+/* After a listing written to stdout: 0, or the write's error (-errno,
+ * "writing the listing: ..."). A reader that stopped reading (EPIPE, as
+ * "| head") is no error. */
+int cli_stdout_done(void);
+
 /* Prints the calling thread's error message with context and returns
  * cli_exit_code(err). In JSON mode also prints {"error": ...} on stdout. */
 int cli_fail(const struct cli_common *c, int err, const char *context);

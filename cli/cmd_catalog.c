@@ -4,6 +4,7 @@
  * `catalog dump`: type letter, quoted "./path", and for files size and
  * mtime. */
 #include "cli/cli.h"
+#include "cli/cli_common.h"
 #include "common/cn_error.h"
 #include "common/cn_util.h"
 #include "pxar/cn_catalog_reader.h"
@@ -80,8 +81,8 @@ static int cmd_list(int argc, char **argv)
 		rc = cn_catalog_list(r, argc - optind == 2 ? argv[optind + 1] : NULL, print_entry, NULL);
 	cn_catalog_reader_free(r);
 	free(data);
-	if (fflush(stdout) != 0 && rc == 0)
-		rc = cn_error_sys(-EIO, "writing the listing");
+	if (rc == 0)
+		rc = cli_stdout_done();
 	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
 }
 

@@ -176,8 +176,8 @@ static int cmd_list(int argc, char **argv)
 		rc = cn_pxar_list(&a.in, payload ? &a.payload : NULL, sel, list_one, &c);
 	archive_close(&a);
 	cn_pxar_select_free(sel);
-	if (fflush(stdout) != 0 && rc == 0)
-		rc = cn_error_sys(-EIO, "writing the listing");
+	if (rc == 0)
+		rc = cli_stdout_done();
 	return rc < 0 ? cli_error(argv[optind]) : CLI_EXIT_OK;
 }
 
