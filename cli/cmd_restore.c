@@ -32,6 +32,8 @@ static void help(FILE *f)
 		"  --verify-only          read and check everything, write nothing (no TARGET);\n"
 		"                         with --path/--exclude, what that restore would read\n"
 		"  --overwrite            replace existing files in TARGET\n"
+		"  --no-owner             do not restore owners and groups (files belong to the\n"
+		"                         user restoring; without root each one fails otherwise)\n"
 		"  --threads N            read-ahead threads (default: twice the number of CPUs)\n"
 		CLI_COMMON_HELP
 		"\nExit codes: 0 ok, 1 failure, 3 some entries could not be restored,\n"
@@ -50,7 +52,8 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total, double elapsed
 			  total ? 100.0 * (double)done / (double)total : 100.0, rate / (1 << 20), eta);
 }
 
-enum { OPT_PATH = OPT_FIRST_COMMAND_OPTION, OPT_EXCLUDE, OPT_VERIFY, OPT_OVERWRITE, OPT_THREADS };
+enum { OPT_PATH = OPT_FIRST_COMMAND_OPTION, OPT_EXCLUDE, OPT_VERIFY, OPT_OVERWRITE, OPT_THREADS,
+       OPT_NO_OWNER };
 
 /* cmd_restore with sel, the selection the options build (owned by the caller). */
 static int restore_selected(int argc, char **argv, struct cn_pxar_select *sel)
@@ -62,6 +65,7 @@ static int restore_selected(int argc, char **argv, struct cn_pxar_select *sel)
 		{"exclude", required_argument, NULL, OPT_EXCLUDE},
 		{"verify-only", no_argument, NULL, OPT_VERIFY},
 		{"overwrite", no_argument, NULL, OPT_OVERWRITE},
+		{"no-owner", no_argument, NULL, OPT_NO_OWNER},
 		{"threads", required_argument, NULL, OPT_THREADS},
 		{0},
 	};
@@ -86,6 +90,9 @@ static int restore_selected(int argc, char **argv, struct cn_pxar_select *sel)
 			break;
 		case OPT_OVERWRITE:
 			ro.overwrite = 1;
+			break;
+		case OPT_NO_OWNER:
+			ro.no_owner = 1;
 			break;
 		case OPT_THREADS:
 			ro.threads = (size_t)strtoul(optarg, NULL, 10);

@@ -416,6 +416,7 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		struct cn_pxar_extract_opts eo = {
 			.select = o->select,
 			.overwrite = o->overwrite,
+			.no_owner = o->no_owner,
 			.allow_existing_dirs = 1,
 			.payload = split ? &pin : NULL,
 			.writers = restore_writers(split ? pcr : cr), /* (holding the content) */

@@ -29,6 +29,7 @@ struct cn_restore_opts {
 	 * selection, what restoring it reads (its entries and content) */
 	int verify_only;
 	int overwrite;           /* replace existing files in the target */
+	int no_owner;            /* keep the restoring user as owner (no chown) */
 	/* Called from the calling thread at most every 250 ms with the
 	 * furthest archive offset read so far and the archive size. */
 	void (*progress)(void *ctx, uint64_t done, uint64_t total, double elapsed);

@@ -59,6 +59,22 @@ for extra in ([], ['--overwrite']):
     assert 'system.posix_acl_default' in os.listxattr(os.path.join(acl_dest, 'docs'))
 print('restore --overwrite over itself: the same, no inherited ACLs')
 
+# as another user than root: --no-owner restores everything as that user
+if os.geteuid() == 0 and shutil.which('setpriv'):
+    mine = os.path.join(work, 'nobody')
+    os.chmod(work, 0o711)  # (mkdtemp's 0700: the other user passes through)
+    shutil.copytree(acl_store, os.path.join(mine, 'store'), symlinks=True)
+    for d, ds, fs in os.walk(mine):
+        for n in ds + fs + ['.']:
+            os.lchown(os.path.join(d, n), 65534, 65534)
+    as_nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', t.CAIRN,
+                 'restore', acl_snap, 'acl.pxar', os.path.join(mine, 'out'), '--store',
+                 os.path.join(mine, 'store')]
+    p = subprocess.run(as_nobody + ['--no-owner'], capture_output=True, text=True)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert os.stat(os.path.join(mine, 'out', 'docs', 'a.txt')).st_uid == 65534
+    print('restore --no-owner as another user: exit 0, files of that user')
+
 # the snapshot on disk has exactly what the official client writes
 sdir = os.path.join(store, snap)
 assert sorted(os.listdir(sdir)) == sorted(files | {'index.json.blob'}), os.listdir(sdir)
