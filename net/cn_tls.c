@@ -230,7 +230,7 @@ static int tcp_connect(const char *host, uint16_t port, int timeout_ms, int *fdp
 	return 0;
 }
 
-static int handshake(struct cn_tls *t, const char *host)
+static int handshake(struct cn_tls *t, const char *host, int timeout_ms)
 {
 	char err[256];
 	t->ctx = SSL_CTX_new(TLS_client_method());
@@ -251,9 +251,16 @@ static int handshake(struct cn_tls *t, const char *host)
 	sigset_t old;
 	sigpipe_block(&old);
 	int ok = SSL_connect(t->ssl) == 1;
+	int e = errno;
 	if (!ok)
 		ssl_error_text(err, sizeof(err));
 	sigpipe_unblock(&old);
+	/* the socket's receive timeout: connected, but the server sends
+	 * nothing (stopped, or overloaded) */
+	if (!ok && (e == EAGAIN || e == EWOULDBLOCK))
+		return cn_error_set(-ETIMEDOUT, "TLS handshake with %s: no answer within %d s "
+				    "(the server accepted the connection but does not respond)",
+				    host, (timeout_ms + 999) / 1000);
 	if (!ok)
 		return cn_tls_pin_error(&t->pin, err);
 	return 0;
@@ -273,17 +280,19 @@ int cn_tls_connect(const char *host, uint16_t port, struct cn_tls_pin *pin,
 			return cn_error_set(-ENOMEM, "out of memory");
 		t->fd = -1;
 		t->pin = *pin;
+		int silent = 0;
 		r = tcp_connect(host, port, timeout_ms, &t->fd);
 		if (r == 0) {
-			r = handshake(t, host);
+			r = handshake(t, host, timeout_ms);
 			*pin = t->pin;
 			if (r == 0) {
 				*out = t;
 				return 0;
 			}
+			silent = r == -ETIMEDOUT; /* not worth waiting for again */
 		}
 		cn_tls_free(t);
-		if (!retryable(r) || attempt == attempts)
+		if (!retryable(r) || attempt == attempts || silent)
 			break;
 		cn_log_warning("%s (attempt %d of %d, retrying in %d ms)", cn_error_message(),
 			       attempt, attempts, delay_ms);
