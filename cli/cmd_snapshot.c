@@ -58,11 +58,14 @@ static int do_list(struct cli_common *c, struct cn_source *src, const char *grou
 		cli_snapshot_text(&list[i].id, snap, sizeof(snap));
 		cli_human_bytes(list[i].size, sz, sizeof(sz));
 		if (arr)
-			json_array_append_new(arr, json_pack("{s:s, s:I, s:b}", "snapshot", snap, "size",
-							     (json_int_t)list[i].size, "protected",
-							     list[i].protected_));
+			json_array_append_new(arr, json_pack("{s:s, s:I, s:b, s:b}", "snapshot", snap,
+							     "size", (json_int_t)list[i].size,
+							     "protected", list[i].protected_,
+							     "damaged", list[i].damaged));
 		else
-			printf("%-60s %12s%s\n", snap, sz, list[i].protected_ ? "  protected" : "");
+			printf("%-60s %12s%s%s\n", snap, list[i].damaged ? "?" : sz,
+			       list[i].protected_ ? "  protected" : "",
+			       list[i].damaged ? "  manifest damaged or unreadable (cairn verify)" : "");
 	}
 	if (arr)
 		cli_json_print(arr);

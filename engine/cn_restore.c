@@ -566,6 +566,7 @@ int cn_restore_list_sizes(struct cn_source *src, struct cn_snapshot_info *list, 
 		if (src->ops->open(src, &s->id) < 0 ||
 		    src->ops->get_file(src, CN_MANIFEST_BLOB_NAME, &b) < 0 ||
 		    cn_manifest_decode(b.data, b.len, NULL, &m) < 0) {
+			s->damaged = 1;
 			cn_error_clear();
 			continue;
 		}

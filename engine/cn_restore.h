@@ -130,8 +130,8 @@ int cn_verify_snapshot(struct cn_source *src, const struct cn_snapshot_id *id,
  * list_snapshots) that src listed without reading their manifest (size 0,
  * encrypted -1: an S3 bucket) from the manifest, as a local datastore's
  * listing does: size is the sum of the manifest's file sizes. Opens each
- * such snapshot on src; one whose manifest cannot be read stays as it
- * was. Returns 0. */
+ * such snapshot on src; one whose manifest cannot be read or decoded is
+ * marked damaged, its size left 0. Returns 0. */
 int cn_restore_list_sizes(struct cn_source *src, struct cn_snapshot_info *list, size_t n);
 
 #endif

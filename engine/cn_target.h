@@ -154,6 +154,8 @@ struct cn_snapshot_info {
 	uint64_t size;        /* sum of the manifest's file sizes, 0 if unknown */
 	int protected_;       /* upstream's "protected" flag */
 	int encrypted;        /* 1: some file is encrypted or signed; 0: none; -1: unknown */
+	int damaged;          /* its manifest could not be read or decoded
+			       * (set by cn_restore_list_sizes) */
 };
 
 struct cn_source_ops {

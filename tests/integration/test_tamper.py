@@ -190,7 +190,9 @@ for kind, data in kinds.items():
     p = t.run('verify', s, '--store', pstore, check=4)
     assert 'FAILED' in p.stdout and 'manifest' in p.stderr, (kind, p.stdout, p.stderr)
     p = t.run('restore', s, 'data.pxar', '--verify-only', '--store', pstore, check=4)
-    print('manifest %s: verify and restore exit 4' % kind)
+    listed = [x for x in t.run_json('snapshot', 'list', '--store', pstore) if x['snapshot'] == s]
+    assert listed and listed[0]['damaged'], (kind, listed)
+    print('manifest %s: verify and restore exit 4, listed as damaged' % kind)
 write(mpath, good)
 t.run('verify', s, '--store', pstore, check=0)
 
