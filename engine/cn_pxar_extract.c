@@ -8,8 +8,9 @@
  * with decoder-checked single-component names, so it is inside the target;
  * every object is created relative to one of them.
  *
- * Applying metadata is in cn_extract_meta.c, listing and verifying in
- * cn_pxar_list.c; what they share with this file is in
+ * Regular files (placing and writing their content) are in
+ * cn_extract_file.c, applying metadata in cn_extract_meta.c, listing and
+ * verifying in cn_pxar_list.c; what they share with this file is in
  * cn_pxar_extract_impl.h.
  */
 #include "engine/cn_pxar_extract_impl.h"
@@ -126,256 +127,7 @@ static int pop_dir(struct extractor *x, const char *path)
 	return rc;
 }
 
-/* ---- file content ---------------------------------------------------------------- */
-
-/* The next piece of the current FILE entry's content, at off: lent by
- * the input (returns 1; released through the input when done) or read
- * into buf of cap bytes (returns 0). *data, *n: the piece. Or a negative
- * code. */
-int cn_xt_content_piece(struct cn_pxar_decoder *d, const struct cn_pxar_entry *e, uint64_t off,
-			uint8_t *buf, size_t cap, const uint8_t **data, size_t *n, void **token)
-{
-	uint64_t left = e->file_size - off;
-	int rc = cn_pxar_decoder_view(d, off, left < SIZE_MAX ? (size_t)left : SIZE_MAX, data, n,
-				      token);
-	if (rc != 0)
-		return rc;
-	*n = left < cap ? (size_t)left : cap;
-	*data = buf;
-	rc = cn_pxar_decoder_read(d, off, buf, *n);
-	return rc < 0 ? rc : 0;
-}
-
-/* ---- where a file's content goes -------------------------------------------------
- *
- * A file whose content cannot be restored (a damaged or missing chunk, a
- * failed write) is left out: what was written of it is removed, so that
- * no file of the archive's name holds partial content. A file that
- * replaces an existing one (overwrite) is written under a temporary name
- * beside it and renamed over it once complete, so that a failure leaves
- * the existing file as it was. */
-struct placing {
-	int dirfd;                /* the parent directory (dup'd when kept) */
-	char *name;               /* the archive's name in it */
-	char *tmp;                /* the name written, when replacing; else NULL */
-};
-
-static void place_free(struct placing *pl)
-{
-	if (pl->dirfd >= 0)
-		close(pl->dirfd);
-	free(pl->name);
-	free(pl->tmp);
-	pl->dirfd = -1;
-	pl->name = pl->tmp = NULL;
-}
-
-/* Creates the file name in parent for writing: fd, or a negative code.
- * When name exists and overwriting is allowed, the file is created under
- * a temporary name (*tmp, malloc'd) that settle_file renames over it. */
-static int create_file(struct extractor *x, int parent, const char *name, const char *path,
-		       char **tmp)
-{
-	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-	*tmp = NULL;
-	int fd = openat(parent, name, flags, 0600);
-	if (fd >= 0 || errno != EEXIST || !x->o->overwrite)
-		return fd >= 0 ? fd : cn_error_sys(-errno, "failed to create file '%s'", path);
-	char t[64];
-	for (int tries = 0; tries < 100; tries++) {
-		snprintf(t, sizeof(t), ".cairn-restore-%ld-%u", (long)getpid(), x->tmp_serial++);
-		fd = openat(parent, t, flags, 0600);
-		if (fd >= 0 || errno != EEXIST)
-			break;
-	}
-	if (fd < 0)
-		return cn_error_sys(-errno, "failed to create a file to replace '%s'", path);
-	if (!(*tmp = strdup(t))) {
-		unlinkat(parent, t, 0);
-		close(fd);
-		return cn_error_set(-ENOMEM, "out of memory");
-	}
-	return fd;
-}
-
-/* After a file was written (ok: its content is complete): a replacement
- * is renamed over the existing file, or removed when not ok; a file that
- * is not ok is removed. The parent's times are kept (its metadata may
- * have been applied already). rc: the file's result so far, returned
- * unless placing it fails. */
-static int settle_file(struct extractor *x, const struct placing *pl, int ok, const char *path,
-		       int rc)
-{
-	if (ok && !pl->tmp)
-		return rc; /* in place already: the common case costs nothing */
-	struct stat dst;
-	int have = fstat(pl->dirfd, &dst) == 0;
-	if (ok && pl->tmp && renameat(pl->dirfd, pl->tmp, pl->dirfd, pl->name) < 0) {
-		int r = cn_error_sys(-errno, "failed to replace '%s'", path);
-		rc = rc < 0 ? rc : soft_error(x, r);
-		ok = 0;
-	}
-	if (!ok)
-		unlinkat(pl->dirfd, pl->tmp ? pl->tmp : pl->name, 0);
-	if (have) {
-		struct timespec ts[2] = { dst.st_atim, dst.st_mtim };
-		(void)futimens(pl->dirfd, ts);
-	}
-	return rc;
-}
-
-/* ---- file content on writer threads ---------------------------------------------
- *
- * Writing into the page cache is most of a restore's system time (on the
- * virtual test machines every new page also costs the host a fault), and
- * the extractor thread doing it set a restore's speed limit: restoring
- * the 2 GiB bench corpus it used 1.5-2.1 s of CPU, against 0.4-0.6 s
- * with the writes on writer threads (on the 2-core test machine the
- * restore as a whole was CPU-bound and took as long either way; machines
- * with more cores gain). So where the input lends its bytes (a restore's
- * chunk reader), the extractor thread creates each large file, applies
- * the metadata a write does not disturb, and queues the file's pieces to
- * a cn_write_pool, whose threads write them and release the lent chunks.
- * Files whose writes are done are finished (permissions, mtime, chattr
- * flags, close) by the extractor thread, in the order they were started,
- * so that every message and counter stays on one thread; at most
- * MAX_OPEN_FILES wait for that. */
-#define ASYNC_MIN (64u << 10)
-#define MAX_OPEN_FILES 64
-
-/* What finishing a file on the writer threads takes (its pool ctx). */
-struct xfile {
-	char *path;
-	uint64_t size;
-	struct late_meta meta;    /* applied when its writes are done */
-	int failed;               /* queuing stopped at an error already reported */
-	struct placing place;     /* where it goes when done */
-	int unsettled;            /* counted in x->unsettled: not at its name yet,
-				   * or to be removed */
-};
-
-static void free_xfile(void *ctx)
-{
-	struct xfile *f = ctx;
-	place_free(&f->place);
-	free(f->path);
-	free(f);
-}
-
-/* Finishes f, whose writes (res) are done: its size, late metadata,
- * close. Failures are soft errors (as an inline write's). */
-static int finish_file(struct extractor *x, struct xfile *f, int fd,
-		       const struct cn_write_result *res)
-{
-	int rc = 0, ok = 0;
-	if (f->failed) {
-		/* reported when queuing stopped */
-	} else if (res->err) {
-		rc = cn_error_sys(res->err, "failed to write '%s'", f->path);
-		if (!target_full(rc))
-			rc = soft_error(x, rc);
-	} else if (res->tail_hole && ftruncate(fd, (off_t)f->size) < 0) {
-		rc = soft_error(x, cn_error_sys(-errno, "error setting size of '%s'", f->path));
-	} else {
-		ok = 1;
-		char proc[64];
-		cn_xt_proc_path(proc, sizeof(proc), fd);
-		rc = cn_xt_apply_meta_late(x, &f->meta, f->path, fd, proc, -1, NULL);
-		x->st->bytes += f->size;
-		x->st->sparse_bytes += res->holes;
-		if (rc == 0)
-			x->st->files++;
-	}
-	close(fd);
-	rc = settle_file(x, &f->place, ok, f->path, rc);
-	x->unsettled -= f->unsettled;
-	free_xfile(f);
-	return rc;
-}
-
-/* Finishes the started files, oldest first, whose writes are done,
- * waiting for them while more than keep files are open. */
-static int reap_files(struct extractor *x, size_t keep)
-{
-	void *ctx;
-	int fd, rc = 0;
-	struct cn_write_result res;
-	while (x->w && rc >= 0 && cn_write_pool_take(x->w, keep, &ctx, &fd, &res))
-		rc = finish_file(x, ctx, fd, &res);
-	return rc;
-}
-
-/* The input holding e's content (the one its lent pieces go back to): the
- * decoder's copies of it for any decoder the accessor opens. */
-static const struct cn_pxar_input *content_input(const struct extractor *x,
-						 const struct cn_pxar_entry *e)
-{
-	return e->content_in_payload ? x->o->payload : x->in;
-}
-
-/* Whether e's content goes to the writer threads: a large file from an
- * input that lends its bytes, without file capabilities (which a write
- * would remove again). */
-static int goes_to_writers(const struct extractor *x, const struct cn_pxar_entry *e)
-{
-	const struct cn_pxar_input *src = content_input(x, e);
-	if (!x->w || e->file_size < ASYNC_MIN || !src || !src->view_at || e->fcaps)
-		return 0;
-	for (size_t i = 0; i < e->xattr_count; i++)
-		if (cn_xt_is_fcaps_xattr(&e->xattrs[i]))
-			return 0;
-	return 1;
-}
-
 /* ---- entries --------------------------------------------------------------------- */
-
-/* Writes the content of the current FILE entry to fd: inline, or (wf set)
- * queued to the writer threads where the input lends the bytes. Lent
- * bytes are written straight from the cached chunk: copying each piece
- * into a buffer first cost the extractor thread 6 % of a restore's CPU
- * time. */
-static int copy_content(struct extractor *x, struct cn_pxar_decoder *d,
-			const struct cn_pxar_entry *e, int fd, const char *path,
-			struct cn_write_file *wf)
-{
-	const struct cn_pxar_input *src = content_input(x, e);
-	uint64_t off = 0, holes = 0;
-	int tail_hole = 0;
-	while (off < e->file_size) {
-		const uint8_t *data;
-		size_t n;
-		void *token;
-		int viewed = cn_xt_content_piece(d, e, off, x->buf, COPY_BUF, &data, &n, &token);
-		if (viewed < 0)
-			return viewed;
-		int rc;
-		if (wf && !viewed) {
-			/* goes_to_writers saw the input lend: it lends every piece */
-			return cn_error_set(-EINVAL, "'%s': the input stopped lending its content",
-					    path);
-		} else if (wf) {
-			rc = cn_write_pool_queue(x->w, wf, data, n, off, src->release, src->ctx, token);
-		} else {
-			rc = cn_write_sparse(fd, data, n, off, &holes, &tail_hole);
-			if (viewed)
-				cn_pxar_decoder_release(d, token);
-			if (rc < 0)
-				rc = cn_error_sys(rc, "failed to write '%s'", path);
-		}
-		if (rc < 0)
-			return rc;
-		off += n;
-		if (wf && cn_write_pool_error(wf))
-			return 0; /* reported when the file is finished */
-	}
-	if (wf)
-		return 0;
-	if (tail_hole && ftruncate(fd, (off_t)e->file_size) < 0)
-		return cn_error_sys(-errno, "error setting size of '%s'", path);
-	x->st->bytes += e->file_size;
-	x->st->sparse_bytes += holes;
-	return 0;
-}
 
 /* Removes an existing non-directory at name when overwriting. Returns 1
  * when something was removed (retry), 0 when not allowed. */
@@ -384,87 +136,6 @@ static int make_room(struct extractor *x, int parent, const char *name)
 	if (!x->o->overwrite)
 		return 0;
 	return unlinkat(parent, name, 0) == 0;
-}
-
-/* extract_file for a file whose content goes to the writer threads: takes
- * fd, applies the early metadata and queues the content; the file is
- * finished by reap_files. */
-static int start_file(struct extractor *x, struct cn_pxar_decoder *d,
-		      const struct cn_pxar_entry *e, int fd, struct placing *pl, const char *path)
-{
-	char proc[64];
-	cn_xt_proc_path(proc, sizeof(proc), fd);
-	int rc = cn_xt_apply_meta_early(x, e, path, fd, proc, -1, NULL);
-	struct xfile *f = rc < 0 ? NULL : calloc(1, sizeof(*f));
-	char *p = f ? strdup(path) : NULL;
-	char *nm = p ? strdup(pl->name) : NULL;
-	int dirfd = nm ? fcntl(pl->dirfd, F_DUPFD_CLOEXEC, 0) : -1;
-	if (dirfd < 0) {
-		if (rc == 0)
-			rc = nm ? cn_error_sys(-errno, "dup") : cn_error_set(-ENOMEM, "out of memory");
-		free(nm);
-		free(p);
-		free(f);
-		close(fd);
-		return settle_file(x, pl, 0, path, rc);
-	}
-	f->path = p;
-	f->size = e->file_size;
-	f->meta = late_of(e);
-	f->place = (struct placing){ dirfd, nm, pl->tmp };
-	pl->tmp = NULL; /* the xfile's now */
-	if (f->place.tmp) {
-		f->unsettled = 1;
-		x->unsettled++;
-	}
-	struct cn_write_file *wf;
-	rc = cn_write_pool_start(x->w, fd, e->file_size, f, &wf);
-	if (rc < 0) {
-		close(fd);
-		rc = settle_file(x, &f->place, 0, path, rc);
-		free_xfile(f);
-		return rc;
-	}
-	rc = copy_content(x, d, e, fd, path, wf);
-	if (rc < 0) {
-		f->failed = 1; /* removed when its queued writes are done */
-		if (!f->unsettled) {
-			f->unsettled = 1;
-			x->unsettled++;
-		}
-	}
-	return rc;
-}
-
-static int extract_file(struct extractor *x, struct cn_pxar_decoder *d,
-			const struct cn_pxar_entry *e, int parent, const char *name,
-			const char *path)
-{
-	char *tmp;
-	int fd = create_file(x, parent, name, path, &tmp);
-	if (fd < 0)
-		return fd;
-	/* (name is borrowed here: the xfile copies what it keeps) */
-	struct placing pl = { parent, (char *)name, tmp };
-	int rc = cn_xt_apply_chattr(fd, cn_xt_to_chattr(e->flags) & INITIAL_CHATTR, CHATTR_MASK);
-	if (rc < 0)
-		rc = soft_error(x, cn_error_sys(rc, "failed to apply initial flags to '%s'", path));
-	if (rc == 0 && goes_to_writers(x, e)) {
-		rc = start_file(x, d, e, fd, &pl, path);
-		free(pl.tmp);
-		return rc;
-	}
-	int ok = 0;
-	if (rc == 0 && (rc = copy_content(x, d, e, fd, path, NULL)) == 0) {
-		ok = 1;
-		rc = cn_xt_apply_meta(x, e, path, fd, parent, tmp ? tmp : name);
-	}
-	close(fd);
-	rc = settle_file(x, &pl, ok, path, rc);
-	free(tmp);
-	if (rc == 0)
-		x->st->files++;
-	return rc;
 }
 
 /* Opens, without following symlinks, the directory holding the last
@@ -595,7 +266,7 @@ static int extract_hardlink_copy(struct extractor *x, const struct cn_pxar_entry
 		return rc;
 	rc = cn_pxar_decoder_next(d, &te);
 	if (rc > 0)
-		rc = extract_file(x, d, te, parent, name, path);
+		rc = cn_xt_extract_file(x, d, te, parent, name, path);
 	cn_pxar_decoder_free(d);
 	if (rc == 0)
 		rc = add_copy(x, i, r.filename_offset, path);
@@ -609,7 +280,7 @@ static int extract_hardlink(struct extractor *x, const struct cn_pxar_entry *e, 
 	 * temporary name while it replaces a file, or be removed when its
 	 * content failed: those are finished first (a file being written in
 	 * place links as it is) */
-	int rc = x->unsettled ? reap_files(x, 0) : 0;
+	int rc = x->unsettled ? cn_xt_reap_files(x, 0) : 0;
 	if (rc == 0)
 		rc = link_to(x, e->link, parent, name, path);
 	if (rc == -ENOENT)
@@ -722,7 +393,7 @@ static int handle_entry(struct extractor *x, struct cn_pxar_decoder *d,
 	x->strip_acl = x->stack[x->depth - 1].acl_inherits;
 	switch (e->kind) {
 	case CN_PXAR_KIND_FILE:
-		rc = extract_file(x, d, e, parent, e->name, e->path);
+		rc = cn_xt_extract_file(x, d, e, parent, e->name, e->path);
 		break;
 	case CN_PXAR_KIND_SYMLINK:
 		rc = extract_symlink(x, e, parent, e->name, e->path);
@@ -926,7 +597,7 @@ static int resume_after_damage(struct extractor *x, size_t base, uint64_t last_f
 			return cn_error_set(-ENOMEM, "out of memory");
 		uint64_t fo = x->stack[x->depth - 1].r.filename_offset;
 		rc = extract_rest_of_dir(x, dpath, last_fo);
-		if (rc >= 0 && (rc = reap_files(x, MAX_OPEN_FILES)) >= 0) {
+		if (rc >= 0 && (rc = cn_xt_reap_files(x, CN_XT_MAX_OPEN_FILES)) >= 0) {
 			rc = pop_dir(x, dpath);
 			if (rc < 0 && is_damage(rc))
 				rc = soft_error(x, cn_error_prefix(rc, "metadata of '%s' not applied",
@@ -952,7 +623,7 @@ static int extract_entries(struct extractor *x, struct cn_pxar_decoder *d, size_
 		rc = handle_entry(x, d, e, first && !x->looked_up && base == 0);
 		first = 0;
 		if (rc >= 0)
-			rc = reap_files(x, MAX_OPEN_FILES);
+			rc = cn_xt_reap_files(x, CN_XT_MAX_OPEN_FILES);
 		if (rc < 0)
 			break;
 	}
@@ -1085,7 +756,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 			rc = archive_error(extract_entries(&x, d, 0));
 	}
 	if (rc >= 0)
-		rc = reap_files(&x, 0);
+		rc = cn_xt_reap_files(&x, 0);
 	/* Directories still open: the parents of the looked-up paths, and the
 	 * target itself. */
 	while (rc >= 0 && x.depth > 0) {
@@ -1102,7 +773,7 @@ int cn_pxar_extract(const struct cn_pxar_input *in, const char *target_dir,
 				  (unsigned long long)x.st->errors);
 	}
 out:
-	cn_write_pool_free(x.w, free_xfile);
+	cn_write_pool_free(x.w, cn_xt_free_xfile);
 	cn_pxar_decoder_free(d);
 	while (x.depth > 0) {
 		struct xdir *s = &x.stack[--x.depth];

@@ -1,8 +1,8 @@
 /* cn_pxar_extract_impl.h — private to the extractor's files
- * (cn_pxar_extract.c, cn_extract_meta.c, cn_pxar_list.c): the state one
- * extraction shares between them and the functions one of them lends the
- * others (prefix cn_xt_). Nothing else includes it; the public interface
- * is cn_pxar_extract.h.
+ * (cn_pxar_extract.c, cn_extract_file.c, cn_extract_meta.c, cn_pxar_list.c):
+ * the state one extraction shares between them and the functions one of
+ * them lends the others (prefix cn_xt_). Nothing else includes it; the
+ * public interface is cn_pxar_extract.h.
  */
 #ifndef CN_PXAR_EXTRACT_IMPL_H
 #define CN_PXAR_EXTRACT_IMPL_H
@@ -133,7 +133,28 @@ int cn_xt_apply_meta_late(struct extractor *x, const struct late_meta *m, const 
 int cn_xt_apply_meta(struct extractor *x, const struct cn_pxar_entry *e, const char *path,
 		     int fd, int parent, const char *name);
 
-/* ---- shared by extraction and listing (cn_pxar_extract.c) ------------------------ */
+/* ---- regular files (cn_extract_file.c) ------------------------------------------- */
+
+/* Creates the regular file e (name in parent, path for messages) and
+ * writes its content from d, inline or queued to the writer threads (then
+ * finished by cn_xt_reap_files); a file it replaces (overwrite) stays until
+ * the new one is complete, and a file whose content fails is removed.
+ * Returns 0 or a negative code (soft errors counted, as handle_entry). */
+int cn_xt_extract_file(struct extractor *x, struct cn_pxar_decoder *d,
+		       const struct cn_pxar_entry *e, int parent, const char *name,
+		       const char *path);
+
+/* Files on the writer threads that may wait to be finished. */
+#define CN_XT_MAX_OPEN_FILES 64
+
+/* Finishes the files on the writer threads whose writes are done, oldest
+ * first, waiting for them while more than keep are open. */
+int cn_xt_reap_files(struct extractor *x, size_t keep);
+
+/* Frees a file's writer-thread context (cn_write_pool_free's drop). */
+void cn_xt_free_xfile(void *ctx);
+
+/* ---- shared by extraction and listing (cn_extract_file.c) ------------------------- */
 
 /* The next piece of the current FILE entry's content at off: lent
  * (returns 1) or read into buf (returns 0), or a negative code. */
