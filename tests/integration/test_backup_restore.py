@@ -7,6 +7,7 @@ two stores in one run, encryption; list, snapshot list/files, verify,
 import os
 import random
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -35,6 +36,17 @@ dest = os.path.join(work, 'restore')
 t.run('restore', snap, 'data.pxar', dest, '--store', store, check=0)
 n = t.compare_trees(src, dest)
 print('full restore: %d entries identical' % n)
+# a target whose parents are missing: made as mkdir -p does
+deep = os.path.join(work, 'deep', 'er', 'target')
+t.run('restore', snap, 'data.pxar', deep, '--store', store, check=0)
+t.compare_trees(src, deep)
+# a path restore's new target: a new directory's mode, not 0700
+sub_target = os.path.join(work, 'subtarget')
+t.run('restore', snap, 'data.pxar', sub_target, '--path', 'dir/sub', '--store', store, check=0)
+umask = os.umask(0)
+os.umask(umask)
+assert stat.S_IMODE(os.stat(sub_target).st_mode) == 0o777 & ~umask, \
+    oct(os.stat(sub_target).st_mode)
 
 # restored again over itself (--overwrite): the same, also below a
 # directory whose default ACL the first restore set: its new files would
