@@ -2,9 +2,11 @@
  * prints what a run would do:
  *   cairn config check [--config FILE]
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "cli/cli_sched.h"
@@ -61,6 +63,19 @@ static int cmd_config(int argc, char **argv)
 			fprintf(stderr, "cairn config check: warning: s3 target '%s' gets backups "
 					"unencrypted; an offsite copy should be encrypted (keyfile)\n",
 				cfg->targets[i].name);
+	/* a source that is not there now may be a file system mounted later,
+	 * so this is a warning; a run fails on it */
+	for (size_t i = 0; i < cfg->n_sources; i++) {
+		const char *sp = cfg->sources[i].path;
+		struct stat st;
+		if (sp && stat(sp, &st) < 0)
+			fprintf(stderr, "cairn config check: warning: source '%s': %s: %s (a run "
+					"fails on it unless it is there by then)\n",
+				cfg->sources[i].name, sp, strerror(errno));
+		else if (sp && !S_ISDIR(st.st_mode))
+			fprintf(stderr, "cairn config check: warning: source '%s': %s is not a "
+					"directory\n", cfg->sources[i].name, sp);
+	}
 	cn_config_free(cfg);
 	return CLI_EXIT_OK;
 }

@@ -183,6 +183,12 @@ def test_config_errors(emu):
     p = run(['config', 'check', '--config', config('dup.conf', good + good.replace('primary', 'x').replace('keep-daily = 7', 'keep-daily = 1\nkeep-daily = 2'))], check=EXIT_CONFIG)
     assert "'keep-daily' is given twice" in p.stderr, p.stderr
 
+    # a source not there (yet): a warning, the config itself is valid
+    gone = config('gone.conf', good, source='[source media]\npath = /nonexistent/media\n'
+                  'archive = media.pxar\n')
+    p = run(['config', 'check', '--config', gone], check=0)
+    assert "source 'media': /nonexistent/media: No such file" in p.stderr, p.stderr
+
     missing = config('missing.conf', pbs_target(emu, 'primary', 'main', '', token='/nonexistent/token'))
     p = run(['config', 'check', '--config', missing], check=EXIT_CONFIG)
     assert 'token file /nonexistent/token does not exist' in p.stderr and 'missing.conf:' in p.stderr, p.stderr
