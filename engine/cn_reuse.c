@@ -137,7 +137,6 @@ static void fill_match(struct cn_pxar_reuse_match *mt, const struct cn_filecache
 	if (by_path)
 		mt->cache_entry = *e;
 	mt->payload_offset = e->payload_offset;
-	mt->verified = 1; /* inode + ctime, or content, checked */
 	mt->has_content_hash = (e->flags & CN_FILECACHE_CONTENT_HASH) != 0;
 	memcpy(mt->content_hash, e->content_hash, 16);
 	mt->has_meta_hash = 1;
@@ -233,7 +232,9 @@ static int record(void *ctx, const char *path, size_t path_len, const struct sta
 	};
 	if (r->n_out == 0)
 		return 0;
-	int verified = reused ? reused->verified : !changed;
+	/* a match is proven unchanged (inode + ctime, or content); a file read
+	 * now, when it did not change while it was read */
+	int verified = reused || !changed;
 	if (reused && reused->has_content_hash)
 		content_hash = reused->content_hash;
 	if (content_hash && verified) {

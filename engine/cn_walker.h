@@ -68,12 +68,11 @@ struct cn_pxar_reused_chunk {
 	uint8_t digest[32];
 };
 
-/* What a reuse lookup found for a file it declares unchanged; the walker
- * keeps it until the file is encoded and hands it back to record. */
+/* What a reuse lookup found for a file it declares unchanged (proven by
+ * inode + ctime, or by its content); the walker keeps it until the file
+ * is encoded and hands it back to record. */
 struct cn_pxar_reuse_match {
 	uint64_t payload_offset;  /* its PAYLOAD header in the previous payload stream */
-	int verified;             /* proven unchanged (inode + ctime, or content),
-				   * not only by size + mtime */
 	int has_content_hash;
 	uint8_t content_hash[16]; /* XXH3-128 of its content, big-endian */
 	int has_meta_hash;        /* meta_hash holds the SHA-256 of the file's
