@@ -9,6 +9,7 @@ destination is exit 5; and the same against the PBS emulator (local -> PBS
 -> local, a refused login)."""
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -92,12 +93,16 @@ print('two histories, one sync each way: same snapshots, valid, restorable; agai
 
 # only missing chunks travel: ~98 % of the next snapshot is at B already
 big = os.path.join(work, 'big')
+# seeded: with random bytes the chunker found no boundary before the
+# appended file in about one run in a hundred, and the new root entry at
+# the archive's start changed every chunk
+rng = random.Random(7)
 for i in range(49):
-    write(os.path.join(big, 'f%02d' % i), os.urandom(400000))
+    write(os.path.join(big, 'f%02d' % i), rng.randbytes(400000))
 t.run('backup', 'big.pxar:' + big, '--store', A, '--backup-id', 'big', check=0)
 sync('--from', A, '--to', B)
 time.sleep(1.1)
-write(os.path.join(big, 'zz_new'), os.urandom(400000))
+write(os.path.join(big, 'zz_new'), rng.randbytes(400000))
 t.run('backup', 'big.pxar:' + big, '--store', A, '--backup-id', 'big', check=0)
 have = chunk_sizes(B)
 missing = sum(v for k, v in chunk_sizes(A).items() if k not in have)
