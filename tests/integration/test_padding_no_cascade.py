@@ -29,13 +29,13 @@ for y in (2022, 2023):
             sz = rng.randint(100_000, 1_500_000) if rng.random() < .8 else \
                 rng.randint(2_000_000, 5_000_000)
             with open(os.path.join(d, n + '.jpg'), 'wb') as f:
-                f.write(b'\xff\xd8\xff\xe0' + os.urandom(sz - 4))
+                f.write(b'\xff\xd8\xff\xe0' + rng.randbytes(sz - 4))
             for ext in ('.xmp', '.json'):
                 with open(os.path.join(d, n + '.jpg' + ext), 'w') as f:
                     f.write(('<x:xmpmeta id="%s" rating="%d"/>\n' % (n, rng.randint(0, 5)))
                             * rng.randint(20, 400))
             with open(os.path.join(d, '.thumbs', n + '.jpg'), 'wb') as f:
-                f.write(os.urandom(rng.randint(3000, 16000)))
+                f.write(rng.randbytes(rng.randint(3000, 16000)))
 docs = os.path.join(src, 'docs')
 os.makedirs(os.path.join(docs, 'sub'))
 with open(os.path.join(docs, 'sub', 'a.txt'), 'w') as f:
