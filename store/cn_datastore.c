@@ -443,40 +443,75 @@ static int record_new_prefixes(struct cn_datastore *ds)
 }
 
 /* The helper thread of a new store: makes the 65536 prefix directories
- * (3.3 s on ext4, half of a first backup, mostly in the kernel) while the
- * backup already hashes, compresses and stores chunks; an insert that
- * comes first makes its own directory (cn_ds_make_prefix_dir). Its
- * outcome waits in ds for cn_datastore_layout_wait. */
+ * (2-3 s on ext4, mostly in the kernel) while the backup already hashes,
+ * compresses and stores chunks; an insert that comes first makes its own
+ * directory (cn_ds_make_prefix_dir). Once they are made a snapshot may be
+ * published (cn_ds_layout_wait_dirs); recording them in the index (0.12 s
+ * for a new store on ext4) comes after, beside the publish's syncfs. */
 static void *layout_main(void *arg)
 {
 	struct cn_datastore *ds = arg;
 	unsigned made;
 	int r = make_prefix_dirs(ds, &made);
-	if (r == 0 && record_new_prefixes(ds) < 0)
-		cn_log_warning("datastore %s: chunk index: %s", ds->root, cn_error_message());
+	pthread_mutex_lock(&ds->layout_lock);
 	if (r < 0)
 		snprintf(ds->layout_msg, sizeof(ds->layout_msg), "%s", cn_error_message());
 	ds->layout_err = r;
+	ds->dirs_done = 1;
+	pthread_cond_broadcast(&ds->layout_cond);
+	pthread_mutex_unlock(&ds->layout_lock);
+	if (r == 0 && record_new_prefixes(ds) < 0)
+		cn_log_warning("datastore %s: chunk index: %s", ds->root, cn_error_message());
 	return NULL;
+}
+
+/* cn_ds_layout_wait_dirs with layout_lock held: once, the directories'
+ * fsync and the mark that vouches for them. */
+static int finish_dirs_locked(struct cn_datastore *ds)
+{
+	if (!ds->layout_started || ds->marked)
+		return ds->layout_err;
+	while (!ds->dirs_done)
+		pthread_cond_wait(&ds->layout_cond, &ds->layout_lock);
+	int r = ds->layout_err;
+	if (r == 0 && ds->opts.sync_level != CN_SYNC_NONE && fsync(ds->chunks_fd) < 0)
+		r = cn_error_sys(-errno, "fsync %s/.chunks", ds->root);
+	if (r == 0)
+		r = write_complete_mark(ds);
+	if (r < 0 && ds->layout_err == 0)
+		snprintf(ds->layout_msg, sizeof(ds->layout_msg), "%s", cn_error_message());
+	ds->layout_err = r;
+	ds->marked = 1;
+	return r;
+}
+
+int cn_ds_layout_wait_dirs(struct cn_datastore *ds)
+{
+	pthread_mutex_lock(&ds->layout_lock);
+	int r = finish_dirs_locked(ds);
+	if (r < 0)
+		cn_error_set(r, "%s", ds->layout_msg);
+	pthread_mutex_unlock(&ds->layout_lock);
+	return r;
+}
+
+int cn_ds_layout_pending(struct cn_datastore *ds)
+{
+	pthread_mutex_lock(&ds->layout_lock);
+	int pending = ds->layout_started && !ds->dirs_done;
+	pthread_mutex_unlock(&ds->layout_lock);
+	return pending;
 }
 
 int cn_datastore_layout_wait(struct cn_datastore *ds)
 {
 	pthread_mutex_lock(&ds->layout_lock);
+	int r = finish_dirs_locked(ds);
+	/* (the thread takes no lock once its directories are made) */
 	if (ds->layout_running) {
 		pthread_join(ds->layout_thread, NULL);
 		ds->layout_running = 0;
-		int r = ds->layout_err;
-		/* the directories before the mark that vouches for them */
-		if (r == 0 && ds->opts.sync_level != CN_SYNC_NONE && fsync(ds->chunks_fd) < 0)
-			r = cn_error_sys(-errno, "fsync %s/.chunks", ds->root);
-		if (r == 0)
-			r = write_complete_mark(ds);
-		if (r < 0 && ds->layout_err == 0)
-			snprintf(ds->layout_msg, sizeof(ds->layout_msg), "%s", cn_error_message());
-		ds->layout_err = r;
 	}
-	int r = ds->layout_err;
 	if (r < 0)
 		cn_error_set(r, "%s", ds->layout_msg);
 	pthread_mutex_unlock(&ds->layout_lock);
@@ -502,14 +537,13 @@ static int prepare_new_store(struct cn_datastore *ds)
 static int start_layout(struct cn_datastore *ds)
 {
 	memset(ds->checked, 0xff, sizeof(ds->checked));
+	ds->layout_started = 1;
 	if (pthread_create(&ds->layout_thread, NULL, layout_main, ds) == 0) {
 		ds->layout_running = 1;
 		return 0;
 	}
 	layout_main(ds);
-	if (ds->layout_err == 0)
-		ds->layout_err = write_complete_mark(ds);
-	return ds->layout_err;
+	return cn_ds_layout_wait_dirs(ds);
 }
 
 int cn_datastore_open(const char *path, int create, const struct cn_datastore_opts *opts,
@@ -523,6 +557,7 @@ int cn_datastore_open(const char *path, int create, const struct cn_datastore_op
 	for (int i = 0; i < CN_DS_LOCK_STRIPES; i++)
 		pthread_mutex_init(&ds->stripes[i], NULL);
 	pthread_mutex_init(&ds->layout_lock, NULL);
+	pthread_cond_init(&ds->layout_cond, NULL);
 	if (opts)
 		ds->opts = *opts;
 	else
@@ -609,5 +644,6 @@ void cn_datastore_close(struct cn_datastore *ds)
 	for (int i = 0; i < CN_DS_LOCK_STRIPES; i++)
 		pthread_mutex_destroy(&ds->stripes[i]);
 	pthread_mutex_destroy(&ds->layout_lock);
+	pthread_cond_destroy(&ds->layout_cond);
 	free(ds);
 }

@@ -93,8 +93,9 @@ void cn_datastore_opts_init(struct cn_datastore_opts *opts);
  * creating over an existing datastore is -EEXIST as upstream. The 65536
  * prefix directories of a new store are made by a helper thread, so that
  * its first backup need not wait for them (a chunk insert makes its own
- * directory if it comes first); cn_datastore_layout_wait waits for them,
- * and publishing a snapshot, GC, check_index and close do so first (a
+ * directory if it comes first); cn_datastore_layout_wait waits for them
+ * and for their records in the index, and GC, check_index and close do
+ * so first; publishing a snapshot waits for the directories only (a
  * process that forks should wait first too: the child has no such thread,
  * and may find a lock the thread held taken for good). A store
  * whose creation stopped part-way (e.g. -ENOSPC: no inodes left) is

@@ -31,12 +31,18 @@ struct cn_datastore {
 	uint8_t checked[0x10000 / 8];
 	atomic_int direct_io;        /* chunk data with O_DIRECT: 0 once the fs refused it */
 	/* A new store's prefix directories are made by a helper thread while
-	 * the first backup runs (cn_datastore.c); cn_datastore_layout_wait
-	 * joins it. layout_running: the thread is to be joined; layout_err
-	 * and layout_msg: the outcome, kept for every later wait. */
+	 * the first backup runs (cn_datastore.c), which then records them in
+	 * the index. Under layout_lock: layout_started: this handle created
+	 * the store; layout_running: the thread is to be joined
+	 * (cn_datastore_layout_wait); dirs_done: the thread has made the
+	 * directories or failed (layout_cond signals it); marked: they were
+	 * made durable and the mark written (cn_ds_layout_wait_dirs), or that
+	 * failed; layout_err and layout_msg: the outcome, kept for every later
+	 * wait. */
 	pthread_mutex_t layout_lock;
+	pthread_cond_t layout_cond;
 	pthread_t layout_thread;
-	int layout_running;
+	int layout_started, layout_running, dirs_done, marked;
 	int layout_err;
 	char layout_msg[512];
 };
@@ -56,6 +62,17 @@ void cn_ds_unlock_prefix(struct cn_datastore *ds, uint16_t prefix);
  * message). A chunk insert calls it for a directory that a new store's
  * helper thread has not made yet. */
 int cn_ds_make_prefix_dir(struct cn_datastore *ds, uint16_t prefix);
+
+/* Waits until the prefix directories of a store this handle created all
+ * exist, are durable and marked complete: what publishing a snapshot needs.
+ * The helper thread may still be recording them in the index. 0 (at once
+ * for a store not created by this handle) or the creation's error with its
+ * message, for this and every later call. Thread-safe. */
+int cn_ds_layout_wait_dirs(struct cn_datastore *ds);
+
+/* 1 while the helper thread of a store this handle created is still
+ * making prefix directories, else 0. Thread-safe. */
+int cn_ds_layout_pending(struct cn_datastore *ds);
 
 /* mtime of .chunks/XXXX (caller holds the prefix lock). */
 int cn_ds_prefix_mtime(struct cn_datastore *ds, uint16_t prefix, struct timespec *mtime);

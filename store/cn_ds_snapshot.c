@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- writer registry ---- */
@@ -503,8 +504,24 @@ int cn_datastore_snapshot_publish(struct cn_ds_snapshot *w)
 		goto fail;
 	/* PBS needs every prefix directory of the store before it serves or
 	 * collects it: a new store's are all there before its first snapshot
-	 * is (and covered by the syncfs below). */
-	if ((r = cn_datastore_layout_wait(ds)) < 0)
+	 * is (and covered by the syncfs below). While its helper thread is
+	 * still making them, what is written so far (chunks, indexes, the
+	 * directories made) is written back meanwhile, so that the syncfs
+	 * below has only the rest to do: the syncfs of 65536 new directories
+	 * took 0.3-0.4 s on ext4. A syncfs that returns at once (nothing to
+	 * write, e.g. tmpfs) ends the loop instead of spinning. */
+	if (ds->opts.sync_level == CN_SYNC_FILESYSTEM) {
+		struct timespec t0, t1;
+		while (cn_ds_layout_pending(ds)) {
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			if (syncfs(ds->root_fd) < 0)
+				break; /* the syncfs below says why */
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < 1000000L)
+				break;
+		}
+	}
+	if ((r = cn_ds_layout_wait_dirs(ds)) < 0)
 		goto fail;
 	cn_snapshot_format_time(w->id.time, tstr, sizeof(tstr));
 	if (ds->opts.sync_level == CN_SYNC_FILE && fsync(w->tmp_fd) < 0) {

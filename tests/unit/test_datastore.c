@@ -397,6 +397,45 @@ START_TEST(test_new_store_index)
 }
 END_TEST
 
+/* The first snapshot of a store just created, published without waiting
+ * for its helper thread (as a first backup does): once published, every
+ * prefix directory and the mark exist, and after close the index records
+ * every directory as in step (recorded after the publish, before close),
+ * the inserted chunks among them. */
+START_TEST(test_publish_into_new_store)
+{
+	char dir[64], root[128], p[4096];
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(root, sizeof(root), "%s/store", dir);
+	struct cn_datastore *ds = open_store(root, 1, CN_SYNC_FILESYSTEM);
+	struct cn_chunk *c[3];
+	for (int i = 0; i < 3; i++) {
+		c[i] = make_chunk(700 + (uint32_t)i, 3000);
+		ck_assert_int_eq(insert(ds, c[i], NULL), 0);
+	}
+	struct cn_snapshot_id id = {.type = "host", .id = "first", .time = 1714528800};
+	ck_assert_msg(write_snapshot(ds, &id, c, 3) == 0, "%s", cn_error_message());
+	snprintf(p, sizeof(p), "%s/host/first/2024-05-01T02:00:00Z/index.json.blob", root);
+	ck_assert(file_exists(p));
+	for (unsigned x = 0; x < 0x10000; x += 0x1111) {
+		snprintf(p, sizeof(p), "%s/.chunks/%04x", root, x);
+		ck_assert_msg(file_exists(p), "%s missing after the first publish", p);
+	}
+	snprintf(p, sizeof(p), "%s/.cairn/layout-complete", root);
+	ck_assert(file_exists(p));
+	cn_datastore_close(ds);
+	ds = open_store(root, 0, CN_SYNC_NONE);
+	ck_assert_int_eq(cn_datastore_check_index(ds), 0);
+	ck_assert_int_eq(cn_datastore_index_count(ds), 3);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(cn_datastore_has_chunk(ds, c[i]->digest), 1);
+		cn_chunk_unref(c[i]);
+	}
+	cn_datastore_close(ds);
+	rm_rf(dir);
+}
+END_TEST
+
 START_TEST(test_snapshot_writer)
 {
 	char dir[64], root[128], p[4096];
@@ -1417,8 +1456,8 @@ int main(void)
 {
 	const TTest *const core[] = {
 		test_layout_and_chunks,	 test_threads,		 test_index_recovery,
-		test_new_store_index,	 test_snapshot_writer,	 test_kill_during_insert,
-		test_enospc_injected,	 test_enospc_tmpfs,	 test_verify,
+		test_new_store_index,	 test_snapshot_writer,	 test_publish_into_new_store,
+		test_kill_during_insert, test_enospc_injected,	 test_enospc_tmpfs,	 test_verify,
 		test_crashed_backup,	 test_verify_encrypted, test_empty_chunk_after_crash,
 	};
 	const TTest *const direct_io[] = {test_direct_io};
