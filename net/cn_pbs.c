@@ -711,7 +711,8 @@ int cn_pbs_open_session(struct cn_pbs *p, const char *protocol, const char *path
 	for (;;) {
 		ssize_t got = cn_tls_read(tls, buf + len, cap - len);
 		if (got == -EAGAIN) {
-			r = cn_error_set(-ETIMEDOUT, "no answer to the protocol upgrade");
+			r = cn_error_set(-ETIMEDOUT, "no answer to the protocol upgrade for %d s",
+					 (p->copts.timeout_ms + 999) / 1000);
 			goto fail;
 		}
 		if (got < 0) {
