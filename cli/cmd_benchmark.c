@@ -13,6 +13,7 @@
 #include "chunker/cn_chunker.h"
 #include "cli/cli_common.h"
 #include "common/cn_error.h"
+#include "common/cn_util.h"
 #include "store/cn_blob.h"
 #include "store/cn_crypt.h"
 
@@ -29,9 +30,7 @@ static void help(FILE *f)
 
 static double cpu_now(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double)cn_monotonic_ns() / 1e9;
 }
 
 struct bench {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/cn_error.h"
+#include "common/cn_util.h"
 
 extern char **environ;
 
@@ -43,9 +44,7 @@ static char **clean_env(void)
 
 static double now_mono(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double)cn_monotonic_ns() / 1e9;
 }
 
 int cn_proc_run(const char *const *argv, const void *in, size_t in_len, struct cn_buf *out,

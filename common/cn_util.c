@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 void cn_hex_encode(const uint8_t *in, size_t len, char *out)
@@ -402,4 +403,11 @@ int cn_file_cached(int fd, size_t len, enum cn_residency_method how)
 			return r;
 	}
 	return cached_by_mincore(fd, len);
+}
+
+int64_t cn_monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }

@@ -11,6 +11,10 @@ struct stat;
 
 #define CN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Nanoseconds on the monotonic clock (CLOCK_MONOTONIC): for timeouts and
+ * durations, never for dates. */
+int64_t cn_monotonic_ns(void);
+
 /* Writes 2*len lowercase hex digits plus a NUL into out (2*len+1 bytes). */
 void cn_hex_encode(const uint8_t *in, size_t len, char *out);
 

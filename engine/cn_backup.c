@@ -8,6 +8,7 @@
 
 #include "chunker/cn_chunker.h"
 #include "common/cn_error.h"
+#include "common/cn_util.h"
 #include "common/cn_log.h"
 #include "pxar/cn_catalog_writer.h"
 #include "engine/cn_pipeline.h"
@@ -21,9 +22,7 @@
 
 static double now_sec(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double)cn_monotonic_ns() / 1e9;
 }
 
 int cn_backup_check_archive_name(const char *name)

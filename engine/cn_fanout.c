@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/cn_error.h"
+#include "common/cn_util.h"
 
 /* One lane. Everything but the ring's message bytes being handled and
  * the thread's own copy is guarded by mu. */
@@ -47,9 +48,7 @@ struct cn_fanout {
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return cn_monotonic_ns() / 1000000;
 }
 
 static uint8_t *slot(struct lane *l, size_t k)

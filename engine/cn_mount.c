@@ -14,6 +14,7 @@
 
 #include "common/cn_error.h"
 #include "common/cn_log.h"
+#include "common/cn_util.h"
 #include "engine/cn_chunk_reader.h"
 #include "engine/cn_mount_nodes.h"
 #include "engine/cn_restore.h"
@@ -159,9 +160,7 @@ static int to_errno(int rc)
 
 static double now_sec(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double)cn_monotonic_ns() / 1e9;
 }
 
 /* After a request failed with rc: when that is not damaged data (a

@@ -8,6 +8,7 @@
 
 #include "common/cn_error.h"
 #include "common/cn_log.h"
+#include "common/cn_util.h"
 #include "engine/cn_chunk_reader.h"
 #include "pxar/cn_pxar_decoder.h"
 #include "engine/cn_workqueue.h"
@@ -18,9 +19,7 @@
 
 static double now_sec(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double)cn_monotonic_ns() / 1e9;
 }
 
 static const char *snap_text(const struct cn_snapshot_id *id, char *buf, size_t len)

@@ -20,6 +20,7 @@
  * is the directory the walker listed, by device and inode; a listing made
  * more than PF_MAX_AGE_NS before it is taken is made again. */
 #include "engine/cn_walker_impl.h"
+#include "common/cn_util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -169,13 +170,6 @@ struct cn_wk_prefetch {
 	struct pf_req req[PF_SLOTS];
 };
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
-
 /* Lists r (without the lock): 0, or -1 when the helper could not, or the
  * directory is not the one asked for. */
 static int pf_list(struct pf_req *r)
@@ -198,7 +192,7 @@ static int pf_list(struct pf_req *r)
 	else
 		cn_wk_listing_free(&r->listing);
 	close(fd);
-	r->made_ns = now_ns();
+	r->made_ns = cn_monotonic_ns();
 	return rc;
 }
 
@@ -344,7 +338,7 @@ int cn_wk_prefetch_take(struct cn_wk_prefetch *p, const struct stat *st,
 	struct pf_req *r = pf_find(p, st->st_dev, st->st_ino);
 	while (r && r->state == PF_RUNNING)
 		pthread_cond_wait(&p->done, &p->lock);
-	int got = r && r->state == PF_DONE && now_ns() - r->made_ns <= PF_MAX_AGE_NS;
+	int got = r && r->state == PF_DONE && cn_monotonic_ns() - r->made_ns <= PF_MAX_AGE_NS;
 	if (got) {
 		*out = r->listing;
 		r->listing.e = NULL;

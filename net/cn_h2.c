@@ -14,6 +14,7 @@
 
 #include "common/cn_error.h"
 #include "common/cn_log.h"
+#include "common/cn_util.h"
 #include "net/cn_pbs_http.h"
 
 #define WINDOW_MAX ((1u << 31) - 2)   /* upstream client's windows */
@@ -64,9 +65,7 @@ struct cn_h2 {
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return cn_monotonic_ns() / 1000000;
 }
 
 static void wake(struct cn_h2 *h)

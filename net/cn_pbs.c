@@ -10,6 +10,7 @@
 
 #include "common/cn_error.h"
 #include "common/cn_log.h"
+#include "common/cn_util.h"
 
 #define REST_BODY_MAX (64u << 20)
 #define TICKET_RENEW_MS (15 * 60 * 1000)  /* as proxmox-backup-client */
@@ -252,9 +253,7 @@ int cn_pbs_snapshot_query(const struct cn_pbs *p, const struct cn_snapshot_id *i
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return cn_monotonic_ns() / 1000000;
 }
 
 /* Installs new credentials (taking ownership) and wipes the old ones.
