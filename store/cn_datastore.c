@@ -469,7 +469,7 @@ static void *layout_main(void *arg)
  * fsync and the mark that vouches for them. */
 static int finish_dirs_locked(struct cn_datastore *ds)
 {
-	if (!ds->layout_started || ds->marked)
+	if (ds->marked)
 		return ds->layout_err;
 	while (!ds->dirs_done)
 		pthread_cond_wait(&ds->layout_cond, &ds->layout_lock);
@@ -498,7 +498,7 @@ int cn_ds_layout_wait_dirs(struct cn_datastore *ds)
 int cn_ds_layout_pending(struct cn_datastore *ds)
 {
 	pthread_mutex_lock(&ds->layout_lock);
-	int pending = ds->layout_started && !ds->dirs_done;
+	int pending = !ds->dirs_done;
 	pthread_mutex_unlock(&ds->layout_lock);
 	return pending;
 }
@@ -537,7 +537,7 @@ static int prepare_new_store(struct cn_datastore *ds)
 static int start_layout(struct cn_datastore *ds)
 {
 	memset(ds->checked, 0xff, sizeof(ds->checked));
-	ds->layout_started = 1;
+	ds->dirs_done = ds->marked = 0;
 	if (pthread_create(&ds->layout_thread, NULL, layout_main, ds) == 0) {
 		ds->layout_running = 1;
 		return 0;
@@ -553,6 +553,7 @@ int cn_datastore_open(const char *path, int create, const struct cn_datastore_op
 	if (!ds)
 		return cn_error_set(-ENOMEM, "out of memory");
 	ds->root_fd = ds->chunks_fd = ds->lock_fd = -1;
+	ds->dirs_done = ds->marked = 1; /* until start_layout: nothing to make */
 	atomic_init(&ds->direct_io, 1);
 	for (int i = 0; i < CN_DS_LOCK_STRIPES; i++)
 		pthread_mutex_init(&ds->stripes[i], NULL);

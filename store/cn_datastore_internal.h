@@ -32,17 +32,17 @@ struct cn_datastore {
 	atomic_int direct_io;        /* chunk data with O_DIRECT: 0 once the fs refused it */
 	/* A new store's prefix directories are made by a helper thread while
 	 * the first backup runs (cn_datastore.c), which then records them in
-	 * the index. Under layout_lock: layout_started: this handle created
-	 * the store; layout_running: the thread is to be joined
-	 * (cn_datastore_layout_wait); dirs_done: the thread has made the
-	 * directories or failed (layout_cond signals it); marked: they were
-	 * made durable and the mark written (cn_ds_layout_wait_dirs), or that
-	 * failed; layout_err and layout_msg: the outcome, kept for every later
-	 * wait. */
+	 * the index. Under layout_lock: layout_running: the thread is to be
+	 * joined (cn_datastore_layout_wait); dirs_done: the thread has made
+	 * the directories or failed (layout_cond signals it); marked: they
+	 * were made durable and the mark written (cn_ds_layout_wait_dirs), or
+	 * that failed. Both are 1 from the start in a store this handle did
+	 * not create. layout_err and layout_msg: the outcome, kept for every
+	 * later wait. */
 	pthread_mutex_t layout_lock;
 	pthread_cond_t layout_cond;
 	pthread_t layout_thread;
-	int layout_started, layout_running, dirs_done, marked;
+	int layout_running, dirs_done, marked;
 	int layout_err;
 	char layout_msg[512];
 };
