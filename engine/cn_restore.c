@@ -29,23 +29,8 @@ static const char *snap_text(const struct cn_snapshot_id *id, char *buf, size_t 
 	return buf;
 }
 
-static int open_manifest(struct cn_source *src, const struct cn_snapshot_id *id,
-			 const struct cn_crypt_config *crypt, int need_key, struct cn_manifest **m);
-
-int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
-		    const struct cn_crypt_config *crypt, struct cn_manifest **m)
-{
-	return open_manifest(src, id, crypt, 1, m);
-}
-
-int cn_restore_open_listing(struct cn_source *src, const struct cn_snapshot_id *id,
-			    const struct cn_crypt_config *crypt, struct cn_manifest **m)
-{
-	return open_manifest(src, id, crypt, crypt != NULL, m);
-}
-
-/* cn_restore_open; need_key 0: a signed manifest is taken without its
- * key (its signature unchecked). */
+/* Opens id on src and reads its manifest (cn_restore_open); need_key 0:
+ * a signed manifest is taken without its key (its signature unchecked). */
 static int open_manifest(struct cn_source *src, const struct cn_snapshot_id *id,
 			 const struct cn_crypt_config *crypt, int need_key, struct cn_manifest **m)
 {
@@ -78,6 +63,18 @@ static int open_manifest(struct cn_source *src, const struct cn_snapshot_id *id,
 		return cn_error_prefix(r, "snapshot %s", snap_text(id, sp, sizeof(sp)));
 	}
 	return 0;
+}
+
+int cn_restore_open(struct cn_source *src, const struct cn_snapshot_id *id,
+		    const struct cn_crypt_config *crypt, struct cn_manifest **m)
+{
+	return open_manifest(src, id, crypt, 1, m);
+}
+
+int cn_restore_open_listing(struct cn_source *src, const struct cn_snapshot_id *id,
+			    const struct cn_crypt_config *crypt, struct cn_manifest **m)
+{
+	return open_manifest(src, id, crypt, crypt != NULL, m);
 }
 
 int cn_restore_check_downgrade(struct cn_source *src, const struct cn_snapshot_id *id,
