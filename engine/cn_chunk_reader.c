@@ -59,6 +59,7 @@ struct cn_chunk_reader {
 	uint64_t clock;
 	size_t last;
 	int have_last, streak;
+	int sequential;            /* the first read starts a streak */
 	struct cn_workqueue *q;
 	struct cn_workers *workers;
 	struct decoder *dec;       /* for demand loads in the caller's thread */
@@ -372,7 +373,9 @@ static int acquire(struct cn_chunk_reader *r, size_t i, struct slot **slot)
 	s->stamp = ++r->clock;
 	if (r->have_last && i == r->last + 1)
 		r->streak++;
-	else if (!r->have_last || i != r->last)
+	else if (!r->have_last)
+		r->streak = r->sequential ? 2 : 0;
+	else if (i != r->last)
 		r->streak = 0;
 	r->last = i;
 	r->have_last = 1;
@@ -464,6 +467,13 @@ void cn_chunk_reader_release(void *reader, void *token)
 {
 	if (token)
 		unpin(reader, token);
+}
+
+void cn_chunk_reader_sequential(struct cn_chunk_reader *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->sequential = 1;
+	pthread_mutex_unlock(&r->lock);
 }
 
 size_t cn_chunk_reader_cache_slots(const struct cn_chunk_reader *r)

@@ -13,7 +13,9 @@
  * ones) serves repeated reads. Read-ahead: once reads have moved
  * forward chunk by chunk twice in a row, the next `threads` chunks are
  * fetched and decoded on worker threads (one each) while the caller
- * consumes the current one. Reads that jump (a single-file restore following goodbye
+ * consumes the current one; a caller that will read the stream front to
+ * back says so (cn_chunk_reader_sequential) and read-ahead starts with
+ * its first read. Reads that jump (a single-file restore following goodbye
  * tables) fetch only the chunks they touch, so a file restore reads only
  * the chunks it needs plus, for files spanning more than two chunks, at
  * most one read-ahead window past their end.
@@ -47,6 +49,12 @@ struct cn_chunk_reader_stats {
 int cn_chunk_reader_new(struct cn_source *src, const struct cn_index *idx,
 			const struct cn_crypt_config *crypt, size_t threads,
 			struct cn_chunk_reader **out);
+
+/* Tells r that its caller reads the stream from the front (a whole
+ * restore, a verify): read-ahead starts with the first read instead of
+ * after two forward steps, so the first chunks are not fetched one by
+ * one. Later jumps fall back to the usual rule. Call before reading. */
+void cn_chunk_reader_sequential(struct cn_chunk_reader *r);
 
 /* Reads exactly len bytes at off (off + len <= stream size) into buf.
  * Returns 0, or a negative code with a message naming the chunk (its

@@ -159,6 +159,7 @@ int cn_restore_read_stream(struct cn_source *src, const struct cn_index *idx,
 	struct cn_chunk_reader *cr;
 	if ((r = cn_chunk_reader_new(src, idx, crypt, 0, &cr)) < 0)
 		return r;
+	cn_chunk_reader_sequential(cr);
 	if (size)
 		r = cn_chunk_reader_read_at(cr, 0, out->data + out->len, (size_t)size);
 	if (r == 0)
@@ -380,6 +381,12 @@ int cn_restore_archive(struct cn_source *src, const struct cn_snapshot_id *id,
 		r = cn_chunk_reader_new(src, pidx, o->crypt, o->threads, &pcr);
 	if (r < 0)
 		goto out;
+	if (cn_pxar_select_everything(o->select)) {
+		/* read front to back (a selection looks its paths up instead) */
+		cn_chunk_reader_sequential(cr);
+		if (pcr)
+			cn_chunk_reader_sequential(pcr);
+	}
 	struct cn_pxar_input pin = {.read_at = cn_chunk_reader_read_at,
 				    .size = split ? cn_index_size(pidx) : 0, .ctx = pcr,
 				    .view_at = cn_chunk_reader_view_at,

@@ -2,8 +2,10 @@
  * source that counts fetches — every chunk verified, sequential reads fetch
  * each chunk once (with read-ahead), a jump fetches only what it touches,
  * corrupt and missing chunks fail with the chunk named, views lend a
- * pinned chunk, held views do not make read-ahead fetch twice, and
- * freeing the reader ends read-ahead that waits on a stalled source. */
+ * pinned chunk, held views do not make read-ahead fetch twice, a reader
+ * told its caller reads front to back starts read-ahead with the first
+ * read, and freeing the reader ends read-ahead that waits on a stalled
+ * source. */
 #include "cn_test.h"
 #include <stdatomic.h>
 #include <stdint.h>
@@ -239,6 +241,51 @@ START_TEST(test_held_views_fetch_each_chunk_once)
 }
 END_TEST
 
+/* Waits up to 5 s until chunk i has been fetched want times. */
+static int fetched_within(int i, int want)
+{
+	for (int ms = 0; ms < 5000; ms++) {
+		if (atomic_load(&src.fetches[i]) >= want)
+			return 1;
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	}
+	return 0;
+}
+
+START_TEST(test_sequential_hint_reads_ahead_from_the_start)
+{
+	uint8_t buf[16];
+	struct cn_chunk_reader *r;
+	/* without the hint one read fetches one chunk */
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 3, &r), 0);
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, 0, buf, 16), 0);
+	cn_chunk_reader_free(r); /* (joins the workers: nothing left in flight) */
+	ck_assert_int_eq(atomic_load(&src.fetches[0]), 1);
+	for (int i = 1; i < NCHUNKS; i++)
+		ck_assert_int_eq(atomic_load(&src.fetches[i]), 0);
+
+	/* with it the first read asks for the next `threads` chunks */
+	ck_assert_int_eq(cn_chunk_reader_new(&src.base, idx, NULL, 3, &r), 0);
+	cn_chunk_reader_sequential(r);
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, 0, buf, 16), 0);
+	ck_assert(memcmp(buf, data, 16) == 0);
+	for (int i = 1; i <= 3; i++)
+		ck_assert_msg(fetched_within(i, 1), "chunk %d not read ahead", i);
+	/* a jump afterwards follows the usual rule: only what it touches */
+	uint64_t far = 30 * (uint64_t)CHUNK;
+	ck_assert_int_eq(cn_chunk_reader_read_at(r, far, buf, 16), 0);
+	ck_assert(memcmp(buf, data + far, 16) == 0);
+	cn_chunk_reader_free(r);
+	ck_assert_int_eq(atomic_load(&src.fetches[0]), 2);
+	for (int i = 1; i <= 3; i++)
+		ck_assert_int_eq(atomic_load(&src.fetches[i]), 1);
+	ck_assert_int_eq(atomic_load(&src.fetches[4]), 0);
+	ck_assert_int_eq(atomic_load(&src.fetches[30]), 1);
+	for (int i = 31; i < NCHUNKS; i++)
+		ck_assert_int_eq(atomic_load(&src.fetches[i]), 0);
+}
+END_TEST
+
 /* A source whose reads from chunk 3 on never get an answer, as from a
  * stopped server: each waits until its caller no longer wants the chunk
  * (counted as cancelled) or 10 s pass (counted as timed out). */
@@ -313,6 +360,7 @@ int main(void)
 	tcase_add_test(tc, test_missing_chunk);
 	tcase_add_test(tc, test_view_pins_chunk);
 	tcase_add_test(tc, test_held_views_fetch_each_chunk_once);
+	tcase_add_test(tc, test_sequential_hint_reads_ahead_from_the_start);
 	tcase_add_test(tc, test_free_cancels_stalled_read_ahead);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
