@@ -145,9 +145,12 @@ def case_damage(src, encrypted):
 class ShortBodyProxy:
     """Forwards each request to radosgw on its own connection; answers to
     chunk GETs go back with their Content-Length but half their body, and
-    the connection is closed. With stall_after=N instead: chunk answers go
-    back whole, and once N have, every request is taken and never
-    answered (the connection left open), as by a server that hangs."""
+    the connection is closed. With stall_after=N instead: the first N chunk
+    GETs to arrive are answered whole, and every request after them is
+    taken and never answered (the connection left open), as by a server
+    that hangs. Counted as requests arrive, not as answers go out, so that
+    a client with several reads in flight meets the stall as surely as one
+    reading a chunk at a time."""
 
     def __init__(self, upstream, stall_after=None):
         host, port = upstream.split('://', 1)[1].rsplit(':', 1)
@@ -158,7 +161,7 @@ class ShortBodyProxy:
         self.endpoint = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
         self.cut = 0
         self.stall_after = stall_after
-        self.answered = 0
+        self.started = 0   # chunk GETs let through (stall_after)
         self.stalled = 0
         self.lock = threading.Lock()
         threading.Thread(target=self.serve, daemon=True).start()
@@ -195,8 +198,11 @@ class ShortBodyProxy:
                     return
                 line = head.split(b'\r\n', 1)[0].decode()
                 if self.stall_after is not None:
+                    is_chunk = line.startswith('GET ') and '/.chunks/' in line
                     with self.lock:
-                        stall = self.answered >= self.stall_after
+                        stall = self.started >= self.stall_after
+                        if is_chunk and not stall:
+                            self.started += 1
                     if stall:
                         self.hang(conn)
                         return
@@ -213,10 +219,7 @@ class ShortBodyProxy:
                 rhead, _, body = resp.partition(b'\r\n\r\n')
                 rhead += b'\r\n\r\n'
                 chunk = line.startswith('GET ') and '/.chunks/' in line and b' 200 ' in rhead[:20]
-                if chunk and self.stall_after is not None:
-                    with self.lock:
-                        self.answered += 1
-                elif chunk:
+                if chunk and self.stall_after is None:
                     self.cut += 1
                     conn.sendall(rhead + body[:len(body) // 2])
                     return
