@@ -1,3 +1,9 @@
+/* cn_pipeline — the backup data path up to the targets: the producer
+ * (the caller's writes, cut into chunks), the encoding workers, the sink
+ * that puts chunks back in stream order and checksums the indexes, and
+ * the run's life cycle. The senders, one thread per target, are in
+ * cn_pipeline_send.c; cn_pipeline_impl.h holds what the two share.
+ * cn_pipeline.h has the design and its measured costs. */
 #include "engine/cn_pipeline.h"
 
 #include <errno.h>
@@ -7,142 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chunker/cn_chunker.h"
-#include "common/cn_bufpool.h"
 #include "common/cn_error.h"
 #include "common/cn_log.h"
-#include "engine/cn_fanout.h"
-#include "engine/cn_workqueue.h"
-#include "store/cn_blob.h"
-#include "store/cn_index.h"
+#include "engine/cn_pipeline_impl.h"
 
-/* Index entries are sent to the targets in batches of this many. */
-#define APPEND_BATCH 64
-
-/* Messages queued per target (cn_fanout.h): index entries of chunks the
- * target has, closes and blobs queue up to this many, so that the sink
- * need not wait for each; */
-#define TARGET_QUEUE_DEPTH 4
-/* but of the messages with a chunk (M_CHUNK) a target holds one at a
- * time, queued or being stored: the next one waits in the sink, in its
- * job's buffer. See cn_pipeline.h for the measured cost. */
-#define TARGET_CHUNKS 1
-
-/* A target making no progress for this long is dropped (default). */
-
-/* One unit of work: a chunk's plain bytes, then its encoded form. A job
- * is in exactly one place at a time: the free queue, a stream's current
- * job (being filled by the producer), the work queue, a worker, the done
- * queue or the sink's reorder ring.
- *
- * The plain bytes sit in a pooled buffer, a blob header's size in, so
- * that a blob stored as it is (the common case for media) is built in
- * place: the worker writes the header in front and the buffer passes to
- * the encoded chunk, which gives it back to the pool when the last target
- * is done. Such a blob then starts at the (page-aligned) buffer, as the
- * local datastore's direct I/O wants it. */
-struct job {
-	uint64_t seq;          /* delivery order, assigned when submitted */
-	int stream;
-	uint64_t end_offset;   /* end of the chunk in its stream */
-	uint8_t *buf;          /* pooled, NULL when none yet */
-	uint8_t *data;         /* buf + the pipeline's hdr */
-	size_t len;
-	struct cn_chunk *chunk; /* set by a worker, dropped after delivery */
-	int known;             /* injected chunk of a previous snapshot: no data */
-	uint8_t known_digest[32];
-};
-
-struct stream {
-	char name[128];
-	size_t avg;
-	struct cn_chunker *chunker;
-	/* producer side */
-	struct job *cur;
-	uint64_t offset;
-	int ended;
-	/* sink side (main thread after the sink has stopped) */
-	struct cn_index_csum_ctx *csum;
-	uint64_t count, size;
-	uint8_t final_csum[32];
-	struct cn_source *chunk_src; /* injected chunks a target lacks */
-};
-
-struct tgt {
-	struct cn_target *t;
-	atomic_int live;
-	int *handles;         /* index handle per stream */
-	struct cn_buf prev;
-	int64_t prev_time;
-	/* the target's sender thread only (cn_fanout lane) */
-	struct cn_index_entry *pending; /* APPEND_BATCH entries per stream */
-	size_t *npending;               /* per stream */
-	/* written by the sender, read by anyone */
-	atomic_int finished;
-	atomic_uint_fast64_t chunks_new, bytes_new, bytes_new_encoded, copied;
-	char why[256];        /* why it was dropped: by the thread that dropped it */
-};
-
-/* What the sink and the caller queue for each target's sender, in the
- * order the target must see the calls. */
-enum msg_kind { M_CHUNK, M_KNOWN, M_CLOSE, M_BLOB, M_FINISH };
-
-/* A blob stored on every target: shared, freed by the last sender. */
-struct shared_blob {
-	atomic_int refs;
-	char name[256];
-	size_t len;
-	uint8_t data[];
-};
-
-struct msg {
-	enum msg_kind kind;
-	int stream;
-	uint64_t end;          /* CHUNK, KNOWN: chunk end in the stream; CLOSE: stream size */
-	uint64_t n;            /* KNOWN: the chunk's plain size; CLOSE: chunk count */
-	uint8_t digest[32];    /* CHUNK, KNOWN: the chunk's digest; CLOSE: index checksum */
-	struct cn_chunk *chunk;   /* CHUNK: a reference */
-	struct shared_blob *blob; /* BLOB: a reference */
-};
-
-enum state { ST_NEW, ST_BEGUN, ST_RUNNING, ST_ENDED, ST_DONE };
-
-struct cn_pipeline {
-	struct tgt *targets;
-	size_t ntargets;
-	atomic_size_t nlive;
-	const struct cn_crypt_config *crypt;
-	int compress;
-	size_t threads;
-	unsigned stall_ms;
-	struct cn_fanout *fan;   /* one sender per target, from start on */
-
-	struct stream *streams;
-	size_t nstreams;
-
-	struct job *jobs;
-	size_t njobs;
-	struct cn_bufpool *pool; /* job and encoded-chunk buffers */
-	size_t hdr;              /* blob header size: where the data starts in a job's buffer */
-	struct cn_workqueue *free_q, *work_q, *done_q;
-	struct cn_workers *workers;
-	pthread_t sink;
-	int sink_started;
-	uint64_t next_seq;     /* producer: next sequence number */
-	uint64_t delivered;    /* sink: jobs delivered */
-	enum state state;
-
-	pthread_mutex_t err_lock;
-	atomic_int err;       /* first failure; written under err_lock */
-	char errmsg[1024];
-
-	atomic_uint_fast64_t stream_bytes, chunks;
-	atomic_uint_fast64_t chunks_known; /* injected chunks delivered */
-};
-
-/* Records the first failure (code and the calling thread's message) and
- * stops every queue so all threads unwind. Returns code. */
-static int fail(struct cn_pipeline *p, int code)
+int cn_pl_fail(struct cn_pipeline *p, int code)
 {
 	pthread_mutex_lock(&p->err_lock);
 	if (!p->err) {
@@ -159,8 +34,7 @@ static int fail(struct cn_pipeline *p, int code)
 	return code;
 }
 
-/* The recorded failure, re-raised in the calling thread; 0 if none. */
-static int error_of(struct cn_pipeline *p)
+int cn_pl_error_of(struct cn_pipeline *p)
 {
 	pthread_mutex_lock(&p->err_lock);
 	int code = p->err;
@@ -219,21 +93,13 @@ const struct cn_buf *cn_pipeline_prev_manifest(const struct cn_pipeline *p, size
 	return &p->targets[i].prev;
 }
 
-/* Keeps msg (cut to fit) as why t was dropped. */
-static void keep_why(struct tgt *t, const char *msg)
-{
-	size_t l = strnlen(msg, sizeof(t->why) - 1);
-	memcpy(t->why, msg, l);
-	t->why[l] = '\0';
-}
-
 int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code)
 {
 	struct tgt *t = &p->targets[i];
 	char msg[1024];
 	snprintf(msg, sizeof(msg), "%s", *cn_error_message() ? cn_error_message() : cn_strerror(code));
 	if (atomic_exchange(&t->live, 0)) {
-		keep_why(t, msg);
+		cn_pl_keep_why(t, msg);
 		t->t->ops->abort(t->t);
 		if (atomic_fetch_sub(&p->nlive, 1) > 1)
 			cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
@@ -352,7 +218,7 @@ static void *worker_main(void *ctx, size_t i)
 	(void)i;
 	int r = cn_blob_ctx_new(&bctx);
 	if (r < 0) {
-		fail(p, r);
+		cn_pl_fail(p, r);
 		return NULL;
 	}
 	void *item;
@@ -360,7 +226,7 @@ static void *worker_main(void *ctx, size_t i)
 		struct job *j = item;
 		r = j->known ? 0 : encode_job(p, bctx, j);
 		if (r < 0) {
-			fail(p, cn_error_prefix(r, "encoding chunk ending at %s offset %llu",
+			cn_pl_fail(p, cn_error_prefix(r, "encoding chunk ending at %s offset %llu",
 						p->streams[j->stream].name,
 						(unsigned long long)j->end_offset));
 			break;
@@ -370,197 +236,6 @@ static void *worker_main(void *ctx, size_t i)
 	}
 	cn_blob_ctx_free(bctx);
 	return NULL;
-}
-
-/* ---- senders: one per target (cn_fanout), calls in stream order -------- */
-
-/* Sends target t's pending entries of stream sidx (sender thread). */
-static int flush_entries(struct cn_pipeline *p, struct tgt *t, int sidx)
-{
-	size_t *n = &t->npending[sidx];
-	if (!*n)
-		return 0;
-	int r = t->t->ops->index_append(t->t, t->handles[sidx], t->pending + (size_t)sidx * APPEND_BATCH, *n);
-	*n = 0;
-	return r < 0 ? cn_error_prefix(r, "appending to index %s", p->streams[sidx].name) : 0;
-}
-
-/* Queues the chunk's index entry for target t, sending a full batch. */
-static int append_entry(struct cn_pipeline *p, struct tgt *t, const struct msg *m)
-{
-	struct cn_index_entry *e = &t->pending[(size_t)m->stream * APPEND_BATCH + t->npending[m->stream]++];
-	e->end_offset = m->end;
-	memcpy(e->digest, m->digest, 32);
-	return t->npending[m->stream] == APPEND_BATCH ? flush_entries(p, t, m->stream) : 0;
-}
-
-/* The injected chunk of m from its stream's chunk source, checked
- * (digest, size) before it is copied to a target. Sources may be read
- * from several threads at once. */
-static int fetch_known(struct cn_pipeline *p, const struct msg *m, struct cn_chunk **out)
-{
-	struct stream *s = &p->streams[m->stream];
-	struct cn_buf blob = {0};
-	int r = s->chunk_src->ops->get_chunk(s->chunk_src, m->digest, &blob);
-	/* the container, digest and plain size; an encrypted chunk in a run
-	 * without a key cannot be checked, so it is refused */
-	if (r == 0 && (r = cn_blob_verify_chunk(NULL, blob.data, blob.len, p->crypt, m->digest,
-						m->n)) >= 0) {
-		r = !p->crypt && r >= CN_BLOB_ENCRYPTED
-			? cn_error_set(-CN_E_FORMAT, "reused chunk is encrypted, this run is not") : 0;
-	}
-	struct cn_chunk *c = r == 0 ? cn_chunk_new(blob.len) : NULL;
-	if (r == 0 && !c)
-		r = cn_error_set(-ENOMEM, "out of memory");
-	if (r == 0) {
-		memcpy(c->data, blob.data, blob.len);
-		c->len = blob.len;
-		c->plain_size = m->n;
-		memcpy(c->digest, m->digest, 32);
-		*out = c;
-	}
-	cn_buf_free(&blob);
-	return r < 0 ? cn_error_prefix(r, "copying a reused chunk from %s", s->chunk_src->name) : 0;
-}
-
-/* A chunk to target t: stored unless it has it already. An injected one
- * (M_KNOWN, of a previous snapshot) was registered with add_known; a
- * target whose previous snapshot differs gets it copied from the
- * stream's chunk source, if there is one. */
-static int send_chunk(struct cn_pipeline *p, struct tgt *t, const struct msg *m)
-{
-	int r = t->t->ops->has_chunk(t->t, m->digest);
-	if (r == 0 && m->kind == M_CHUNK) {
-		if ((r = t->t->ops->put_chunk(t->t, m->chunk)) == 0) {
-			atomic_fetch_add(&t->chunks_new, 1);
-			atomic_fetch_add(&t->bytes_new, m->chunk->plain_size);
-			atomic_fetch_add(&t->bytes_new_encoded, m->chunk->len);
-		}
-	} else if (r == 0 && p->streams[m->stream].chunk_src) {
-		struct cn_chunk *copy = NULL;
-		if ((r = fetch_known(p, m, &copy)) == 0 && (r = t->t->ops->put_chunk(t->t, copy)) == 0) {
-			atomic_fetch_add(&t->copied, 1);
-			atomic_fetch_add(&t->bytes_new, copy->plain_size);
-			atomic_fetch_add(&t->bytes_new_encoded, copy->len);
-		}
-		cn_chunk_unref(copy);
-	} else if (r == 0) {
-		/* the previous snapshot references it: removed or lost since */
-		r = cn_error_set(-CN_E_MISSING,
-				 "reused from the previous snapshot, but missing from %s (a "
-				 "damaged store: verify finds the snapshots that need it; a "
-				 "backup with --change-detection-mode data stores it again)",
-				 t->t->name);
-	}
-	if (r < 0) {
-		char hex[65];
-		cn_hex_encode(m->digest, 32, hex);
-		return cn_error_prefix(r, "chunk %s", hex);
-	}
-	return append_entry(p, t, m);
-}
-
-static void blob_unref(struct shared_blob *b)
-{
-	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
-		free(b);
-}
-
-/* cn_fanout_ops.discard: releases what a message holds. */
-static void discard_msg(void *ctx, size_t lane, void *msgp)
-{
-	struct msg *m = msgp;
-	(void)ctx;
-	(void)lane;
-	cn_chunk_unref(m->chunk);
-	blob_unref(m->blob);
-	m->chunk = NULL;
-	m->blob = NULL;
-}
-
-/* cn_fanout_ops.handle: carries out one message on target `lane`. */
-static int send_msg(void *ctx, size_t lane, void *msgp)
-{
-	struct cn_pipeline *p = ctx;
-	struct tgt *t = &p->targets[lane];
-	struct msg *m = msgp;
-	int r = 0;
-	switch (m->kind) {
-	case M_CHUNK:
-	case M_KNOWN:
-		r = send_chunk(p, t, m);
-		break;
-	case M_CLOSE:
-		if ((r = flush_entries(p, t, m->stream)) == 0 &&
-		    (r = t->t->ops->index_close(t->t, t->handles[m->stream], m->n, m->end, m->digest)) < 0)
-			r = cn_error_prefix(r, "closing index %s", p->streams[m->stream].name);
-		break;
-	case M_BLOB:
-		if ((r = t->t->ops->put_blob(t->t, m->blob->name, m->blob->data, m->blob->len)) < 0)
-			r = cn_error_prefix(r, "storing %s", m->blob->name);
-		break;
-	case M_FINISH:
-		if ((r = t->t->ops->finish(t->t)) < 0)
-			r = cn_error_prefix(r, "finishing the snapshot");
-		else
-			atomic_store(&t->finished, 1);
-		break;
-	}
-	discard_msg(p, lane, m);
-	return r;
-}
-
-/* cn_fanout_ops.dropped: target `lane` failed or stalled (its sender
- * aborts it). A warning names it while others are live; dropping the last
- * one fails the pipeline with its message. Any thread. */
-static void target_dropped(void *ctx, size_t lane, int code, const char *msg)
-{
-	struct cn_pipeline *p = ctx;
-	struct tgt *t = &p->targets[lane];
-	if (!atomic_exchange(&t->live, 0))
-		return;
-	keep_why(t, msg);
-	if (atomic_fetch_sub(&p->nlive, 1) > 1) {
-		cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
-		return;
-	}
-	if (p->ntargets == 1)
-		cn_error_set(code, "%s", msg);
-	else
-		cn_error_set(code, "no target left; the last, %s, failed: %s", t->t->name, msg);
-	fail(p, code);
-}
-
-/* cn_fanout_ops.heavy: a message with a chunk to store. */
-static int msg_heavy(void *ctx, const void *msgp)
-{
-	(void)ctx;
-	return ((const struct msg *)msgp)->kind == M_CHUNK;
-}
-
-static const struct cn_fanout_ops sender_ops = {
-	.handle = send_msg,
-	.discard = discard_msg,
-	.dropped = target_dropped,
-	.heavy = msg_heavy,
-};
-
-/* Queues m for every live target (a chunk or blob reference each). 0, or
- * the pipeline's error once no target is left. */
-static int queue_all(struct cn_pipeline *p, struct msg *m)
-{
-	for (size_t i = 0; i < p->ntargets; i++) {
-		if (!atomic_load(&p->targets[i].live))
-			continue;
-		struct msg copy = *m;
-		if (copy.chunk)
-			cn_chunk_ref(copy.chunk);
-		if (copy.blob)
-			atomic_fetch_add(&copy.blob->refs, 1);
-		if (cn_fanout_push(p->fan, i, &copy) != 0)
-			discard_msg(p, i, &copy);
-	}
-	return atomic_load(&p->nlive) ? 0 : error_of(p);
 }
 
 /* ---- sink: reorder, index checksums, hand-off to the senders ----------- */
@@ -582,7 +257,7 @@ static int deliver(struct cn_pipeline *p, struct job *j)
 	cn_index_csum_update(s->csum, j->end_offset, m.digest);
 	s->count++;
 	s->size = j->end_offset;
-	return queue_all(p, &m);
+	return cn_pl_queue_all(p, &m);
 }
 
 static void *sink_main(void *ctx)
@@ -590,7 +265,7 @@ static void *sink_main(void *ctx)
 	struct cn_pipeline *p = ctx;
 	struct job **ring = calloc(p->njobs, sizeof(*ring));
 	if (!ring) {
-		fail(p, cn_error_set(-ENOMEM, "out of memory for the reorder buffer"));
+		cn_pl_fail(p, cn_error_set(-ENOMEM, "out of memory for the reorder buffer"));
 		return NULL;
 	}
 	void *item;
@@ -604,7 +279,7 @@ static void *sink_main(void *ctx)
 			cn_chunk_unref(next->chunk);
 			next->chunk = NULL;
 			if (r < 0) {
-				fail(p, r);
+				cn_pl_fail(p, r);
 				break;
 			}
 			p->delivered++;
@@ -678,7 +353,7 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	struct cn_fanout_opts fo = {.msg_size = sizeof(struct msg), .depth = TARGET_QUEUE_DEPTH,
 				    .heavy_max = TARGET_CHUNKS,
 				    .stall_ms = p->stall_ms};
-	if ((r = cn_fanout_new(targets, p->ntargets, &fo, &sender_ops, p, &p->fan)) < 0)
+	if ((r = cn_fanout_new(targets, p->ntargets, &fo, &cn_pl_sender_ops, p, &p->fan)) < 0)
 		return r;
 	for (size_t i = 0; i < p->ntargets; i++)
 		if (!atomic_load(&p->targets[i].live))
@@ -692,13 +367,13 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	p->state = ST_RUNNING;
 	r = pthread_create(&p->sink, NULL, sink_main, p);
 	if (r) {
-		fail(p, cn_error_sys(-r, "starting the pipeline's sink thread"));
-		return error_of(p);
+		cn_pl_fail(p, cn_error_sys(-r, "starting the pipeline's sink thread"));
+		return cn_pl_error_of(p);
 	}
 	p->sink_started = 1;
 	r = cn_workers_start(p->threads, worker_main, p, &p->workers);
 	if (r < 0)
-		return fail(p, r);
+		return cn_pl_fail(p, r);
 	return 0;
 }
 
@@ -711,7 +386,7 @@ static int submit(struct cn_pipeline *p, struct stream *s)
 	j->seq = p->next_seq++;
 	j->end_offset = s->offset;
 	if (cn_workqueue_push(p->work_q, j) < 0)
-		return error_of(p);
+		return cn_pl_error_of(p);
 	return 0;
 }
 
@@ -720,9 +395,9 @@ static int submit(struct cn_pipeline *p, struct stream *s)
 static struct stream *writable(struct cn_pipeline *p, int stream, int *rc)
 {
 	if (p->state != ST_RUNNING)
-		*rc = p->err ? error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
+		*rc = p->err ? cn_pl_error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
 	else if (p->err)
-		*rc = error_of(p);
+		*rc = cn_pl_error_of(p);
 	else if (p->streams[stream].ended)
 		*rc = cn_error_set(-EINVAL, "write to ended stream %s", p->streams[stream].name);
 	else
@@ -736,14 +411,14 @@ static int take_job(struct cn_pipeline *p, int stream, struct job **out)
 {
 	void *item;
 	if (!cn_workqueue_pop(p->free_q, &item))
-		return error_of(p);
+		return cn_pl_error_of(p);
 	struct job *j = item;
 	j->stream = stream;
 	j->len = 0;
 	j->known = 0;
 	if (!j->buf) {
 		if (!(j->buf = cn_bufpool_get(p->pool)))
-			return fail(p, -ENOMEM);
+			return cn_pl_fail(p, -ENOMEM);
 		j->data = j->buf + p->hdr;
 	}
 	*out = j;
@@ -788,7 +463,7 @@ int cn_pipeline_reserve(struct cn_pipeline *p, int stream, uint8_t **buf, size_t
 	*buf = s->cur->data + s->cur->len;
 	*avail = job_room(p, s->cur);
 	if (*avail == 0)
-		return fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes", s->name,
+		return cn_pl_fail(p, cn_error_set(-EFBIG, "chunk of stream %s longer than %zu bytes", s->name,
 					    cn_bufpool_size(p->pool) - p->hdr));
 	return 0;
 }
@@ -810,7 +485,7 @@ int cn_pipeline_commit(struct cn_pipeline *p, int stream, size_t len)
 	while (len > 0) {
 		size_t cut = cn_chunker_scan(s->chunker, data, len);
 		if (cut == CN_CHUNKER_ERROR)
-			return fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
+			return cn_pl_fail(p, cn_error_code() ? cn_error_code() : -EINVAL);
 		size_t n = cut ? cut : len;
 		j->len += n;
 		s->offset += n;
@@ -856,7 +531,7 @@ int cn_pipeline_commit_fn(void *ctx, size_t len)
 int cn_pipeline_suggest_boundary(struct cn_pipeline *p, int stream)
 {
 	if (p->err)
-		return error_of(p);
+		return cn_pl_error_of(p);
 	struct stream *s = &p->streams[stream];
 	if (!s->cur || s->cur->len < cn_chunker_min_size(s->chunker))
 		return 0;
@@ -885,9 +560,9 @@ int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digest
 		       const uint64_t *sizes, size_t n)
 {
 	if (p->state != ST_RUNNING)
-		return p->err ? error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
+		return p->err ? cn_pl_error_of(p) : cn_error_set(-EINVAL, "pipeline not running");
 	if (p->err)
-		return error_of(p);
+		return cn_pl_error_of(p);
 	struct stream *s = &p->streams[stream];
 	if (s->ended)
 		return cn_error_set(-EINVAL, "inject into ended stream %s", s->name);
@@ -904,7 +579,7 @@ int cn_pipeline_inject(struct cn_pipeline *p, int stream, const uint8_t (*digest
 		if (!s->cur) {
 			void *item;
 			if (!cn_workqueue_pop(p->free_q, &item))
-				return error_of(p);
+				return cn_pl_error_of(p);
 			s->cur = item;
 			s->cur->stream = stream;
 		}
@@ -927,7 +602,7 @@ int cn_pipeline_end_stream(struct cn_pipeline *p, int stream)
 		return 0;
 	s->ended = 1;
 	if (p->err)
-		return error_of(p);
+		return cn_pl_error_of(p);
 	if (!s->cur)
 		return 0;
 	if (s->cur->len > 0)
@@ -935,7 +610,7 @@ int cn_pipeline_end_stream(struct cn_pipeline *p, int stream)
 	struct job *j = s->cur;
 	s->cur = NULL;
 	if (cn_workqueue_push(p->free_q, j) < 0)
-		return error_of(p);
+		return cn_pl_error_of(p);
 	return 0;
 }
 
@@ -962,26 +637,26 @@ int cn_pipeline_end(struct cn_pipeline *p)
 			cn_pipeline_end_stream(p, (int)s);
 		stop_threads(p);
 		if (!p->err && p->delivered != p->next_seq)
-			fail(p, cn_error_set(-EIO, "pipeline lost chunks: %llu of %llu delivered",
+			cn_pl_fail(p, cn_error_set(-EIO, "pipeline lost chunks: %llu of %llu delivered",
 					     (unsigned long long)p->delivered,
 					     (unsigned long long)p->next_seq));
 	} else if (p->state != ST_ENDED && !p->err) {
 		return cn_error_set(-EINVAL, "pipeline not running");
 	}
 	if (p->err)
-		return error_of(p);
+		return cn_pl_error_of(p);
 	for (size_t sidx = 0; sidx < p->nstreams; sidx++) {
 		struct stream *s = &p->streams[sidx];
 		cn_index_csum_final(s->csum, s->final_csum);
 		struct msg m = {.kind = M_CLOSE, .stream = (int)sidx, .end = s->size, .n = s->count};
 		memcpy(m.digest, s->final_csum, 32);
-		int r = queue_all(p, &m);
+		int r = cn_pl_queue_all(p, &m);
 		if (r < 0)
 			return r;
 	}
 	/* every target has closed its indexes, failed, or stalled */
 	cn_fanout_sync(p->fan);
-	return p->err ? error_of(p) : 0;
+	return p->err ? cn_pl_error_of(p) : 0;
 }
 
 void cn_pipeline_stream_result(const struct cn_pipeline *p, int s, uint64_t *count,
@@ -1000,7 +675,7 @@ int cn_pipeline_put_blob(struct cn_pipeline *p, const char *name, const uint8_t 
 			 size_t len)
 {
 	if (p->state != ST_ENDED || p->err)
-		return p->err ? error_of(p) : cn_error_set(-EINVAL, "put_blob before the pipeline ended");
+		return p->err ? cn_pl_error_of(p) : cn_error_set(-EINVAL, "put_blob before the pipeline ended");
 	/* a copy: a stalled sender may still be in put_blob after we return */
 	struct shared_blob *b = malloc(sizeof(*b) + (len ? len : 1));
 	if (!b)
@@ -1014,20 +689,20 @@ int cn_pipeline_put_blob(struct cn_pipeline *p, const char *name, const uint8_t 
 	memcpy(b->data, data, len);
 	b->len = len;
 	struct msg m = {.kind = M_BLOB, .blob = b};
-	int r = queue_all(p, &m);
-	blob_unref(b);
+	int r = cn_pl_queue_all(p, &m);
+	cn_pl_blob_unref(b);
 	if (r < 0)
 		return r;
 	cn_fanout_sync(p->fan);
-	return p->err ? error_of(p) : 0;
+	return p->err ? cn_pl_error_of(p) : 0;
 }
 
 int cn_pipeline_finish(struct cn_pipeline *p)
 {
 	if (p->state != ST_ENDED || p->err)
-		return p->err ? error_of(p) : cn_error_set(-EINVAL, "finish before the pipeline ended");
+		return p->err ? cn_pl_error_of(p) : cn_error_set(-EINVAL, "finish before the pipeline ended");
 	struct msg m = {.kind = M_FINISH};
-	int r = queue_all(p, &m);
+	int r = cn_pl_queue_all(p, &m);
 	if (r == 0)
 		cn_fanout_sync(p->fan);
 	/* Senders of targets that finished leave without touching them again;
@@ -1040,13 +715,13 @@ int cn_pipeline_finish(struct cn_pipeline *p)
 		done += atomic_load(&p->targets[i].live) && atomic_load(&p->targets[i].finished);
 	if (done)
 		return done;
-	return p->err ? error_of(p) : cn_error_set(-EIO, "no target finished");
+	return p->err ? cn_pl_error_of(p) : cn_error_set(-EIO, "no target finished");
 }
 
 void cn_pipeline_abort(struct cn_pipeline *p)
 {
 	if (p->state == ST_RUNNING)
-		fail(p, -ECANCELED);
+		cn_pl_fail(p, -ECANCELED);
 	/* the senders first: the sink may wait for room in a target's queue;
 	 * they abort every target not dropped yet */
 	if (p->fan)
