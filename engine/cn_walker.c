@@ -3,9 +3,10 @@
  * cn_catalog_writer. See cn_walker.h for what is reproduced.
  *
  * This file answers "what is in the tree and how is each entry encoded":
- * paths, opening entries (type checks), patterns and .pxarexclude,
+ * paths, opening entries (type checks), reading .pxarexclude files,
  * which entries of a directory are archived, encoding entries, and the
- * entry point. Metadata reading is in cn_walker_meta.c, the hardlink table
+ * entry point. The patterns in force are kept in cn_walker_patterns.c,
+ * metadata reading is in cn_walker_meta.c, the hardlink table
  * in cn_walker_hardlink.c, the look-ahead cache of metadata change
  * detection in cn_walker_lookahead.c, making directory listings (and the
  * threads that make them ahead) in cn_walker_list.c; cn_walker_impl.h
@@ -18,7 +19,6 @@
  * hardlink table (dev, ino, path, offset of multiply-linked files), the
  * patterns in force and one copy buffer. */
 #include "engine/cn_walker_impl.h"
-#include "store/cn_manifest.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -243,84 +243,7 @@ int cn_wk_open_unopened(struct walker *w, struct cache_ent *c, int *skip)
 	return 0;
 }
 
-/* ---- patterns ---- */
-
-static int push_pattern(struct walker *w, struct cn_pattern *p)
-{
-	if (w->n_patterns == w->cap_patterns) {
-		size_t nc = w->cap_patterns ? w->cap_patterns * 2 : 16;
-		struct cn_pattern **n = realloc(w->patterns, nc * sizeof(*n));
-		if (!n) {
-			cn_pattern_free(p);
-			return -ENOMEM;
-		}
-		w->patterns = n;
-		w->cap_patterns = nc;
-	}
-	w->patterns[w->n_patterns++] = p;
-	return 0;
-}
-
-static void truncate_patterns(struct walker *w, size_t n)
-{
-	while (w->n_patterns > n)
-		cn_pattern_free(w->patterns[--w->n_patterns]);
-}
-
-static int is_ascii_ws(int c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r';
-}
-
-/* One line of a .pxarexclude file (read_pxar_excludes). */
-static int pxarexclude_line(struct walker *w, char *line, size_t len)
-{
-	while (len > 0 && is_ascii_ws((unsigned char)line[0])) {
-		line++;
-		len--;
-	}
-	while (len > 0 && is_ascii_ws((unsigned char)line[len - 1]))
-		len--;
-	if (len == 0 || line[0] == '#')
-		return 0;
-
-	struct cn_buf buf = { 0 };
-	enum cn_match_type type = CN_MATCH_EXCLUDE;
-	int anchored = 0, rc = 0;
-	const char *pat = line;
-	size_t plen = len;
-
-	if (line[0] == '/' || (len >= 2 && line[0] == '!' && line[1] == '/')) {
-		/* anchored at this directory: prefix its path (no leading '/') */
-		size_t skip = line[0] == '!';
-		type = skip ? CN_MATCH_INCLUDE : CN_MATCH_EXCLUDE;
-		if (cn_buf_append(&buf, w->path, w->path_len) < 0 ||
-		    cn_buf_append(&buf, line + skip, len - skip) < 0) {
-			cn_buf_free(&buf);
-			return -ENOMEM;
-		}
-		pat = (const char *)buf.data;
-		plen = buf.len;
-		anchored = 1;
-	} else if (line[0] == '!') {
-		type = CN_MATCH_INCLUDE;
-		pat++;
-		plen--;
-	}
-	/* parse_pattern still interprets a leading '!' (inverting again) */
-	struct cn_pattern *p;
-	rc = cn_pattern_parse(pat, plen, type, &p);
-	cn_buf_free(&buf);
-	if (rc < 0) {
-		if (rc == -ENOMEM)
-			return rc;
-		cn_log_error("bad pattern in \"%s\": %s", cn_wk_cur_path(w), cn_error_message());
-		return 0;
-	}
-	if (anchored)
-		cn_pattern_add_flags(p, CN_PATTERN_ANCHORED);
-	return push_pattern(w, p);
-}
+/* ---- .pxarexclude ---- */
 
 static int read_pxar_excludes(struct walker *w, int dirfd)
 {
@@ -343,72 +266,16 @@ static int read_pxar_excludes(struct walker *w, int dirfd)
 		size_t l = (size_t)n;
 		if (l > 0 && line[l - 1] == '\n')
 			l--;
-		if ((rc = pxarexclude_line(w, line, l)) < 0)
+		if ((rc = cn_wk_pxarexclude_line(w, line, l)) < 0)
 			break;
 	}
 	if (rc == 0 && ferror(f)) {
 		cn_log_warning("ignoring .pxarexclude after read error in \"%s\"", cn_wk_cur_path(w));
-		truncate_patterns(w, old);
+		cn_wk_truncate_patterns(w, old);
 	}
 	free(line);
 	fclose(f);
 	return rc;
-}
-
-/* generate_pxar_excludes_cli: one line per pattern, '!' for includes, '/'
- * appended for directory-only patterns. */
-static int pxarexclude_cli_content(struct walker *w, size_t count, struct cn_buf *out)
-{
-	for (size_t i = 0; i < count; i++) {
-		const struct cn_pattern *p = w->patterns[i];
-		const char *t = cn_pattern_text(p);
-		size_t tl = strlen(t);
-		if (cn_pattern_type(p) == CN_MATCH_INCLUDE && cn_buf_append(out, "!", 1) < 0)
-			return -ENOMEM;
-		if (cn_buf_append(out, t, tl) < 0)
-			return -ENOMEM;
-		if (cn_pattern_flags(p) == CN_PATTERN_MATCH_DIRECTORIES &&
-		    (out->len == 0 || out->data[out->len - 1] != '/') && cn_buf_append(out, "/", 1) < 0)
-			return -ENOMEM;
-		if (cn_buf_append(out, "\n", 1) < 0)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
-static int encode_pxarexclude_cli(struct walker *w, size_t count)
-{
-	static const char name[] = ".pxarexclude-cli";
-	struct cn_buf content = { 0 };
-	struct cn_pxar_metadata m = { 0 };
-	int rc = pxarexclude_cli_content(w, count, &content);
-
-	m.stat.mode = CN_PXAR_IFREG | 0600;
-	if (rc == 0 && w->cat)
-		rc = cn_catalog_writer_add_file(w->cat, name, sizeof(name) - 1, content.len, 0);
-	if (rc == 0)
-		rc = cn_pxar_encoder_begin_file(w->enc, &m, name, sizeof(name) - 1, content.len, NULL);
-	if (rc == 0)
-		rc = cn_pxar_encoder_write(w->enc, content.data, content.len);
-	if (rc == 0)
-		rc = cn_pxar_encoder_end_file(w->enc);
-	cn_buf_free(&content);
-	return rc;
-}
-
-/* PbsClientPrelude { exclude_patterns } as serde_json::to_vec writes it */
-static int prelude_json(struct walker *w, struct cn_buf *out)
-{
-	struct cn_buf pats = { 0 };
-	int rc = pxarexclude_cli_content(w, w->n_patterns, &pats);
-	if (rc == 0)
-		rc = cn_buf_append(out, "{\"exclude-patterns\":", 20);
-	if (rc == 0)
-		rc = cn_json_put_string(out, (const char *)pats.data, pats.len);
-	if (rc == 0)
-		rc = cn_buf_append(out, "}", 1);
-	cn_buf_free(&pats);
-	return rc < 0 ? -ENOMEM : 0;
 }
 
 /* ---- directory listing (generate_directory_file_list) ---- */
@@ -860,7 +727,7 @@ static int archive_dir_contents(struct walker *w, int dirfd, const struct stat *
 	/* the generated file goes after all sorted entries of the root; split
 	 * archives carry the patterns in the prelude instead (create.rs) */
 	if (rc == 0 && is_root && old_patterns > 0 && !cn_pxar_encoder_is_split(w->enc))
-		rc = encode_pxarexclude_cli(w, old_patterns);
+		rc = cn_wk_encode_pxarexclude_cli(w, old_patterns);
 	w->depth--;
 out:
 	/* an error leaves requests for directories not entered */
@@ -870,7 +737,7 @@ out:
 	cn_wk_listing_free(&ls);
 	path_truncate(w, base);
 	w->entry_counter = entry_counter;
-	truncate_patterns(w, old_patterns);
+	cn_wk_truncate_patterns(w, old_patterns);
 	return rc;
 }
 
@@ -977,13 +844,13 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 			cn_error_prefix(rc, "invalid exclude pattern entry");
 			goto out;
 		}
-		if ((rc = push_pattern(&w, p)) < 0)
+		if ((rc = cn_wk_push_pattern(&w, p)) < 0)
 			goto out;
 	}
 	if (opts->skip_lost_found) {
 		struct cn_pattern *p;
 		if ((rc = cn_pattern_parse("lost+found", 10, CN_MATCH_EXCLUDE, &p)) < 0 ||
-		    (rc = push_pattern(&w, p)) < 0)
+		    (rc = cn_wk_push_pattern(&w, p)) < 0)
 			goto out;
 	}
 	if (opts->payload_out) {
@@ -991,7 +858,7 @@ int cn_pxar_create(const char *root_path, const struct cn_pxar_create_opts *opts
 		 * ...} (serde_json, compact) when there are any patterns */
 		struct cn_buf pre = { 0 };
 		if (w.n_patterns)
-			rc = prelude_json(&w, &pre);
+			rc = cn_wk_prelude_json(&w, &pre);
 		if (rc == 0)
 			rc = cn_pxar_encoder_new_split(counting_out, &co, counting_out, &pco,
 						       w.n_patterns ? pre.data : NULL, pre.len, &m, &w.enc);
@@ -1018,7 +885,7 @@ out:
 	cn_wk_prefetch_free(w.pf);
 	if (fd >= 0)
 		close(fd);
-	truncate_patterns(&w, 0);
+	cn_wk_truncate_patterns(&w, 0);
 	free(w.patterns);
 	for (size_t i = 0; i < w.hl_cap; i++)
 		free(w.hl[i].path);

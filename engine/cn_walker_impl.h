@@ -1,6 +1,6 @@
 /* cn_walker_impl — what the walker's files (cn_walker.c,
  * cn_walker_meta.c, cn_walker_hardlink.c, cn_walker_lookahead.c,
- * cn_walker_list.c) share and
+ * cn_walker_list.c, cn_walker_patterns.c) share and
  * nobody else uses: the walk's state and the functions that cross between
  * them, prefixed cn_wk_ so that no short names become global symbols of
  * libcairn.
@@ -159,6 +159,29 @@ int cn_wk_encode_entry(struct walker *w, int fd, const struct list_entry *ent,
  * moved into the cache (and cleared) when queued. */
 int cn_wk_add_directory(struct walker *w, int fd, const struct list_entry *ent,
 			struct cn_pxar_metadata *m);
+
+/* ---- cn_walker_patterns.c ---- */
+
+/* Pushes p (taken, freed on failure) on the patterns in force. Returns 0
+ * or -ENOMEM. */
+int cn_wk_push_pattern(struct walker *w, struct cn_pattern *p);
+
+/* Drops the patterns in force beyond the first n. */
+void cn_wk_truncate_patterns(struct walker *w, size_t n);
+
+/* Takes one line of the current directory's .pxarexclude (line[0..len),
+ * borrowed): blank lines and comments are skipped, a bad pattern is
+ * logged and skipped, others pushed. Returns 0 or -ENOMEM. */
+int cn_wk_pxarexclude_line(struct walker *w, char *line, size_t len);
+
+/* Encodes the .pxarexclude-cli entry listing the first count patterns
+ * (the command line's), in the catalog too. Returns 0 or a negative
+ * code. */
+int cn_wk_encode_pxarexclude_cli(struct walker *w, size_t count);
+
+/* Appends the prelude of a split archive (PbsClientPrelude: the command
+ * line's patterns as JSON) to out. Returns 0 or -ENOMEM. */
+int cn_wk_prelude_json(struct walker *w, struct cn_buf *out);
 
 /* ---- cn_walker_meta.c ---- */
 
