@@ -140,6 +140,22 @@ def make_small_files(root, count, seed=11):
             f.write(rng.randbytes(n // 2) + text[:n - n // 2])
 
 
+def mkdir_probe(work, tag, n=4096):
+    """Microseconds per mkdir of n directories in one new directory of the
+    work file system (kept until the end, as the stores are). A new
+    store makes 65,536 of them; on ext4 without a journal they take
+    several times longer for minutes after a large deletion, which this
+    figure shows beside the results."""
+    d = os.path.join(work, 'mkdir-probe-' + tag)
+    os.makedirs(d)
+    t0 = time.monotonic()
+    for i in range(n):
+        os.mkdir(os.path.join(d, '%04x' % i))
+    us = (time.monotonic() - t0) * 1e6 / n
+    TRASH.put(d)
+    return us
+
+
 def du(path):
     total = 0
     for d, _, fs in os.walk(path):
@@ -480,12 +496,15 @@ def main():
         # Each round starts with the next tool: whoever goes first after a
         # pause fills page-cache pages the host has taken back meanwhile.
         rounds = {tool: [] for tool, _ in runners}
+        os.sync()
+        probe = [mkdir_probe(work, 'before')]
         for k in range(a.rounds):
             first = k % len(runners)
             for tool, run in runners[first:] + runners[:first]:
                 warm(corpus)  # (a cold restore emptied the page cache)
                 warm(tree)
                 rounds[tool].append(run())
+        probe.append(mkdir_probe(work, 'after'))
         results = {tool: median_result(rs) for tool, rs in rounds.items()}
         encrypted = results.pop('cairn-enc')
         small_res = run_cairn(os.path.abspath(a.cairn), small, work, 'small')
@@ -494,11 +513,14 @@ def main():
             steps.append('restore-cold')
         results['cairn-enc'] = encrypted
         report = {'corpus_mib': mib, 'cpus': os.cpu_count(), 'tools': {},
-                  'small_files': a.small_files, 'rounds_run': a.rounds}
+                  'small_files': a.small_files, 'rounds_run': a.rounds,
+                  'mkdir_us_before_after': probe}
         text, report['issue21'] = issue_table(results, mib, a.small_files)
         if not a.json:
             print('corpus: %.0f MiB (%s), %d small files, %d CPUs, median of %d round(s)'
                   % (mib, corpus, a.small_files, os.cpu_count(), a.rounds))
+            print('mkdir on the work file system: %.0f us each before the rounds, %.0f us '
+                  'after (a new store makes 65,536)' % (probe[0], probe[1]))
             print(text)
             print()
             print('%-9s %-12s %8s %9s %8s %9s' % ('tool', 'step', 'wall s', 'MiB/s', 'CPU s',
