@@ -98,17 +98,10 @@ int cn_pipeline_drop(struct cn_pipeline *p, size_t i, int code)
 	struct tgt *t = &p->targets[i];
 	char msg[1024];
 	snprintf(msg, sizeof(msg), "%s", *cn_error_message() ? cn_error_message() : cn_strerror(code));
-	if (atomic_exchange(&t->live, 0)) {
-		cn_pl_keep_why(t, msg);
-		t->t->ops->abort(t->t);
-		if (atomic_fetch_sub(&p->nlive, 1) > 1)
-			cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
-	}
+	cn_pl_take_out(p, t, msg, 1);
 	if (atomic_load(&p->nlive) > 0)
 		return 0;
-	if (p->ntargets == 1)
-		return cn_error_set(code, "%s", msg);
-	return cn_error_set(code, "no target left; the last, %s, failed: %s", t->t->name, msg);
+	return cn_pl_none_left(p, t, code, msg);
 }
 
 int cn_pipeline_begin(struct cn_pipeline *p, const struct cn_snapshot_id *id)

@@ -150,8 +150,16 @@ int cn_pl_fail(struct cn_pipeline *p, int code);
 /* The recorded failure, re-raised in the calling thread; 0 if none. */
 int cn_pl_error_of(struct cn_pipeline *p);
 
-/* Keeps msg (cut to fit) as why t was dropped. */
-void cn_pl_keep_why(struct tgt *t, const char *msg);
+/* Takes target t out of the run, once: keeps msg (cut to fit) as why,
+ * aborts the target when abort_it (a sender's own failure is aborted by
+ * cn_fanout), and warns while other targets are still live. Returns 0
+ * when t was out already, 1 when others are still live, 2 when t was the
+ * last. Any thread. */
+int cn_pl_take_out(struct cn_pipeline *p, struct tgt *t, const char *msg, int abort_it);
+
+/* Sets and returns the error of a run whose last target, t, failed with
+ * code and msg: msg alone when the run had one target. */
+int cn_pl_none_left(const struct cn_pipeline *p, const struct tgt *t, int code, const char *msg);
 
 /* Queues m for every live target (a chunk or blob reference each; m keeps
  * its own). 0, or the pipeline's error once no target is left. */

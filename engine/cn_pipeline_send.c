@@ -13,12 +13,27 @@
 #include "common/cn_log.h"
 #include "engine/cn_pipeline_impl.h"
 
-/* Keeps msg (cut to fit) as why t was dropped. */
-void cn_pl_keep_why(struct tgt *t, const char *msg)
+int cn_pl_take_out(struct cn_pipeline *p, struct tgt *t, const char *msg, int abort_it)
 {
+	if (!atomic_exchange(&t->live, 0))
+		return 0;
 	size_t l = strnlen(msg, sizeof(t->why) - 1);
 	memcpy(t->why, msg, l);
 	t->why[l] = '\0';
+	if (abort_it)
+		t->t->ops->abort(t->t);
+	if (atomic_fetch_sub(&p->nlive, 1) > 1) {
+		cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
+		return 1;
+	}
+	return 2;
+}
+
+int cn_pl_none_left(const struct cn_pipeline *p, const struct tgt *t, int code, const char *msg)
+{
+	if (p->ntargets == 1)
+		return cn_error_set(code, "%s", msg);
+	return cn_error_set(code, "no target left; the last, %s, failed: %s", t->t->name, msg);
 }
 
 /* Sends target t's pending entries of stream sidx (sender thread). */
@@ -164,18 +179,8 @@ static void target_dropped(void *ctx, size_t lane, int code, const char *msg)
 {
 	struct cn_pipeline *p = ctx;
 	struct tgt *t = &p->targets[lane];
-	if (!atomic_exchange(&t->live, 0))
-		return;
-	cn_pl_keep_why(t, msg);
-	if (atomic_fetch_sub(&p->nlive, 1) > 1) {
-		cn_log_warning("target %s failed: %s; going on without it", t->t->name, msg);
-		return;
-	}
-	if (p->ntargets == 1)
-		cn_error_set(code, "%s", msg);
-	else
-		cn_error_set(code, "no target left; the last, %s, failed: %s", t->t->name, msg);
-	cn_pl_fail(p, code);
+	if (cn_pl_take_out(p, t, msg, 0) == 2)
+		cn_pl_fail(p, cn_pl_none_left(p, t, code, msg));
 }
 
 /* cn_fanout_ops.heavy: a message with a chunk to store. */
