@@ -14,6 +14,11 @@
  * buffer at once saved no measurable time and cost a 100 KB backup
  * 24-32 MiB.)
  *
+ * Buffers of 2 MiB or more are made of transparent huge pages beyond
+ * their first 2 MiB, where the kernel has them (see cn_bufpool.c): such
+ * a buffer is resident in whole 2 MiB pages there, and keep above 2 MiB
+ * is rounded down to whole huge pages.
+ *
  * Thread-safe. The pool is reference counted: every buffer out of the pool
  * holds a reference, so a buffer may be given back (by whichever thread
  * drops the last user) after the pool's creator has dropped its own. */
@@ -26,7 +31,8 @@
 struct cn_bufpool;
 
 /* A pool of buffers of size bytes each. keep: bytes of a returned buffer
- * kept resident (rounded up to pages); max_free: buffers kept for reuse.
+ * kept resident (rounded up to pages; above 2 MiB in a pool of buffers
+ * of 2 MiB or more, down to 2 MiB multiples); max_free: buffers kept for reuse.
  * The caller holds one reference (cn_bufpool_unref). 0 or -ENOMEM/-EINVAL
  * with a message. */
 int cn_bufpool_new(size_t size, size_t keep, size_t max_free, struct cn_bufpool **out);

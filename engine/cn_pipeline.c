@@ -311,12 +311,12 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	if (!p->jobs)
 		return cn_error_set(-ENOMEM, "out of memory for pipeline jobs");
 	/* Buffers hold the largest chunk of any stream; of a buffer given
-	 * back, 1.5 times the largest average stays resident: an occasional
+	 * back, the largest average stays resident: an occasional
 	 * maximum-size chunk must not pin 4x the memory in every buffer for
 	 * the rest of the run, and pages given back for every chunk above
-	 * the average must be faulted in again (cn_pipeline.h has the
-	 * measured trade). Every job may hold one, and one more is in the
-	 * encoded chunk being stored. */
+	 * the average must be faulted in again, 2 MiB at a time in huge
+	 * pages (cn_pipeline.h has the measured trade). Every job may hold
+	 * one, and one more is in the encoded chunk being stored. */
 	size_t max_chunk = 0, max_avg = 0;
 	for (size_t i = 0; i < p->nstreams; i++) {
 		if (cn_chunker_max_size(p->streams[i].chunker) > max_chunk)
@@ -329,7 +329,7 @@ int cn_pipeline_start(struct cn_pipeline *p)
 	 * worker for a compressed copy, the encoded chunk the senders hold
 	 * beside the one in the sink (see the header) and one a target may
 	 * keep after its call (cn_target.held). */
-	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + max_avg + max_avg / 2,
+	int r = cn_bufpool_new(p->hdr + max_chunk, p->hdr + max_avg,
 			       p->njobs + p->threads + TARGET_CHUNKS + 1, &p->pool);
 	if (r < 0)
 		return r;

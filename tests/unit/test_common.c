@@ -247,6 +247,86 @@ START_TEST(test_bufpool)
 }
 END_TEST
 
+/* The VmFlags of the mapping that holds addr ("" when not found). */
+static void vm_flags_of(const void *addr, char *out, size_t cap)
+{
+	out[0] = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		return;
+	char line[512];
+	int in = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+		else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+			snprintf(out, cap, "%s", line + 8);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+/* Whether this kernel takes MADV_HUGEPAGE (transparent huge pages built
+ * in and not disabled). */
+static int thp_available(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char mode[128] = "";
+	if (f) {
+		if (!fgets(mode, sizeof(mode), f))
+			mode[0] = 0;
+		fclose(f);
+	}
+	return strstr(mode, "[never]") == NULL && mode[0];
+}
+
+START_TEST(test_bufpool_huge)
+{
+	const size_t huge = 2u << 20;
+	struct cn_bufpool *p;
+	/* keep above one huge page: rounded down to whole ones */
+	ck_assert_int_eq(cn_bufpool_new(8 * huge + 100, 2 * huge + 4096, 1, &p), 0);
+	ck_assert_uint_eq(cn_bufpool_size(p), 8 * huge + 4096);
+	uint8_t *a = cn_bufpool_get(p);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_uint_eq((uintptr_t)a % huge, 0);
+	char flags[256];
+	if (thp_available()) {
+		/* huge pages after the first 2 MiB, small ones before */
+		vm_flags_of(a + huge, flags, sizeof(flags));
+		ck_assert_msg(strstr(flags, " hg") != NULL, "VmFlags%s", flags);
+		vm_flags_of(a, flags, sizeof(flags));
+		ck_assert_msg(strstr(flags, " hg") == NULL, "VmFlags%s", flags);
+	}
+	memset(a, 0x5a, 8 * huge + 4096);
+	cn_bufpool_put(p, a, 5 * huge + 1);
+	uint8_t *a2 = cn_bufpool_get(p);
+	ck_assert_ptr_eq(a2, a);
+	ck_assert_uint_eq(a2[2 * huge - 1], 0x5a);
+	ck_assert_uint_eq(a2[2 * huge], 0);      /* from keep, in whole huge pages */
+	ck_assert_uint_eq(a2[6 * huge - 1], 0);  /* to the end of the one used ended in */
+	ck_assert_uint_eq(a2[6 * huge], 0x5a);   /* beyond what the caller said it used */
+	cn_bufpool_put(p, a2, 0);
+	cn_bufpool_unref(p);
+
+	/* keep below one huge page: by the page, in the small-page part */
+	ck_assert_int_eq(cn_bufpool_new(2 * huge, 8192, 1, &p), 0);
+	uint8_t *b = cn_bufpool_get(p);
+	memset(b, 0x33, 2 * huge);
+	cn_bufpool_put(p, b, huge);
+	uint8_t *b2 = cn_bufpool_get(p);
+	ck_assert_ptr_eq(b2, b);
+	ck_assert_uint_eq(b2[8191], 0x33);
+	ck_assert_uint_eq(b2[8192], 0);
+	ck_assert_uint_eq(b2[huge - 1], 0);
+	ck_assert_uint_eq(b2[huge], 0x33);
+	cn_bufpool_put(p, b2, 0);
+	cn_bufpool_unref(p);
+}
+END_TEST
+
 CN_TEST_MAIN("common", "core", 0,
 	     test_hex_roundtrip,
 	     test_error_prefix,
@@ -256,4 +336,5 @@ CN_TEST_MAIN("common", "core", 0,
 	     test_snapshot_paths,
 	     test_chunk_refcount,
 	     test_chunk_borrowed,
-	     test_bufpool)
+	     test_bufpool,
+	     test_bufpool_huge)
