@@ -5,7 +5,9 @@
 
 #include <check.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* check's ck_assert_msg (and every ck_assert_* built on it) calls
  * _mark_point() when the assertion holds, which writes the file and line
@@ -36,6 +38,20 @@
 #ifndef CN_TEST_SANITIZED
 #define CN_TEST_SANITIZED 0
 #endif
+
+/* 1 when this kernel gives memory marked MADV_HUGEPAGE transparent huge
+ * pages (built in, and not set to "never"), else 0. */
+static inline int cn_test_thp_available(void)
+{
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	char mode[128] = "";
+	if (f) {
+		if (!fgets(mode, sizeof(mode), f))
+			mode[0] = 0;
+		fclose(f);
+	}
+	return mode[0] && strstr(mode, "[never]") == NULL;
+}
 
 /* Runs every case of suite s (the runner takes it over and frees it) and
  * returns the exit status for main(): EXIT_SUCCESS when no test failed. */

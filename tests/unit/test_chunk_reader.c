@@ -4,14 +4,15 @@
  * corrupt and missing chunks fail with the chunk named, views lend a
  * pinned chunk, held views do not make read-ahead fetch twice, a reader
  * told its caller reads front to back starts read-ahead with the first
- * read, and freeing the reader ends read-ahead that waits on a stalled
- * source. */
+ * read, freeing the reader ends read-ahead that waits on a stalled
+ * source, and large compressed chunks decode into the slots' own buffers. */
 #include "cn_test.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "common/cn_error.h"
@@ -349,6 +350,72 @@ START_TEST(test_free_cancels_stalled_read_ahead)
 }
 END_TEST
 
+/* Large compressed chunks (decoded beyond what a slot keeps resident) are
+ * decompressed into the slots' own buffers, not into memory allocated and
+ * faulted in afresh for each chunk: the page faults a chunk costs stay
+ * well below one per 4 KiB of it. */
+#define BIG_N 16
+#define BIG_CHUNK ((size_t)6 << 20)
+
+START_TEST(test_large_chunks_reuse_decode_buffers)
+{
+	struct mem_source *big = calloc(1, sizeof(*big));
+	ck_assert_ptr_nonnull(big);
+	big->base.ops = &ms_ops;
+	snprintf(big->base.name, sizeof(big->base.name), "big");
+	big->missing = -1;
+	uint8_t *plain = malloc(BIG_CHUNK);
+	uint32_t x = 11;
+	struct cn_index_writer *w;
+	ck_assert_int_eq(cn_index_writer_new(CN_INDEX_DYNAMIC, NULL, 0, 0, 0, &w), 0);
+	for (int i = 0; i < BIG_N; i++) {
+		for (size_t k = 0; k < BIG_CHUNK; k++) { /* compresses about 3:1 */
+			x = x * 1664525u + 1013904223u;
+			plain[k] = (uint8_t)('a' + (x >> 29));
+		}
+		ck_assert_int_eq(cn_blob_encode_chunk(plain, BIG_CHUNK, NULL, CN_BLOB_COMPRESS,
+						      &big->chunks[i]), 0);
+		ck_assert_uint_lt(big->chunks[i]->len, BIG_CHUNK / 2);
+		struct cn_index_entry e = {.end_offset = (uint64_t)(i + 1) * BIG_CHUNK};
+		memcpy(e.digest, big->chunks[i]->digest, 32);
+		ck_assert_int_eq(cn_index_writer_append(w, &e, 1), 0);
+	}
+	struct cn_buf file = {0};
+	struct cn_index *bidx;
+	ck_assert_int_eq(cn_index_writer_finish(w, &file, NULL), 0);
+	cn_index_writer_free(w);
+	ck_assert_int_eq(cn_index_parse(file.data, file.len, &bidx), 0);
+	cn_buf_free(&file);
+
+	struct cn_chunk_reader *r;
+	ck_assert_int_eq(cn_chunk_reader_new(&big->base, bidx, NULL, 2, &r), 0);
+	cn_chunk_reader_sequential(r);
+	/* the slots' first use maps their buffers: counted from the second
+	 * pass over the chunks on */
+	struct rusage ru0, ru1;
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1)
+			getrusage(RUSAGE_SELF, &ru0);
+		for (int i = 0; i < BIG_N; i++)
+			ck_assert_int_eq(cn_chunk_reader_read_at(r, (uint64_t)i * BIG_CHUNK, plain,
+								 BIG_CHUNK), 0);
+	}
+	getrusage(RUSAGE_SELF, &ru1);
+	long per_chunk = (ru1.ru_minflt - ru0.ru_minflt) / BIG_N;
+	/* 1,536 pages a chunk, of which the 512 beyond the 4 MiB a slot
+	 * keeps are faulted in again: one fault per 2 MiB with huge pages
+	 * (a buffer allocated per chunk: 750-1,536 faults) */
+	long most = cn_test_thp_available() ? 64 : 600;
+	ck_assert_msg(per_chunk < most, "%ld page faults per chunk (at most %ld)", per_chunk, most);
+	cn_chunk_reader_free(r);
+	cn_index_free(bidx);
+	for (int i = 0; i < BIG_N; i++)
+		cn_chunk_unref(big->chunks[i]);
+	free(plain);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("chunk_reader");
@@ -362,6 +429,7 @@ int main(void)
 	tcase_add_test(tc, test_held_views_fetch_each_chunk_once);
 	tcase_add_test(tc, test_sequential_hint_reads_ahead_from_the_start);
 	tcase_add_test(tc, test_free_cancels_stalled_read_ahead);
+	tcase_add_test(tc, test_large_chunks_reuse_decode_buffers);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -268,20 +268,6 @@ static void vm_flags_of(const void *addr, char *out, size_t cap)
 	fclose(f);
 }
 
-/* Whether this kernel takes MADV_HUGEPAGE (transparent huge pages built
- * in and not disabled). */
-static int thp_available(void)
-{
-	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-	char mode[128] = "";
-	if (f) {
-		if (!fgets(mode, sizeof(mode), f))
-			mode[0] = 0;
-		fclose(f);
-	}
-	return strstr(mode, "[never]") == NULL && mode[0];
-}
-
 START_TEST(test_bufpool_huge)
 {
 	const size_t huge = 2u << 20;
@@ -293,7 +279,7 @@ START_TEST(test_bufpool_huge)
 	ck_assert_ptr_nonnull(a);
 	ck_assert_uint_eq((uintptr_t)a % huge, 0);
 	char flags[256];
-	if (thp_available()) {
+	if (cn_test_thp_available()) {
 		/* huge pages after the first 2 MiB, small ones before */
 		vm_flags_of(a + huge, flags, sizeof(flags));
 		ck_assert_msg(strstr(flags, " hg") != NULL, "VmFlags%s", flags);
