@@ -18,8 +18,8 @@
  * and decompresses into a second one as large (used by compressed chunks
  * only), both kept for the reader's life. They start at a huge-page
  * boundary (which is page-aligned, so that the local datastore can read
- * into raw directly, cn_datastore.h), and all of them but the first huge
- * page is marked MADV_HUGEPAGE: the kernel then maps the pages of a large
+ * into raw directly, cn_datastore.h), and each is marked MADV_HUGEPAGE
+ * beyond its first huge page: the kernel then maps the pages of a large
  * chunk 2 MiB at a time instead of 4 KiB, as common/cn_bufpool.c does for
  * a backup (a local restore of 1.5 GiB took 98,000 page faults before,
  * most of them decompressing into a buffer allocated per chunk). */
