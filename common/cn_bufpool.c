@@ -7,16 +7,13 @@
 #include <unistd.h>
 
 #include "common/cn_error.h"
+#include "common/cn_util.h"
 
 /* Transparent huge pages: a buffer of at least one is mapped at a
- * huge-page boundary, released in whole huge pages, and all of it but its
- * first huge page is marked MADV_HUGEPAGE, so that the kernel fills it
- * 2 MiB per fault instead of 4 KiB, also the tail beyond keep that every
- * large chunk faults in again. The first 2 MiB stay in small pages: what
- * holds less (a catalog's buffer, a small backup's) is resident as it is
- * written, not 2 MiB at a time. Without transparent huge pages in the
- * kernel the mark does nothing and the buffers work as before. */
-#define HUGE_PAGE ((size_t)2 << 20)
+ * huge-page boundary, released in whole huge pages, and marked for them
+ * beyond its first (cn_mark_huge_tail), so that the kernel fills it 2 MiB
+ * per fault instead of 4 KiB, also the tail beyond keep that every large
+ * chunk faults in again. */
 
 struct cn_bufpool {
 	pthread_mutex_t lock;
@@ -47,14 +44,14 @@ int cn_bufpool_new(size_t size, size_t keep, size_t max_free, struct cn_bufpool 
 	p->size = page_round_up(size);
 	p->keep = page_round_up(keep);
 	p->map_size = p->size;
-	p->huge = p->size >= HUGE_PAGE;
+	p->huge = p->size >= CN_HUGE_PAGE;
 	if (p->huge) {
 		/* released whole: of a huge page kept in part, the rest would
 		 * split it into small pages again (the first is in small
 		 * pages: kept by the page) */
-		p->map_size = (p->size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-		if (p->keep > HUGE_PAGE)
-			p->keep &= ~(HUGE_PAGE - 1);
+		p->map_size = cn_huge_round_up(p->size);
+		if (p->keep > CN_HUGE_PAGE)
+			p->keep &= ~(CN_HUGE_PAGE - 1);
 	}
 	p->max_free = max_free;
 	p->refs = 1;
@@ -89,21 +86,18 @@ uint8_t *cn_bufpool_get(struct cn_bufpool *p)
 	/* mmap directly: page aligned, and the tail can be released with
 	 * madvise whatever malloc would have done; a huge one at a huge-page
 	 * boundary (mapped one huge page larger, the excess unmapped) */
-	size_t extra = p->huge ? HUGE_PAGE : 0;
+	size_t extra = p->huge ? CN_HUGE_PAGE : 0;
 	uint8_t *m = mmap(NULL, p->map_size + extra, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m != MAP_FAILED) {
 		if (!extra)
 			return m;
-		uint8_t *a = (uint8_t *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+		uint8_t *a = (uint8_t *)(((uintptr_t)m + CN_HUGE_PAGE - 1) & ~(uintptr_t)(CN_HUGE_PAGE - 1));
 		if (a > m)
 			munmap(m, (size_t)(a - m));
 		if (m + extra > a)
 			munmap(a + p->map_size, (size_t)(m + extra - a));
-#ifdef MADV_HUGEPAGE
-		if (p->map_size > HUGE_PAGE)
-			(void)madvise(a + HUGE_PAGE, p->map_size - HUGE_PAGE, MADV_HUGEPAGE);
-#endif
+		cn_mark_huge_tail(a, p->map_size);
 		return a;
 	}
 	cn_error_set(-ENOMEM, "out of memory for a %zu-byte buffer", p->map_size);
@@ -123,8 +117,8 @@ void cn_bufpool_put(struct cn_bufpool *p, uint8_t *buf, size_t used)
 		munmap(buf, p->map_size);
 	} else {
 		used = page_round_up(used < p->size ? used : p->size);
-		if (p->huge && used > HUGE_PAGE) /* the huge page the data ended in, whole */
-			used = (used + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+		if (p->huge && used > CN_HUGE_PAGE) /* the huge page the data ended in, whole */
+			used = cn_huge_round_up(used);
 		if (used > p->keep)
 			madvise(buf + p->keep, used - p->keep, MADV_DONTNEED);
 		pthread_mutex_lock(&p->lock);

@@ -405,6 +405,17 @@ int cn_file_cached(int fd, size_t len, enum cn_residency_method how)
 	return cached_by_mincore(fd, len);
 }
 
+void cn_mark_huge_tail(void *buf, size_t len)
+{
+#ifdef MADV_HUGEPAGE
+	if (len > CN_HUGE_PAGE)
+		(void)madvise((uint8_t *)buf + CN_HUGE_PAGE, len - CN_HUGE_PAGE, MADV_HUGEPAGE);
+#else
+	(void)buf;
+	(void)len;
+#endif
+}
+
 int64_t cn_monotonic_ns(void)
 {
 	struct timespec ts;

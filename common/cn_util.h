@@ -11,6 +11,23 @@ struct stat;
 
 #define CN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* A transparent huge page (with 4 KiB base pages, as on x86-64). */
+#define CN_HUGE_PAGE ((size_t)2 << 20)
+
+/* n rounded up to whole huge pages. */
+static inline size_t cn_huge_round_up(size_t n)
+{
+	return (n + CN_HUGE_PAGE - 1) & ~(CN_HUGE_PAGE - 1);
+}
+
+/* Asks the kernel for transparent huge pages in buf[CN_HUGE_PAGE..len)
+ * (buf at a huge-page boundary; MADV_HUGEPAGE): a buffer that large
+ * chunks fill is then faulted in 2 MiB at a time instead of 4 KiB, while
+ * its first 2 MiB stay in small pages, so that one that only ever holds
+ * a little stays as small as what was written. Only a hint: where the
+ * kernel has no transparent huge pages nothing changes. */
+void cn_mark_huge_tail(void *buf, size_t len);
+
 /* Nanoseconds on the monotonic clock (CLOCK_MONOTONIC): for timeouts and
  * durations, never for dates. */
 int64_t cn_monotonic_ns(void);

@@ -24,7 +24,6 @@
  * a backup (a local restore of 1.5 GiB took 98,000 page faults before,
  * most of them decompressing into a buffer allocated per chunk). */
 #define RAW_ALIGN 4096u
-#define HUGE_PAGE ((size_t)2 << 20)
 #define RAW_CAP (((size_t)CN_CHUNK_MAX_SIZE + CN_BLOB_ENC_HEADER_SIZE + RAW_ALIGN - 1) & \
 		 ~(size_t)(RAW_ALIGN - 1))
 #define DATA_CAP (((size_t)CN_CHUNK_MAX_SIZE + 1 + RAW_ALIGN - 1) & ~(size_t)(RAW_ALIGN - 1))
@@ -33,7 +32,7 @@
  * is read into it): the average pxar chunk stays resident, the tail of
  * the rare chunk up to four times as large does not. Whole huge pages:
  * giving back part of one would split it into small pages for good. */
-#define SLOT_KEEP_CAP ((size_t)CN_CHUNKER_DEFAULT_AVG & ~(HUGE_PAGE - 1))
+#define SLOT_KEEP_CAP ((size_t)CN_CHUNKER_DEFAULT_AVG & ~(CN_HUGE_PAGE - 1))
 
 enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY, SLOT_ERROR };
 
@@ -158,17 +157,12 @@ static int fetch(struct cn_chunk_reader *r, struct slot *s, struct decoder *d,
 	return rc;
 }
 
-/* n rounded up to whole huge pages. */
-static size_t huge_up(size_t n)
-{
-	return (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-}
-
 /* The pages of b (a buffer of slot_buf_init) that n bytes from its start
  * lie in, in whole huge pages, at most all of b. */
 static size_t pages_of(const struct cn_buf *b, size_t n)
 {
-	return huge_up(n) < b->cap ? huge_up(n) : b->cap;
+	size_t pages = cn_huge_round_up(n);
+	return pages < b->cap ? pages : b->cap;
 }
 
 /* The bytes of raw that chunk i's blob will use (about its plain size:
@@ -192,20 +186,21 @@ static void load(struct cn_chunk_reader *r, struct slot *s, struct decoder *d)
 	s->raw.len = 0;
 	s->data.len = 0;
 	s->len = 0;
+	size_t want = blob_pages(r, s, s->chunk);
 #ifdef MADV_POPULATE_WRITE
 	/* a blob is about as large as its plain chunk (compressed ones are
 	 * smaller): the pages beyond what the slot keeps resident are mapped
 	 * in one call rather than one fault each (only a hint) */
-	size_t want = blob_pages(r, s, s->chunk);
 	if (s->raw_own && want > SLOT_KEEP_CAP)
 		(void)madvise(s->raw.data + SLOT_KEEP_CAP, want - SLOT_KEEP_CAP,
 			      MADV_POPULATE_WRITE);
 #endif
 	int rc = fetch(r, s, d, digest);
 	size_t used = pages_of(&s->raw, s->raw.len);
-	s->mapped = used > blob_pages(r, s, s->chunk) ? used : blob_pages(r, s, s->chunk);
-	if (pages_of(&s->data, s->data.len) > s->data_mapped)
-		s->data_mapped = pages_of(&s->data, s->data.len);
+	s->mapped = used > want ? used : want;
+	used = pages_of(&s->data, s->data.len);
+	if (used > s->data_mapped)
+		s->data_mapped = used;
 	if (rc == -ENOENT) /* the index needs it: the snapshot is damaged */
 		rc = cn_error_set(-CN_E_MISSING, "missing from the store");
 	if (rc == 0 && s->len != end - start)
@@ -248,14 +243,12 @@ static void *worker_main(void *ctx, size_t i)
 static int slot_buf_init(struct cn_buf *b, size_t cap)
 {
 	void *m;
-	if (posix_memalign(&m, HUGE_PAGE, cap) != 0)
+	if (posix_memalign(&m, CN_HUGE_PAGE, cap) != 0)
 		return 0;
 	b->data = m;
 	b->len = 0;
 	b->cap = cap;
-#ifdef MADV_HUGEPAGE
-	(void)madvise((uint8_t *)m + HUGE_PAGE, cap - HUGE_PAGE, MADV_HUGEPAGE);
-#endif
+	cn_mark_huge_tail(m, cap);
 	return 1;
 }
 
