@@ -197,8 +197,8 @@ class ShortBodyProxy:
                 if head is None:
                     return
                 line = head.split(b'\r\n', 1)[0].decode()
+                is_chunk = line.startswith('GET ') and '/.chunks/' in line
                 if self.stall_after is not None:
-                    is_chunk = line.startswith('GET ') and '/.chunks/' in line
                     with self.lock:
                         stall = self.started >= self.stall_after
                         if is_chunk and not stall:
@@ -218,8 +218,7 @@ class ShortBodyProxy:
                 up.close()
                 rhead, _, body = resp.partition(b'\r\n\r\n')
                 rhead += b'\r\n\r\n'
-                chunk = line.startswith('GET ') and '/.chunks/' in line and b' 200 ' in rhead[:20]
-                if chunk and self.stall_after is None:
+                if is_chunk and self.stall_after is None and b' 200 ' in rhead[:20]:
                     self.cut += 1
                     conn.sendall(rhead + body[:len(body) // 2])
                     return
